@@ -1,0 +1,123 @@
+"""Hydra entry points for every `python -m ...` command of the project (both packages use it).
+
+`hydra_entry_point(config_name, register)` wraps a `main(config)` that takes the *typed* config
+object (a dataclass, interpolations resolved). Before Hydra starts the job, the composition is
+checked: an unknown key, a wrong type or a value that `validate()` refuses prints one line,
+`error: ...`, and exits with status 2, before any heavy import or work. Everything else is plain
+Hydra: `--cfg job`, `-m` sweeps, `hydra.run.dir=...`, the saved `.hydra/config.yaml`.
+
+The config directory is `conf/` at the repository root (or `$DEEPSEEKMATH_CONF_DIR`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from beam_pipelines.config import ConfigError
+
+
+def conf_dir() -> str:
+    configured = os.environ.get("DEEPSEEKMATH_CONF_DIR")
+    path = Path(configured) if configured else Path(__file__).resolve().parents[1] / "conf"
+    if not (path / "prepare.yaml").exists():
+        raise ConfigError(f"config directory {path} not found (set DEEPSEEKMATH_CONF_DIR to the repository's conf/)")
+    return str(path)
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    # OmegaConf appends "full_key: ... object_type=..." details; keep the key, drop the noise.
+    for marker in (" full_key:", " Set the environment variable HYDRA_FULL_ERROR"):
+        if marker in text:
+            head, _, tail = text.partition(marker)
+            key = tail.split()[0] if marker == " full_key:" and tail.split() else ""
+            text = f"{head} (key: {key})" if key else head
+    return text
+
+
+def compose_config(config_name: str, overrides: Sequence[str] = (), register: Callable[[], None] | None = None) -> Any:
+    """Compose `conf/<config_name>.yaml` with overrides, type-check it and run `validate()`.
+
+    Returns the typed config object. Raises ConfigError with a one-line message.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    if register is not None:
+        register()
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+        config = OmegaConf.to_object(cfg)
+        validate = getattr(config, "validate", None)
+        if validate is not None:
+            validate()
+        return config
+    except ConfigError:
+        raise
+    except Exception as error:  # Hydra and OmegaConf errors: one line, the key named
+        raise ConfigError(one_line(error)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+class _DropBenignBeamNoise(logging.Filter):
+    # The portable runner relays each local worker's start-up and shutdown chatter (and a
+    # warning about a directory that only exists on remote workers) as WARN/INFO lines.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "semi_persistent_directory" not in record.getMessage()
+
+
+def quiet_library_logs() -> None:
+    """Keep the console for our progress lines: libraries log warnings and errors only."""
+    for name in ("apache_beam", "absl", "urllib3", "matplotlib", "numexpr", "torch.distributed.elastic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(_DropBenignBeamNoise())
+
+
+def _is_precheckable(argv: Sequence[str]) -> bool:
+    return not any(a in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i") for a in argv)
+
+
+def hydra_entry_point(config_name: str, register: Callable[[], None]) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
+    """Decorator for an entry point's `main(config)`; the result is called with no arguments
+    from `if __name__ == "__main__":` and reads `sys.argv` like any Hydra app."""
+
+    def decorator(task: Callable[[Any], Any]) -> Callable[..., Any]:
+        @functools.wraps(task)
+        def entry(argv: Sequence[str] | None = None) -> Any:
+            import hydra
+            from omegaconf import OmegaConf
+
+            arguments = list(sys.argv[1:] if argv is None else argv)
+            register()
+            if _is_precheckable(arguments):
+                overrides = [a for a in arguments if not a.startswith("-")]
+                try:
+                    compose_config(config_name, overrides)
+                except ConfigError as error:
+                    print(f"error: {error}", file=sys.stderr)
+                    sys.exit(2)
+
+            @hydra.main(version_base="1.3", config_path=conf_dir(), config_name=config_name)
+            def run(cfg):
+                quiet_library_logs()
+                return task(OmegaConf.to_object(cfg))
+
+            saved = sys.argv
+            sys.argv = [saved[0], *arguments]
+            try:
+                return run()
+            finally:
+                sys.argv = saved
+
+        return entry
+
+    return decorator

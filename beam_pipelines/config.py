@@ -1,0 +1,215 @@
+"""Dataclass schemas of the corpus pipelines, registered in Hydra's ConfigStore.
+
+All defaults live here (DESIGN.md convention 6); YAML files under `conf/` only pick presets.
+Each entry point has one top-level schema (`PrepareConfig`, ...) whose sections are the Hydra
+groups `beam` and `corpus` plus the step settings. Every schema has `validate()`, which the CLI
+runs before any pipeline is built, so a bad value fails with one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+RUNNERS = ("direct", "dataflow", "flink", "spark")
+ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "LOOPBACK", "EXTERNAL")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and the fix."""
+
+
+@dataclass
+class BeamConfig:
+    """Where and how a Beam pipeline runs. Rendered to PipelineOptions by `options.py`."""
+
+    runner: str = "direct"
+    job_name: str | None = None
+    # direct: the in-process portable runner (never the Prism download); 0 workers = all cores.
+    direct_num_workers: int = 0
+    direct_running_mode: str = "multi_processing"
+    # Portable runners (flink, spark): how SDK workers start and where the job server is.
+    environment_type: str | None = None
+    environment_config: str | None = None
+    sdk_container_image: str | None = None
+    job_endpoint: str | None = None
+    # Dataflow
+    project: str | None = None
+    region: str | None = None
+    temp_location: str | None = None
+    staging_location: str | None = None
+    machine_type: str | None = None
+    num_workers: int | None = None
+    max_num_workers: int | None = None
+    disk_size_gb: int | None = None
+    service_account_email: str | None = None
+    network: str | None = None
+    subnetwork: str | None = None
+    use_public_ips: bool | None = None
+    dataflow_service_options: list[str] = field(default_factory=list)
+    # Flink
+    flink_master: str | None = None
+    flink_version: str | None = None
+    flink_job_server_jar: str | None = None
+    parallelism: int | None = None
+    # Spark
+    spark_master_url: str | None = None
+    spark_job_server_jar: str | None = None
+    spark_version: str | None = None
+    # Worker packaging: ship this project to remote workers (sdist built from setup.py).
+    package_project: bool = False
+    requirements_file: str | None = None
+    extra_packages: list[str] = field(default_factory=list)
+    # Anything else, passed verbatim (`--flag=value` strings).
+    extra_options: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.runner not in RUNNERS:
+            raise ConfigError(f"beam.runner={self.runner!r} is not one of {', '.join(RUNNERS)}")
+        if self.direct_running_mode not in ("in_memory", "multi_threading", "multi_processing"):
+            raise ConfigError(
+                f"beam.direct_running_mode={self.direct_running_mode!r} is not in_memory, multi_threading or multi_processing"
+            )
+        if self.environment_type is not None and self.environment_type.upper() not in ENVIRONMENT_TYPES:
+            raise ConfigError(f"beam.environment_type={self.environment_type!r} is not one of {', '.join(ENVIRONMENT_TYPES)}")
+        if self.runner == "dataflow":
+            missing = [name for name in ("project", "region", "temp_location") if not getattr(self, name)]
+            if missing:
+                raise ConfigError(f"beam=dataflow needs {', '.join('beam.' + m for m in missing)} (e.g. beam.project=my-project)")
+            if not str(self.temp_location).startswith("gs://"):
+                raise ConfigError(f"beam.temp_location={self.temp_location!r} must be a gs:// path on Dataflow")
+        if self.runner == "flink" and not (self.flink_master or self.job_endpoint):
+            raise ConfigError("beam=flink needs beam.flink_master=HOST:PORT (or beam.job_endpoint of a running job server)")
+        if self.runner == "spark" and not (self.spark_master_url or self.job_endpoint):
+            raise ConfigError("beam=spark needs beam.spark_master_url=spark://HOST:7077 (or beam.job_endpoint)")
+        for option in self.extra_options:
+            if not option.startswith("--"):
+                raise ConfigError(f"beam.extra_options entry {option!r} must look like --flag=value")
+
+
+@dataclass
+class CorpusConfig:
+    """One corpus build: its inputs and the directory every stage writes under.
+
+    Stage outputs: `<work_dir>/pool` (prepare), `<work_dir>/recall` (recall rounds),
+    `<work_dir>/dedup` (near-dedup + decontamination), `<work_dir>/tokenized` (Megatron data).
+    """
+
+    name: str = "sample"
+    work_dir: str = "outputs/corpus/sample"
+    # WARC files or patterns (local, gs://, s3://, hdfs://). Empty: build the embedded sample.
+    warc_inputs: list[str] = field(default_factory=list)
+    # Sample build (used when warc_inputs is empty): pages per group, to size the demo.
+    sample_max_math_pages: int = 400
+    sample_max_other_pages: int = 400
+
+    def validate(self) -> None:
+        if not self.work_dir:
+            raise ConfigError("corpus.work_dir must not be empty")
+
+
+@dataclass
+class ReadConfig:
+    # Common Crawl truncates payloads at 1 MiB; 10 MiB keeps other crawls' pages and still bounds
+    # a worker's memory per record.
+    max_record_bytes: int = 10 * 1024 * 1024
+    # A page whose text has more than this fraction of undecodable characters is dead-lettered.
+    max_replacement_fraction: float = 0.01
+
+    def validate(self) -> None:
+        if self.max_record_bytes <= 0:
+            raise ConfigError("read.max_record_bytes must be positive")
+        if not 0.0 <= self.max_replacement_fraction <= 1.0:
+            raise ConfigError("read.max_replacement_fraction must be in [0, 1]")
+
+
+@dataclass
+class ExtractConfig:
+    # resiliparse's boilerplate removal (navigation, footers); math survives it (tested).
+    main_content: bool = True
+    min_characters: int = 100
+
+    def validate(self) -> None:
+        if self.min_characters < 0:
+            raise ConfigError("extract.min_characters must be >= 0")
+
+
+@dataclass
+class LanguageConfig:
+    # DeepSeekMath's corpus is English and Chinese; empty keeps every language.
+    languages: list[str] = field(default_factory=lambda: ["en", "zh"])
+    min_score: float = 0.5
+    max_characters: int = 3000
+
+    def validate(self) -> None:
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ConfigError("language.min_score must be in [0, 1]")
+
+
+@dataclass
+class QualityConfig:
+    """Gopher thresholds (Rae et al. 2021, appendix A) relaxed where math prose differs."""
+
+    enabled: bool = True
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_lines_fraction: float = 0.9
+    max_ellipsis_lines_fraction: float = 0.3
+    # Gopher uses 0.8; worked solutions are full of numbers and operators, so 0.6.
+    min_alpha_words_fraction: float = 0.6
+    min_stop_words: int = 2
+    max_duplicate_lines_fraction: float = 0.3
+    max_duplicate_paragraphs_fraction: float = 0.3
+    max_duplicate_lines_char_fraction: float = 0.2
+    max_duplicate_paragraphs_char_fraction: float = 0.2
+    max_top_2gram_char_fraction: float = 0.2
+    max_top_3gram_char_fraction: float = 0.18
+    max_top_4gram_char_fraction: float = 0.16
+    max_duplicate_5gram_char_fraction: float = 0.15
+    max_duplicate_10gram_char_fraction: float = 0.10
+    c4_lorem_ipsum: bool = True
+    # C4 drops any page with '{'; that removes LaTeX. Off by default; never applied to math pages.
+    c4_curly_bracket: bool = False
+
+    def validate(self) -> None:
+        if self.min_words > self.max_words:
+            raise ConfigError("quality.min_words must be <= quality.max_words")
+
+
+@dataclass
+class PoolDedupConfig:
+    url: bool = True
+    exact: bool = True
+
+
+@dataclass
+class PrepareConfig:
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    dedup: PoolDedupConfig = field(default_factory=PoolDedupConfig)
+    # Where the pool goes; by default inside the corpus work directory.
+    output_dir: str = "${corpus.work_dir}/pool"
+    # Parquet shards of the pool; 0 lets the runner choose.
+    num_shards: int = 0
+
+    def validate(self) -> None:
+        for section in (self.corpus, self.beam, self.read, self.extract, self.language, self.quality):
+            section.validate()
+        if self.num_shards < 0:
+            raise ConfigError("num_shards must be >= 0")
+
+
+def register_configs() -> None:
+    """Register the schemas (idempotent). Group files name them in their defaults lists."""
+    store = ConfigStore.instance()
+    store.store(name="prepare_schema", node=PrepareConfig)
+    store.store(group="beam", name="beam_schema", node=BeamConfig)
+    store.store(group="corpus", name="corpus_schema", node=CorpusConfig)

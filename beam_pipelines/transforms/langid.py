@@ -1,0 +1,69 @@
+"""Language identification with py3langid, whose model ships inside the package (no download).
+
+Pure core: `LanguageIdentifier.identify(text) -> (label, probability)`, run on the prose with
+math spans removed (a formula is not evidence of any language) and on at most `max_characters`
+characters (the label settles long before; cost stays bounded on 1 MB pages).
+Beam wrapper: `LanguageDoFn` (step `03_language`); the model loads once per worker in setup().
+Cost: ~0.3 ms per 2 KB document on one core; memory: the ~5 MB model per worker.
+"""
+
+from __future__ import annotations
+
+from beam_pipelines.accounting import Drop, FilterDoFn
+from beam_pipelines.document import Document
+from beam_pipelines.transforms.extract import strip_math
+
+LANGUAGE_STEP = "03_language"
+
+
+def prose_for_language(text: str) -> str:
+    """The lines that carry language: math removed, and lines that are mostly digits and symbols
+    (tables, numeric output) dropped, so a worked example is not labelled 'no language'."""
+    lines = []
+    for line in strip_math(text, placeholder=" ").split("\n"):
+        visible = [c for c in line if not c.isspace()]
+        if visible and sum(c.isalpha() for c in visible) >= 0.5 * len(visible):
+            lines.append(line)
+    return "\n".join(lines)
+
+
+class LanguageIdentifier:
+    def __init__(self, max_characters: int = 3000):
+        import py3langid.langid as langid
+
+        self.max_characters = max_characters
+        self._model = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
+
+    def identify(self, text: str) -> tuple[str, float]:
+        prose = prose_for_language(text)[: self.max_characters]
+        if not prose.strip():
+            return "und", 0.0
+        label, probability = self._model.classify(prose)
+        return label, float(probability)
+
+
+class LanguageDoFn(FilterDoFn):
+    """Labels every document; drops those outside `languages` (empty = keep all) or below
+    `min_score`."""
+
+    step = LANGUAGE_STEP
+
+    def __init__(self, languages: list[str], min_score: float, max_characters: int = 3000):
+        super().__init__()
+        self.languages = frozenset(languages)
+        self.min_score = min_score
+        self.max_characters = max_characters
+
+    def setup(self):
+        super().setup()
+        self.identifier = LanguageIdentifier(self.max_characters)
+
+    def decide(self, document: Document) -> Document | Drop:
+        label, score = self.identifier.identify(document.text)
+        document.language = label
+        document.language_score = score
+        if self.languages and label not in self.languages:
+            return Drop("language_not_wanted", label)
+        if score < self.min_score:
+            return Drop("language_low_confidence", f"{label}:{score:.3f}")
+        return document

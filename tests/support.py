@@ -1,0 +1,92 @@
+"""Shared test helpers: real data on this machine, and environments for real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CACHE_DIR = Path(os.environ.get("DEEPSEEKMATH_TEST_CACHE", REPO_ROOT / ".cache" / "test-data"))
+
+# Debian documentation packages used as real HTML (see shared notes): math and non-math sites.
+DEBIAN_DOCS = {
+    "python-scipy-doc": ("usr/share/doc/python-scipy-doc/html", "https://docs.scipy.org/doc/scipy/"),
+    "python-mpmath-doc": ("usr/share/doc/python-mpmath-doc/html", "https://mpmath.org/doc/current/"),
+    "python3.11-doc": ("usr/share/doc/python3.11/html", "https://docs.python.org/3.11/"),
+    "git-doc": ("usr/share/doc/git-doc", "https://git-scm.com/docs/"),
+}
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for `python -m ...` subprocesses: this checkout first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra)
+    return env
+
+
+def run_module(module: str, *args: str, cwd: str | Path | None = None, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` for real and return the completed process (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=str(cwd or REPO_ROOT),
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def debian_doc_root(package: str) -> Path:
+    """Download (apt-get download) and unpack a Debian documentation package once; return the
+    directory of its HTML. Raises RuntimeError with the reason if apt cannot provide it."""
+    relative, _ = DEBIAN_DOCS[package]
+    target = CACHE_DIR / "debian" / package
+    html_root = target / relative
+    if html_root.exists():
+        return html_root
+    download = CACHE_DIR / "debian" / "debs"
+    download.mkdir(parents=True, exist_ok=True)
+    debs = list(download.glob(f"{package}_*.deb"))
+    if not debs:
+        result = subprocess.run(["apt-get", "download", package], cwd=download, capture_output=True, text=True)
+        if result.returncode != 0 and os.geteuid() == 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+            result = subprocess.run(["apt-get", "download", package], cwd=download, capture_output=True, text=True)
+        debs = list(download.glob(f"{package}_*.deb"))
+        if not debs:
+            raise RuntimeError(f"apt-get download {package} failed: {result.stderr.strip()[-500:]}")
+    staging = target.with_suffix(".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(staging)], check=True)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return html_root
+
+
+def html_files(root: Path) -> list[Path]:
+    """HTML files under root, walked without following symlinked folders (a recursive glob
+    follows them and duplicates pages)."""
+    found = []
+    for directory, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".html"):
+                found.append(Path(directory) / name)
+    return sorted(found)
+
+
+def debian_doc_pages(package: str, limit: int | None = None) -> list[tuple[str, bytes, str]]:
+    """(url, html bytes, content type) for a package's pages, each at its site's URL with the
+    package's real path structure."""
+    root = debian_doc_root(package)
+    base_url = DEBIAN_DOCS[package][1]
+    pages = []
+    for path in html_files(root)[:limit]:
+        url = base_url + path.relative_to(root).as_posix()
+        pages.append((url, path.read_bytes(), "text/html; charset=utf-8"))
+    return pages
