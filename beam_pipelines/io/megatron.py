@@ -303,11 +303,11 @@ class WriteShardsDoFn(beam.DoFn):
     whole shard directory.
     """
 
-    def __init__(self, shards_dir: str, dtype_name: str, max_documents_per_shard: int, label: str = "tokenize"):
+    def __init__(self, shards_dir: str, dtype_name: str, max_documents_per_shard: int, log_name: str = "tokenize"):
         self.shards_dir = shards_dir.rstrip("/")
         self.dtype_name = dtype_name
         self.max_documents_per_shard = max_documents_per_shard
-        self.label = label
+        self.log_name = log_name
         self._writer: IndexedDatasetWriter | None = None
 
     def start_bundle(self):
@@ -317,7 +317,7 @@ class WriteShardsDoFn(beam.DoFn):
         info = self._writer.close()
         self._writer = None
         shard = info.prefix.rsplit("/", 1)[-1]
-        print(f"[{self.label}] shard {shard}: {info.documents} documents, {info.tokens} tokens", flush=True)
+        print(f"[{self.log_name}] shard {shard}: {info.documents} documents, {info.tokens} tokens", flush=True)
         return info
 
     def process(self, document: EncodedDocument):
@@ -364,20 +364,20 @@ class WriteIndexedDataset(beam.PTransform):
     description (`merge_shards`), or none when the input is empty (then nothing is written)."""
 
     def __init__(self, output_prefix: str, shards_dir: str, dtype_name: str, max_documents_per_shard: int,
-                 keep_shards: bool = False, label: str = "tokenize"):
+                 keep_shards: bool = False, log_name: str = "tokenize"):
         super().__init__()
         self.output_prefix = output_prefix
         self.shards_dir = shards_dir
         self.dtype_name = dtype_name
         self.max_documents_per_shard = max_documents_per_shard
         self.keep_shards = keep_shards
-        self.label = label
+        self.log_name = log_name  # not `label`: that is the PTransform's own name
 
     def expand(self, documents):
         output_prefix, shards_dir, dtype_name, keep = self.output_prefix, self.shards_dir, self.dtype_name, self.keep_shards
         return (
             documents
-            | "Write shards" >> beam.ParDo(WriteShardsDoFn(shards_dir, dtype_name, self.max_documents_per_shard, self.label))
+            | "Write shards" >> beam.ParDo(WriteShardsDoFn(shards_dir, dtype_name, self.max_documents_per_shard, self.log_name))
             | "Key shards" >> beam.Map(lambda info: (output_prefix, info))
             # One key and a few hundred bytes per shard: the shard list moves, not the tokens.
             | "Collect shards" >> beam.GroupByKey()
