@@ -29,6 +29,7 @@ GOPHER_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "
 _BULLETS = ("•", "-", "*", "·", "‣", "▪", "◦", "–")
 _TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "”", ":", ";", "。", "！", "？")
 _WORD = re.compile(r"\S+")
+_ALPHA_WORD = re.compile(r"\S*[^\W\d_]\S*")  # a whitespace-delimited word with at least one letter
 _TEX_COMMAND = re.compile(r"\\[A-Za-z]+\s*[{\[]")
 
 
@@ -49,7 +50,7 @@ def quality_signals(text: str, language: str = "en") -> dict[str, float]:
         "gopher_symbol_word_ratio": (prose.count("#") + prose.count("...") + prose.count("…")) / max(1, n_words),
         "gopher_bullet_lines_fraction": sum(line.startswith(_BULLETS) for line in lines) / n_lines,
         "gopher_ellipsis_lines_fraction": sum(line.endswith(("...", "…")) for line in lines) / n_lines,
-        "gopher_alpha_words_fraction": sum(any(c.isalpha() for c in w) for w in words) / max(1, n_words),
+        "gopher_alpha_words_fraction": len(_ALPHA_WORD.findall(prose)) / max(1, n_words),
         "c4_terminal_punctuation_lines_fraction": sum(line.endswith(_TERMINAL_PUNCTUATION) for line in lines) / n_lines,
         "c4_javascript_lines": float(sum("javascript" in line.lower() for line in lines)),
         "c4_lorem_ipsum": float("lorem ipsum" in prose.lower()),
@@ -78,9 +79,10 @@ def _repetition_signals(lines: list[str], paragraphs: list[str], words: list[str
             else:
                 first_seen.add(unit)
         signals[f"gopher_duplicate_{name}_char_fraction"] = duplicate_chars / max(1, sum(len(u) for u in units))
-    vocabulary: dict[str, int] = {}
-    ids = np.fromiter((vocabulary.setdefault(w.lower(), len(vocabulary)) for w in words), dtype=np.uint64, count=len(words))
-    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    word_array = np.array(words)
+    _, word_ids = np.unique(np.char.lower(word_array), return_inverse=True)
+    ids = word_ids.astype(np.uint64).ravel()
+    lengths = np.char.str_len(word_array).astype(np.int64)
     total_chars = float(lengths.sum())
     length_prefix = np.concatenate([[0], np.cumsum(lengths)])
     for n in range(2, 11):
