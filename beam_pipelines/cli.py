@@ -21,6 +21,10 @@ from typing import Any, Callable, Sequence
 from beam_pipelines.config import ConfigError
 
 
+# Errors caused by what the user asked for (not bugs): printed as one line, exit status 2.
+UserFacingError = (ConfigError, FileNotFoundError)
+
+
 def conf_dir() -> str:
     configured = os.environ.get("DEEPSEEKMATH_CONF_DIR")
     path = Path(configured) if configured else Path(__file__).resolve().parents[1] / "conf"
@@ -109,7 +113,12 @@ def hydra_entry_point(config_name: str, register: Callable[[], None]) -> Callabl
             @hydra.main(version_base="1.3", config_path=conf_dir(), config_name=config_name)
             def run(cfg):
                 quiet_library_logs()
-                return task(OmegaConf.to_object(cfg))
+                try:
+                    return task(OmegaConf.to_object(cfg))
+                except UserFacingError as error:
+                    # Inputs the user named that do not exist, configs that cannot run: one line.
+                    print(f"error: {error}", file=sys.stderr)
+                    sys.exit(2)
 
             saved = sys.argv
             sys.argv = [saved[0], *arguments]

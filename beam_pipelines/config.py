@@ -153,6 +153,7 @@ class QualityConfig:
 
     enabled: bool = True
     min_words: int = 50
+    min_words_with_math: int = 20
     max_words: int = 100_000
     min_mean_word_length: float = 3.0
     max_mean_word_length: float = 10.0
@@ -171,6 +172,9 @@ class QualityConfig:
     max_top_4gram_char_fraction: float = 0.16
     max_duplicate_5gram_char_fraction: float = 0.15
     max_duplicate_10gram_char_fraction: float = 0.10
+    # Repetition limits are multiplied by this on pages with math (documentation and worked
+    # solutions repeat phrases by design); 1.0 applies Gopher's limits to every page.
+    math_repetition_relaxation: float = 2.0
     c4_lorem_ipsum: bool = True
     # C4 drops any page with '{'; that removes LaTeX. Off by default; never applied to math pages.
     c4_curly_bracket: bool = False

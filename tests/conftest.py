@@ -20,3 +20,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+# Subprocesses (Beam worker processes, torchrun ranks, `python -m` entry points) must import this
+# checkout, whatever is installed in the environment.
+from tests.support import REPO_ROOT  # noqa: E402
+
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)

@@ -9,6 +9,8 @@ Cost: ~0.3 ms per 2 KB document on one core; memory: the ~5 MB model per worker.
 
 from __future__ import annotations
 
+import re
+
 from beam_pipelines.accounting import Drop, FilterDoFn
 from beam_pipelines.document import Document
 from beam_pipelines.transforms.extract import strip_math
@@ -16,14 +18,29 @@ from beam_pipelines.transforms.extract import strip_math
 LANGUAGE_STEP = "03_language"
 
 
-def prose_for_language(text: str) -> str:
+_LETTERS = re.compile(r"[^\W\d_]")
+_VISIBLE = re.compile(r"\S")
+
+
+def prose_for_language(text: str, max_characters: int = 1 << 30) -> str:
     """The lines that carry language: math removed, and lines that are mostly digits and symbols
-    (tables, numeric output) dropped, so a worked example is not labelled 'no language'."""
+    (tables, numeric output) dropped, so a worked example is not labelled 'no language'. Stops
+    once `max_characters` are collected (the cost stays bounded on huge pages)."""
     lines = []
-    for line in strip_math(text, placeholder=" ").split("\n"):
-        visible = [c for c in line if not c.isspace()]
-        if visible and sum(c.isalpha() for c in visible) >= 0.5 * len(visible):
-            lines.append(line)
+    collected = 0
+    position = 0
+    while collected < max_characters and position < len(text):
+        # Work through the text in windows so math stripping never runs over a whole 1 MB page.
+        window_end = text.find("\n", position + 4 * max(1, max_characters - collected))
+        window_end = len(text) if window_end < 0 else window_end
+        for line in strip_math(text[position:window_end], placeholder=" ").split("\n"):
+            visible = len(_VISIBLE.findall(line))
+            if visible and len(_LETTERS.findall(line)) >= 0.5 * visible:
+                lines.append(line)
+                collected += len(line) + 1
+                if collected >= max_characters:
+                    break
+        position = window_end + 1
     return "\n".join(lines)
 
 
@@ -35,7 +52,7 @@ class LanguageIdentifier:
         self._model = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
 
     def identify(self, text: str) -> tuple[str, float]:
-        prose = prose_for_language(text)[: self.max_characters]
+        prose = prose_for_language(text, self.max_characters)[: self.max_characters]
         if not prose.strip():
             return "und", 0.0
         label, probability = self._model.classify(prose)

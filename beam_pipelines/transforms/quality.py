@@ -29,23 +29,28 @@ GOPHER_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "
 _BULLETS = ("•", "-", "*", "·", "‣", "▪", "◦", "–")
 _TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "”", ":", ";", "。", "！", "？")
 _WORD = re.compile(r"\S+")
+_ALPHA_WORD = re.compile(r"\S*[^\W\d_]\S*")  # a whitespace-delimited word with at least one letter
 _TEX_COMMAND = re.compile(r"\\[A-Za-z]+\s*[{\[]")
 
 
 def quality_signals(text: str, language: str = "en") -> dict[str, float]:
+    # Ratios (symbols, alphabetic words, word length, stop words) are read on the prose, where a
+    # formula is one placeholder word; counts and repetition are read on the whole text, where
+    # each formula keeps its own tokens (so `$s$ and $t$` and `$u$ and $v$` are not repeats).
     prose = strip_math(text)
     words = _WORD.findall(prose)
+    all_words = _WORD.findall(text)
     n_words = len(words)
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     n_lines = max(1, len(lines))
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     signals: dict[str, float] = {
-        "gopher_word_count": float(n_words),
+        "gopher_word_count": float(len(all_words)),
         "gopher_mean_word_length": float(np.mean([len(w) for w in words])) if words else 0.0,
         "gopher_symbol_word_ratio": (prose.count("#") + prose.count("...") + prose.count("…")) / max(1, n_words),
         "gopher_bullet_lines_fraction": sum(line.startswith(_BULLETS) for line in lines) / n_lines,
         "gopher_ellipsis_lines_fraction": sum(line.endswith(("...", "…")) for line in lines) / n_lines,
-        "gopher_alpha_words_fraction": sum(any(c.isalpha() for c in w) for w in words) / max(1, n_words),
+        "gopher_alpha_words_fraction": len(_ALPHA_WORD.findall(prose)) / max(1, n_words),
         "c4_terminal_punctuation_lines_fraction": sum(line.endswith(_TERMINAL_PUNCTUATION) for line in lines) / n_lines,
         "c4_javascript_lines": float(sum("javascript" in line.lower() for line in lines)),
         "c4_lorem_ipsum": float("lorem ipsum" in prose.lower()),
@@ -54,7 +59,7 @@ def quality_signals(text: str, language: str = "en") -> dict[str, float]:
     }
     if language in ("en", ""):
         signals["gopher_stop_words"] = float(sum(1 for w in words if w.lower() in GOPHER_STOP_WORDS))
-    signals.update(_repetition_signals(lines, paragraphs, words))
+    signals.update(_repetition_signals(lines, paragraphs, all_words))
     return signals
 
 
@@ -74,9 +79,10 @@ def _repetition_signals(lines: list[str], paragraphs: list[str], words: list[str
             else:
                 first_seen.add(unit)
         signals[f"gopher_duplicate_{name}_char_fraction"] = duplicate_chars / max(1, sum(len(u) for u in units))
-    vocabulary: dict[str, int] = {}
-    ids = np.fromiter((vocabulary.setdefault(w.lower(), len(vocabulary)) for w in words), dtype=np.uint64, count=len(words))
-    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    word_array = np.array(words)
+    _, word_ids = np.unique(np.char.lower(word_array), return_inverse=True)
+    ids = word_ids.astype(np.uint64).ravel()
+    lengths = np.char.str_len(word_array).astype(np.int64)
     total_chars = float(lengths.sum())
     length_prefix = np.concatenate([[0], np.cumsum(lengths)])
     for n in range(2, 11):
@@ -85,14 +91,16 @@ def _repetition_signals(lines: list[str], paragraphs: list[str], words: list[str
             signals[name] = 0.0
             continue
         hashes = _ngram_hashes(ids, n)
-        _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        _, first_index, inverse, counts = np.unique(hashes, return_index=True, return_inverse=True, return_counts=True)
         if n <= 4:
-            # Characters of the most frequent n-gram (all its occurrences), over all characters.
-            top = int(np.argmax(counts))
+            # Characters of the most frequent n-gram (all its occurrences), over all characters;
+            # among equally frequent n-grams the longest counts, so the result is order-free.
+            top_count = int(counts.max())
             value = 0.0
-            if counts[top] > 1:
-                first = int(np.flatnonzero(inverse == top)[0])
-                value = float(length_prefix[first + n] - length_prefix[first]) * counts[top] / total_chars
+            if top_count > 1:
+                firsts = first_index[counts == top_count]
+                longest = float((length_prefix[firsts + n] - length_prefix[firsts]).max())
+                value = longest * top_count / total_chars
         else:
             # Characters covered by any n-gram that occurs more than once (overlaps counted once).
             starts = np.flatnonzero(counts[inverse] > 1)
@@ -119,7 +127,10 @@ def _ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
 def quality_verdict(signals: dict[str, float], math_spans: int, config) -> Drop | None:
     """The first failed rule, or None. `config` is a QualityConfig."""
     words = signals["gopher_word_count"]
-    if words < config.min_words:
+    has_math = math_spans > 0 or signals.get("tex_commands", 0.0) > 0
+    # A formula carries what a sentence would: short math pages (a definition, a theorem with
+    # its proof sketch) are worth keeping where a 30-word prose page is not.
+    if words < (config.min_words_with_math if has_math else config.min_words):
         return Drop("gopher_too_few_words", f"{words:.0f}")
     if words > config.max_words:
         return Drop("gopher_too_many_words", f"{words:.0f}")
@@ -140,7 +151,12 @@ def quality_verdict(signals: dict[str, float], math_spans: int, config) -> Drop 
         ("gopher_duplicate_5gram_char_fraction", config.max_duplicate_5gram_char_fraction, "gopher_duplicate_ngram"),
         ("gopher_duplicate_10gram_char_fraction", config.max_duplicate_10gram_char_fraction, "gopher_duplicate_ngram"),
     )
+    # Templated reference text (parameter lists, worked-example layouts) repeats phrases the way
+    # spam does; on pages with math the repetition limits are relaxed by a configured factor.
+    relaxation = config.math_repetition_relaxation if has_math else 1.0
     for signal, limit, reason in checks:
+        if signal.startswith("gopher_duplicate") or signal.startswith("gopher_top"):
+            limit = min(1.0, limit * relaxation)
         if signals.get(signal, 0.0) > limit:
             return Drop(reason, f"{signal}={signals[signal]:.3f}")
     if signals["gopher_alpha_words_fraction"] < config.min_alpha_words_fraction:
@@ -149,7 +165,6 @@ def quality_verdict(signals: dict[str, float], math_spans: int, config) -> Drop 
         return Drop("gopher_stop_words", f"{signals['gopher_stop_words']:.0f}")
     if config.c4_lorem_ipsum and signals["c4_lorem_ipsum"] > 0:
         return Drop("c4_lorem_ipsum")
-    has_math = math_spans > 0 or signals.get("tex_commands", 0.0) > 0
     if config.c4_curly_bracket and not has_math and signals["c4_curly_brackets"] > 0:
         return Drop("c4_curly_bracket")
     return None

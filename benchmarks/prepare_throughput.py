@@ -1,0 +1,112 @@
+"""Throughput of the prepare pipeline vs the sum of its stage kernels, in one run.
+
+    python benchmarks/prepare_throughput.py [--packages python-scipy-doc python3.11-doc] [--limit N]
+
+Builds a WARC from Debian documentation packages (real HTML; `apt-get download`, cached under
+.cache/test-data), then:
+1. kernels: reads the WARC and runs each stage's pure core (read+decode, extract, language,
+   quality, URL normalisation, content hash) in one process without Beam: the floor;
+2. pipeline, one worker (`beam=direct_single`): the same work through Beam, with shuffles,
+   counters, removed/ and Parquet output;
+3. pipeline, all cores (`beam=direct`, multi-processing).
+Prints one JSON line: docs/s per core for each, and the overhead ratio = pipeline CPU seconds /
+kernel CPU seconds (target <= 1.3). CPU seconds include worker processes (getrusage children).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_kernels(warc: str, config) -> tuple[int, float]:
+    from beam_pipelines.io.warc import HtmlPage, iter_warc_records, to_html_page
+    from beam_pipelines.transforms.exact_dedup import content_hash
+    from beam_pipelines.transforms.extract import extract_text
+    from beam_pipelines.transforms.langid import LanguageIdentifier
+    from beam_pipelines.transforms.quality import quality_signals, quality_verdict
+    from beam_pipelines.transforms.url_dedup import normalize_url
+
+    identifier = LanguageIdentifier(config.language.max_characters)
+    start = cpu_seconds()
+    documents = 0
+    with open(warc, "rb") as stream:
+        for record in iter_warc_records(stream, warc, config.read.max_record_bytes):
+            if getattr(record, "record_type", "") != "response":
+                continue
+            page = to_html_page(record)
+            if not isinstance(page, HtmlPage):
+                continue
+            documents += 1
+            result = extract_text(page.html, page.url, main_content=config.extract.main_content)
+            label, _ = identifier.identify(result.text)
+            signals = quality_signals(result.text, label)
+            quality_verdict(signals, result.math_spans, config.quality)
+            normalize_url(page.url)
+            content_hash(result.text)
+    return documents, cpu_seconds() - start
+
+
+def run_pipeline(warc: str, work_dir: str, beam_preset: str) -> tuple[int, float, float]:
+    from beam_pipelines.cli import compose_config
+    from beam_pipelines.config import register_configs
+    from beam_pipelines.prepare import run_prepare
+
+    config = compose_config("prepare", [f"beam={beam_preset}", f"corpus.work_dir={work_dir}", f"corpus.warc_inputs=[{warc}]"], register_configs)
+    start_cpu, start_wall = cpu_seconds(), time.time()
+    summary = run_prepare(config)
+    return summary["steps"]["02_extract"]["in"], cpu_seconds() - start_cpu, time.time() - start_wall
+
+
+def main() -> None:
+    from beam_pipelines.cli import compose_config
+    from beam_pipelines.config import register_configs
+    from beam_pipelines.io.warc import write_html_warc
+    from tests.support import debian_doc_pages
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--packages", nargs="+", default=["python-scipy-doc", "python3.11-doc"])
+    parser.add_argument("--limit", type=int, default=None, help="pages per package")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        warc = os.path.join(scratch, "bench.warc.gz")
+        pages = [p for package in args.packages for p in debian_doc_pages(package, args.limit)]
+        write_html_warc(warc, pages)
+        config = compose_config("prepare", [], register_configs)
+        kernel_docs, kernel_cpu = run_kernels(warc, config)
+        single_docs, single_cpu, single_wall = run_pipeline(warc, os.path.join(scratch, "single"), "direct_single")
+        multi_docs, multi_cpu, multi_wall = run_pipeline(warc, os.path.join(scratch, "multi"), "direct")
+    figures = {
+        "benchmark": "prepare_throughput",
+        "documents": kernel_docs,
+        "warc_mb": round(os.path.getsize(warc) / 1e6, 1) if os.path.exists(warc) else None,
+        "kernels_docs_per_cpu_second": round(kernel_docs / kernel_cpu, 1),
+        "pipeline_single_worker_docs_per_cpu_second": round(single_docs / single_cpu, 1),
+        "pipeline_single_worker_wall_seconds": round(single_wall, 2),
+        "pipeline_all_cores_docs_per_cpu_second": round(multi_docs / multi_cpu, 1),
+        "pipeline_all_cores_wall_seconds": round(multi_wall, 2),
+        "cores": os.cpu_count(),
+        "overhead_ratio_single_worker": round(single_cpu / kernel_cpu, 3),
+        "overhead_ratio_all_cores": round(multi_cpu / kernel_cpu, 3),
+        "target_overhead_ratio": 1.3,
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
