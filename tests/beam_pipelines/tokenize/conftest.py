@@ -90,11 +90,11 @@ def sample_pool(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("prepare")
     config = compose_config(
         "prepare",
-        [f"corpus.work_dir={work}", "beam=direct_single", "corpus.sample_max_math_pages=40", "corpus.sample_max_other_pages=20"],
+        [f"corpus.work_dir={work}", "beam=direct_single", "corpus.sample_max_math_pages=30", "corpus.sample_max_other_pages=10"],
         register_configs,
     )
     summary = run_prepare(config)
-    assert summary["totals"]["kept"] >= 30
+    assert summary["totals"]["kept"] >= 20
     return Path(config.output_dir)
 
 
@@ -117,10 +117,10 @@ def tokenized_work_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def math_corpus(sample_pool, tokenized_work_dir):
-    """The pool tokenized on the multi-processing runner (2 workers), with small shards so the
-    merge has several to join."""
+    """The pool tokenized in one process (the multi-processing runner adds ~10 s of worker
+    start-up here), with small shards so the merge has several to join."""
     return tokenize(
-        tokenized_work_dir, f"source.input={sample_pool}", "beam.direct_num_workers=2", "max_documents_per_shard=10",
+        tokenized_work_dir, f"source.input={sample_pool}", "beam=direct_single", "max_documents_per_shard=10",
         "batch_documents=7",
     )
 
