@@ -85,7 +85,11 @@ def load_tokenizer(path: str):
     Loaded once per process and file version (the launcher and an in-process worker share it;
     parsing DeepSeek's 129k-entry tokenizer.json takes ~0.3-0.8 s)."""
     file = tokenizer_file(path)
-    version = os.stat(file)[7:9] if os.path.exists(file) else None  # size, mtime of a local file
+    if os.path.exists(file):
+        stat = os.stat(file)
+        version = (stat.st_size, stat.st_mtime_ns)  # a rewritten local file is loaded again
+    else:
+        version = None
     return _load_tokenizer_file(file, version)
 
 

@@ -88,6 +88,19 @@ def test_jsonl_code_source_every_record_accounted_for(code_corpus, code_source):
     assert any(EOD_TEXT in text for text in code_source.texts)
 
 
+def test_a_source_with_nothing_to_keep_fails_loudly_after_writing_its_summary(tmp_path):
+    from tests.beam_pipelines.tokenize.conftest import tokenize
+
+    lines = ['{"text": ""}', '{"text": "  "}', "not json", '{"body": "wrong field"}']
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RuntimeError, match="kept no document"):
+        tokenize(tmp_path, "source.name=bad", "source.format=jsonl", f"source.input={tmp_path}/bad.jsonl", "beam=direct_single")
+    summary = json.loads((tmp_path / "tokenized" / "bad" / "summary.json").read_text())
+    assert summary["dataset"] is None and summary["balanced"]
+    assert summary["totals"] == {"in": 4, "kept": 0, "dropped": 2, "dead_lettered": 2}
+    assert not (tmp_path / "tokenized" / "bad.bin").exists()
+
+
 def gpt_config(blend, sequence_length=64, **overrides):
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
