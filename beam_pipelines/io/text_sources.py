@@ -15,6 +15,7 @@ Cost: linear in input bytes; one record in memory at a time per worker.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Iterator
 
@@ -56,7 +57,11 @@ def parse_json_line(line: bytes, text_field: str, id_field: str, source_name: st
     except (UnicodeDecodeError, ValueError) as error:
         return DeadLetter(TOKENIZE_STEP, "bad_json", f"{type(error).__name__}: {error}", source=origin,
                           preview=bytes_preview(line, 200))
-    return document_from_record(record, text_field, id_field, source_name, origin, stable_id(line.hex()[:4096], str(len(line))))
+    return document_from_record(record, text_field, id_field, source_name, origin, _content_key(line))
+
+
+def _content_key(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
 class _RecordsToDocuments(beam.DoFn):
@@ -77,9 +82,8 @@ class _RecordsToDocuments(beam.DoFn):
             # A blank line is not a record (files often end with one): neither counted nor kept.
             outcome = parse_json_line(line, self.text_field, self.id_field, self.source_name, origin) if line.strip() else None
         else:
-            outcome = document_from_record(
-                element, self.text_field, self.id_field, self.source_name, "", repr(sorted(element.items()))[:4096]
-            )
+            key = _content_key(repr(sorted(element.items())).encode("utf-8", "backslashreplace"))
+            outcome = document_from_record(element, self.text_field, self.id_field, self.source_name, "", key)
         if outcome is None:
             pass
         elif isinstance(outcome, DeadLetter):
