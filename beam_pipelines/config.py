@@ -260,6 +260,13 @@ class TokenizerConfig:
     # top of that only contend.
     parallelism: bool = False
 
+    def validate(self) -> None:
+        import os
+
+        # Remote paths (gs://...) are checked when the tokenizer is loaded, before the pipeline.
+        if self.path and "://" not in self.path and not os.path.exists(self.path):
+            raise ConfigError(f"tokenizer.path={self.path!r} does not exist (a tokenizer.json or a directory with one)")
+
 
 @dataclass
 class TokenizeConfig:
@@ -281,7 +288,7 @@ class TokenizeConfig:
     keep_shards: bool = False
 
     def validate(self) -> None:
-        for section in (self.corpus, self.beam, self.source):
+        for section in (self.corpus, self.beam, self.source, self.tokenizer):
             section.validate()
         if not self.output_dir:
             raise ConfigError("output_dir must not be empty")

@@ -217,7 +217,7 @@ def test_trained_tokenizer_through_the_command_line(sample_pool, tmp_path):
     "overrides, message",
     [
         (["source=arxiv"], "source.input is required"),
-        (["tokenizer.path=/nonexistent/tokenizer"], "tokenizer.path='/nonexistent/tokenizer'"),
+        (["tokenizer.path=/nonexistent/tokenizer"], "tokenizer.path='/nonexistent/tokenizer' does not exist"),
     ],
 )
 def test_command_line_refuses_bad_settings_in_one_line(tmp_path, overrides, message):
@@ -225,4 +225,17 @@ def test_command_line_refuses_bad_settings_in_one_line(tmp_path, overrides, mess
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr[-1000:]
+    assert not (tmp_path / "tokenized").exists()
+
+
+def test_problems_found_when_the_run_starts_exit_2_in_one_line(tmp_path, capsys):
+    """Inputs are checked by the run itself (the composition is fine): still one line, exit 2,
+    nothing written."""
+    from beam_pipelines.tokenize import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([f"corpus.work_dir={tmp_path}", f"source.input={tmp_path}/no_stage_here", f"hydra.run.dir={tmp_path}/hydra"])
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: source.input=") and "no files match" in lines[0]
     assert not (tmp_path / "tokenized").exists()
