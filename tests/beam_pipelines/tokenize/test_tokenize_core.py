@@ -20,7 +20,7 @@ from beam_pipelines.transforms.tokenize import (
     load_tokenizer,
     resolve_eod,
 )
-from tests.beam_pipelines.tokenize.conftest import EOD_TEXT, stdlib_sources
+from tests.beam_pipelines.tokenize.tokenize_inputs import EOD_TEXT, stdlib_sources
 
 DEEPSEEK_EOD_ID = 1
 

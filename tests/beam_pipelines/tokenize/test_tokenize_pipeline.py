@@ -15,7 +15,7 @@ import pytest
 
 from beam_pipelines.io.parquet import iter_documents
 from beam_pipelines.transforms.tokenize import load_tokenizer
-from tests.beam_pipelines.tokenize.conftest import EOD_TEXT
+from tests.beam_pipelines.tokenize.tokenize_inputs import EOD_TEXT
 from tests.support import run_module
 
 DEEPSEEK_EOD_ID = 1
@@ -89,7 +89,7 @@ def test_jsonl_code_source_every_record_accounted_for(code_corpus, code_source):
 
 
 def test_a_source_with_nothing_to_keep_fails_loudly_after_writing_its_summary(tmp_path):
-    from tests.beam_pipelines.tokenize.conftest import tokenize
+    from tests.beam_pipelines.tokenize.tokenize_inputs import tokenize
 
     lines = ['{"text": ""}', '{"text": "  "}', "not json", '{"body": "wrong field"}']
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
