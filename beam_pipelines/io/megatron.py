@@ -22,7 +22,7 @@ Cost of the merge: one sequential pass over the shard files - the .bin bytes are
 (2 bytes per token for uint16, 4 for int32) and each shard's .idx is read once per section
 (12 bytes per document + 8 per document-index entry); memory is one copy buffer. It runs on a
 single worker per dataset, so its wall time is total bytes / disk (or object-store) throughput:
-e.g. 100 B int32 tokens = 400 GB, about 15 minutes at 500 MB/s. Paths may be local or any Beam
+e.g. 100 B int32 tokens = 400 GB, about 14 minutes at 500 MB/s. Paths may be local or any Beam
 FileSystems URL (gs://, s3://); megatron-core itself reads local (or its object-store) paths.
 """
 
