@@ -123,12 +123,14 @@ def run_math_verify(pairs) -> dict:
             "agreement_with_labels": round(agree / len(pairs), 4)}
 
 
-def main() -> None:
+def main() -> None:  # noqa: C901
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--group-size", type=int, default=64, help="completions per reward call (a GRPO group)")
     args = parser.parse_args()
+    from megatron_recipes.rewards import extract_answer
+
     pairs = build_mix(args.pairs, args.seed)
     ours = run_ours(pairs, args.group_size)
     peer = run_math_verify(pairs)
@@ -137,6 +139,8 @@ def main() -> None:
         ratio = round(ours["checks_per_cpu_second"] / peer["checks_per_cpu_second"], 2)
     print(json.dumps({
         "benchmark": "answer_check", "pairs": len(pairs), "cores_visible": os.cpu_count(),
+        # Ours caches verdicts per (answer, reference) as in a GRPO group; math-verify does not.
+        "distinct_answer_reference_pairs": len({(extract_answer(c), r) for c, r, _ in pairs}),
         "ours": ours, "math_verify": peer, "speedup_per_core": ratio,
         "note": "per-core = checks / CPU seconds of all processes involved; machine may be shared",
     }))
