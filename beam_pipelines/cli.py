@@ -86,8 +86,30 @@ def quiet_library_logs() -> None:
     logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(_DropBenignBeamNoise())
 
 
-def _is_precheckable(argv: Sequence[str]) -> bool:
-    return not any(a in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i") for a in argv)
+# Hydra's own flags: these take a value as the next argument.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--experimental-rerun", "--config-path", "-cp",
+                     "--config-name", "-cn", "--config-dir", "-cd"}
+# With these the composition differs from ours (sweeps, another config) or nothing runs.
+_SKIP_PRECHECK = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i", "--config-path", "-cp",
+                  "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def _overrides_only(argv: Sequence[str]) -> list[str] | None:
+    """The override arguments of a Hydra command line, or None when it should not be prechecked."""
+    overrides: list[str] = []
+    skip_next = False
+    for argument in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        flag = argument.split("=", 1)[0]
+        if flag in _SKIP_PRECHECK:
+            return None
+        if argument.startswith("-"):
+            skip_next = flag in _FLAGS_WITH_VALUE and "=" not in argument
+            continue
+        overrides.append(argument)
+    return overrides
 
 
 def hydra_entry_point(config_name: str, register: Callable[[], None]) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
@@ -102,8 +124,8 @@ def hydra_entry_point(config_name: str, register: Callable[[], None]) -> Callabl
 
             arguments = list(sys.argv[1:] if argv is None else argv)
             register()
-            if _is_precheckable(arguments):
-                overrides = [a for a in arguments if not a.startswith("-")]
+            overrides = _overrides_only(arguments)
+            if overrides is not None:
                 try:
                     compose_config(config_name, overrides)
                 except ConfigError as error:

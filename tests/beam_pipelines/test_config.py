@@ -97,3 +97,24 @@ def test_missing_input_is_one_line(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: input ") and "matches no file" in lines[0], result.stderr
+
+
+def test_beam_submission_scripts_validate_and_print_the_command(tmp_path):
+    """The launch/beam scripts compose a valid config: run them with --cfg job (no submission)."""
+    import subprocess
+
+    from tests.support import subprocess_env
+
+    env = subprocess_env(
+        PYTHON=sys.executable, GCP_PROJECT="p", GCP_REGION="europe-west4", GCS_BUCKET="b",
+        FLINK_MASTER="jm:8081", SPARK_MASTER_URL="spark://m:7077",
+    )
+    for script, expected in (("dataflow", "runner: dataflow"), ("flink", "flink_master: jm:8081"), ("spark", "spark_master_url: spark://m:7077")):
+        result = subprocess.run(
+            ["bash", str(REPO_ROOT / "launch" / "beam" / f"{script}.sh"), "prepare", f"hydra.run.dir={tmp_path}", "--cfg", "job"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout
+    usage = subprocess.run(["bash", str(REPO_ROOT / "launch" / "beam" / "dataflow.sh")], env=env, capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
