@@ -4,8 +4,8 @@ Pure core (testable without Beam):
 - `word_tokens(text)`: NFKC, lower case, tokens = runs of letters, runs of digits, and single
   CJK characters (Chinese has no spaces; one character per token keeps shingles meaningful).
   Decontamination tokenises the same way.
-- `Signer.sign(text)`: word `shingle_size`-grams -> datasketch `MinHash.update_batch` with
-  `xxhash.xxh32_intdigest` (batch hashing; ~8x faster than per-shingle `update`). The
+- `Signer.sign(text)`: word `shingle_size`-grams hashed with xxh32 -> datasketch
+  `MinHash.update_batch` (batch hashing; ~8x faster than per-shingle `update`). The
   permutation scheme is pinned to `affine32` (`PERMUTATION_SCHEME`): datasketch 2.0 changed
   its default, and signatures of two schemes compare as garbage, so the scheme, seed and
   num_perm are recorded in every run's summary and refused if a run is asked to mix them.
@@ -42,7 +42,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -69,8 +69,9 @@ def word_tokens(text: str) -> list[str]:
 
 
 def shingles(tokens: Sequence[str], shingle_size: int) -> set[bytes]:
-    """Distinct word `shingle_size`-grams as UTF-8 bytes. A text shorter than one shingle is one
-    shingle (its whole token sequence), so short documents still dedup exactly."""
+    """Distinct word `shingle_size`-grams as UTF-8 bytes (the readable reference of
+    `shingle_hashes`). A text shorter than one shingle is one shingle (its whole token
+    sequence), so short documents still dedup exactly."""
     if not tokens:
         return set()
     if len(tokens) <= shingle_size:
@@ -81,11 +82,24 @@ def shingles(tokens: Sequence[str], shingle_size: int) -> set[bytes]:
     }
 
 
-def shingle_hashes(shingle_set: Iterable[bytes]) -> np.ndarray:
-    """Sorted distinct 32-bit hashes of the shingles (the sets verification compares)."""
+def shingle_hashes(tokens: Sequence[str], shingle_size: int) -> np.ndarray:
+    """Sorted distinct xxh32 hashes of `shingles(tokens, shingle_size)`, computed by slicing one
+    encoded string instead of joining every window (~1.3x faster; tests check they agree)."""
     import xxhash
 
-    hashed = np.fromiter((xxhash.xxh32_intdigest(s) for s in shingle_set), dtype=np.uint32)
+    if not tokens:
+        return np.zeros(0, dtype=np.uint32)
+    joined = " ".join(tokens).encode("utf-8", "surrogatepass")
+    if len(tokens) <= shingle_size:
+        return np.array([xxhash.xxh32_intdigest(joined)], dtype=np.uint32)
+    starts = [0]
+    for token in tokens:
+        starts.append(starts[-1] + (len(token) if token.isascii() else len(token.encode("utf-8", "surrogatepass"))) + 1)
+    count = len(tokens) - shingle_size + 1
+    digest = xxhash.xxh32_intdigest
+    hashed = np.fromiter(
+        (digest(joined[starts[i] : starts[i + shingle_size] - 1]) for i in range(count)), dtype=np.uint32, count=count
+    )
     return np.unique(hashed)
 
 
@@ -136,34 +150,46 @@ class MinHashSettings:
         }
 
 
+def _identity(value):
+    return value
+
+
 class Signer:
     """Turns text into a MinHash signature. One per worker: the permutations (num_perm x 2
-    integers drawn from `seed`) are made once and shared by every signature."""
+    integers drawn from `seed`) are made once and shared by every signature.
+
+    Shingles are hashed once (xxh32, `shingle_hashes`); `MinHash.update_batch` receives those
+    32-bit values with an identity `hashfunc`, which gives exactly the signature that
+    `update_batch(shingles)` with `hashfunc=xxh32_intdigest` gives, and lets verification
+    reuse the same hashes.
+    """
 
     def __init__(self, settings: MinHashSettings):
-        import xxhash
         from datasketch import MinHash
 
         if settings.bands * settings.rows > settings.num_perm:
             raise ValueError(f"bands x rows = {settings.bands * settings.rows} exceeds num_perm = {settings.num_perm}")
         self.settings = settings
-        self._template = MinHash(
-            num_perm=settings.num_perm, seed=settings.seed, hashfunc=xxhash.xxh32_intdigest, scheme=settings.scheme
-        )
+        self._template = MinHash(num_perm=settings.num_perm, seed=settings.seed, hashfunc=_identity, scheme=settings.scheme)
 
-    def shingle_set(self, text: str) -> set[bytes]:
-        return shingles(word_tokens(text), self.settings.shingle_size)
+    def hashes(self, text: str) -> np.ndarray:
+        """Sorted distinct shingle hashes of a text (empty for a text without a word)."""
+        return shingle_hashes(word_tokens(text), self.settings.shingle_size)
 
-    def signature(self, shingle_set: set[bytes]) -> np.ndarray | None:
-        """The num_perm hash values (uint32), or None for a text without a single word."""
-        if not shingle_set:
-            return None
+    def minhash(self, hashes: np.ndarray):
+        """The datasketch MinHash of a shingle-hash set (permutations shared with the template)."""
         minhash = self._template.copy()
-        minhash.update_batch(shingle_set)
-        return minhash.hashvalues
+        minhash.update_batch(hashes.tolist())
+        return minhash
+
+    def signature(self, hashes: np.ndarray) -> np.ndarray | None:
+        """The num_perm hash values (uint32), or None for an empty set."""
+        if not hashes.size:
+            return None
+        return self.minhash(hashes).hashvalues
 
     def sign(self, text: str) -> np.ndarray | None:
-        return self.signature(self.shingle_set(text))
+        return self.signature(self.hashes(text))
 
 
 def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
@@ -233,14 +259,13 @@ class SignDocuments(beam.DoFn):
 
     def process(self, document: Document):
         try:
-            shingle_set = self.signer.shingle_set(document.text)
-            signature = self.signer.signature(shingle_set)
+            hashes = self.signer.hashes(document.text)
+            signature = self.signer.signature(hashes)
             if signature is None:
                 self.without_words.inc()
                 return
             keys = band_keys(signature, self.settings.bands, self.settings.rows)
             rank = survivor_rank(document, self.rank_order)
-            hashes = shingle_hashes(shingle_set).tobytes() if self.with_shingles else None
         except Exception as error:  # one bad document must not fail the job
             self.failed.inc()
             yield beam.pvalue.TaggedOutput(
@@ -259,8 +284,8 @@ class SignDocuments(beam.DoFn):
         member = (document.id, rank)
         for key in keys:
             yield (key, member)
-        if hashes is not None:
-            yield beam.pvalue.TaggedOutput(SHINGLES, (document.id, hashes))
+        if self.with_shingles:
+            yield beam.pvalue.TaggedOutput(SHINGLES, (document.id, hashes.tobytes()))
 
 
 class BucketEdges(beam.DoFn):

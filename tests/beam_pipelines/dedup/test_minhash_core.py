@@ -59,12 +59,33 @@ def test_signature_agreement_estimates_exact_jaccard():
     generated = [g.document.text for g in generate_documents(60, seed=5, duplicate_fraction=0.6, target_characters=1500)]
     errors = []
     for a, b in zip(generated, generated[1:]):
-        set_a, set_b = signer.shingle_set(a), signer.shingle_set(b)
-        exact = jaccard(shingle_hashes(set_a), shingle_hashes(set_b))
-        estimate = float(np.mean(signer.signature(set_a) == signer.signature(set_b)))
+        hashes_a, hashes_b = signer.hashes(a), signer.hashes(b)
+        exact = jaccard(hashes_a, hashes_b)
+        estimate = float(np.mean(signer.signature(hashes_a) == signer.signature(hashes_b)))
         errors.append(abs(exact - estimate))
     # Standard error of the estimate with 256 permutations is at most 0.031.
     assert max(errors) < 0.13 and float(np.mean(errors)) < 0.04
+
+
+def test_fast_shingle_hashing_agrees_with_the_readable_reference():
+    import xxhash
+    from datasketch import MinHash
+
+    texts = [g.document.text for g in generate_documents(30, seed=8, target_characters=800)]
+    texts += ["小明有3个苹果 und Äpfel café ﬁne", "one two", ""]
+    settings = MinHashSettings.from_config(MinHashConfig())
+    signer = Signer(settings)
+    for text in texts:
+        for size in (1, 3, 5):
+            reference = shingles(word_tokens(text), size)
+            expected = np.unique(np.array([xxhash.xxh32_intdigest(s) for s in reference], dtype=np.uint32))
+            np.testing.assert_array_equal(shingle_hashes(word_tokens(text), size), expected)
+        if text:
+            # The signature is datasketch's update_batch over the shingles with xxh32.
+            plain = MinHash(num_perm=settings.num_perm, seed=settings.seed, hashfunc=xxhash.xxh32_intdigest,
+                            scheme="affine32")
+            plain.update_batch(shingles(word_tokens(text), 5))
+            np.testing.assert_array_equal(signer.sign(text), plain.hashvalues)
 
 
 def test_band_keys_collide_exactly_when_a_band_agrees():
@@ -80,6 +101,7 @@ def test_exact_jaccard_and_the_banding_curve():
     a = np.array([1, 2, 3, 4], dtype=np.uint32)
     b = np.array([3, 4, 5], dtype=np.uint32)
     assert jaccard(a, b) == pytest.approx(2 / 5)
+    assert jaccard(np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.uint32)) == 1.0
     assert jaccard(a, a) == 1.0
     # Defaults: candidates almost surely at 0.8, rarely at 0.3.
     assert candidate_probability(0.8, 20, 6) > 0.99
