@@ -65,26 +65,48 @@ def generate(directory: Path, count: int, seed: int) -> float:
     return time.time() - started
 
 
+# The reference is written the plain way, importing only datasketch, xxhash and pyarrow (not
+# Beam, not this project): the same normalisation as `transforms.minhash.word_tokens`, shingle
+# bytes hashed by datasketch's `update_batch` with xxh32. `check_same_signatures` proves on a
+# sample that it computes exactly our signatures.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_SHINGLE_SIZE, _NUM_PERM, _BANDS, _ROWS, _SEED = 5, 120, 20, 6, 1
+
+
+def _plain_shingles(text: str) -> set[bytes]:
+    import re
+    import unicodedata
+
+    tokens = re.findall(rf"[{_CJK}]|\d+|[^\W\d_{_CJK}]+", unicodedata.normalize("NFKC", text).lower())
+    if len(tokens) <= _SHINGLE_SIZE:
+        return {" ".join(tokens).encode()} if tokens else set()
+    return {" ".join(tokens[i : i + _SHINGLE_SIZE]).encode() for i in range(len(tokens) - _SHINGLE_SIZE + 1)}
+
+
+def _plain_template():
+    import xxhash
+    from datasketch import MinHash
+
+    return MinHash(num_perm=_NUM_PERM, seed=_SEED, hashfunc=xxhash.xxh32_intdigest, scheme="affine32")
+
+
 def reference_loop(directory: Path) -> dict:
     """The in-process datasketch loop (runs inside its own subprocess)."""
     import pyarrow.parquet as pq
     from datasketch import MinHashLSH
 
-    from beam_pipelines.config import MinHashConfig
-    from beam_pipelines.transforms.minhash import MinHashSettings, Signer
-
-    config = MinHashConfig()
-    signer = Signer(MinHashSettings.from_config(config))
-    lsh = MinHashLSH(num_perm=config.num_perm, params=(config.bands, config.rows))
+    template = _plain_template()
+    lsh = MinHashLSH(num_perm=_NUM_PERM, params=(_BANDS, _ROWS))
     started = time.time()
     seen = removed = 0
     for shard, path in enumerate(sorted((directory / "documents").glob("*.parquet")), start=1):
         table = pq.read_table(path, columns=["id", "text"])
         for document_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
-            hashes = signer.hashes(text)
-            if not hashes.size:
+            shingle_set = _plain_shingles(text)
+            if not shingle_set:
                 continue
-            minhash = signer.minhash(hashes)
+            minhash = template.copy()
+            minhash.update_batch(shingle_set)
             seen += 1
             if lsh.query(minhash):
                 removed += 1
@@ -93,6 +115,29 @@ def reference_loop(directory: Path) -> dict:
         if shard % 10 == 0:
             _log(f"reference: {seen} documents")
     return {"seconds": time.time() - started, "documents": seen, "removed": removed}
+
+
+def check_same_signatures(directory: Path, sample: int = 300) -> bool:
+    """Both sides compute the same signatures (so the comparison is of the dataflow, not of
+    different work)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from beam_pipelines.config import MinHashConfig
+    from beam_pipelines.transforms.minhash import MinHashSettings, Signer
+
+    config = MinHashConfig()
+    assert (config.num_perm, config.bands, config.rows, config.seed, config.shingle_size) == (
+        _NUM_PERM, _BANDS, _ROWS, _SEED, _SHINGLE_SIZE), "the reference must use the default settings"
+    signer = Signer(MinHashSettings.from_config(config))
+    template = _plain_template()
+    first = sorted((directory / "documents").glob("*.parquet"))[0]
+    for text in pq.read_table(first, columns=["text"]).column("text").to_pylist()[:sample]:
+        plain = template.copy()
+        plain.update_batch(_plain_shingles(text))
+        if not np.array_equal(plain.hashvalues, signer.sign(text)):
+            return False
+    return True
 
 
 class TreeSampler:
@@ -152,6 +197,8 @@ def measure_size(count: int, args, env: dict) -> dict:
     _log(f"generating {count} documents under {data}")
     generation_seconds = generate(data / "pool", count, args.seed)
     size_bytes = sum(p.stat().st_size for p in (data / "pool" / "documents").glob("*.parquet"))
+    if not check_same_signatures(data / "pool"):
+        raise RuntimeError("the reference loop and the pipeline compute different signatures")
 
     _log(f"reference loop on {count} documents")
     measured, wall, stdout = run_measured([sys.executable, __file__, "--role", "reference", "--input", str(data / "pool")], env)
@@ -196,6 +243,7 @@ def measure_size(count: int, args, env: dict) -> dict:
     return {
         "documents": count,
         "input_mb": round(size_bytes / 2**20, 1),
+        "same_signatures_checked": True,
         "generation_seconds": round(generation_seconds, 1),
         "ours": ours,
         "reference": reference,
@@ -218,6 +266,7 @@ def main() -> None:
     if args.role == "reference":
         print(json.dumps(reference_loop(Path(args.input))))
         return
+    sys.path.insert(0, str(REPO_ROOT))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -243,5 +292,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO_ROOT))
     main()
