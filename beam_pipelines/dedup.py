@@ -71,7 +71,9 @@ def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str) -> No
     signed = documents | "Sign" >> beam.ParDo(
         SignDocuments(settings, minhash.survivor_order, minhash.verify)
     ).with_outputs(SHINGLES, DEAD_LETTER, main="bands")
-    candidates = signed.bands | "Candidates" >> CandidateEdges(minhash.pairwise_bucket_limit)
+    # Without verification a star per bucket connects exactly what all pairs would.
+    pairwise_limit = minhash.pairwise_bucket_limit if minhash.verify else 1
+    candidates = signed.bands | "Candidates" >> CandidateEdges(pairwise_limit)
     edges = candidates["edges"]
     if minhash.verify:
         edges = (edges, signed[SHINGLES]) | "Verify" >> VerifyEdges(minhash.threshold)

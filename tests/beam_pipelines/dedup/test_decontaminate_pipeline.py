@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from benchmark_files import CLEAN, EXACT_GSM8K, FULLWIDTH_CMATH, NEAR_MISS_GSM8K, REFORMATTED_MATH, write_benchmarks
+from decontamination_fixtures import CLEAN, EXACT_GSM8K, FULLWIDTH_CMATH, NEAR_MISS_GSM8K, REFORMATTED_MATH, write_benchmarks
 from neardedup_support import read_jsonl, read_rows, write_stage
 from support import run_module
 
