@@ -17,7 +17,8 @@ and left it unchanged (both steps are idempotent on such a forest).
 Rounds are driven from outside (`run_component_rounds`): each Beam pipeline reads the previous
 edge files, runs `rounds_per_pipeline` unrolled rounds and writes the new edges, until a round
 reports convergence or `max_rounds` is reached. The number of rounds grows like O(log^2 n) in
-the worst case and is typically a handful (a 1,000-node chain in random order: ~10).
+the worst case and is small in practice (a chain of 1,000 ids in random order: 9 rounds, of
+10,000: 12; a round that confirms convergence included).
 
 Cost: per round, two GroupByKeys and two Distincts over the edge list (E edges, at most the
 number of near-duplicate documents times the number of bands). A group is one node's neighbour

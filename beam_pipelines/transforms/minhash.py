@@ -4,34 +4,37 @@ Pure core (testable without Beam):
 - `word_tokens(text)`: NFKC, lower case, tokens = runs of letters, runs of digits, and single
   CJK characters (Chinese has no spaces; one character per token keeps shingles meaningful).
   Decontamination tokenises the same way.
-- `Signer.sign(text)`: word `shingle_size`-grams hashed with xxh32 -> datasketch
+- `Signer.sign(text)`: word `shingle_size`-grams hashed once with xxh32 -> datasketch
   `MinHash.update_batch` (batch hashing; ~8x faster than per-shingle `update`). The
   permutation scheme is pinned to `affine32` (`PERMUTATION_SCHEME`): datasketch 2.0 changed
-  its default, and signatures of two schemes compare as garbage, so the scheme, seed and
-  num_perm are recorded in every run's summary and refused if a run is asked to mix them.
+  its default and signatures of two schemes compare as garbage. The scheme is a constant, not
+  a setting; it is recorded with seed and num_perm in every run's summary, and signatures
+  never outlive the run that made them, so two schemes cannot meet.
 - `band_keys(signature)`: `bands` keys of `rows` values each, band index + 64-bit xxh3 of the
   band's bytes; two documents collide in a band with probability s**rows at Jaccard s, so
   they become candidates with probability 1 - (1 - s**rows)**bands (`candidate_probability`).
-- `jaccard(a, b)`: exact Jaccard of two sorted shingle-hash arrays (optional verification).
+- `jaccard(a, b)`: exact Jaccard of two sorted shingle-hash arrays (verification).
 
 Beam graph (`CandidateEdges`): documents -> (band key, (id, rank)) -> GroupByKey -> per bucket
-of two or more documents, star edges (member, smallest id in the bucket) -> Distinct. A bucket
-is read twice (find its smallest id, then emit), never held, so a bucket of a million copies
-costs one id of memory; edges per bucket are O(bucket), not O(bucket**2). Optional
-verification joins each edge with both endpoints' shingle hashes (two CoGroupByKeys keyed by
-endpoint; the second side of a join sees at most `bands` edges per document, so a worker holds
-at most bands + 1 shingle sets) and keeps edges whose exact Jaccard reaches `threshold`.
-Connected components of the edges are computed by `connected_components.py` (large-star /
-small-star rounds); `SelectSurvivors` then picks one survivor per component and `ApplyRemovals`
-splits the documents into kept and removed.
+of two or more documents, candidate edges -> Distinct. A bucket is read twice (size and
+smallest id, then edges). Without verification it becomes a star on its smallest id (connects
+the bucket as all pairs would); with verification, buckets of up to `pairwise_bucket_limit`
+documents give every pair and larger ones the star, so a worker holds at most that many ids
+and edges per bucket stay O(bucket). `VerifyEdges` sends each document's shingle hashes to its
+edges (one CoGroupByKey keyed by document, one GroupByKey keyed by edge: an edge meets exactly
+two arrays) and keeps edges whose exact Jaccard reaches `threshold`. Connected components of
+the edges come from `connected_components.py` (large-star / small-star rounds);
+`SelectSurvivors` picks one survivor per component and `ApplyRemovals` splits the documents
+into kept and removed.
 
-Cost model (N documents, average length L words, P = num_perm, B = bands):
+Cost model (N documents, average length L words, P = num_perm, B = bands, D = documents in a
+shared bucket, K = pairwise_bucket_limit):
 - signatures: O(N * L * P) CPU, embarrassingly parallel; memory one document + P integers;
 - banding: N * B shuffle records of ~40 bytes; groups streamed;
-- edges, components, survivors: proportional to the number of near-duplicate documents D
-  (D * B edges at most), never to N; a cluster is streamed, never held;
-- verification (optional): one extra shuffle of N shingle-hash arrays (~ 4 bytes per word);
-- removal: one CoGroupByKey of the N documents with the D losers by id.
+- edges, components, survivors: proportional to D (at most D * B * (K - 1) edges), never to N;
+  a cluster is streamed, never held;
+- verification (default on): one extra shuffle of N shingle-hash arrays (~4 bytes per word);
+- removal: one CoGroupByKey of the N documents with the losers by id.
 Per-worker memory depends on document length, P and B (config), not on N.
 """
 
