@@ -326,10 +326,177 @@ class TrainTokenizerConfig:
             raise ConfigError("eod_token must not be empty")
 
 
+# Near-dedup (python -m beam_pipelines.dedup) and decontamination (python -m beam_pipelines.decontaminate)
+
+SURVIVOR_FIELDS = ("math_score", "text_length", "token_estimate", "language_score")
+
+
+@dataclass
+class MinHashConfig:
+    """MinHash LSH settings. With bands x rows = 20 x 6 two documents become candidates with
+    probability 0.998 at Jaccard 0.8 and 0.27 at 0.5; exact verification then removes the
+    false candidates (see transforms/minhash.py for the cost model)."""
+
+    num_perm: int = 120
+    bands: int = 20
+    rows: int = 6
+    seed: int = 1
+    # Word n-grams after normalisation (case, Unicode, punctuation).
+    shingle_size: int = 5
+    # Exact Jaccard (on shingle hashes) a candidate pair needs before it is merged.
+    verify: bool = True
+    threshold: float = 0.8
+    # With verification, buckets of up to this many documents are compared pairwise, larger
+    # ones against their smallest id only (bounds edges and memory per bucket).
+    pairwise_bucket_limit: int = 16
+    # Survivor of a cluster: highest value of these, in order (Document fields or
+    # quality.<signal>; missing values rank lowest), then the smallest id.
+    survivor_order: list[str] = field(default_factory=lambda: ["math_score", "text_length"])
+    # Connected components: star rounds per Beam pipeline, and the most rounds before failing.
+    rounds_per_pipeline: int = 2
+    max_component_rounds: int = 40
+
+    def validate(self) -> None:
+        if self.num_perm < 1 or self.bands < 1 or self.rows < 1:
+            raise ConfigError("minhash.num_perm, minhash.bands and minhash.rows must be >= 1")
+        if self.bands * self.rows > self.num_perm:
+            raise ConfigError(
+                f"minhash.bands x minhash.rows = {self.bands * self.rows} exceeds minhash.num_perm = {self.num_perm}"
+            )
+        if self.bands > 65535:
+            raise ConfigError("minhash.bands must be <= 65535")
+        if self.shingle_size < 1:
+            raise ConfigError("minhash.shingle_size must be >= 1")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError("minhash.threshold must be in (0, 1]")
+        if self.pairwise_bucket_limit < 2:
+            raise ConfigError("minhash.pairwise_bucket_limit must be >= 2")
+        if self.rounds_per_pipeline < 1 or self.max_component_rounds < 1:
+            raise ConfigError("minhash.rounds_per_pipeline and minhash.max_component_rounds must be >= 1")
+        for name in self.survivor_order:
+            if name not in SURVIVOR_FIELDS and not (name.startswith("quality.") and len(name) > len("quality.")):
+                raise ConfigError(
+                    f"minhash.survivor_order entry {name!r} is not one of {', '.join(SURVIVOR_FIELDS)} or quality.<signal>"
+                )
+
+
+@dataclass
+class DedupConfig:
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    # A stage directory (documents/*.parquet) or a Parquet file pattern.
+    input_dir: str = "${corpus.work_dir}/pool"
+    output_dir: str = "${corpus.work_dir}/pool_near_dedup"
+    # Intermediate edges and candidate lists (any FileSystems path); removed after success
+    # unless keep_work_files.
+    work_dir: str = "${output_dir}/work"
+    keep_work_files: bool = False
+    num_shards: int = 0
+
+    def validate(self) -> None:
+        for section in (self.corpus, self.beam, self.minhash):
+            section.validate()
+        if not self.input_dir or not self.output_dir or not self.work_dir:
+            raise ConfigError("input_dir, output_dir and work_dir must not be empty")
+        if self.input_dir.rstrip("/") == self.output_dir.rstrip("/"):
+            raise ConfigError("output_dir must differ from input_dir (the output directory is cleared first)")
+        if self.num_shards < 0:
+            raise ConfigError("num_shards must be >= 0")
+
+
+BENCHMARK_FORMATS = ("auto", "gsm8k", "math", "cmath", "agieval", "mmlu", "mathqa")
+
+
+@dataclass
+class BenchmarkSource:
+    """One benchmark read from local files in its public format (a .jsonl/.json file, a glob,
+    or a directory searched recursively). Explicit fields override the format's defaults."""
+
+    name: str = ""
+    path: str = ""
+    format: str = "auto"
+    question_fields: list[str] = field(default_factory=list)
+    answer_fields: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DecontaminationConfig:
+    """DeepSeekMath's rule: a segment containing a `ngram`-gram of a benchmark item is removed;
+    items shorter than `ngram` but at least `min_item_ngram` grams are matched as a whole."""
+
+    ngram: int = 10
+    min_item_ngram: int = 3
+    # "segment": a short item matches a segment that is exactly the item (after normalisation);
+    # "contains": a segment that contains it anywhere (stricter; removes far more math text).
+    short_item_match: str = "segment"
+    # "segment": drop the offending paragraph and keep the rest; "document": drop the document.
+    level: str = "segment"
+    # Segments are paragraphs (blank-line separated) or lines.
+    segment_by: str = "paragraph"
+    include_answers: bool = True
+
+    def validate(self) -> None:
+        if self.ngram < 1:
+            raise ConfigError("decontamination.ngram must be >= 1")
+        if not 1 <= self.min_item_ngram <= self.ngram:
+            raise ConfigError("decontamination.min_item_ngram must be in [1, decontamination.ngram]")
+        if self.short_item_match not in ("segment", "contains"):
+            raise ConfigError("decontamination.short_item_match must be segment or contains")
+        if self.level not in ("segment", "document"):
+            raise ConfigError("decontamination.level must be segment or document")
+        if self.segment_by not in ("paragraph", "line"):
+            raise ConfigError("decontamination.segment_by must be paragraph or line")
+
+
+def _default_benchmarks() -> list[BenchmarkSource]:
+    # Public test sets, downloaded once by the user into benchmarks_dir (no dataset hub here).
+    return [
+        BenchmarkSource(name=name, path=f"${{benchmarks_dir}}/{name}", format=name)
+        for name in ("gsm8k", "math", "cmath", "agieval")
+    ]
+
+
+@dataclass
+class DecontaminateConfig:
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
+    benchmarks_dir: str = "data/benchmarks"
+    benchmarks: list[BenchmarkSource] = field(default_factory=_default_benchmarks)
+    # Sources whose path matches no file are skipped with a warning; none found is an error
+    # unless this is false (then the corpus passes through unchanged, and the summary says so).
+    require_benchmarks: bool = True
+    input_dir: str = "${corpus.work_dir}/recall/final"
+    output_dir: str = "${corpus.work_dir}/corpus"
+    num_shards: int = 0
+
+    def validate(self) -> None:
+        for section in (self.corpus, self.beam, self.decontamination):
+            section.validate()
+        names = [source.name for source in self.benchmarks]
+        for index, source in enumerate(self.benchmarks):
+            if not source.name or not source.path:
+                raise ConfigError(f"benchmarks[{index}] needs a name and a path")
+            if source.format not in BENCHMARK_FORMATS:
+                raise ConfigError(f"benchmarks[{index}].format={source.format!r} is not one of {', '.join(BENCHMARK_FORMATS)}")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ConfigError(f"benchmark names must be unique: {', '.join(duplicates)}")
+        if not self.input_dir or not self.output_dir:
+            raise ConfigError("input_dir and output_dir must not be empty")
+        if self.input_dir.rstrip("/") == self.output_dir.rstrip("/"):
+            raise ConfigError("output_dir must differ from input_dir (the output directory is cleared first)")
+        if self.num_shards < 0:
+            raise ConfigError("num_shards must be >= 0")
+
+
 def register_configs() -> None:
     """Register the schemas (idempotent). Group files name them in their defaults lists."""
     store = ConfigStore.instance()
     store.store(name="prepare_schema", node=PrepareConfig)
+    store.store(name="dedup_schema", node=DedupConfig)
+    store.store(name="decontaminate_schema", node=DecontaminateConfig)
     store.store(group="beam", name="beam_schema", node=BeamConfig)
     store.store(group="corpus", name="corpus_schema", node=CorpusConfig)
     # Tokenization

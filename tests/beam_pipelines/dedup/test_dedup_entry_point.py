@@ -1,0 +1,89 @@
+"""`python -m beam_pipelines.dedup` as a user runs it (a real subprocess, multi-process runner),
+and the compositions of conf/dedup.yaml and conf/decontaminate.yaml."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from neardedup_support import read_rows, write_stage
+from support import run_module
+
+from beam_pipelines.cli import compose_config
+from beam_pipelines.config import ConfigError, register_configs
+from beam_pipelines.dedup import run_dedup
+from beam_pipelines.dedup_sample import generate_documents
+
+
+@pytest.mark.integration
+def test_entry_point_runs_as_a_user_runs_it(tmp_path):
+    documents = [g.document for g in generate_documents(300, seed=21, duplicate_fraction=0.4, max_edit_rate=0.02,
+                                                        target_characters=800)]
+    write_stage(tmp_path / "pool", documents)
+    result = run_module(
+        "beam_pipelines.dedup",
+        f"corpus.work_dir={tmp_path}",
+        "beam=direct_single",  # worker processes are exercised by the decontaminate entry point test
+        "keep_work_files=true",
+        f"hydra.run.dir={tmp_path}/hydra",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "components converged after" in result.stdout and "(balanced)" in result.stdout
+    output = tmp_path / "pool_near_dedup"
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["balanced"] and summary["totals"]["in"] == 300
+    assert summary["totals"]["dropped"] > 30, "planted copies with <= 2% edits must be found"
+    assert len(read_rows(output / "documents")) == summary["totals"]["kept"]
+    assert len(read_rows(output / "removed" / "07_minhash")) == summary["totals"]["dropped"]
+    assert (output / "work" / "nodes").is_dir()  # kept on request, for inspection
+
+
+def test_bad_values_fail_with_one_line_before_any_work(tmp_path):
+    result = run_module("beam_pipelines.dedup", f"corpus.work_dir={tmp_path}", "minhash.bands=30", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: minhash.bands x minhash.rows = 180 exceeds minhash.num_perm = 120"
+    ]
+    config = compose_config("dedup", [f"corpus.work_dir={tmp_path}"], register_configs)
+    with pytest.raises(ConfigError, match=r"no documents match .*\(run python -m beam_pipelines.prepare first"):
+        run_dedup(config, progress=lambda _: None)
+
+
+@pytest.mark.parametrize("config_name", ["dedup", "decontaminate"])
+@pytest.mark.parametrize("beam_preset", ["direct", "direct_single", "dataflow", "flink", "spark"])
+def test_compositions(config_name, beam_preset):
+    overrides = [f"beam={beam_preset}", "corpus=commoncrawl"]
+    overrides += {
+        "dataflow": ["beam.project=p", "beam.region=r", "beam.temp_location=gs://b/tmp"],
+        "flink": ["beam.flink_master=localhost:8081"],
+        "spark": ["beam.spark_master_url=spark://localhost:7077"],
+    }.get(beam_preset, [])
+    config = compose_config(config_name, overrides, register_configs)
+    work_dir = "gs://YOUR_BUCKET/deepseekmath-corpus"
+    if config_name == "dedup":
+        assert (config.input_dir, config.output_dir) == (f"{work_dir}/pool", f"{work_dir}/pool_near_dedup")
+        assert config.work_dir == f"{work_dir}/pool_near_dedup/work"
+    else:
+        assert (config.input_dir, config.output_dir) == (f"{work_dir}/recall/final", f"{work_dir}/corpus")
+        assert [b.name for b in config.benchmarks] == ["gsm8k", "math", "cmath", "agieval"]
+        assert config.benchmarks[0].path == "data/benchmarks/gsm8k"
+
+
+@pytest.mark.parametrize(
+    "config_name, override, message",
+    [
+        ("dedup", "minhash.survivor_order=[math_score,bogus]", "survivor_order entry 'bogus'"),
+        ("dedup", "minhash.threshold=0", "minhash.threshold must be in (0, 1]"),
+        ("dedup", "input_dir=outputs/x", "output_dir must differ"),
+        ("decontaminate", "decontamination.level=page", "decontamination.level must be segment or document"),
+        ("decontaminate", "decontamination.min_item_ngram=11", "min_item_ngram must be in [1, decontamination.ngram]"),
+        ("decontaminate", "benchmarks=[{name: x, path: y, format: csv}]", "benchmarks[0].format='csv'"),
+    ],
+)
+def test_bad_overrides_are_refused(config_name, override, message):
+    overrides = [override]
+    if override.startswith("input_dir"):
+        overrides.append("output_dir=outputs/x")
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace("]", r"\]").replace(")", r"\)")):
+        compose_config(config_name, overrides, register_configs)
