@@ -92,8 +92,9 @@ class BeamConfig:
 class CorpusConfig:
     """One corpus build: its inputs and the directory every stage writes under.
 
-    Stage outputs: `<work_dir>/pool` (prepare), `<work_dir>/recall` (recall rounds),
-    `<work_dir>/dedup` (near-dedup + decontamination), `<work_dir>/tokenized` (Megatron data).
+    Stage outputs: `<work_dir>/pool` (prepare), `<work_dir>/pool_near_dedup` (MinHash near-dedup),
+    `<work_dir>/recall/round_<k>` and `<work_dir>/recall/final` (recall rounds), `<work_dir>/corpus`
+    (decontamination), `<work_dir>/tokenized/<source>` (Megatron indexed datasets).
     """
 
     name: str = "sample"

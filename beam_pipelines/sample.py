@@ -148,7 +148,9 @@ def _pages_of_package(root: str, is_math: bool):
                 continue
             if getattr(value, "__module__", None) != name:
                 continue
-            docstring = inspect.getdoc(value) or ""
+            # The object's own docstring: inspect.getdoc would hand a subclass its parent's
+            # text, and hundreds of copies of one docstring are not a crawl's pages.
+            docstring = inspect.cleandoc(value.__doc__) if isinstance(value.__doc__, str) else ""
             if len(docstring.split()) < 60:
                 continue
             seen.add(id(value))
