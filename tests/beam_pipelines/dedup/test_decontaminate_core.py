@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from decontamination_fixtures import (
+from tests.beam_pipelines.dedup.decontamination_fixtures import (
     CLEAN,
     CLEANED_GSM8K_ANSWER,
     EXACT_GSM8K,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from decontamination_fixtures import CLEAN, EXACT_GSM8K, FULLWIDTH_CMATH, NEAR_MISS_GSM8K, REFORMATTED_MATH, write_benchmarks
-from neardedup_support import read_jsonl, read_rows, write_stage
-from support import run_module
+from tests.beam_pipelines.dedup.decontamination_fixtures import CLEAN, EXACT_GSM8K, FULLWIDTH_CMATH, NEAR_MISS_GSM8K, REFORMATTED_MATH, write_benchmarks
+from tests.beam_pipelines.dedup.neardedup_support import read_jsonl, read_rows, write_stage
+from tests.support import run_module
 
 from beam_pipelines.cli import compose_config
 from beam_pipelines.config import BenchmarkSource, register_configs

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from neardedup_support import (
+from tests.beam_pipelines.dedup.neardedup_support import (
     brute_force_jaccard,
     read_jsonl,
     read_rows,

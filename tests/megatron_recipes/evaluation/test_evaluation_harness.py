@@ -7,21 +7,17 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from support import run_module  # noqa: E402
-from test_evaluation_datasets import write_gsm8k, write_math_tree  # noqa: E402
-
-from beam_pipelines.cli import compose_config  # noqa: E402
-from megatron_recipes.config import register_configs  # noqa: E402
-from megatron_recipes.evaluation.datasets import load_champ, load_gsm8k, load_math  # noqa: E402
-from megatron_recipes.evaluation.harness import run_evaluation, write_report  # noqa: E402
-from megatron_recipes.evaluation.metrics import majority_index, pass_at_k  # noqa: E402
-from megatron_recipes.evaluation.prompts import PROMPT_STYLES, get_prompt_style  # noqa: E402
-from megatron_recipes.generation.interface import Generation, PrecomputedGenerations, SamplingParams  # noqa: E402
-from megatron_recipes.rewards import AnswerChecker, DeadlineWorkerPool  # noqa: E402
-from megatron_recipes.sandbox import SandboxLimits, SandboxPool  # noqa: E402
+from beam_pipelines.cli import compose_config
+from tests.megatron_recipes.evaluation.test_evaluation_datasets import write_gsm8k, write_math_tree
+from tests.support import run_module
+from megatron_recipes.config import register_configs
+from megatron_recipes.evaluation.datasets import load_champ, load_gsm8k, load_math
+from megatron_recipes.evaluation.harness import run_evaluation, write_report
+from megatron_recipes.evaluation.metrics import majority_index, pass_at_k
+from megatron_recipes.evaluation.prompts import PROMPT_STYLES, get_prompt_style
+from megatron_recipes.generation.interface import Generation, PrecomputedGenerations, SamplingParams
+from megatron_recipes.rewards import AnswerChecker, DeadlineWorkerPool
+from megatron_recipes.sandbox import SandboxLimits, SandboxPool
 
 
 @pytest.fixture(scope="module")
