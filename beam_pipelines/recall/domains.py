@@ -115,8 +115,11 @@ class ApprovedPrefixes:
                 return format_prefix(normalize_domain(domain), segments[:depth])
         return None
 
-    def union(self, other: "ApprovedPrefixes") -> "ApprovedPrefixes":
-        return ApprovedPrefixes([*self.prefixes, *other.prefixes])
+    def covers(self, prefix: str) -> bool:
+        """Whether `prefix` equals or lies under one of these prefixes."""
+        domain, segments = parse_prefix(prefix)
+        approved = self.by_domain.get(domain, ())
+        return any(segments[:depth] in approved for depth in range(len(segments) + 1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,14 +188,15 @@ def load_annotations(annotations_dir: str, round_number: int) -> Annotations:
 def auto_approved_prefixes(review_rows: Iterable[dict], min_selected_fraction: float, min_pool_pages: int,
                            rejected: Iterable[str] = ()) -> list[str]:
     """The unattended policy: every reviewed prefix with at least `min_pool_pages` pool pages and
-    a selected fraction of at least `min_selected_fraction`, minus the reviewer's rejections."""
-    rejected_set = set(rejected)
+    a selected fraction of at least `min_selected_fraction`, except prefixes at or under one a
+    reviewer rejected (rejecting `docs.python.org` rejects all of that site)."""
+    rejected_prefixes = ApprovedPrefixes(rejected)
     approved = [
         row["prefix"]
         for row in review_rows
         if row["pool_pages"] >= min_pool_pages
         and row["selected_fraction"] >= min_selected_fraction
-        and row["prefix"] not in rejected_set
+        and not rejected_prefixes.covers(row["prefix"])
     ]
     return sorted(set(approved))
 

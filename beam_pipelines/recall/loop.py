@@ -596,7 +596,11 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
 
     paths = RoundPaths(config.output_dir, number)
     started = time.time()
-    if FileSystems.exists(paths.root):
+    if is_complete(paths):
+        log(f"round {number}: redoing it (removing the complete round at {paths.root})")
+        delete_path(paths.marker)  # first: a half-deleted round must not look complete
+        delete_path(paths.root)
+    elif FileSystems.exists(paths.root):
         log(f"round {number}: removing an incomplete earlier attempt at {paths.root}")
         delete_path(paths.root)
 
@@ -763,11 +767,11 @@ def _refresh_corpus_report(config: RecallConfig) -> None:
         write_corpus_report(config.output_dir, metrics)
 
 
-def _invalidate_from(config: RecallConfig, number: int) -> None:
-    """Remove final/ and rounds >= number (they derive from the round about to be redone)."""
+def _invalidate_after(config: RecallConfig, number: int) -> None:
+    """Remove final/ and rounds > number: they derive from round `number`, about to be (re)done."""
     delete_path(f"{final_dir(config.output_dir)}/{SUMMARY_FILE}")
     delete_path(final_dir(config.output_dir))
-    for later in range(number, config.max_rounds + 1):
+    for later in range(number + 1, config.max_rounds + 1):
         paths = RoundPaths(config.output_dir, later)
         if FileSystems.exists(paths.root):
             log(f"removing round {later} ({paths.root}): it derives from round {number}, which is being redone")
@@ -786,7 +790,7 @@ def run_recall(config: RecallConfig) -> dict:
         if missing:
             raise ConfigError(f"round={number} needs rounds 1..{number - 1} complete; round {missing[0]} is not "
                               f"(run python -m beam_pipelines.recall round={missing[0]}, or without round= to run all)")
-        _invalidate_from(config, number)
+        _invalidate_after(config, number)
         marker = run_round(config, number, seed_files)
         ran.append(number)
         stop_reason = _marker_stop(config, marker)
@@ -798,7 +802,7 @@ def run_recall(config: RecallConfig) -> dict:
                 + (f"; stop rule: {stop_reason}" if stop_reason else f"; resuming at round {markers[-1]['round'] + 1}"))
         next_round = (markers[-1]["round"] + 1) if markers else 1
         while stop_reason is None and next_round <= config.max_rounds:
-            _invalidate_from(config, next_round)
+            _invalidate_after(config, next_round)
             marker = run_round(config, next_round, seed_files)
             ran.append(next_round)
             _refresh_corpus_report(config)

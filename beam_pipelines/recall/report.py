@@ -107,7 +107,8 @@ def plot_score_histograms(metrics_by_round: list[dict]) -> str:
             axis.axvline(metrics["selection"]["threshold"], linestyle=":", linewidth=1,
                          color=axis.lines[-1].get_color())
     for axis, name in ((pages_axis, "pages"), (tokens_axis, "tokens")):
-        axis.set_yscale("symlog")
+        axis.set_yscale("symlog", linthresh=1)
+        axis.set_ylim(bottom=0)
         axis.set_xlabel("math score (dotted: the round's cut)")
         axis.set_ylabel(f"pool {name}")
         axis.legend(fontsize=8)
@@ -126,7 +127,7 @@ def plot_rounds(metrics_by_round: list[dict]) -> str:
     if overlap:
         overlap_axis.plot([r for r, _ in overlap], [f for _, f in overlap], marker="o")
     overlap_axis.set_ylim(0, 1.02)
-    overlap_axis.set_title("share already selected in the previous round")
+    overlap_axis.set_title("share selected in the round before")
     for axis in (pages_axis, tokens_axis, overlap_axis):
         axis.set_xlabel("round")
         axis.set_xticks(rounds)
