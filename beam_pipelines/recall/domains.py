@@ -19,7 +19,6 @@ prefix at the end); samples are bounded per prefix; prefixes per page are at mos
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
@@ -349,10 +348,3 @@ def sort_review_rows(rows: Iterable[dict]) -> list[dict]:
         if row["depth"] == 0:
             selected_by_domain[row["domain"]] = row["selected_pages"]
     return sorted(rows, key=lambda r: (-selected_by_domain.get(r["domain"], 0), r["domain"], r["prefix"]))
-
-
-def relative_to(path: str, start: str) -> str:
-    try:
-        return os.path.relpath(path, start)
-    except ValueError:
-        return path

@@ -40,7 +40,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.config import ConfigError, RecallConfig
-from beam_pipelines.document import DOCUMENT_SCHEMA, Document, stable_id
+from beam_pipelines.document import Document, stable_id
 from beam_pipelines.io.parquet import (
     DOCUMENTS_SUBDIR,
     SUMMARY_FILE,

@@ -262,3 +262,11 @@ def test_seed_records_become_documents_or_dead_letters(tmp_path):
                     equal_to([("math.example", "Let $x=1$.", "seed"), ("math.example", "Proof. Trivial.", "seed")]))
         assert_that(dead_letters | beam.Map(lambda line: json.loads(line)["kind"]),
                     equal_to(["bad_seed_record", "bad_seed_record"]), label="dead letters")
+
+
+def test_the_documented_example_annotations_file_loads():
+    from tests.support import REPO_ROOT
+
+    example = domains.load_annotations(str(REPO_ROOT / "annotations" / "example"), 1)
+    assert example.exists and example.approved == ["docs.scipy.org/doc/scipy", "mpmath.org/doc/current"]
+    assert domains.ApprovedPrefixes(example.rejected).covers("docs.python.org/3.11/tutorial")
