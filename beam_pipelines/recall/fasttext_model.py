@@ -26,7 +26,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import random
 import string
 import tempfile
 from dataclasses import asdict, dataclass
@@ -80,10 +79,15 @@ def training_line(label: str, normalized_text: str) -> str:
 
 
 def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: int) -> int:
-    """Write every line of the `sources` files to `destination` in random order; returns the
-    line count. Lines are dealt at random into `buckets` temporary files, then each bucket is
-    shuffled in memory and appended, so memory is about one bucket, not the whole file."""
-    rng = random.Random(seed)
+    """Write every non-empty line of the `sources` files to `destination` in a pseudo-random
+    order; returns the line count.
+
+    The order is a function of the lines and the seed only (a seeded hash of each line), not of
+    the order the lines arrive in, so the same training set gives the same model whichever
+    runner wrote its shards. Lines are dealt by hash into `buckets` temporary files, then each
+    bucket is sorted by hash in memory: memory is about one bucket, not the whole file."""
+    import xxhash
+
     directory = tempfile.mkdtemp(prefix="shuffle-", dir=os.path.dirname(os.path.abspath(destination)))
     bucket_paths = [os.path.join(directory, f"bucket-{i:05d}") for i in range(buckets)]
     handles = [open(path, "w", encoding="utf-8") for path in bucket_paths]
@@ -94,7 +98,8 @@ def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: 
                 for line in lines:
                     if not line.strip():
                         continue
-                    handles[rng.randrange(buckets)].write(line if line.endswith("\n") else line + "\n")
+                    line = line if line.endswith("\n") else line + "\n"
+                    handles[xxhash.xxh64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed) % buckets].write(line)
                     count += 1
     finally:
         for handle in handles:
@@ -103,7 +108,7 @@ def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: 
         for path in bucket_paths:
             with open(path, encoding="utf-8") as bucket:
                 lines = bucket.readlines()
-            rng.shuffle(lines)
+            lines.sort(key=lambda line: (xxhash.xxh3_64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed), line))
             output.writelines(lines)
             os.remove(path)
     os.rmdir(directory)

@@ -155,6 +155,31 @@ def preflight(config: RecallConfig) -> list[str]:
     return seed_files
 
 
+def pool_fingerprint(input_dir: str) -> str:
+    """Identifies the pool a round read: its summary.json and its shards' names and sizes.
+
+    Rounds compare selections by document id; ids of a rebuilt pool differ (a rewritten WARC
+    has new record ids), so resuming on another pool would silently compare unrelated sets."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with FileSystems.open(f"{input_dir.rstrip('/')}/{SUMMARY_FILE}") as handle:
+        digest.update(handle.read())
+    for metadata in sorted(FileSystems.match([documents_pattern(input_dir)])[0].metadata_list, key=lambda m: m.path):
+        digest.update(f"{metadata.path.rsplit('/', 1)[-1]}:{metadata.size_in_bytes}".encode())
+    return digest.hexdigest()[:20]
+
+
+def check_same_pool(config: RecallConfig, rounds: list[int]) -> None:
+    current = pool_fingerprint(config.input_dir)
+    for number in rounds:
+        recorded = read_json(RoundPaths(config.output_dir, number).marker).get("pool_fingerprint")
+        if recorded and recorded != current:
+            raise ConfigError(
+                f"input_dir={config.input_dir} is not the pool round {number} read (the pool was rebuilt or "
+                f"changed); start again with round=1 or use a new output_dir")
+
+
 def parquet_columns(path: str) -> list[str]:
     import pyarrow.parquet as pq
 
@@ -686,6 +711,7 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
         "threshold": cut["threshold"],
         "overlap_fraction": overlap["fraction_already_selected"] if overlap else None,
         "stop_reason": stop_reason,
+        "pool_fingerprint": pool_fingerprint(config.input_dir),
         "config": _config_snapshot(config),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -790,11 +816,13 @@ def run_recall(config: RecallConfig) -> dict:
         if missing:
             raise ConfigError(f"round={number} needs rounds 1..{number - 1} complete; round {missing[0]} is not "
                               f"(run python -m beam_pipelines.recall round={missing[0]}, or without round= to run all)")
+        check_same_pool(config, list(range(1, number)))
         _invalidate_after(config, number)
         marker = run_round(config, number, seed_files)
         ran.append(number)
         stop_reason = _marker_stop(config, marker)
     else:
+        check_same_pool(config, done)
         markers = _all_markers(config)
         stop_reason = _marker_stop(config, markers[-1]) if markers else None
         if markers:

@@ -82,3 +82,23 @@ def test_a_later_round_needs_the_earlier_ones(tmp_path):
                                        f"output_dir={tmp_path / 'recall'}", "round=3"], register_configs)
     with pytest.raises(ConfigError, match="round=3 needs rounds 1..2 complete; round 1 is not"):
         run_recall(config)
+
+
+def test_resuming_on_a_different_pool_is_refused(tmp_path):
+    from beam_pipelines.io.parquet import write_json
+    from beam_pipelines.recall.loop import pool_fingerprint, run_recall
+
+    pool = tmp_path / "pool"
+    (pool / "documents").mkdir(parents=True)
+    (pool / "documents" / "part-00000-of-00001.parquet").write_bytes(b"x")
+    write_json(str(pool / "summary.json"), {"totals": {"in": 1}})
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("{}\n")
+    recorded = pool_fingerprint(str(pool))
+    write_json(str(tmp_path / "recall" / "round_1" / "round.json"), {"round": 1, "pool_fingerprint": recorded})
+    (pool / "documents" / "part-00000-of-00001.parquet").write_bytes(b"xy")  # the pool was rebuilt
+    assert pool_fingerprint(str(pool)) != recorded
+    config = compose_config("recall", [f"training.seed_positives=[{seeds}]", f"input_dir={pool}",
+                                       f"output_dir={tmp_path / 'recall'}"], register_configs)
+    with pytest.raises(ConfigError, match="is not the pool round 1 read"):
+        run_recall(config)

@@ -74,6 +74,9 @@ class LoopRun:
     resume_log: str
     rerun_status: dict
     rerun_log: str
+    redo_status: dict
+    redo_log: str
+    final_before_redo: set
 
 
 def selected_ids(directory: Path) -> set[str]:
@@ -124,8 +127,14 @@ def loop_run(debian_pool, tmp_path_factory) -> LoopRun:
     resume_log, resume_status = _run_capturing(run_recall, compose(debian_pool, str(output_dir)))
     print(f"[test] resumed until the stop rule: {time.time() - killed_at:.1f} s")
     rerun_log, rerun_status = _run_capturing(run_recall, compose(debian_pool, str(output_dir)))
+    last = resume_status["complete_rounds"][-1]
+    final_before = selected_ids(output_dir / "final")
+    # Redo the last round alone, on the multi-process runner (worker processes load the model).
+    started = time.time()
+    redo_log, redo_status = _run_capturing(run_recall, compose(debian_pool, str(output_dir), f"round={last}", "beam=direct"))
+    print(f"[test] redid round {last} on the multi-process runner: {time.time() - started:.1f} s")
     return LoopRun(output_dir, debian_pool, round_1_status, killed_had_marker, killed_existed, killed_at, process.returncode,
-                   resume_status, resume_log, rerun_status, rerun_log)
+                   resume_status, resume_log, rerun_status, rerun_log, redo_status, redo_log, final_before)
 
 
 def _run_capturing(function, *args):
@@ -299,3 +308,12 @@ def test_unattended_policy_is_the_stated_rule_and_respects_rejections(loop_run):
     assert "mpmath.org/doc/current" in approvals["automatic"]
     assert {parse_prefix(p)[0] for p in approvals["automatic"]} <= MATH_DOMAINS
     assert approvals["approved"] == sorted(set(approvals["automatic"]) | set(APPROVED_AFTER_ROUND_1))
+
+
+def test_round_k_redoes_one_round_and_the_result_is_reproducible(loop_run):
+    last = loop_run.resume_status["complete_rounds"][-1]
+    assert loop_run.redo_status["rounds_run"] == [last]
+    assert f"round {last}: redoing it" in loop_run.redo_log
+    assert loop_run.redo_status["stop_reason"] == "converged"  # the stop rule is re-applied: final rewritten
+    # One thread, hash sampling and a seeded shuffle: the same model, the same selection.
+    assert selected_ids(loop_run.output_dir / "final") == loop_run.final_before_redo

@@ -101,6 +101,12 @@ def test_shuffle_keeps_every_line_and_mixes_sources(tmp_path):
     assert sorted(lines) == sorted(expected)
     assert sum(line.startswith(LABEL_MATH) for line in lines[:100]) in range(25, 76)
     assert list(tmp_path.iterdir()).count(output) == 1 and len(list(tmp_path.iterdir())) == 3  # no bucket files left
+    # The order depends on the lines and the seed, not on the order they arrive in.
+    reversed_input = tmp_path / "reversed.txt"
+    reversed_input.write_text("\n".join(reversed(expected)) + "\n")
+    again = tmp_path / "again.txt"
+    shuffle_lines([str(reversed_input)], str(again), buckets=7, seed=3)
+    assert again.read_text() == output.read_text()
 
 
 # ----------------------------------------------------------------------------------------------
