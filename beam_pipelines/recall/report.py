@@ -108,7 +108,8 @@ def plot_score_histograms(metrics_by_round: list[dict]) -> str:
                          color=axis.lines[-1].get_color())
     for axis, name in ((pages_axis, "pages"), (tokens_axis, "tokens")):
         axis.set_yscale("symlog", linthresh=1)
-        axis.set_ylim(bottom=0)
+        highest = max((max(m["score_histogram"][name], default=0) for m in metrics_by_round), default=0)
+        axis.set_ylim(0, max(10, highest * 3))
         axis.set_xlabel("math score (dotted: the round's cut)")
         axis.set_ylabel(f"pool {name}")
         axis.legend(fontsize=8)
