@@ -492,6 +492,216 @@ class DecontaminateConfig:
             raise ConfigError("num_shards must be >= 0")
 
 
+# ----------------------------------------------------------------------------------------------
+# recall: the iterative math recall loop (python -m beam_pipelines.recall)
+# Defaults follow DeepSeekMath section 2.1 where the paper states a value; the paper preset
+# (conf/experiment/recall_paper.yaml) sets the corpus-scale sample sizes and token budgets.
+
+APPROVAL_POLICIES = ("annotations_only", "annotations_and_auto_prefix_fraction")
+
+
+@dataclass
+class RecallFastTextConfig:
+    """The classifier (paper: fastText, dim 256, lr 0.1, word n-grams 3, min count 3, 3 epochs)."""
+
+    dim: int = 256
+    lr: float = 0.1
+    word_ngrams: int = 3
+    min_count: int = 3
+    epoch: int = 3
+    # fastText's default 2M hash buckets x dim 256 floats is a 2 GB input matrix; 200k buckets
+    # keeps n-gram collisions rare on 1M documents and the model near 200 MB.
+    bucket: int = 200_000
+    loss: str = "softmax"
+    # 0 = all cores. fastText's Hogwild training is only reproducible with one thread.
+    threads: int = 0
+    seed: int = 0
+    # Text normalisation, applied identically when training and scoring (the settings are saved
+    # next to the model and the scorer reads them from there, not from the current config).
+    lowercase: bool = True
+    split_punctuation: bool = True
+    # Characters of a document fed to the classifier; 0 = the whole text.
+    max_characters: int = 0
+
+    def validate(self) -> None:
+        for name in ("dim", "word_ngrams", "epoch", "bucket"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"recall fasttext.{name} must be positive")
+        if self.min_count < 1:
+            raise ConfigError("fasttext.min_count must be >= 1")
+        if not 0.0 < self.lr <= 10.0:
+            raise ConfigError("fasttext.lr must be in (0, 10]")
+        if self.loss not in ("softmax", "ns", "hs", "ova"):
+            raise ConfigError(f"fasttext.loss={self.loss!r} is not softmax, ns, hs or ova")
+        if self.threads < 0 or self.max_characters < 0:
+            raise ConfigError("fasttext.threads and fasttext.max_characters must be >= 0")
+
+
+@dataclass
+class RecallTrainingConfig:
+    """The training set of each round: seed positives (+ discovered ones) and pool negatives."""
+
+    # Parquet or JSONL(.gz) files of math documents (OpenWebMath-style: `text` and `url` at least).
+    seed_positives: list[str] = field(default_factory=list)
+    # Paper: 500k positives from OpenWebMath and 500k negatives from Common Crawl. Sampling is by
+    # a hash of the id, so a smaller source simply contributes all of its documents.
+    positive_samples: int = 500_000
+    # Pages discovered under approved URL prefixes in earlier rounds (all of them, up to this).
+    discovered_positive_samples: int = 500_000
+    negative_samples: int = 500_000
+    # Part of the training set held out to measure precision/recall/F1 and the PR curve.
+    holdout_fraction: float = 0.1
+    # From round 2 on, do not draw negatives from pages the previous round selected. Off by
+    # default, as in the paper (random Common Crawl negatives): excluding them also keeps the
+    # previous round's false positives out of the negatives, so they are never corrected.
+    # Pages under approved prefixes and seed URLs are never negatives.
+    exclude_previous_selection_from_negatives: bool = False
+    # Salt of the hash sampling and of the shuffle (change it to draw another sample).
+    sample_seed: int = 0
+    # Bounded-memory shuffle of the training file: lines are spread over this many buckets on
+    # disk, each bucket is shuffled in memory.
+    shuffle_buckets: int = 64
+
+    def validate(self) -> None:
+        if not self.seed_positives:
+            raise ConfigError(
+                "recall needs seed positives: set training.seed_positives=[/path/openwebmath/*.parquet] "
+                "(Parquet or JSONL math documents with text and url)"
+            )
+        for pattern in self.seed_positives:
+            if not pattern.endswith((".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+                raise ConfigError(
+                    f"training.seed_positives entry {pattern!r} must end in .parquet, .jsonl or .jsonl.gz"
+                )
+        for name in ("positive_samples", "negative_samples"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"training.{name} must be positive")
+        if self.discovered_positive_samples < 0:
+            raise ConfigError("training.discovered_positive_samples must be >= 0")
+        if not 0.0 < self.holdout_fraction < 0.5:
+            raise ConfigError("training.holdout_fraction must be in (0, 0.5)")
+        if self.shuffle_buckets < 1:
+            raise ConfigError("training.shuffle_buckets must be >= 1")
+
+
+@dataclass
+class RecallSelectionConfig:
+    """How much of the pool each round keeps: the top-scoring pages up to a token budget.
+
+    `token_budgets` (tokens, paper: 40B in round 1) wins when set; otherwise
+    `pool_token_fractions` (a fraction of the pool's tokens). Entry k-1 is round k's budget; the
+    last entry repeats. Tokens are `Document.token_estimate`.
+    """
+
+    token_budgets: list[int] = field(default_factory=list)
+    pool_token_fractions: list[float] = field(default_factory=lambda: [0.3])
+    # Two-level score histogram that finds the threshold: coarse bins over [0, 1], then fine
+    # bins inside the coarse bin where the budget runs out (resolution 1 / (coarse x fine)).
+    coarse_bins: int = 4096
+    fine_bins: int = 4096
+
+    def validate(self) -> None:
+        if not self.token_budgets and not self.pool_token_fractions:
+            raise ConfigError("set selection.token_budgets (e.g. [40000000000]) or selection.pool_token_fractions (e.g. [0.3])")
+        if any(budget <= 0 for budget in self.token_budgets):
+            raise ConfigError("selection.token_budgets entries must be positive")
+        if any(not 0.0 < fraction <= 1.0 for fraction in self.pool_token_fractions):
+            raise ConfigError("selection.pool_token_fractions entries must be in (0, 1]")
+        if self.coarse_bins < 2 or self.fine_bins < 1:
+            raise ConfigError("selection.coarse_bins must be >= 2 and selection.fine_bins >= 1")
+
+
+@dataclass
+class RecallDomainsConfig:
+    """Domain statistics and the URL-path review of candidate math domains."""
+
+    # Paper: a domain with more than 10% of its pages selected is a candidate math domain.
+    candidate_min_selected_fraction: float = 0.1
+    # Ours: tiny domains (1 of 1 page selected) flood the review without telling much.
+    candidate_min_pool_pages: int = 5
+    # URL path prefixes reviewed per candidate domain: depth 0 (the whole domain) to this depth.
+    prefix_max_depth: int = 3
+    prefix_min_pool_pages: int = 3
+    review_max_domains: int = 200
+    review_max_prefixes_per_domain: int = 30
+    review_samples_per_prefix: int = 3
+    # Domains listed in the report (most selected pages first).
+    report_top_domains: int = 30
+
+    def validate(self) -> None:
+        if not 0.0 <= self.candidate_min_selected_fraction < 1.0:
+            raise ConfigError("domains.candidate_min_selected_fraction must be in [0, 1)")
+        if self.prefix_max_depth < 0 or self.prefix_max_depth > 8:
+            raise ConfigError("domains.prefix_max_depth must be in [0, 8]")
+        for name in ("candidate_min_pool_pages", "prefix_min_pool_pages", "review_max_domains",
+                     "review_max_prefixes_per_domain", "report_top_domains"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"domains.{name} must be >= 1")
+        if self.review_samples_per_prefix < 0:
+            raise ConfigError("domains.review_samples_per_prefix must be >= 0")
+
+
+@dataclass
+class RecallApprovalConfig:
+    """Which URL prefixes count as math: a reviewer's `annotations_dir/round_<k>.yaml`, and for
+    unattended runs, optionally, an explicit automatic policy."""
+
+    annotations_dir: str = "${output_dir}/annotations"
+    # annotations_only: only what a reviewer wrote. annotations_and_auto_prefix_fraction: also
+    # approve, unattended, every reviewed prefix whose selected fraction and pool pages reach the
+    # two thresholds below (a reviewer's `rejected` list still wins).
+    policy: str = "annotations_only"
+    auto_min_prefix_selected_fraction: float = 0.5
+    auto_min_prefix_pool_pages: int = 10
+
+    def validate(self) -> None:
+        if self.policy not in APPROVAL_POLICIES:
+            raise ConfigError(f"approval.policy={self.policy!r} is not one of {', '.join(APPROVAL_POLICIES)}")
+        if not 0.0 < self.auto_min_prefix_selected_fraction <= 1.0:
+            raise ConfigError("approval.auto_min_prefix_selected_fraction must be in (0, 1]")
+        if self.auto_min_prefix_pool_pages < 1:
+            raise ConfigError("approval.auto_min_prefix_pool_pages must be >= 1")
+
+
+@dataclass
+class RecallConfig:
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    fasttext: RecallFastTextConfig = field(default_factory=RecallFastTextConfig)
+    training: RecallTrainingConfig = field(default_factory=RecallTrainingConfig)
+    selection: RecallSelectionConfig = field(default_factory=RecallSelectionConfig)
+    domains: RecallDomainsConfig = field(default_factory=RecallDomainsConfig)
+    approval: RecallApprovalConfig = field(default_factory=RecallApprovalConfig)
+    # The pool to mine (a stage directory with documents/ and summary.json). Without near-dedup,
+    # point it at `${corpus.work_dir}/pool`.
+    input_dir: str = "${corpus.work_dir}/pool_near_dedup"
+    # Rounds go to <output_dir>/round_<k>/, the final selection to <output_dir>/final/.
+    output_dir: str = "${corpus.work_dir}/recall"
+    # 0: run every round from the first incomplete one until the stop rule; k: (re)run round k only.
+    round: int = 0
+    # Paper: 4 iterations; stop earlier when this fraction of a round's selected pages had
+    # already been selected by the previous round (paper: ~98% at the last iteration).
+    max_rounds: int = 4
+    stop_overlap_fraction: float = 0.98
+    # Parquet shards of each selection; 0 lets the runner choose.
+    num_shards: int = 0
+
+    def validate(self) -> None:
+        for section in (self.corpus, self.beam, self.fasttext, self.training, self.selection,
+                        self.domains, self.approval):
+            section.validate()
+        if self.max_rounds < 1:
+            raise ConfigError("max_rounds must be >= 1")
+        if self.round < 0 or self.round > self.max_rounds:
+            raise ConfigError(f"round={self.round} must be 0 (all rounds) or 1..max_rounds ({self.max_rounds})")
+        if not 0.0 < self.stop_overlap_fraction <= 1.0:
+            raise ConfigError("stop_overlap_fraction must be in (0, 1]")
+        if self.num_shards < 0:
+            raise ConfigError("num_shards must be >= 0")
+        if self.input_dir.rstrip("/") == self.output_dir.rstrip("/"):
+            raise ConfigError("input_dir and output_dir must differ")
+
+
 def register_configs() -> None:
     """Register the schemas (idempotent). Group files name them in their defaults lists."""
     store = ConfigStore.instance()
@@ -504,3 +714,4 @@ def register_configs() -> None:
     store.store(name="tokenize_schema", node=TokenizeConfig)
     store.store(name="train_tokenizer_schema", node=TrainTokenizerConfig)
     store.store(group="source", name="source_schema", node=TextSourceConfig)
+    store.store(name="recall_schema", node=RecallConfig)
