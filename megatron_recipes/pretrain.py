@@ -91,7 +91,8 @@ def run_pretraining(config: PretrainConfig, plan: PretrainPlan):
             cache_dir=plan.cache_dir,
         )
         batches = pretraining_batches(datasets.train, trainer.micro_batch_size, runtime.data_parallel_rank,
-                                      runtime.data_parallel_size, session.state.consumed_samples, config.data.num_workers)
+                                      runtime.data_parallel_size, session.state.consumed_samples, config.data.num_workers,
+                                      worker_ignored_signals=tuple(trainer.exit_signals))
         validation = None
         if evaluations and datasets.validation is not None:
             fixed = validation_batches(datasets.validation, trainer.micro_batch_size, runtime.data_parallel_rank,

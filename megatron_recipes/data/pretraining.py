@@ -239,14 +239,32 @@ class DataParallelSampler:
         return max(0, (self.total_samples - self.consumed_samples) // (self.micro_batch_size * self.data_parallel_size))
 
 
+def ignore_signals_in_worker(signal_names: tuple[str, ...], worker_id: int = 0) -> None:
+    """DataLoader worker start-up: leave the stop signals to the training process. Slurm signals
+    every process of a step; a loader worker killed by SIGUSR1/SIGTERM would crash the main
+    process before it could checkpoint."""
+    import signal
+
+    for name in signal_names:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def pretraining_batches(dataset, micro_batch_size: int, data_parallel_rank: int, data_parallel_size: int,
-                        consumed_samples: int = 0, num_workers: int = 0) -> Iterator[dict]:
+                        consumed_samples: int = 0, num_workers: int = 0,
+                        worker_ignored_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")) -> Iterator[dict]:
     """Micro-batches of this data-parallel rank from sample `consumed_samples` on."""
+    import functools
+
+    import torch
     from torch.utils.data import DataLoader
 
     sampler = DataParallelSampler(len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                        persistent_workers=num_workers > 0, pin_memory=False)
+                        persistent_workers=num_workers > 0, pin_memory=False,
+                        worker_init_fn=functools.partial(ignore_signals_in_worker, tuple(worker_ignored_signals)),
+                        # Its own generator: starting workers must not draw from the global RNG,
+                        # whose state a resumed run restores from the checkpoint (dropout).
+                        generator=torch.Generator().manual_seed(consumed_samples))
     return iter(loader)
 
 

@@ -182,9 +182,15 @@ def batched_p2p_ops_with_direction_tags(
     return dist.batch_isend_irecv(operations) if operations else []
 
 
+# megatron's own function, kept so that tests can show what the tags fix.
+untagged_batched_p2p_ops = None
+
+
 def _tag_pipeline_directions() -> None:
+    global untagged_batched_p2p_ops
     import megatron.core.pipeline_parallel.p2p_communication as p2p
 
+    untagged_batched_p2p_ops = p2p._batched_p2p_ops
     p2p._batched_p2p_ops = batched_p2p_ops_with_direction_tags
 
 
