@@ -213,8 +213,9 @@ class DataConfig:
     `sources` maps a source name to indexed-dataset prefixes (a path without .bin/.idx) or to
     directories, which stand for every dataset found under them (what the tokenize step writes
     under `<corpus.work_dir>/tokenized/<source>`). `weights` maps the same names to their share
-    of training samples (normalised to sum 1); inside a source, its datasets share its weight in
-    proportion to their token counts. Presets in conf/data/.
+    of training samples (normalised to sum 1; 0 switches a source off); inside a source, its datasets
+    share its weight in proportion to their token counts. Presets in conf/data/; add a source on
+    the command line with `+data.sources.NAME=[PATH] +data.weights.NAME=W`.
     """
 
     name: str = "local"

@@ -112,6 +112,9 @@ def resolve_mixture(data: DataConfig) -> Mixture:
     mixture = Mixture()
     for name, entries in data.sources.items():
         source_weight = data.weights[name] / total_weight
+        if source_weight == 0:  # weight 0 switches a preset's source off; its files need not exist
+            mixture.sources[name] = []
+            continue
         prefixes = expand_prefixes(name, list(entries))
         counts = [read_index_counts(prefix) for prefix in prefixes]
         source_tokens = sum(tokens for tokens, _ in counts)
@@ -209,7 +212,7 @@ def build_pretraining_datasets(data: DataConfig, mixture: Mixture | None, tokeni
     config = gpt_dataset_config(data, mixture, tokenizer, cache_dir)
     dataset_class = MockGPTDataset if data.mock else GPTDataset
     train, validation, test = BlendedMegatronDatasetBuilder(
-        dataset_class, [train_samples, validation_samples or None, None], lambda: True, config
+        dataset_class, [train_samples, validation_samples, 0], lambda: True, config
     ).build()
     if train is None:
         raise ConfigError("the data mixture yields no training samples (check data.split and the datasets)")
