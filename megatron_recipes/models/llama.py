@@ -151,6 +151,7 @@ def transformer_config(model: ModelConfig, parallelism: ParallelismConfig, preci
         use_cpu_initialization=meta_device or not on_cuda,
         perform_initialization=not meta_device,
         deallocate_pipeline_outputs=True,
+        cuda_graph_scope=[],  # megatron's own default ("full") only triggers a deprecation warning
         **recompute,
     )
 

@@ -32,6 +32,11 @@ State-dict layout (what a converter must write to be loadable by every recipe):
 - "iteration", "format" (= CHECKPOINT_FORMAT), "layout" (TP/PP/VP/DP of the saving run),
   "model_config" (the ModelConfig fields and vocab size, so tools can rebuild the model).
 
+Writing this format from elsewhere (the HF converter): build the model with
+`models.build_model` at any layout (TP=1 in one process is simplest), copy the weights into its
+parameters, and call `save_checkpoint(dir, 0, chunks, model_config=...)` - a weights-only
+checkpoint that every recipe loads at its own layout via `checkpoint.init_from=dir`.
+
 API:
     save_checkpoint(root, iteration, model, optimizer=None, scheduler=None, train_state=None,
                     model_config=None, optimizer_format="fully_reshardable", keep_last=0) -> Path

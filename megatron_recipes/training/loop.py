@@ -121,11 +121,11 @@ def _forward_step_function(loss_fn: LossFunction, forward_fn: ForwardFunction, d
     return forward_step
 
 
-def _iterators(session: TrainingSession, micro_batches: list[Batch]):
+def _iterators(chunk_count: int, micro_batches: list[Batch]):
     # Every virtual stage walks the same micro-batches (the first needs tokens, the last labels).
-    if len(session.model) == 1:
+    if chunk_count == 1:
         return iter(micro_batches)
-    return [iter(micro_batches) for _ in session.model]
+    return [iter(micro_batches) for _ in range(chunk_count)]
 
 
 def _run_schedule(session: TrainingSession, micro_batches: list[Batch], loss_fn: LossFunction,
@@ -135,7 +135,7 @@ def _run_schedule(session: TrainingSession, micro_batches: list[Batch], loss_fn:
     first = micro_batches[0]["tokens"]
     return get_forward_backward_func()(
         forward_step_func=_forward_step_function(loss_fn, forward_fn, session.runtime.torch_device()),
-        data_iterator=_iterators(session, micro_batches),
+        data_iterator=_iterators(len(session.model), micro_batches),
         model=session.model if len(session.model) > 1 else session.model[0],
         num_microbatches=len(micro_batches),
         seq_length=first.shape[1],
@@ -218,13 +218,16 @@ def evaluate(session: TrainingSession, micro_batches: list[Batch], loss_fn: Loss
     return {name: _ratio(pair) for name, pair in reduced.items()}
 
 
-def forward_only(session: TrainingSession, micro_batches: list[Batch], output_fn: Callable[[Batch, torch.Tensor], Any],
-                 forward_fn: ForwardFunction = gpt_forward) -> list[Any]:
+def forward_only(model: "TrainingSession | list", micro_batches: list[Batch],
+                 output_fn: Callable[[Batch, torch.Tensor], Any], forward_fn: ForwardFunction = gpt_forward) -> list[Any]:
     """`output_fn(micro_batch, output)` for each micro-batch, on the last pipeline stage (an empty
-    list on other stages). E.g. GRPO's old/reference log-probs: output_fn = lambda b, loss: -loss."""
+    list on other stages), without gradients. `model` is a session or a list of model chunks of
+    the current layout (e.g. a frozen reference model from build_model + load_model_weights).
+    GRPO's old/reference log-probs: output_fn = lambda batch, per_token_loss: -per_token_loss."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    device = session.runtime.torch_device()
+    chunks = model.model if isinstance(model, TrainingSession) else list(model)
+    device = next(chunks[0].parameters()).device
 
     def forward_step(data_iterator, model_chunk):
         batch = _to_device(next(data_iterator), device)
@@ -235,15 +238,16 @@ def forward_only(session: TrainingSession, micro_batches: list[Batch], output_fn
 
         return output, collect
 
-    for chunk in session.model:
+    modes = [chunk.training for chunk in chunks]
+    for chunk in chunks:
         chunk.eval()
     try:
         with torch.no_grad():
             first = micro_batches[0]["tokens"]
             return get_forward_backward_func()(
                 forward_step_func=forward_step,
-                data_iterator=_iterators(session, micro_batches),
-                model=session.model if len(session.model) > 1 else session.model[0],
+                data_iterator=_iterators(len(chunks), micro_batches),
+                model=chunks if len(chunks) > 1 else chunks[0],
                 num_microbatches=len(micro_batches),
                 seq_length=first.shape[1],
                 micro_batch_size=first.shape[0],
@@ -252,8 +256,8 @@ def forward_only(session: TrainingSession, micro_batches: list[Batch], output_fn
                 collect_non_loss_data=True,
             )
     finally:
-        for chunk in session.model:
-            chunk.train()
+        for chunk, mode in zip(chunks, modes):
+            chunk.train(mode)
 
 
 def save_training_checkpoint(session: TrainingSession) -> Path | None:

@@ -161,6 +161,9 @@ def test_custom_loss_function_with_mask_and_metrics(session):
 
     log_probs = forward_only(session, batches, lambda batch, per_token_loss: -per_token_loss)
     assert len(log_probs) == 4 and log_probs[0].shape == (2, 32)
+    # The same through bare model chunks (how a frozen reference model is used).
+    bare = forward_only(session.unwrapped_model(), batches, lambda batch, per_token_loss: -per_token_loss)
+    assert all(torch.equal(a, b) for a, b in zip(log_probs, bare))
     stacked = torch.cat([-lp[:, 16:].flatten() for lp in log_probs])
     reduced = evaluate(session, batches, loss_fn)
     assert abs(reduced["loss"] - float(stacked.mean())) < 1e-5

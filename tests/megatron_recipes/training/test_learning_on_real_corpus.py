@@ -67,7 +67,8 @@ def test_tiny_model_learns_a_real_corpus_well_below_unigram_entropy(tmp_path):
         f"data.seq_length={seq_length}", "data.split='95,5,0'",
         f"trainer.global_batch_size={global_batch}", f"trainer.micro_batch_size={global_batch}",
         f"trainer.train_steps={STEPS}", f"trainer.eval_interval={STEPS}", "trainer.eval_steps=4",
-        "trainer.log_interval=40", "trainer.tensorboard=false", f"trainer.output_dir={tmp_path / 'run'}",
+        "trainer.log_interval=40", f"trainer.output_dir={tmp_path / 'run'}",
+        "trainer.peak_tflops_per_device=0.1",  # a nominal CPU peak, so that MFU is reported
         "optimizer=adamw_cosine", "optimizer.lr=3e-3", "optimizer.warmup_steps=15",
         "checkpoint.save_interval=0", "checkpoint.save_at_end=false",
         timeout=900, OMP_NUM_THREADS="2",
@@ -75,6 +76,8 @@ def test_tiny_model_learns_a_real_corpus_well_below_unigram_entropy(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "layer spec: local" in run.stderr and f"step {STEPS}/{STEPS} | loss" in run.stderr
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert {"loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_gib"} <= set(rows[STEPS])
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     first = rows[1]["loss"]
     late = sum(rows[step]["loss"] for step in range(STEPS - 9, STEPS + 1)) / 10
     validation = rows[STEPS]["validation_loss"]
