@@ -38,7 +38,7 @@ log = logging.getLogger("pretrain")
 
 @dataclass
 class PretrainPlan:
-    """Everything checked before any process group: data files, tokenizer, vocabulary."""
+    """Everything checked before any process group: device, data files, tokenizer, vocabulary."""
 
     mixture: object | None
     tokenizer: object
@@ -49,7 +49,9 @@ class PretrainPlan:
 def plan_pretraining(config: PretrainConfig) -> PretrainPlan:
     """Resolve data and tokenizer; raise ConfigError with one line if the run cannot work."""
     from megatron_recipes.data.pretraining import SyntheticTokenizer, load_tokenizer, resolve_mixture
+    from megatron_recipes.runtime.distributed import resolve_device
 
+    resolve_device(config.trainer.device)  # trainer.device=cuda without CUDA, cpu with CUDA
     data, model = config.data, config.model
     if data.mock:
         vocab_size = model.vocab_size or 32000
@@ -119,10 +121,10 @@ def main(config: PretrainConfig) -> None:
     configure_logging()
     try:
         plan = plan_pretraining(config)
-    except ConfigError as error:
+        outcome = run_pretraining(config, plan)
+    except ConfigError as error:  # raised before any process group or model exists
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    outcome = run_pretraining(config, plan)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
 

@@ -95,6 +95,9 @@ def resolve_device(requested: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda but torch sees no CUDA device (use trainer.device=cpu or auto)")
+    if requested == "cpu" and torch.cuda.is_available():
+        raise ConfigError("trainer.device=cpu on a machine with CUDA: the CPU runtime layer is for CUDA-less machines"
+                          " (use trainer.device=cuda, or hide the GPUs with CUDA_VISIBLE_DEVICES=)")
     if requested not in ("cuda", "cpu"):
         raise ConfigError(f"unknown device {requested!r}")
     return requested

@@ -14,8 +14,21 @@ from tests.support import REPO_ROOT, run_module
 CONF = REPO_ROOT / "conf"
 
 
+# The presets of the pretraining recipe (other recipes' presets are composed by their own tests).
+PRESETS = {
+    "model": ["deepseek_1p3b", "deepseek_math_7b", "small_cpu", "tiny", "tiny_gqa"],
+    "parallelism": ["pp2", "pp2_interleaved", "single", "tp2", "tp2_sp", "tp8_sp"],
+    "optimizer": ["adamw_cosine", "adamw_multistep"],
+    "data": ["corpus_comparison", "deepseekmath_base", "local", "mock"],
+    "trainer": ["cpu", "default", "gpu"],
+    "experiment": ["corpus_comparison_1p3b", "deepseekmath_base_7b", "tiny_cpu"],
+}
+
+
 def names(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    present = {path.stem for path in (CONF / group).glob("*.yaml")}
+    assert set(PRESETS[group]) <= present
+    return PRESETS[group]
 
 
 def compose(*overrides: str) -> PretrainConfig:
@@ -69,7 +82,7 @@ def test_paper_experiments():
     assert list(small.data.weights) == ["math_corpus"]
     demo = compose("+experiment=tiny_cpu")
     assert demo.trainer.device == "cpu" and demo.model.name == "tiny"
-    assert sorted(names("experiment")) == ["corpus_comparison_1p3b", "deepseekmath_base_7b", "tiny_cpu"]
+    assert names("experiment") == ["corpus_comparison_1p3b", "deepseekmath_base_7b", "tiny_cpu"]
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -119,6 +132,10 @@ def test_entry_point_refuses_before_any_process_group(tmp_path):
     empty = run_module("megatron_recipes.pretrain", f"data.sources.sample=[{tmp_path}]", timeout=120)
     assert empty.stderr.strip().splitlines() == [
         f"error: data source sample: directory {tmp_path} holds no .bin/.idx dataset (run the tokenize step?)"], empty.stderr
+    no_gpu = run_module("megatron_recipes.pretrain", "trainer=gpu", "data=mock", "data.seq_length=512", timeout=120)
+    assert no_gpu.returncode == 2
+    assert no_gpu.stderr.strip().splitlines() == [
+        "error: trainer.device=cuda but torch sees no CUDA device (use trainer.device=cpu or auto)"], no_gpu.stderr
     small_vocab = run_module("megatron_recipes.pretrain", "model.vocab_size=1000", timeout=120)
     assert small_vocab.returncode == 2
     assert "tokens but model.vocab_size=1000" in small_vocab.stderr and len(small_vocab.stderr.strip().splitlines()) == 1

@@ -50,6 +50,15 @@ def test_signal_sets_a_flag_and_handlers_are_restored():
     assert signal.getsignal(signal.SIGUSR1) is before
 
 
+def test_sigterm_too():
+    stop = GracefulStop(["SIGTERM"])
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.agreed_reason() == ("signal", "SIGTERM")
+    finally:
+        stop.restore()
+
+
 def test_wall_time_budget():
     stop = GracefulStop([], exit_after_minutes=0.0)
     assert stop.agreed_reason() == ("duration", None)
