@@ -89,7 +89,7 @@ class StepResult:
 
 @dataclass
 class TrainOutcome:
-    reason: str  # finished | signal | duration
+    reason: str  # finished | signal | duration | error
     iteration: int
     exit_code: int
     signal: str | None = None
@@ -273,8 +273,9 @@ def save_training_checkpoint(session: TrainingSession) -> Path | None:
     )
 
 
-def write_exit_status(session: TrainingSession, outcome: TrainOutcome) -> None:
-    """`exit_status.json` in checkpoint.dir (or trainer.output_dir): why the run stopped."""
+def write_exit_status(session: TrainingSession, outcome: TrainOutcome, detail: str | None = None) -> None:
+    """`exit_status.json` in checkpoint.dir (or trainer.output_dir): why the run stopped
+    (reason finished | signal | duration | error, iteration, exit code, signal, checkpoint)."""
     if not session.runtime.is_logging_rank:
         return
     directory = Path(session.checkpoint.dir or session.trainer.output_dir)
@@ -283,6 +284,7 @@ def write_exit_status(session: TrainingSession, outcome: TrainOutcome) -> None:
     temporary.write_text(json.dumps({
         "reason": outcome.reason, "iteration": outcome.iteration, "exit_code": outcome.exit_code,
         "signal": outcome.signal, "checkpoint": outcome.checkpoint, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"detail": detail[:2000]} if detail else {}),
     }, indent=2) + "\n")
     temporary.replace(directory / EXIT_STATUS_FILE)
 
@@ -315,6 +317,7 @@ def train(session: TrainingSession, batches: Iterator[Batch], loss_fn: LossFunct
     device = runtime.torch_device()
     last_saved: Path | None = None
     outcome: TrainOutcome | None = None
+    first_iteration = state.iteration
     try:
         while state.iteration < trainer.train_steps:
             micro_batches = _take(batches, session.num_microbatches)
@@ -344,12 +347,19 @@ def train(session: TrainingSession, batches: Iterator[Batch], loss_fn: LossFunct
                              f" {signal_name}" if signal_name else "", last_saved, trainer.signal_exit_code)
                 break
         if outcome is None:
+            trained = state.iteration > first_iteration
             already_saved = last_saved is not None and last_saved.name == f"iter_{state.iteration:07d}"
-            if session.checkpoint.save_at_end and not already_saved:
+            if session.checkpoint.save_at_end and trained and not already_saved:
                 last_saved = save_training_checkpoint(session)
-            outcome = TrainOutcome("finished", state.iteration, 0, None, str(last_saved) if last_saved else None)
+            outcome = TrainOutcome("finished", state.iteration, 0, None,
+                                   str(last_saved) if last_saved else session.restored_from)
         write_exit_status(session, outcome)
         return outcome
+    except Exception as error:
+        # A launcher must not requeue a run that fails by itself: say so where it looks.
+        write_exit_status(session, TrainOutcome("error", state.iteration, 1, None, None),
+                          detail=f"{type(error).__name__}: {error}")
+        raise
     finally:
         stop.restore()
         logger.close()

@@ -12,9 +12,12 @@ Behaviour the launchers rely on (`trainer.exit_signal_handler`, `trainer.exit_si
    reason "signal" (or "duration"), the signal's name and the iteration, and every process
    exits with `signal_exit_code` (default 75, EX_TEMPFAIL). A finished run exits 0 with reason
    "finished". The next start with the same `checkpoint.dir` resumes from `latest`.
-Under torchrun, SIGTERM sent to torchrun is forwarded to the workers (torchrun waits a grace
-period, then SIGKILLs them); torchrun does not forward SIGUSR1, so send that one to the worker
-processes (or launch with srun, one task per GPU). A second signal does not interrupt the save.
+Launchers: srun with one task per GPU delivers the signal to every rank directly. torchrun
+forwards only SIGTERM/SIGINT/SIGHUP/SIGQUIT by default and dies on SIGUSR1: start it with
+`--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 --shutdown-timeout 300` (it then
+forwards the signal and waits that long for the checkpoint before SIGKILLing the workers; it
+exits non-zero, so read exit_status.json). DataLoader workers ignore the stop signals (Slurm
+signals every process of a step). A second signal does not interrupt the save.
 
 Cost: one all-reduce of one integer per step.
 """
