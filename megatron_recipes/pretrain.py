@@ -6,9 +6,11 @@ Locally (CPU, the sample corpus after `python -m beam_pipelines.prepare` and
     torchrun --nproc-per-node 2 -m megatron_recipes.pretrain +experiment=tiny_cpu parallelism=tp2
     python -m megatron_recipes.pretrain trainer=cpu data=mock model=tiny trainer.train_steps=20
 On a cluster (one process per GPU; torchrun per node, or srun with one task per GPU):
-    torchrun --nnodes $N --nproc-per-node 8 --rdzv-endpoint $HEAD:29500 -m megatron_recipes.pretrain \\
-        +experiment=deepseekmath_base_7b corpus.work_dir=/data/dsm checkpoint.init_from=/ckpt/coder_v15
-    srun --ntasks-per-node 8 python -m megatron_recipes.pretrain +experiment=corpus_comparison_1p3b
+    torchrun --nnodes $N --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint $HEAD:29500 \\
+        --signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 --shutdown-timeout 300 \\
+        -m megatron_recipes.pretrain +experiment=deepseekmath_base_7b corpus.work_dir=/data/dsm \\
+        checkpoint.init_from=/ckpt/coder_v15
+    srun --ntasks-per-node 8 --gpus-per-task 1 python -m megatron_recipes.pretrain +experiment=corpus_comparison_1p3b
 Impossible settings (heads vs TP, layers vs PP, batch vs micro-batch x DP, missing data,
 vocabulary too small for the tokenizer) fail before any process group exists, with one line
 `error: ...` and exit status 2.
