@@ -210,9 +210,9 @@ class OptimizerConfig:
 class DataConfig:
     """The pretraining mixture: named sources of megatron indexed datasets, each with a weight.
 
-    `sources` maps a source name to indexed-dataset prefixes (a path without .bin/.idx) or to
-    directories, which stand for every dataset found under them (what the tokenize step writes
-    under `<corpus.work_dir>/tokenized/<source>`). `weights` maps the same names to their share
+    `sources` maps a source name to indexed-dataset prefixes (a path without .bin/.idx; the
+    tokenize step writes `<corpus.work_dir>/tokenized/<source>`) or to directories, which stand
+    for every .bin/.idx dataset found under them. `weights` maps the same names to their share
     of training samples (normalised to sum 1; 0 switches a source off); inside a source, its datasets
     share its weight in proportion to their token counts. Presets in conf/data/; add a source on
     the command line with `+data.sources.NAME=[PATH] +data.weights.NAME=W`.

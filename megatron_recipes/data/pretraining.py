@@ -6,9 +6,9 @@
     batches = pretraining_batches(datasets.train, micro_batch_size, dp_rank, dp_size, consumed_samples)
 
 Config (DataConfig in megatron_recipes/config.py, presets in conf/data/): `sources` maps a name
-to indexed-dataset prefixes (`path/name` for `path/name.bin` + `path/name.idx`) or directories
-(every .bin/.idx pair below them: what the tokenize step writes under
-`<corpus.work_dir>/tokenized/<source>`), `weights` maps names to their share of samples.
+to indexed-dataset prefixes (`path/name` for `path/name.bin` + `path/name.idx`; the tokenize
+step writes `<corpus.work_dir>/tokenized/<source>`) or directories (every .bin/.idx pair below
+them), `weights` maps names to their share of samples.
 Inside a source, datasets share its weight in proportion to their tokens, so a source split
 into shards samples like one dataset. The result is megatron-core's `GPTDatasetConfig` with a
 `blend` of (prefixes, weights) and megatron's `BlendedMegatronDatasetBuilder` builds

@@ -39,7 +39,7 @@ def test_default_composition_is_the_local_demo():
     config = compose()
     assert isinstance(config, PretrainConfig)
     assert config.model.name == "tiny" and config.data.name == "local"
-    assert config.data.sources == {"sample": ["outputs/corpus/sample/tokenized"]}
+    assert config.data.sources == {"math_corpus": ["outputs/corpus/sample/tokenized/math_corpus"]}
     assert config.checkpoint.dir == "outputs/pretrain/tiny/checkpoints"
     assert config.optimizer.lr_schedule == "multistep"
 
@@ -71,8 +71,10 @@ def test_paper_experiments():
     assert seven_b.model.name == "deepseek_math_7b" and seven_b.optimizer.lr == 4.2e-4
     tokens_per_batch = seven_b.trainer.global_batch_size * seven_b.data.seq_length
     assert 9.5e6 <= tokens_per_batch <= 10.5e6 * 1.01  # "10M-token batches"
-    assert seven_b.data.weights == {"deepseekmath_corpus": 0.56, "algebraic_stack": 0.04, "arxiv": 0.10,
-                                    "github_code": 0.20, "common_crawl_natural_language": 0.10}
+    assert seven_b.data.weights == {"math_corpus": 0.56, "algebraic_stack": 0.04, "arxiv": 0.10,
+                                    "github_code": 0.20, "common_crawl": 0.10}
+    # The prefixes the tokenize step writes: <corpus.work_dir>/tokenized/<source>.bin/.idx
+    assert seven_b.data.sources["arxiv"] == ["outputs/corpus/sample/tokenized/arxiv"]
     assert seven_b.optimizer.multistep_milestones == [0.8, 0.9] and seven_b.optimizer.multistep_factors == [0.316, 0.1]
     assert seven_b.optimizer.warmup_steps == 2000
     assert (seven_b.optimizer.adam_beta1, seven_b.optimizer.adam_beta2, seven_b.optimizer.weight_decay) == (0.9, 0.95, 0.1)
@@ -94,7 +96,7 @@ def test_paper_experiments():
     (["parallelism.tensor_model_parallel_size=3", "parallelism.world_size=4"], "world size 4 is not divisible"),
     (["parallelism.sequence_parallel=true"], "sequence_parallel=true needs tensor_model_parallel_size > 1"),
     (["data.seq_length=2048"], "exceeds model.max_position_embeddings=1024"),
-    (["data.weights.sample=-1"], "data.weights.sample=-1.0 must be >= 0"),
+    (["data.weights.math_corpus=-1"], "data.weights.math_corpus=-1.0 must be >= 0"),
     (["+data.weights.other=1.0"], "must name the same sources; differing: other"),
     (["data.weights={other: 1.0}"], "Could not override 'data.weights'"),  # presets' sources are extended with +
     (["trainer.device=tpu"], "trainer.device='tpu' is not one of"),
@@ -127,11 +129,12 @@ def test_entry_point_refuses_before_any_process_group(tmp_path):
     missing = run_module("megatron_recipes.pretrain", f"corpus.work_dir={tmp_path}/nothing", timeout=120)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
-        f"error: data source sample: {tmp_path}/nothing/tokenized is neither a dataset prefix (.bin + .idx) nor a directory"
+        f"error: data source math_corpus: {tmp_path}/nothing/tokenized/math_corpus is neither a dataset prefix"
+        " (.bin + .idx) nor a directory"
     ], missing.stderr
-    empty = run_module("megatron_recipes.pretrain", f"data.sources.sample=[{tmp_path}]", timeout=120)
+    empty = run_module("megatron_recipes.pretrain", f"data.sources.math_corpus=[{tmp_path}]", timeout=120)
     assert empty.stderr.strip().splitlines() == [
-        f"error: data source sample: directory {tmp_path} holds no .bin/.idx dataset (run the tokenize step?)"], empty.stderr
+        f"error: data source math_corpus: directory {tmp_path} holds no .bin/.idx dataset (run the tokenize step?)"], empty.stderr
     no_gpu = run_module("megatron_recipes.pretrain", "trainer=gpu", "data=mock", "data.seq_length=512", timeout=120)
     assert no_gpu.returncode == 2
     assert no_gpu.stderr.strip().splitlines() == [

@@ -48,7 +48,8 @@ def build_corpus(directory: Path) -> tuple[Path, float, int]:
     end_of_document = tokenizer.token_to_id("<|endoftext|>")
     documents = [encoding.ids + [end_of_document] for encoding in tokenizer.encode_batch(texts)]
     assert tokenizer.decode(documents[0][:-1]) == texts[0]
-    write_indexed_dataset(directory / "tokenized" / "docstrings" / "docstrings", documents, VOCAB)
+    # Where and how `beam_pipelines.tokenize` writes a source: <work_dir>/tokenized/<source>.bin/.idx
+    write_indexed_dataset(directory / "tokenized" / "math_corpus", documents, VOCAB)
     counts = collections.Counter(token for document in documents for token in document)
     total = sum(counts.values())
     entropy = -sum(count / total * math.log(count / total) for count in counts.values())
@@ -63,7 +64,7 @@ def test_tiny_model_learns_a_real_corpus_well_below_unigram_entropy(tmp_path):
     assert STEPS * global_batch * seq_length < corpus_tokens  # less than one epoch
     run = run_module(
         "megatron_recipes.pretrain", "trainer=cpu", "model=small_cpu",
-        f"data.sources.sample=[{tmp_path / 'tokenized'}]", f"data.tokenizer={tokenizer_path}",
+        f"corpus.work_dir={tmp_path}", f"data.tokenizer={tokenizer_path}",  # the data=local preset
         f"data.seq_length={seq_length}", "data.split='95,5,0'",
         f"trainer.global_batch_size={global_batch}", f"trainer.micro_batch_size={global_batch}",
         f"trainer.train_steps={STEPS}", f"trainer.eval_interval={STEPS}", "trainer.eval_steps=4",
