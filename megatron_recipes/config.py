@@ -228,7 +228,9 @@ class DataConfig:
     split: str = "99,1,0"
     # Synthetic tokens (megatron's MockGPTDataset) instead of files: for benchmarks.
     mock: bool = False
-    # megatron's sample/shuffle index cache; empty = `<trainer.output_dir>/data_cache`.
+    # megatron's sample/shuffle index cache. Empty = megatron's default, `<prefix>/cache/` beside
+    # each dataset: re-tokenizing a source deletes it with the old data, so a stale index is never
+    # paired with new tokens. Set a path when the data directories are read-only.
     cache_dir: str = ""
     seed: int = 1234
     num_workers: int = 1

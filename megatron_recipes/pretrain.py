@@ -20,7 +20,8 @@ schedule, RNG, data position), at any TP/PP/DP layout. SIGTERM/SIGUSR1 make it c
 exit with `trainer.signal_exit_code` (75); `exit_status.json` says why (training/signals.py).
 
 Outputs under trainer.output_dir: checkpoints/ (see training/checkpointing.py),
-metrics.jsonl, tensorboard/, data_cache/ (megatron's sample indices).
+metrics.jsonl, tensorboard/. megatron's sample indices are cached beside each dataset
+(`<prefix>/cache/`) unless data.cache_dir says otherwise.
 Cost: per step one forward+backward of global_batch_size x seq_length tokens; the data
 indices are built once (O(samples)) and cached.
 """
@@ -30,7 +31,6 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from beam_pipelines.cli import hydra_entry_point
 from megatron_recipes.config import ConfigError, PretrainConfig, register_configs
@@ -45,7 +45,7 @@ class PretrainPlan:
     mixture: object | None
     tokenizer: object
     vocab_size: int
-    cache_dir: str
+    cache_dir: str | None
 
 
 def plan_pretraining(config: PretrainConfig) -> PretrainPlan:
@@ -68,8 +68,7 @@ def plan_pretraining(config: PretrainConfig) -> PretrainPlan:
                 " set data.tokenizer to the model's tokenizer (or model.vocab_size=null)"
             )
         mixture = resolve_mixture(data)
-    cache_dir = data.cache_dir or str(Path(config.trainer.output_dir) / "data_cache")
-    return PretrainPlan(mixture, tokenizer, vocab_size, cache_dir)
+    return PretrainPlan(mixture, tokenizer, vocab_size, data.cache_dir or None)
 
 
 def run_pretraining(config: PretrainConfig, plan: PretrainPlan):

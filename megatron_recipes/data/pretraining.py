@@ -12,7 +12,8 @@ them), `weights` maps names to their share of samples.
 Inside a source, datasets share its weight in proportion to their tokens, so a source split
 into shards samples like one dataset. The result is megatron-core's `GPTDatasetConfig` with a
 `blend` of (prefixes, weights) and megatron's `BlendedMegatronDatasetBuilder` builds
-`GPTDataset`s (document/sample/shuffle indices, cached under `data.cache_dir`) and a
+`GPTDataset`s (document/sample/shuffle indices, cached beside each dataset or in
+`data.cache_dir`) and a
 `BlendedDataset` that draws each sample from the source whose realised share lags most.
 
 Batches are deterministic functions of the sample index: data-parallel rank r of D takes
@@ -182,7 +183,7 @@ class PretrainingDatasets:
     test: Any | None
 
 
-def gpt_dataset_config(data: DataConfig, mixture: Mixture | None, tokenizer: DatasetTokenizer, cache_dir: str):
+def gpt_dataset_config(data: DataConfig, mixture: Mixture | None, tokenizer: DatasetTokenizer, cache_dir: str | None):
     """megatron-core GPTDatasetConfig for the mixture (mock tokens when data.mock)."""
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
@@ -204,7 +205,7 @@ def gpt_dataset_config(data: DataConfig, mixture: Mixture | None, tokenizer: Dat
 
 
 def build_pretraining_datasets(data: DataConfig, mixture: Mixture | None, tokenizer: DatasetTokenizer,
-                               train_samples: int, validation_samples: int, cache_dir: str) -> PretrainingDatasets:
+                               train_samples: int, validation_samples: int, cache_dir: str | None) -> PretrainingDatasets:
     """Collective (every rank builds; rank 0 writes megatron's index cache first)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, MockGPTDataset
