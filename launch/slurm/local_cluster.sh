@@ -48,7 +48,8 @@ SlurmctldHost=$node
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$state/munge/munge.socket
+# cred_expire also delays a requeued job's restart (default 120 s); a test cluster wants it short.
+AuthInfo=socket=$state/munge/munge.socket,cred_expire=5
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -56,6 +57,8 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# Scheduling passes every second: a requeued job starts as soon as it is eligible.
+SchedulerParameters=sched_interval=1,bf_interval=1
 SlurmctldPort=$ctld_port
 SlurmdPort=$((ctld_port + 1))
 StateSaveLocation=$state/spool/ctld
