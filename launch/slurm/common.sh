@@ -25,6 +25,9 @@
 #   MAX_REQUEUES=20  EXIT_WAIT_SECONDS=120 (after the first rank exits, the rest get this long)
 #   TORCHRUN_SHUTDOWN_SECONDS=300 (torchrun waits this long for a checkpoint before SIGKILL)
 
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export DEEPSEEKMATH_REPO=$REPO_ROOT
+
 # The options a knob sets, in the order submit.sh passes them.
 SLURM_KNOBS=(NODES:nodes TASKS_PER_NODE:ntasks-per-node GPUS_PER_NODE:gpus-per-node CPUS_PER_TASK:cpus-per-task
              TIME_LIMIT:time PARTITION:partition ACCOUNT:account QOS:qos JOB_NAME:job-name)

@@ -20,9 +20,8 @@
 # The other knobs (LAUNCHER, OUTPUT_DIR, VENV, SETUP_SCRIPT, ...) travel to the job through the
 # environment: see launch/slurm/common.sh.
 set -euo pipefail
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=launch/slurm/common.sh
-source "$REPO_ROOT/launch/slurm/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 recipe=${1:-}
 script=$REPO_ROOT/launch/slurm/$recipe.sbatch
