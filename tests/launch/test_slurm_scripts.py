@@ -13,22 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.launch.slurm_support import KNOBS, SLURM_DIR
 from tests.support import REPO_ROOT, subprocess_env
 
-SLURM_DIR = REPO_ROOT / "launch" / "slurm"
 TINY = ["model=tiny", "model.vocab_size=256", "data=mock", "data.seq_length=64", "trainer=cpu",
         "trainer.global_batch_size=4", "trainer.micro_batch_size=2"]
 CPU_JOB = {"GPUS_PER_NODE": "0", "TASKS_PER_NODE": "2", "CPUS_PER_TASK": "1"}
-KNOBS = ("NODES", "TASKS_PER_NODE", "GPUS_PER_NODE", "CPUS_PER_TASK", "TIME_LIMIT", "PARTITION", "ACCOUNT", "QOS",
-         "JOB_NAME", "PREEMPT_SIGNAL", "PREEMPT_WARNING_SECONDS", "LOG_ROOT", "OUTPUT_DIR", "LAUNCHER", "EXTRA_SBATCH_ARGS",
-         "CHECK_DATA", "RDZV_PORT")
-
 
 def run_script(command: list[str], cwd: Path, **knobs: str) -> subprocess.CompletedProcess:
-    env = subprocess_env(VENV=sys.prefix)
-    for name in (*KNOBS, "SLURM_JOB_ID", "DEEPSEEKMATH_REPO"):  # only what the test sets
+    env = subprocess_env()
+    for name in KNOBS:  # only what the test sets
         env.pop(name, None)
-    env.update(knobs)
+    env.update(VENV=sys.prefix, **knobs)
     return subprocess.run(["bash", *command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
