@@ -2,7 +2,8 @@
 munged, slurmctld and slurmd on this host, as root), with a tiny CPU model on 2 gloo ranks:
 
 1. a run to the end through submit.sh with the torchrun launcher: per-rank logs, checkpoints;
-2. a run preempted with SIGUSR1 (what `--signal=USR1@N` sends) through the srun launcher: the
+2. a run preempted twice with SIGUSR1 through the srun launcher, once to the job's steps (what
+   `--signal=USR1@N` sends), once to the batch shell only (`--signal=B:USR1@N`): each time the
    trainer checkpoints, the job requeues itself, and the next attempt resumes from that
    checkpoint rather than from step 0;
 3. a job submitted with plain sbatch and a bad override: it fails in its batch step with one line
@@ -151,45 +152,69 @@ def test_pretrain_job_runs_to_the_end_with_rank_logs_and_checkpoints(cluster, tm
     assert sorted(read_metrics(output / "metrics.jsonl")) == list(range(1, 7))
 
 
+def wait_for_step_after(cluster: Cluster, job_id: str, metrics: Path, after: int, logs: Path, timeout: float = 240) -> None:
+    """Until the running job has recorded a step beyond `after` (its current attempt is training)."""
+    deadline = time.monotonic() + timeout
+    while max(recorded_steps(metrics), default=0) <= after:
+        job = cluster.job(job_id)
+        assert job["JobState"] in {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED"}, f"{job['JobState']}\n{read_logs(logs)}"
+        assert time.monotonic() < deadline, read_logs(logs)
+        time.sleep(0.1)
+
+
+def recorded_steps(metrics: Path) -> list[int]:
+    if not metrics.exists():
+        return []
+    return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.strip()]
+
+
 def test_preempted_job_requeues_itself_and_resumes_from_its_checkpoint(cluster, tmp_path):
-    steps = 100
+    steps = 60
     output = tmp_path / "run"
     checkpoints = output / "checkpoints"
-    # No periodic checkpoint: the only one before the end is the one the signal makes.
+    logs = tmp_path / "logs"
+    metrics = output / "metrics.jsonl"
+    # No periodic checkpoint: the only ones before the end are those the signals make.
     job_id = submit(cluster, tmp_path, *TINY_RUN, f"trainer.train_steps={steps}", "checkpoint.save_interval=1000",
                     JOB_NAME="preempt", OUTPUT_DIR=str(output))
-    metrics = output / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while not (metrics.exists() and metrics.read_text().strip()):
-        job = cluster.job(job_id)
-        assert job["JobState"] in {"PENDING", "RUNNING", "CONFIGURING"}, f"{job['JobState']}\n{read_logs(tmp_path / 'logs')}"
-        assert time.monotonic() < deadline, read_logs(tmp_path / "logs")
-        time.sleep(0.1)
-    # What `#SBATCH --signal=USR1@N` does near the time limit: SIGUSR1 to every process of the
-    # job's steps (not the batch shell).
-    signalled = cluster.run("scancel", "--signal=USR1", job_id)
-    assert signalled.returncode == 0, signalled.stderr
 
-    job = cluster.wait(job_id, tmp_path / "logs")
-    logs = read_logs(tmp_path / "logs")
-    assert (job["JobState"], job["ExitCode"], job["Restarts"]) == ("COMPLETED", "0:0", "1"), logs
+    # 1. What `#SBATCH --signal=USR1@N` does near the time limit: SIGUSR1 to every process of
+    #    the job's steps, not to the batch shell.
+    wait_for_step_after(cluster, job_id, metrics, 0, logs)
+    assert cluster.run("scancel", "--signal=USR1", job_id).returncode == 0
+    # 2. The next attempt, once training: what `--signal=B:USR1@N` does, SIGUSR1 to the batch
+    #    shell only, which must survive it and pass it on to the ranks.
+    deadline = time.monotonic() + 120
+    while cluster.job(job_id)["Restarts"] != "1":  # the first attempt has ended and requeued
+        assert time.monotonic() < deadline, read_logs(logs)
+        time.sleep(0.2)
+    wait_for_step_after(cluster, job_id, metrics, max(recorded_steps(metrics)), logs)
+    assert cluster.run("scancel", "--batch", "--signal=USR1", job_id).returncode == 0
 
-    rank_zero = (tmp_path / "logs" / f"preempt-{job_id}" / "rank-0.log").read_text()
-    stopped = re.search(r"stopping at step (\d+) \(signal SIGUSR1\); checkpoint (\S+); exit code 75", rank_zero)
-    assert stopped, logs
-    stopped_at = int(stopped.group(1))
-    assert 1 <= stopped_at < steps and stopped.group(2) == str(checkpoints / f"iter_{stopped_at:07d}")
-    assert f"resumed from {checkpoints / f'iter_{stopped_at:07d}'} at iteration {stopped_at} (rng restored)" in rank_zero
+    job = cluster.wait(job_id, logs)
+    text = read_logs(logs)
+    assert (job["JobState"], job["ExitCode"], job["Restarts"]) == ("COMPLETED", "0:0", "2"), text
+
+    rank_zero = (logs / f"preempt-{job_id}" / "rank-0.log").read_text()
+    stops = re.findall(r"stopping at step (\d+) \(signal SIGUSR1\); checkpoint (\S+); exit code 75", rank_zero)
+    assert len(stops) == 2, text
+    stopped_at = [int(step) for step, _ in stops]
+    assert 1 <= stopped_at[0] < stopped_at[1] < steps, stopped_at
+    batch_log = (logs / f"preempt-{job_id}.log").read_text()
+    assert "batch shell got SIGUSR1: forwarding it to the ranks" in batch_log, text
+    for step, checkpoint in stops:
+        # Each attempt resumed from the checkpoint the previous one wrote when signalled.
+        assert checkpoint == str(checkpoints / f"iter_{int(step):07d}")
+        assert f"resumed from {checkpoint} at iteration {step} (rng restored)" in rank_zero, text
+        assert f"trainer: reason=signal signal=SIGUSR1 iteration={step}" in batch_log
+        assert f"requeueing job {job_id}: the next attempt resumes from iteration {step}" in batch_log
+    assert f"trainer: reason=finished signal=- iteration={steps}" in batch_log
     for rank in (0, 1):
-        assert attempt_headers(tmp_path / "logs" / f"preempt-{job_id}" / f"rank-{rank}.log") == ["0", "1"], logs
-    batch_log = (tmp_path / "logs" / f"preempt-{job_id}.log").read_text()
-    assert f"trainer: reason=signal signal=SIGUSR1 iteration={stopped_at}" in batch_log
-    assert f"requeueing job {job_id}: the next attempt resumes from iteration {stopped_at}" in batch_log
-    assert "trainer: reason=finished signal=- iteration=100" in batch_log
+        assert attempt_headers(logs / f"preempt-{job_id}" / f"rank-{rank}.log") == ["0", "1", "2"], text
 
-    # Every step exactly once: the second attempt went on from the checkpoint, not from step 0.
-    recorded = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.strip()]
-    assert sorted(recorded) == list(range(1, steps + 1)), recorded[:stopped_at + 3]
+    # Every step exactly once: each attempt went on from the checkpoint, none from step 0.
+    recorded = recorded_steps(metrics)
+    assert sorted(recorded) == list(range(1, steps + 1)), recorded
     status = json.loads((checkpoints / "exit_status.json").read_text())
     assert (status["reason"], status["iteration"]) == ("finished", steps)
     assert latest_iteration(checkpoints) == steps
