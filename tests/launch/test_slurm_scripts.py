@@ -131,10 +131,15 @@ def test_evaluate_runs_one_task_without_preemption_or_requeue(tmp_path):
 
 @pytest.mark.parametrize("recipe", ["sft", "grpo"])
 def test_post_training_scripts_dry_run_once_their_entry_point_exists(tmp_path, recipe):
-    result = run_script([str(SLURM_DIR / f"{recipe}.sbatch"), "--dry-run"], tmp_path, **CPU_JOB)
-    if importlib.util.find_spec(f"megatron_recipes.{recipe}") and (REPO_ROOT / "conf" / f"{recipe}.yaml").exists():
+    available = importlib.util.find_spec(f"megatron_recipes.{recipe}") and (REPO_ROOT / "conf" / f"{recipe}.yaml").exists()
+    # The CPU demos of the post-training recipes (SFT needs its data named; it is read at run time).
+    demo = {"sft": ["+experiment=sft_tiny_cpu", f"sft_data.paths=[{tmp_path}/sft.jsonl]"],
+            "grpo": ["+experiment=grpo_tiny_cpu"]}[recipe] if available else []
+    result = run_script([str(SLURM_DIR / f"{recipe}.sbatch"), "--dry-run", *demo], tmp_path, **CPU_JOB)
+    if available:
         assert result.returncode == 0, result.stderr
         assert f"-m megatron_recipes.{recipe} " in line(result.stdout, "launch: ")
+        assert line(result.stdout, "checkpoints: ").startswith(f"checkpoints: {tmp_path}/outputs/{recipe}/tiny_cpu/checkpoints ")
     else:  # the entry point is being written: the script says so in one line
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() in (
