@@ -94,6 +94,25 @@ resolve_recipe() {
   eval "$assignments"
 }
 
+# The preemption signal's name without "B:" or "SIG" (USR1), as `kill -s` and `trap` take it.
+preempt_signal_name() {
+  local name=${PREEMPT_SIGNAL:-USR1}
+  name=${name#B:}
+  echo "${name#SIG}"
+}
+
+# A training recipe must turn the preemption signal into checkpoint-and-exit, or the warning
+# would kill it (the default action of SIGUSR1 is to terminate).
+check_preempt_signal_handled() {
+  [ -n "$CHECKPOINT_DIR" ] || return 0
+  local name
+  name=SIG$(preempt_signal_name)
+  if [[ ",$STOP_SIGNALS," != *",$name,"* ]]; then
+    local handled=${STOP_SIGNALS:-none, trainer.exit_signal_handler=false}
+    slurm_error "PREEMPT_SIGNAL=${name#SIG} is not among the trainer's exit signals ($handled): add it to trainer.exit_signals"
+  fi
+}
+
 # The allocation's shape: from Slurm inside a job, from the knobs/#SBATCH defaults outside.
 job_shape() {
   local script=$1
@@ -121,6 +140,9 @@ compose_launch_command() {
   local rank_exec=$REPO_ROOT/launch/slurm/rank_exec.sh
   case "${LAUNCHER:-srun}" in
     srun)
+      # A rank stopping with 75 after a checkpoint is not a failure to kill the others for (a
+      # site's KillOnBadExit=1 would cut rank 0 off before exit_status.json); a crashed rank
+      # still takes the rest down after EXIT_WAIT_SECONDS instead of the collective timeout.
       LAUNCH_COMMAND=(srun --nodes="$JOB_NODES" --ntasks="$(( JOB_NODES * JOB_TASKS_PER_NODE ))"
         --ntasks-per-node="$JOB_TASKS_PER_NODE" --cpus-per-task="$JOB_CPUS_PER_TASK"
         --wait="${EXIT_WAIT_SECONDS:-120}" --kill-on-bad-exit=0
@@ -128,8 +150,8 @@ compose_launch_command() {
       ;;
     torchrun)
       local signals=SIGTERM,SIGINT,SIGHUP,SIGQUIT
-      local preempt=${PREEMPT_SIGNAL:-USR1}
-      preempt=SIG${preempt#B:}
+      local preempt
+      preempt=SIG$(preempt_signal_name)
       [[ ",$signals," == *",$preempt,"* ]] || signals=$signals,$preempt
       LAUNCH_COMMAND=(srun --nodes="$JOB_NODES" --ntasks="$JOB_NODES" --ntasks-per-node=1
         --cpus-per-task="$(( JOB_CPUS_PER_TASK * JOB_TASKS_PER_NODE ))" --wait="${EXIT_WAIT_SECONDS:-120}"
@@ -179,6 +201,7 @@ run_recipe() {
   job_shape "$script"
   export LOG_ROOT=${LOG_ROOT:-logs}
   resolve_recipe "$RECIPE" "hydra.run.dir=$LOG_DIR/hydra" "$@"
+  check_preempt_signal_handled
   compose_launch_command
   if [ "$dry_run" = 1 ]; then
     echo "config: $RECIPE_MODULE, composed and validated"
@@ -203,8 +226,8 @@ run_recipe() {
   echo "launch: $(print_command "${LAUNCH_COMMAND[@]}")"
   before=$(exit_status_fingerprint)
 
-  local preempt=${PREEMPT_SIGNAL:-USR1}
-  preempt=${preempt#B:}
+  local preempt
+  preempt=$(preempt_signal_name)
   trap "forward_to_step $preempt" "$preempt"
   "${LAUNCH_COMMAND[@]}" &
   STEP_PID=$!

@@ -175,3 +175,22 @@ def test_scripts_are_valid_bash_and_executable():
         assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0, path
         if path.name != "common.sh":
             assert os.access(path, os.X_OK), f"{path} is not executable"
+
+
+@pytest.mark.parametrize("overrides, knobs, message", [
+    (["trainer.exit_signals=[SIGTERM]"], {}, "error: PREEMPT_SIGNAL=USR1 is not among the trainer's exit signals (SIGTERM)"),
+    (["trainer.exit_signal_handler=false"], {"PREEMPT_SIGNAL": "B:USR1"},
+     "error: PREEMPT_SIGNAL=USR1 is not among the trainer's exit signals (none, trainer.exit_signal_handler=false)"),
+])
+def test_a_preemption_signal_the_trainer_would_die_of_is_refused(tmp_path, overrides, knobs, message):
+    result = submit_dry_run(tmp_path, "pretrain", *TINY, *overrides, **CPU_JOB, **knobs)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"{message}: add it to trainer.exit_signals"
+
+
+def test_another_preemption_signal_reaches_sbatch_and_torchrun(tmp_path):
+    result = submit_dry_run(tmp_path, "pretrain", *TINY, "trainer.exit_signals=[SIGTERM,SIGUSR2]", **CPU_JOB,
+                            PREEMPT_SIGNAL="USR2", PREEMPT_WARNING_SECONDS="90", LAUNCHER="torchrun")
+    assert result.returncode == 0, result.stderr
+    assert "--signals-to-handle=SIGTERM\\,SIGINT\\,SIGHUP\\,SIGQUIT\\,SIGUSR2 " in line(result.stdout, "launch: ")
+    assert " --signal=USR2@90 " in line(result.stdout, "submit: ")
