@@ -186,6 +186,7 @@ PY
 # or --full) to srun, which passes it to every rank.
 forward_to_step() {
   echo "$(date -Is) batch shell got SIG$1: forwarding it to the ranks" >&2
+  INTERRUPTED=1
   [ -n "${STEP_PID:-}" ] && kill -s "$1" "$STEP_PID" 2>/dev/null || true
 }
 
@@ -231,11 +232,12 @@ run_recipe() {
   trap "forward_to_step $preempt" "$preempt"
   "${LAUNCH_COMMAND[@]}" &
   STEP_PID=$!
-  # `wait` returns early when a trapped signal arrives; keep waiting until the step is gone.
+  # `wait` returns early when a trapped signal arrives; wait again (bash keeps the status of a
+  # step that ended meanwhile) until it returns because the step ended.
   while true; do
-    status=0
+    INTERRUPTED=0 status=0
     wait "$STEP_PID" || status=$?
-    kill -0 "$STEP_PID" 2>/dev/null || break
+    [ "$INTERRUPTED" = 1 ] || break
   done
   trap - "$preempt"
   echo "$(date -Is) ranks exited with status $status"
