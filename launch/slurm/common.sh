@@ -29,7 +29,8 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export DEEPSEEKMATH_REPO=$REPO_ROOT
 
 # The options a knob sets, in the order submit.sh passes them.
-SLURM_KNOBS=(NODES:nodes TASKS_PER_NODE:ntasks-per-node GPUS_PER_NODE:gpus-per-node CPUS_PER_TASK:cpus-per-task
+# shellcheck disable=SC2034  # used by submit.sh
+KNOB_OPTIONS=(NODES:nodes TASKS_PER_NODE:ntasks-per-node GPUS_PER_NODE:gpus-per-node CPUS_PER_TASK:cpus-per-task
              TIME_LIMIT:time PARTITION:partition ACCOUNT:account QOS:qos JOB_NAME:job-name)
 
 slurm_error() { echo "error: $*" >&2; exit 2; }
@@ -229,6 +230,7 @@ run_recipe() {
 
   local preempt
   preempt=$(preempt_signal_name)
+  # shellcheck disable=SC2064  # the signal's name is fixed now, on purpose
   trap "forward_to_step $preempt" "$preempt"
   "${LAUNCH_COMMAND[@]}" &
   STEP_PID=$!

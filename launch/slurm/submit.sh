@@ -40,7 +40,7 @@ LOG_ROOT=$(mkdir -p "${LOG_ROOT:-logs}" && cd "${LOG_ROOT:-logs}" && pwd)
 export LOG_ROOT
 
 sbatch_args=()
-for pair in "${SLURM_KNOBS[@]}"; do
+for pair in "${KNOB_OPTIONS[@]}"; do
   knob=${pair%%:*} option=${pair#*:}
   if [ -n "${!knob:-}" ]; then sbatch_args+=("--$option=${!knob}"); fi
 done
