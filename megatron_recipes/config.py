@@ -669,6 +669,8 @@ class SftConfig:
     def validate(self) -> None:
         for section in (self.model, self.parallelism, self.optimizer, self.trainer, self.checkpoint, self.sft_data, self.chat_template):
             section.validate()
+        if self.sft_data.seq_length > self.model.max_position_embeddings:
+            raise ConfigError(f"sft_data.seq_length={self.sft_data.seq_length} exceeds model.max_position_embeddings={self.model.max_position_embeddings}")
         validate_training_layout(self.model, self.parallelism, self.trainer, self.sft_data.seq_length)
         if self.optimizer.decay_steps is None and self.optimizer.warmup_steps >= self.trainer.train_steps and self.optimizer.lr_schedule != "constant":
             raise ConfigError(f"optimizer.warmup_steps={self.optimizer.warmup_steps} must be below trainer.train_steps={self.trainer.train_steps}")
