@@ -158,7 +158,8 @@ class MegatronGenerator:
             if len(ids) >= self.context_length:
                 raise ValueError(f"a prompt of {len(ids)} tokens leaves no room to generate within the context length {self.context_length}")
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-        generator = torch.Generator(device="cpu").manual_seed(int(params.seed))
+        # On the model's device: sampling never copies probabilities to the host.
+        generator = torch.Generator(device=self.device).manual_seed(int(params.seed))
         results: list[SampledSequence | None] = [None] * len(prompt_ids)
         was_training = self.wrapped.training
         self.wrapped.eval()
@@ -179,8 +180,8 @@ class MegatronGenerator:
         if params.temperature == 0:
             tokens = log_probs.argmax(dim=-1)
         else:
-            probabilities = top_p_filter(log_probs.exp(), params.top_p).cpu()
-            tokens = torch.multinomial(probabilities, 1, generator=generator).squeeze(-1).to(log_probs.device)
+            probabilities = top_p_filter(log_probs.exp(), params.top_p)
+            tokens = torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
         return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
     def _broadcast_in_tensor_parallel_group(self, tokens: torch.Tensor) -> torch.Tensor:

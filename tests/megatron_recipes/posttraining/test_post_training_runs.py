@@ -122,3 +122,26 @@ def test_tensor_parallel_grpo_losses_equal_tensor_parallel_1(sft_run, tmp_path):
         assert result["greedy"] == expected["greedy"]  # generation at TP=2 = TP=1, token for token
     # The second update is off-policy (ratios != 1): it differs from the first.
     assert expected["losses"][0] != pytest.approx(expected["losses"][1], abs=1e-7)
+
+
+@pytest.mark.integration
+def test_grpo_resumes_with_the_reset_reference_of_iterative_grpo(sft_run, tmp_path):
+    from tests.megatron_recipes.posttraining.conftest import grpo_overrides
+
+    def run(steps: int):
+        overrides = [*grpo_overrides(sft_run.checkpoints, tmp_path / "grpo", steps), "rl.eval_interval=0",
+                     "rl.reference_reset_interval=2", "checkpoint.save_interval=2", "trainer.tensorboard=false"]
+        result = run_module("megatron_recipes.grpo", *overrides, OMP_NUM_THREADS="1")
+        assert result.returncode == 0, result.stderr[-4000:]
+        return result
+
+    run(4)
+    checkpoints = tmp_path / "grpo" / "checkpoints"
+    assert latest_iteration(checkpoints) == 4 and latest_iteration(checkpoints / "reference") == 4
+    resumed = run(6)
+    assert f"reference model: {checkpoints / 'reference' / 'iter_0000004'}" in resumed.stderr
+    assert "resumed from" in resumed.stderr and "at iteration 4" in resumed.stderr
+    kl = {step: row["kl"] for step, row in read_metrics(tmp_path / "grpo" / "metrics.jsonl").items()}
+    # Right after each reset the policy starts from the reference again: KL falls back.
+    assert kl[3] < kl[2] and kl[5] < kl[4], kl
+    assert read_checkpoint_info(checkpoints)["train_state"]["consumed_samples"] == 6 * 8
