@@ -46,7 +46,12 @@ def plan_sft(config: SftConfig) -> SftPlan:
     from megatron_recipes.generation.tokenizer import load_text_tokenizer
     from megatron_recipes.runtime.distributed import resolve_device
 
-    resolve_device(config.trainer.device)
+    device = resolve_device(config.trainer.device)
+    if config.sft_data.pack and device == "cuda" and config.trainer.micro_batch_size != 1:
+        from megatron_recipes.models import choose_layer_spec
+
+        if choose_layer_spec(config.model, device, config.trainer.fp8).name == "transformer_engine":
+            raise ConfigError("packed SFT on Transformer Engine attention (thd format) needs trainer.micro_batch_size=1")
     tokenizer = load_text_tokenizer(config.sft_data.tokenizer)
     vocab_size = config.model.vocab_size or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:
@@ -81,8 +86,6 @@ def run_sft(config: SftConfig, plan: SftPlan):
         runtime = session.runtime
         session.state.extra["tokenizer"] = plan.tokenizer.path
         packed_on_te = data.pack and session.layer_spec == "transformer_engine"
-        if packed_on_te and trainer.micro_batch_size != 1:
-            raise ConfigError("packed SFT on Transformer Engine attention (thd format) needs trainer.micro_batch_size=1")
         attention = "packed" if packed_on_te else ("mask" if data.pack else "none")
         summary = plan.train.summary
         total_samples = trainer.train_steps * trainer.global_batch_size
