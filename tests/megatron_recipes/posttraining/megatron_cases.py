@@ -11,7 +11,6 @@ examples; the GRPO loss wired through megatron's schedule equals the readable re
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -140,7 +139,7 @@ def test_stop_strings_end_generation_and_are_cut_from_the_text(model, tokenizer)
     assert free.finish_reason == "length" and len(free.token_ids) == 24
 
 
-def test_end_of_document_token_ends_generation(model, tokenizer, tokenizer_path=None):
+def test_end_of_document_token_ends_generation(model, tokenizer):
     from megatron_recipes.generation.interface import SamplingParams
     from megatron_recipes.generation.tokenizer import TextTokenizer
 
