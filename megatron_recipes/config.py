@@ -830,6 +830,9 @@ class GrpoConfig:
             raise ConfigError("GRPO generates with the whole model on each rank: parallelism.pipeline_model_parallel_size must be 1")
         if self.parallelism.sequence_parallel:
             raise ConfigError("GRPO rollouts use megatron's static inference batching, which has no sequence parallelism: set parallelism.sequence_parallel=false")
+        if self.parallelism.overlap_param_gather:
+            raise ConfigError("GRPO rollouts read the parameters outside the training schedule: set parallelism.overlap_param_gather=false"
+                              " (the distributed optimizer then gathers them at the end of each step)")
         data_parallel = self.parallelism.data_parallel_size()
         if self.rl.questions_per_step % data_parallel:
             raise ConfigError(f"rl.questions_per_step={self.rl.questions_per_step} is not divisible by the data-parallel size {data_parallel}")

@@ -51,7 +51,7 @@ def test_grpo_paper_settings():
     assert (rl.epsilon_low, rl.epsilon_high, rl.updates_per_rollout, rl.loss_aggregation) == (0.2, 0.2, 1, "sequence_mean")
     assert config.trainer.global_batch_size == config.rollout_outputs() == 1024  # one update per rollout
     assert config.optimizer.lr == 1e-6 and config.parallelism.tensor_model_parallel_size == 8
-    assert not config.parallelism.sequence_parallel
+    assert not config.parallelism.sequence_parallel and not config.parallelism.overlap_param_gather
     assert grpo("+experiment=grpo_paper_7b", "parallelism.world_size=64", "rl=iterative").rl.reference_reset_interval == 100
     process = grpo("+experiment=grpo_paper_7b", "parallelism.world_size=64", "rl=process").rl
     assert process.advantage_estimator == "process" and process.step_reward == "arithmetic_steps"
@@ -85,6 +85,7 @@ def test_evaluate_with_the_megatron_generator_composes():
     (["parallelism.world_size=3", "trainer.global_batch_size=24", "trainer.micro_batch_size=8", "rl.questions_per_step=4",
       "rl.group_size=6"], "rl.questions_per_step=4 is not divisible by the data-parallel size 3"),
     (["rl.max_new_tokens=1024"], "rl.max_new_tokens=1024 leaves no room for the prompt"),
+    (["parallelism.overlap_param_gather=true"], "set parallelism.overlap_param_gather=false"),
     (["prompts.source=gsm8k"], "prompts.source=gsm8k reads local files"),
     (["prompts.question_template=no placeholder"], "must contain {question}"),
 ])
