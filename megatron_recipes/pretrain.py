@@ -84,6 +84,10 @@ def run_pretraining(config: PretrainConfig, plan: PretrainPlan):
                              vocab_size=plan.vocab_size)
     try:
         runtime = session.runtime
+        if plan.mixture is not None:
+            # Recorded like SFT and GRPO do, so SFT, evaluation and generation from this checkpoint
+            # find the tokenizer its data was made with.
+            session.state.extra["tokenizer"] = plan.tokenizer.path
         if runtime.is_logging_rank and plan.mixture is not None:
             log.info("data mixture: %s", plan.mixture.describe())
         evaluations = trainer.train_steps // trainer.eval_interval if trainer.eval_interval else 0

@@ -1,0 +1,130 @@
+"""The main job end to end (launch/local/chain.py) at the reduced `ci` sizes: every stage runs
+for real as a subprocess, and each stage's output is what the next stage read (counts, token
+totals, checkpoints). Then a rerun skips every finished stage, and a failing stage stops the
+chain with its name and log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import REPO_ROOT, subprocess_env
+
+CHAIN = REPO_ROOT / "launch" / "local" / "chain.py"
+STAGES = ("prepare", "dedup", "recall", "decontaminate", "train_tokenizer", "tokenize",
+          "pretrain", "sft", "evaluate_sft", "grpo", "evaluate_grpo")
+
+
+def run_chain(*overrides: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CHAIN), *overrides], cwd=REPO_ROOT, env=subprocess_env(OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    work = tmp_path_factory.mktemp("chain") / "work"
+    result = run_chain("chain_size=ci", f"work_dir={work}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work, result
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.integration
+def test_every_stage_hands_its_output_to_the_next(chain):
+    work, result = chain
+    for number, stage in enumerate(STAGES, 1):
+        assert f"[chain] {number:2d}/11 {stage:<15} done in" in result.stdout, stage
+        assert (work / "logs" / f"{number:02d}_{stage}.log").stat().st_size > 0
+
+    # Corpus: each pipeline's input count is the previous one's kept count, and each run balances.
+    pool, dedup = read(work / "pool" / "summary.json"), read(work / "pool_near_dedup" / "summary.json")
+    final, corpus = read(work / "recall" / "final" / "summary.json"), read(work / "corpus" / "summary.json")
+    for summary in (pool, dedup, final, corpus):
+        assert summary["balanced"], summary["totals"]
+    assert pool["totals"]["kept"] > 100
+    assert dedup["totals"]["in"] == pool["totals"]["kept"]
+    assert final["totals"]["in"] == dedup["totals"]["kept"]
+    assert 0 < final["totals"]["kept"] < final["totals"]["in"]
+    assert len(final["rounds"]) == 2 and final["stop_reason"] in ("max_rounds", "overlap")
+    assert corpus["totals"]["in"] == final["totals"]["kept"]
+    assert (work / "recall" / "report.html").exists()
+
+    # Tokenization: one indexed document per decontaminated document; the token total in the
+    # summary is what megatron-core's IndexedDataset reads back.
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    tokens = read(work / "tokenized" / "math_corpus" / "summary.json")["dataset"]
+    dataset = IndexedDataset(str(work / "tokenized" / "math_corpus"))
+    assert len(dataset) == tokens["documents"] == corpus["totals"]["kept"]
+    assert int(np.sum(dataset.sequence_lengths)) == tokens["tokens"]
+    arithmetic = read(work / "tokenized" / "arithmetic" / "summary.json")["dataset"]
+    assert arithmetic["documents"] == len((work / "inputs" / "arithmetic_text.jsonl").read_text().splitlines())
+
+    # Training: each run finished its steps and started from the previous stage's checkpoint.
+    from megatron_recipes.training.checkpointing import read_checkpoint_info
+
+    for run, steps in (("pretrain", 30), ("sft", 120), ("grpo", 10)):
+        status = read(work / run / "checkpoints" / "exit_status.json")
+        assert status["reason"] == "finished" and status["iteration"] == steps, (run, status)
+        info = read_checkpoint_info(work / run / "checkpoints" / f"iter_{steps:07d}")
+        # Every checkpoint records the tokenizer the chain trained (pretrain included).
+        assert Path(info["train_state"]["extra"]["tokenizer"]).resolve().parent == (work / "tokenizer").resolve(), run
+    sft_log = (work / "logs" / "08_sft.log").read_text()
+    assert f"initialised model weights from {work / 'pretrain' / 'checkpoints' / 'iter_0000030'}" in sft_log
+    grpo_log = (work / "logs" / "10_grpo.log").read_text()
+    assert f"initialised model weights from {work / 'sft' / 'checkpoints' / 'iter_0000120'}" in grpo_log
+    pretrain_log = (work / "logs" / "07_pretrain.log").read_text()
+    assert "arithmetic" in pretrain_log and "math_corpus" in pretrain_log  # the mixture's two sources
+
+    # Evaluation of both checkpoints on the same held-out set; the summary carries the curves.
+    held_out = len((work / "inputs" / "benchmarks" / "arithmetic_heldout.jsonl").read_text().splitlines())
+    for run in ("sft", "grpo"):
+        results = read(work / "evaluate" / run / "results.json")["summary"]
+        assert results["problems"] == held_out == 32
+    summary = read(work / "chain_summary.json")
+    assert summary["pages"]["after_decontamination"] == corpus["totals"]["kept"]
+    assert summary["tokens"]["math_corpus"] == tokens["tokens"]
+    assert set(summary["evaluation_accuracy"]) == {"after_sft", "after_grpo"}
+    assert [step for step, _ in summary["curves"]["grpo_heldout_accuracy"]] == [0, 10]
+    assert len(summary["curves"]["pretrain"]) >= 3 and len(summary["curves"]["grpo"]) >= 2
+    assert "data:image/png;base64," in (work / "chain_report.html").read_text()
+    assert "[chain] evaluation (greedy, held-out arithmetic): after_sft" in result.stdout
+
+
+@pytest.mark.integration
+def test_a_rerun_skips_finished_stages(chain):
+    work, _ = chain
+    again = run_chain("chain_size=ci", f"work_dir={work}", timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for number, stage in enumerate(STAGES, 1):
+        assert f"[chain] {number:2d}/11 {stage:<15} skipped (done:" in again.stdout, stage
+    assert "running" not in again.stdout
+
+
+@pytest.mark.integration
+def test_a_failing_stage_stops_the_chain_with_its_name_and_log(chain):
+    work, _ = chain
+    # force reruns the last stage only; the bad override makes its entry point refuse the config.
+    failed = run_chain("chain_size=ci", f"work_dir={work}", "force=[evaluate_grpo]", "overrides.evaluate_grpo=[sampling.temperature=-1]",
+                       timeout=300)
+    assert failed.returncode == 1
+    error = failed.stderr.strip().splitlines()[-1]
+    assert error.startswith("[chain] error: stage evaluate_grpo failed (exit 2)")
+    assert str(work / "logs" / "11_evaluate_grpo.log") in error
+    assert not (work / "evaluate" / "grpo" / "results.json").exists()  # forced: its old output is gone
+    assert "10/11 grpo            skipped (done:" in failed.stdout
+
+
+def test_unknown_stage_names_are_one_line_errors(tmp_path):
+    result = run_chain(f"work_dir={tmp_path}", "skip=[pretrian]", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown stage(s) 'pretrian': stages are " + ", ".join(STAGES)
+    assert not (tmp_path / "logs").exists()
