@@ -596,8 +596,9 @@ class ChatTemplateConfig:
     a tool turn (the output of the code it just wrote) it continues with `assistant_after_tool`.
     A generation prompt is the rendered context followed by `assistant_header`:
         "User: {question}\\n\\nAssistant:"  ->  the model writes " {answer}" then EOD.
-    Each rendered piece is tokenized on its own, so the prompt's tokens are the same at training
-    and at generation time.
+    Each run of context pieces is tokenized as one string and each trained piece on its own, so
+    the prompt's tokens are the same at training and at generation time (which encodes the
+    rendered prompt as one string).
     """
 
     system: str = "{content}\n\n"

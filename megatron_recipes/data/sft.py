@@ -140,9 +140,19 @@ def render_prompt(question: str, template: ChatTemplateConfig, system: str | Non
 
 
 def tokenize_pieces(pieces: Sequence[Piece], tokenizer, append_eod: bool, kind: str = "") -> Example:
+    """Each run of consecutive context pieces is tokenized as one string: that string is exactly
+    what generation encodes as its prompt (`render_prompt`, a rollout's tool output), and BPE
+    merges across the pieces' boundaries ("\n\n" + "Assistant:"), so encoding them one by one
+    would train the model on prompt tokens it never sees when it generates."""
+    merged: list[Piece] = []
+    for piece in pieces:
+        if merged and not piece.trained and not merged[-1].trained:
+            merged[-1] = Piece(merged[-1].text + piece.text, False)
+        else:
+            merged.append(piece)
     ids: list[int] = []
     trained: list[bool] = []
-    for piece in pieces:
+    for piece in merged:
         piece_ids = tokenizer.encode(piece.text)
         ids.extend(piece_ids)
         trained.extend([piece.trained] * len(piece_ids))

@@ -77,6 +77,25 @@ def test_generation_prompt_tokens_are_the_training_prefix(small_tokenizer):
     assert not example.trained[:len(prompt_ids)].any() and example.trained[len(prompt_ids):].all()
 
 
+def test_prompt_tokens_match_generation_where_bpe_merges_across_pieces(tmp_path):
+    # A byte-level BPE that learned "\n\n" encodes the user turn's trailing "\n\n" as one token
+    # when the turn is encoded alone, but as two before "Assistant:" (pre-tokenization splits
+    # whitespace followed by a letter). Generation encodes the whole prompt string, so training
+    # must too: otherwise the model learns its answers after a prompt it never sees again.
+    from tests.megatron_recipes.posttraining.arithmetic import train_small_tokenizer
+    from megatron_recipes.generation.tokenizer import TextTokenizer
+
+    texts = ["Some paragraph.\n\n\n\nAnother one.\n\n"] * 200 + ["User: Calculate 3 + 4.\n\nAssistant: The answer is 7."] * 50
+    tokenizer = TextTokenizer(str(train_small_tokenizer(tmp_path / "tok", texts, vocab_size=300)))
+    user = "User: Calculate 3 + 4.\n\n"
+    assert tokenizer.encode(user) + tokenizer.encode("Assistant:") != tokenizer.encode(user + "Assistant:")  # the trap exists
+    turns, _ = conversation_from_record({"prompt": "Calculate 3 + 4.", "response": "The answer is $\\boxed{7}$."}, "t")
+    example = tokenize_pieces(render_conversation(turns, TEMPLATE), tokenizer, True)
+    prompt_ids = tokenizer.encode(render_prompt("Calculate 3 + 4.", TEMPLATE))
+    assert list(example.ids[:len(prompt_ids)]) == prompt_ids
+    assert not example.trained[:len(prompt_ids)].any() and example.trained[len(prompt_ids):].all()
+
+
 @pytest.mark.parametrize("record,message", [
     ({"messages": [{"role": "user", "content": "q"}]}, "no assistant turn"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "1"}, {"role": "assistant", "content": "a"}]},
