@@ -269,8 +269,6 @@ def import_hf_checkpoint(hf_dir: str | os.PathLike, megatron_dir: str | os.PathL
                          overwrite: bool = False, name: str | None = None) -> Path:
     """Convert `hf_dir` into a weights-only megatron checkpoint under `megatron_dir` (a run
     directory: `iter_0000000/` + `latest`). Returns the iteration directory."""
-    import torch
-
     from megatron_recipes.config import ModelConfig, ParallelismConfig
     from megatron_recipes.models import build_model, padded_vocab_size
     from megatron_recipes.training.checkpointing import latest_iteration, save_checkpoint
@@ -288,6 +286,8 @@ def import_hf_checkpoint(hf_dir: str | os.PathLike, megatron_dir: str | os.PathL
     padded = padded_vocab_size(architecture.vocab_size, make_vocab_size_divisible_by, tensor_parallel_size)
     record = {**asdict(model_config), "vocab_size": architecture.vocab_size, "padded_vocab_size": padded,
               "dtype": precision, "converted_from": str(Path(hf_dir).resolve()), "hf_config": source.config}
+    import torch  # after the checks: a bad input fails in a second, before torch and megatron load
+
     target_dtype = torch_dtype(precision)
     log.info("importing %s (%d layers, hidden %d, vocab %d padded to %d) as %s into %s", hf_dir,
              architecture.num_layers, architecture.hidden_size, architecture.vocab_size, padded, precision, megatron_dir)
