@@ -103,6 +103,30 @@ def _check_stored(stored: dict[str, Any], mapping: TensorMapping, where: Path) -
         raise ConversionError(f"{where}: " + "; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""))
 
 
+def _check_storage_files(directory: Path, keys: set[str]) -> None:
+    """Every byte range the checkpoint's metadata assigns to the model tensors lies in a file that
+    exists and is long enough (a lost or truncated .distcp file is named with its tensors)."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        storage = FileSystemReader(str(directory)).read_metadata().storage_data
+    except Exception as error:
+        raise ConversionError(f"{directory}: cannot read the checkpoint's .metadata ({error})") from None
+    sizes: dict[str, int | None] = {}
+    for index, location in storage.items():
+        if index.fqn not in keys:
+            continue
+        name = location.relative_path
+        if name not in sizes:
+            path = directory / name
+            sizes[name] = path.stat().st_size if path.is_file() else None
+        if sizes[name] is None:
+            raise ConversionError(f"{directory}: file {name} holding tensor {index.fqn} is missing")
+        if location.offset + location.length > sizes[name]:
+            raise ConversionError(f"{directory}: file {name} is truncated: tensor {index.fqn} ends at byte"
+                                  f" {location.offset + location.length} of {sizes[name]}")
+
+
 def _load_group(directory: Path, tensors: list[MegatronTensor], stored: dict[str, Any], num_layers: int) -> dict:
     """Load whole per-layer tensors of one group with megatron's loader -> {(key, layer): tensor}."""
     import torch
@@ -179,6 +203,7 @@ def export_megatron_checkpoint(megatron_dir: str | os.PathLike, hf_dir: str | os
         if OUTPUT in stored and stored[OUTPUT].global_shape[0] != padded:
             raise ConversionError(f"{directory}: {OUTPUT} has {stored[OUTPUT].global_shape[0]} rows but {EMBEDDING} {padded}")
         _check_stored(stored, mapping, directory)
+        _check_storage_files(directory, {tensor.key for tensor in mapping.tensors.values()})
         precision = _precision_of(stored[EMBEDDING].dtype) if dtype == "auto" else dtype
         target_dtype = torch_dtype(precision)
         hf_shapes = mapping.hf_shapes()
@@ -190,26 +215,30 @@ def export_megatron_checkpoint(megatron_dir: str | os.PathLike, hf_dir: str | os
         staging = hf_dir.with_name(hf_dir.name + ".incomplete")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        writer = ShardedSafetensorsWriter(staging, plan)
-        groups = [mapping.layer_tensors(None)[:1]]  # the embedding first (HF order)
-        groups += [mapping.layer_tensors(layer) for layer in range(architecture.num_layers)]
-        groups.append([tensor for tensor in mapping.layer_tensors(None) if tensor.key in (FINAL_NORM, OUTPUT)])
-        for index, group in enumerate(groups):
-            loaded = _load_group(directory, group, stored, architecture.num_layers)
-            for name, tensor in _hf_tensors(mapping, group, loaded, target_dtype).items():
-                if tuple(tensor.shape) != hf_shapes[name]:
-                    raise AssertionError(f"{name}: exported {list(tensor.shape)}, planned {list(hf_shapes[name])}")
-                writer.add(name, tensor)
-            del loaded
-            if 0 < index <= architecture.num_layers:
-                log.info("exported layer %d/%d (%.1f s)", index, architecture.num_layers, time.perf_counter() - started)
-        writer.finish()
-
-    write_config(staging, hf_config_for_export(architecture, torch_dtype_name(target_dtype), template))
-    if companion_directory is not None:
-        for file_name in COMPANION_FILES:
-            if (companion_directory / file_name).is_file():
-                shutil.copy2(companion_directory / file_name, staging / file_name)
+        try:
+            writer = ShardedSafetensorsWriter(staging, plan)
+            groups = [mapping.layer_tensors(None)[:1]]  # the embedding first (HF order)
+            groups += [mapping.layer_tensors(layer) for layer in range(architecture.num_layers)]
+            groups.append([tensor for tensor in mapping.layer_tensors(None) if tensor.key in (FINAL_NORM, OUTPUT)])
+            for index, group in enumerate(groups):
+                loaded = _load_group(directory, group, stored, architecture.num_layers)
+                for name, tensor in _hf_tensors(mapping, group, loaded, target_dtype).items():
+                    if tuple(tensor.shape) != hf_shapes[name]:
+                        raise AssertionError(f"{name}: exported {list(tensor.shape)}, planned {list(hf_shapes[name])}")
+                    writer.add(name, tensor)
+                del loaded
+                layers = architecture.num_layers
+                if 0 < index <= layers and (index == layers or index % max(1, layers // 10) == 0):
+                    log.info("exported layer %d/%d (%.1f s)", index, layers, time.perf_counter() - started)
+            writer.finish()
+            write_config(staging, hf_config_for_export(architecture, torch_dtype_name(target_dtype), template))
+            if companion_directory is not None:
+                for file_name in COMPANION_FILES:
+                    if (companion_directory / file_name).is_file():
+                        shutil.copy2(companion_directory / file_name, staging / file_name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # never leave a half-written model behind
+            raise
     if hf_dir.exists():
         shutil.rmtree(hf_dir)
     os.replace(staging, hf_dir)

@@ -5,8 +5,9 @@ Run by test_hf_logits_at_layouts.py (not collected by pytest itself):
 
 DIR/cases.json lists the cases: {name, tp, pp, source ("checkpoint": a megatron checkpoint
 written by `python -m megatron_recipes.convert mode=import`, loaded with the training core's
-load_model_weights; "hf": the HF directory read straight into the layout by load_hf_weights),
-path}. DIR/prompts.pt
+load_model_weights; "hf": the HF directory read straight into the layout by load_hf_weights;
+"none": the checkpoint's architecture with random weights, a negative control), path, and
+optionally save_to: a directory where the loaded weights are saved again at this layout. DIR/prompts.pt
 holds the prompt tokens [b, s]. For each case the rank holding the last pipeline stage's logits
 (TP rank 0, DP rank 0) writes DIR/<name>.pt: {"logits": [b, s, vocab] fp32 over the real
 vocabulary, "greedy": [b, new_tokens]}. The model is built from the checkpoint's model_config
@@ -66,11 +67,11 @@ def run_case(case: dict, prompts, work: Path) -> None:
     from megatron_recipes.convert import load_hf_weights, model_config_from_checkpoint
     from megatron_recipes.models import build_model
     from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
-    from megatron_recipes.training.checkpointing import load_model_weights
+    from megatron_recipes.training.checkpointing import load_model_weights, read_checkpoint_info, save_checkpoint
 
     parallelism = ParallelismConfig(tensor_model_parallel_size=case["tp"], pipeline_model_parallel_size=case["pp"])
     initialize_runtime("cpu", parallelism, seed=1234)
-    if case["source"] == "checkpoint":
+    if case["source"] in ("checkpoint", "none"):
         model_config = model_config_from_checkpoint(case["path"])
     else:  # the architecture from config.json, as model.init_from_hf does
         model_config = ModelConfig(init_from_hf=case["path"])
@@ -80,8 +81,12 @@ def run_case(case: dict, prompts, work: Path) -> None:
     chunks = build_model(model_config, parallelism, model_config.vocab_size, device="cpu", precision="fp32")
     if case["source"] == "checkpoint":
         load_model_weights(case["path"], chunks)
-    else:
+    elif case["source"] == "hf":
         load_hf_weights(case["path"], chunks)
+    # source "none": the seeded random init, the negative control
+    if case.get("save_to"):  # the loaded weights, saved again at this layout (for export tests)
+        record = read_checkpoint_info(case["path"])["model_config"]
+        save_checkpoint(case["save_to"], 0, chunks, model_config=record)
     for chunk in chunks:
         chunk.eval()
     logits = logits_of(chunks, prompts, model_config.vocab_size)
