@@ -67,6 +67,30 @@ def ensure_sample_warc(directory: str, max_math_pages: int = 400, max_other_page
     return str(path)
 
 
+def ensure_sample_seed_positives(directory: str, max_math_pages: int = 400, count: int = 150) -> str:
+    """Seed positives for the recall loop on the sample crawl, as OpenWebMath-style JSONL (`text`,
+    `url`): math documentation pages that are *not* in the sample crawl (the next `count` pages
+    after its first `max_math_pages`), rendered with `$..$` math and extracted by the real
+    extractor. Like OpenWebMath for Common Crawl, they resemble the math in the pool without being
+    its pages. Built once; returns the path."""
+    import json
+
+    from beam_pipelines.transforms.extract import extract_text
+
+    path = Path(directory) / f"seed_positives-after{max_math_pages}-n{count}.jsonl"
+    if path.exists() and path.stat().st_size > 0:
+        return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pages = _round_robin([_mpmath_pages(), _pages_of_packages(_SYMPY_MATH_PACKAGES, True)], max_math_pages + count)
+    partial = path.with_suffix(".partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        for page in pages[max_math_pages:]:
+            text = extract_text(render_page(page, "dollar"), page.url, main_content=True).text
+            handle.write(json.dumps({"url": page.url, "text": text}, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
+    return str(path)
+
+
 def collect_sample_pages(max_math_pages: int, max_other_pages: int) -> list[SamplePage]:
     math_pages = _round_robin([_mpmath_pages(), _pages_of_packages(_SYMPY_MATH_PACKAGES, True)], max_math_pages)
     other_pages = _round_robin([_pages_of_packages(_stdlib_modules(), False)], max_other_pages)

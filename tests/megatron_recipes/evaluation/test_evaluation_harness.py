@@ -136,7 +136,7 @@ def test_entry_point_end_to_end_and_one_line_errors(tmp_path):
     assert summary["problems"] == 6 and summary["accuracy"] == 1.0
     assert "| accuracy | 1.0000 |" in result.stdout
     for arguments, message in [
-        (["generator=megatron"], "generator 'megatron' is not available yet"),
+        (["generator=megatron"], "generator=megatron needs generator.checkpoint"),  # the megatron generator exists now
         (["generator.path=/g.jsonl", "prompt_style=nope"], "prompt_style='nope' is not one of"),
         (["generator.path=/g.jsonl", "sampling.n=2", "k_values=[4]"], "k_values [4] must be between 1 and sampling.n=2"),
         (["dataset=gsm8k", "generator.path=/g.jsonl"], "dataset=gsm8k reads local files"),

@@ -1,0 +1,438 @@
+"""The GRPO loop on the training core: rollout -> rewards -> advantages -> pi_old / pi_ref
+log-probs -> clipped-surrogate updates, with iterative reference resets, held-out checks,
+metrics, checkpoints and graceful stops.
+
+    trainer = GrpoTrainer(config, session, tokenizer, reference_model, prompts, eval_prompts)
+    outcome = trainer.run()                      # until trainer.train_steps GRPO steps
+    metrics = trainer.step()                     # one GRPO step (used by run)
+    losses = grpo_updates(session, batch, ...)   # the update part alone (the TP test drives it)
+
+One step on every data-parallel rank r of D: questions [i x Q + r x Q/D, ...) of the prompt
+stream (i = the step), G samples each from the current policy (generation/megatron.py), rewards
+checked on the first rank of each tensor-parallel group and broadcast inside it (a checker or a
+sandbox timeout must not make two tensor-parallel ranks disagree), advantages per group (groups
+never span ranks). pi_old is recomputed by a forward pass of the policy (not the sampler's
+log-probs), pi_ref by the frozen reference model. Then `rl.updates_per_rollout` passes over the
+rollout in a seeded order, each split into mini-batches of trainer.global_batch_size outputs (one
+optimizer step each); outputs of zero-variance and ungradable groups are left out; ranks agree on
+the number of micro-batches (padding with fully-masked ones) and skip an update that has no
+output at all.
+
+Iterative GRPO: every `rl.reference_reset_interval` steps the reference model takes the policy's
+weights; the next checkpoint also writes the reference (weights only) under
+`<checkpoint.dir>/reference/`, and a resumed run reloads it from there (train_state.extra).
+
+Metrics per step (console line, metrics.jsonl, TensorBoard under train/): loss, reward_mean,
+reward_std, accuracy, kl, clip_fraction, entropy, ratio, response_length, zero_variance_groups
+(fraction of groups), ungradable_groups, updates, rollout_tokens_per_second (sampled tokens /
+rollout wall time), training_tokens_per_second (sequence tokens through the updates and
+log-prob passes / their wall time), tokens_per_second (all tokens / step time), lr, grad_norm.
+Held-out accuracy (rl.eval_interval): `validation_accuracy` in metrics.jsonl at step 0, every
+interval and at the end.
+
+Cost per step: generation of Q x G x (prompt + response) tokens, two forward passes (pi_old,
+pi_ref) and updates_per_rollout forward+backward passes over the rollout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from megatron_recipes.generation.interface import SamplingParams
+from megatron_recipes.generation.logprobs import vocab_parallel_entropy, vocab_parallel_log_probs
+from megatron_recipes.rl.grpo import GrpoLossSettings, grpo_loss
+from megatron_recipes.rl.rollout import RolloutBatch, generate_rollouts, rollout_batch, score_rollouts
+
+log = logging.getLogger("grpo")
+
+
+def policy_forward(model_chunk, batch: dict) -> torch.Tensor:
+    """GPTModel forward without labels: logits [b, s, V/TP] on the last stage."""
+    return model_chunk(batch["tokens"], batch["position_ids"], None)
+
+
+def log_prob_output(temperature: float, vocab_size: int) -> Callable:
+    def output(batch: dict, logits: torch.Tensor) -> torch.Tensor:
+        return vocab_parallel_log_probs(logits, batch["labels"], temperature, vocab_size).detach()
+
+    return output
+
+
+def grpo_loss_function(settings: GrpoLossSettings, temperature: float, vocab_size: int) -> Callable:
+    """loss_fn(batch, logits) -> (numerator, denominator, metrics) for training/loop.train_step."""
+
+    def loss(batch: dict, logits: torch.Tensor):
+        logp = vocab_parallel_log_probs(logits, batch["labels"], temperature, vocab_size)
+        mask = batch["loss_mask"].to(logp.dtype)
+        result = grpo_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], mask, settings)
+        metrics = {name: torch.stack([total.float(), count.float()]) for name, (total, count) in result.sums.items()}
+        entropy = vocab_parallel_entropy(logits.detach(), temperature, vocab_size)
+        metrics["entropy"] = torch.stack([(entropy * mask).sum(), mask.sum()])
+        return result.numerator, result.denominator, metrics
+
+    return loss
+
+
+def sequence_log_probs(model, batch: RolloutBatch, micro_batch_size: int, temperature: float, vocab_size: int) -> torch.Tensor:
+    """log pi(label) [N, S] of every row by forward passes of `model` (a session or chunks)."""
+    from megatron_recipes.training.loop import forward_only
+
+    micro_batches = [batch.rows(torch.arange(start, min(start + micro_batch_size, len(batch))))
+                     for start in range(0, len(batch), micro_batch_size)]
+    outputs = forward_only(model, micro_batches, log_prob_output(temperature, vocab_size), forward_fn=policy_forward)
+    return torch.cat([output.cpu() for output in outputs]) if outputs else torch.empty(0)
+
+
+def _data_parallel_max(value: int) -> int:
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    if not dist.is_initialized() or parallel_state.get_data_parallel_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.long, device=_collective_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=parallel_state.get_data_parallel_group())
+    return int(tensor.item())
+
+
+def _collective_device():
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def trainable_rows(batch: RolloutBatch, skip_zero_variance: bool) -> torch.Tensor:
+    keep = (batch.mask.sum(dim=1) > 0) & ~batch.ungradable
+    if skip_zero_variance:
+        keep &= ~batch.zero_variance
+    return keep
+
+
+def grpo_updates(session, batch: RolloutBatch, settings: GrpoLossSettings, temperature: float, updates: int,
+                 outputs_per_update: int, skip_zero_variance: bool, seed: int) -> list:
+    """The optimisation part of a GRPO step on this rank's rollout batch (old/ref log-probs
+    filled). `outputs_per_update` = trainer.global_batch_size / data-parallel size. Returns the
+    StepResult of every optimizer update (skipped updates are absent)."""
+    from megatron_recipes.training.loop import train_step
+
+    loss_fn = grpo_loss_function(settings, temperature, session.vocab_size)
+    micro = session.trainer.micro_batch_size
+    keep = trainable_rows(batch, skip_zero_variance)
+    results = []
+    for epoch in range(updates):
+        order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed * 1009 + epoch))
+        for start in range(0, len(batch), outputs_per_update):
+            rows = order[start:start + outputs_per_update]
+            kept = rows[keep[rows]]
+            groups = [kept[i:i + micro] for i in range(0, len(kept), micro)]
+            agreed = _data_parallel_max(len(groups))
+            if agreed == 0:
+                continue
+            micro_batches = [batch.rows(indices) for indices in groups]
+            while len(micro_batches) < agreed:  # this rank has fewer outputs left: fully masked filler
+                filler = batch.rows(rows[:1])
+                filler["loss_mask"] = torch.zeros_like(filler["loss_mask"])
+                micro_batches.append(filler)
+            results.append(train_step(session, micro_batches, loss_fn, policy_forward))
+    return results
+
+
+@dataclass
+class StepSums:
+    """Rank-local sums of one step's rollout statistics (all-reduced over data parallelism)."""
+
+    values: dict[str, float]
+
+    def reduced(self) -> dict[str, float]:
+        import torch.distributed as dist
+        from megatron.core import parallel_state
+
+        names = sorted(self.values)
+        tensor = torch.tensor([self.values[name] for name in names], dtype=torch.float64, device=_collective_device())
+        if dist.is_initialized() and parallel_state.get_data_parallel_world_size() > 1:
+            dist.all_reduce(tensor, group=parallel_state.get_data_parallel_group())
+        return dict(zip(names, tensor.cpu().tolist()))
+
+
+def _broadcast_in_tensor_parallel_group(value: Any) -> Any:
+    """Rank 0 of the tensor-parallel group decides; the others take its value."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    if not dist.is_initialized() or parallel_state.get_tensor_model_parallel_world_size() == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=parallel_state.get_tensor_model_parallel_src_rank(),
+                               group=parallel_state.get_tensor_model_parallel_group())
+    return holder[0]
+
+
+class GrpoTrainer:
+    """See the module docstring. `config` is a GrpoConfig; `session` a TrainingSession of the policy;
+    `reference` the frozen reference chunks (None when rl.kl_coefficient == 0)."""
+
+    def __init__(self, config, session, tokenizer, reference, prompts, eval_prompts=None, checker=None, sandbox=None):
+        from megatron_recipes.generation.megatron import MegatronGenerator
+
+        self.config = config
+        self.rl = config.rl
+        self.session = session
+        self.tokenizer = tokenizer
+        self.reference = reference
+        self.prompts = prompts
+        self.eval_prompts = eval_prompts
+        self.checker = checker
+        self.sandbox = sandbox
+        self.generator = MegatronGenerator(session.model, tokenizer, session.vocab_size, config.model.max_position_embeddings,
+                                           self.rl.generation_batch_size)
+        self.settings = GrpoLossSettings(self.rl.kl_coefficient, self.rl.kl_estimator, self.rl.epsilon_low,
+                                         self.rl.epsilon_high, self.rl.loss_aggregation)
+        runtime = session.runtime
+        self.questions_per_rank = self.rl.questions_per_step // runtime.data_parallel_size
+        self.outputs_per_update = session.trainer.global_batch_size // runtime.data_parallel_size
+        self.is_tensor_parallel_source = runtime.tensor_parallel_rank == 0
+
+    # ------------------------------------------------------------------ rollout pieces
+    def _tool_runner(self):
+        if not self.rl.tool_use:
+            return None
+        from megatron_recipes.sandbox import format_output
+
+        def run(codes: list[str]) -> list[str]:
+            outputs = None
+            if self.is_tensor_parallel_source:
+                results = self.sandbox.map(codes)
+                # The body of the sandbox's ```output block (stdout, the error's last line, or the limit hit).
+                outputs = [format_output(result)[len("```output\n"):-len("\n```\n")] for result in results]
+            return _broadcast_in_tensor_parallel_group(outputs)
+
+        return run
+
+    def _score(self, samples) -> None:
+        decided = None
+        if self.is_tensor_parallel_source:
+            score_rollouts(samples, self.rl.rewards, self.rl.reward_weights, self.checker,
+                           self.rl.step_reward if self.rl.advantage_estimator == "process" else None)
+            decided = [(s.rewards, s.reward, s.steps) for s in samples]
+        decided = _broadcast_in_tensor_parallel_group(decided)
+        for sample, (rewards, reward, steps) in zip(samples, decided):
+            sample.rewards, sample.reward, sample.steps = rewards, reward, steps
+
+    def collect(self, iteration: int):
+        """This rank's rollout of GRPO step `iteration` (0-based): samples and the padded batch."""
+        runtime = self.session.runtime
+        first = iteration * self.rl.questions_per_step + runtime.data_parallel_rank * self.questions_per_rank
+        records = self.prompts.take(first, self.questions_per_rank)
+        params = SamplingParams(self.rl.temperature, self.rl.top_p, self.rl.max_new_tokens, tuple(self.rl.stop), 1,
+                                seed=self.rl.seed + 1_000_003 * iteration + 7919 * runtime.data_parallel_rank)
+        samples = generate_rollouts(self.generator, records, self.rl.group_size, params, self.tokenizer,
+                                    self.config.chat_template, self._tool_runner(), self.rl.max_tool_calls)
+        self._score(samples)
+        batch = rollout_batch(samples, self.tokenizer.eod, self.rl.advantage_estimator, self.rl.advantage_epsilon,
+                              decode=self.tokenizer.decode)
+        return samples, batch
+
+    def fill_log_probs(self, batch: RolloutBatch) -> None:
+        micro = self.session.trainer.micro_batch_size
+        batch.old_logp = sequence_log_probs(self.session, batch, micro, self.rl.temperature, self.session.vocab_size)
+        if self.reference is not None:
+            batch.ref_logp = sequence_log_probs(self.reference, batch, micro, self.rl.temperature, self.session.vocab_size)
+
+    # ------------------------------------------------------------------ one step
+    def step(self) -> dict[str, float]:
+        state = self.session.state
+        started = time.perf_counter()
+        samples, batch = self.collect(state.iteration)
+        rollout_seconds = time.perf_counter() - started
+        training_started = time.perf_counter()
+        self.fill_log_probs(batch)
+        results = grpo_updates(self.session, batch, self.settings, self.rl.temperature, self.rl.updates_per_rollout,
+                               self.outputs_per_update, self.rl.skip_zero_variance_groups,
+                               self.rl.seed + state.iteration)
+        training_seconds = time.perf_counter() - training_started
+        step_seconds = time.perf_counter() - started
+
+        gradable = [s for s in samples if s.reward is not None]
+        first_reward = self.rl.rewards[0]
+        groups = batch.group.unique()
+        zero_variance_groups = batch.group[batch.zero_variance].unique().numel()
+        ungradable_groups = batch.group[batch.ungradable].unique().numel()
+        sequence_tokens = sum(len(s.prompt_ids) + len(s.response_ids) for s in samples)
+        kept = trainable_rows(batch, self.rl.skip_zero_variance_groups)
+        trained_rows = int(kept.sum())
+        # Tokens through the log-prob passes (policy, reference) and through every update.
+        updated_tokens = sum(len(s.prompt_ids) + len(s.response_ids) for s, k in zip(samples, kept.tolist()) if k)
+        training_tokens = sequence_tokens * (1 + (self.reference is not None)) + (updated_tokens * self.rl.updates_per_rollout if results else 0)
+        sums = StepSums({
+            "reward_sum": sum(s.reward for s in gradable), "reward_squares": sum(s.reward ** 2 for s in gradable),
+            "gradable": len(gradable), "accuracy_sum": sum(s.rewards[first_reward] or 0.0 for s in gradable),
+            "response_tokens": sum(len(s.response_ids) for s in samples), "outputs": len(samples),
+            "sampled_tokens": sum(s.generated_tokens for s in samples), "groups": groups.numel(),
+            "zero_variance_groups": zero_variance_groups, "ungradable_groups": ungradable_groups,
+            "tool_calls": sum(s.tool_calls for s in samples), "trained_outputs": trained_rows,
+            "training_tokens": training_tokens,
+            "all_tokens": sequence_tokens,
+        }).reduced()
+        slowest = _data_parallel_max_float(rollout_seconds)
+        reward_mean = sums["reward_sum"] / sums["gradable"] if sums["gradable"] else math.nan
+        reward_variance = sums["reward_squares"] / sums["gradable"] - reward_mean ** 2 if sums["gradable"] else math.nan
+        values: dict[str, float] = {
+            "loss": _mean([r.loss for r in results]),
+            "lr": results[-1].learning_rate if results else _current_lr(self.session),
+            "grad_norm": _mean([r.grad_norm for r in results]),
+            "reward_mean": reward_mean,
+            "reward_std": math.sqrt(max(reward_variance, 0.0)) if sums["gradable"] else math.nan,
+            "accuracy": sums["accuracy_sum"] / sums["gradable"] if sums["gradable"] else math.nan,
+            "response_length": sums["response_tokens"] / sums["outputs"],
+            "zero_variance_groups": sums["zero_variance_groups"] / sums["groups"],
+            "ungradable_groups": sums["ungradable_groups"],
+            "trained_outputs": sums["trained_outputs"],
+            "updates": float(len(results)),
+            "rollout_tokens_per_second": sums["sampled_tokens"] / slowest if slowest > 0 else math.nan,
+            "training_tokens_per_second": sums["training_tokens"] / _data_parallel_max_float(training_seconds),
+            "tokens_per_second": sums["all_tokens"] / step_seconds,
+            "rollout_seconds": slowest,
+            "step_seconds": step_seconds,
+            "tokens": float(sum(r.tokens for r in results)),
+        }
+        if self.rl.tool_use:
+            values["tool_calls"] = sums["tool_calls"] / sums["outputs"]
+        for name in ("kl", "clip_fraction", "entropy", "ratio"):
+            measured = [r.metrics[name] for r in results if name in r.metrics]
+            values[name] = _mean(measured)
+        return values
+
+    # ------------------------------------------------------------------ held-out accuracy
+    def evaluate_heldout(self) -> dict[str, float]:
+        """Accuracy of the current policy on the held-out prompts (first reward), all ranks."""
+        runtime = self.session.runtime
+        records = [r for index, r in enumerate(self.eval_prompts.take(0, len(self.eval_prompts)))
+                   if index % runtime.data_parallel_size == runtime.data_parallel_rank]
+        params = SamplingParams(self.rl.eval_temperature, 1.0 if self.rl.eval_temperature == 0 else self.rl.top_p,
+                                self.rl.max_new_tokens, tuple(self.rl.stop), 1, seed=self.rl.seed)
+        samples = generate_rollouts(self.generator, records, self.rl.eval_samples, params, self.tokenizer,
+                                    self.config.chat_template, self._tool_runner(), self.rl.max_tool_calls)
+        decided = None
+        if self.is_tensor_parallel_source:
+            from megatron_recipes.rewards import get_reward
+
+            name = self.rl.rewards[0]
+            options = {"checker": self.checker} if self.checker is not None and name.endswith("_accuracy") else {}
+            decided = get_reward(name)([s.text for s in samples], [s.reference for s in samples], **options)
+        decided = _broadcast_in_tensor_parallel_group(decided)
+        gradable = [value for value in decided if value is not None]
+        sums = StepSums({"correct": sum(gradable), "count": len(gradable),
+                         "length": sum(len(s.response_ids) for s in samples), "samples": len(samples)}).reduced()
+        return {"accuracy": sums["correct"] / sums["count"] if sums["count"] else math.nan,
+                "response_length": sums["length"] / max(sums["samples"], 1), "problems": sums["count"]}
+
+    # ------------------------------------------------------------------ reference model
+    def reset_reference(self) -> None:
+        """Iterative GRPO: the reference takes the policy's current weights."""
+        if self.reference is None:
+            return
+        for reference_chunk, policy_chunk in zip(self.reference, self.session.unwrapped_model()):
+            reference_chunk.load_state_dict(policy_chunk.state_dict(), strict=False)
+        self.session.state.extra["reference_iteration"] = self.session.state.iteration
+        self.session.state.extra["reference_saved"] = False
+
+    def save_reference_if_needed(self) -> None:
+        from megatron_recipes.training.checkpointing import save_checkpoint
+
+        extra = self.session.state.extra
+        if self.reference is None or extra.get("reference_saved", True) or not self.session.checkpoint.dir:
+            return
+        root = Path(self.session.checkpoint.dir) / "reference"
+        path = save_checkpoint(root, int(extra.get("reference_iteration", 0)), self.reference,
+                               model_config=self.session.model_config_record(), keep_last=1)
+        extra["reference_checkpoint"] = str(path)
+        extra["reference_saved"] = True
+
+    def save(self):
+        from megatron_recipes.training.loop import save_training_checkpoint
+
+        self.save_reference_if_needed()
+        return save_training_checkpoint(self.session)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self):
+        from megatron_recipes.training.loop import TrainOutcome, write_exit_status
+        from megatron_recipes.training.metrics import ProgressLogger, memory_gib
+        from megatron_recipes.training.signals import GracefulStop
+
+        session, trainer, state, runtime = self.session, self.session.trainer, self.session.state, self.session.runtime
+        total = self.config.trainer.train_steps
+        logger = ProgressLogger(trainer.output_dir, total, trainer.log_interval, runtime.is_logging_rank, trainer.tensorboard)
+        stop = GracefulStop(trainer.exit_signals, trainer.exit_duration_minutes, enabled=trainer.exit_signal_handler)
+        evaluate = self.eval_prompts is not None and self.rl.eval_interval > 0
+        last_saved = None
+        outcome = None
+        first_iteration = state.iteration
+        try:
+            if evaluate and state.iteration == 0:
+                logger.record_evaluation(0, self.evaluate_heldout())
+            while state.iteration < total:
+                values = self.step()
+                state.iteration += 1
+                state.consumed_samples += self.rl.questions_per_step
+                state.consumed_tokens += int(values["tokens"])
+                values["memory_gib"] = memory_gib(runtime.device)
+                logger.record_step(state.iteration, values)
+                if self.rl.reference_reset_interval and state.iteration % self.rl.reference_reset_interval == 0:
+                    self.reset_reference()
+                    if runtime.is_logging_rank:
+                        log.info("step %d: reference model reset to the policy (iterative GRPO)", state.iteration)
+                if evaluate and (state.iteration % self.rl.eval_interval == 0 or state.iteration == total):
+                    logger.record_evaluation(state.iteration, self.evaluate_heldout())
+                reason, signal_name = stop.agreed_reason(runtime.torch_device())
+                periodic = session.checkpoint.save_interval and state.iteration % session.checkpoint.save_interval == 0
+                if periodic or reason is not None:
+                    last_saved = self.save()
+                if reason is not None:
+                    outcome = TrainOutcome(reason, state.iteration, trainer.signal_exit_code, signal_name,
+                                           str(last_saved) if last_saved else None)
+                    break
+            if outcome is None:
+                already = last_saved is not None and last_saved.name == f"iter_{state.iteration:07d}"
+                if session.checkpoint.save_at_end and state.iteration > first_iteration and not already:
+                    last_saved = self.save()
+                outcome = TrainOutcome("finished", state.iteration, 0, None, str(last_saved) if last_saved else session.restored_from)
+            write_exit_status(session, outcome)
+            return outcome
+        except Exception as error:
+            write_exit_status(session, TrainOutcome("error", state.iteration, 1, None, None), detail=f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            stop.restore()
+            logger.close()
+
+
+def _data_parallel_max_float(value: float) -> float:
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    if not dist.is_initialized() or parallel_state.get_data_parallel_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=parallel_state.get_data_parallel_group())
+    return float(tensor.item())
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _current_lr(session) -> float:
+    from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
+
+    value = get_canonical_lr_for_logging(session.optimizer.param_groups)
+    return float(value) if value is not None else math.nan
+
+
+__all__ = ["GrpoTrainer", "grpo_loss_function", "grpo_updates", "log_prob_output", "policy_forward", "sequence_log_probs",
+           "trainable_rows"]

@@ -1,0 +1,243 @@
+"""Cases that run megatron-core in this process with the CPU runtime layer (process-wide), so
+test_megatron_paths.py runs this file as its own pytest process. Not collected directly (the
+file name does not start with test_).
+
+Covered: KV-cache generation equals a no-cache greedy reference token for token (ragged prompts,
+several batches); sampler log-probs equal a forward pass's; stop strings, EOD, max_new_tokens;
+seeded sampling; the shared Generator interface; packed SFT attention is blocked across
+examples; the GRPO loss wired through megatron's schedule equals the readable reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.megatron_recipes.posttraining.arithmetic import CODE_TEXTS, chat_texts, train_small_tokenizer, write_arithmetic_sft
+
+VOCAB = 400
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    from megatron_recipes.config import ParallelismConfig
+    from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
+
+    yield initialize_runtime("cpu", ParallelismConfig(), seed=11)
+    shutdown_runtime()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from megatron_recipes.generation.tokenizer import TextTokenizer
+
+    work = tmp_path_factory.mktemp("tok")
+    records = write_arithmetic_sft(work / "c.jsonl", 300)
+    return TextTokenizer(str(train_small_tokenizer(work / "tok", chat_texts(records) + CODE_TEXTS * 10, VOCAB)))
+
+
+@pytest.fixture(scope="module")
+def model(runtime, tokenizer):
+    from megatron_recipes.config import ModelConfig, ParallelismConfig
+    from megatron_recipes.models import build_model
+
+    # Large initial weights: a random model whose greedy continuations differ between prompts.
+    config = ModelConfig(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4,
+                         max_position_embeddings=256, init_method_std=0.3)
+    chunks = build_model(config, ParallelismConfig(), tokenizer.vocab_size)
+    return chunks
+
+
+def generator_for(model, tokenizer, batch_size=3):
+    from megatron_recipes.generation.megatron import MegatronGenerator
+
+    return MegatronGenerator(model, tokenizer, tokenizer.vocab_size, context_length=256, max_batch_size=batch_size)
+
+
+PROMPTS = ["User: Calculate 3 + 9.\n\nAssistant:", "User: What is 6 * 7?", "Calculate", "```python\nprint(6 * 7)\n```\n",
+           "User: Calculate 1 + 1.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant: The"]
+
+
+def full_forward_logits(model, ids: list[int]) -> torch.Tensor:
+    """Logits [len(ids), V] of one sequence without any cache."""
+    chunk = model[0]
+    chunk.eval()
+    with torch.no_grad():
+        tokens = torch.tensor([ids])
+        return chunk(tokens, torch.arange(len(ids)).unsqueeze(0), None)[0]
+
+
+def test_kv_cache_greedy_equals_the_no_cache_reference(model, tokenizer):
+    from megatron_recipes.generation.interface import SamplingParams
+
+    prompt_ids = [tokenizer.encode(p) for p in PROMPTS]
+    assert len({len(p) for p in prompt_ids}) >= 4  # ragged prompt lengths
+    generator = generator_for(model, tokenizer, batch_size=3)  # 5 prompts -> two batches
+    samples = generator.generate_ids(prompt_ids, SamplingParams(temperature=0.0, max_new_tokens=20))
+    assert generator.stats["batches"] == 2
+    continuations = set()
+    for prompt, sample in zip(prompt_ids, samples):
+        sequence = list(prompt)
+        reference = []
+        for _ in range(len(sample.token_ids)):
+            next_token = int(full_forward_logits(model, sequence)[-1, :tokenizer.vocab_size].argmax())
+            reference.append(next_token)
+            sequence.append(next_token)
+            if next_token == tokenizer.eod:
+                break
+        assert sample.token_ids == reference
+        assert len(reference) == 20 or reference[-1] == tokenizer.eod
+        continuations.add(tuple(reference))
+    assert len(continuations) >= 3  # not one degenerate continuation for every prompt
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)])
+def test_sampler_log_probs_equal_a_forward_pass(model, tokenizer, temperature, top_p):
+    from megatron_recipes.generation.interface import SamplingParams
+    from megatron_recipes.generation.logprobs import vocab_parallel_log_probs
+
+    prompt_ids = [tokenizer.encode(p) for p in PROMPTS[:3]]
+    samples = generator_for(model, tokenizer, 8).generate_ids(prompt_ids * 2, SamplingParams(temperature, top_p, 16, seed=5))
+    for sample in samples:
+        sequence = sample.prompt_ids + sample.token_ids
+        logits = full_forward_logits(model, sequence[:-1]).unsqueeze(0)
+        forward = vocab_parallel_log_probs(logits, torch.tensor([sequence[1:]]), temperature or 1.0, tokenizer.vocab_size)[0]
+        expected = forward[len(sample.prompt_ids) - 1:]
+        assert torch.allclose(torch.tensor(sample.logprobs), expected, atol=2e-4), (sample.logprobs, expected.tolist())
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ(model, tokenizer):
+    from megatron_recipes.generation.interface import SamplingParams
+
+    generator = generator_for(model, tokenizer, 4)
+    first = [s.token_ids for s in generator.generate_ids([tokenizer.encode(PROMPTS[0])] * 4, SamplingParams(1.0, 1.0, 12, seed=3))]
+    again = [s.token_ids for s in generator.generate_ids([tokenizer.encode(PROMPTS[0])] * 4, SamplingParams(1.0, 1.0, 12, seed=3))]
+    other = [s.token_ids for s in generator.generate_ids([tokenizer.encode(PROMPTS[0])] * 4, SamplingParams(1.0, 1.0, 12, seed=4))]
+    assert first == again and first != other
+    assert len({tuple(t) for t in first}) > 1  # samples of one prompt differ
+
+
+def test_stop_strings_end_generation_and_are_cut_from_the_text(model, tokenizer):
+    from megatron_recipes.generation.interface import SamplingParams
+
+    generator = generator_for(model, tokenizer, 4)
+    prompt = tokenizer.encode(PROMPTS[0])
+    free = generator.generate_ids([prompt], SamplingParams(0.0, max_new_tokens=24))[0]
+    text = free.text
+    stop = text[6:9]
+    assert len(stop) == 3 and stop in text
+    first = text.index(stop)
+    stopped = generator.generate_ids([prompt], SamplingParams(0.0, max_new_tokens=24, stop=[stop, "never-there"]))[0]
+    assert stopped.finish_reason == "stop" and stopped.stop == stop
+    assert stopped.text == text[:first]
+    # Tokens end with the one completing the stop string, and are the greedy prefix.
+    assert stopped.token_ids == free.token_ids[:len(stopped.token_ids)]
+    assert stop in tokenizer.decode(stopped.token_ids) and stop not in tokenizer.decode(stopped.token_ids[:-1])
+    # max_new_tokens ends a free run with finish_reason "length".
+    assert free.finish_reason == "length" and len(free.token_ids) == 24
+
+
+def test_end_of_document_token_ends_generation(model, tokenizer):
+    from megatron_recipes.generation.interface import SamplingParams
+    from megatron_recipes.generation.tokenizer import TextTokenizer
+
+    prompt = tokenizer.encode(PROMPTS[1])
+    free = generator_for(model, tokenizer).generate_ids([prompt], SamplingParams(0.0, max_new_tokens=24))[0]
+    # Declare the 5th greedy token the end-of-document token (a real tokenizer option).
+    chosen = free.token_ids[4]
+    first = free.token_ids.index(chosen)
+    eod_tokenizer = TextTokenizer(tokenizer.path, eod_token=tokenizer.tokenizer.id_to_token(chosen))
+    assert eod_tokenizer.eod == chosen
+    ended = generator_for(model, eod_tokenizer).generate_ids([prompt], SamplingParams(0.0, max_new_tokens=24))[0]
+    assert ended.finish_reason == "stop" and ended.token_ids == free.token_ids[:first + 1]
+    assert ended.text == eod_tokenizer.decode(free.token_ids[:first])
+
+
+def test_shared_generator_interface_groups_n_samples_per_prompt(model, tokenizer):
+    from megatron_recipes.generation.interface import Generation, Generator, SamplingParams
+
+    generator = generator_for(model, tokenizer, 8)
+    assert isinstance(generator, Generator)
+    results = generator.generate(PROMPTS[:2], SamplingParams(temperature=1.0, max_new_tokens=8, n=3, seed=1))
+    assert [len(r) for r in results] == [3, 3]
+    assert all(isinstance(g, Generation) and len(g.token_ids) == len(g.logprobs) > 0 for r in results for g in r)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass():
+    from megatron_recipes.generation.megatron import top_p_filter
+
+    probabilities = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.05, 0.9, 0.0]])
+    kept = top_p_filter(probabilities, 0.75)
+    assert torch.equal(kept > 0, torch.tensor([[True, True, False, False], [False, False, True, False]]))
+    assert torch.equal(kept[kept > 0], probabilities[kept > 0])
+    assert torch.equal(top_p_filter(probabilities, 1.0), probabilities)
+
+
+def test_packed_examples_do_not_attend_to_each_other(model, tokenizer):
+    from megatron_recipes.data.sft import block_causal_mask
+
+    chunk = model[0]
+    chunk.eval()
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(0, tokenizer.vocab_size, (10,), generator=generator)
+    changed_a = torch.randint(0, tokenizer.vocab_size, (10,), generator=generator)
+    b = torch.randint(0, tokenizer.vocab_size, (12,), generator=generator)
+    padding = torch.full((2,), tokenizer.eod)
+    segments = torch.tensor([[1] * 10 + [2] * 12 + [0] * 2])
+    positions = torch.arange(24).unsqueeze(0)
+
+    def logits(first, mask):
+        with torch.no_grad():
+            return chunk(torch.cat([first, b, padding]).unsqueeze(0), positions, mask)[0]
+
+    mask = block_causal_mask(segments)
+    packed, packed_changed = logits(a, mask), logits(changed_a, mask)
+    assert (packed[10:22] - packed_changed[10:22]).abs().max() < 1e-5  # B does not see A
+    assert (packed[:10] - packed_changed[:10]).abs().max() > 1e-2  # (A's own logits do change)
+    # Negative control: plain causal attention lets B see A.
+    causal, causal_changed = logits(a, None), logits(changed_a, None)
+    assert (causal[10:22] - causal_changed[10:22]).abs().max() > 1e-2
+    # B packed after A = B alone: rotary scores depend only on distances.
+    with torch.no_grad():
+        alone = chunk(b.unsqueeze(0), torch.arange(12).unsqueeze(0), None)[0]
+    assert (alone - packed[10:22]).abs().max() < 1e-4
+
+
+def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
+    from megatron_recipes.config import ChatTemplateConfig
+    from megatron_recipes.data.rl_prompts import PromptRecord
+    from megatron_recipes.generation.interface import SamplingParams
+    from megatron_recipes.rl.grpo import GrpoLossSettings, reference_grpo_loss
+    from megatron_recipes.rl.rollout import generate_rollouts, rollout_batch
+    from megatron_recipes.rl.trainer import grpo_loss_function, policy_forward, sequence_log_probs
+
+    records = [PromptRecord(f"q{i}", f"q{i}", str(i), p) for i, p in enumerate(PROMPTS[:3])]
+    samples = generate_rollouts(generator_for(model, tokenizer, 8), records, 4, SamplingParams(1.0, 1.0, 10, seed=2),
+                                tokenizer, ChatTemplateConfig())
+    for index, sample in enumerate(samples):  # rewards by hand: groups 0 and 1 mixed, group 2 all 1
+        sample.reward = 1.0 if sample.group == 2 or index % 2 == 0 else 0.0
+        sample.rewards = {"math_accuracy": sample.reward}
+    batch = rollout_batch(samples, tokenizer.eod)
+    assert batch.zero_variance.tolist() == [False] * 8 + [True] * 4
+    old = sequence_log_probs(model, batch, 5, 1.0, tokenizer.vocab_size)
+    # pi_old recomputed by the trainer's forward equals the sampler's log-probs on response tokens.
+    for row, sample in enumerate(samples):
+        first = len(sample.prompt_ids) - 1
+        assert torch.allclose(old[row, first:first + len(sample.response_ids)], torch.tensor(sample.sampler_logprobs), atol=2e-4)
+    assert (batch.mask.sum(dim=1) == torch.tensor([len(s.response_ids) for s in samples], dtype=torch.float32)).all()
+    batch.old_logp = old - 0.1 * batch.mask  # pretend the policy moved: ratios e^0.1 > 1 + eps for some
+    batch.ref_logp = old + 0.05
+    settings = GrpoLossSettings(kl_coefficient=0.04, epsilon_low=0.2, epsilon_high=0.05)
+    loss_fn = grpo_loss_function(settings, 1.0, tokenizer.vocab_size)
+    rows = torch.arange(len(batch))
+    micro_batch = batch.rows(rows)
+    chunk = model[0]
+    chunk.eval()
+    with torch.no_grad():
+        numerator, denominator, metrics = loss_fn(micro_batch, policy_forward(chunk, micro_batch))
+    expected = reference_grpo_loss(old.tolist(), batch.old_logp.tolist(), batch.ref_logp.tolist(), batch.advantages.tolist(),
+                                   batch.mask.tolist(), settings)
+    assert float(numerator / denominator) == pytest.approx(expected, abs=1e-5)
+    assert metrics["clip_fraction"][0] > 0 and not math.isnan(float(metrics["entropy"][0]))

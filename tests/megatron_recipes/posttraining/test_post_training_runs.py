@@ -1,0 +1,147 @@
+"""The post-training entry points for real, on one SFT'd tiny model per test session
+(conftest.sft_run): SFT runs and resumes; GRPO raises held-out accuracy; the evaluate entry point
+scores the checkpoint with the megatron generator; TP=2 (torchrun) computes the same GRPO losses
+as TP=1 on the same rollout batch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megatron_recipes.training.checkpointing import latest_iteration, read_checkpoint_info
+from megatron_recipes.training.metrics import read_metrics
+from tests.megatron_recipes.posttraining.conftest import GRPO_STEPS, SFT_STEPS, SFT_STEPS_FIRST
+from tests.support import REPO_ROOT, run_module, subprocess_env
+
+DRIVER = Path(__file__).with_name("grpo_layout_driver.py")
+IMPROVEMENT = 0.15
+
+
+@pytest.mark.integration
+def test_sft_entry_point_trains_and_resumes(sft_run):
+    assert latest_iteration(sft_run.checkpoints) == SFT_STEPS
+    info = read_checkpoint_info(sft_run.checkpoints)
+    assert info["train_state"]["consumed_samples"] == SFT_STEPS * 16
+    assert info["train_state"]["extra"]["tokenizer"].startswith(str(sft_run.tokenizer))
+    log = sft_run.second.stderr + sft_run.second.stdout
+    assert f"resumed from {sft_run.checkpoints / f'iter_{SFT_STEPS_FIRST:07d}'} at iteration {SFT_STEPS_FIRST}" in log
+    first_log = sft_run.first.stderr + sft_run.first.stdout
+    assert "3000 examples (cot 3000) -> " in first_log and "attention mask" in first_log
+    rows = read_metrics(sft_run.output_dir / "metrics.jsonl")
+    assert sorted(rows) == list(range(1, SFT_STEPS + 1))
+    # The loss is over response tokens only and it learned: far below its start.
+    assert rows[SFT_STEPS]["loss"] < 0.3 * rows[1]["loss"]
+
+
+@pytest.mark.integration
+def test_grpo_raises_heldout_accuracy_by_15_points(grpo_run):
+    rows = read_metrics(grpo_run.output_dir / "metrics.jsonl")
+    # Held-out accuracy: 64 fixed questions (another seed of the task) x 4 samples at the rollout
+    # temperature, graded by math_accuracy, before the first step and after the last.
+    before, after = rows[0]["validation_accuracy"], rows[GRPO_STEPS]["validation_accuracy"]
+    assert rows[0]["validation_problems"] == 256
+    print(f"held-out accuracy {before:.3f} -> {after:.3f}")
+    assert after - before >= IMPROVEMENT, (before, after)
+    # Every documented metric is logged for every step.
+    for step in range(1, GRPO_STEPS + 1):
+        for name in ("loss", "reward_mean", "reward_std", "accuracy", "kl", "clip_fraction", "entropy", "response_length",
+                     "zero_variance_groups", "rollout_tokens_per_second", "training_tokens_per_second", "lr", "grad_norm"):
+            assert name in rows[step], (step, name)
+    assert rows[1]["updates"] == 2 and 0 <= rows[1]["zero_variance_groups"] <= 1
+    assert any(event.name.startswith("events.out.tfevents") for event in (grpo_run.output_dir / "tensorboard").iterdir())
+    log = grpo_run.result.stderr
+    assert "reward_mean" in log and "validation at step 0 | accuracy" in log
+    # The final policy was saved with its tokenizer, loadable by the next stage.
+    info = read_checkpoint_info(grpo_run.checkpoints)
+    assert info["iteration"] == GRPO_STEPS and info["train_state"]["consumed_samples"] == GRPO_STEPS * 8
+    assert info["train_state"]["extra"]["tokenizer"]
+
+
+def evaluate_checkpoint(checkpoints: Path, heldout: Path, output_dir: Path) -> tuple[dict, list[dict]]:
+    result = run_module("megatron_recipes.evaluate", "dataset=gsm8k", f"dataset.path={heldout}", "prompt_style=zero_shot",
+                        "generator=megatron", f"generator.checkpoint={checkpoints}", "sampling.max_new_tokens=24",
+                        f"output_dir={output_dir}", OMP_NUM_THREADS="1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((output_dir / "results.json").read_text())["summary"]
+    records = [json.loads(line) for line in (output_dir / "records.jsonl").read_text().splitlines()]
+    return summary, records
+
+
+@pytest.mark.integration
+def test_evaluate_scores_checkpoints_with_the_megatron_generator(sft_run, grpo_run, tmp_path):
+    from megatron_recipes.config import ChatTemplateConfig
+    from megatron_recipes.data.rl_prompts import PromptStream
+    from tests.megatron_recipes.posttraining.arithmetic import prompt_config
+
+    held_out = PromptStream(prompt_config(seed=4321, limit=32), ChatTemplateConfig()).take(0, 32)
+    path = tmp_path / "heldout.jsonl"
+    path.write_text("".join(json.dumps({"question": r.question, "answer": f"{r.question} is {r.answer}.\n#### {r.answer}"}) + "\n"
+                            for r in held_out))
+    before, before_records = evaluate_checkpoint(sft_run.checkpoints, path, tmp_path / "sft_eval")
+    after, records = evaluate_checkpoint(grpo_run.checkpoints, path, tmp_path / "grpo_eval")
+    print(f"evaluate (greedy, GSM8K format, zero-shot): SFT {before['accuracy']:.3f} -> GRPO {after['accuracy']:.3f}")
+    assert before["problems"] == after["problems"] == 32 and len(records) == 32
+    # The zero-shot prompt is the SFT chat template, the answers come from the checkpoints' model.
+    assert records[0]["prompt"] == held_out[0].prompt
+    assert after["accuracy"] == sum(r["samples"][0]["correct"] for r in records) / 32
+    assert all(r["samples"][0]["finish_reason"] == "stop" for r in records)  # every answer ended with EOD
+    assert after["accuracy"] >= 0.5 and after["accuracy"] >= before["accuracy"] + IMPROVEMENT, (before, after)
+
+
+@pytest.mark.integration
+def test_evaluate_refuses_megatron_without_a_checkpoint():
+    result = run_module("megatron_recipes.evaluate", "generator=megatron")
+    assert result.returncode == 2
+    assert "generator=megatron needs generator.checkpoint" in result.stderr
+
+
+@pytest.mark.integration
+def test_tensor_parallel_grpo_losses_equal_tensor_parallel_1(sft_run, tmp_path):
+    env = subprocess_env(OMP_NUM_THREADS="1")
+    init = str(sft_run.checkpoints)
+    reference = subprocess.run([sys.executable, str(DRIVER), "reference", "--work", str(tmp_path), "--init", init],
+                               cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-4000:]
+    layouts = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(DRIVER),
+                              "layouts", "--work", str(tmp_path), "--init", init],
+                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert layouts.returncode == 0, layouts.stderr[-4000:]
+    expected = json.loads((tmp_path / "reference.json").read_text())
+    results = json.loads((tmp_path / "layouts.json").read_text())
+    assert len(expected["losses"]) == 2  # both updates ran (the batch has groups with a reward spread)
+    assert results["tp2"]["layout"]["tensor_parallel"] == 2 and results["dp2"]["layout"]["data_parallel"] == 2
+    for name in ("tp2", "dp2"):
+        result = results[name]
+        for key in ("losses", "kl", "clip_fraction", "grad_norms"):
+            assert result[key] == pytest.approx(expected[key], abs=1e-5), (name, key, result[key], expected[key])
+        assert result["tokens"] == expected["tokens"]
+        assert result["greedy"] == expected["greedy"]  # generation at TP=2 = TP=1, token for token
+    # The second update is off-policy (ratios != 1): it differs from the first.
+    assert expected["losses"][0] != pytest.approx(expected["losses"][1], abs=1e-7)
+
+
+@pytest.mark.integration
+def test_grpo_resumes_with_the_reset_reference_of_iterative_grpo(sft_run, tmp_path):
+    from tests.megatron_recipes.posttraining.conftest import grpo_overrides
+
+    def run(steps: int):
+        overrides = [*grpo_overrides(sft_run.checkpoints, tmp_path / "grpo", steps), "rl.eval_interval=0",
+                     "rl.reference_reset_interval=2", "checkpoint.save_interval=2", "trainer.tensorboard=false"]
+        result = run_module("megatron_recipes.grpo", *overrides, OMP_NUM_THREADS="1")
+        assert result.returncode == 0, result.stderr[-4000:]
+        return result
+
+    run(4)
+    checkpoints = tmp_path / "grpo" / "checkpoints"
+    assert latest_iteration(checkpoints) == 4 and latest_iteration(checkpoints / "reference") == 4
+    resumed = run(6)
+    assert f"reference model: {checkpoints / 'reference' / 'iter_0000004'}" in resumed.stderr
+    assert "resumed from" in resumed.stderr and "at iteration 4" in resumed.stderr
+    kl = {step: row["kl"] for step, row in read_metrics(tmp_path / "grpo" / "metrics.jsonl").items()}
+    # Right after each reset the policy starts from the reference again: KL falls back.
+    assert kl[3] < kl[2] and kl[5] < kl[4], kl
+    assert read_checkpoint_info(checkpoints)["train_state"]["consumed_samples"] == 6 * 8
