@@ -79,7 +79,8 @@ def _repetition_signals(lines: list[str], paragraphs: list[str], words: list[str
             else:
                 first_seen.add(unit)
         signals[f"gopher_duplicate_{name}_char_fraction"] = duplicate_chars / max(1, sum(len(u) for u in units))
-    word_array = np.array(words)
+    # dtype=str: an empty page (no words) must give an empty string array, not a float one.
+    word_array = np.array(words, dtype=str)
     _, word_ids = np.unique(np.char.lower(word_array), return_inverse=True)
     ids = word_ids.astype(np.uint64).ravel()
     lengths = np.char.str_len(word_array).astype(np.int64)

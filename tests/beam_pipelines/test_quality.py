@@ -120,3 +120,14 @@ def test_signals_are_computed_on_prose_not_math():
     text = "Consider $\\{x \\mid x > 0\\}$ and the set $\\{1, 2, 3\\}$ " + PROSE
     assert "{" not in strip_math(text)
     assert quality_signals(text)["c4_curly_brackets"] == 0
+
+
+@pytest.mark.parametrize("text", ["", "   \n\n ", "— … ·", "$$ $$"])
+def test_pages_without_words_get_signals_and_a_verdict(text):
+    # A page with nothing word-like (empty after extraction, only punctuation or empty math) must
+    # be dropped as too short, not crash the signal kernel.
+    signals = quality_signals(text)
+    assert signals["gopher_word_count"] == len(text.split())
+    assert signals["gopher_top_2gram_char_fraction"] == 0.0
+    verdict = quality_verdict(signals, 0, QualityConfig())
+    assert verdict is not None and verdict.reason == "gopher_too_few_words"

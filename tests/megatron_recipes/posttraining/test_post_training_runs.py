@@ -1,5 +1,6 @@
 """The post-training entry points for real, on one SFT'd tiny model per test session
-(conftest.sft_run): SFT runs and resumes; GRPO raises held-out accuracy; the evaluate entry point
+(conftest.sft_run): SFT runs and resumes; GRPO raises held-out accuracy (and, from an SFT model
+taught 40% wrong answers, makes correct answers more likely); the evaluate entry point
 scores the checkpoint with the megatron generator; TP=2 (torchrun) computes the same GRPO losses
 as TP=1 on the same rollout batch."""
 
@@ -14,7 +15,8 @@ import pytest
 
 from megatron_recipes.training.checkpointing import latest_iteration, read_checkpoint_info
 from megatron_recipes.training.metrics import read_metrics
-from tests.megatron_recipes.posttraining.conftest import GRPO_STEPS, SFT_STEPS, SFT_STEPS_FIRST
+from tests.megatron_recipes.posttraining.arithmetic import chat_texts, train_small_tokenizer, write_arithmetic_sft
+from tests.megatron_recipes.posttraining.conftest import GRPO_STEPS, SFT_STEPS, SFT_STEPS_FIRST, grpo_overrides, sft_overrides
 from tests.support import REPO_ROOT, run_module, subprocess_env
 
 DRIVER = Path(__file__).with_name("grpo_layout_driver.py")
@@ -69,6 +71,27 @@ def evaluate_checkpoint(checkpoints: Path, heldout: Path, output_dir: Path) -> t
     summary = json.loads((output_dir / "results.json").read_text())["summary"]
     records = [json.loads(line) for line in (output_dir / "records.jsonl").read_text().splitlines()]
     return summary, records
+
+
+@pytest.mark.integration
+def test_grpo_unlearns_wrong_answers_taught_by_sft(tmp_path):
+    """The session's learning test rewards a format the SFT data used half the time; here every SFT
+    answer is boxed (so always graded) but 40% of them are off by one, so the SFT'd model samples
+    wrong sums. The held-out gain can only come from correct answers becoming more likely.
+    Measured with this task, 3,000 examples and 50 GRPO steps: seeds 99, 3, 7 gained 15.6, 17.1 and
+    26.9 points; this test runs seed 7 for 60 steps (0.219 -> 0.488 when written)."""
+    seed, steps = 7, 60
+    records = write_arithmetic_sft(tmp_path / "sft.jsonl", 3000, noise=0.4, seed=seed)
+    assert 0.3 < sum(r["noisy"] for r in records) / len(records) < 0.5
+    tokenizer = train_small_tokenizer(tmp_path / "tokenizer", chat_texts(records))
+    sft = run_module("megatron_recipes.sft", *sft_overrides(tmp_path / "sft.jsonl", tokenizer, tmp_path / "sft", SFT_STEPS), OMP_NUM_THREADS="1")
+    assert sft.returncode == 0, sft.stderr[-4000:]
+    grpo = run_module("megatron_recipes.grpo", *grpo_overrides(tmp_path / "sft" / "checkpoints", tmp_path / "grpo", steps), OMP_NUM_THREADS="1")
+    assert grpo.returncode == 0, grpo.stderr[-4000:]
+    rows = read_metrics(tmp_path / "grpo" / "metrics.jsonl")
+    before, after = rows[0]["validation_accuracy"], rows[steps]["validation_accuracy"]
+    print(f"held-out accuracy (noisy SFT) {before:.3f} -> {after:.3f}")
+    assert after - before >= IMPROVEMENT, (before, after)
 
 
 @pytest.mark.integration
