@@ -16,7 +16,7 @@ from beam_pipelines.config import ConfigError  # one error type for every config
 from beam_pipelines.config import CorpusConfig
 from beam_pipelines.config import register_configs as register_corpus_configs
 
-__all__ = ["ConfigError", "register_configs", "EvaluateConfig", "AnswerCheckConfig", "SandboxConfig"]
+__all__ = ["ConfigError", "register_configs", "EvaluateConfig", "AnswerCheckConfig", "SandboxConfig", "ConvertConfig"]
 
 
 def register_configs() -> None:
@@ -25,6 +25,7 @@ def register_configs() -> None:
     register_corpus_configs()  # the `corpus` group, shared with the Beam pipelines
     register_training_configs()
     register_evaluation_configs()
+    register_convert_configs()
     register_posttraining_configs()
 
 
@@ -90,8 +91,23 @@ class ModelConfig:
     # uniform block).
     recompute: str = "none"
     recompute_num_layers: int = 1
+    # A Hugging Face LLaMA-layout model directory (config.json + safetensors). When set, the
+    # architecture fields above come from its config.json (validate() adopts them) and a fresh
+    # run starts from its weights, read straight into the run's own TP/PP layout
+    # (megatron_recipes.convert.load_hf_weights); a resumed run uses its checkpoint. null = off.
+    init_from_hf: str | None = None
+
+    def adopt_init_from_hf(self) -> dict:
+        """Take the architecture fields from `init_from_hf`'s config.json (idempotent; cheap JSON).
+        Returns {field: (old, new)} of what changed."""
+        if not self.init_from_hf:
+            return {}
+        from megatron_recipes.convert.architecture import adopt_hf_architecture
+
+        return adopt_hf_architecture(self)
 
     def validate(self) -> None:
+        self.adopt_init_from_hf()
         for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "max_position_embeddings"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive")
@@ -383,6 +399,11 @@ def validate_training_layout(model: ModelConfig, parallelism: ParallelismConfig,
         raise ConfigError("trainer.fp8 needs model.transformer_impl=transformer_engine (or auto on a CUDA machine with TE)")
 
 
+def validate_init_sources(model: ModelConfig, checkpoint: CheckpointConfig) -> None:
+    if model.init_from_hf and checkpoint.init_from:
+        raise ConfigError("set either model.init_from_hf (Hugging Face weights) or checkpoint.init_from (megatron weights), not both")
+
+
 @dataclass
 class PretrainConfig:
     """python -m megatron_recipes.pretrain: one composition of the groups below (conf/pretrain.yaml)."""
@@ -399,6 +420,7 @@ class PretrainConfig:
     def validate(self) -> None:
         for section in (self.model, self.parallelism, self.optimizer, self.data, self.trainer, self.checkpoint):
             section.validate()
+        validate_init_sources(self.model, self.checkpoint)
         validate_training_layout(self.model, self.parallelism, self.trainer, self.data.seq_length)
         if self.optimizer.decay_steps is None and self.optimizer.warmup_steps >= self.trainer.train_steps and self.optimizer.lr_schedule != "constant":
             raise ConfigError(
@@ -575,6 +597,67 @@ def register_evaluation_configs() -> None:
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(group="dataset", name="dataset_schema", node=EvalDatasetConfig)
     store.store(group="generator", name="generator_schema", node=GeneratorConfig)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoint conversion (python -m megatron_recipes.convert; megatron_recipes/convert/). The
+# recipes' own option is ModelConfig.init_from_hf above.
+# ------------------------------------------------------------------------------------------------
+
+CONVERT_MODES = ("import", "export")
+CONVERT_DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass
+class ConvertConfig:
+    """python -m megatron_recipes.convert (conf/convert.yaml): HF <-> megatron checkpoints.
+
+    mode=import reads `hf_dir` (config.json + safetensors, one file or sharded with an index)
+    and writes a weights-only megatron checkpoint `<megatron_dir>/iter_0000000/` + `latest`,
+    loadable by every recipe at any layout (`checkpoint.init_from=<megatron_dir>`). mode=export
+    reads `megatron_dir` (a run directory or one iter_* directory, saved at any layout) and
+    writes `hf_dir` for `AutoModelForCausalLM.from_pretrained`.
+    """
+
+    mode: str = "import"
+    hf_dir: str | None = None
+    megatron_dir: str | None = None
+    # auto: keep the source's dtype (the HF tensors' on import, the stored weights' on export).
+    dtype: str = "auto"
+    # Import: vocabulary rows are zero-padded to a multiple of make_vocab_size_divisible_by x
+    # tensor_parallel_size (megatron loads them at another padding too; export removes it).
+    make_vocab_size_divisible_by: int = 128
+    tensor_parallel_size: int = 1
+    # Export: the largest safetensors file, in transformers' spelling (5GB, 500MB, 2GiB).
+    max_shard_size: str = "5GB"
+    # Export: an HF model directory whose config.json fields (token ids...) and tokenizer files
+    # are carried over; null = the config an import stored, or the run's model.init_from_hf.
+    hf_template: str | None = None
+    # Replace an existing output (import: a directory with a `latest`; export: a non-empty hf_dir).
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        from pathlib import Path
+
+        if self.mode not in CONVERT_MODES:
+            raise ConfigError(f"mode={self.mode!r} is not one of {', '.join(CONVERT_MODES)}")
+        if not self.hf_dir or not self.megatron_dir:
+            raise ConfigError("set both hf_dir=... and megatron_dir=... (import reads hf_dir, export reads megatron_dir)")
+        if self.dtype not in CONVERT_DTYPES:
+            raise ConfigError(f"dtype={self.dtype!r} is not one of {', '.join(CONVERT_DTYPES)}")
+        if self.make_vocab_size_divisible_by <= 0 or self.tensor_parallel_size <= 0:
+            raise ConfigError("make_vocab_size_divisible_by and tensor_parallel_size must be positive")
+        from megatron_recipes.convert.hf_checkpoint import parse_size
+
+        if parse_size(self.max_shard_size) <= 0:
+            raise ConfigError("max_shard_size must be positive")
+        source = Path(self.hf_dir if self.mode == "import" else self.megatron_dir)
+        if not source.exists():
+            raise ConfigError(f"{'hf_dir' if self.mode == 'import' else 'megatron_dir'}={source} does not exist")
+
+
+def register_convert_configs() -> None:
+    ConfigStore.instance().store(name="convert_schema", node=ConvertConfig)
 
 
 # ------------------------------------------------------------------------------------------------

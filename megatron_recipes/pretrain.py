@@ -9,7 +9,7 @@ On a cluster (one process per GPU; torchrun per node, or srun with one task per 
     torchrun --nnodes $N --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint $HEAD:29500 \\
         --signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 --shutdown-timeout 300 \\
         -m megatron_recipes.pretrain +experiment=deepseekmath_base_7b corpus.work_dir=/data/dsm \\
-        checkpoint.init_from=/ckpt/coder_v15
+        checkpoint.init_from=/ckpt/coder_v15      # or model.init_from_hf=/models/deepseek-coder-7b-base-v1.5
     srun --ntasks-per-node 8 --gpus-per-task 1 python -m megatron_recipes.pretrain +experiment=corpus_comparison_1p3b
 Impossible settings (heads vs TP, layers vs PP, batch vs micro-batch x DP, missing data,
 vocabulary too small for the tokenizer) fail before any process group exists, with one line
@@ -55,6 +55,8 @@ def plan_pretraining(config: PretrainConfig) -> PretrainPlan:
 
     resolve_device(config.trainer.device)  # trainer.device=cuda without CUDA, cpu with CUDA
     data, model = config.data, config.model
+    for name, (old, new) in model.adopt_init_from_hf().items():
+        log.info("model.%s = %s from %s/config.json (preset: %s)", name, new, model.init_from_hf, old)
     if data.mock:
         vocab_size = model.vocab_size or 32000
         tokenizer = SyntheticTokenizer(vocab_size)

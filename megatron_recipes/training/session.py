@@ -7,7 +7,9 @@
 Restore order: if `checkpoint.resume` and `<checkpoint.dir>/latest` exists, the full state
 (model, optimizer, scheduler, RNG, TrainState) comes from there, at whatever layout it was
 saved; else if `checkpoint.init_from` is set, only the model weights come from there (a
-converted HF model, another run); else the model keeps its seeded random init.
+converted HF model, another run); else if `model.init_from_hf` is set, the weights are read
+from that Hugging Face directory straight into this layout (megatron_recipes.convert, whose
+config.json also fixed the architecture); else the model keeps its seeded random init.
 
 `model_builder(model_cfg, parallelism, vocab_size, device, precision, fp8) -> list[GPTModel]`
 may replace the default LLaMA builder (a recipe with another architecture); it must build
@@ -123,6 +125,7 @@ def setup_training(model_config: ModelConfig, parallelism: ParallelismConfig, op
     from megatron_recipes.training.checkpointing import latest_iteration, load_checkpoint, load_model_weights
     from megatron_recipes.training.optimizer import build_optimizer, build_scheduler
 
+    model_config.adopt_init_from_hf()  # the HF architecture, if any (idempotent, before building)
     runtime = runtime or initialize_runtime(trainer.device, parallelism, seed=trainer.seed,
                                             timeout_minutes=trainer.distributed_timeout_minutes)
     precision = resolve_precision(trainer.precision, runtime.device)
@@ -161,4 +164,12 @@ def setup_training(model_config: ModelConfig, parallelism: ParallelismConfig, op
         session.restored_from = str(loaded.path)
         if runtime.is_logging_rank:
             log.info("initialised model weights from %s", loaded.path)
+    elif model_config.init_from_hf:
+        from megatron_recipes.convert import load_hf_weights
+
+        load_hf_weights(model_config.init_from_hf, model)
+        optimizer.reload_model_params()
+        session.restored_from = str(model_config.init_from_hf)
+        if runtime.is_logging_rank:
+            log.info("initialised model weights from the Hugging Face checkpoint %s", model_config.init_from_hf)
     return session

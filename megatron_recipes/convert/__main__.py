@@ -1,0 +1,60 @@
+"""convert: Hugging Face <-> megatron-core checkpoints of the LLaMA-layout DeepSeek models.
+
+Locally (one process; CPU is enough, no GPU is used):
+    python -m megatron_recipes.convert mode=import hf_dir=/models/deepseek-math-7b-base megatron_dir=/ckpt/dsm7b
+    python -m megatron_recipes.convert mode=export megatron_dir=outputs/pretrain/tiny/checkpoints \\
+        hf_dir=outputs/hf/tiny max_shard_size=2GB dtype=bf16
+Then train from the import at any layout, e.g.
+    torchrun --nproc-per-node 8 -m megatron_recipes.pretrain model=deepseek_math_7b parallelism=tp8_sp \\
+        checkpoint.init_from=/ckpt/dsm7b
+or skip the import: `model.init_from_hf=/models/deepseek-math-7b-base` reads the HF files
+straight into the run's layout (megatron_recipes.convert.load_hf_weights).
+On a cluster: the same command in a one-task job step on any node (CPU only, e.g.
+`srun -n 1 -c 8 --mem 64G python -m megatron_recipes.convert ...`), next to the shared filesystem.
+
+Checks come first: the HF config (architecture, biases, rope scaling, head size), every shard
+file and tensor (presence, shape, dtype, file length) or the megatron checkpoint's metadata
+against its model_config; a bad input prints one line `error: ...` naming the file or tensor
+and exits with status 2 before anything is written.
+
+Memory: import holds one copy of the model in the target dtype (about 14 GB for a 7B model in
+bf16); export holds one output shard plus one decoder layer. Time: one read and one write of
+the model (disk-bound). See megatron_recipes/convert/__init__.py for the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from beam_pipelines.cli import hydra_entry_point
+from megatron_recipes.config import ConvertConfig, register_configs
+
+log = logging.getLogger("megatron_recipes.convert")
+
+
+def run_conversion(config: ConvertConfig):
+    """Import or export per `config.mode`; returns the written directory."""
+    if config.mode == "import":
+        from megatron_recipes.convert.hf_to_megatron import import_hf_checkpoint
+
+        return import_hf_checkpoint(config.hf_dir, config.megatron_dir, dtype=config.dtype,
+                                    make_vocab_size_divisible_by=config.make_vocab_size_divisible_by,
+                                    tensor_parallel_size=config.tensor_parallel_size, overwrite=config.overwrite)
+    from megatron_recipes.convert.megatron_to_hf import export_megatron_checkpoint
+
+    return export_megatron_checkpoint(config.megatron_dir, config.hf_dir, dtype=config.dtype,
+                                      max_shard_size=config.max_shard_size, hf_template=config.hf_template,
+                                      overwrite=config.overwrite)
+
+
+@hydra_entry_point("convert", register_configs)
+def main(config: ConvertConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("megatron").setLevel(logging.WARNING)
+    written = run_conversion(config)
+    print(f"convert: {config.mode} done -> {os.fspath(written)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
