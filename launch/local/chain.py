@@ -3,7 +3,7 @@
     python launch/local/chain.py                                  # the embedded default (< 20 min, 2 cores)
     python launch/local/chain.py chain_size=ci work_dir=/tmp/c    # the test's reduced sizes
     python launch/local/chain.py force=[pretrain]                 # redo pretrain and everything after it
-    python launch/local/chain.py 'overrides.sft=[optimizer.lr=2e-3]'   # extra Hydra overrides for one stage
+    python launch/local/chain.py "overrides.sft=['optimizer.lr=2e-3']"   # extra Hydra overrides for one stage
 
 Every stage is a real subprocess, `python -m <entry point> <Hydra overrides>`: the same commands a
 cluster user runs (the README's "The chain at real scale" lists them with the 7B presets). In order:
@@ -89,7 +89,7 @@ class ChainConfig:
     force: list[str] = field(default_factory=list)
     from_stage: str = ""
     # Extra Hydra overrides per stage, appended last: {sft: ["optimizer.lr=2e-3"], ...}.
-    overrides: dict[str, list[str]] = field(default_factory=dict)
+    overrides: dict[str, list[str]] = field(default_factory=lambda: {stage: [] for stage in STAGES})
     # Echo every line of every stage (default: progress lines only; the logs hold everything).
     verbose: bool = False
 

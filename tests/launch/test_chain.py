@@ -113,7 +113,7 @@ def test_a_rerun_skips_finished_stages(chain):
 def test_a_failing_stage_stops_the_chain_with_its_name_and_log(chain):
     work, _ = chain
     # force reruns the last stage only; the bad override makes its entry point refuse the config.
-    failed = run_chain("chain_size=ci", f"work_dir={work}", "force=[evaluate_grpo]", "overrides.evaluate_grpo=[sampling.temperature=-1]",
+    failed = run_chain("chain_size=ci", f"work_dir={work}", "force=[evaluate_grpo]", "overrides.evaluate_grpo=['sampling.temperature=-1']",
                        timeout=300)
     assert failed.returncode == 1
     error = failed.stderr.strip().splitlines()[-1]
