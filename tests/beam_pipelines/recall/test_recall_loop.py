@@ -304,8 +304,9 @@ def test_unattended_policy_is_the_stated_rule_and_respects_rejections(loop_run):
     expected = sorted(r["prefix"] for r in review if r["pool_pages"] >= 10 and r["selected_fraction"] >= 0.5
                       and not rejected.covers(r["prefix"]))
     assert approvals["automatic"] == expected
+    # Which math prefixes cross the 50% line depends on the weak round-1 classifier (mpmath's
+    # prefix sat at the line in one CI run); the rule must approve some math and nothing else.
     assert "docs.scipy.org/doc/scipy/reference" in approvals["automatic"]
-    assert "mpmath.org/doc/current" in approvals["automatic"]
     assert {parse_prefix(p)[0] for p in approvals["automatic"]} <= MATH_DOMAINS
     assert approvals["approved"] == sorted(set(approvals["automatic"]) | set(APPROVED_AFTER_ROUND_1))
 
