@@ -79,7 +79,7 @@ class ExecutionResult:
     exit_code: int | None  # negative: killed by that signal
     limit_hit: str | None  # one of the LIMIT_* names, or None
     wall_seconds: float
-    isolation: str  # "namespaces+uid" (root) or "audit-hook" (fallback)
+    isolation: str  # "namespaces+uid" (root), "audit-hook" (fallback) or "failed" (set-up failed, not run)
     output_truncated: bool = False
 
     @property
@@ -184,6 +184,8 @@ def run_python(code: str, limits: SandboxLimits | None = None, slot: int = 0, us
             limit_hit = _classify(exit_code, stderr_text, cpu_limit_hit)
         isolated = is_root and use_namespaces and "namespaces unavailable" not in stderr_text
         isolation = "namespaces+uid" if isolated else "audit-hook"
+        if "sandbox: isolation set-up failed" in stderr_text:
+            isolation = "failed"  # the launcher refused to run the program; stderr says why
         return ExecutionResult(
             stdout=stdout.decode("utf-8", "replace"), stderr=stderr_text, exit_code=exit_code,
             limit_hit=limit_hit, wall_seconds=round(wall, 4), isolation=isolation, output_truncated=truncated,

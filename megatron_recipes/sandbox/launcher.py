@@ -27,6 +27,7 @@ CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PDEATHSIG = 1
+ISOLATION_FAILED_EXIT = 70  # EX_SOFTWARE: the sandbox, not the program, failed
 
 FALLBACK_GUARD = r"""
 import sys
@@ -96,20 +97,43 @@ def _expose(libc, paths) -> None:
 
 
 def _isolate_namespaces(libc, workdir: str, tmpfs_mb: int, expose) -> str:
-    """New net + mount namespaces; returns the working directory's path inside them."""
-    if libc.unshare(CLONE_NEWNET | CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), "unshare")
+    """Inside fresh net + mount namespaces (unshared by the caller): private mounts, tmpfs over
+    /tmp, /var/tmp and /dev/shm; returns the working directory's path inside them."""
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     workdir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
-    for directory in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(directory):
-            _mount(libc, "tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
+    covered = [directory for directory in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(directory)]
+    # The interpreter may itself live under a directory about to be covered (a checkout and its
+    # .venv under /tmp, as CI clones often are): hold those paths open and bind them back after.
+    buried = {}
+    for path in sorted({os.path.abspath(p) for p in expose}):
+        under = any(path.startswith(directory + "/") for directory in covered)
+        if under and os.path.exists(path) and not any(path.startswith(kept + "/") for kept in buried):
+            buried[path] = (os.open(path, os.O_PATH), os.path.isdir(path))
+    for directory in covered:
+        _mount(libc, "tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
     inside = "/tmp/sandbox"
     os.mkdir(inside)
     _mount(libc, f"/proc/self/fd/{workdir_fd}", inside, None, MS_BIND)
     os.close(workdir_fd)
+    for path, (handle, is_directory) in buried.items():
+        _make_parents(os.path.dirname(path))
+        if is_directory:
+            os.mkdir(path, 0o755)
+        else:
+            open(path, "w").close()
+        _mount(libc, f"/proc/self/fd/{handle}", path, None, MS_BIND)
+        os.close(handle)
     _expose(libc, expose)
     return inside
+
+
+def _make_parents(directory: str) -> None:
+    """mkdir -p with mode 0755 whatever the umask (the unprivileged uid must traverse them)."""
+    if os.path.isdir(directory):
+        return
+    _make_parents(os.path.dirname(directory))
+    os.mkdir(directory)
+    os.chmod(directory, 0o755)
 
 
 def main() -> None:
@@ -121,11 +145,18 @@ def main() -> None:
     is_root = os.geteuid() == 0
     isolated = False
     if is_root and config.get("use_namespaces", True):
-        try:
-            workdir = _isolate_namespaces(libc, workdir, config["tmpfs_mb"], config["expose"])
-            isolated = True
-        except OSError as error:
+        if libc.unshare(CLONE_NEWNET | CLONE_NEWNS) != 0:
+            error = OSError(ctypes.get_errno(), "unshare")
             sys.stderr.write(f"sandbox: namespaces unavailable ({error}); using the audit-hook fallback\n")
+        else:
+            try:
+                workdir = _isolate_namespaces(libc, workdir, config["tmpfs_mb"], config["expose"])
+            except OSError as error:
+                # Half-built isolation (a new mount namespace with /tmp covered) is neither the
+                # sandbox nor the caller's view: refuse to run the program rather than guess.
+                sys.stderr.write(f"sandbox: isolation set-up failed ({error}); the program was not run\n")
+                sys.exit(ISOLATION_FAILED_EXIT)
+            isolated = True
     limits = [
         (resource.RLIMIT_CPU, config["cpu_seconds"], config["cpu_seconds"] + 1),
         (resource.RLIMIT_AS, config["memory_bytes"], config["memory_bytes"]),

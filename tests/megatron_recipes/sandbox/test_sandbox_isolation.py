@@ -150,3 +150,42 @@ def test_audit_hook_fallback_blocks_sockets_and_signals():
     )
     assert result.stdout.count("blocked") == 2, result.stdout + result.stderr
     assert result.isolation == "audit-hook"
+
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="namespaces and the per-slot uid need root")
+def test_an_interpreter_under_tmp_stays_reachable_while_tmp_is_private():
+    """A checkout and its .venv under /tmp (CI clones often live there): the sandbox covers /tmp
+    with a fresh tmpfs, yet the interpreter, its venv and the working directory must stay
+    reachable, and nothing else of the caller's /tmp may show."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.support import REPO_ROOT
+
+    scratch = Path(tempfile.mkdtemp(prefix="sandbox-venv-test-", dir="/tmp"))
+    try:
+        venv = scratch / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+        # The caller (not the sandboxed program) imports the executor from this checkout.
+        Path(purelib, "checkout.pth").write_text(f"{REPO_ROOT}\n")
+        (scratch / "caller_secret.txt").write_text("not for the sandbox")
+        program = "import os, sys\nprint(sys.prefix)\nprint(sorted(os.listdir('/tmp')))\nprint(os.getcwd())"
+        caller = ("import json\nfrom megatron_recipes.sandbox.executor import run_python\n"
+                  f"print(json.dumps(run_python({program!r}).as_dict()))")
+        completed = subprocess.run([str(venv / "bin" / "python"), "-c", caller], capture_output=True, text=True, timeout=120)
+        assert completed.returncode == 0, completed.stderr
+        result = json.loads(completed.stdout)
+        assert result["isolation"] == "namespaces+uid" and result["exit_code"] == 0, result
+        prefix, listing, cwd = result["stdout"].splitlines()
+        assert prefix == str(venv)
+        # Only the sandbox's own directory and the path down to the venv: no pytest
+        # directories, no caller files.
+        assert listing == repr(sorted(["sandbox", scratch.name])), listing
+        assert cwd == "/tmp/sandbox"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
