@@ -12,9 +12,11 @@ What isolates a program (see `launcher.py` for the order of the steps):
   - an environment with none of the caller's variables;
   - as root (CI, containers): no network (a new network namespace), private tmpfs over /tmp,
     /var/tmp, /dev/shm (a new mount namespace), and an unprivileged uid per pool slot
-    (`uid_base + slot`), so it cannot write outside its directory, read the caller's private
-    files, or signal the caller; after each run every process of that uid is killed (a fork bomb
-    that escaped the session is swept too);
+    (`uid_base + slot`, or the next free one), so it cannot write outside its directory, read the
+    caller's private files, or signal the caller; after each run every process of that uid is
+    killed (a fork bomb that escaped the session is swept too). A uid is claimed machine-wide
+    with a lock file for the whole run, so pools in separate processes (two evaluation jobs on
+    one node) never share a uid and never sweep each other's programs;
   - not root: the same limits, plus a Python audit hook refusing sockets, signals to other
     processes and ctypes (best effort: a determined program can get around an audit hook;
     `ExecutionResult.isolation` says which mode ran).
@@ -25,6 +27,7 @@ memory bounded by `limits.memory_mb` per process and `limits.processes` processe
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
@@ -63,11 +66,13 @@ class SandboxLimits:
     output_bytes: int = 1 << 20
     open_files: int = 64
     tmpfs_mb: int = 64
-    # Pool slots run as uid_base + slot when the caller is root.
+    # Pool slots run as uid_base + slot when the caller is root (the next free uid in
+    # [uid_base, uid_base + uid_count) when another process holds that one).
     uid_base: int = 61000
+    uid_count: int = 1024
 
     def validate(self) -> None:
-        for name in ("wall_seconds", "cpu_seconds", "memory_mb", "processes", "file_size_mb", "output_bytes", "open_files"):
+        for name in ("wall_seconds", "cpu_seconds", "memory_mb", "processes", "file_size_mb", "output_bytes", "open_files", "uid_count"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"sandbox.{name} must be positive")
 
@@ -156,7 +161,7 @@ def run_python(code: str, limits: SandboxLimits | None = None, slot: int = 0, us
     """
     limits = limits or SandboxLimits()
     is_root = os.geteuid() == 0
-    uid = limits.uid_base + slot
+    uid, uid_lock = _claim_uid(limits, slot) if is_root else (limits.uid_base + slot, None)
     workdir = tempfile.mkdtemp(prefix="sandbox-")
     try:
         Path(workdir, "main.py").write_text(code, encoding="utf-8")
@@ -194,6 +199,36 @@ def run_python(code: str, limits: SandboxLimits | None = None, slot: int = 0, us
         if is_root:
             _kill_uid(uid)
         shutil.rmtree(workdir, ignore_errors=True)
+        if uid_lock is not None:
+            os.close(uid_lock)  # releases the claim, after the sweep
+
+
+def _uid_lock_directory() -> Path:
+    # /run/lock is the machine's own lock directory (the same for every process, whatever its
+    # TMPDIR); /tmp where there is none.
+    base = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
+    directory = base / "deepseekmath-sandbox-uids"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory
+
+
+def _claim_uid(limits: SandboxLimits, slot: int) -> tuple[int, int]:
+    """Lock a sandbox uid for one run: uid_base + slot if free, else the next free one; when every
+    uid of the range is busy, wait for the slot's own. Returns (uid, fd holding the lock)."""
+    directory = _uid_lock_directory()
+    count = limits.uid_count
+    for offset in range(count):
+        uid = limits.uid_base + (slot + offset) % count
+        fd = os.open(directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return uid, fd
+        except BlockingIOError:
+            os.close(fd)
+    uid = limits.uid_base + slot % count
+    fd = os.open(directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return uid, fd
 
 
 def _collect(process: subprocess.Popen, limits: SandboxLimits, started: float):

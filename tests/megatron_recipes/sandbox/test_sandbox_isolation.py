@@ -189,3 +189,29 @@ def test_an_interpreter_under_tmp_stays_reachable_while_tmp_is_private():
         assert cwd == "/tmp/sandbox"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="per-slot uids exist only as root")
+def test_pools_in_separate_processes_claim_distinct_uids():
+    """Two jobs on one node, each with its own pool: slot 0 of both must not run as the same uid,
+    or the first run to end sweeps that uid and kills the other job's program."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.support import REPO_ROOT
+
+    program = "import os, time\ntime.sleep(2.0)\nprint(os.getuid())"
+    caller = ("import json\nfrom megatron_recipes.sandbox import SandboxLimits, SandboxPool\n"
+              "with SandboxPool(max_workers=1, limits=SandboxLimits(wall_seconds=20)) as pool:\n"
+              f"    print(json.dumps(pool.run({program!r}).as_dict()))")
+    jobs = [subprocess.Popen([sys.executable, "-c", caller], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = []
+    for job in jobs:
+        stdout, stderr = job.communicate(timeout=120)
+        assert job.returncode == 0, stderr
+        results.append(json.loads(stdout))
+    assert [r["exit_code"] for r in results] == [0, 0], results  # neither program was swept away
+    uids = [int(r["stdout"]) for r in results]
+    assert len(set(uids)) == 2 and all(LIMITS.uid_base <= uid < LIMITS.uid_base + LIMITS.uid_count for uid in uids), uids
