@@ -162,8 +162,9 @@ def run_python(code: str, limits: SandboxLimits | None = None, slot: int = 0, us
     limits = limits or SandboxLimits()
     is_root = os.geteuid() == 0
     uid, uid_lock = _claim_uid(limits, slot) if is_root else (limits.uid_base + slot, None)
-    workdir = tempfile.mkdtemp(prefix="sandbox-")
+    workdir = None
     try:
+        workdir = tempfile.mkdtemp(prefix="sandbox-")
         Path(workdir, "main.py").write_text(code, encoding="utf-8")
         config = {
             "workdir": workdir, "python": sys.executable, "uid": uid, "use_namespaces": use_namespaces,
@@ -198,7 +199,8 @@ def run_python(code: str, limits: SandboxLimits | None = None, slot: int = 0, us
     finally:
         if is_root:
             _kill_uid(uid)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
         if uid_lock is not None:
             os.close(uid_lock)  # releases the claim, after the sweep
 
@@ -217,18 +219,23 @@ def _claim_uid(limits: SandboxLimits, slot: int) -> tuple[int, int]:
     uid of the range is busy, wait for the slot's own. Returns (uid, fd holding the lock)."""
     directory = _uid_lock_directory()
     count = limits.uid_count
-    for offset in range(count):
-        uid = limits.uid_base + (slot + offset) % count
+
+    def lock(uid: int, wait: bool) -> int | None:
         fd = os.open(directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return uid, fd
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
         except BlockingIOError:
             os.close(fd)
+            return None
+
+    for offset in range(count):
+        uid = limits.uid_base + (slot + offset) % count
+        fd = lock(uid, wait=False)
+        if fd is not None:
+            return uid, fd
     uid = limits.uid_base + slot % count
-    fd = os.open(directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return uid, fd
+    return uid, lock(uid, wait=True)
 
 
 def _collect(process: subprocess.Popen, limits: SandboxLimits, started: float):

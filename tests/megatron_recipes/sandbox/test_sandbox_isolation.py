@@ -1,7 +1,11 @@
 """Real sandboxed processes against adversarial programs; the caller keeps working meanwhile."""
 
+import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,6 +25,7 @@ from megatron_recipes.sandbox import (
     run_python,
 )
 from megatron_recipes.sandbox.executor import live_processes_of
+from tests.support import REPO_ROOT
 
 IS_ROOT = os.geteuid() == 0
 LIMITS = SandboxLimits(wall_seconds=6.0, cpu_seconds=2, memory_mb=512, processes=12, file_size_mb=4, output_bytes=64 * 1024)
@@ -152,19 +157,11 @@ def test_audit_hook_fallback_blocks_sockets_and_signals():
     assert result.isolation == "audit-hook"
 
 
-
 @pytest.mark.skipif(not IS_ROOT, reason="namespaces and the per-slot uid need root")
 def test_an_interpreter_under_tmp_stays_reachable_while_tmp_is_private():
     """A checkout and its .venv under /tmp (CI clones often live there): the sandbox covers /tmp
     with a fresh tmpfs, yet the interpreter, its venv and the working directory must stay
     reachable, and nothing else of the caller's /tmp may show."""
-    import json
-    import shutil
-    import subprocess
-    import sys
-
-    from tests.support import REPO_ROOT
-
     scratch = Path(tempfile.mkdtemp(prefix="sandbox-venv-test-", dir="/tmp"))
     try:
         venv = scratch / "venv"
@@ -174,18 +171,20 @@ def test_an_interpreter_under_tmp_stays_reachable_while_tmp_is_private():
         # The caller (not the sandboxed program) imports the executor from this checkout.
         Path(purelib, "checkout.pth").write_text(f"{REPO_ROOT}\n")
         (scratch / "caller_secret.txt").write_text("not for the sandbox")
-        program = "import os, sys\nprint(sys.prefix)\nprint(sorted(os.listdir('/tmp')))\nprint(os.getcwd())"
+        program = ("import os, sys\nprint(sys.prefix)\nprint(sorted(os.listdir('/tmp')))\n"
+                   f"print(sorted(os.listdir('/tmp/{scratch.name}')))\nprint(os.getcwd())")
         caller = ("import json\nfrom megatron_recipes.sandbox.executor import run_python\n"
                   f"print(json.dumps(run_python({program!r}).as_dict()))")
         completed = subprocess.run([str(venv / "bin" / "python"), "-c", caller], capture_output=True, text=True, timeout=120)
         assert completed.returncode == 0, completed.stderr
         result = json.loads(completed.stdout)
         assert result["isolation"] == "namespaces+uid" and result["exit_code"] == 0, result
-        prefix, listing, cwd = result["stdout"].splitlines()
+        prefix, listing, scratch_listing, cwd = result["stdout"].splitlines()
         assert prefix == str(venv)
         # Only the sandbox's own directory and the path down to the venv: no pytest
         # directories, no caller files.
         assert listing == repr(sorted(["sandbox", scratch.name])), listing
+        assert scratch_listing == repr(["venv"]), scratch_listing  # caller_secret.txt stays hidden
         assert cwd == "/tmp/sandbox"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -195,18 +194,21 @@ def test_an_interpreter_under_tmp_stays_reachable_while_tmp_is_private():
 def test_pools_in_separate_processes_claim_distinct_uids():
     """Two jobs on one node, each with its own pool: slot 0 of both must not run as the same uid,
     or the first run to end sweeps that uid and kills the other job's program."""
-    import json
-    import subprocess
-    import sys
-
-    from tests.support import REPO_ROOT
-
-    program = "import os, time\ntime.sleep(2.0)\nprint(os.getuid())"
+    program = "import os, time\ntime.sleep(3.0)\nprint(os.getuid())"
     caller = ("import json\nfrom megatron_recipes.sandbox import SandboxLimits, SandboxPool\n"
               "with SandboxPool(max_workers=1, limits=SandboxLimits(wall_seconds=20)) as pool:\n"
               f"    print(json.dumps(pool.run({program!r}).as_dict()))")
-    jobs = [subprocess.Popen([sys.executable, "-c", caller], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+
+    def start_job() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", caller], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start_job()
+    # Start the second job only once the first one's program runs, so the two runs overlap.
+    deadline = time.monotonic() + 60
+    while not live_processes_of(LIMITS.uid_base):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.02)
+    jobs = [first, start_job()]
     results = []
     for job in jobs:
         stdout, stderr = job.communicate(timeout=120)
