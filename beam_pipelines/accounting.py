@@ -132,9 +132,7 @@ class FilterDoFn(beam.DoFn):
             return
         if isinstance(outcome, Drop):
             counters.count_dropped(outcome.reason)
-            yield beam.pvalue.TaggedOutput(
-                REMOVED, removed_row(document, self.step, outcome.reason, outcome.detail)
-            )
+            yield beam.pvalue.TaggedOutput(REMOVED, removed_row(document, self.step, outcome.reason, outcome.detail))
         else:
             counters.count_kept()
             yield outcome
@@ -161,9 +159,7 @@ class Ledger:
         self.dead_letters: dict[str, list[beam.PCollection]] = {}
 
     def apply(self, documents: beam.PCollection, step_fn: FilterDoFn) -> beam.PCollection:
-        outputs = documents | step_fn.step >> beam.ParDo(step_fn).with_outputs(
-            REMOVED, DEAD_LETTER, main=KEPT
-        )
+        outputs = documents | step_fn.step >> beam.ParDo(step_fn).with_outputs(REMOVED, DEAD_LETTER, main=KEPT)
         self.add(step_fn.step, removed=outputs[REMOVED], dead_letters=outputs[DEAD_LETTER])
         return outputs[KEPT]
 
@@ -214,9 +210,7 @@ class StepTally:
 
     @property
     def balanced(self) -> bool:
-        return self.documents_in == self.kept + sum(self.dropped.values()) + sum(
-            self.dead_lettered.values()
-        )
+        return self.documents_in == self.kept + sum(self.dropped.values()) + sum(self.dead_lettered.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -267,9 +261,7 @@ def build_summary(
     appear with zeros.
     """
     ordered = [tallies.get(step, StepTally(step)) for step in step_order]
-    chained = all(
-        later.documents_in == earlier.kept for earlier, later in zip(ordered, ordered[1:])
-    )
+    chained = all(later.documents_in == earlier.kept for earlier, later in zip(ordered, ordered[1:]))
     total_in = ordered[0].documents_in if ordered else 0
     total_kept = ordered[-1].kept if ordered else 0
     total_dropped = sum(sum(t.dropped.values()) for t in ordered)
@@ -300,8 +292,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         dropped = ", ".join(f"{k}={v}" for k, v in tally["dropped"].items()) or "-"
         dead = ", ".join(f"{k}={v}" for k, v in tally["dead_lettered"].items()) or "-"
         lines.append(
-            f"  {step:<22} in={tally['in']:<8} kept={tally['kept']:<8} dropped: {dropped}; "
-            f"dead letters: {dead}"
+            f"  {step:<22} in={tally['in']:<8} kept={tally['kept']:<8} dropped: {dropped}; dead letters: {dead}"
         )
     totals = summary["totals"]
     lines.append(

@@ -20,7 +20,6 @@ from typing import Any, Callable, Sequence
 
 from beam_pipelines.config import ConfigError
 
-
 # Errors caused by what the user asked for (not bugs): printed as one line, exit status 2.
 UserFacingError = (ConfigError, FileNotFoundError)
 
@@ -87,11 +86,36 @@ def quiet_library_logs() -> None:
 
 
 # Hydra's own flags: these take a value as the next argument.
-_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--experimental-rerun", "--config-path", "-cp",
-                     "--config-name", "-cn", "--config-dir", "-cd"}
+_FLAGS_WITH_VALUE = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+}
 # With these the composition differs from ours (sweeps, another config) or nothing runs.
-_SKIP_PRECHECK = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i", "--config-path", "-cp",
-                  "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+_SKIP_PRECHECK = {
+    "-m",
+    "--multirun",
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
 
 
 def _overrides_only(argv: Sequence[str]) -> list[str] | None:
@@ -112,7 +136,9 @@ def _overrides_only(argv: Sequence[str]) -> list[str] | None:
     return overrides
 
 
-def hydra_entry_point(config_name: str, register: Callable[[], None]) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
+def hydra_entry_point(
+    config_name: str, register: Callable[[], None]
+) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
     """Decorator for an entry point's `main(config)`; the result is called with no arguments
     from `if __name__ == "__main__":` and reads `sys.argv` like any Hydra app."""
 

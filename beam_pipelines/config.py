@@ -72,15 +72,21 @@ class BeamConfig:
                 f"beam.direct_running_mode={self.direct_running_mode!r} is not in_memory, multi_threading or multi_processing"
             )
         if self.environment_type is not None and self.environment_type.upper() not in ENVIRONMENT_TYPES:
-            raise ConfigError(f"beam.environment_type={self.environment_type!r} is not one of {', '.join(ENVIRONMENT_TYPES)}")
+            raise ConfigError(
+                f"beam.environment_type={self.environment_type!r} is not one of {', '.join(ENVIRONMENT_TYPES)}"
+            )
         if self.runner == "dataflow":
             missing = [name for name in ("project", "region", "temp_location") if not getattr(self, name)]
             if missing:
-                raise ConfigError(f"beam=dataflow needs {', '.join('beam.' + m for m in missing)} (e.g. beam.project=my-project)")
+                raise ConfigError(
+                    f"beam=dataflow needs {', '.join('beam.' + m for m in missing)} (e.g. beam.project=my-project)"
+                )
             if not str(self.temp_location).startswith("gs://"):
                 raise ConfigError(f"beam.temp_location={self.temp_location!r} must be a gs:// path on Dataflow")
         if self.runner == "flink" and not (self.flink_master or self.job_endpoint):
-            raise ConfigError("beam=flink needs beam.flink_master=HOST:PORT (or beam.job_endpoint of a running job server)")
+            raise ConfigError(
+                "beam=flink needs beam.flink_master=HOST:PORT (or beam.job_endpoint of a running job server)"
+            )
         if self.runner == "spark" and not (self.spark_master_url or self.job_endpoint):
             raise ConfigError("beam=spark needs beam.spark_master_url=spark://HOST:7077 (or beam.job_endpoint)")
         for option in self.extra_options:
@@ -241,7 +247,9 @@ class TextSourceConfig:
         if self.format not in SOURCE_FORMATS:
             raise ConfigError(f"source.format={self.format!r} is not one of {', '.join(SOURCE_FORMATS)}")
         if not self.input or self.input == "???":
-            raise ConfigError(f"source.input is required for source {self.name!r} (a file pattern, e.g. source.input='/data/{self.name}/*.jsonl.zst')")
+            raise ConfigError(
+                f"source.input is required for source {self.name!r} (a file pattern, e.g. source.input='/data/{self.name}/*.jsonl.zst')"
+            )
         if not self.text_field:
             raise ConfigError("source.text_field must not be empty")
 
@@ -480,7 +488,9 @@ class DecontaminateConfig:
             if not source.name or not source.path:
                 raise ConfigError(f"benchmarks[{index}] needs a name and a path")
             if source.format not in BENCHMARK_FORMATS:
-                raise ConfigError(f"benchmarks[{index}].format={source.format!r} is not one of {', '.join(BENCHMARK_FORMATS)}")
+                raise ConfigError(
+                    f"benchmarks[{index}].format={source.format!r} is not one of {', '.join(BENCHMARK_FORMATS)}"
+                )
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ConfigError(f"benchmark names must be unique: {', '.join(duplicates)}")
@@ -602,7 +612,9 @@ class RecallSelectionConfig:
 
     def validate(self) -> None:
         if not self.token_budgets and not self.pool_token_fractions:
-            raise ConfigError("set selection.token_budgets (e.g. [40000000000]) or selection.pool_token_fractions (e.g. [0.3])")
+            raise ConfigError(
+                "set selection.token_budgets (e.g. [40000000000]) or selection.pool_token_fractions (e.g. [0.3])"
+            )
         if any(budget <= 0 for budget in self.token_budgets):
             raise ConfigError("selection.token_budgets entries must be positive")
         if any(not 0.0 < fraction <= 1.0 for fraction in self.pool_token_fractions):
@@ -633,8 +645,13 @@ class RecallDomainsConfig:
             raise ConfigError("domains.candidate_min_selected_fraction must be in [0, 1)")
         if self.prefix_max_depth < 0 or self.prefix_max_depth > 8:
             raise ConfigError("domains.prefix_max_depth must be in [0, 8]")
-        for name in ("candidate_min_pool_pages", "prefix_min_pool_pages", "review_max_domains",
-                     "review_max_prefixes_per_domain", "report_top_domains"):
+        for name in (
+            "candidate_min_pool_pages",
+            "prefix_min_pool_pages",
+            "review_max_domains",
+            "review_max_prefixes_per_domain",
+            "report_top_domains",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"domains.{name} must be >= 1")
         if self.review_samples_per_prefix < 0:
@@ -687,8 +704,15 @@ class RecallConfig:
     num_shards: int = 0
 
     def validate(self) -> None:
-        for section in (self.corpus, self.beam, self.fasttext, self.training, self.selection,
-                        self.domains, self.approval):
+        for section in (
+            self.corpus,
+            self.beam,
+            self.fasttext,
+            self.training,
+            self.selection,
+            self.domains,
+            self.approval,
+        ):
             section.validate()
         if self.max_rounds < 1:
             raise ConfigError("max_rounds must be >= 1")

@@ -49,7 +49,9 @@ def load_benchmarks(config: DecontaminateConfig, progress=print):
     for source in config.benchmarks:
         if not benchmark_files(source.path):
             sources[source.name] = {"path": source.path, "files": [], "missing": True}
-            progress(f"[decontaminate] warning: benchmark {source.name!r}: no .jsonl/.json file at {source.path}; skipped")
+            progress(
+                f"[decontaminate] warning: benchmark {source.name!r}: no .jsonl/.json file at {source.path}; skipped"
+            )
             continue
         found, files = read_benchmark(
             source.name,
@@ -104,7 +106,8 @@ def build_decontaminate_pipeline(pipeline, config: DecontaminateConfig, index_pa
     (
         outputs[TOUCHES]
         | "Report" >> ContaminationReport()
-        | "Write report lines" >> beam.io.WriteToText(
+        | "Write report lines"
+        >> beam.io.WriteToText(
             f"{output_dir}/contamination/by_benchmark", file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
         )
     )
@@ -169,8 +172,16 @@ def run_decontaminate(config: DecontaminateConfig, progress=print) -> dict:
             f"items_indexed_by_{settings.ngram}grams": counts["long"],
             "items_matched_whole": counts["short"],
             "items_too_short": counts["too_short"],
-            **matched.get(name, {"segments_matched": 0, "documents_touched": 0, "documents_dropped": 0,
-                                 "items_matched": 0, "top_items": []}),
+            **matched.get(
+                name,
+                {
+                    "segments_matched": 0,
+                    "documents_touched": 0,
+                    "documents_dropped": 0,
+                    "items_matched": 0,
+                    "top_items": [],
+                },
+            ),
         }
     write_json(f"{output_dir}/contamination_report.json", report)
 
@@ -195,7 +206,8 @@ def run_decontaminate(config: DecontaminateConfig, progress=print) -> dict:
             "documents_modified": step.other.get("documents_modified", 0) if step else 0,
             "segments_removed": step.other.get("segments_removed", 0) if step else 0,
             "contamination": {
-                name: {k: v for k, v in entry.items() if k not in ("files", "top_items")} for name, entry in report.items()
+                name: {k: v for k, v in entry.items() if k not in ("files", "top_items")}
+                for name, entry in report.items()
             },
             "outputs": {
                 "documents": documents_pattern(output_dir),

@@ -81,7 +81,8 @@ def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str) -> No
     (
         candidates["nodes"]
         | "Node rows" >> beam.Map(lambda node: {"id": node[0], "rank": list(node[1])})
-        | "Write nodes" >> beam.io.WriteToParquet(f"{work_dir}/nodes/part", schema=NODE_SCHEMA, file_name_suffix=".parquet")
+        | "Write nodes"
+        >> beam.io.WriteToParquet(f"{work_dir}/nodes/part", schema=NODE_SCHEMA, file_name_suffix=".parquet")
     )
     signed[DEAD_LETTER] | "Write failed" >> beam.io.WriteToText(f"{work_dir}/failed/part", file_name_suffix=".jsonl")
 
@@ -162,7 +163,9 @@ def run_dedup(config: DedupConfig, progress=print) -> dict:
     started = time.time()
     input_pattern = _input_pattern(config.input_dir)
     if not _has_files(input_pattern):
-        raise ConfigError(f"no documents match {input_pattern} (run python -m beam_pipelines.prepare first, or set input_dir)")
+        raise ConfigError(
+            f"no documents match {input_pattern} (run python -m beam_pipelines.prepare first, or set input_dir)"
+        )
     output_dir = config.output_dir.rstrip("/")
     work_dir = config.work_dir.rstrip("/")
     settings = MinHashSettings.from_config(config.minhash)
@@ -212,8 +215,12 @@ def run_dedup(config: DedupConfig, progress=print) -> dict:
         started,
         extra={
             "input": input_pattern,
-            "minhash": settings.record() | {"verify": config.minhash.verify, "threshold": config.minhash.threshold,
-                                            "survivor_order": list(config.minhash.survivor_order)},
+            "minhash": settings.record()
+            | {
+                "verify": config.minhash.verify,
+                "threshold": config.minhash.threshold,
+                "survivor_order": list(config.minhash.survivor_order),
+            },
             "lsh": lsh,
             "components": components.as_dict(),
             "clusters": clusters,

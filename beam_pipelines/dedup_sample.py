@@ -125,7 +125,9 @@ def _original(rng: random.Random, pool: tuple[str, ...], target_characters: int)
     return paragraphs
 
 
-def _near_copy(base: list[list[str]], rng: random.Random, pool: tuple[str, ...], max_edit_rate: float) -> list[list[str]]:
+def _near_copy(
+    base: list[list[str]], rng: random.Random, pool: tuple[str, ...], max_edit_rate: float
+) -> list[list[str]]:
     paragraphs = [list(p) for p in base]
     if rng.random() < 0.3:  # a sentence inserted (a comment, an ad line, an update note)
         target = paragraphs[rng.randrange(len(paragraphs))]
@@ -159,7 +161,10 @@ def _edit_words(sentence: str, rng: random.Random, rate: float, pool: tuple[str,
 
 
 def _boilerplate(rng: random.Random, pool: tuple[str, ...]) -> tuple[str, str]:
-    menu = " | ".join(rng.choice(["Home", "Docs", "Blog", "About", "Contact", "Forum", "Search", "Login", "Tutorials", "News"]) for _ in range(6))
+    menu = " | ".join(
+        rng.choice(["Home", "Docs", "Blog", "About", "Contact", "Forum", "Search", "Login", "Tutorials", "News"])
+        for _ in range(6)
+    )
     header = f"{menu}\n{pool[rng.randrange(len(pool))]}"
     footer = f"{pool[rng.randrange(len(pool))]} {pool[rng.randrange(len(pool))]}\nCopyright {rng.randint(2001, 2024)} All rights reserved. Privacy | Terms | Cookies"
     return header, footer

@@ -99,9 +99,11 @@ assert DOCUMENT_SCHEMA.names == list(_FIELD_NAMES), "schema and dataclass must l
 
 # A removed document: the whole record, the step that removed it, why, and a detail such as the
 # surviving duplicate's id or the benchmark item that matched.
-REMOVED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("removed_step", pa.string())).append(
-    pa.field("removed_reason", pa.string())
-).append(pa.field("removed_detail", pa.string()))
+REMOVED_SCHEMA = (
+    DOCUMENT_SCHEMA.append(pa.field("removed_step", pa.string()))
+    .append(pa.field("removed_reason", pa.string()))
+    .append(pa.field("removed_detail", pa.string()))
+)
 
 
 def removed_row(document: Document, step: str, reason: str, detail: str = "") -> dict[str, Any]:

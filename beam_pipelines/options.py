@@ -51,9 +51,20 @@ def render_pipeline_args(config: BeamConfig, job_name: str | None = None) -> lis
     elif config.runner == "dataflow":
         add("runner", "DataflowRunner")
         add("job_name", _dataflow_job_name(name) if name else None)
-        for option in ("project", "region", "temp_location", "staging_location", "machine_type", "num_workers",
-                       "max_num_workers", "disk_size_gb", "service_account_email", "network", "subnetwork",
-                       "sdk_container_image"):
+        for option in (
+            "project",
+            "region",
+            "temp_location",
+            "staging_location",
+            "machine_type",
+            "num_workers",
+            "max_num_workers",
+            "disk_size_gb",
+            "service_account_email",
+            "network",
+            "subnetwork",
+            "sdk_container_image",
+        ):
             add(option, getattr(config, option))
         if config.use_public_ips is not None:
             args.append("--use_public_ips" if config.use_public_ips else "--no_use_public_ips")

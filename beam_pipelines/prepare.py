@@ -51,7 +51,9 @@ def build_prepare_pipeline(pipeline, config: PrepareConfig, input_files: list[st
         input_files, config.read.max_record_bytes, config.read.max_replacement_fraction
     )
     skipped_rows = read.skipped | "Skipped responses" >> beam.Map(
-        lambda page: removed_row(page_document(page), READ_STEP, page.reason, f"status={page.status} content_type={page.content_type}")
+        lambda page: removed_row(
+            page_document(page), READ_STEP, page.reason, f"status={page.status} content_type={page.content_type}"
+        )
     )
     ledger.add(READ_STEP, removed=skipped_rows, dead_letters=read.dead_letter)
     documents = ledger.apply(read.pages, ExtractDoFn(config.extract.main_content, config.extract.min_characters))
@@ -110,7 +112,9 @@ def run_prepare(config: PrepareConfig) -> dict:
 
     started = time.time()
     input_files = resolve_inputs(config)
-    print(f"[prepare] {len(input_files)} WARC file(s) -> {config.output_dir} (runner: {config.beam.runner})", flush=True)
+    print(
+        f"[prepare] {len(input_files)} WARC file(s) -> {config.output_dir} (runner: {config.beam.runner})", flush=True
+    )
     clear_stage_dir(config.output_dir)
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name="prepare"))
     build_prepare_pipeline(pipeline, config, input_files)
@@ -136,7 +140,10 @@ def run_prepare(config: PrepareConfig) -> dict:
     write_json(f"{config.output_dir.rstrip('/')}/{SUMMARY_FILE}", summary)
     print(format_summary(summary), flush=True)
     print(f"[prepare] pool: {documents_pattern(config.output_dir)}", flush=True)
-    print(f"[prepare] summary: {config.output_dir.rstrip('/')}/{SUMMARY_FILE} ({summary['elapsed_seconds']:.1f} s)", flush=True)
+    print(
+        f"[prepare] summary: {config.output_dir.rstrip('/')}/{SUMMARY_FILE} ({summary['elapsed_seconds']:.1f} s)",
+        flush=True,
+    )
     if not summary["balanced"]:
         raise RuntimeError("prepare: counts do not add up (see summary.json); this is a bug, please report it")
     return summary

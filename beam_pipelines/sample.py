@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import html
-import io
 import importlib
 import inspect
+import io
 import os
 import pkgutil
 import re
@@ -33,13 +33,47 @@ from pathlib import Path
 
 MATH_FORMS = ("mathjax_span", "mathjax_script", "mathml_annotated", "mathml_bare", "katex", "imgmath", "dollar")
 
-_STDLIB_SKIP = {"math", "cmath", "statistics", "fractions", "decimal", "numbers", "random", "antigravity", "this",
-                "idlelib", "tkinter", "turtle", "turtledemo", "lib2to3", "ensurepip", "venv", "test", "pydoc_data"}
+_STDLIB_SKIP = {
+    "math",
+    "cmath",
+    "statistics",
+    "fractions",
+    "decimal",
+    "numbers",
+    "random",
+    "antigravity",
+    "this",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "lib2to3",
+    "ensurepip",
+    "venv",
+    "test",
+    "pydoc_data",
+}
 # The mathematical parts of sympy (not its printing, parsing or testing utilities).
-_SYMPY_MATH_PACKAGES = ["sympy.functions", "sympy.integrals", "sympy.series", "sympy.solvers", "sympy.ntheory",
-                        "sympy.combinatorics", "sympy.sets", "sympy.matrices", "sympy.simplify", "sympy.calculus",
-                        "sympy.geometry", "sympy.stats", "sympy.discrete", "sympy.polys", "sympy.concrete",
-                        "sympy.logic", "sympy.vector", "sympy.holonomic"]
+_SYMPY_MATH_PACKAGES = [
+    "sympy.functions",
+    "sympy.integrals",
+    "sympy.series",
+    "sympy.solvers",
+    "sympy.ntheory",
+    "sympy.combinatorics",
+    "sympy.sets",
+    "sympy.matrices",
+    "sympy.simplify",
+    "sympy.calculus",
+    "sympy.geometry",
+    "sympy.stats",
+    "sympy.discrete",
+    "sympy.polys",
+    "sympy.concrete",
+    "sympy.logic",
+    "sympy.vector",
+    "sympy.holonomic",
+]
 # `:math:` roles, and sympy's default role: single backticks are math in its documentation.
 _INLINE_MATH = re.compile(r":math:`([^`]+)`|(?<![`\w])`([^`\n]+)`(?![`_])")
 _BLOCK_MATH = re.compile(r"^([ \t]*)\.\. math\s*::[ \t]*(.*)\n((?:\1[ \t]+.*\n|[ \t]*\n)*)", re.M)
@@ -141,7 +175,11 @@ def _pages_of_packages(roots: list[str], is_math: bool):
 
 def _quiet_import(name: str):
     """Import a module without letting it print, warn or exit (some modules run code on import)."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         try:
             return importlib.import_module(name)
@@ -217,13 +255,13 @@ def render_page(page: SamplePage, form: str | None = None) -> str:
         head_script = '<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/katex/dist/katex.min.css">'
     title = html.escape(page.title)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title>{head_script}</head><body>"
         '<nav class="sidebar"><a href="/">Home</a> | <a href="/genindex.html">Index</a> | <a href="/search.html">Search</a></nav>'
         f'<div class="document"><div class="body" role="main"><h1>{title}</h1>'
         f'<p class="signature"><code>{html.escape(page.title.rsplit(".", 1)[-1] + page.signature)}</code></p>'
         f"{body}</div></div>"
-        '<footer>Built from installed documentation.</footer></body></html>'
+        "<footer>Built from installed documentation.</footer></body></html>"
     )
 
 

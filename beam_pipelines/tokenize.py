@@ -79,8 +79,14 @@ def build_tokenize_pipeline(pipeline, config: TokenizeConfig, eod_id: int, vocab
     ledger.add(TOKENIZE_STEP, dead_letters=read[DEAD_LETTER])
     tokenized = read.documents | "Tokenize" >> beam.ParDo(
         TokenizeDoFn(
-            config.tokenizer.path, eod_id, vocab_size, dtype_name, config.batch_documents,
-            config.batch_characters, config.max_characters, config.tokenizer.parallelism,
+            config.tokenizer.path,
+            eod_id,
+            vocab_size,
+            dtype_name,
+            config.batch_documents,
+            config.batch_characters,
+            config.max_characters,
+            config.tokenizer.parallelism,
         )
     ).with_outputs(REMOVED, DEAD_LETTER, main=KEPT)
     ledger.add(TOKENIZE_STEP, removed=tokenized[REMOVED], dead_letters=tokenized[DEAD_LETTER])
@@ -151,10 +157,19 @@ def run_tokenize(config: TokenizeConfig) -> dict:
         [TOKENIZE_STEP],
         started,
         extra={
-            "source": {"name": source.name, "format": source.format, "input": source_pattern(source),
-                       "text_field": source.text_field, "id_field": source.id_field},
-            "tokenizer": {"file": tokenizer_file(config.tokenizer.path), "vocab_size": vocab_size,
-                          "eod_token": eod_token, "eod_id": eod_id},
+            "source": {
+                "name": source.name,
+                "format": source.format,
+                "input": source_pattern(source),
+                "text_field": source.text_field,
+                "id_field": source.id_field,
+            },
+            "tokenizer": {
+                "file": tokenizer_file(config.tokenizer.path),
+                "vocab_size": vocab_size,
+                "eod_token": eod_token,
+                "eod_id": eod_id,
+            },
             "dataset": dataset,
             "shards": merged["shards"] if merged else [],
             "outputs": {"removed": f"{prefix}/removed/", "dead_letter": f"{prefix}/dead_letter/"},
@@ -168,13 +183,18 @@ def run_tokenize(config: TokenizeConfig) -> dict:
     write_json(f"{prefix}/{SUMMARY_FILE}", summary)
     print(format_summary(summary), flush=True)
     if dataset:
-        print(f"[tokenize] {prefix}: {dataset['documents']} documents, {dataset['tokens']} tokens "
-              f"({dataset['text_tokens']} text + {dataset['eod_tokens']} EOD) in {dataset['shard_count']} shard(s)", flush=True)
+        print(
+            f"[tokenize] {prefix}: {dataset['documents']} documents, {dataset['tokens']} tokens "
+            f"({dataset['text_tokens']} text + {dataset['eod_tokens']} EOD) in {dataset['shard_count']} shard(s)",
+            flush=True,
+        )
     print(f"[tokenize] summary: {prefix}/{SUMMARY_FILE} ({summary['elapsed_seconds']:.1f} s)", flush=True)
     if not summary["balanced"] or not consistent:
         raise RuntimeError("tokenize: counts do not add up (see summary.json); this is a bug, please report it")
     if dataset is None:
-        raise RuntimeError(f"tokenize: source {source.name} kept no document; no dataset was written (see {prefix}/{SUMMARY_FILE})")
+        raise RuntimeError(
+            f"tokenize: source {source.name} kept no document; no dataset was written (see {prefix}/{SUMMARY_FILE})"
+        )
     return summary
 
 

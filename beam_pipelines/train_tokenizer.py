@@ -35,7 +35,9 @@ def build_byte_level_bpe(config: TrainTokenizerConfig):
 
     tokenizer = Tokenizer(models.BPE())
     splitters = [pre_tokenizers.Digits(individual_digits=True)] if config.individual_digits else []
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*splitters, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [*splitters, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=config.vocab_size,
@@ -66,7 +68,10 @@ def run_train_tokenizer(config: TrainTokenizerConfig) -> dict:
             read["characters"] += len(text)
             yield text
 
-    print(f"[train_tokenizer] {config.source.name} ({source_pattern(config.source)}) -> vocab {config.vocab_size}", flush=True)
+    print(
+        f"[train_tokenizer] {config.source.name} ({source_pattern(config.source)}) -> vocab {config.vocab_size}",
+        flush=True,
+    )
     # Parallel training threads are the point of training in-process; keep them on here.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     tokenizer.train_from_iterator(texts(), trainer=trainer)

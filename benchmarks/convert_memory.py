@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,11 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def peak_rss_of(command: list[str]) -> float:
     """Run a child to completion; its peak RSS in MB (children's ru_maxrss is the largest child's,
     so each measurement runs in a fresh wrapper process)."""
-    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    wrapper = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     environment = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", wrapper, *command], cwd=REPO_ROOT, env=environment,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, *command], cwd=REPO_ROOT, env=environment, capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-3000:]}")
     return int(result.stdout.strip().splitlines()[-1]) / 1024
@@ -52,9 +54,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         hf_dir, megatron_dir, export_dir = Path(scratch, "hf"), Path(scratch, "megatron"), Path(scratch, "export")
-        config = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.ffn,
-                             num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
-                             max_position_embeddings=1024, rms_norm_eps=1e-6, tie_word_embeddings=False)
+        config = LlamaConfig(
+            vocab_size=args.vocab,
+            hidden_size=args.hidden,
+            intermediate_size=args.ffn,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            num_key_value_heads=args.heads,
+            max_position_embeddings=1024,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+        )
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
         parameters = sum(p.numel() for p in model.parameters())
@@ -62,17 +72,44 @@ def main() -> None:
         del model
         checkpoint_mb = sum(f.stat().st_size for f in hf_dir.glob("*.safetensors")) / 2**20
         floor = peak_rss_of([sys.executable, "-c", "import torch, megatron.core"])
-        imported = peak_rss_of([sys.executable, "-m", "megatron_recipes.convert", "mode=import", f"hf_dir={hf_dir}",
-                                f"megatron_dir={megatron_dir}"])
-        exported = peak_rss_of([sys.executable, "-m", "megatron_recipes.convert", "mode=export", f"megatron_dir={megatron_dir}",
-                                f"hf_dir={export_dir}", "max_shard_size=200MB"])
-        naive = peak_rss_of([sys.executable, "-c",
-                             "import sys, torch; from transformers import AutoModelForCausalLM; "
-                             "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32); "
-                             "copy = {k: v.clone() for k, v in m.state_dict().items()}", str(hf_dir)])
+        imported = peak_rss_of(
+            [
+                sys.executable,
+                "-m",
+                "megatron_recipes.convert",
+                "mode=import",
+                f"hf_dir={hf_dir}",
+                f"megatron_dir={megatron_dir}",
+            ]
+        )
+        exported = peak_rss_of(
+            [
+                sys.executable,
+                "-m",
+                "megatron_recipes.convert",
+                "mode=export",
+                f"megatron_dir={megatron_dir}",
+                f"hf_dir={export_dir}",
+                "max_shard_size=200MB",
+            ]
+        )
+        naive = peak_rss_of(
+            [
+                sys.executable,
+                "-c",
+                "import sys, torch; from transformers import AutoModelForCausalLM; "
+                "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32); "
+                "copy = {k: v.clone() for k, v in m.state_dict().items()}",
+                str(hf_dir),
+            ]
+        )
     figures = {
-        "benchmark": "convert_memory", "parameters": parameters, "checkpoint_mb": round(checkpoint_mb),
-        "python_torch_floor_mb": round(floor), "import_peak_mb": round(imported), "export_peak_mb": round(exported),
+        "benchmark": "convert_memory",
+        "parameters": parameters,
+        "checkpoint_mb": round(checkpoint_mb),
+        "python_torch_floor_mb": round(floor),
+        "import_peak_mb": round(imported),
+        "export_peak_mb": round(exported),
         "naive_peak_mb": round(naive),
         "import_over_checkpoint": round((imported - floor) / checkpoint_mb, 2),
         "export_over_checkpoint": round((exported - floor) / checkpoint_mb, 2),

@@ -52,8 +52,9 @@ def generate(directory: Path, count: int, seed: int) -> float:
     target = directory / "documents"
     target.mkdir(parents=True, exist_ok=True)
     batch, shard = [], 0
-    for generated in generate_documents(count, seed=seed, duplicate_fraction=0.3, max_edit_rate=0.05,
-                                        target_characters=1700, memory=5000):
+    for generated in generate_documents(
+        count, seed=seed, duplicate_fraction=0.3, max_edit_rate=0.05, target_characters=1700, memory=5000
+    ):
         batch.append(generated.document)
         if len(batch) == SHARD_DOCUMENTS:
             pq.write_table(documents_to_table(batch), target / f"part-{shard:05d}.parquet")
@@ -128,7 +129,12 @@ def check_same_signatures(directory: Path, sample: int = 300) -> bool:
 
     config = MinHashConfig()
     assert (config.num_perm, config.bands, config.rows, config.seed, config.shingle_size) == (
-        _NUM_PERM, _BANDS, _ROWS, _SEED, _SHINGLE_SIZE), "the reference must use the default settings"
+        _NUM_PERM,
+        _BANDS,
+        _ROWS,
+        _SEED,
+        _SHINGLE_SIZE,
+    ), "the reference must use the default settings"
     signer = Signer(MinHashSettings.from_config(config))
     template = _plain_template()
     first = sorted((directory / "documents").glob("*.parquet"))[0]
@@ -181,7 +187,9 @@ class TreeSampler:
 
 def run_measured(command: list[str], env: dict) -> tuple[dict, float, str]:
     started = time.time()
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     sampler = TreeSampler(process.pid)
     stdout, stderr = process.communicate()
     wall = time.time() - started
@@ -201,7 +209,9 @@ def measure_size(count: int, args, env: dict) -> dict:
         raise RuntimeError("the reference loop and the pipeline compute different signatures")
 
     _log(f"reference loop on {count} documents")
-    measured, wall, stdout = run_measured([sys.executable, __file__, "--role", "reference", "--input", str(data / "pool")], env)
+    measured, wall, stdout = run_measured(
+        [sys.executable, __file__, "--role", "reference", "--input", str(data / "pool")], env
+    )
     loop = json.loads(stdout.strip().splitlines()[-1])
     reference = {
         "wall_seconds": round(wall, 1),
@@ -217,16 +227,26 @@ def measure_size(count: int, args, env: dict) -> dict:
     _log(f"our Beam graph on {count} documents ({args.workers} worker processes)")
     output = data / "pool_near_dedup"
     measured, wall, _ = run_measured(
-        [sys.executable, "-m", "beam_pipelines.dedup", f"input_dir={data / 'pool'}", f"output_dir={output}",
-         f"beam.direct_num_workers={args.workers}", f"hydra.run.dir={data / 'hydra'}"],
+        [
+            sys.executable,
+            "-m",
+            "beam_pipelines.dedup",
+            f"input_dir={data / 'pool'}",
+            f"output_dir={output}",
+            f"beam.direct_num_workers={args.workers}",
+            f"hydra.run.dir={data / 'hydra'}",
+        ],
         env,
     )
     summary = json.loads((output / "summary.json").read_text())
     ours = {
         "wall_seconds": round(wall, 1),
         "pipeline_seconds": summary["elapsed_seconds"],
-        "stage_seconds": {"candidates": summary["lsh"]["seconds"], "components": summary["components"]["seconds"],
-                          "removal": summary["clusters"]["seconds"]},
+        "stage_seconds": {
+            "candidates": summary["lsh"]["seconds"],
+            "components": summary["components"]["seconds"],
+            "removal": summary["clusters"]["seconds"],
+        },
         "cpu_seconds": measured["cpu_seconds"],
         "cores": args.workers,
         "docs_per_second_per_core": round(count / wall / args.workers, 1),
@@ -247,7 +267,9 @@ def measure_size(count: int, args, env: dict) -> dict:
         "generation_seconds": round(generation_seconds, 1),
         "ours": ours,
         "reference": reference,
-        "ratio_docs_per_second_per_core": round(ours["docs_per_second_per_core"] / reference["docs_per_second_per_core"], 3),
+        "ratio_docs_per_second_per_core": round(
+            ours["docs_per_second_per_core"] / reference["docs_per_second_per_core"], 3
+        ),
         "ratio_docs_per_cpu_second": round(ours["docs_per_cpu_second"] / reference["docs_per_cpu_second"], 3),
         "ratio_peak_rss": round(ours["peak_rss_mb"] / reference["peak_rss_mb"], 3),
     }
@@ -280,15 +302,21 @@ def main() -> None:
             "ours_wall_factor": round(large["ours"]["wall_seconds"] / small["ours"]["wall_seconds"], 2),
             "reference_wall_factor": round(large["reference"]["wall_seconds"] / small["reference"]["wall_seconds"], 2),
             "ours_peak_rss_factor": round(large["ours"]["peak_rss_mb"] / small["ours"]["peak_rss_mb"], 2),
-            "reference_peak_rss_factor": round(large["reference"]["peak_rss_mb"] / small["reference"]["peak_rss_mb"], 2),
+            "reference_peak_rss_factor": round(
+                large["reference"]["peak_rss_mb"] / small["reference"]["peak_rss_mb"], 2
+            ),
         }
-    print(json.dumps({
-        "benchmark": "dedup_scale",
-        "machine": f"{os.cpu_count()} cores, shared with other jobs (timings noisy; compare ratios within this run)",
-        "settings": "num_perm=120, bands=20, rows=6, 5-word shingles, xxh32 + update_batch; ours verifies candidates by exact Jaccard >= 0.8",
-        "sizes": results,
-        "growth": growth,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "dedup_scale",
+                "machine": f"{os.cpu_count()} cores, shared with other jobs (timings noisy; compare ratios within this run)",
+                "settings": "num_perm=120, bands=20, rows=6, 5-word shingles, xxh32 + update_batch; ours verifies candidates by exact Jaccard >= 0.8",
+                "sizes": results,
+                "growth": growth,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

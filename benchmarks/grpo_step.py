@@ -60,10 +60,23 @@ def prepare(work: Path, questions: int) -> dict:
 
 def run_ours(work: Path, steps: int, max_new_tokens: int) -> dict:
     output = work / "ours"
-    command = [sys.executable, "-m", "megatron_recipes.grpo", "+experiment=grpo_tiny_cpu", f"tokenizer={work / 'tokenizer'}",
-               f"trainer.train_steps={steps}", f"trainer.output_dir={output}", "checkpoint.dir=null", "trainer.tensorboard=false",
-               "rl.eval_interval=0", f"rl.max_new_tokens={max_new_tokens}", f"prompts.tasks=[\"{TASK}\"]",
-               "trainer.global_batch_size=32", "trainer.micro_batch_size=32", "optimizer.lr=1e-5"]
+    command = [
+        sys.executable,
+        "-m",
+        "megatron_recipes.grpo",
+        "+experiment=grpo_tiny_cpu",
+        f"tokenizer={work / 'tokenizer'}",
+        f"trainer.train_steps={steps}",
+        f"trainer.output_dir={output}",
+        "checkpoint.dir=null",
+        "trainer.tensorboard=false",
+        "rl.eval_interval=0",
+        f"rl.max_new_tokens={max_new_tokens}",
+        f'prompts.tasks=["{TASK}"]',
+        "trainer.global_batch_size=32",
+        "trainer.micro_batch_size=32",
+        "optimizer.lr=1e-5",
+    ]
     result = subprocess.run(command, cwd=REPO, env=_environment(), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"our GRPO run failed: {result.stderr[-3000:]}")
@@ -91,15 +104,29 @@ def trl_side(work: Path, steps: int, max_new_tokens: int, vocab: int) -> dict:
 
     torch.manual_seed(1234)
     prompts = json.loads((work / "prompts.json").read_text())
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(work / "tokenizer" / "tokenizer.json"),
-                                        eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(work / "tokenizer" / "tokenizer.json"), eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     tokenizer.padding_side = "left"
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=padded_vocab_size(vocab, 128, 1), hidden_size=SIZES["hidden_size"], intermediate_size=SIZES["ffn_hidden_size"],
-        num_hidden_layers=SIZES["num_layers"], num_attention_heads=SIZES["num_attention_heads"],
-        num_key_value_heads=SIZES["num_attention_heads"], max_position_embeddings=1024, rms_norm_eps=1e-6, rope_theta=10000.0,
-        tie_word_embeddings=False, attention_bias=False, mlp_bias=False, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=None))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=padded_vocab_size(vocab, 128, 1),
+            hidden_size=SIZES["hidden_size"],
+            intermediate_size=SIZES["ffn_hidden_size"],
+            num_hidden_layers=SIZES["num_layers"],
+            num_attention_heads=SIZES["num_attention_heads"],
+            num_key_value_heads=SIZES["num_attention_heads"],
+            max_position_embeddings=1024,
+            rms_norm_eps=1e-6,
+            rope_theta=10000.0,
+            tie_word_embeddings=False,
+            attention_bias=False,
+            mlp_bias=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+        )
+    )
     # TRL builds its reference model from the policy's path: save the random model locally.
     model_dir = work / "trl_model"
     model.save_pretrained(model_dir)
@@ -129,14 +156,38 @@ def trl_side(work: Path, steps: int, max_new_tokens: int, vocab: int) -> dict:
                 lengths.append(logs["completions/mean_length"])
 
     config = GRPOConfig(
-        output_dir=str(work / "trl"), max_steps=2 * steps, learning_rate=1e-5, per_device_train_batch_size=32,
-        generation_batch_size=64, num_generations=8, max_completion_length=max_new_tokens, temperature=1.0, top_p=1.0,
-        beta=0.04, epsilon=0.2, loss_type="grpo", scale_rewards="group", num_iterations=1, logging_steps=1, report_to=[],
-        save_strategy="no", use_cpu=True, bf16=False, seed=1234, dataloader_num_workers=0, disable_dropout=True,
+        output_dir=str(work / "trl"),
+        max_steps=2 * steps,
+        learning_rate=1e-5,
+        per_device_train_batch_size=32,
+        generation_batch_size=64,
+        num_generations=8,
+        max_completion_length=max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        beta=0.04,
+        epsilon=0.2,
+        loss_type="grpo",
+        scale_rewards="group",
+        num_iterations=1,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        seed=1234,
+        dataloader_num_workers=0,
+        disable_dropout=True,
     )
     dataset = Dataset.from_list(prompts)
-    trainer = GRPOTrainer(model=str(model_dir), reward_funcs=accuracy, args=config, train_dataset=dataset, processing_class=tokenizer,
-                          callbacks=[Timer()])
+    trainer = GRPOTrainer(
+        model=str(model_dir),
+        reward_funcs=accuracy,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[Timer()],
+    )
     started = time.perf_counter()
     trainer.train()
     ends = [started, *step_ends]
@@ -176,23 +227,53 @@ def main() -> None:
         work = Path(directory)
         info = prepare(work, 8 * arguments.steps)
         ours = run_ours(work, arguments.steps, arguments.max_new_tokens)
-        trl = subprocess.run([sys.executable, __file__, "--side", "trl", "--work", str(work), "--steps", str(arguments.steps),
-                              "--max-new-tokens", str(arguments.max_new_tokens), "--vocab", str(info["vocab"])],
-                             cwd=REPO, env=_environment(), capture_output=True, text=True)
+        trl = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--side",
+                "trl",
+                "--work",
+                str(work),
+                "--steps",
+                str(arguments.steps),
+                "--max-new-tokens",
+                str(arguments.max_new_tokens),
+                "--vocab",
+                str(info["vocab"]),
+            ],
+            cwd=REPO,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+        )
         if trl.returncode != 0:
             raise RuntimeError(f"TRL run failed: {trl.stderr[-3000:]}")
         peer = json.loads(trl.stdout.strip().splitlines()[-1])
     import trl as trl_package
 
-    print(json.dumps({
-        "benchmark": "grpo_step", "device": "cpu (shared 2-core machine; ratios only)", "threads": 1,
-        "model": {**SIZES, "vocab": info["vocab"]}, "questions_per_step": 8, "group_size": 8,
-        "max_new_tokens": arguments.max_new_tokens, "updates_per_step": 2,
-        "ours": {key: round(value, 4) if isinstance(value, float) else value for key, value in ours.items()},
-        f"trl_{trl_package.__version__}": {key: round(value, 4) if isinstance(value, float) else value for key, value in peer.items()},
-        "step_time_ratio_trl_over_ours": round(peer["seconds_per_step"] / ours["seconds_per_step"], 3),
-        "rollout_tokens_per_second_ratio_ours_over_trl": round(ours["rollout_tokens_per_second"] / peer["rollout_tokens_per_second"], 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "grpo_step",
+                "device": "cpu (shared 2-core machine; ratios only)",
+                "threads": 1,
+                "model": {**SIZES, "vocab": info["vocab"]},
+                "questions_per_step": 8,
+                "group_size": 8,
+                "max_new_tokens": arguments.max_new_tokens,
+                "updates_per_step": 2,
+                "ours": {key: round(value, 4) if isinstance(value, float) else value for key, value in ours.items()},
+                f"trl_{trl_package.__version__}": {
+                    key: round(value, 4) if isinstance(value, float) else value for key, value in peer.items()
+                },
+                "step_time_ratio_trl_over_ours": round(peer["seconds_per_step"] / ours["seconds_per_step"], 3),
+                "rollout_tokens_per_second_ratio_ours_over_trl": round(
+                    ours["rollout_tokens_per_second"] / peer["rollout_tokens_per_second"], 3
+                ),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ warm-up.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
@@ -75,7 +74,11 @@ def run_pipeline(warc: str, work_dir: str, beam_preset: str) -> tuple[int, float
     from beam_pipelines.config import register_configs
     from beam_pipelines.prepare import run_prepare
 
-    config = compose_config("prepare", [f"beam={beam_preset}", f"corpus.work_dir={work_dir}", f"corpus.warc_inputs=[{warc}]"], register_configs)
+    config = compose_config(
+        "prepare",
+        [f"beam={beam_preset}", f"corpus.work_dir={work_dir}", f"corpus.warc_inputs=[{warc}]"],
+        register_configs,
+    )
     start_cpu, start_wall = cpu_seconds(), time.time()
     summary = run_prepare(config)
     return summary["steps"]["02_extract"]["in"], cpu_seconds() - start_cpu, time.time() - start_wall
@@ -91,7 +94,12 @@ def main() -> None:
     parser.add_argument("--packages", nargs="+", default=["python-scipy-doc", "python3.11-doc"])
     parser.add_argument("--limit", type=int, default=None, help="pages per package")
     parser.add_argument("--repeats", type=int, default=2, help="each measurement is repeated; the minimum is reported")
-    parser.add_argument("--fixed-cost-pages", type=int, default=10, help="pages per package in the small WARC that measures the fixed cost")
+    parser.add_argument(
+        "--fixed-cost-pages",
+        type=int,
+        default=10,
+        help="pages per package in the small WARC that measures the fixed cost",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         warc = os.path.join(scratch, "bench.warc.gz")
@@ -99,7 +107,9 @@ def main() -> None:
         write_html_warc(warc, pages)
         warc_mb = round(os.path.getsize(warc) / 1e6, 1)
         small_warc = os.path.join(scratch, "small.warc.gz")
-        write_html_warc(small_warc, [p for package in args.packages for p in debian_doc_pages(package, args.fixed_cost_pages)])
+        write_html_warc(
+            small_warc, [p for package in args.packages for p in debian_doc_pages(package, args.fixed_cost_pages)]
+        )
         config = compose_config("prepare", [], register_configs)
         # Warm-up (first calls allocate, compile regexes, import lazily); then each measurement
         # is repeated and the minimum kept, the usual guard against a noisy shared machine.
@@ -120,7 +130,9 @@ def main() -> None:
             multi_docs, cpu, wall = run_pipeline(warc, os.path.join(scratch, f"multi-{repeat}"), "direct")
             multi_cpu.append(cpu)
             multi_wall.append(wall)
-        kernel_cpu, single_cpu, single_wall, multi_cpu, multi_wall = map(min, (kernel_cpu, single_cpu, single_wall, multi_cpu, multi_wall))
+        kernel_cpu, single_cpu, single_wall, multi_cpu, multi_wall = map(
+            min, (kernel_cpu, single_cpu, single_wall, multi_cpu, multi_wall)
+        )
     figures = {
         "benchmark": "prepare_throughput",
         "documents": kernel_docs,

@@ -48,9 +48,19 @@ def real_documents(per_package: int):
         for url, html, _ in debian_doc_pages(package, limit=per_package):
             result = extract_text(html.decode("utf-8", "replace"), url, main_content=True)
             if len(result.text) >= 200:
-                documents.append((package in MATH_PACKAGES, Document(
-                    id=stable_id(url), url=url, domain=domain_of(url), text=result.text, title=result.title,
-                    token_estimate=estimate_tokens(result.text))))
+                documents.append(
+                    (
+                        package in MATH_PACKAGES,
+                        Document(
+                            id=stable_id(url),
+                            url=url,
+                            domain=domain_of(url),
+                            text=result.text,
+                            title=result.title,
+                            token_estimate=estimate_tokens(result.text),
+                        ),
+                    )
+                )
     return documents
 
 
@@ -100,7 +110,7 @@ def main() -> None:
     shutil.rmtree(shard_dir, ignore_errors=True)
     shard_dir.mkdir(parents=True)
     for shard, start in enumerate(range(0, len(documents), 5000)):
-        pq.write_table(documents_to_table(documents[start:start + 5000]), shard_dir / f"part-{shard:05d}.parquet")
+        pq.write_table(documents_to_table(documents[start : start + 5000]), shard_dir / f"part-{shard:05d}.parquet")
     texts = [d.text for d in documents]
     mean_characters = sum(map(len, texts)) / len(texts)
     del documents
@@ -119,34 +129,46 @@ def main() -> None:
 
     counted = work / "beam_count"
     started = time.perf_counter()
-    with beam.Pipeline(runner="FnApiRunner", argv=["--direct_running_mode=in_memory", "--direct_num_workers=1"]) as pipeline:
-        (pipeline
-         | ReadDocuments(str(work / "pool"))
-         | beam.ParDo(MathScoreDoFn(model_path))
-         | beam.combiners.Count.Globally()
-         | beam.io.WriteToText(str(counted), shard_name_template="", num_shards=1))
+    with beam.Pipeline(
+        runner="FnApiRunner", argv=["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    ) as pipeline:
+        (
+            pipeline
+            | ReadDocuments(str(work / "pool"))
+            | beam.ParDo(MathScoreDoFn(model_path))
+            | beam.combiners.Count.Globally()
+            | beam.io.WriteToText(str(counted), shard_name_template="", num_shards=1)
+        )
     beam_seconds = time.perf_counter() - started
     scored = int(counted.read_text().strip())
     if scored != len(texts):
         raise SystemExit(f"beam scored {scored} of {len(texts)} documents")
     _log(f"beam: {beam_seconds:.2f} s")
 
-    print(json.dumps({
-        "benchmark": "recall_scoring",
-        "pages": len(texts),
-        "distinct_pages": len(labelled),
-        "mean_characters": round(mean_characters),
-        "model": {"dim": settings.dim, "word_ngrams": settings.word_ngrams, "bucket": settings.bucket,
-                  "bytes": os.path.getsize(model_path)},
-        "beam_pages_per_second_per_core": round(len(texts) / beam_seconds, 1),
-        "raw_normalize_predict_pages_per_second": round(len(texts) / raw_seconds, 1),
-        "raw_predict_only_pages_per_second": round(len(texts) / raw_predict_seconds, 1),
-        "beam_over_raw_time": round(beam_seconds / raw_seconds, 3),
-        "beam_over_raw_predict_only_time": round(beam_seconds / raw_predict_seconds, 3),
-        "target_beam_over_raw_time": 1.3,
-        "beam_includes": "pipeline start-up, Parquet read, Document conversion, normalisation, predict, count",
-        "cores": 1,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "recall_scoring",
+                "pages": len(texts),
+                "distinct_pages": len(labelled),
+                "mean_characters": round(mean_characters),
+                "model": {
+                    "dim": settings.dim,
+                    "word_ngrams": settings.word_ngrams,
+                    "bucket": settings.bucket,
+                    "bytes": os.path.getsize(model_path),
+                },
+                "beam_pages_per_second_per_core": round(len(texts) / beam_seconds, 1),
+                "raw_normalize_predict_pages_per_second": round(len(texts) / raw_seconds, 1),
+                "raw_predict_only_pages_per_second": round(len(texts) / raw_predict_seconds, 1),
+                "beam_over_raw_time": round(beam_seconds / raw_seconds, 3),
+                "beam_over_raw_predict_only_time": round(beam_seconds / raw_predict_seconds, 3),
+                "target_beam_over_raw_time": 1.3,
+                "beam_includes": "pipeline start-up, Parquet read, Document conversion, normalisation, predict, count",
+                "cores": 1,
+            }
+        )
+    )
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -71,7 +71,10 @@ def write_stage(texts: list[str], stage_dir: Path) -> None:
     (stage_dir / "documents").mkdir(parents=True)
     chunk = max(1, len(texts) // 4)  # a few files, as a real stage has
     for number, start in enumerate(range(0, len(texts), chunk)):
-        part = [Document(id=stable_id("bench", str(start + i)), text=t, source="code") for i, t in enumerate(texts[start : start + chunk])]
+        part = [
+            Document(id=stable_id("bench", str(start + i)), text=t, source="code")
+            for i, t in enumerate(texts[start : start + chunk])
+        ]
         pq.write_table(documents_to_table(part), stage_dir / "documents" / f"part-{number:05d}.parquet")
 
 
@@ -114,7 +117,12 @@ def pipeline(work_dir: Path, stage_dir: Path, tokenizer_path: str, beam_preset: 
 
     config = compose_config(
         "tokenize",
-        [f"corpus.work_dir={work_dir}", f"source.input={stage_dir}", f"beam={beam_preset}", f"tokenizer.path={tokenizer_path}"],
+        [
+            f"corpus.work_dir={work_dir}",
+            f"source.input={stage_dir}",
+            f"beam={beam_preset}",
+            f"tokenizer.path={tokenizer_path}",
+        ],
         register_configs,
     )
     start_cpu, start_wall = cpu_seconds(), time.time()
@@ -129,7 +137,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--megabytes", type=float, default=8.0)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best CPU time of each side counts")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds; the best CPU time of each side counts"
+    )
     parser.add_argument("--tokenizer", default="", help="tokenizer.json or directory (default: DeepSeek's)")
     args = parser.parse_args()
     batch = compose_config("tokenize", [], register_configs).batch_documents
@@ -165,14 +175,24 @@ def main() -> None:
         **{f"{side}_tokens_per_cpu_second": round(value) for side, value in per_core.items()},
         **{f"{side}_wall_seconds": round(value, 2) for side, value in walls.items()},
         "cores": os.cpu_count(),
-        "ratio_encode_batch_over_pipeline_single_worker": round(per_core["encode_batch"] / per_core["pipeline_single_worker"], 3),
-        "ratio_encode_batch_over_pipeline_all_cores": round(per_core["encode_batch"] / per_core["pipeline_all_cores"], 3),
-        "ratio_encode_batch_fast_over_pipeline_single_worker": round(per_core["encode_batch_fast"] / per_core["pipeline_single_worker"], 3),
+        "ratio_encode_batch_over_pipeline_single_worker": round(
+            per_core["encode_batch"] / per_core["pipeline_single_worker"], 3
+        ),
+        "ratio_encode_batch_over_pipeline_all_cores": round(
+            per_core["encode_batch"] / per_core["pipeline_all_cores"], 3
+        ),
+        "ratio_encode_batch_fast_over_pipeline_single_worker": round(
+            per_core["encode_batch_fast"] / per_core["pipeline_single_worker"], 3
+        ),
         "target_ratio": 1.3,
         # CPU seconds the pipeline spends beyond encoding (start-up, reading, writing, merge):
         # mostly fixed, so the ratios fall towards 1 as the input grows.
-        "pipeline_single_worker_overhead_cpu_seconds": round(best["pipeline_single_worker"][1] - best["encode_batch_fast"][1], 2),
-        "pipeline_all_cores_overhead_cpu_seconds": round(best["pipeline_all_cores"][1] - best["encode_batch_fast"][1], 2),
+        "pipeline_single_worker_overhead_cpu_seconds": round(
+            best["pipeline_single_worker"][1] - best["encode_batch_fast"][1], 2
+        ),
+        "pipeline_all_cores_overhead_cpu_seconds": round(
+            best["pipeline_all_cores"][1] - best["encode_batch_fast"][1], 2
+        ),
     }
     print(json.dumps(figures))
 

@@ -80,7 +80,9 @@ class Block(nn.Module):
 
 
 class PlainLlama(nn.Module):
-    def __init__(self, vocab: int, hidden: int, ffn: int, heads: int, layers: int, seq_length: int, eps: float, base: float):
+    def __init__(
+        self, vocab: int, hidden: int, ffn: int, heads: int, layers: int, seq_length: int, eps: float, base: float
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocab, hidden)
         self.blocks = nn.ModuleList(Block(hidden, ffn, heads, eps) for _ in range(layers))
@@ -114,12 +116,24 @@ def median_ms(values: list[float]) -> float:
 
 
 def plain_step_function(model_config, vocab: int, tokens, labels):
-    model = PlainLlama(vocab, model_config.hidden_size, model_config.ffn_hidden_size, model_config.num_attention_heads,
-                       model_config.num_layers, tokens.shape[1], model_config.norm_epsilon, model_config.rotary_base)
+    model = PlainLlama(
+        vocab,
+        model_config.hidden_size,
+        model_config.ffn_hidden_size,
+        model_config.num_attention_heads,
+        model_config.num_layers,
+        tokens.shape[1],
+        model_config.norm_epsilon,
+        model_config.rotary_base,
+    )
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=1e-3,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+    )
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -149,12 +163,24 @@ def main() -> None:
     from beam_pipelines.cli import compose_config
     from megatron_recipes.config import register_configs
 
-    config = compose_config("pretrain", [
-        f"model={args.model}", f"model.vocab_size={args.vocab}", "data=mock", f"data.seq_length={args.seq_length}",
-        "trainer=cpu", f"trainer.global_batch_size={args.batch}", f"trainer.micro_batch_size={args.batch}",
-        "trainer.train_steps=1000", "optimizer=adamw_cosine", "optimizer.lr=1e-3", "optimizer.warmup_steps=0",
-        "checkpoint.dir=null",
-    ], register_configs)
+    config = compose_config(
+        "pretrain",
+        [
+            f"model={args.model}",
+            f"model.vocab_size={args.vocab}",
+            "data=mock",
+            f"data.seq_length={args.seq_length}",
+            "trainer=cpu",
+            f"trainer.global_batch_size={args.batch}",
+            f"trainer.micro_batch_size={args.batch}",
+            "trainer.train_steps=1000",
+            "optimizer=adamw_cosine",
+            "optimizer.lr=1e-3",
+            "optimizer.warmup_steps=0",
+            "checkpoint.dir=null",
+        ],
+        register_configs,
+    )
     generator = torch.Generator().manual_seed(0)
     sample = torch.randint(0, args.vocab, (args.batch, args.seq_length + 1), generator=generator)
     tokens, labels = sample[:, :-1].contiguous(), sample[:, 1:].contiguous()
@@ -168,10 +194,15 @@ def main() -> None:
     from megatron_recipes.training.loop import train_step
     from megatron_recipes.training.session import setup_training
 
-    session = setup_training(config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint,
-                             vocab_size=args.vocab)
-    batch = {"tokens": tokens, "labels": labels, "loss_mask": torch.ones(tokens.shape),
-             "position_ids": torch.arange(args.seq_length).expand_as(tokens).contiguous()}
+    session = setup_training(
+        config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, vocab_size=args.vocab
+    )
+    batch = {
+        "tokens": tokens,
+        "labels": labels,
+        "loss_mask": torch.ones(tokens.shape),
+        "position_ids": torch.arange(args.seq_length).expand_as(tokens).contiguous(),
+    }
     recipe_step = lambda: train_step(session, [batch])  # noqa: E731
     recipe_parameters = sum(p.numel() for p in session.unwrapped_model()[0].parameters())
     torch.manual_seed(0)
@@ -185,21 +216,31 @@ def main() -> None:
         plain_times += durations(plain_step, per_round)
     recipe_ms, plain_ms = median_ms(recipe_times), median_ms(plain_times)
 
-    print(json.dumps({
-        "benchmark": "train_step_cpu",
-        "model": args.model,
-        "batch": [args.batch, args.seq_length],
-        "parameters": {"recipe": recipe_parameters, "plain_pytorch": plain_parameters,
-                       "recipe_vocab_padded_to": padded_vocab_size(args.vocab, 128, 1)},
-        "recipe_step_ms": round(recipe_ms, 2),
-        "plain_pytorch_step_ms": round(plain_ms, 2),
-        "recipe_over_plain": round(recipe_ms / plain_ms, 3),
-        "plain_pytorch_without_cpu_layer_step_ms": round(without_layer_ms, 2),
-        "steps_timed": len(recipe_times),
-        "torch_threads": torch.get_num_threads(),
-        "tokens_per_second": {"recipe": round(tokens.numel() / recipe_ms * 1000), "plain_pytorch": round(tokens.numel() / plain_ms * 1000)},
-        "note": "median of timed steps after warm-up; shared 2-core machine: compare the ratio, not absolute times",
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_step_cpu",
+                "model": args.model,
+                "batch": [args.batch, args.seq_length],
+                "parameters": {
+                    "recipe": recipe_parameters,
+                    "plain_pytorch": plain_parameters,
+                    "recipe_vocab_padded_to": padded_vocab_size(args.vocab, 128, 1),
+                },
+                "recipe_step_ms": round(recipe_ms, 2),
+                "plain_pytorch_step_ms": round(plain_ms, 2),
+                "recipe_over_plain": round(recipe_ms / plain_ms, 3),
+                "plain_pytorch_without_cpu_layer_step_ms": round(without_layer_ms, 2),
+                "steps_timed": len(recipe_times),
+                "torch_threads": torch.get_num_threads(),
+                "tokens_per_second": {
+                    "recipe": round(tokens.numel() / recipe_ms * 1000),
+                    "plain_pytorch": round(tokens.numel() / plain_ms * 1000),
+                },
+                "note": "median of timed steps after warm-up; shared 2-core machine: compare the ratio, not absolute times",
+            }
+        )
+    )
     if not math.isfinite(recipe_ms):
         sys.exit(1)
 

@@ -63,27 +63,47 @@ def measure(args, spec: str) -> dict:
     from megatron_recipes.training.metrics import memory_gib, peak_tflops_per_device
     from megatron_recipes.training.session import setup_training
 
-    device_overrides = (["trainer=cpu", "model=tiny", "model.vocab_size=512"] if args.cpu_smoke
-                        else ["trainer=gpu", f"model={args.model}"])
-    config = compose_config("pretrain", [
-        *device_overrides, f"model.transformer_impl={spec}", f"model.recompute={args.recompute}",
-        "data=mock", f"data.seq_length={args.seq_length}", f"trainer.micro_batch_size={args.micro_batch_size}",
-        f"trainer.global_batch_size={args.global_batch_size}", "trainer.train_steps=1000",
-        "optimizer=adamw_cosine", "optimizer.warmup_steps=10", "checkpoint.dir=null",
-    ], register_configs)
+    device_overrides = (
+        ["trainer=cpu", "model=tiny", "model.vocab_size=512"]
+        if args.cpu_smoke
+        else ["trainer=gpu", f"model={args.model}"]
+    )
+    config = compose_config(
+        "pretrain",
+        [
+            *device_overrides,
+            f"model.transformer_impl={spec}",
+            f"model.recompute={args.recompute}",
+            "data=mock",
+            f"data.seq_length={args.seq_length}",
+            f"trainer.micro_batch_size={args.micro_batch_size}",
+            f"trainer.global_batch_size={args.global_batch_size}",
+            "trainer.train_steps=1000",
+            "optimizer=adamw_cosine",
+            "optimizer.warmup_steps=10",
+            "checkpoint.dir=null",
+        ],
+        register_configs,
+    )
     vocab = config.model.vocab_size or 32000
-    session = setup_training(config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint,
-                             vocab_size=vocab)
+    session = setup_training(
+        config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, vocab_size=vocab
+    )
     device = session.runtime.torch_device()
     generator = torch.Generator().manual_seed(0)
     micro_batches = []
     for _ in range(session.num_microbatches):
         sample = torch.randint(0, vocab, (args.micro_batch_size, args.seq_length + 1), generator=generator)
-        micro_batches.append({
-            "tokens": sample[:, :-1].contiguous().to(device), "labels": sample[:, 1:].contiguous().to(device),
-            "loss_mask": torch.ones(args.micro_batch_size, args.seq_length, device=device),
-            "position_ids": torch.arange(args.seq_length, device=device).expand(args.micro_batch_size, -1).contiguous(),
-        })
+        micro_batches.append(
+            {
+                "tokens": sample[:, :-1].contiguous().to(device),
+                "labels": sample[:, 1:].contiguous().to(device),
+                "loss_mask": torch.ones(args.micro_batch_size, args.seq_length, device=device),
+                "position_ids": torch.arange(args.seq_length, device=device)
+                .expand(args.micro_batch_size, -1)
+                .contiguous(),
+            }
+        )
 
     def synchronize():
         if session.runtime.device == "cuda":
@@ -135,8 +155,15 @@ def main(argv=None) -> int:
     import torch
 
     if not args.cpu_smoke and not torch.cuda.is_available():
-        print(json.dumps({"benchmark": "train_step_gpu", "model": args.model,
-                          "not_run": "needs a CUDA device (torch sees none); run it on a GPU machine"}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "train_step_gpu",
+                    "model": args.model,
+                    "not_run": "needs a CUDA device (torch sees none); run it on a GPU machine",
+                }
+            )
+        )
         return 2
     results: dict[str, dict] = {}
     for spec in args.specs.split(","):
@@ -144,22 +171,32 @@ def main(argv=None) -> int:
         if not available:
             results[spec] = {"not_run": reason}
             continue
-        command = [sys.executable, str(Path(__file__).resolve()), "--one-spec", spec,
-                   *(argv if argv is not None else sys.argv[1:])]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--one-spec",
+            spec,
+            *(argv if argv is not None else sys.argv[1:]),
+        ]
         child = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-        results[spec] = json.loads(lines[-1]) if child.returncode == 0 and lines else {
-            "failed": (child.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-    line = json.dumps({
-        "benchmark": "train_step_gpu",
-        "model": "tiny (cpu smoke: figures meaningless)" if args.cpu_smoke else args.model,
-        "seq_length": args.seq_length,
-        "global_batch_size": args.global_batch_size,
-        "micro_batch_size": args.micro_batch_size,
-        "recompute": args.recompute,
-        "results": results,
-        "megatron_lm_published_mfu_h100": MEGATRON_LM_PUBLISHED_MFU_H100,
-    })
+        results[spec] = (
+            json.loads(lines[-1])
+            if child.returncode == 0 and lines
+            else {"failed": (child.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+        )
+    line = json.dumps(
+        {
+            "benchmark": "train_step_gpu",
+            "model": "tiny (cpu smoke: figures meaningless)" if args.cpu_smoke else args.model,
+            "seq_length": args.seq_length,
+            "global_batch_size": args.global_batch_size,
+            "micro_batch_size": args.micro_batch_size,
+            "recompute": args.recompute,
+            "results": results,
+            "megatron_lm_published_mfu_h100": MEGATRON_LM_PUBLISHED_MFU_H100,
+        }
+    )
     print(line)
     if args.save:
         Path(args.save).parent.mkdir(parents=True, exist_ok=True)

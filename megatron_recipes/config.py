@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
-from beam_pipelines.config import ConfigError  # one error type for every config problem
-from beam_pipelines.config import CorpusConfig
+from beam_pipelines.config import (
+    ConfigError,  # one error type for every config problem
+    CorpusConfig,
+)
 from beam_pipelines.config import register_configs as register_corpus_configs
 
 __all__ = ["ConfigError", "register_configs", "EvaluateConfig", "AnswerCheckConfig", "SandboxConfig", "ConvertConfig"]
@@ -124,7 +126,9 @@ class ModelConfig:
         if self.vocab_size is not None and self.vocab_size <= 0:
             raise ConfigError("model.vocab_size must be positive (or null for the tokenizer's)")
         if self.transformer_impl not in TRANSFORMER_IMPLEMENTATIONS:
-            raise ConfigError(f"model.transformer_impl={self.transformer_impl!r} is not one of {', '.join(TRANSFORMER_IMPLEMENTATIONS)}")
+            raise ConfigError(
+                f"model.transformer_impl={self.transformer_impl!r} is not one of {', '.join(TRANSFORMER_IMPLEMENTATIONS)}"
+            )
         if self.recompute not in RECOMPUTE_MODES:
             raise ConfigError(f"model.recompute={self.recompute!r} is not one of {', '.join(RECOMPUTE_MODES)}")
         if not 0.0 <= self.attention_dropout < 1.0 or not 0.0 <= self.hidden_dropout < 1.0:
@@ -155,8 +159,11 @@ class ParallelismConfig:
         return world // (self.tensor_model_parallel_size * self.pipeline_model_parallel_size)
 
     def validate(self) -> None:
-        tp, pp, vp = (self.tensor_model_parallel_size, self.pipeline_model_parallel_size,
-                      self.virtual_pipeline_model_parallel_size)
+        tp, pp, vp = (
+            self.tensor_model_parallel_size,
+            self.pipeline_model_parallel_size,
+            self.virtual_pipeline_model_parallel_size,
+        )
         if tp <= 0 or pp <= 0 or (vp is not None and vp <= 0):
             raise ConfigError("parallelism sizes must be positive")
         world = self.world_size if self.world_size is not None else launcher_world_size()
@@ -211,7 +218,9 @@ class OptimizerConfig:
         if self.decay_steps is not None and self.decay_steps <= 0:
             raise ConfigError("optimizer.decay_steps must be positive (or null for trainer.train_steps)")
         if len(self.multistep_milestones) != len(self.multistep_factors):
-            raise ConfigError("optimizer.multistep_milestones and optimizer.multistep_factors must have the same length")
+            raise ConfigError(
+                "optimizer.multistep_milestones and optimizer.multistep_factors must have the same length"
+            )
         if list(self.multistep_milestones) != sorted(self.multistep_milestones) or any(
             not 0.0 < m <= 1.0 for m in self.multistep_milestones
         ):
@@ -260,15 +269,25 @@ class DataConfig:
         if self.num_workers < 0:
             raise ConfigError("data.num_workers must be >= 0")
         parts = self.split.split(",")
-        if len(parts) != 3 or not all(p.strip().replace(".", "", 1).isdigit() for p in parts) or not float(parts[0]) > 0:
-            raise ConfigError(f"data.split={self.split!r} must be three weights train,validation,test with train > 0, e.g. 99,1,0")
+        if (
+            len(parts) != 3
+            or not all(p.strip().replace(".", "", 1).isdigit() for p in parts)
+            or not float(parts[0]) > 0
+        ):
+            raise ConfigError(
+                f"data.split={self.split!r} must be three weights train,validation,test with train > 0, e.g. 99,1,0"
+            )
         if self.mock:
             return
         if not self.sources:
-            raise ConfigError("data.sources is empty: pick a mixture (data=local|deepseekmath_base|corpus_comparison) or data.mock=true")
+            raise ConfigError(
+                "data.sources is empty: pick a mixture (data=local|deepseekmath_base|corpus_comparison) or data.mock=true"
+            )
         if set(self.sources) != set(self.weights):
             missing = sorted(set(self.sources) ^ set(self.weights))
-            raise ConfigError(f"data.sources and data.weights must name the same sources; differing: {', '.join(missing)}")
+            raise ConfigError(
+                f"data.sources and data.weights must name the same sources; differing: {', '.join(missing)}"
+            )
         for name, weight in self.weights.items():
             if weight < 0:
                 raise ConfigError(f"data.weights.{name}={weight} must be >= 0")
@@ -364,18 +383,23 @@ class CheckpointConfig:
             )
 
 
-def validate_training_layout(model: ModelConfig, parallelism: ParallelismConfig, trainer: TrainerConfig,
-                             seq_length: int | None = None) -> None:
+def validate_training_layout(
+    model: ModelConfig, parallelism: ParallelismConfig, trainer: TrainerConfig, seq_length: int | None = None
+) -> None:
     """Checks that involve several sections: what megatron would refuse (or get wrong) later."""
     tp, pp = parallelism.tensor_model_parallel_size, parallelism.pipeline_model_parallel_size
     vp = parallelism.virtual_pipeline_model_parallel_size or 1
     if model.num_attention_heads % tp:
-        raise ConfigError(f"model.num_attention_heads={model.num_attention_heads} is not divisible by tensor_model_parallel_size={tp}")
+        raise ConfigError(
+            f"model.num_attention_heads={model.num_attention_heads} is not divisible by tensor_model_parallel_size={tp}"
+        )
     groups = model.num_query_groups or model.num_attention_heads
     if groups % tp:
         raise ConfigError(f"model.num_query_groups={groups} is not divisible by tensor_model_parallel_size={tp}")
     if model.ffn_hidden_size % tp:
-        raise ConfigError(f"model.ffn_hidden_size={model.ffn_hidden_size} is not divisible by tensor_model_parallel_size={tp}")
+        raise ConfigError(
+            f"model.ffn_hidden_size={model.ffn_hidden_size} is not divisible by tensor_model_parallel_size={tp}"
+        )
     if model.num_layers % (pp * vp):
         raise ConfigError(
             f"model.num_layers={model.num_layers} is not divisible by pipeline_model_parallel_size x virtual size = {pp}x{vp}"
@@ -392,16 +416,24 @@ def validate_training_layout(model: ModelConfig, parallelism: ParallelismConfig,
             f"interleaved pipeline needs the number of micro-batches ({micro_batches}) to be a multiple of pipeline_model_parallel_size={pp}"
         )
     if parallelism.sequence_parallel and seq_length is not None and seq_length % tp:
-        raise ConfigError(f"data.seq_length={seq_length} is not divisible by tensor_model_parallel_size={tp} (sequence parallel)")
+        raise ConfigError(
+            f"data.seq_length={seq_length} is not divisible by tensor_model_parallel_size={tp} (sequence parallel)"
+        )
     if seq_length is not None and seq_length > model.max_position_embeddings:
-        raise ConfigError(f"data.seq_length={seq_length} exceeds model.max_position_embeddings={model.max_position_embeddings}")
+        raise ConfigError(
+            f"data.seq_length={seq_length} exceeds model.max_position_embeddings={model.max_position_embeddings}"
+        )
     if trainer.fp8 is not None and model.transformer_impl == "local":
-        raise ConfigError("trainer.fp8 needs model.transformer_impl=transformer_engine (or auto on a CUDA machine with TE)")
+        raise ConfigError(
+            "trainer.fp8 needs model.transformer_impl=transformer_engine (or auto on a CUDA machine with TE)"
+        )
 
 
 def validate_init_sources(model: ModelConfig, checkpoint: CheckpointConfig) -> None:
     if model.init_from_hf and checkpoint.init_from:
-        raise ConfigError("set either model.init_from_hf (Hugging Face weights) or checkpoint.init_from (megatron weights), not both")
+        raise ConfigError(
+            "set either model.init_from_hf (Hugging Face weights) or checkpoint.init_from (megatron weights), not both"
+        )
 
 
 @dataclass
@@ -422,7 +454,11 @@ class PretrainConfig:
             section.validate()
         validate_init_sources(self.model, self.checkpoint)
         validate_training_layout(self.model, self.parallelism, self.trainer, self.data.seq_length)
-        if self.optimizer.decay_steps is None and self.optimizer.warmup_steps >= self.trainer.train_steps and self.optimizer.lr_schedule != "constant":
+        if (
+            self.optimizer.decay_steps is None
+            and self.optimizer.warmup_steps >= self.trainer.train_steps
+            and self.optimizer.lr_schedule != "constant"
+        ):
             raise ConfigError(
                 f"optimizer.warmup_steps={self.optimizer.warmup_steps} must be below trainer.train_steps={self.trainer.train_steps}"
                 " (or set optimizer.decay_steps)"
@@ -497,7 +533,9 @@ class SandboxConfig:
             raise ConfigError("sandbox.max_workers must be >= 1")
 
     def limits(self) -> SandboxLimits:
-        return SandboxLimits(self.wall_seconds, self.cpu_seconds, self.memory_mb, self.processes, self.file_size_mb, self.output_bytes)
+        return SandboxLimits(
+            self.wall_seconds, self.cpu_seconds, self.memory_mb, self.processes, self.file_size_mb, self.output_bytes
+        )
 
 
 @dataclass
@@ -563,9 +601,13 @@ class GeneratorConfig:
         if self.name == "precomputed" and not self.path:
             raise ConfigError("generator=precomputed needs generator.path=/path/to/generations.jsonl")
         if self.name == "megatron" and not self.checkpoint:
-            raise ConfigError("generator=megatron needs generator.checkpoint=/path/to/checkpoints (a run or iter_* directory)")
+            raise ConfigError(
+                "generator=megatron needs generator.checkpoint=/path/to/checkpoints (a run or iter_* directory)"
+            )
         if self.device not in DEVICES or self.precision not in PRECISIONS:
-            raise ConfigError(f"generator.device must be one of {', '.join(DEVICES)} and generator.precision one of {', '.join(PRECISIONS)}")
+            raise ConfigError(
+                f"generator.device must be one of {', '.join(DEVICES)} and generator.precision one of {', '.join(PRECISIONS)}"
+            )
         if self.tensor_model_parallel_size < 1 or self.max_batch_size < 1:
             raise ConfigError("generator.tensor_model_parallel_size and generator.max_batch_size must be >= 1")
 
@@ -642,7 +684,9 @@ class ConvertConfig:
         if self.mode not in CONVERT_MODES:
             raise ConfigError(f"mode={self.mode!r} is not one of {', '.join(CONVERT_MODES)}")
         if not self.hf_dir or not self.megatron_dir:
-            raise ConfigError("set both hf_dir=... and megatron_dir=... (import reads hf_dir, export reads megatron_dir)")
+            raise ConfigError(
+                "set both hf_dir=... and megatron_dir=... (import reads hf_dir, export reads megatron_dir)"
+            )
         if self.dtype not in CONVERT_DTYPES:
             raise ConfigError(f"dtype={self.dtype!r} is not one of {', '.join(CONVERT_DTYPES)}")
         if self.make_vocab_size_divisible_by <= 0 or self.tensor_parallel_size <= 0:
@@ -731,7 +775,9 @@ class SftDataConfig:
         if self.packing_bins < 1:
             raise ConfigError("sft_data.packing_bins must be >= 1")
         if self.long_examples not in LONG_EXAMPLE_POLICIES:
-            raise ConfigError(f"sft_data.long_examples={self.long_examples!r} is not one of {', '.join(LONG_EXAMPLE_POLICIES)}")
+            raise ConfigError(
+                f"sft_data.long_examples={self.long_examples!r} is not one of {', '.join(LONG_EXAMPLE_POLICIES)}"
+            )
         if self.max_examples is not None and self.max_examples < 1:
             raise ConfigError("sft_data.max_examples must be >= 1 (or null for all)")
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -751,13 +797,29 @@ class SftConfig:
     chat_template: ChatTemplateConfig = field(default_factory=ChatTemplateConfig)
 
     def validate(self) -> None:
-        for section in (self.model, self.parallelism, self.optimizer, self.trainer, self.checkpoint, self.sft_data, self.chat_template):
+        for section in (
+            self.model,
+            self.parallelism,
+            self.optimizer,
+            self.trainer,
+            self.checkpoint,
+            self.sft_data,
+            self.chat_template,
+        ):
             section.validate()
         if self.sft_data.seq_length > self.model.max_position_embeddings:
-            raise ConfigError(f"sft_data.seq_length={self.sft_data.seq_length} exceeds model.max_position_embeddings={self.model.max_position_embeddings}")
+            raise ConfigError(
+                f"sft_data.seq_length={self.sft_data.seq_length} exceeds model.max_position_embeddings={self.model.max_position_embeddings}"
+            )
         validate_training_layout(self.model, self.parallelism, self.trainer, self.sft_data.seq_length)
-        if self.optimizer.decay_steps is None and self.optimizer.warmup_steps >= self.trainer.train_steps and self.optimizer.lr_schedule != "constant":
-            raise ConfigError(f"optimizer.warmup_steps={self.optimizer.warmup_steps} must be below trainer.train_steps={self.trainer.train_steps}")
+        if (
+            self.optimizer.decay_steps is None
+            and self.optimizer.warmup_steps >= self.trainer.train_steps
+            and self.optimizer.lr_schedule != "constant"
+        ):
+            raise ConfigError(
+                f"optimizer.warmup_steps={self.optimizer.warmup_steps} must be below trainer.train_steps={self.trainer.train_steps}"
+            )
 
 
 @dataclass
@@ -851,7 +913,13 @@ class RlConfig:
     def validate(self) -> None:
         if self.group_size < 2:
             raise ConfigError("rl.group_size must be >= 2 (advantages are relative to the group)")
-        for name in ("questions_per_step", "updates_per_rollout", "max_new_tokens", "generation_batch_size", "eval_samples"):
+        for name in (
+            "questions_per_step",
+            "updates_per_rollout",
+            "max_new_tokens",
+            "generation_batch_size",
+            "eval_samples",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"rl.{name} must be >= 1")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.eval_temperature < 0:
@@ -862,20 +930,35 @@ class RlConfig:
 
         unknown = [name for name in self.rewards if name not in REWARD_FUNCTIONS]
         if unknown:
-            raise ConfigError(f"rl.rewards: unknown {', '.join(unknown)}; registered: {', '.join(sorted(REWARD_FUNCTIONS))}")
+            raise ConfigError(
+                f"rl.rewards: unknown {', '.join(unknown)}; registered: {', '.join(sorted(REWARD_FUNCTIONS))}"
+            )
         if self.advantage_estimator not in GRPO_ADVANTAGE_ESTIMATORS:
-            raise ConfigError(f"rl.advantage_estimator={self.advantage_estimator!r} is not one of {', '.join(GRPO_ADVANTAGE_ESTIMATORS)}")
+            raise ConfigError(
+                f"rl.advantage_estimator={self.advantage_estimator!r} is not one of {', '.join(GRPO_ADVANTAGE_ESTIMATORS)}"
+            )
         if self.advantage_estimator == "process":
             from megatron_recipes.rl.step_rewards import STEP_REWARDS
 
             if self.step_reward not in STEP_REWARDS:
-                raise ConfigError(f"rl.advantage_estimator=process needs rl.step_reward, one of {', '.join(sorted(STEP_REWARDS))}")
+                raise ConfigError(
+                    f"rl.advantage_estimator=process needs rl.step_reward, one of {', '.join(sorted(STEP_REWARDS))}"
+                )
         if self.kl_estimator not in GRPO_KL_ESTIMATORS:
             raise ConfigError(f"rl.kl_estimator={self.kl_estimator!r} is not one of {', '.join(GRPO_KL_ESTIMATORS)}")
         if self.loss_aggregation not in GRPO_LOSS_AGGREGATIONS:
-            raise ConfigError(f"rl.loss_aggregation={self.loss_aggregation!r} is not one of {', '.join(GRPO_LOSS_AGGREGATIONS)}")
-        if self.kl_coefficient < 0 or not 0 <= self.epsilon_low < 1 or self.epsilon_high < 0 or self.advantage_epsilon <= 0:
-            raise ConfigError("rl.kl_coefficient >= 0, rl.epsilon_low in [0, 1), rl.epsilon_high >= 0 and rl.advantage_epsilon > 0 are required")
+            raise ConfigError(
+                f"rl.loss_aggregation={self.loss_aggregation!r} is not one of {', '.join(GRPO_LOSS_AGGREGATIONS)}"
+            )
+        if (
+            self.kl_coefficient < 0
+            or not 0 <= self.epsilon_low < 1
+            or self.epsilon_high < 0
+            or self.advantage_epsilon <= 0
+        ):
+            raise ConfigError(
+                "rl.kl_coefficient >= 0, rl.epsilon_low in [0, 1), rl.epsilon_high >= 0 and rl.advantage_epsilon > 0 are required"
+            )
         if self.reference_reset_interval < 0 or self.eval_interval < 0 or self.max_tool_calls < 0:
             raise ConfigError("rl.reference_reset_interval, rl.eval_interval and rl.max_tool_calls must be >= 0")
 
@@ -904,29 +987,49 @@ class GrpoConfig:
         return self.rl.questions_per_step * self.rl.group_size
 
     def validate(self) -> None:
-        for section in (self.model, self.parallelism, self.optimizer, self.trainer, self.checkpoint, self.rl,
-                        self.prompts, self.chat_template, self.answer_check, self.sandbox):
+        for section in (
+            self.model,
+            self.parallelism,
+            self.optimizer,
+            self.trainer,
+            self.checkpoint,
+            self.rl,
+            self.prompts,
+            self.chat_template,
+            self.answer_check,
+            self.sandbox,
+        ):
             section.validate()
         if self.rl.eval_interval:
             self.eval_prompts.validate()
         validate_training_layout(self.model, self.parallelism, self.trainer, None)
         if self.parallelism.pipeline_model_parallel_size != 1 or self.parallelism.virtual_pipeline_model_parallel_size:
-            raise ConfigError("GRPO generates with the whole model on each rank: parallelism.pipeline_model_parallel_size must be 1")
+            raise ConfigError(
+                "GRPO generates with the whole model on each rank: parallelism.pipeline_model_parallel_size must be 1"
+            )
         if self.parallelism.sequence_parallel:
-            raise ConfigError("GRPO rollouts use megatron's static inference batching, which has no sequence parallelism: set parallelism.sequence_parallel=false")
+            raise ConfigError(
+                "GRPO rollouts use megatron's static inference batching, which has no sequence parallelism: set parallelism.sequence_parallel=false"
+            )
         if self.parallelism.overlap_param_gather:
-            raise ConfigError("GRPO rollouts read the parameters outside the training schedule: set parallelism.overlap_param_gather=false"
-                              " (the distributed optimizer then gathers them at the end of each step)")
+            raise ConfigError(
+                "GRPO rollouts read the parameters outside the training schedule: set parallelism.overlap_param_gather=false"
+                " (the distributed optimizer then gathers them at the end of each step)"
+            )
         data_parallel = self.parallelism.data_parallel_size()
         if self.rl.questions_per_step % data_parallel:
-            raise ConfigError(f"rl.questions_per_step={self.rl.questions_per_step} is not divisible by the data-parallel size {data_parallel}")
+            raise ConfigError(
+                f"rl.questions_per_step={self.rl.questions_per_step} is not divisible by the data-parallel size {data_parallel}"
+            )
         if self.rollout_outputs() % self.trainer.global_batch_size:
             raise ConfigError(
                 f"rl.questions_per_step x rl.group_size = {self.rollout_outputs()} outputs is not a multiple of"
                 f" trainer.global_batch_size={self.trainer.global_batch_size} (the outputs per optimizer step)"
             )
         if self.rl.max_new_tokens >= self.model.max_position_embeddings:
-            raise ConfigError(f"rl.max_new_tokens={self.rl.max_new_tokens} leaves no room for the prompt in model.max_position_embeddings={self.model.max_position_embeddings}")
+            raise ConfigError(
+                f"rl.max_new_tokens={self.rl.max_new_tokens} leaves no room for the prompt in model.max_position_embeddings={self.model.max_position_embeddings}"
+            )
 
 
 def register_posttraining_configs() -> None:

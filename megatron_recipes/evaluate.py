@@ -49,13 +49,22 @@ def evaluate(config: EvaluateConfig) -> dict:
     from megatron_recipes.rewards.equivalence import AnswerChecker
     from megatron_recipes.rewards.worker_pool import DeadlineWorkerPool
 
-    problems = load_problems(config.dataset.name, config.dataset.path, config.dataset.limit, config.dataset.subjects, config.dataset.levels)
+    problems = load_problems(
+        config.dataset.name, config.dataset.path, config.dataset.limit, config.dataset.subjects, config.dataset.levels
+    )
     if _is_reporting_rank():
-        print(f"evaluate: {len(problems)} problems from {config.dataset.name}, prompt {config.prompt_style}, generator {config.generator.name}", flush=True)
-    generator = build_generator(config.generator.name, **{k: v for k, v in asdict(config.generator).items() if k != "name"})
+        print(
+            f"evaluate: {len(problems)} problems from {config.dataset.name}, prompt {config.prompt_style}, generator {config.generator.name}",
+            flush=True,
+        )
+    generator = build_generator(
+        config.generator.name, **{k: v for k, v in asdict(config.generator).items() if k != "name"}
+    )
     style = get_prompt_style(config.prompt_style)
     sampling = config.sampling
-    params = SamplingParams(sampling.temperature, sampling.top_p, sampling.max_new_tokens, tuple(sampling.stop), sampling.n, sampling.seed)
+    params = SamplingParams(
+        sampling.temperature, sampling.top_p, sampling.max_new_tokens, tuple(sampling.stop), sampling.n, sampling.seed
+    )
     sandbox = None
     with DeadlineWorkerPool(config.answer_check.num_workers, config.answer_check.timeout_s) as pool:
         checker = AnswerChecker(config.answer_check.options(), pool=pool)

@@ -61,19 +61,27 @@ def plan_grpo(config: GrpoConfig) -> GrpoPlan:
     from megatron_recipes.training.checkpointing import latest_iteration
 
     resolve_device(config.trainer.device)
-    resuming = bool(config.checkpoint.dir and config.checkpoint.resume and latest_iteration(config.checkpoint.dir) is not None)
+    resuming = bool(
+        config.checkpoint.dir and config.checkpoint.resume and latest_iteration(config.checkpoint.dir) is not None
+    )
     start = _recorded(config.checkpoint.dir) if resuming else _recorded(config.checkpoint.init_from)
     if not start and config.rl.kl_coefficient and not resuming:
-        log.warning("no checkpoint.init_from: GRPO starts from random weights (the reference model is that random model)")
+        log.warning(
+            "no checkpoint.init_from: GRPO starts from random weights (the reference model is that random model)"
+        )
     recorded_model = dict(start.get("model_config") or {})
     for name in ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size"):
         if name in recorded_model and recorded_model[name] != getattr(config.model, name):
-            raise ConfigError(f"model.{name}={getattr(config.model, name)} but the starting checkpoint has {recorded_model[name]}: pick its model preset")
+            raise ConfigError(
+                f"model.{name}={getattr(config.model, name)} but the starting checkpoint has {recorded_model[name]}: pick its model preset"
+            )
     tokenizer_path = config.tokenizer or (start.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", "")
     tokenizer = load_text_tokenizer(tokenizer_path)
     vocab_size = config.model.vocab_size or recorded_model.get("vocab_size") or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:
-        raise ConfigError(f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but the model's vocabulary is {vocab_size}")
+        raise ConfigError(
+            f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but the model's vocabulary is {vocab_size}"
+        )
     prompts = PromptStream(config.prompts, config.chat_template)
     eval_prompts = PromptStream(config.eval_prompts, config.chat_template) if config.rl.eval_interval else None
     return GrpoPlan(tokenizer, int(vocab_size), prompts, eval_prompts)
@@ -90,8 +98,9 @@ def build_reference_model(config: GrpoConfig, session):
     if not config.rl.kl_coefficient:
         return None
     rng = capture_rng_state()
-    chunks = build_model(config.model, config.parallelism, session.vocab_size, device=session.runtime.device,
-                         precision=session.precision)
+    chunks = build_model(
+        config.model, config.parallelism, session.vocab_size, device=session.runtime.device, precision=session.precision
+    )
     restore_rng_state(rng)
     for chunk in chunks:
         chunk.requires_grad_(False)
@@ -120,8 +129,14 @@ def run_grpo(config: GrpoConfig, plan: GrpoPlan):
     updates_per_step = config.rl.updates_per_rollout * (config.rollout_outputs() // config.trainer.global_batch_size)
     # The scheduler counts optimizer updates; the loop counts GRPO steps.
     scheduler_trainer = replace(config.trainer, train_steps=config.trainer.train_steps * updates_per_step)
-    session = setup_training(config.model, config.parallelism, config.optimizer, scheduler_trainer, config.checkpoint,
-                             vocab_size=plan.vocab_size)
+    session = setup_training(
+        config.model,
+        config.parallelism,
+        config.optimizer,
+        scheduler_trainer,
+        config.checkpoint,
+        vocab_size=plan.vocab_size,
+    )
     pool = sandbox = None
     try:
         session.state.extra["tokenizer"] = plan.tokenizer.path
@@ -135,11 +150,20 @@ def run_grpo(config: GrpoConfig, plan: GrpoPlan):
 
                 sandbox = SandboxPool(config.sandbox.max_workers, config.sandbox.limits())
         if session.runtime.is_logging_rank:
-            log.info("GRPO: %d questions x %d samples per step on %d data-parallel rank(s), %d optimizer update(s) per step;"
-                     " prompts %s (%s questions); tokenizer %s", config.rl.questions_per_step, config.rl.group_size,
-                     session.runtime.data_parallel_size, updates_per_step, config.prompts.source, f"{len(plan.prompts):,}",
-                     plan.tokenizer.path)
-        trainer = GrpoTrainer(config, session, plan.tokenizer, reference, plan.prompts, plan.eval_prompts, checker, sandbox)
+            log.info(
+                "GRPO: %d questions x %d samples per step on %d data-parallel rank(s), %d optimizer update(s) per step;"
+                " prompts %s (%s questions); tokenizer %s",
+                config.rl.questions_per_step,
+                config.rl.group_size,
+                session.runtime.data_parallel_size,
+                updates_per_step,
+                config.prompts.source,
+                f"{len(plan.prompts):,}",
+                plan.tokenizer.path,
+            )
+        trainer = GrpoTrainer(
+            config, session, plan.tokenizer, reference, plan.prompts, plan.eval_prompts, checker, sandbox
+        )
         return trainer.run()
     finally:
         if sandbox is not None:

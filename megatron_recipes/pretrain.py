@@ -82,8 +82,9 @@ def run_pretraining(config: PretrainConfig, plan: PretrainPlan):
     from megatron_recipes.training.session import setup_training
 
     trainer = config.trainer
-    session = setup_training(config.model, config.parallelism, config.optimizer, trainer, config.checkpoint,
-                             vocab_size=plan.vocab_size)
+    session = setup_training(
+        config.model, config.parallelism, config.optimizer, trainer, config.checkpoint, vocab_size=plan.vocab_size
+    )
     try:
         runtime = session.runtime
         if plan.mixture is not None:
@@ -94,21 +95,38 @@ def run_pretraining(config: PretrainConfig, plan: PretrainPlan):
             log.info("data mixture: %s", plan.mixture.describe())
         evaluations = trainer.train_steps // trainer.eval_interval if trainer.eval_interval else 0
         datasets = build_pretraining_datasets(
-            config.data, plan.mixture, plan.tokenizer,
+            config.data,
+            plan.mixture,
+            plan.tokenizer,
             train_samples=trainer.train_steps * trainer.global_batch_size,
             validation_samples=trainer.eval_steps * trainer.global_batch_size if evaluations else 0,
             cache_dir=plan.cache_dir,
         )
-        batches = pretraining_batches(datasets.train, trainer.micro_batch_size, runtime.data_parallel_rank,
-                                      runtime.data_parallel_size, session.state.consumed_samples, config.data.num_workers,
-                                      worker_ignored_signals=tuple(trainer.exit_signals))
+        batches = pretraining_batches(
+            datasets.train,
+            trainer.micro_batch_size,
+            runtime.data_parallel_rank,
+            runtime.data_parallel_size,
+            session.state.consumed_samples,
+            config.data.num_workers,
+            worker_ignored_signals=tuple(trainer.exit_signals),
+        )
         validation = None
         if evaluations and datasets.validation is not None:
-            fixed = validation_batches(datasets.validation, trainer.micro_batch_size, runtime.data_parallel_rank,
-                                       runtime.data_parallel_size, trainer.eval_steps * session.num_microbatches)
+            fixed = validation_batches(
+                datasets.validation,
+                trainer.micro_batch_size,
+                runtime.data_parallel_rank,
+                runtime.data_parallel_size,
+                trainer.eval_steps * session.num_microbatches,
+            )
             validation = lambda: fixed  # noqa: E731 - the same validation set every time
-        return train(session, batches, validation_batches=validation,
-                     flops_per_token=training_flops_per_token(config.model, plan.vocab_size, config.data.seq_length))
+        return train(
+            session,
+            batches,
+            validation_batches=validation,
+            flops_per_token=training_flops_per_token(config.model, plan.vocab_size, config.data.seq_length),
+        )
     finally:
         shutdown_runtime()
 
@@ -118,8 +136,11 @@ def configure_logging() -> None:
     import os
 
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
     logging.getLogger("megatron").setLevel(logging.WARNING)
 
 

@@ -51,11 +51,15 @@ def plan_sft(config: SftConfig) -> SftPlan:
         from megatron_recipes.models import choose_layer_spec
 
         if choose_layer_spec(config.model, device, config.trainer.fp8).name == "transformer_engine":
-            raise ConfigError("packed SFT on Transformer Engine attention (thd format) needs trainer.micro_batch_size=1")
+            raise ConfigError(
+                "packed SFT on Transformer Engine attention (thd format) needs trainer.micro_batch_size=1"
+            )
     tokenizer = load_text_tokenizer(config.sft_data.tokenizer)
     vocab_size = config.model.vocab_size or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:
-        raise ConfigError(f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}")
+        raise ConfigError(
+            f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}"
+        )
     try:
         train, validation = build_sft_datasets(config.sft_data, config.chat_template, tokenizer)
     except SftDataError as error:
@@ -67,8 +71,13 @@ def packed_forward(model_chunk, batch):
     """GPTModel forward for packed sequences on Transformer Engine attention (thd format)."""
     from megatron_recipes.data.sft import packed_seq_params
 
-    return model_chunk(batch["tokens"], batch["position_ids"], None, labels=batch["labels"],
-                       packed_seq_params=packed_seq_params(batch["segment_ids"]))
+    return model_chunk(
+        batch["tokens"],
+        batch["position_ids"],
+        None,
+        labels=batch["labels"],
+        packed_seq_params=packed_seq_params(batch["segment_ids"]),
+    )
 
 
 def run_sft(config: SftConfig, plan: SftPlan):
@@ -80,8 +89,9 @@ def run_sft(config: SftConfig, plan: SftPlan):
     from megatron_recipes.training.session import setup_training
 
     trainer, data = config.trainer, config.sft_data
-    session = setup_training(config.model, config.parallelism, config.optimizer, trainer, config.checkpoint,
-                             vocab_size=plan.vocab_size)
+    session = setup_training(
+        config.model, config.parallelism, config.optimizer, trainer, config.checkpoint, vocab_size=plan.vocab_size
+    )
     try:
         runtime = session.runtime
         session.state.extra["tokenizer"] = plan.tokenizer.path
@@ -90,22 +100,53 @@ def run_sft(config: SftConfig, plan: SftPlan):
         summary = plan.train.summary
         total_samples = trainer.train_steps * trainer.global_batch_size
         if runtime.is_logging_rank:
-            log.info("SFT data: %d examples (%s) -> %d sequences of %d tokens (%.1f%% filled), %d response tokens;"
-                     " %d truncated, %d dropped, %d without response; %.2f epochs; attention %s",
-                     summary.examples, ", ".join(f"{k} {v}" for k, v in sorted(summary.kinds.items())), summary.sequences,
-                     data.seq_length, 100 * summary.fill_rate(data.seq_length), summary.trained_tokens, summary.truncated,
-                     summary.dropped, summary.no_trained_tokens, total_samples / max(summary.sequences, 1), attention)
-        batches = sft_batches(plan.train, trainer.micro_batch_size, runtime.data_parallel_rank, runtime.data_parallel_size,
-                              session.state.consumed_samples, total_samples, attention)
+            log.info(
+                "SFT data: %d examples (%s) -> %d sequences of %d tokens (%.1f%% filled), %d response tokens;"
+                " %d truncated, %d dropped, %d without response; %.2f epochs; attention %s",
+                summary.examples,
+                ", ".join(f"{k} {v}" for k, v in sorted(summary.kinds.items())),
+                summary.sequences,
+                data.seq_length,
+                100 * summary.fill_rate(data.seq_length),
+                summary.trained_tokens,
+                summary.truncated,
+                summary.dropped,
+                summary.no_trained_tokens,
+                total_samples / max(summary.sequences, 1),
+                attention,
+            )
+        batches = sft_batches(
+            plan.train,
+            trainer.micro_batch_size,
+            runtime.data_parallel_rank,
+            runtime.data_parallel_size,
+            session.state.consumed_samples,
+            total_samples,
+            attention,
+        )
         validation = None
         if plan.validation is not None and trainer.eval_interval:
             count = trainer.eval_steps * trainer.global_batch_size
-            fixed = list(sft_batches(plan.validation, trainer.micro_batch_size, runtime.data_parallel_rank,
-                                     runtime.data_parallel_size, 0, count, attention))
+            fixed = list(
+                sft_batches(
+                    plan.validation,
+                    trainer.micro_batch_size,
+                    runtime.data_parallel_rank,
+                    runtime.data_parallel_size,
+                    0,
+                    count,
+                    attention,
+                )
+            )
             validation = lambda: fixed  # noqa: E731 - the same validation set every time
-        return train(session, batches, forward_fn=packed_forward if packed_on_te else gpt_forward,
-                     validation_batches=validation, tokens_per_sample=data.seq_length,
-                     flops_per_token=training_flops_per_token(config.model, plan.vocab_size, data.seq_length))
+        return train(
+            session,
+            batches,
+            forward_fn=packed_forward if packed_on_te else gpt_forward,
+            validation_batches=validation,
+            tokens_per_sample=data.seq_length,
+            flops_per_token=training_flops_per_token(config.model, plan.vocab_size, data.seq_length),
+        )
     finally:
         shutdown_runtime()
 

@@ -21,6 +21,7 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
 
+
 # Subprocesses (Beam worker processes, torchrun ranks, `python -m` entry points) must import this
 # checkout, whatever is installed in the environment.
 from tests.support import REPO_ROOT  # noqa: E402

@@ -29,7 +29,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_module(module: str, *args: str, cwd: str | Path | None = None, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, cwd: str | Path | None = None, timeout: float = 900, **env: str
+) -> subprocess.CompletedProcess:
     """Run `python -m module args...` for real and return the completed process (text output)."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -111,7 +111,7 @@ def read_index_header(prefix: str) -> IndexHeader:
         raw = handle.read(_HEADER_SIZE)
     if len(raw) < _HEADER_SIZE or raw[: len(INDEX_HEADER)] != INDEX_HEADER:
         raise ValueError(f"{idx_path(prefix)} is not a megatron index file")
-    version, code, sequences, documents = struct.unpack("<QBQQ", raw[len(INDEX_HEADER):])
+    version, code, sequences, documents = struct.unpack("<QBQQ", raw[len(INDEX_HEADER) :])
     if version != INDEX_VERSION:
         raise ValueError(f"{idx_path(prefix)}: index version {version}, expected {INDEX_VERSION}")
     names = {value: name for name, value in DTYPE_CODES.items()}
@@ -237,7 +237,9 @@ def merge_indexed_datasets(
         byte_offset = 0
         for prefix, header, tokens in zip(shard_prefixes, headers, shard_tokens):
             with _open(idx_path(prefix)) as handle:
-                for pointers in _read_array(handle, header.pointers_offset, header.sequence_count, np.int64, chunk_items):
+                for pointers in _read_array(
+                    handle, header.pointers_offset, header.sequence_count, np.int64, chunk_items
+                ):
                     out.write((pointers + byte_offset).tobytes())
             byte_offset += tokens * dtype.itemsize
         out.write(np.zeros(1, dtype=np.int64).tobytes())
@@ -246,7 +248,11 @@ def merge_indexed_datasets(
             with _open(idx_path(prefix)) as handle:
                 # Skip the shard's leading 0: the previous shard's last entry already marks it.
                 entries = _read_array(
-                    handle, header.document_index_offset + 8, max(header.document_index_count - 1, 0), np.int64, chunk_items
+                    handle,
+                    header.document_index_offset + 8,
+                    max(header.document_index_count - 1, 0),
+                    np.int64,
+                    chunk_items,
                 )
                 for document_index in entries:
                     out.write((document_index + sequence_offset).tobytes())
@@ -363,8 +369,15 @@ class WriteIndexedDataset(beam.PTransform):
     """EncodedDocuments -> `<output_prefix>.bin/.idx`. Output: one element, the merge
     description (`merge_shards`), or none when the input is empty (then nothing is written)."""
 
-    def __init__(self, output_prefix: str, shards_dir: str, dtype_name: str, max_documents_per_shard: int,
-                 keep_shards: bool = False, log_name: str = "tokenize"):
+    def __init__(
+        self,
+        output_prefix: str,
+        shards_dir: str,
+        dtype_name: str,
+        max_documents_per_shard: int,
+        keep_shards: bool = False,
+        log_name: str = "tokenize",
+    ):
         super().__init__()
         self.output_prefix = output_prefix
         self.shards_dir = shards_dir
@@ -374,14 +387,19 @@ class WriteIndexedDataset(beam.PTransform):
         self.log_name = log_name  # not `label`: that is the PTransform's own name
 
     def expand(self, documents):
-        output_prefix, shards_dir, dtype_name, keep = self.output_prefix, self.shards_dir, self.dtype_name, self.keep_shards
+        output_prefix, shards_dir, dtype_name, keep = (
+            self.output_prefix,
+            self.shards_dir,
+            self.dtype_name,
+            self.keep_shards,
+        )
         return (
             documents
-            | "Write shards" >> beam.ParDo(WriteShardsDoFn(shards_dir, dtype_name, self.max_documents_per_shard, self.log_name))
+            | "Write shards"
+            >> beam.ParDo(WriteShardsDoFn(shards_dir, dtype_name, self.max_documents_per_shard, self.log_name))
             | "Key shards" >> beam.Map(lambda info: (output_prefix, info))
             # One key and a few hundred bytes per shard: the shard list moves, not the tokens.
             | "Collect shards" >> beam.GroupByKey()
-            | "Merge shards" >> beam.MapTuple(
-                lambda _, infos: merge_shards(list(infos), output_prefix, dtype_name, shards_dir, keep)
-            )
+            | "Merge shards"
+            >> beam.MapTuple(lambda _, infos: merge_shards(list(infos), output_prefix, dtype_name, shards_dir, keep))
         )

@@ -37,7 +37,8 @@ class WriteDocuments(beam.PTransform):
         return (
             documents
             | "To rows" >> beam.Map(Document.to_row)
-            | "Write Parquet" >> beam.io.WriteToParquet(
+            | "Write Parquet"
+            >> beam.io.WriteToParquet(
                 self.prefix, schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet", num_shards=self.num_shards
             )
         )
@@ -61,7 +62,9 @@ def iter_documents(stage_dir_or_pattern: str, columns: list[str] | None = None) 
     """Read documents without Beam (reports, tests, small tools), shard by shard."""
     import pyarrow.parquet as pq
 
-    pattern = stage_dir_or_pattern if stage_dir_or_pattern.endswith(".parquet") else documents_pattern(stage_dir_or_pattern)
+    pattern = (
+        stage_dir_or_pattern if stage_dir_or_pattern.endswith(".parquet") else documents_pattern(stage_dir_or_pattern)
+    )
     for path in sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list):
         with FileSystems.open(path) as handle:
             table = pq.read_table(handle, columns=columns)

@@ -37,26 +37,49 @@ def document_from_record(
     record within the source when it has no id (the id is then a stable hash of both).
     """
     if not isinstance(record, dict):
-        return DeadLetter(TOKENIZE_STEP, "not_an_object", f"record is a {type(record).__name__}, expected an object",
-                          source=origin, preview=repr(record)[:200])
+        return DeadLetter(
+            TOKENIZE_STEP,
+            "not_an_object",
+            f"record is a {type(record).__name__}, expected an object",
+            source=origin,
+            preview=repr(record)[:200],
+        )
     text = record.get(text_field)
     raw_id = record.get(id_field) if id_field else None
     document_id = str(raw_id) if raw_id not in (None, "") else stable_id(source_name, origin, fallback_key)
     if text is None:
-        return DeadLetter(TOKENIZE_STEP, "missing_text", f"no {text_field!r} field (fields: {', '.join(sorted(map(str, record))[:20])})",
-                          source=origin, record_id=document_id)
+        return DeadLetter(
+            TOKENIZE_STEP,
+            "missing_text",
+            f"no {text_field!r} field (fields: {', '.join(sorted(map(str, record))[:20])})",
+            source=origin,
+            record_id=document_id,
+        )
     if not isinstance(text, str):
-        return DeadLetter(TOKENIZE_STEP, "text_not_a_string", f"{text_field!r} is a {type(text).__name__}",
-                          source=origin, record_id=document_id, preview=repr(text)[:200])
+        return DeadLetter(
+            TOKENIZE_STEP,
+            "text_not_a_string",
+            f"{text_field!r} is a {type(text).__name__}",
+            source=origin,
+            record_id=document_id,
+            preview=repr(text)[:200],
+        )
     return Document(id=document_id, text=text, source=source_name)
 
 
-def parse_json_line(line: bytes, text_field: str, id_field: str, source_name: str, origin: str) -> Document | DeadLetter:
+def parse_json_line(
+    line: bytes, text_field: str, id_field: str, source_name: str, origin: str
+) -> Document | DeadLetter:
     try:
         record = json.loads(line)
     except (UnicodeDecodeError, ValueError) as error:
-        return DeadLetter(TOKENIZE_STEP, "bad_json", f"{type(error).__name__}: {error}", source=origin,
-                          preview=bytes_preview(line, 200))
+        return DeadLetter(
+            TOKENIZE_STEP,
+            "bad_json",
+            f"{type(error).__name__}: {error}",
+            source=origin,
+            preview=bytes_preview(line, 200),
+        )
     return document_from_record(record, text_field, id_field, source_name, origin, _content_key(line))
 
 
@@ -80,7 +103,11 @@ class _RecordsToDocuments(beam.DoFn):
         if self.records_are_json_lines:
             origin, line = element
             # A blank line is not a record (files often end with one): neither counted nor kept.
-            outcome = parse_json_line(line, self.text_field, self.id_field, self.source_name, origin) if line.strip() else None
+            outcome = (
+                parse_json_line(line, self.text_field, self.id_field, self.source_name, origin)
+                if line.strip()
+                else None
+            )
         else:
             key = _content_key(repr(sorted(element.items())).encode("utf-8", "backslashreplace"))
             outcome = document_from_record(element, self.text_field, self.id_field, self.source_name, "", key)
@@ -116,7 +143,9 @@ def source_columns(source: TextSourceConfig) -> list[str] | None:
     with FileSystems.open(matches[0].path) as handle:
         names = set(pq.read_schema(handle).names)
     if source.text_field not in names:
-        raise ConfigError(f"source.text_field={source.text_field!r} is not a column of {matches[0].path} (columns: {', '.join(sorted(names))})")
+        raise ConfigError(
+            f"source.text_field={source.text_field!r} is not a column of {matches[0].path} (columns: {', '.join(sorted(names))})"
+        )
     columns = [source.text_field]
     if source.id_field and source.id_field in names:
         columns.append(source.id_field)
@@ -144,12 +173,16 @@ class ReadTextSource(beam.PTransform):
     def expand(self, pipeline):
         source = self.source
         if source.format == "jsonl":
-            records = pipeline | "Read JSONL" >> beam.io.ReadFromTextWithFilename(source.input, coder=beam.coders.BytesCoder())
+            records = pipeline | "Read JSONL" >> beam.io.ReadFromTextWithFilename(
+                source.input, coder=beam.coders.BytesCoder()
+            )
         else:
-            records = pipeline | "Read Parquet" >> beam.io.ReadFromParquet(source_pattern(source), columns=source_columns(source))
-        return records | "To documents" >> beam.ParDo(_RecordsToDocuments(source, source.format == "jsonl")).with_outputs(
-            DEAD_LETTER, main="documents"
-        )
+            records = pipeline | "Read Parquet" >> beam.io.ReadFromParquet(
+                source_pattern(source), columns=source_columns(source)
+            )
+        return records | "To documents" >> beam.ParDo(
+            _RecordsToDocuments(source, source.format == "jsonl")
+        ).with_outputs(DEAD_LETTER, main="documents")
 
 
 def iter_source_texts(source: TextSourceConfig, max_characters: int | None = None) -> Iterator[str]:

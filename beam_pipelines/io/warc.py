@@ -153,7 +153,9 @@ def _read_one_record(
     if not line:
         return None, position
     if not line.startswith(b"WARC/"):
-        error = WarcFormatError("not_a_warc_record", f"expected 'WARC/' at a record start, found {bytes_preview(line, 40)!r}")
+        error = WarcFormatError(
+            "not_a_warc_record", f"expected 'WARC/' at a record start, found {bytes_preview(line, 40)!r}"
+        )
         error.position = position  # type: ignore[attr-defined]
         raise error
     headers: dict[str, str] = {}
@@ -229,9 +231,7 @@ def _skip_to_next_record(reader: BinaryIO, position: int) -> tuple[int | None, i
         skipped += len(line)
 
 
-def _iter_gzip_members(
-    stream: BinaryIO, source: str, max_record_bytes: int
-) -> Iterator[WarcRecord | DeadLetter]:
+def _iter_gzip_members(stream: BinaryIO, source: str, max_record_bytes: int) -> Iterator[WarcRecord | DeadLetter]:
     """Decompress member by member so a corrupt member costs only itself."""
     buffer = bytearray()
     buffer_start = 0  # absolute file offset of buffer[0]
@@ -344,7 +344,10 @@ def _decompress_member(buffer: bytearray, index: int, fill, max_record_bytes: in
             data = decompressor.unconsumed_tail
         else:
             if position >= len(buffer) and not fill():
-                return _Member(error_kind="truncated_gzip", error_message=f"gzip member cut off after {produced} decompressed bytes")
+                return _Member(
+                    error_kind="truncated_gzip",
+                    error_message=f"gzip member cut off after {produced} decompressed bytes",
+                )
             data = bytes(buffer[position : position + 65536])
             position += len(data)
         try:
@@ -522,7 +525,9 @@ def _detected_charset(payload: bytes) -> str:
     return detect_encoding(payload[:65536]) or ""
 
 
-def to_html_page(record: WarcRecord, max_record_bytes: int = 10 << 20, max_replacement_fraction: float = 0.01) -> HtmlPage | SkippedResponse:
+def to_html_page(
+    record: WarcRecord, max_record_bytes: int = 10 << 20, max_replacement_fraction: float = 0.01
+) -> HtmlPage | SkippedResponse:
     """The decoded HTML page of a response record, or why it is not one. Raises PageError for
     a response that cannot be read (it becomes a dead letter)."""
     status, headers, payload = parse_http_response(record.block)
@@ -538,7 +543,9 @@ def to_html_page(record: WarcRecord, max_record_bytes: int = 10 << 20, max_repla
     )
     if not 200 <= status < 300:
         return SkippedResponse(reason="http_status", **skipped)
-    if mime not in HTML_CONTENT_TYPES and not (not mime and payload.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))):
+    if mime not in HTML_CONTENT_TYPES and not (
+        not mime and payload.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))
+    ):
         return SkippedResponse(reason="not_html", **skipped)
     if "chunked" in headers.get("transfer-encoding", "").lower():
         payload = _dechunk(payload)
@@ -583,7 +590,8 @@ class ReadWarcFileDoFn(beam.DoFn):
             counters.count_in()
             counters.count_dead_letter("unreadable_file")
             yield beam.pvalue.TaggedOutput(
-                "dead_letter", DeadLetter(READ_STEP, "unreadable_file", f"{type(error).__name__}: {error}", source=path).to_json()
+                "dead_letter",
+                DeadLetter(READ_STEP, "unreadable_file", f"{type(error).__name__}: {error}", source=path).to_json(),
             )
             return
         with stream:
@@ -604,8 +612,14 @@ class ReadWarcFileDoFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(
                         "dead_letter",
                         DeadLetter(
-                            READ_STEP, error.kind, str(error), source=path, offset=item.offset,
-                            record_id=item.record_id, url=item.url, preview=bytes_preview(item.block),
+                            READ_STEP,
+                            error.kind,
+                            str(error),
+                            source=path,
+                            offset=item.offset,
+                            record_id=item.record_id,
+                            url=item.url,
+                            preview=bytes_preview(item.block),
                         ).to_json(),
                     )
                     continue
@@ -623,7 +637,9 @@ class ReadWarcPages(beam.PTransform):
     Returns a dict-like `beam.pvalue.DoOutputsTuple` with tags `pages`, `skipped`, `dead_letter`.
     """
 
-    def __init__(self, patterns: Iterable[str], max_record_bytes: int = 10 << 20, max_replacement_fraction: float = 0.01):
+    def __init__(
+        self, patterns: Iterable[str], max_record_bytes: int = 10 << 20, max_replacement_fraction: float = 0.01
+    ):
         super().__init__()
         self.patterns = list(patterns)
         self.max_record_bytes = max_record_bytes
@@ -639,7 +655,8 @@ class ReadWarcPages(beam.PTransform):
             # One file per element: spread files over workers before the (long) read of each.
             | "Spread files" >> beam.Reshuffle()
             | "Open" >> fileio.ReadMatches()
-            | "Read records" >> beam.ParDo(ReadWarcFileDoFn(self.max_record_bytes, self.max_replacement_fraction)).with_outputs(
+            | "Read records"
+            >> beam.ParDo(ReadWarcFileDoFn(self.max_record_bytes, self.max_replacement_fraction)).with_outputs(
                 ReadWarcFileDoFn.SKIPPED, "dead_letter", main="pages"
             )
         )
@@ -665,7 +682,9 @@ def match_inputs(patterns: Iterable[str]) -> list[str]:
 # Writing (sample corpus, tests, benchmarks): real WARC records through warcio
 
 
-def write_html_warc(path: str, pages: Iterable[tuple[str, bytes, str]], gzip: bool = True, date: str = "2024-01-01T00:00:00Z") -> int:
+def write_html_warc(
+    path: str, pages: Iterable[tuple[str, bytes, str]], gzip: bool = True, date: str = "2024-01-01T00:00:00Z"
+) -> int:
     """Write (url, html bytes, content type header) pages as request-less response records.
 
     Returns the number of records written. Uses warcio, so the files are what real tools make.
@@ -678,9 +697,15 @@ def write_html_warc(path: str, pages: Iterable[tuple[str, bytes, str]], gzip: bo
         writer = WARCWriter(output, gzip=gzip)
         writer.write_record(writer.create_warcinfo_record(path.rsplit("/", 1)[-1], {"software": "deepseekmath-stack"}))
         for url, body, content_type in pages:
-            http_headers = StatusAndHeaders("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))], protocol="HTTP/1.1")
+            http_headers = StatusAndHeaders(
+                "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))], protocol="HTTP/1.1"
+            )
             record = writer.create_warc_record(
-                url, "response", payload=io.BytesIO(body), length=len(body), http_headers=http_headers,
+                url,
+                "response",
+                payload=io.BytesIO(body),
+                length=len(body),
+                http_headers=http_headers,
                 warc_headers_dict={"WARC-Date": date},
             )
             writer.write_record(record)

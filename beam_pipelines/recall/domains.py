@@ -162,7 +162,9 @@ def load_annotations(annotations_dir: str, round_number: int) -> Annotations:
         raise AnnotationError(f"{path}: expected a mapping with `approved:` and `rejected:` lists")
     unknown = set(payload) - {"round", "reviewer", "approved", "rejected", "notes"}
     if unknown:
-        raise AnnotationError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: round, reviewer, approved, rejected, notes)")
+        raise AnnotationError(
+            f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: round, reviewer, approved, rejected, notes)"
+        )
     if "round" in payload and payload["round"] != round_number:
         raise AnnotationError(f"{path}: says round {payload['round']!r} but the file name is for round {round_number}")
     lists = {}
@@ -180,12 +182,18 @@ def load_annotations(annotations_dir: str, round_number: int) -> Annotations:
     both = set(lists["approved"]) & set(lists["rejected"])
     if both:
         raise AnnotationError(f"{path}: {', '.join(sorted(both))} both approved and rejected")
-    return Annotations(path=path, approved=lists["approved"], rejected=lists["rejected"],
-                       reviewer=str(payload.get("reviewer") or ""), exists=True)
+    return Annotations(
+        path=path,
+        approved=lists["approved"],
+        rejected=lists["rejected"],
+        reviewer=str(payload.get("reviewer") or ""),
+        exists=True,
+    )
 
 
-def auto_approved_prefixes(review_rows: Iterable[dict], min_selected_fraction: float, min_pool_pages: int,
-                           rejected: Iterable[str] = ()) -> list[str]:
+def auto_approved_prefixes(
+    review_rows: Iterable[dict], min_selected_fraction: float, min_pool_pages: int, rejected: Iterable[str] = ()
+) -> list[str]:
     """The unattended policy: every reviewed prefix with at least `min_pool_pages` pool pages and
     a selected fraction of at least `min_selected_fraction`, except prefixes at or under one a
     reviewer rejected (rejecting `docs.python.org` rejects all of that site)."""
@@ -241,14 +249,16 @@ def is_candidate_domain(row: dict, min_selected_fraction: float, min_pool_pages:
 def domain_stats_schema():
     import pyarrow as pa
 
-    return pa.schema([
-        pa.field("domain", pa.string()),
-        pa.field("pool_pages", pa.int64()),
-        pa.field("pool_tokens", pa.int64()),
-        pa.field("selected_pages", pa.int64()),
-        pa.field("selected_tokens", pa.int64()),
-        pa.field("selected_fraction", pa.float64()),
-    ])
+    return pa.schema(
+        [
+            pa.field("domain", pa.string()),
+            pa.field("pool_pages", pa.int64()),
+            pa.field("pool_tokens", pa.int64()),
+            pa.field("selected_pages", pa.int64()),
+            pa.field("selected_tokens", pa.int64()),
+            pa.field("selected_fraction", pa.float64()),
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,7 +322,12 @@ def prefix_entries(document, selected: bool, candidate_domains: frozenset, max_d
     candidate domain; nothing for other domains."""
     if document.domain not in candidate_domains:
         return
-    sample = (hash_unit(document.id, "review"), document.url, document.title[:200], round(float(document.math_score or 0.0), 4))
+    sample = (
+        hash_unit(document.id, "review"),
+        document.url,
+        document.title[:200],
+        round(float(document.math_score or 0.0), 4),
+    )
     for depth, prefix in enumerate(url_prefixes(document.domain, document.url, max_depth)):
         yield (document.domain, prefix), (selected, document.token_estimate, sample)
 

@@ -99,7 +99,9 @@ def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: 
                     if not line.strip():
                         continue
                     line = line if line.endswith("\n") else line + "\n"
-                    handles[xxhash.xxh64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed) % buckets].write(line)
+                    handles[xxhash.xxh64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed) % buckets].write(
+                        line
+                    )
                     count += 1
     finally:
         for handle in handles:
@@ -108,7 +110,9 @@ def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: 
         for path in bucket_paths:
             with open(path, encoding="utf-8") as bucket:
                 lines = bucket.readlines()
-            lines.sort(key=lambda line: (xxhash.xxh3_64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed), line))
+            lines.sort(
+                key=lambda line: (xxhash.xxh3_64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed), line)
+            )
             output.writelines(lines)
             os.remove(path)
     os.rmdir(directory)
@@ -206,14 +210,22 @@ def evaluate_holdout(model, holdout_file: str, threshold: float = 0.5, curve_poi
     for is_math, text in read_labelled_lines(holdout_file):
         labels.append(is_math)
         scores.append(math_probability(model, text))
-    return classification_metrics(np.array(labels, dtype=bool), np.array(scores, dtype=np.float64), threshold, curve_points)
+    return classification_metrics(
+        np.array(labels, dtype=bool), np.array(scores, dtype=np.float64), threshold, curve_points
+    )
 
 
-def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5, curve_points: int = 101) -> dict:
+def classification_metrics(
+    labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5, curve_points: int = 101
+) -> dict:
     """Metrics of scores against boolean labels (vectorised; `reference_pr_point` checks it)."""
     positives = int(labels.sum())
-    metrics: dict = {"examples": int(labels.size), "positives": positives, "negatives": int(labels.size - positives),
-                     "threshold": threshold}
+    metrics: dict = {
+        "examples": int(labels.size),
+        "positives": positives,
+        "negatives": int(labels.size - positives),
+        "threshold": threshold,
+    }
     predicted = scores >= threshold
     true_positives = int((predicted & labels).sum())
     metrics["precision"] = _ratio(true_positives, int(predicted.sum()))
@@ -227,7 +239,11 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
     sorted_scores, sorted_labels = scores[order], labels[order]
     cumulative_tp = np.cumsum(sorted_labels)
     cumulative_all = np.arange(1, sorted_labels.size + 1)
-    last_of_each_score = np.r_[np.nonzero(np.diff(sorted_scores))[0], sorted_scores.size - 1] if sorted_scores.size else np.array([], dtype=int)
+    last_of_each_score = (
+        np.r_[np.nonzero(np.diff(sorted_scores))[0], sorted_scores.size - 1]
+        if sorted_scores.size
+        else np.array([], dtype=int)
+    )
     precision_curve = cumulative_tp[last_of_each_score] / cumulative_all[last_of_each_score]
     recall_curve = cumulative_tp[last_of_each_score] / positives if positives else np.zeros(last_of_each_score.size)
     thresholds = sorted_scores[last_of_each_score]
@@ -268,8 +284,10 @@ def model_metadata_path(model_path: str) -> str:
 def write_model_metadata(model_path: str, normalization: TextNormalization, extra: dict) -> None:
     from beam_pipelines.io.parquet import write_json
 
-    write_json(model_metadata_path(model_path), {"normalization": normalization.as_dict(),
-                                                 "labels": [LABEL_MATH, LABEL_OTHER], **extra})
+    write_json(
+        model_metadata_path(model_path),
+        {"normalization": normalization.as_dict(), "labels": [LABEL_MATH, LABEL_OTHER], **extra},
+    )
 
 
 def read_model_metadata(model_path: str) -> dict:

@@ -138,7 +138,11 @@ def matching_files(pattern: str) -> list[str]:
 def preflight(config: RecallConfig) -> list[str]:
     """Check inputs exist and are readable; returns the seed files. Raises ConfigError (one line)."""
     if not FileSystems.exists(f"{config.input_dir.rstrip('/')}/{SUMMARY_FILE}"):
-        hint = " (no near-dedup stage? point input_dir at ${corpus.work_dir}/pool)" if config.input_dir.rstrip("/").endswith("pool_near_dedup") else ""
+        hint = (
+            " (no near-dedup stage? point input_dir at ${corpus.work_dir}/pool)"
+            if config.input_dir.rstrip("/").endswith("pool_near_dedup")
+            else ""
+        )
         raise ConfigError(f"input_dir={config.input_dir} is not a complete stage directory (no {SUMMARY_FILE}){hint}")
     if not matching_files(documents_pattern(config.input_dir)):
         raise ConfigError(f"input_dir={config.input_dir} has no documents/*.parquet")
@@ -150,7 +154,9 @@ def preflight(config: RecallConfig) -> list[str]:
         if pattern.endswith(".parquet"):
             columns = parquet_columns(files[0])
             if "text" not in columns:
-                raise ConfigError(f"training.seed_positives: {files[0]} has no `text` column (columns: {', '.join(columns)})")
+                raise ConfigError(
+                    f"training.seed_positives: {files[0]} has no `text` column (columns: {', '.join(columns)})"
+                )
         seed_files.extend(files)
     return seed_files
 
@@ -177,7 +183,8 @@ def check_same_pool(config: RecallConfig, rounds: list[int]) -> None:
         if recorded and recorded != current:
             raise ConfigError(
                 f"input_dir={config.input_dir} is not the pool round {number} read (the pool was rebuilt or "
-                f"changed); start again with round=1 or use a new output_dir")
+                f"changed); start again with round=1 or use a new output_dir"
+            )
 
 
 def parquet_columns(path: str) -> list[str]:
@@ -226,8 +233,12 @@ class SeedDocumentDoFn(beam.DoFn):
         except Exception as error:
             self.dead.inc()
             preview = item if isinstance(item, str) else json.dumps(item, default=str)
-            yield beam.pvalue.TaggedOutput(self.DEAD_LETTER, DeadLetter(
-                TRAINING_STEP, "bad_seed_record", f"{type(error).__name__}: {error}", preview=preview[:200]).to_json())
+            yield beam.pvalue.TaggedOutput(
+                self.DEAD_LETTER,
+                DeadLetter(
+                    TRAINING_STEP, "bad_seed_record", f"{type(error).__name__}: {error}", preview=preview[:200]
+                ).to_json(),
+            )
             return
         yield document
 
@@ -239,12 +250,19 @@ def read_seed_positives(pipeline, seed_files: list[str]):
     records = []
     if parquet:
         wanted = [c for c in ("id", "url", "title", "text") if c in parquet_columns(parquet[0])]
-        records.append(pipeline | "Seed Parquet files" >> beam.Create(parquet)
-                       | "Read seed Parquet" >> beam.io.ReadAllFromParquet(columns=wanted))
+        records.append(
+            pipeline
+            | "Seed Parquet files" >> beam.Create(parquet)
+            | "Read seed Parquet" >> beam.io.ReadAllFromParquet(columns=wanted)
+        )
     if jsonl:
-        records.append(pipeline | "Seed JSONL files" >> beam.Create(jsonl) | "Read seed JSONL" >> beam.io.ReadAllFromText())
+        records.append(
+            pipeline | "Seed JSONL files" >> beam.Create(jsonl) | "Read seed JSONL" >> beam.io.ReadAllFromText()
+        )
     merged = records[0] if len(records) == 1 else tuple(records) | "All seed records" >> beam.Flatten()
-    outputs = merged | "Seed documents" >> beam.ParDo(SeedDocumentDoFn()).with_outputs(SeedDocumentDoFn.DEAD_LETTER, main="documents")
+    outputs = merged | "Seed documents" >> beam.ParDo(SeedDocumentDoFn()).with_outputs(
+        SeedDocumentDoFn.DEAD_LETTER, main="documents"
+    )
     return outputs["documents"], outputs[SeedDocumentDoFn.DEAD_LETTER]
 
 
@@ -264,7 +282,8 @@ class SampleByHash(beam.PTransform):
         target, salt, exclusions = self.target, self.salt, self.expected_exclusions
         count = documents | "Count" >> beam.combiners.Count.Globally()
         return documents | "Keep sampled" >> beam.Filter(
-            lambda d, n: hash_unit(d.id, salt) < target / max(1, n - exclusions), beam.pvalue.AsSingleton(count))
+            lambda d, n: hash_unit(d.id, salt) < target / max(1, n - exclusions), beam.pvalue.AsSingleton(count)
+        )
 
 
 def join_key(document: Document) -> str:
@@ -338,9 +357,16 @@ def _not_excluded(keyed, exclude_previous: bool):
         yield document
 
 
-def build_training_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, seed_files: list[str],
-                            new_approvals: ApprovedPrefixes, all_approvals: ApprovedPrefixes,
-                            earlier_positive_patterns: list[str], previous_selected_pages: int) -> None:
+def build_training_pipeline(
+    pipeline,
+    config: RecallConfig,
+    paths: RoundPaths,
+    seed_files: list[str],
+    new_approvals: ApprovedPrefixes,
+    all_approvals: ApprovedPrefixes,
+    earlier_positive_patterns: list[str],
+    previous_selected_pages: int,
+) -> None:
     from beam_pipelines.io.parquet import ReadDocuments
 
     training = config.training
@@ -349,31 +375,46 @@ def build_training_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, s
     pool = pipeline | "Read pool" >> ReadDocuments(config.input_dir)
     seeds, seed_dead_letters = read_seed_positives(pipeline, seed_files)
     seed_dead_letters | "Write seed dead letters" >> beam.io.WriteToText(
-        f"{paths.dead_letter}/seed_positives/part", file_name_suffix=".jsonl")
-    positives = [seeds | "Sample seeds" >> SampleByHash(training.positive_samples, f"seed-{salt}")
-                 | "Count seed positives" >> beam.Map(_count("positives_seed"))]
+        f"{paths.dead_letter}/seed_positives/part", file_name_suffix=".jsonl"
+    )
+    positives = [
+        seeds
+        | "Sample seeds" >> SampleByHash(training.positive_samples, f"seed-{salt}")
+        | "Count seed positives" >> beam.Map(_count("positives_seed"))
+    ]
 
     previous = None
     if paths.number > 1:
         previous_pattern = RoundPaths(paths.output_dir, paths.number - 1).selection_pattern
-        previous = (pipeline | "Read previous selection" >> beam.io.ReadFromParquet(previous_pattern, columns=["id", "url", "normalized_url"]))
+        previous = pipeline | "Read previous selection" >> beam.io.ReadFromParquet(
+            previous_pattern, columns=["id", "url", "normalized_url"]
+        )
     discovered = []
     if previous is not None and new_approvals:
         # Pages under the prefixes approved after round k-1 that round k-1 did not select.
-        under_prefix = pool | "Under newly approved prefixes" >> beam.Filter(lambda d: new_approvals.match(d.domain, d.url) is not None)
+        under_prefix = pool | "Under newly approved prefixes" >> beam.Filter(
+            lambda d: new_approvals.match(d.domain, d.url) is not None
+        )
         new_positives = (
-            {"pool": under_prefix | "Key by id" >> beam.Map(lambda d: (d.id, d)),
-             "previous": previous | "Key previous by id" >> beam.Map(lambda r: (r["id"], True))}
+            {
+                "pool": under_prefix | "Key by id" >> beam.Map(lambda d: (d.id, d)),
+                "previous": previous | "Key previous by id" >> beam.Map(lambda r: (r["id"], True)),
+            }
             | "Join with previous selection" >> beam.CoGroupByKey()
             | "Not selected before" >> beam.FlatMap(_unselected, "new_positives")
         )
         new_positives | "Write new positives" >> WriteDocuments(paths.new_positives)
         discovered.append(new_positives)
     for index, pattern in enumerate(earlier_positive_patterns):
-        discovered.append(pipeline | f"Read discovered positives {index}" >> beam.io.ReadFromParquet(pattern)
-                          | f"Discovered positives {index} to documents" >> beam.Map(Document.from_row))
+        discovered.append(
+            pipeline
+            | f"Read discovered positives {index}" >> beam.io.ReadFromParquet(pattern)
+            | f"Discovered positives {index} to documents" >> beam.Map(Document.from_row)
+        )
     if discovered:
-        merged = discovered[0] if len(discovered) == 1 else tuple(discovered) | "All discovered positives" >> beam.Flatten()
+        merged = (
+            discovered[0] if len(discovered) == 1 else tuple(discovered) | "All discovered positives" >> beam.Flatten()
+        )
         positives.append(
             merged
             | "Key discovered by id" >> beam.Map(lambda d: (d.id, d))
@@ -386,12 +427,17 @@ def build_training_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, s
     exclude_previous = training.exclude_previous_selection_from_negatives and previous is not None
     candidates = pool
     if all_approvals:
-        candidates = pool | "Not under approved prefixes" >> beam.Filter(lambda d: all_approvals.match(d.domain, d.url) is None)
+        candidates = pool | "Not under approved prefixes" >> beam.Filter(
+            lambda d: all_approvals.match(d.domain, d.url) is None
+        )
     sampled = candidates | "Sample negatives" >> SampleByHash(
-        training.negative_samples, f"negative-{salt}", previous_selected_pages if exclude_previous else 0)
+        training.negative_samples, f"negative-{salt}", previous_selected_pages if exclude_previous else 0
+    )
     join_inputs = {
         "negative": sampled | "Key negatives by URL" >> beam.Map(lambda d: (join_key(d), d)),
-        "seed": seeds | "Seed URLs" >> beam.Filter(lambda d: bool(d.url)) | "Key seeds by URL" >> beam.Map(lambda d: (join_key(d), True)),
+        "seed": seeds
+        | "Seed URLs" >> beam.Filter(lambda d: bool(d.url))
+        | "Key seeds by URL" >> beam.Map(lambda d: (join_key(d), True)),
     }
     if exclude_previous:
         join_inputs["previous"] = previous | "Key previous by URL" >> beam.Map(lambda r: (row_join_key(r), True))
@@ -406,13 +452,21 @@ def build_training_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, s
     positive_documents = positives[0] if len(positives) == 1 else tuple(positives) | "All positives" >> beam.Flatten()
     holdout_salt = f"holdout-{salt}"
     positive_lines = positive_documents | "Positive lines" >> beam.ParDo(
-        LabelledLineDoFn(LABEL_MATH, "positives", normalization, training.holdout_fraction, holdout_salt)).with_outputs(LabelledLineDoFn.HOLDOUT, main="train")
+        LabelledLineDoFn(LABEL_MATH, "positives", normalization, training.holdout_fraction, holdout_salt)
+    ).with_outputs(LabelledLineDoFn.HOLDOUT, main="train")
     negative_lines = negatives | "Negative lines" >> beam.ParDo(
-        LabelledLineDoFn(LABEL_OTHER, "negatives", normalization, training.holdout_fraction, holdout_salt)).with_outputs(LabelledLineDoFn.HOLDOUT, main="train")
-    ((positive_lines["train"], negative_lines["train"]) | "Training lines" >> beam.Flatten()
-     | "Write training lines" >> beam.io.WriteToText(f"{paths.training}/train", file_name_suffix=".txt"))
-    ((positive_lines[LabelledLineDoFn.HOLDOUT], negative_lines[LabelledLineDoFn.HOLDOUT]) | "Hold-out lines" >> beam.Flatten()
-     | "Write hold-out lines" >> beam.io.WriteToText(f"{paths.training}/holdout", file_name_suffix=".txt"))
+        LabelledLineDoFn(LABEL_OTHER, "negatives", normalization, training.holdout_fraction, holdout_salt)
+    ).with_outputs(LabelledLineDoFn.HOLDOUT, main="train")
+    (
+        (positive_lines["train"], negative_lines["train"])
+        | "Training lines" >> beam.Flatten()
+        | "Write training lines" >> beam.io.WriteToText(f"{paths.training}/train", file_name_suffix=".txt")
+    )
+    (
+        (positive_lines[LabelledLineDoFn.HOLDOUT], negative_lines[LabelledLineDoFn.HOLDOUT])
+        | "Hold-out lines" >> beam.Flatten()
+        | "Write hold-out lines" >> beam.io.WriteToText(f"{paths.training}/holdout", file_name_suffix=".txt")
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,8 +474,11 @@ def build_training_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, s
 
 
 def _write_json_lines(pcoll, path: str, label: str):
-    return (pcoll | f"{label}: to JSON" >> beam.Map(lambda row: json.dumps(row, ensure_ascii=False, sort_keys=True))
-            | f"{label}: write" >> beam.io.WriteToText(path, shard_name_template="", num_shards=1))
+    return (
+        pcoll
+        | f"{label}: to JSON" >> beam.Map(lambda row: json.dumps(row, ensure_ascii=False, sort_keys=True))
+        | f"{label}: write" >> beam.io.WriteToText(path, shard_name_template="", num_shards=1)
+    )
 
 
 def _review_top_key(row: dict):
@@ -434,34 +491,50 @@ def build_scoring_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, bu
     from beam_pipelines.transforms.classify import MathScoreDoFn
 
     domains_config = config.domains
-    scored = (pipeline | "Read pool" >> ReadDocuments(config.input_dir)
-              | "Score" >> beam.ParDo(MathScoreDoFn(paths.model)))
+    scored = (
+        pipeline | "Read pool" >> ReadDocuments(config.input_dir) | "Score" >> beam.ParDo(MathScoreDoFn(paths.model))
+    )
     selected, cut, histogram = scored | "Select by token budget" >> SelectByTokenBudget(
-        budget, config.selection.coarse_bins, config.selection.fine_bins)
+        budget, config.selection.coarse_bins, config.selection.fine_bins
+    )
     selected | "Write selection" >> WriteDocuments(paths.root, config.num_shards)
     _write_json_lines(cut | "Cut as dict" >> beam.Map(lambda c: c.as_dict()), paths.stat("cut.json"), "Cut")
-    _write_json_lines(histogram | "Histogram for report" >> beam.Map(lambda h: report_histogram(h[0], h[1])),
-                      paths.stat("histogram.json"), "Histogram")
+    _write_json_lines(
+        histogram | "Histogram for report" >> beam.Map(lambda h: report_histogram(h[0], h[1])),
+        paths.stat("histogram.json"),
+        "Histogram",
+    )
     cut_side = beam.pvalue.AsSingleton(cut)
 
     # Domain statistics and candidate math domains.
     domain_rows = (
         scored
-        | "Tally per domain" >> beam.Map(lambda d, c: (d.domain, domain_rules.page_tally(d.token_estimate, c.keeps(d.math_score))), cut_side)
+        | "Tally per domain"
+        >> beam.Map(lambda d, c: (d.domain, domain_rules.page_tally(d.token_estimate, c.keeps(d.math_score))), cut_side)
         | "Sum per domain" >> beam.CombinePerKey(domain_rules.sum_tallies)
         | "Domain rows" >> beam.MapTuple(domain_rules.domain_row)
     )
     domain_rows | "Write domain stats" >> beam.io.WriteToParquet(
-        f"{paths.domains}/part", schema=domain_rules.domain_stats_schema(), file_name_suffix=".parquet")
+        f"{paths.domains}/part", schema=domain_rules.domain_stats_schema(), file_name_suffix=".parquet"
+    )
     _write_json_lines(
-        domain_rows | "Top domains" >> beam.combiners.Top.Of(domains_config.report_top_domains, key=lambda r: (r["selected_pages"], r["pool_pages"], r["domain"])),
-        paths.stat("top_domains.json"), "Top domains")
+        domain_rows
+        | "Top domains"
+        >> beam.combiners.Top.Of(
+            domains_config.report_top_domains, key=lambda r: (r["selected_pages"], r["pool_pages"], r["domain"])
+        ),
+        paths.stat("top_domains.json"),
+        "Top domains",
+    )
     min_fraction, min_pages = domains_config.candidate_min_selected_fraction, domains_config.candidate_min_pool_pages
-    candidates = domain_rows | "Candidate math domains" >> beam.Filter(domain_rules.is_candidate_domain, min_fraction, min_pages)
+    candidates = domain_rows | "Candidate math domains" >> beam.Filter(
+        domain_rules.is_candidate_domain, min_fraction, min_pages
+    )
     _write_json_lines(candidates, paths.stat("candidates.jsonl"), "Candidates")
     reviewed_domains = (
         candidates
-        | "Domains to review" >> beam.combiners.Top.Of(domains_config.review_max_domains, key=lambda r: (r["selected_pages"], r["domain"]))
+        | "Domains to review"
+        >> beam.combiners.Top.Of(domains_config.review_max_domains, key=lambda r: (r["selected_pages"], r["domain"]))
         | "As a set" >> beam.Map(lambda rows: frozenset(r["domain"] for r in rows))
     )
 
@@ -469,14 +542,18 @@ def build_scoring_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, bu
     max_depth, min_prefix_pages = domains_config.prefix_max_depth, domains_config.prefix_min_pool_pages
     review = (
         scored
-        | "Prefixes of candidate pages" >> beam.FlatMap(
+        | "Prefixes of candidate pages"
+        >> beam.FlatMap(
             lambda d, c, reviewed: domain_rules.prefix_entries(d, c.keeps(d.math_score), reviewed, max_depth),
-            cut_side, beam.pvalue.AsSingleton(reviewed_domains))
+            cut_side,
+            beam.pvalue.AsSingleton(reviewed_domains),
+        )
         | "Sum per prefix" >> beam.CombinePerKey(domain_rules.PrefixStatsFn(domains_config.review_samples_per_prefix))
         | "Review rows" >> beam.MapTuple(lambda key, accumulator: domain_rules.review_row(key, accumulator))
         | "Enough pages" >> beam.Filter(lambda r: r["depth"] == 0 or r["pool_pages"] >= min_prefix_pages)
         | "Key rows by domain" >> beam.Map(lambda r: (r["domain"], r))
-        | "Largest prefixes" >> beam.combiners.Top.PerKey(domains_config.review_max_prefixes_per_domain, key=_review_top_key)
+        | "Largest prefixes"
+        >> beam.combiners.Top.PerKey(domains_config.review_max_prefixes_per_domain, key=_review_top_key)
         | "Rows" >> beam.FlatMap(lambda keyed: keyed[1])
     )
     _write_json_lines(review, paths.stat("review.jsonl"), "Review")
@@ -485,8 +562,11 @@ def build_scoring_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, bu
     if paths.number > 1:
         previous_pattern = RoundPaths(paths.output_dir, paths.number - 1).selection_pattern
         now = selected | "Selected ids" >> beam.Map(lambda d: (d.id, 1))
-        before = (pipeline | "Read previous selection" >> beam.io.ReadFromParquet(previous_pattern, columns=["id"])
-                  | "Previous ids" >> beam.Map(lambda r: (r["id"], 2)))
+        before = (
+            pipeline
+            | "Read previous selection" >> beam.io.ReadFromParquet(previous_pattern, columns=["id"])
+            | "Previous ids" >> beam.Map(lambda r: (r["id"], 2))
+        )
         overlap = (
             (now, before)
             | "Both selections" >> beam.Flatten()
@@ -494,8 +574,11 @@ def build_scoring_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, bu
             | "Membership" >> beam.Values()
             | "Count memberships" >> beam.combiners.Count.PerElement()
         )
-        _write_json_lines(overlap | "Overlap rows" >> beam.MapTuple(lambda member, n: {"membership": member, "pages": n}),
-                          paths.stat("overlap.jsonl"), "Overlap")
+        _write_json_lines(
+            overlap | "Overlap rows" >> beam.MapTuple(lambda member, n: {"membership": member, "pages": n}),
+            paths.stat("overlap.jsonl"),
+            "Overlap",
+        )
 
 
 def read_json_lines(path: str) -> list[dict]:
@@ -524,16 +607,23 @@ def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
         holdout_shards = [_local_copy(path, work) for path in matching_files(f"{paths.training}/holdout*.txt")]
         train_file = os.path.join(work, "train.txt")
         started = time.time()
-        lines = shuffle_lines(train_shards, train_file, config.training.shuffle_buckets,
-                              seed=config.training.sample_seed * 1000 + paths.number)
+        lines = shuffle_lines(
+            train_shards,
+            train_file,
+            config.training.shuffle_buckets,
+            seed=config.training.sample_seed * 1000 + paths.number,
+        )
         labels = _label_counts(train_file)
         if not labels.get(LABEL_MATH) or not labels.get(LABEL_OTHER):
             raise RuntimeError(
                 f"round {paths.number}: the training set has {labels.get(LABEL_MATH, 0)} positive and "
-                f"{labels.get(LABEL_OTHER, 0)} negative lines; both are needed (check seed_positives and the pool)")
-        log(f"round {paths.number}: training fastText on {lines:,} lines "
+                f"{labels.get(LABEL_OTHER, 0)} negative lines; both are needed (check seed_positives and the pool)"
+            )
+        log(
+            f"round {paths.number}: training fastText on {lines:,} lines "
             f"({labels[LABEL_MATH]:,} math, {labels[LABEL_OTHER]:,} other; dim {config.fasttext.dim}, "
-            f"{config.fasttext.epoch} epochs, word n-grams {config.fasttext.word_ngrams})")
+            f"{config.fasttext.epoch} epochs, word n-grams {config.fasttext.word_ngrams})"
+        )
         model, learning_rate = train_classifier(train_file, config.fasttext)
         training_seconds = time.time() - started
         local_model = os.path.join(work, "model.bin")
@@ -554,7 +644,10 @@ def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
             "training_seconds": round(training_seconds, 3),
             "learning_rate_used": learning_rate,
             "vocabulary": len(model.words),
-            "parameters": {k: getattr(config.fasttext, k) for k in ("dim", "lr", "word_ngrams", "min_count", "epoch", "bucket", "loss", "threads", "seed")},
+            "parameters": {
+                k: getattr(config.fasttext, k)
+                for k in ("dim", "lr", "word_ngrams", "min_count", "epoch", "bucket", "loss", "threads", "seed")
+            },
         }
         write_model_metadata(paths.model, normalization, {"round": paths.number, **model_info})
         return {"model": model_info, "holdout": holdout}
@@ -596,8 +689,11 @@ def round_approvals(config: RecallConfig, number: int) -> dict:
     if config.approval.policy == "annotations_and_auto_prefix_fraction":
         review = read_json_lines(RoundPaths(config.output_dir, number).stat("review.jsonl"))
         automatic = domain_rules.auto_approved_prefixes(
-            review, config.approval.auto_min_prefix_selected_fraction, config.approval.auto_min_prefix_pool_pages,
-            rejected=annotations.rejected)
+            review,
+            config.approval.auto_min_prefix_selected_fraction,
+            config.approval.auto_min_prefix_pool_pages,
+            rejected=annotations.rejected,
+        )
     return {
         "after_round": number,
         "annotations_file": annotations.path,
@@ -606,8 +702,12 @@ def round_approvals(config: RecallConfig, number: int) -> dict:
         "from_annotations": annotations.approved,
         "rejected": annotations.rejected,
         "policy": config.approval.policy,
-        "auto_rule": (f"prefix selected fraction >= {config.approval.auto_min_prefix_selected_fraction} and "
-                      f"pool pages >= {config.approval.auto_min_prefix_pool_pages}") if automatic or config.approval.policy != "annotations_only" else "",
+        "auto_rule": (
+            f"prefix selected fraction >= {config.approval.auto_min_prefix_selected_fraction} and "
+            f"pool pages >= {config.approval.auto_min_prefix_pool_pages}"
+        )
+        if automatic or config.approval.policy != "annotations_only"
+        else "",
         "automatic": automatic,
         "approved": sorted(set(annotations.approved) | set(automatic)),
     }
@@ -635,21 +735,32 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     all_approvals = ApprovedPrefixes([p for a in approvals_by_round for p in a["approved"]])
     earlier_positive_patterns = [
         documents_pattern(RoundPaths(config.output_dir, k).new_positives)
-        for k in range(2, number) if matching_files(documents_pattern(RoundPaths(config.output_dir, k).new_positives))
+        for k in range(2, number)
+        if matching_files(documents_pattern(RoundPaths(config.output_dir, k).new_positives))
     ]
     previous_marker = read_json(RoundPaths(config.output_dir, number - 1).marker) if number > 1 else {}
     if approvals_by_round:
         latest = approvals_by_round[-1]
         source = latest["annotations_file"] if latest["annotations_file_found"] else f"no {latest['annotations_file']}"
-        log(f"round {number}: {len(latest['approved'])} prefix(es) approved after round {number - 1} "
-            f"({len(latest['from_annotations'])} from {source}, {len(latest['automatic'])} by policy {config.approval.policy})")
+        log(
+            f"round {number}: {len(latest['approved'])} prefix(es) approved after round {number - 1} "
+            f"({len(latest['from_annotations'])} from {source}, {len(latest['automatic'])} by policy {config.approval.policy})"
+        )
     write_json(paths.approvals, {"rounds": approvals_by_round, "cumulative": all_approvals.prefixes})
 
     # 2. Training set.
     log(f"round {number}: building the training set (Beam, runner {config.beam.runner})")
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name=f"recall-round-{number}-training"))
-    build_training_pipeline(pipeline, config, paths, seed_files, new_approvals, all_approvals,
-                            earlier_positive_patterns, int(previous_marker.get("selected_pages", 0)))
+    build_training_pipeline(
+        pipeline,
+        config,
+        paths,
+        seed_files,
+        new_approvals,
+        all_approvals,
+        earlier_positive_patterns,
+        int(previous_marker.get("selected_pages", 0)),
+    )
     result = pipeline.run()
     result.wait_until_finish()
     training_tally = tally_counters(result).get(TRAINING_STEP)
@@ -658,8 +769,10 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     # 3. Classifier.
     classifier = train_round_model(config, paths)
     holdout = classifier["holdout"]
-    log(f"round {number}: hold-out precision {holdout['precision']:.3f} recall {holdout['recall']:.3f} "
-        f"F1 {holdout['f1']:.3f} ({holdout['examples']} examples); model {classifier['model']['bytes'] / 1e6:.1f} MB")
+    log(
+        f"round {number}: hold-out precision {holdout['precision']:.3f} recall {holdout['recall']:.3f} "
+        f"F1 {holdout['f1']:.3f} ({holdout['examples']} examples); model {classifier['model']['bytes'] / 1e6:.1f} MB"
+    )
 
     # 4. Scoring, selection and statistics.
     budget = TokenBudget.for_round(config.selection, number)
@@ -676,10 +789,16 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     overlap = None
     if number > 1:
         in_both, only_now, only_before = overlap_rows.get(3, 0), overlap_rows.get(1, 0), overlap_rows.get(2, 0)
-        overlap = {"previous_round": number - 1, "in_both": in_both, "only_this_round": only_now,
-                   "only_previous_round": only_before,
-                   "fraction_already_selected": in_both / (in_both + only_now) if in_both + only_now else 1.0}
-    candidates = sorted(read_json_lines(paths.stat("candidates.jsonl")), key=lambda r: (-r["selected_pages"], r["domain"]))
+        overlap = {
+            "previous_round": number - 1,
+            "in_both": in_both,
+            "only_this_round": only_now,
+            "only_previous_round": only_before,
+            "fraction_already_selected": in_both / (in_both + only_now) if in_both + only_now else 1.0,
+        }
+    candidates = sorted(
+        read_json_lines(paths.stat("candidates.jsonl")), key=lambda r: (-r["selected_pages"], r["domain"])
+    )
     review_rows = domain_rules.sort_review_rows(read_json_lines(paths.stat("review.jsonl")))
     metrics: dict[str, Any] = {
         "round": number,
@@ -690,12 +809,16 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
         "classifier": classifier,
         "overlap": overlap,
         "candidate_domains": candidates,
-        "candidate_rule": {"min_selected_fraction": config.domains.candidate_min_selected_fraction,
-                           "min_pool_pages": config.domains.candidate_min_pool_pages},
+        "candidate_rule": {
+            "min_selected_fraction": config.domains.candidate_min_selected_fraction,
+            "min_pool_pages": config.domains.candidate_min_pool_pages,
+        },
         "top_domains": sorted(read_json_lines(paths.stat("top_domains.json"))[0], key=lambda r: -r["selected_pages"]),
         "approvals_applied": approvals_by_round[-1] if approvals_by_round else None,
-        "scoring": {"scored": scoring_counts.other.get("scored", 0) if scoring_counts else 0,
-                    "score_errors": scoring_counts.other.get("score_errors", 0) if scoring_counts else 0},
+        "scoring": {
+            "scored": scoring_counts.other.get("scored", 0) if scoring_counts else 0,
+            "score_errors": scoring_counts.other.get("score_errors", 0) if scoring_counts else 0,
+        },
         "elapsed_seconds": round(time.time() - started, 3),
     }
     write_json(paths.metrics, metrics)
@@ -716,12 +839,18 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(paths.marker, marker)  # last: the round is complete from here on
-    overlap_text = f", {overlap['fraction_already_selected']:.1%} already selected in round {number - 1}" if overlap else ""
-    log(f"round {number}: selected {cut['selected_pages']:,} of {cut['pool_pages']:,} pages, "
+    overlap_text = (
+        f", {overlap['fraction_already_selected']:.1%} already selected in round {number - 1}" if overlap else ""
+    )
+    log(
+        f"round {number}: selected {cut['selected_pages']:,} of {cut['pool_pages']:,} pages, "
         f"{cut['selected_tokens']:,} tokens (threshold {cut['threshold']:.4f}){overlap_text}; "
-        f"{len(candidates)} candidate math domain(s)")
-    log(f"round {number}: review {paths.review}; approve prefixes in "
-        f"{domain_rules.annotations_path(config.approval.annotations_dir, number)} (template: {paths.template})")
+        f"{len(candidates)} candidate math domain(s)"
+    )
+    log(
+        f"round {number}: review {paths.review}; approve prefixes in "
+        f"{domain_rules.annotations_path(config.approval.annotations_dir, number)} (template: {paths.template})"
+    )
     return marker
 
 
@@ -735,7 +864,9 @@ def stop_decision(config: RecallConfig, number: int, overlap: dict | None) -> st
 
 
 def _marker_stop(config: RecallConfig, marker: dict) -> str | None:
-    overlap = None if marker.get("overlap_fraction") is None else {"fraction_already_selected": marker["overlap_fraction"]}
+    overlap = (
+        None if marker.get("overlap_fraction") is None else {"fraction_already_selected": marker["overlap_fraction"]}
+    )
     return stop_decision(config, marker["round"], overlap)
 
 
@@ -769,19 +900,31 @@ def write_final(config: RecallConfig, markers: list[dict], stop_reason: str) -> 
         "pipeline": "recall",
         "source_round": last["round"],
         "stop_reason": stop_reason,
-        "totals": {"in": last["pool_pages"], "kept": last["selected_pages"],
-                   "not_selected": last["pool_pages"] - last["selected_pages"]},
+        "totals": {
+            "in": last["pool_pages"],
+            "kept": last["selected_pages"],
+            "not_selected": last["pool_pages"] - last["selected_pages"],
+        },
         "balanced": True,
         "selected_tokens": last["selected_tokens"],
-        "rounds": [{k: m.get(k) for k in ("round", "selected_pages", "selected_tokens", "threshold", "overlap_fraction")} for m in markers],
-        "outputs": {"documents": documents_pattern(destination), "report": f"{config.output_dir.rstrip('/')}/report.html"},
+        "rounds": [
+            {k: m.get(k) for k in ("round", "selected_pages", "selected_tokens", "threshold", "overlap_fraction")}
+            for m in markers
+        ],
+        "outputs": {
+            "documents": documents_pattern(destination),
+            "report": f"{config.output_dir.rstrip('/')}/report.html",
+        },
     }
     write_json(f"{destination}/{SUMMARY_FILE}", summary)
     return summary
 
 
 def _all_markers(config: RecallConfig) -> list[dict]:
-    return [read_json(RoundPaths(config.output_dir, k).marker) for k in complete_rounds(config.output_dir, config.max_rounds)]
+    return [
+        read_json(RoundPaths(config.output_dir, k).marker)
+        for k in complete_rounds(config.output_dir, config.max_rounds)
+    ]
 
 
 def _refresh_corpus_report(config: RecallConfig) -> None:
@@ -814,8 +957,10 @@ def run_recall(config: RecallConfig) -> dict:
         number = config.round
         missing = [k for k in range(1, number) if k not in done]
         if missing:
-            raise ConfigError(f"round={number} needs rounds 1..{number - 1} complete; round {missing[0]} is not "
-                              f"(run python -m beam_pipelines.recall round={missing[0]}, or without round= to run all)")
+            raise ConfigError(
+                f"round={number} needs rounds 1..{number - 1} complete; round {missing[0]} is not "
+                f"(run python -m beam_pipelines.recall round={missing[0]}, or without round= to run all)"
+            )
         check_same_pool(config, list(range(1, number)))
         _invalidate_after(config, number)
         marker = run_round(config, number, seed_files)
@@ -826,8 +971,10 @@ def run_recall(config: RecallConfig) -> dict:
         markers = _all_markers(config)
         stop_reason = _marker_stop(config, markers[-1]) if markers else None
         if markers:
-            log(f"rounds {markers[0]['round']}..{markers[-1]['round']} already complete in {config.output_dir}"
-                + (f"; stop rule: {stop_reason}" if stop_reason else f"; resuming at round {markers[-1]['round'] + 1}"))
+            log(
+                f"rounds {markers[0]['round']}..{markers[-1]['round']} already complete in {config.output_dir}"
+                + (f"; stop rule: {stop_reason}" if stop_reason else f"; resuming at round {markers[-1]['round'] + 1}")
+            )
         next_round = (markers[-1]["round"] + 1) if markers else 1
         while stop_reason is None and next_round <= config.max_rounds:
             _invalidate_after(config, next_round)
@@ -837,14 +984,20 @@ def run_recall(config: RecallConfig) -> dict:
             stop_reason = _marker_stop(config, marker)
             next_round += 1
     _refresh_corpus_report(config)
-    status: dict[str, Any] = {"rounds_run": ran, "complete_rounds": complete_rounds(config.output_dir, config.max_rounds),
-                              "stop_reason": stop_reason, "final": None}
+    status: dict[str, Any] = {
+        "rounds_run": ran,
+        "complete_rounds": complete_rounds(config.output_dir, config.max_rounds),
+        "stop_reason": stop_reason,
+        "final": None,
+    }
     if stop_reason is not None:
         markers = _all_markers(config)
         summary = write_final(config, markers, stop_reason)
         status["final"] = summary
-        log(f"stopped after round {markers[-1]['round']} ({'overlap with the previous round reached ' + str(config.stop_overlap_fraction) if stop_reason == STOP_CONVERGED else 'max_rounds reached'}); "
-            f"final selection: {summary['outputs']['documents']} ({summary['totals']['kept']:,} pages, {summary['selected_tokens']:,} tokens)")
+        log(
+            f"stopped after round {markers[-1]['round']} ({'overlap with the previous round reached ' + str(config.stop_overlap_fraction) if stop_reason == STOP_CONVERGED else 'max_rounds reached'}); "
+            f"final selection: {summary['outputs']['documents']} ({summary['totals']['kept']:,} pages, {summary['selected_tokens']:,} tokens)"
+        )
     else:
         log(f"round(s) {ran} done; the loop continues at round {status['complete_rounds'][-1] + 1} on the next run")
     log(f"report: {config.output_dir.rstrip('/')}/report.html")

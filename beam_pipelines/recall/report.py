@@ -82,8 +82,10 @@ def _pyplot():
 
 
 def _page(title: str, sections: list[str]) -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>{''.join(sections)}</body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>{''.join(sections)}</body></html>"
+    )
 
 
 def _link(url: str) -> str:
@@ -104,8 +106,9 @@ def plot_score_histograms(metrics_by_round: list[dict]) -> str:
         pages_axis.step(centres, histogram["pages"], where="mid", label=label)
         tokens_axis.step(centres, histogram["tokens"], where="mid", label=label)
         for axis in (pages_axis, tokens_axis):
-            axis.axvline(metrics["selection"]["threshold"], linestyle=":", linewidth=1,
-                         color=axis.lines[-1].get_color())
+            axis.axvline(
+                metrics["selection"]["threshold"], linestyle=":", linewidth=1, color=axis.lines[-1].get_color()
+            )
     for axis, name in ((pages_axis, "pages"), (tokens_axis, "tokens")):
         axis.set_yscale("symlog", linthresh=1)
         highest = max((max(m["score_histogram"][name], default=0) for m in metrics_by_round), default=0)
@@ -178,34 +181,88 @@ def plot_top_domains(metrics: dict, limit: int = 20) -> str:
 def _domain_table(rows: list[dict], threshold: float) -> str:
     return _table(
         ["domain", "pool pages", "selected pages", "selected fraction", "pool tokens", "selected tokens", "candidate"],
-        [[_e(r["domain"]), r["pool_pages"], r["selected_pages"], r["selected_fraction"], r["pool_tokens"],
-          r["selected_tokens"], "yes" if r["selected_fraction"] > threshold else ""] for r in rows])
+        [
+            [
+                _e(r["domain"]),
+                r["pool_pages"],
+                r["selected_pages"],
+                r["selected_fraction"],
+                r["pool_tokens"],
+                r["selected_tokens"],
+                "yes" if r["selected_fraction"] > threshold else "",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _samples_html(samples: list[dict]) -> str:
-    return "<br>".join(f"{_link(s['url'])} <span class='small'>{_e(s['title'])} (score {s['score']})</span>" for s in samples)
+    return "<br>".join(
+        f"{_link(s['url'])} <span class='small'>{_e(s['title'])} (score {s['score']})</span>" for s in samples
+    )
 
 
 def review_section(review_rows: list[dict]) -> str:
     if not review_rows:
         return "<p>No candidate math domain this round.</p>"
     return _table(
-        ["prefix", "pool pages", "selected", "not selected", "selected fraction", "sample selected pages", "sample pages not selected"],
-        [[_e(r["prefix"]), r["pool_pages"], r["selected_pages"], r["unselected_pages"], r["selected_fraction"],
-          _samples_html(r["selected_samples"]), _samples_html(r["unselected_samples"])] for r in review_rows])
+        [
+            "prefix",
+            "pool pages",
+            "selected",
+            "not selected",
+            "selected fraction",
+            "sample selected pages",
+            "sample pages not selected",
+        ],
+        [
+            [
+                _e(r["prefix"]),
+                r["pool_pages"],
+                r["selected_pages"],
+                r["unselected_pages"],
+                r["selected_fraction"],
+                _samples_html(r["selected_samples"]),
+                _samples_html(r["unselected_samples"]),
+            ]
+            for r in review_rows
+        ],
+    )
 
 
 def _summary_rows(metrics: dict) -> list[list[Any]]:
     selection, holdout = metrics["selection"], metrics["classifier"]["holdout"]
     overlap = metrics.get("overlap")
-    return [[metrics["round"], selection["selected_pages"], selection["pool_pages"], selection["selected_tokens"],
-             selection["budget_tokens"], selection["threshold"],
-             overlap["fraction_already_selected"] if overlap else "-", holdout["precision"], holdout["recall"], holdout["f1"],
-             len(metrics["candidate_domains"])]]
+    return [
+        [
+            metrics["round"],
+            selection["selected_pages"],
+            selection["pool_pages"],
+            selection["selected_tokens"],
+            selection["budget_tokens"],
+            selection["threshold"],
+            overlap["fraction_already_selected"] if overlap else "-",
+            holdout["precision"],
+            holdout["recall"],
+            holdout["f1"],
+            len(metrics["candidate_domains"]),
+        ]
+    ]
 
 
-_SUMMARY_HEADERS = ["round", "selected pages", "pool pages", "selected tokens", "budget tokens", "threshold",
-                    "already selected before", "hold-out precision", "hold-out recall", "hold-out F1", "candidate domains"]
+_SUMMARY_HEADERS = [
+    "round",
+    "selected pages",
+    "pool pages",
+    "selected tokens",
+    "budget tokens",
+    "threshold",
+    "already selected before",
+    "hold-out precision",
+    "hold-out recall",
+    "hold-out F1",
+    "candidate domains",
+]
 
 
 def write_round_report(paths, metrics: dict, review_rows: list[dict]) -> None:
@@ -213,24 +270,48 @@ def write_round_report(paths, metrics: dict, review_rows: list[dict]) -> None:
     approvals = metrics.get("approvals_applied")
     approvals_html = "<p>Round 1: no approvals yet (positives are the seed set).</p>"
     if approvals:
-        approvals_html = _table(["approved prefix", "origin"], [
-            [_e(p), "reviewer" if p in approvals["from_annotations"] else f"policy {_e(approvals['policy'])} ({_e(approvals['auto_rule'])})"]
-            for p in approvals["approved"]]) if approvals["approved"] else (
-            f"<p>No prefix approved after round {number - 1} (annotations file: <code>{_e(approvals['annotations_file'])}</code>"
-            f"{'' if approvals['annotations_file_found'] else ', not found'}; policy {_e(approvals['policy'])}).</p>")
+        approvals_html = (
+            _table(
+                ["approved prefix", "origin"],
+                [
+                    [
+                        _e(p),
+                        "reviewer"
+                        if p in approvals["from_annotations"]
+                        else f"policy {_e(approvals['policy'])} ({_e(approvals['auto_rule'])})",
+                    ]
+                    for p in approvals["approved"]
+                ],
+            )
+            if approvals["approved"]
+            else (
+                f"<p>No prefix approved after round {number - 1} (annotations file: <code>{_e(approvals['annotations_file'])}</code>"
+                f"{'' if approvals['annotations_file_found'] else ', not found'}; policy {_e(approvals['policy'])}).</p>"
+            )
+        )
     training = metrics.get("training") or {}
     model = metrics["classifier"]["model"]
     sections = [
-        "<h2>Summary</h2>", _table(_SUMMARY_HEADERS, _summary_rows(metrics)),
+        "<h2>Summary</h2>",
+        _table(_SUMMARY_HEADERS, _summary_rows(metrics)),
         f"<p>Budget: {_e(metrics['budget']['rule'])}. Selection: <code>{_e(paths.selection_pattern)}</code></p>",
-        "<h2>Approvals applied to this round's training set</h2>", approvals_html,
+        "<h2>Approvals applied to this round's training set</h2>",
+        approvals_html,
         "<h2>Training set and classifier</h2>",
-        _table(["count", "value"], [[_e(k), v] for k, v in training.items()]
-               + [[_e("model size (bytes)"), model["bytes"]], [_e("vocabulary"), model["vocabulary"]],
-                  [_e("training seconds"), model["training_seconds"]]]),
+        _table(
+            ["count", "value"],
+            [[_e(k), v] for k, v in training.items()]
+            + [
+                [_e("model size (bytes)"), model["bytes"]],
+                [_e("vocabulary"), model["vocabulary"]],
+                [_e("training seconds"), model["training_seconds"]],
+            ],
+        ),
         plot_classifier([metrics]),
-        "<h2>Scores</h2>", plot_score_histograms([metrics]),
-        "<h2>Domains</h2>", plot_top_domains(metrics),
+        "<h2>Scores</h2>",
+        plot_score_histograms([metrics]),
+        "<h2>Domains</h2>",
+        plot_top_domains(metrics),
         _domain_table(metrics["top_domains"], metrics["candidate_rule"]["min_selected_fraction"]),
         f"<h2>URL-path review of candidate math domains</h2><p>Candidate: more than "
         f"{metrics['candidate_rule']['min_selected_fraction']:.0%} of the domain's pool pages selected "
@@ -252,13 +333,28 @@ def write_review_files(config, paths, metrics: dict, review_rows: list[dict]) ->
     domains = []
     for candidate in metrics["candidate_domains"]:
         prefixes = [
-            {k: row[k] for k in ("prefix", "pool_pages", "selected_pages", "unselected_pages", "selected_fraction",
-                                 "selected_samples", "unselected_samples")}
-            for row in review_rows if row["domain"] == candidate["domain"]
+            {
+                k: row[k]
+                for k in (
+                    "prefix",
+                    "pool_pages",
+                    "selected_pages",
+                    "unselected_pages",
+                    "selected_fraction",
+                    "selected_samples",
+                    "unselected_samples",
+                )
+            }
+            for row in review_rows
+            if row["domain"] == candidate["domain"]
         ]
         if prefixes:
-            domains.append({**{k: candidate[k] for k in ("domain", "pool_pages", "selected_pages", "selected_fraction")},
-                            "prefixes": prefixes})
+            domains.append(
+                {
+                    **{k: candidate[k] for k in ("domain", "pool_pages", "selected_pages", "selected_fraction")},
+                    "prefixes": prefixes,
+                }
+            )
     header = (
         f"# Recall round {number}: URL-path review of candidate math domains.\n"
         f"# A candidate domain has more than {config.domains.candidate_min_selected_fraction:.0%} of its pool pages selected.\n"
@@ -266,22 +362,28 @@ def write_review_files(config, paths, metrics: dict, review_rows: list[dict]) ->
         f"# Approve by writing {target}\n"
         f"# (start from {paths.template}; format: annotations/README.md).\n"
     )
-    body = yaml.safe_dump({"round": number, "annotations_file": target, "domains": domains},
-                          sort_keys=False, allow_unicode=True, width=120)
+    body = yaml.safe_dump(
+        {"round": number, "annotations_file": target, "domains": domains},
+        sort_keys=False,
+        allow_unicode=True,
+        width=120,
+    )
     _write_text(paths.review, header + body)
     lines = [
         f"# Decisions for recall round {number}: uncomment the prefixes you approve (or reject) and save as",
         f"#   {target}",
         "# Numbers: pool pages, selected fraction, pages not selected (these become positives if approved).",
         f"round: {number}",
-        "reviewer: \"\"",
+        'reviewer: ""',
         "approved:",
     ]
     for row in review_rows:
-        lines.append(f"#  - {row['prefix']}    # {row['pool_pages']} pages, {row['selected_fraction']:.0%} selected, "
-                     f"{row['unselected_pages']} not selected")
+        lines.append(
+            f"#  - {row['prefix']}    # {row['pool_pages']} pages, {row['selected_fraction']:.0%} selected, "
+            f"{row['unselected_pages']} not selected"
+        )
     lines.append("rejected:")
-    lines.append("notes: \"\"")
+    lines.append('notes: ""')
     _write_text(paths.template, "\n".join(lines) + "\n")
 
 
@@ -297,11 +399,16 @@ def write_corpus_report(output_dir: str, metrics_by_round: list[dict]) -> str:
     sections = [
         f"<p>Rounds: {links}. Each round's selection, model, metrics, domain statistics and review are in "
         f"<code>{_e(output_dir)}/round_&lt;k&gt;/</code>.</p>",
-        "<h2>Rounds</h2>", _table(_SUMMARY_HEADERS, rows),
-        "<h2>Tokens and pages per round, overlap with the previous round</h2>", plot_rounds(metrics_by_round),
-        "<h2>Score histograms per round</h2>", plot_score_histograms(metrics_by_round),
-        "<h2>Classifier metrics per round</h2>", plot_classifier(metrics_by_round),
-        f"<h2>Top domains (round {last['round']})</h2>", plot_top_domains(last),
+        "<h2>Rounds</h2>",
+        _table(_SUMMARY_HEADERS, rows),
+        "<h2>Tokens and pages per round, overlap with the previous round</h2>",
+        plot_rounds(metrics_by_round),
+        "<h2>Score histograms per round</h2>",
+        plot_score_histograms(metrics_by_round),
+        "<h2>Classifier metrics per round</h2>",
+        plot_classifier(metrics_by_round),
+        f"<h2>Top domains (round {last['round']})</h2>",
+        plot_top_domains(last),
         _domain_table(last["top_domains"], last["candidate_rule"]["min_selected_fraction"]),
     ]
     _write_text(path, _page("DeepSeekMath-style recall: corpus report", sections))

@@ -103,7 +103,9 @@ class TokenBudget:
         return cls(pool_fraction=float(fractions[min(round_number, len(fractions)) - 1]))
 
     def describe(self) -> str:
-        return f"{self.tokens:,} tokens" if self.tokens is not None else f"{self.pool_fraction:.1%} of the pool's tokens"
+        return (
+            f"{self.tokens:,} tokens" if self.tokens is not None else f"{self.pool_fraction:.1%} of the pool's tokens"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,16 +139,25 @@ def find_coarse_boundary(pages: np.ndarray, tokens: np.ndarray, budget: TokenBud
 
 def find_cut(boundary: CoarseBoundary, fine_pages: np.ndarray, fine_tokens: np.ndarray, coarse_bins: int) -> ScoreCut:
     fine_bins = fine_tokens.size
-    common = dict(coarse_bins=coarse_bins, fine_bins=fine_bins, budget_tokens=boundary.budget_tokens,
-                  pool_tokens=boundary.pool_tokens, pool_pages=boundary.pool_pages)
+    common = dict(
+        coarse_bins=coarse_bins,
+        fine_bins=fine_bins,
+        budget_tokens=boundary.budget_tokens,
+        pool_tokens=boundary.pool_tokens,
+        pool_pages=boundary.pool_pages,
+    )
     if boundary.keep_all:
-        return ScoreCut(coarse_bin=0, fine_bin=0, selected_tokens=boundary.pool_tokens, selected_pages=boundary.pool_pages, **common)
+        return ScoreCut(
+            coarse_bin=0, fine_bin=0, selected_tokens=boundary.pool_tokens, selected_pages=boundary.pool_pages, **common
+        )
     tokens, pages = boundary.tokens_above, boundary.pages_above
     for fine in range(fine_bins - 1, -1, -1):
         tokens += int(fine_tokens[fine])
         pages += int(fine_pages[fine])
         if tokens >= boundary.budget_tokens:
-            return ScoreCut(coarse_bin=boundary.coarse_bin, fine_bin=fine, selected_tokens=tokens, selected_pages=pages, **common)
+            return ScoreCut(
+                coarse_bin=boundary.coarse_bin, fine_bin=fine, selected_tokens=tokens, selected_pages=pages, **common
+            )
     return ScoreCut(coarse_bin=boundary.coarse_bin, fine_bin=0, selected_tokens=tokens, selected_pages=pages, **common)
 
 
@@ -224,11 +235,16 @@ class SelectByTokenBudget(beam.PTransform):
         boundary = histogram | "Coarse boundary" >> beam.Map(lambda h: find_coarse_boundary(h[0], h[1], budget))
         fine = (
             scored
-            | "Pages in the boundary bin" >> beam.FlatMap(_in_boundary_bin, beam.pvalue.AsSingleton(boundary), coarse_bins, fine_bins)
+            | "Pages in the boundary bin"
+            >> beam.FlatMap(_in_boundary_bin, beam.pvalue.AsSingleton(boundary), coarse_bins, fine_bins)
             | "Fine histogram" >> beam.CombineGlobally(BinHistogramFn(fine_bins))
         )
-        cut = fine | "Cut" >> beam.Map(lambda h, b: find_cut(b, h[0], h[1], coarse_bins), beam.pvalue.AsSingleton(boundary))
-        selected = scored | "Keep above the cut" >> beam.Filter(lambda d, c: c.keeps(d.math_score), beam.pvalue.AsSingleton(cut))
+        cut = fine | "Cut" >> beam.Map(
+            lambda h, b: find_cut(b, h[0], h[1], coarse_bins), beam.pvalue.AsSingleton(boundary)
+        )
+        selected = scored | "Keep above the cut" >> beam.Filter(
+            lambda d, c: c.keeps(d.math_score), beam.pvalue.AsSingleton(cut)
+        )
         return selected, cut, histogram
 
 

@@ -36,7 +36,9 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-EDGE_SCHEMA = pa.schema([pa.field("node", pa.string(), nullable=False), pa.field("parent", pa.string(), nullable=False)])
+EDGE_SCHEMA = pa.schema(
+    [pa.field("node", pa.string(), nullable=False), pa.field("parent", pa.string(), nullable=False)]
+)
 COMPONENTS_NAMESPACE = "07_minhash_components"
 
 

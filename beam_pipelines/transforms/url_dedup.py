@@ -143,7 +143,8 @@ class UrlDedup(beam.PTransform):
             | "Normalise URL" >> beam.Map(_with_normalized_url)
             | "Key by URL" >> beam.Map(lambda d: (d.normalized_url, d))
             | "Group by URL" >> beam.GroupByKey()
-            | "Keep latest" >> beam.ParDo(KeepBestPerKey(URL_DEDUP_STEP, "duplicate_url", _url_rank)).with_outputs(REMOVED, main="kept")
+            | "Keep latest"
+            >> beam.ParDo(KeepBestPerKey(URL_DEDUP_STEP, "duplicate_url", _url_rank)).with_outputs(REMOVED, main="kept")
         )
 
 

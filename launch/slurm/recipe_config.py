@@ -65,7 +65,9 @@ def check_pretraining_data(config) -> None:
     tokenizer = load_tokenizer(config.data.tokenizer)
     vocab_size = config.model.vocab_size or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:
-        raise ConfigError(f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}")
+        raise ConfigError(
+            f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}"
+        )
 
 
 def resolve(recipe: str, arguments: list[str]) -> dict[str, object]:
@@ -82,8 +84,14 @@ def resolve(recipe: str, arguments: list[str]) -> dict[str, object]:
         os.environ["WORLD_SIZE"] = world_size
     overrides = _overrides_only(arguments)
     if overrides is None:  # sweeps, --help, another config: the entry point handles them itself
-        return {"RECIPE_MODULE": module, "RECIPE_ARGS": arguments, "OUTPUT_DIR": "", "CHECKPOINT_DIR": "",
-                "STOP_SIGNALS": "", "STOP_EXIT_CODE": ""}
+        return {
+            "RECIPE_MODULE": module,
+            "RECIPE_ARGS": arguments,
+            "OUTPUT_DIR": "",
+            "CHECKPOINT_DIR": "",
+            "STOP_SIGNALS": "",
+            "STOP_EXIT_CODE": "",
+        }
     config = compose_config(recipe, overrides, register_configs)
     passed_on = list(arguments)
     requested_output = os.environ.get("OUTPUT_DIR", "")

@@ -38,14 +38,24 @@ def run_conversion(config: ConvertConfig):
     if config.mode == "import":
         from megatron_recipes.convert.hf_to_megatron import import_hf_checkpoint
 
-        return import_hf_checkpoint(config.hf_dir, config.megatron_dir, dtype=config.dtype,
-                                    make_vocab_size_divisible_by=config.make_vocab_size_divisible_by,
-                                    tensor_parallel_size=config.tensor_parallel_size, overwrite=config.overwrite)
+        return import_hf_checkpoint(
+            config.hf_dir,
+            config.megatron_dir,
+            dtype=config.dtype,
+            make_vocab_size_divisible_by=config.make_vocab_size_divisible_by,
+            tensor_parallel_size=config.tensor_parallel_size,
+            overwrite=config.overwrite,
+        )
     from megatron_recipes.convert.megatron_to_hf import export_megatron_checkpoint
 
-    return export_megatron_checkpoint(config.megatron_dir, config.hf_dir, dtype=config.dtype,
-                                      max_shard_size=config.max_shard_size, hf_template=config.hf_template,
-                                      overwrite=config.overwrite)
+    return export_megatron_checkpoint(
+        config.megatron_dir,
+        config.hf_dir,
+        dtype=config.dtype,
+        max_shard_size=config.max_shard_size,
+        hf_template=config.hf_template,
+        overwrite=config.overwrite,
+    )
 
 
 @hydra_entry_point("convert", register_configs)

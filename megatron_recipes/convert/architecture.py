@@ -24,9 +24,18 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 SUPPORTED_MODEL_TYPES = ("llama",)
 CONFIG_FILE = "config.json"
 # Fields a converted checkpoint's architecture is made of (ModelConfig names).
-ARCHITECTURE_FIELDS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
-                       "vocab_size", "max_position_embeddings", "rotary_base", "norm_epsilon",
-                       "untie_embeddings_and_output_weights")
+ARCHITECTURE_FIELDS = (
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "vocab_size",
+    "max_position_embeddings",
+    "rotary_base",
+    "norm_epsilon",
+    "untie_embeddings_and_output_weights",
+)
 
 
 class ConversionError(ConfigError):
@@ -65,7 +74,9 @@ class HFArchitecture:
             "hidden_size": self.hidden_size,
             "ffn_hidden_size": self.ffn_hidden_size,
             "num_attention_heads": self.num_attention_heads,
-            "num_query_groups": None if self.num_key_value_heads == self.num_attention_heads else self.num_key_value_heads,
+            "num_query_groups": None
+            if self.num_key_value_heads == self.num_attention_heads
+            else self.num_key_value_heads,
             "vocab_size": self.vocab_size,
             "max_position_embeddings": self.max_position_embeddings,
             "rotary_base": self.rotary_base,
@@ -151,7 +162,9 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
         raise ConversionError(f"{where}: missing or non-positive {', '.join(missing)}")
     activation = config.get("hidden_act", "silu")
     if activation not in ("silu", "swish"):
-        raise ConversionError(f"{where}: hidden_act={activation!r} is not supported (the recipes' models use SwiGLU: silu)")
+        raise ConversionError(
+            f"{where}: hidden_act={activation!r} is not supported (the recipes' models use SwiGLU: silu)"
+        )
     for flag in ("attention_bias", "mlp_bias"):
         if config.get(flag):
             raise ConversionError(f"{where}: {flag}=true is not supported (the recipes' models have no biases)")
@@ -161,7 +174,9 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
     if hidden % heads:
         raise ConversionError(f"{where}: hidden_size={hidden} is not divisible by num_attention_heads={heads}")
     if heads % kv_heads:
-        raise ConversionError(f"{where}: num_attention_heads={heads} is not divisible by num_key_value_heads={kv_heads}")
+        raise ConversionError(
+            f"{where}: num_attention_heads={heads} is not divisible by num_key_value_heads={kv_heads}"
+        )
     head_dim = config.get("head_dim") or hidden // heads
     if head_dim != hidden // heads:
         raise ConversionError(
@@ -204,7 +219,9 @@ def torch_dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def hf_config_for_export(architecture: HFArchitecture, dtype_name: str, template: dict[str, Any] | None = None) -> dict[str, Any]:
+def hf_config_for_export(
+    architecture: HFArchitecture, dtype_name: str, template: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """config.json of an exported model: the template's other fields (token ids, ...) kept, the
     architecture written from the megatron checkpoint. The rotary base is written in the
     template's spelling (`rope_parameters` for transformers 5 files, `rope_theta` otherwise)."""
@@ -215,26 +232,34 @@ def hf_config_for_export(architecture: HFArchitecture, dtype_name: str, template
         "use_cache": True,
     }
     if template:
-        config.update({key: value for key, value in template.items() if key not in ("transformers_version", "_name_or_path")})
-    config.update({
-        "architectures": list(SUPPORTED_ARCHITECTURES),
-        "model_type": "llama",
-        "hidden_act": "silu",
-        "attention_bias": False,
-        "mlp_bias": False,
-        "hidden_size": architecture.hidden_size,
-        "intermediate_size": architecture.ffn_hidden_size,
-        "num_hidden_layers": architecture.num_layers,
-        "num_attention_heads": architecture.num_attention_heads,
-        "num_key_value_heads": architecture.num_key_value_heads,
-        "head_dim": architecture.head_dim,
-        "vocab_size": architecture.vocab_size,
-        "max_position_embeddings": architecture.max_position_embeddings,
-        "rms_norm_eps": architecture.norm_epsilon,
-        "tie_word_embeddings": architecture.tie_word_embeddings,
-    })
+        config.update(
+            {key: value for key, value in template.items() if key not in ("transformers_version", "_name_or_path")}
+        )
+    config.update(
+        {
+            "architectures": list(SUPPORTED_ARCHITECTURES),
+            "model_type": "llama",
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "mlp_bias": False,
+            "hidden_size": architecture.hidden_size,
+            "intermediate_size": architecture.ffn_hidden_size,
+            "num_hidden_layers": architecture.num_layers,
+            "num_attention_heads": architecture.num_attention_heads,
+            "num_key_value_heads": architecture.num_key_value_heads,
+            "head_dim": architecture.head_dim,
+            "vocab_size": architecture.vocab_size,
+            "max_position_embeddings": architecture.max_position_embeddings,
+            "rms_norm_eps": architecture.norm_epsilon,
+            "tie_word_embeddings": architecture.tie_word_embeddings,
+        }
+    )
     if isinstance(config.get("rope_parameters"), dict):
-        config["rope_parameters"] = {**config["rope_parameters"], "rope_theta": architecture.rotary_base, "rope_type": "default"}
+        config["rope_parameters"] = {
+            **config["rope_parameters"],
+            "rope_theta": architecture.rotary_base,
+            "rope_type": "default",
+        }
         config.pop("rope_theta", None)
         config.pop("rope_scaling", None)
     else:

@@ -36,8 +36,20 @@ from megatron_recipes.convert.architecture import CONFIG_FILE, ConversionError, 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 # Bytes per element of the safetensors dtype names.
-DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "F8_E4M3": 1, "F8_E5M2": 1}
+DTYPE_SIZES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -66,7 +78,9 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
                 raise ConversionError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
             (length,) = struct.unpack("<Q", prefix)
             if length > min(size - 8, _MAX_HEADER_BYTES):
-                raise ConversionError(f"{path} is not a safetensors file or is truncated (header of {length} bytes, file of {size})")
+                raise ConversionError(
+                    f"{path} is not a safetensors file or is truncated (header of {length} bytes, file of {size})"
+                )
             header = json.loads(handle.read(length))
     except OSError as error:
         raise ConversionError(f"cannot read {path}: {error}") from None
@@ -87,7 +101,9 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
             )
         expected = math.prod(shape) * DTYPE_SIZES.get(dtype, 0)
         if dtype not in DTYPE_SIZES or end - start != expected:
-            raise ConversionError(f"{path}: tensor {name} has {end - start} bytes for {dtype} {list(shape)} (corrupt header)")
+            raise ConversionError(
+                f"{path}: tensor {name} has {end - start} bytes for {dtype} {list(shape)} (corrupt header)"
+            )
         tensors[name] = TensorInfo(name, path, dtype, shape)
     return tensors
 
@@ -111,8 +127,14 @@ class HFCheckpoint:
             tensors = read_safetensors_header(single_path)
         else:
             pickles = sorted(p.name for p in directory.glob("pytorch_model*.bin"))
-            hint = (f" (found {pickles[0]}: pickled .bin checkpoints are not read; save the model with"
-                    " safe_serialization=True first)") if pickles else ""
+            hint = (
+                (
+                    f" (found {pickles[0]}: pickled .bin checkpoints are not read; save the model with"
+                    " safe_serialization=True first)"
+                )
+                if pickles
+                else ""
+            )
             raise ConversionError(f"{directory} has neither {SINGLE_FILE} nor {INDEX_FILE}{hint}")
         return cls(directory, config, tensors)
 
@@ -130,7 +152,9 @@ class HFCheckpoint:
             path = directory / file_name
             if not path.is_file():
                 shown = ", ".join(sorted(names)[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-                raise ConversionError(f"shard {file_name} named by {INDEX_FILE} is missing from {directory}: it holds {shown}")
+                raise ConversionError(
+                    f"shard {file_name} named by {INDEX_FILE} is missing from {directory}: it holds {shown}"
+                )
             header = read_safetensors_header(path)
             for name in names:
                 if name not in header:
@@ -160,8 +184,18 @@ class HFCheckpoint:
 # Writing
 # ---------------------------------------------------------------------------------------------
 
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 def parse_size(text: str | int) -> int:
@@ -232,7 +266,10 @@ class ShardedSafetensorsWriter:
         if unwritten:
             raise ConversionError(f"export produced no tensor for {', '.join(unwritten[:5])}")
         if len(self.plan.files) > 1:
-            index = {"metadata": {"total_size": self.plan.total_bytes}, "weight_map": dict(sorted(self.plan.file_of.items()))}
+            index = {
+                "metadata": {"total_size": self.plan.total_bytes},
+                "weight_map": dict(sorted(self.plan.file_of.items())),
+            }
             (self.directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
 

@@ -71,15 +71,21 @@ def check_hf_tensors(source: HFCheckpoint, mapping: TensorMapping) -> None:
         if info is None:
             problems.append(f"tensor {name} is missing")
         elif info.shape != shape:
-            problems.append(f"tensor {name} in {info.file.name} has shape {list(info.shape)}, expected {list(shape)}"
-                            " from config.json")
+            problems.append(
+                f"tensor {name} in {info.file.name} has shape {list(info.shape)}, expected {list(shape)}"
+                " from config.json"
+            )
         elif info.dtype not in FLOAT_DTYPES:
             problems.append(f"tensor {name} in {info.file.name} has dtype {info.dtype}, expected a float type")
     tied_output = mapping.architecture.tie_word_embeddings
     for name, info in source.tensors.items():
         if name in expected or name.endswith(HF_IGNORED_SUFFIXES) or (tied_output and name == HF_OUTPUT):
             continue
-        reason = "biases are not supported" if name.endswith(".bias") else "not part of a LlamaForCausalLM with this config.json"
+        reason = (
+            "biases are not supported"
+            if name.endswith(".bias")
+            else "not part of a LlamaForCausalLM with this config.json"
+        )
         problems.append(f"unexpected tensor {name} in {info.file.name} ({reason})")
     if problems:
         more = f" (and {len(problems) - 4} more problems)" if len(problems) > 4 else ""
@@ -104,6 +110,7 @@ def open_hf_checkpoint(hf_dir: str | os.PathLike) -> tuple[HFCheckpoint, HFArchi
 # ---------------------------------------------------------------------------------------------
 # Sharded tensors of a megatron model -> regions of the mapping table
 # ---------------------------------------------------------------------------------------------
+
 
 def _sharded_tensors(state: Any) -> Iterator[tuple[Any, Any, Any]]:
     """(container, key-or-index, ShardedTensor) for every ShardedTensor in a nested state dict."""
@@ -132,14 +139,20 @@ def _locate(sharded, mapping: TensorMapping) -> tuple[MegatronTensor, int, tuple
     layer = sharded.global_offset[0] if prepend else None
     tensor = mapping.lookup(sharded.key, layer)
     if tensor is None:
-        raise ConversionError(f"the megatron model has tensor {sharded.key} (layer {layer}), which the HF mapping does not know")
+        raise ConversionError(
+            f"the megatron model has tensor {sharded.key} (layer {layer}), which the HF mapping does not know"
+        )
     if prepend and sharded.global_shape[0] != mapping.architecture.num_layers:
-        raise ConversionError(f"{sharded.key}: the model has {sharded.global_shape[0]} layers, the HF config"
-                              f" {mapping.architecture.num_layers}")
+        raise ConversionError(
+            f"{sharded.key}: the model has {sharded.global_shape[0]} layers, the HF config"
+            f" {mapping.architecture.num_layers}"
+        )
     global_shape = tuple(sharded.global_shape[prepend:])
     if global_shape != tensor.shape:
-        raise ConversionError(f"{tensor.label()}: the megatron model's shape {list(global_shape)} does not match"
-                              f" {list(tensor.shape)} built from the HF tensors {', '.join(tensor.hf_names()[:3])}")
+        raise ConversionError(
+            f"{tensor.label()}: the megatron model's shape {list(global_shape)} does not match"
+            f" {list(tensor.shape)} built from the HF tensors {', '.join(tensor.hf_names()[:3])}"
+        )
     offsets = sharded.global_offset[prepend:]
     columns = None
     if len(tensor.shape) == 2:
@@ -154,8 +167,13 @@ def _padded_vocab_of(state: dict, architecture: HFArchitecture) -> int:
     return architecture.vocab_size
 
 
-def _fill(state: dict, source: HFCheckpoint, architecture: HFArchitecture,
-          allocate: Callable[[Any], Any] | None, progress: Callable[[int, int], None] | None = None) -> int:
+def _fill(
+    state: dict,
+    source: HFCheckpoint,
+    architecture: HFArchitecture,
+    allocate: Callable[[Any], Any] | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Fill every ShardedTensor of `state` from `source`; `allocate(sharded) -> tensor` gives it
     a new buffer first (import), or None to copy into the model's own parameters (init).
     Returns the number of elements written."""
@@ -189,6 +207,7 @@ def _fill(state: dict, source: HFCheckpoint, architecture: HFArchitecture,
 # Into a live model (model.init_from_hf)
 # ---------------------------------------------------------------------------------------------
 
+
 def load_hf_weights(hf_dir: str | os.PathLike, model: list) -> HFArchitecture:
     """Copy an HF checkpoint into this rank's model chunks (any TP/PP/VP layout, DDP-wrapped or
     not). Every rank calls it; each reads only the HF rows of its own shards. Call
@@ -207,6 +226,7 @@ def load_hf_weights(hf_dir: str | os.PathLike, model: list) -> HFArchitecture:
 # ---------------------------------------------------------------------------------------------
 # Into a checkpoint on disk
 # ---------------------------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -231,7 +251,9 @@ def single_process_parallel_state() -> Iterator[None]:
     if created_group:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     elif dist.get_world_size() != 1:
-        raise ConversionError("the converter runs in one process: start it with `python -m`, not torchrun or srun -n >1")
+        raise ConversionError(
+            "the converter runs in one process: start it with `python -m`, not torchrun or srun -n >1"
+        )
     created_state = not parallel_state.model_parallel_is_initialized()
     if created_state:
         parallel_state.initialize_model_parallel(1, 1)
@@ -264,9 +286,15 @@ def resolve_import_precision(dtype: str, source: HFCheckpoint) -> str:
     return source_precision(source) if dtype == "auto" else dtype
 
 
-def import_hf_checkpoint(hf_dir: str | os.PathLike, megatron_dir: str | os.PathLike, dtype: str = "auto",
-                         make_vocab_size_divisible_by: int = 128, tensor_parallel_size: int = 1,
-                         overwrite: bool = False, name: str | None = None) -> Path:
+def import_hf_checkpoint(
+    hf_dir: str | os.PathLike,
+    megatron_dir: str | os.PathLike,
+    dtype: str = "auto",
+    make_vocab_size_divisible_by: int = 128,
+    tensor_parallel_size: int = 1,
+    overwrite: bool = False,
+    name: str | None = None,
+) -> Path:
     """Convert `hf_dir` into a weights-only megatron checkpoint under `megatron_dir` (a run
     directory: `iter_0000000/` + `latest`). Returns the iteration directory."""
     from megatron_recipes.config import ModelConfig, ParallelismConfig
@@ -278,19 +306,38 @@ def import_hf_checkpoint(hf_dir: str | os.PathLike, megatron_dir: str | os.PathL
     precision = resolve_import_precision(dtype, source)
     megatron_dir = Path(megatron_dir)
     if latest_iteration(megatron_dir) is not None and not overwrite:
-        raise ConversionError(f"{megatron_dir} already holds a checkpoint (its `latest` file): choose another directory"
-                              " or set overwrite=true")
-    model_config = ModelConfig(name=name or Path(hf_dir).resolve().name, make_vocab_size_divisible_by=make_vocab_size_divisible_by,
-                               **architecture.model_config_fields())
+        raise ConversionError(
+            f"{megatron_dir} already holds a checkpoint (its `latest` file): choose another directory"
+            " or set overwrite=true"
+        )
+    model_config = ModelConfig(
+        name=name or Path(hf_dir).resolve().name,
+        make_vocab_size_divisible_by=make_vocab_size_divisible_by,
+        **architecture.model_config_fields(),
+    )
     model_config.validate()
     padded = padded_vocab_size(architecture.vocab_size, make_vocab_size_divisible_by, tensor_parallel_size)
-    record = {**asdict(model_config), "vocab_size": architecture.vocab_size, "padded_vocab_size": padded,
-              "dtype": precision, "converted_from": str(Path(hf_dir).resolve()), "hf_config": source.config}
+    record = {
+        **asdict(model_config),
+        "vocab_size": architecture.vocab_size,
+        "padded_vocab_size": padded,
+        "dtype": precision,
+        "converted_from": str(Path(hf_dir).resolve()),
+        "hf_config": source.config,
+    }
     import torch  # after the checks: a bad input fails in a second, before torch and megatron load
 
     target_dtype = torch_dtype(precision)
-    log.info("importing %s (%d layers, hidden %d, vocab %d padded to %d) as %s into %s", hf_dir,
-             architecture.num_layers, architecture.hidden_size, architecture.vocab_size, padded, precision, megatron_dir)
+    log.info(
+        "importing %s (%d layers, hidden %d, vocab %d padded to %d) as %s into %s",
+        hf_dir,
+        architecture.num_layers,
+        architecture.hidden_size,
+        architecture.vocab_size,
+        padded,
+        precision,
+        megatron_dir,
+    )
 
     def allocate(sharded):
         return torch.empty(sharded.local_shape, dtype=target_dtype)

@@ -111,16 +111,32 @@ class TensorMapping:
             q, k, v = (hf_layer_name(layer, f"self_attn.{p}_proj") for p in "qkv")
             qkv_blocks = []
             for group in range(a.num_key_value_heads):
-                qkv_blocks += [RowBlock(q, group * a.heads_per_group * d, a.heads_per_group * d),
-                               RowBlock(k, group * d, d), RowBlock(v, group * d, d)]
+                qkv_blocks += [
+                    RowBlock(q, group * a.heads_per_group * d, a.heads_per_group * d),
+                    RowBlock(k, group * d, d),
+                    RowBlock(v, group * d, d),
+                ]
             qkv_rows = (a.num_attention_heads + 2 * a.num_key_value_heads) * d
             yield MegatronTensor(QKV_NORM, layer, (h,), (RowBlock(hf_layer_name(layer, "input_layernorm"), 0, h),))
             yield MegatronTensor(QKV, layer, (qkv_rows, h), tuple(qkv_blocks))
-            yield MegatronTensor(PROJECTION, layer, (h, a.num_attention_heads * d),
-                                 (RowBlock(hf_layer_name(layer, "self_attn.o_proj"), 0, h),))
-            yield MegatronTensor(FC1_NORM, layer, (h,), (RowBlock(hf_layer_name(layer, "post_attention_layernorm"), 0, h),))
-            yield MegatronTensor(FC1, layer, (2 * f, h), (RowBlock(hf_layer_name(layer, "mlp.gate_proj"), 0, f),
-                                                          RowBlock(hf_layer_name(layer, "mlp.up_proj"), 0, f)))
+            yield MegatronTensor(
+                PROJECTION,
+                layer,
+                (h, a.num_attention_heads * d),
+                (RowBlock(hf_layer_name(layer, "self_attn.o_proj"), 0, h),),
+            )
+            yield MegatronTensor(
+                FC1_NORM, layer, (h,), (RowBlock(hf_layer_name(layer, "post_attention_layernorm"), 0, h),)
+            )
+            yield MegatronTensor(
+                FC1,
+                layer,
+                (2 * f, h),
+                (
+                    RowBlock(hf_layer_name(layer, "mlp.gate_proj"), 0, f),
+                    RowBlock(hf_layer_name(layer, "mlp.up_proj"), 0, f),
+                ),
+            )
             yield MegatronTensor(FC2, layer, (h, f), (RowBlock(hf_layer_name(layer, "mlp.down_proj"), 0, h),))
         yield MegatronTensor(FINAL_NORM, None, (h,), (RowBlock(HF_FINAL_NORM, 0, h),))
         if not a.tie_word_embeddings:
@@ -173,7 +189,7 @@ def read_region(tensor: MegatronTensor, source, out, row_start: int, column_rang
     for block in tensor.blocks:
         low, high = max(row_start, offset), min(row_stop, offset + block.rows)
         if low < high:
-            target = out[low - row_start:high - row_start]
+            target = out[low - row_start : high - row_start]
             if block.hf_name is None:
                 target.zero_()
             else:

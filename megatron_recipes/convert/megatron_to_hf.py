@@ -54,8 +54,17 @@ from megatron_recipes.convert.mapping import EMBEDDING, FINAL_NORM, OUTPUT, Mega
 log = logging.getLogger(__name__)
 
 # Files of an HF model directory besides config and weights, copied from the template.
-COMPANION_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
+COMPANION_FILES = (
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
 _BYTES_PER_ELEMENT = {"bf16": DTYPE_SIZES["BF16"], "fp16": DTYPE_SIZES["F16"], "fp32": DTYPE_SIZES["F32"]}
 
 
@@ -96,11 +105,15 @@ def _check_stored(stored: dict[str, Any], mapping: TensorMapping, where: Path) -
             continue
         expected = tensor.shape if layer is None else (architecture.num_layers, *tensor.shape)
         if tuple(entry.global_shape) != tuple(expected):
-            problems.append(f"tensor {key} has shape {list(entry.global_shape)}, expected {list(expected)} from model_config")
+            problems.append(
+                f"tensor {key} has shape {list(entry.global_shape)}, expected {list(expected)} from model_config"
+            )
     if architecture.tie_word_embeddings and OUTPUT in stored:
         problems.append(f"tensor {OUTPUT} is stored but model_config says the embeddings are tied")
     if problems:
-        raise ConversionError(f"{where}: " + "; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""))
+        raise ConversionError(
+            f"{where}: " + "; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "")
+        )
 
 
 def _check_storage_files(directory: Path, keys: set[str]) -> None:
@@ -123,8 +136,10 @@ def _check_storage_files(directory: Path, keys: set[str]) -> None:
         if sizes[name] is None:
             raise ConversionError(f"{directory}: file {name} holding tensor {index.fqn} is missing")
         if location.offset + location.length > sizes[name]:
-            raise ConversionError(f"{directory}: file {name} is truncated: tensor {index.fqn} ends at byte"
-                                  f" {location.offset + location.length} of {sizes[name]}")
+            raise ConversionError(
+                f"{directory}: file {name} is truncated: tensor {index.fqn} ends at byte"
+                f" {location.offset + location.length} of {sizes[name]}"
+            )
 
 
 def _load_group(directory: Path, tensors: list[MegatronTensor], stored: dict[str, Any], num_layers: int) -> dict:
@@ -142,15 +157,20 @@ def _load_group(directory: Path, tensors: list[MegatronTensor], stored: dict[str
             # One slice [layer] of the stacked global tensor, as a real (not prepended) axis:
             # megatron's prepended-axis path expects every layer of the grid to be requested.
             buffer = torch.empty((1, *tensor.shape), dtype=stored[tensor.key].dtype)
-            request[tensor.label()] = ShardedTensor.from_rank_offsets(tensor.key, buffer, (0, tensor.layer, num_layers),
-                                                                      replica_id=0)
+            request[tensor.label()] = ShardedTensor.from_rank_offsets(
+                tensor.key, buffer, (0, tensor.layer, num_layers), replica_id=0
+            )
     try:
         # One layer of the stacked tensors is requested at a time: not a full cover of them.
         loaded = dist_checkpointing.load(request, str(directory), validate_access_integrity=False)
     except Exception as error:  # a torn or unreadable .distcp file
-        raise ConversionError(f"cannot read {', '.join(t.label() for t in tensors)} from {directory}: {error}") from None
-    return {(tensor.key, tensor.layer): loaded[tensor.label()] if tensor.layer is None else loaded[tensor.label()][0]
-            for tensor in tensors}
+        raise ConversionError(
+            f"cannot read {', '.join(t.label() for t in tensors)} from {directory}: {error}"
+        ) from None
+    return {
+        (tensor.key, tensor.layer): loaded[tensor.label()] if tensor.layer is None else loaded[tensor.label()][0]
+        for tensor in tensors
+    }
 
 
 def _hf_tensors(mapping: TensorMapping, group: list[MegatronTensor], loaded: dict, dtype) -> dict[str, Any]:
@@ -159,19 +179,29 @@ def _hf_tensors(mapping: TensorMapping, group: list[MegatronTensor], loaded: dic
 
     out = {}
     for name, parts in mapping.hf_sources(group).items():
-        pieces = [loaded[(tensor.key, tensor.layer)][offset:offset + block.rows] for tensor, offset, block in parts]
+        pieces = [loaded[(tensor.key, tensor.layer)][offset : offset + block.rows] for tensor, offset, block in parts]
         out[name] = (pieces[0] if len(pieces) == 1 else torch.cat(pieces)).to(dtype)
     return out
 
 
-def export_megatron_checkpoint(megatron_dir: str | os.PathLike, hf_dir: str | os.PathLike, dtype: str = "auto",
-                               max_shard_size: str | int = "5GB", hf_template: str | os.PathLike | None = None,
-                               overwrite: bool = False) -> Path:
+def export_megatron_checkpoint(
+    megatron_dir: str | os.PathLike,
+    hf_dir: str | os.PathLike,
+    dtype: str = "auto",
+    max_shard_size: str | int = "5GB",
+    hf_template: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write `hf_dir` (config.json + safetensors, loadable with AutoModelForCausalLM) from a
     megatron checkpoint. Returns hf_dir."""
     from megatron.core import dist_checkpointing
 
-    from megatron_recipes.training.checkpointing import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint_info, resolve_checkpoint
+    from megatron_recipes.training.checkpointing import (
+        CHECKPOINT_FORMAT,
+        CheckpointError,
+        read_checkpoint_info,
+        resolve_checkpoint,
+    )
 
     started = time.perf_counter()
     if dtype not in DTYPES:
@@ -192,25 +222,42 @@ def export_megatron_checkpoint(megatron_dir: str | os.PathLike, hf_dir: str | os
         raise ConversionError(f"{hf_dir} exists and is not empty: choose another directory or set overwrite=true")
 
     with single_process_parallel_state():
-        stored = {key: entry for key, entry in dist_checkpointing.load_tensors_metadata(str(directory)).items()
-                  if not key.startswith("optimizer")}
+        stored = {
+            key: entry
+            for key, entry in dist_checkpointing.load_tensors_metadata(str(directory)).items()
+            if not key.startswith("optimizer")
+        }
         if EMBEDDING not in stored:
             raise ConversionError(f"{directory}: tensor {EMBEDDING} is missing (not a GPT model checkpoint?)")
         padded = stored[EMBEDDING].global_shape[0]
         if padded < architecture.vocab_size:
-            raise ConversionError(f"{directory}: tensor {EMBEDDING} has {padded} rows, fewer than vocab_size={architecture.vocab_size}")
+            raise ConversionError(
+                f"{directory}: tensor {EMBEDDING} has {padded} rows, fewer than vocab_size={architecture.vocab_size}"
+            )
         mapping = TensorMapping(architecture, padded)
         if OUTPUT in stored and stored[OUTPUT].global_shape[0] != padded:
-            raise ConversionError(f"{directory}: {OUTPUT} has {stored[OUTPUT].global_shape[0]} rows but {EMBEDDING} {padded}")
+            raise ConversionError(
+                f"{directory}: {OUTPUT} has {stored[OUTPUT].global_shape[0]} rows but {EMBEDDING} {padded}"
+            )
         _check_stored(stored, mapping, directory)
         _check_storage_files(directory, {tensor.key for tensor in mapping.tensors.values()})
         precision = _precision_of(stored[EMBEDDING].dtype) if dtype == "auto" else dtype
         target_dtype = torch_dtype(precision)
         hf_shapes = mapping.hf_shapes()
-        plan = plan_shards(((name, _numel(shape) * _BYTES_PER_ELEMENT[precision]) for name, shape in hf_shapes.items()),
-                           max_shard_bytes)
-        log.info("exporting %s (%d layers, vocab %d of %d stored rows) as %s into %d file(s) in %s", directory,
-                 architecture.num_layers, architecture.vocab_size, padded, precision, len(plan.files), hf_dir)
+        plan = plan_shards(
+            ((name, _numel(shape) * _BYTES_PER_ELEMENT[precision]) for name, shape in hf_shapes.items()),
+            max_shard_bytes,
+        )
+        log.info(
+            "exporting %s (%d layers, vocab %d of %d stored rows) as %s into %d file(s) in %s",
+            directory,
+            architecture.num_layers,
+            architecture.vocab_size,
+            padded,
+            precision,
+            len(plan.files),
+            hf_dir,
+        )
 
         staging = hf_dir.with_name(hf_dir.name + ".incomplete")
         shutil.rmtree(staging, ignore_errors=True)
@@ -242,8 +289,13 @@ def export_megatron_checkpoint(megatron_dir: str | os.PathLike, hf_dir: str | os
     if hf_dir.exists():
         shutil.rmtree(hf_dir)
     os.replace(staging, hf_dir)
-    log.info("wrote %s (%d file(s), %.2f GB) in %.1f s", hf_dir, len(plan.files), writer.bytes_written / 1e9,
-             time.perf_counter() - started)
+    log.info(
+        "wrote %s (%d file(s), %.2f GB) in %.1f s",
+        hf_dir,
+        len(plan.files),
+        writer.bytes_written / 1e9,
+        time.perf_counter() - started,
+    )
     return hf_dir
 
 

@@ -69,7 +69,9 @@ class Mixture:
         parts = []
         for name, shares in self.sources.items():
             tokens = sum(share.tokens for share in shares)
-            parts.append(f"{name} {100 * sum(s.weight for s in shares):.1f}% ({len(shares)} datasets, {tokens:,} tokens)")
+            parts.append(
+                f"{name} {100 * sum(s.weight for s in shares):.1f}% ({len(shares)} datasets, {tokens:,} tokens)"
+            )
         return "; ".join(parts)
 
 
@@ -100,10 +102,14 @@ def expand_prefixes(source: str, entries: list[str]) -> list[str]:
             # megatron's own index caches live beside datasets in `cache/` folders: not data.
             found = [p for p in found if "/cache/" not in p]
             if not found:
-                raise ConfigError(f"data source {source}: directory {entry} holds no .bin/.idx dataset (run the tokenize step?)")
+                raise ConfigError(
+                    f"data source {source}: directory {entry} holds no .bin/.idx dataset (run the tokenize step?)"
+                )
             prefixes.extend(found)
         else:
-            raise ConfigError(f"data source {source}: {entry} is neither a dataset prefix (.bin + .idx) nor a directory")
+            raise ConfigError(
+                f"data source {source}: {entry} is neither a dataset prefix (.bin + .idx) nor a directory"
+            )
     return prefixes
 
 
@@ -150,10 +156,21 @@ class DatasetTokenizer:
         self.path = str(resolved)
         self.tokenizer = Tokenizer.from_file(self.path)
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
-        self.eod = next((self.tokenizer.token_to_id(t) for t in END_OF_DOCUMENT_TOKENS
-                         if self.tokenizer.token_to_id(t) is not None), None)
+        self.eod = next(
+            (
+                self.tokenizer.token_to_id(t)
+                for t in END_OF_DOCUMENT_TOKENS
+                if self.tokenizer.token_to_id(t) is not None
+            ),
+            None,
+        )
         # megatron keys its index cache on this description.
-        self.unique_identifiers = {"class": "DatasetTokenizer", "path": self.path, "vocab_size": self.vocab_size, "eod": self.eod}
+        self.unique_identifiers = {
+            "class": "DatasetTokenizer",
+            "path": self.path,
+            "vocab_size": self.vocab_size,
+            "eod": self.eod,
+        }
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
@@ -204,8 +221,14 @@ def gpt_dataset_config(data: DataConfig, mixture: Mixture | None, tokenizer: Dat
     )
 
 
-def build_pretraining_datasets(data: DataConfig, mixture: Mixture | None, tokenizer: DatasetTokenizer,
-                               train_samples: int, validation_samples: int, cache_dir: str | None) -> PretrainingDatasets:
+def build_pretraining_datasets(
+    data: DataConfig,
+    mixture: Mixture | None,
+    tokenizer: DatasetTokenizer,
+    train_samples: int,
+    validation_samples: int,
+    cache_dir: str | None,
+) -> PretrainingDatasets:
     """Collective (every rank builds; rank 0 writes megatron's index cache first)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, MockGPTDataset
@@ -223,8 +246,14 @@ def build_pretraining_datasets(data: DataConfig, mixture: Mixture | None, tokeni
 class DataParallelSampler:
     """Index batches of one data-parallel rank, resumable at any consumed-sample count."""
 
-    def __init__(self, total_samples: int, consumed_samples: int, micro_batch_size: int,
-                 data_parallel_rank: int, data_parallel_size: int):
+    def __init__(
+        self,
+        total_samples: int,
+        consumed_samples: int,
+        micro_batch_size: int,
+        data_parallel_rank: int,
+        data_parallel_size: int,
+    ):
         self.total_samples = total_samples
         self.consumed_samples = consumed_samples
         self.micro_batch_size = micro_batch_size
@@ -253,27 +282,41 @@ def ignore_signals_in_worker(signal_names: tuple[str, ...], worker_id: int = 0) 
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
-def pretraining_batches(dataset, micro_batch_size: int, data_parallel_rank: int, data_parallel_size: int,
-                        consumed_samples: int = 0, num_workers: int = 0,
-                        worker_ignored_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")) -> Iterator[dict]:
+def pretraining_batches(
+    dataset,
+    micro_batch_size: int,
+    data_parallel_rank: int,
+    data_parallel_size: int,
+    consumed_samples: int = 0,
+    num_workers: int = 0,
+    worker_ignored_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1"),
+) -> Iterator[dict]:
     """Micro-batches of this data-parallel rank from sample `consumed_samples` on."""
     import functools
 
     import torch
     from torch.utils.data import DataLoader
 
-    sampler = DataParallelSampler(len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                        persistent_workers=num_workers > 0, pin_memory=False,
-                        worker_init_fn=functools.partial(ignore_signals_in_worker, tuple(worker_ignored_signals)),
-                        # Its own generator: starting workers must not draw from the global RNG,
-                        # whose state a resumed run restores from the checkpoint (dropout).
-                        generator=torch.Generator().manual_seed(consumed_samples))
+    sampler = DataParallelSampler(
+        len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=False,
+        worker_init_fn=functools.partial(ignore_signals_in_worker, tuple(worker_ignored_signals)),
+        # Its own generator: starting workers must not draw from the global RNG,
+        # whose state a resumed run restores from the checkpoint (dropout).
+        generator=torch.Generator().manual_seed(consumed_samples),
+    )
     return iter(loader)
 
 
-def validation_batches(dataset, micro_batch_size: int, data_parallel_rank: int, data_parallel_size: int,
-                       micro_batches: int) -> list[dict]:
+def validation_batches(
+    dataset, micro_batch_size: int, data_parallel_rank: int, data_parallel_size: int, micro_batches: int
+) -> list[dict]:
     """The same first validation micro-batches every time (a fixed validation set)."""
     iterator = pretraining_batches(dataset, micro_batch_size, data_parallel_rank, data_parallel_size, 0, 0)
     return [next(iterator) for _ in range(micro_batches)]

@@ -97,11 +97,15 @@ class PromptStream:
         try:
             import reasoning_gym
         except ImportError:
-            raise ConfigError("prompts.source=reasoning_gym needs the reasoning-gym package (pip install reasoning-gym)") from None
+            raise ConfigError(
+                "prompts.source=reasoning_gym needs the reasoning-gym package (pip install reasoning-gym)"
+            ) from None
         for index, spec in enumerate(self.config.tasks):
             name, options = parse_task_spec(spec)
             try:
-                dataset = reasoning_gym.create_dataset(name, size=self.config.size, seed=self.config.seed + index, **options)
+                dataset = reasoning_gym.create_dataset(
+                    name, size=self.config.size, seed=self.config.seed + index, **options
+                )
             except Exception as error:  # unknown task or option: one line naming it
                 raise ConfigError(f"prompts.tasks entry {spec!r}: {type(error).__name__}: {error}") from None
             self._tasks.append((name, dataset))
@@ -135,16 +139,22 @@ class PromptStream:
 DEFAULT_SOLUTION_TEMPLATE = "The answer is $\\boxed{{answer}}$."
 
 
-def sft_records(stream: PromptStream, count: int, solution_template: str = DEFAULT_SOLUTION_TEMPLATE,
-                start: int = 0) -> list[dict]:
+def sft_records(
+    stream: PromptStream, count: int, solution_template: str = DEFAULT_SOLUTION_TEMPLATE, start: int = 0
+) -> list[dict]:
     """Chat-form SFT records whose assistant turn states the reference answer (`{answer}` in
     `solution_template` is replaced: "\\boxed{{answer}}" -> "\\boxed{42}")."""
     records = []
     for record in stream.take(start, count):
         solution = solution_template.replace("{answer}", record.answer)
         user_turn = stream.config.question_template.replace("{question}", record.question)
-        records.append({"messages": [{"role": "user", "content": user_turn}, {"role": "assistant", "content": solution}],
-                        "kind": "cot", "id": record.id})
+        records.append(
+            {
+                "messages": [{"role": "user", "content": user_turn}, {"role": "assistant", "content": solution}],
+                "kind": "cot",
+                "id": record.id,
+            }
+        )
     return records
 
 
@@ -159,7 +169,9 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--solution-template", default=DEFAULT_SOLUTION_TEMPLATE)
     parser.add_argument("tasks", nargs="*", default=["basic_arithmetic"])
     arguments = parser.parse_args(argv)
-    config = PromptSourceConfig(tasks=list(arguments.tasks), seed=arguments.seed, question_template=arguments.question_template)
+    config = PromptSourceConfig(
+        tasks=list(arguments.tasks), seed=arguments.seed, question_template=arguments.question_template
+    )
     stream = PromptStream(config, ChatTemplateConfig())
     with open(arguments.out, "w", encoding="utf-8") as handle:
         for record in sft_records(stream, arguments.count, arguments.solution_template):

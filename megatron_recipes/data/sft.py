@@ -92,9 +92,13 @@ def conversation_from_record(record: dict, where: str) -> tuple[list[dict], str]
         return turns, kind
     for prompt_key, response_key in PAIR_KEYS:
         if prompt_key in record and response_key in record:
-            return [{"role": "user", "content": str(record[prompt_key])},
-                    {"role": "assistant", "content": str(record[response_key])}], kind
-    raise SftDataError(f"{where}: a record needs 'messages' or a prompt/response pair ({', '.join('/'.join(p) for p in PAIR_KEYS)})")
+            return [
+                {"role": "user", "content": str(record[prompt_key])},
+                {"role": "assistant", "content": str(record[response_key])},
+            ], kind
+    raise SftDataError(
+        f"{where}: a record needs 'messages' or a prompt/response pair ({', '.join('/'.join(p) for p in PAIR_KEYS)})"
+    )
 
 
 def _fill(template: str, content: str) -> str:
@@ -178,7 +182,9 @@ def jsonl_files(paths: Sequence[str]) -> list[Path]:
     return files
 
 
-def read_examples(paths: Sequence[str], template: ChatTemplateConfig, tokenizer, max_examples: int | None = None) -> list[Example]:
+def read_examples(
+    paths: Sequence[str], template: ChatTemplateConfig, tokenizer, max_examples: int | None = None
+) -> list[Example]:
     """Every record of the JSONL files, rendered and tokenized."""
     examples: list[Example] = []
     for file in jsonl_files(paths):
@@ -244,8 +250,16 @@ def pack_examples(lengths: Sequence[int], seq_length: int, bins: int, pack: bool
 class SftDataset:
     """Packed SFT sequences (see module docstring); `dataset[i]` is a dict of numpy arrays."""
 
-    def __init__(self, examples: Sequence[Example], seq_length: int, pack: bool = True, bins: int = 16,
-                 long_examples: str = "truncate", seed: int = 1234, pad_id: int = 0):
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        seq_length: int,
+        pack: bool = True,
+        bins: int = 16,
+        long_examples: str = "truncate",
+        seed: int = 1234,
+        pad_id: int = 0,
+    ):
         self.seq_length = seq_length
         self.seed = seed
         self.pad_id = pad_id
@@ -253,7 +267,9 @@ class SftDataset:
         kept: list[Example] = []
         for example in examples:
             self.summary.examples += 1
-            self.summary.kinds[example.kind or "unlabelled"] = self.summary.kinds.get(example.kind or "unlabelled", 0) + 1
+            self.summary.kinds[example.kind or "unlabelled"] = (
+                self.summary.kinds.get(example.kind or "unlabelled", 0) + 1
+            )
             if len(example.ids) > seq_length + 1:
                 if long_examples == "drop":
                     self.summary.dropped += 1
@@ -288,14 +304,20 @@ class SftDataset:
         for segment, example_index in enumerate(self.sequences[sequence_index], 1):
             example = self.examples[example_index]
             count = len(example.ids) - 1
-            tokens[start:start + count] = example.ids[:-1]
-            labels[start:start + count] = example.ids[1:]
-            loss_mask[start:start + count] = example.trained[1:]
-            segment_ids[start:start + count] = segment
-            position_ids[start:start + count] = np.arange(count)
+            tokens[start : start + count] = example.ids[:-1]
+            labels[start : start + count] = example.ids[1:]
+            loss_mask[start : start + count] = example.trained[1:]
+            segment_ids[start : start + count] = segment
+            position_ids[start : start + count] = np.arange(count)
             start += count
         position_ids[start:] = np.arange(length - start)
-        return {"tokens": tokens, "labels": labels, "loss_mask": loss_mask, "segment_ids": segment_ids, "position_ids": position_ids}
+        return {
+            "tokens": tokens,
+            "labels": labels,
+            "loss_mask": loss_mask,
+            "segment_ids": segment_ids,
+            "position_ids": position_ids,
+        }
 
     def sequence_for_sample(self, sample_index: int) -> int:
         epoch, offset = divmod(sample_index, len(self.sequences))
@@ -329,8 +351,9 @@ def packed_seq_params(segment_ids):
     boundaries = torch.nonzero(row[1:] != row[:-1]).flatten() + 1
     cumulative = torch.cat([row.new_zeros(1), boundaries, row.new_tensor([row.numel()])]).to(torch.int32)
     longest = int((cumulative[1:] - cumulative[:-1]).max())
-    return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cumulative, cu_seqlens_kv=cumulative,
-                           max_seqlen_q=longest, max_seqlen_kv=longest)
+    return PackedSeqParams(
+        qkv_format="thd", cu_seqlens_q=cumulative, cu_seqlens_kv=cumulative, max_seqlen_q=longest, max_seqlen_kv=longest
+    )
 
 
 def collate(samples: Sequence[dict[str, np.ndarray]], attention: str = "mask") -> dict:
@@ -344,16 +367,27 @@ def collate(samples: Sequence[dict[str, np.ndarray]], attention: str = "mask") -
     return batch
 
 
-def sft_batches(dataset: SftDataset, micro_batch_size: int, data_parallel_rank: int, data_parallel_size: int,
-                consumed_samples: int, total_samples: int, attention: str = "mask") -> Iterator[dict]:
+def sft_batches(
+    dataset: SftDataset,
+    micro_batch_size: int,
+    data_parallel_rank: int,
+    data_parallel_size: int,
+    consumed_samples: int,
+    total_samples: int,
+    attention: str = "mask",
+) -> Iterator[dict]:
     """Micro-batches of this data-parallel rank from sample `consumed_samples` to `total_samples`."""
     from megatron_recipes.data.pretraining import DataParallelSampler
 
-    for indices in DataParallelSampler(total_samples, consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size):
+    for indices in DataParallelSampler(
+        total_samples, consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size
+    ):
         yield collate([dataset[i] for i in indices], attention)
 
 
-def build_sft_datasets(config: SftDataConfig, template: ChatTemplateConfig, tokenizer) -> tuple[SftDataset, SftDataset | None]:
+def build_sft_datasets(
+    config: SftDataConfig, template: ChatTemplateConfig, tokenizer
+) -> tuple[SftDataset, SftDataset | None]:
     """Train (and optional validation) datasets from the config."""
     examples = read_examples(config.paths, template, tokenizer, config.max_examples)
     validation = None
@@ -362,8 +396,17 @@ def build_sft_datasets(config: SftDataConfig, template: ChatTemplateConfig, toke
         held = max(1, int(round(len(examples) * config.validation_fraction)))
         if held >= len(examples):
             raise ConfigError("sft_data.validation_fraction leaves no training example")
-        validation = SftDataset([examples[i] for i in order[:held]], config.seq_length, config.pack, config.packing_bins,
-                                config.long_examples, config.seed, tokenizer.eod)
+        validation = SftDataset(
+            [examples[i] for i in order[:held]],
+            config.seq_length,
+            config.pack,
+            config.packing_bins,
+            config.long_examples,
+            config.seed,
+            tokenizer.eod,
+        )
         examples = [examples[i] for i in order[held:]]
-    train = SftDataset(examples, config.seq_length, config.pack, config.packing_bins, config.long_examples, config.seed, tokenizer.eod)
+    train = SftDataset(
+        examples, config.seq_length, config.pack, config.packing_bins, config.long_examples, config.seed, tokenizer.eod
+    )
     return train, validation

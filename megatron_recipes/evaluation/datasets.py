@@ -78,8 +78,15 @@ def load_gsm8k(path: str | Path) -> list[Problem]:
             question = record["question"]
         except (KeyError, DatasetError) as error:
             raise DatasetError(f"{path}:{number}: not a GSM8K record ({error})") from None
-        problems.append(Problem(id=str(record.get("id", f"gsm8k-{number}")), question=question, answers=[answer],
-                                source="gsm8k", solution=record["answer"]))
+        problems.append(
+            Problem(
+                id=str(record.get("id", f"gsm8k-{number}")),
+                question=question,
+                answers=[answer],
+                source="gsm8k",
+                solution=record["answer"],
+            )
+        )
     return problems
 
 
@@ -93,9 +100,13 @@ def _math_problem(record: dict, identifier: str, where: str) -> Problem:
     if not answer:
         raise DatasetError(f"{where}: no 'answer' and no \\boxed{{}} in the solution")
     return Problem(
-        id=str(record.get("unique_id", identifier)), question=question, answers=[str(answer)],
-        subject=str(record.get("type", record.get("subject", ""))), level=str(record.get("level", "")),
-        source="math", solution=solution,
+        id=str(record.get("unique_id", identifier)),
+        question=question,
+        answers=[str(answer)],
+        subject=str(record.get("type", record.get("subject", ""))),
+        level=str(record.get("level", "")),
+        source="math",
+        solution=solution,
     )
 
 
@@ -151,26 +162,43 @@ def load_champ() -> list[Problem]:
     try:
         import champ_dataset
     except ImportError:
-        raise DatasetError("the champ dataset needs the PyPI package champ-dataset (pip install champ-dataset)") from None
+        raise DatasetError(
+            "the champ dataset needs the PyPI package champ-dataset (pip install champ-dataset)"
+        ) from None
     path = Path(champ_dataset.__file__).parent / "dataset_files" / "v0.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     problems = []
     for identifier, record in data["problems"].items():
         steps = " ".join(step["_text"] for step in record.get("solution", {}).get("steps", []))
-        problems.append(Problem(
-            id=identifier, question=record["_text"], answers=champ_answers(record["_answer"]),
-            subject=record.get("category", ""), source="champ", solution=steps, extra={"raw_answer": record["_answer"]},
-        ))
+        problems.append(
+            Problem(
+                id=identifier,
+                question=record["_text"],
+                answers=champ_answers(record["_answer"]),
+                subject=record.get("category", ""),
+                source="champ",
+                solution=steps,
+                extra={"raw_answer": record["_answer"]},
+            )
+        )
     return problems
 
 
-def load_problems(name: str, path: str | None = None, limit: int | None = None, subjects: Iterable[str] = (), levels: Iterable[str] = ()) -> list[Problem]:
+def load_problems(
+    name: str,
+    path: str | None = None,
+    limit: int | None = None,
+    subjects: Iterable[str] = (),
+    levels: Iterable[str] = (),
+) -> list[Problem]:
     """Problems of dataset `name` (champ | gsm8k | math), filtered by subject/level, first `limit`."""
     if name == "champ":
         problems = load_champ()
     elif name in ("gsm8k", "math"):
         if not path:
-            raise DatasetError(f"dataset={name} reads a local file: set dataset.path=/path/to/{name} (no dataset hub is reached)")
+            raise DatasetError(
+                f"dataset={name} reads a local file: set dataset.path=/path/to/{name} (no dataset hub is reached)"
+            )
         problems = load_gsm8k(path) if name == "gsm8k" else load_math(path)
     else:
         raise DatasetError(f"unknown dataset {name!r}; one of {', '.join(DATASETS)}")

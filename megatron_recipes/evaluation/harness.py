@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -56,7 +56,11 @@ def _answers(texts: list[str], style: PromptStyle, sandbox) -> tuple[list[str | 
     for index, result in zip(runnable, results):
         lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
         answers[index] = lines[-1] if result.ok and lines else None
-        executions[index] = {"exit_code": result.exit_code, "limit_hit": result.limit_hit, "stderr_tail": result.stderr[-300:]}
+        executions[index] = {
+            "exit_code": result.exit_code,
+            "limit_hit": result.limit_hit,
+            "stderr_tail": result.stderr[-300:],
+        }
     return answers, executions
 
 
@@ -112,11 +116,20 @@ def run_evaluation(
         flags = [correct[(problem_index, i)] for i in range(len(samples))]
         no_answer += sum(a is None for a in sample_answers)
         record = {
-            "id": problem.id, "subject": problem.subject, "level": problem.level, "references": problem.answers,
-            "gradable": gradable[problem_index], "prompt": prompts[problem_index],
+            "id": problem.id,
+            "subject": problem.subject,
+            "level": problem.level,
+            "references": problem.answers,
+            "gradable": gradable[problem_index],
+            "prompt": prompts[problem_index],
             "samples": [
-                {"text": g.text, "answer": a, "correct": f, "finish_reason": g.finish_reason,
-                 **({"execution": executions[offset + i]} if executions[offset + i] else {})}
+                {
+                    "text": g.text,
+                    "answer": a,
+                    "correct": f,
+                    "finish_reason": g.finish_reason,
+                    **({"execution": executions[offset + i]} if executions[offset + i] else {}),
+                }
                 for i, (g, a, f) in enumerate(zip(samples, sample_answers, flags))
             ],
         }
@@ -134,8 +147,11 @@ def run_evaluation(
         records.append(record)
 
     summary = {
-        "problems": len(problems), "gradable": sum(gradable.values()), "ungradable": len(problems) - sum(gradable.values()),
-        "samples_per_problem": params.n, "samples_without_answer": no_answer,
+        "problems": len(problems),
+        "gradable": sum(gradable.values()),
+        "ungradable": len(problems) - sum(gradable.values()),
+        "samples_per_problem": params.n,
+        "samples_without_answer": no_answer,
         "accuracy": mean(sample_scores),
         **{f"pass@{k}": mean(pass_scores[k]) for k in k_values},
         **{f"maj@{k}": mean(majority_scores[k]) for k in k_values},
@@ -143,7 +159,7 @@ def run_evaluation(
     return EvaluationReport(
         summary=summary,
         by_subject={s: {"samples": len(v), "accuracy": mean(v)} for s, v in sorted(by_subject.items())},
-        by_level={l: {"samples": len(v), "accuracy": mean(v)} for l, v in sorted(by_level.items())},
+        by_level={level: {"samples": len(v), "accuracy": mean(v)} for level, v in sorted(by_level.items())},
         records=records,
     )
 
@@ -159,7 +175,9 @@ def format_table(report: EvaluationReport, title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: EvaluationReport, output_dir: str | Path, config: dict | None = None, title: str = "") -> dict[str, Path]:
+def write_report(
+    report: EvaluationReport, output_dir: str | Path, config: dict | None = None, title: str = ""
+) -> dict[str, Path]:
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     paths = {"results": output / "results.json", "records": output / "records.jsonl", "table": output / "table.md"}
@@ -167,6 +185,11 @@ def write_report(report: EvaluationReport, output_dir: str | Path, config: dict 
         for record in report.records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     paths["table"].write_text(format_table(report, title), encoding="utf-8")
-    results = {"summary": report.summary, "by_subject": report.by_subject, "by_level": report.by_level, "config": config or {}}
+    results = {
+        "summary": report.summary,
+        "by_subject": report.by_subject,
+        "by_level": report.by_level,
+        "config": config or {},
+    }
     paths["results"].write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     return paths

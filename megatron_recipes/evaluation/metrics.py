@@ -18,7 +18,9 @@ from megatron_recipes.rewards.normalization import normalize_answer, parse_numbe
 
 def pass_at_k(samples: int, correct: int, k: int) -> float:
     if not 0 <= correct <= samples or not 1 <= k <= samples:
-        raise ValueError(f"pass@k needs 0 <= correct <= samples and 1 <= k <= samples (got n={samples}, c={correct}, k={k})")
+        raise ValueError(
+            f"pass@k needs 0 <= correct <= samples and 1 <= k <= samples (got n={samples}, c={correct}, k={k})"
+        )
     if samples - correct < k:
         return 1.0
     return 1.0 - comb(samples - correct, k) / comb(samples, k)

@@ -20,35 +20,69 @@ from typing import Callable
 from megatron_recipes.rewards.extraction import STYLE_STRATEGIES
 
 GSM8K_EXEMPLARS = [
-    ("A baker fills 6 trays with 12 rolls each and sells all but 9 rolls. How many rolls does she sell?",
-     "She bakes 6 * 12 = 72 rolls. Selling all but 9 means she sells 72 - 9 = 63 rolls.", "63"),
-    ("Tom reads 15 pages on Monday and twice as many on Tuesday. How many pages does he read on the two days?",
-     "On Tuesday he reads 2 * 15 = 30 pages. Together that is 15 + 30 = 45 pages.", "45"),
-    ("A bus ticket costs $3 and a train ticket costs $5. Maya buys 4 bus tickets and 2 train tickets. How much does she spend?",
-     "Bus tickets cost 4 * 3 = 12 dollars. Train tickets cost 2 * 5 = 10 dollars. In total she spends 12 + 10 = 22 dollars.", "22"),
-    ("A garden has 5 rows of tulips with 8 tulips per row. Rabbits eat 7 tulips. How many tulips are left?",
-     "There are 5 * 8 = 40 tulips. After the rabbits eat 7, there are 40 - 7 = 33 tulips left.", "33"),
-    ("Lena saves $20 every week. How many weeks does she need to save $180?",
-     "Each week adds 20 dollars, so she needs 180 / 20 = 9 weeks.", "9"),
-    ("A library had 240 books. It gave away a quarter of them and then bought 35 new ones. How many books does it have now?",
-     "A quarter of 240 is 240 / 4 = 60 books, leaving 240 - 60 = 180. After buying 35 more it has 180 + 35 = 215 books.", "215"),
-    ("Three friends share 54 stickers equally, and then each gives 4 stickers to a sibling. How many stickers does each friend keep?",
-     "Each friend first gets 54 / 3 = 18 stickers. After giving away 4, each keeps 18 - 4 = 14 stickers.", "14"),
-    ("A car travels 60 km per hour for 3 hours and then 40 km per hour for 2 hours. How far does it travel?",
-     "The first part covers 60 * 3 = 180 km and the second 40 * 2 = 80 km, so it travels 180 + 80 = 260 km.", "260"),
+    (
+        "A baker fills 6 trays with 12 rolls each and sells all but 9 rolls. How many rolls does she sell?",
+        "She bakes 6 * 12 = 72 rolls. Selling all but 9 means she sells 72 - 9 = 63 rolls.",
+        "63",
+    ),
+    (
+        "Tom reads 15 pages on Monday and twice as many on Tuesday. How many pages does he read on the two days?",
+        "On Tuesday he reads 2 * 15 = 30 pages. Together that is 15 + 30 = 45 pages.",
+        "45",
+    ),
+    (
+        "A bus ticket costs $3 and a train ticket costs $5. Maya buys 4 bus tickets and 2 train tickets. How much does she spend?",
+        "Bus tickets cost 4 * 3 = 12 dollars. Train tickets cost 2 * 5 = 10 dollars. In total she spends 12 + 10 = 22 dollars.",
+        "22",
+    ),
+    (
+        "A garden has 5 rows of tulips with 8 tulips per row. Rabbits eat 7 tulips. How many tulips are left?",
+        "There are 5 * 8 = 40 tulips. After the rabbits eat 7, there are 40 - 7 = 33 tulips left.",
+        "33",
+    ),
+    (
+        "Lena saves $20 every week. How many weeks does she need to save $180?",
+        "Each week adds 20 dollars, so she needs 180 / 20 = 9 weeks.",
+        "9",
+    ),
+    (
+        "A library had 240 books. It gave away a quarter of them and then bought 35 new ones. How many books does it have now?",
+        "A quarter of 240 is 240 / 4 = 60 books, leaving 240 - 60 = 180. After buying 35 more it has 180 + 35 = 215 books.",
+        "215",
+    ),
+    (
+        "Three friends share 54 stickers equally, and then each gives 4 stickers to a sibling. How many stickers does each friend keep?",
+        "Each friend first gets 54 / 3 = 18 stickers. After giving away 4, each keeps 18 - 4 = 14 stickers.",
+        "14",
+    ),
+    (
+        "A car travels 60 km per hour for 3 hours and then 40 km per hour for 2 hours. How far does it travel?",
+        "The first part covers 60 * 3 = 180 km and the second 40 * 2 = 80 km, so it travels 180 + 80 = 260 km.",
+        "260",
+    ),
 ]
 
 MATH_EXEMPLARS = [
-    ("Find the domain of $f(x) = \\sqrt{x - 3} + \\frac{1}{x - 7}$.",
-     "The square root needs $x - 3 \\ge 0$, so $x \\ge 3$. The fraction needs $x \\ne 7$. The domain is $[3, 7) \\cup (7, \\infty)$.",
-     "[3,7) \\cup (7,\\infty)"),
-    ("If $3a + 2b = 12$ and $a - b = -1$, what is $a$?",
-     "From the second equation $b = a + 1$. Substituting, $3a + 2a + 2 = 12$, so $5a = 10$ and $a = 2$.", "2"),
-    ("Simplify $\\frac{\\sqrt{50}}{\\sqrt{8}}$.",
-     "We have $\\frac{\\sqrt{50}}{\\sqrt{8}} = \\sqrt{\\frac{50}{8}} = \\sqrt{\\frac{25}{4}} = \\frac{5}{2}$.", "\\frac{5}{2}"),
-    ("Two fair six-sided dice are rolled. What is the probability that the sum is 9?",
-     "The pairs summing to 9 are $(3,6), (4,5), (5,4), (6,3)$: 4 of the 36 equally likely outcomes, so the probability is $\\frac{4}{36} = \\frac{1}{9}$.",
-     "\\frac{1}{9}"),
+    (
+        "Find the domain of $f(x) = \\sqrt{x - 3} + \\frac{1}{x - 7}$.",
+        "The square root needs $x - 3 \\ge 0$, so $x \\ge 3$. The fraction needs $x \\ne 7$. The domain is $[3, 7) \\cup (7, \\infty)$.",
+        "[3,7) \\cup (7,\\infty)",
+    ),
+    (
+        "If $3a + 2b = 12$ and $a - b = -1$, what is $a$?",
+        "From the second equation $b = a + 1$. Substituting, $3a + 2a + 2 = 12$, so $5a = 10$ and $a = 2$.",
+        "2",
+    ),
+    (
+        "Simplify $\\frac{\\sqrt{50}}{\\sqrt{8}}$.",
+        "We have $\\frac{\\sqrt{50}}{\\sqrt{8}} = \\sqrt{\\frac{50}{8}} = \\sqrt{\\frac{25}{4}} = \\frac{5}{2}$.",
+        "\\frac{5}{2}",
+    ),
+    (
+        "Two fair six-sided dice are rolled. What is the probability that the sum is 9?",
+        "The pairs summing to 9 are $(3,6), (4,5), (5,4), (6,3)$: 4 of the 36 equally likely outcomes, so the probability is $\\frac{4}{36} = \\frac{1}{9}$.",
+        "\\frac{1}{9}",
+    ),
 ]
 
 ZERO_SHOT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -68,7 +102,9 @@ class PromptStyle:
 
 
 def _gsm8k_cot(question: str) -> str:
-    shots = "".join(f"Question: {q}\nAnswer: {reasoning} The answer is {answer}.\n\n" for q, reasoning, answer in GSM8K_EXEMPLARS)
+    shots = "".join(
+        f"Question: {q}\nAnswer: {reasoning} The answer is {answer}.\n\n" for q, reasoning, answer in GSM8K_EXEMPLARS
+    )
     return f"{shots}Question: {question}\nAnswer:"
 
 

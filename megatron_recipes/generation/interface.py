@@ -71,7 +71,9 @@ class Generation:
 
 @runtime_checkable
 class Generator(Protocol):
-    def generate(self, prompts: Sequence[str], params: SamplingParams, request_ids: Sequence[str] | None = None) -> list[list[Generation]]:
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, request_ids: Sequence[str] | None = None
+    ) -> list[list[Generation]]:
         """One list of params.n Generations per prompt. request_ids (optional) name the problems;
         generators that do not need them ignore them."""
         ...
@@ -126,11 +128,15 @@ class PrecomputedGenerations:
         if isinstance(item, str):
             return Generation(text=item)
         return Generation(
-            text=item["text"], token_ids=list(item.get("token_ids", [])), logprobs=list(item.get("logprobs", [])),
+            text=item["text"],
+            token_ids=list(item.get("token_ids", [])),
+            logprobs=list(item.get("logprobs", [])),
             finish_reason=item.get("finish_reason", FINISH_STOP),
         )
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams, request_ids: Sequence[str] | None = None) -> list[list[Generation]]:
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, request_ids: Sequence[str] | None = None
+    ) -> list[list[Generation]]:
         results = []
         for index, prompt in enumerate(prompts):
             found = None
@@ -142,7 +148,9 @@ class PrecomputedGenerations:
             if found is None:
                 raise KeyError(f"{self.path} has no generations for {name!r}")
             if len(found) < params.n:
-                raise ValueError(f"{self.path} has {len(found)} generations for {name!r} but n={params.n} were asked for")
+                raise ValueError(
+                    f"{self.path} has {len(found)} generations for {name!r} but n={params.n} were asked for"
+                )
             results.append(found[: params.n])
         return results
 
@@ -177,7 +185,9 @@ def build_generator(name: str, **options) -> Generator:
             importlib.import_module(_PLUGIN_MODULES[name])
         except ModuleNotFoundError as error:
             if error.name and _PLUGIN_MODULES[name].startswith(error.name):
-                raise GeneratorUnavailable(f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use generator=precomputed") from None
+                raise GeneratorUnavailable(
+                    f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use generator=precomputed"
+                ) from None
             raise
     if name not in GENERATORS:
         raise GeneratorUnavailable(f"unknown generator {name!r}; available: {', '.join(sorted(GENERATORS))}")

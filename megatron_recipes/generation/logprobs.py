@@ -32,8 +32,11 @@ def _tensor_parallel():
 
     if not parallel_state.model_parallel_is_initialized():
         return None, 0, 1
-    return (parallel_state.get_tensor_model_parallel_group(), parallel_state.get_tensor_model_parallel_rank(),
-            parallel_state.get_tensor_model_parallel_world_size())
+    return (
+        parallel_state.get_tensor_model_parallel_group(),
+        parallel_state.get_tensor_model_parallel_rank(),
+        parallel_state.get_tensor_model_parallel_world_size(),
+    )
 
 
 def mask_padded_vocab(logits_shard: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -49,8 +52,9 @@ def mask_padded_vocab(logits_shard: torch.Tensor, vocab_size: int) -> torch.Tens
     return logits
 
 
-def vocab_parallel_log_probs(logits_shard: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
-                             vocab_size: int | None = None) -> torch.Tensor:
+def vocab_parallel_log_probs(
+    logits_shard: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0, vocab_size: int | None = None
+) -> torch.Tensor:
     """log pi(labels) at `temperature`: logits_shard [b, s, V/TP], labels [b, s] -> [b, s] float32,
     differentiable with respect to the logits."""
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
@@ -63,7 +67,9 @@ def vocab_parallel_log_probs(logits_shard: torch.Tensor, labels: torch.Tensor, t
 
 
 @torch.no_grad()
-def vocab_parallel_entropy(logits_shard: torch.Tensor, temperature: float = 1.0, vocab_size: int | None = None) -> torch.Tensor:
+def vocab_parallel_entropy(
+    logits_shard: torch.Tensor, temperature: float = 1.0, vocab_size: int | None = None
+) -> torch.Tensor:
     """Entropy of pi at each position: logits_shard [b, s, V/TP] -> [b, s] float32 (no gradient)."""
     import torch.distributed as dist
 

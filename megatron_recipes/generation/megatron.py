@@ -117,14 +117,18 @@ class MegatronGenerator:
 
         chunks = list(model) if isinstance(model, (list, tuple)) else [model]
         if len(chunks) != 1:
-            raise ValueError("the megatron generator needs the whole model in one chunk (pipeline parallelism is not supported)")
+            raise ValueError(
+                "the megatron generator needs the whole model in one chunk (pipeline parallelism is not supported)"
+            )
         self.wrapped = chunks[0]
         self.model = _unwrap(chunks[0])
         if not (getattr(self.model, "pre_process", True) and getattr(self.model, "post_process", True)):
             raise ValueError("the megatron generator needs pipeline_model_parallel_size=1")
         if getattr(self.model.config, "sequence_parallel", False):
-            raise ValueError("the megatron generator needs parallelism.sequence_parallel=false (megatron's static "
-                             "inference batching does not support sequence parallelism)")
+            raise ValueError(
+                "the megatron generator needs parallelism.sequence_parallel=false (megatron's static "
+                "inference batching does not support sequence parallelism)"
+            )
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.tokenizer = tokenizer
@@ -135,20 +139,23 @@ class MegatronGenerator:
         self.stats = {"batches": 0, "forward_passes": 0, "generated_tokens": 0}
 
     # ------------------------------------------------------------------ the shared interface
-    def generate(self, prompts: Sequence[str], params: SamplingParams, request_ids: Sequence[str] | None = None) -> list[list[Generation]]:
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, request_ids: Sequence[str] | None = None
+    ) -> list[list[Generation]]:
         params.validate()
         prompt_ids = [self.tokenizer.encode(prompt) for prompt in prompts]
         flat = [ids for ids in prompt_ids for _ in range(params.n)]
         samples = self.generate_ids(flat, params)
         results = []
         for index in range(len(prompts)):
-            group = samples[index * params.n: (index + 1) * params.n]
+            group = samples[index * params.n : (index + 1) * params.n]
             results.append([Generation(s.text, s.token_ids, s.logprobs, s.finish_reason) for s in group])
         return results
 
     # ------------------------------------------------------------------ token level
-    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
-                     stop_at_code_block: bool = False) -> list[SampledSequence]:
+    def generate_ids(
+        self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, stop_at_code_block: bool = False
+    ) -> list[SampledSequence]:
         """One continuation per prompt row (duplicate rows for several samples), in input order.
         `stop_at_code_block`: also stop (finish_reason "tool") when the continuation closes a
         ```python block, for tool-integrated rollouts."""
@@ -156,7 +163,9 @@ class MegatronGenerator:
             if not ids:
                 raise ValueError("an empty prompt cannot be continued (no token to condition on)")
             if len(ids) >= self.context_length:
-                raise ValueError(f"a prompt of {len(ids)} tokens leaves no room to generate within the context length {self.context_length}")
+                raise ValueError(
+                    f"a prompt of {len(ids)} tokens leaves no room to generate within the context length {self.context_length}"
+                )
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         # On the model's device: sampling never copies probabilities to the host.
         generator = torch.Generator(device=self.device).manual_seed(int(params.seed))
@@ -165,7 +174,7 @@ class MegatronGenerator:
         self.wrapped.eval()
         try:
             for start in range(0, len(order), self.max_batch_size):
-                batch = order[start:start + self.max_batch_size]
+                batch = order[start : start + self.max_batch_size]
                 rows = [list(prompt_ids[i]) for i in batch]
                 for index, sample in zip(batch, self._generate_batch(rows, params, generator, stop_at_code_block)):
                     results[index] = sample
@@ -173,7 +182,9 @@ class MegatronGenerator:
             self.wrapped.train(was_training)
         return results  # type: ignore[return-value]
 
-    def _sample(self, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sample(
+        self, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Next tokens [b] and their log pi [b] from last-position logits [b, V_padded]."""
         temperature = params.temperature if params.temperature > 0 else 1.0
         log_probs = full_vocab_log_probs(logits, temperature, self.vocab_size)
@@ -190,13 +201,21 @@ class MegatronGenerator:
         if parallel_state.model_parallel_is_initialized() and parallel_state.get_tensor_model_parallel_world_size() > 1:
             import torch.distributed as dist
 
-            dist.broadcast(tokens, src=parallel_state.get_tensor_model_parallel_src_rank(),
-                           group=parallel_state.get_tensor_model_parallel_group())
+            dist.broadcast(
+                tokens,
+                src=parallel_state.get_tensor_model_parallel_src_rank(),
+                group=parallel_state.get_tensor_model_parallel_group(),
+            )
         return tokens
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator,
-                        stop_at_code_block: bool = False) -> list[SampledSequence]:
+    def _generate_batch(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        generator: torch.Generator,
+        stop_at_code_block: bool = False,
+    ) -> list[SampledSequence]:
         from megatron.core.inference.contexts import StaticInferenceContext
 
         batch_size = len(prompts)
@@ -204,7 +223,7 @@ class MegatronGenerator:
         total = min(max(lengths) + params.max_new_tokens, self.context_length)
         tokens = torch.zeros(batch_size, total, dtype=torch.long)
         for row, prompt in enumerate(prompts):
-            tokens[row, :len(prompt)] = torch.tensor(prompt[:total], dtype=torch.long)
+            tokens[row, : len(prompt)] = torch.tensor(prompt[:total], dtype=torch.long)
         tokens = tokens.to(self.device)
         prompt_lengths = torch.tensor(lengths, device=self.device)
         samples = [SampledSequence(prompt_ids=list(p)) for p in prompts]
@@ -251,7 +270,11 @@ class MegatronGenerator:
         return samples
 
     def _finish_text(self, sample: SampledSequence, stops: list[str]) -> None:
-        ids = sample.token_ids[:-1] if sample.token_ids and sample.token_ids[-1] == self.tokenizer.eod else sample.token_ids
+        ids = (
+            sample.token_ids[:-1]
+            if sample.token_ids and sample.token_ids[-1] == self.tokenizer.eod
+            else sample.token_ids
+        )
         text = self.tokenizer.decode(ids)
         cut = len(text)
         for stop in stops:
@@ -265,9 +288,17 @@ class MegatronGenerator:
 # The `megatron` entry of the generator registry: a generator built from a checkpoint.
 # ---------------------------------------------------------------------------------------------
 
-def build_megatron_generator(checkpoint: str | None = None, tokenizer: str = "", device: str = "auto",
-                             tensor_model_parallel_size: int = 1, max_batch_size: int = 32,
-                             precision: str = "auto", seed: int = 1234, **_: object) -> MegatronGenerator:
+
+def build_megatron_generator(
+    checkpoint: str | None = None,
+    tokenizer: str = "",
+    device: str = "auto",
+    tensor_model_parallel_size: int = 1,
+    max_batch_size: int = 32,
+    precision: str = "auto",
+    seed: int = 1234,
+    **_: object,
+) -> MegatronGenerator:
     """Initialise the runtime (one process, or this rank of a torchrun launch), build the model
     recorded in the checkpoint (checkpoint_info.json), load its weights at this layout, and wrap
     it. `tokenizer` defaults to the one the checkpoint's run recorded (train_state.extra.tokenizer),
@@ -292,19 +323,39 @@ def build_megatron_generator(checkpoint: str | None = None, tokenizer: str = "",
     tokenizer_path = tokenizer or (info.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", "")
     text_tokenizer = load_text_tokenizer(tokenizer_path)
     if text_tokenizer.vocab_size > vocab_size:
-        raise ConfigError(f"the tokenizer {text_tokenizer.path} has {text_tokenizer.vocab_size} tokens but the model only {vocab_size}")
-    parallelism = ParallelismConfig(tensor_model_parallel_size=tensor_model_parallel_size, use_distributed_optimizer=False)
+        raise ConfigError(
+            f"the tokenizer {text_tokenizer.path} has {text_tokenizer.vocab_size} tokens but the model only {vocab_size}"
+        )
+    parallelism = ParallelismConfig(
+        tensor_model_parallel_size=tensor_model_parallel_size, use_distributed_optimizer=False
+    )
     runtime = initialize_runtime(device, parallelism, seed=seed)
-    chunks = build_model(model_config, parallelism, vocab_size, device=runtime.device,
-                         precision=resolve_precision(precision, runtime.device))
+    chunks = build_model(
+        model_config,
+        parallelism,
+        vocab_size,
+        device=runtime.device,
+        precision=resolve_precision(precision, runtime.device),
+    )
     load_model_weights(checkpoint, chunks)
-    log.info("megatron generator: %s (%s layers, hidden %d) from %s", model_config.name, model_config.num_layers,
-             model_config.hidden_size, checkpoint)
+    log.info(
+        "megatron generator: %s (%s layers, hidden %d) from %s",
+        model_config.name,
+        model_config.num_layers,
+        model_config.hidden_size,
+        checkpoint,
+    )
     return MegatronGenerator(chunks, text_tokenizer, vocab_size, model_config.max_position_embeddings, max_batch_size)
 
 
 register_generator("megatron", build_megatron_generator)
 
-__all__ = ["FINISH_TOOL", "MegatronGenerator", "SampledSequence", "build_megatron_generator", "closes_python_block",
-           "dynamic_engine_available", "top_p_filter"]
-
+__all__ = [
+    "FINISH_TOOL",
+    "MegatronGenerator",
+    "SampledSequence",
+    "build_megatron_generator",
+    "closes_python_block",
+    "dynamic_engine_available",
+    "top_p_filter",
+]

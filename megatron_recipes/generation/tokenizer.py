@@ -52,7 +52,9 @@ class TextTokenizer:
         self.tokenizer.encode_special_tokens = True
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
         self.eod_token, self.eod = self._end_of_document(file, eod_token)
-        self.special_ids = {token_id for token_id, added in self.tokenizer.get_added_tokens_decoder().items() if added.special}
+        self.special_ids = {
+            token_id for token_id, added in self.tokenizer.get_added_tokens_decoder().items() if added.special
+        }
 
     def _end_of_document(self, file: Path, eod_token: str) -> tuple[str, int]:
         candidates = [eod_token] if eod_token else []
@@ -68,7 +70,9 @@ class TextTokenizer:
             token_id = self.tokenizer.token_to_id(candidate)
             if token_id is not None:
                 return candidate, token_id
-        raise ConfigError(f"tokenizer {self.path} has no end-of-document token ({eod_token or 'none of ' + ', '.join(KNOWN_END_OF_TEXT_TOKENS)})")
+        raise ConfigError(
+            f"tokenizer {self.path} has no end-of-document token ({eod_token or 'none of ' + ', '.join(KNOWN_END_OF_TEXT_TOKENS)})"
+        )
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids

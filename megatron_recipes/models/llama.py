@@ -88,7 +88,9 @@ def choose_layer_spec(model: ModelConfig, device: str, fp8: str | None = None) -
         reason = f"model.transformer_impl={implementation}"
     if implementation == "transformer_engine":
         if device != "cuda" or not transformer_engine_importable():
-            raise ConfigError("model.transformer_impl=transformer_engine needs a CUDA device where transformer_engine imports")
+            raise ConfigError(
+                "model.transformer_impl=transformer_engine needs a CUDA device where transformer_engine imports"
+            )
         spec = get_gpt_layer_with_transformer_engine_spec()
     else:
         if fp8 is not None:
@@ -97,8 +99,14 @@ def choose_layer_spec(model: ModelConfig, device: str, fp8: str | None = None) -
     return LayerSpecChoice(implementation, reason, spec)
 
 
-def transformer_config(model: ModelConfig, parallelism: ParallelismConfig, precision: str = "fp32",
-                       fp8: str | None = None, device: str = "cpu", meta_device: bool = False):
+def transformer_config(
+    model: ModelConfig,
+    parallelism: ParallelismConfig,
+    precision: str = "fp32",
+    fp8: str | None = None,
+    device: str = "cpu",
+    meta_device: bool = False,
+):
     """The megatron-core TransformerConfig of a preset at a parallel layout."""
     import torch
     import torch.nn.functional as F
@@ -110,8 +118,11 @@ def transformer_config(model: ModelConfig, parallelism: ParallelismConfig, preci
     if model.recompute == "selective":
         recompute = {"recompute_granularity": "selective"}
     elif model.recompute == "full":
-        recompute = {"recompute_granularity": "full", "recompute_method": "uniform",
-                     "recompute_num_layers": model.recompute_num_layers}
+        recompute = {
+            "recompute_granularity": "full",
+            "recompute_method": "uniform",
+            "recompute_num_layers": model.recompute_num_layers,
+        }
     on_cuda = device == "cuda"
     return TransformerConfig(
         num_layers=model.num_layers,
@@ -156,9 +167,16 @@ def transformer_config(model: ModelConfig, parallelism: ParallelismConfig, preci
     )
 
 
-def build_model(model: ModelConfig, parallelism: ParallelismConfig, vocab_size: int, device: str = "cpu",
-                precision: str = "fp32", fp8: str | None = None, meta_device: bool = False,
-                layer_spec: LayerSpecChoice | None = None) -> list:
+def build_model(
+    model: ModelConfig,
+    parallelism: ParallelismConfig,
+    vocab_size: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    fp8: str | None = None,
+    meta_device: bool = False,
+    layer_spec: LayerSpecChoice | None = None,
+) -> list:
     """GPTModel chunks of this rank (one per virtual pipeline stage). Parallel groups must exist."""
     import contextlib
 

@@ -33,8 +33,23 @@ from megatron_recipes.rewards.normalization import normalize_answer, parse_numbe
 from megatron_recipes.rewards.worker_pool import DeadlineWorkerPool, default_pool
 
 __all__ = [
-    "EQUAL", "NOT_EQUAL", "UNPARSEABLE_REFERENCE", "AnswerChecker", "CheckOptions", "answers_equal",
-    "EXTRACTION_STRATEGIES", "STYLE_STRATEGIES", "extract_answer", "find_boxed", "follows_think_format",
-    "REWARD_FUNCTIONS", "get_reward", "reference_answer", "register_reward", "normalize_answer", "parse_number",
-    "DeadlineWorkerPool", "default_pool",
+    "EQUAL",
+    "NOT_EQUAL",
+    "UNPARSEABLE_REFERENCE",
+    "AnswerChecker",
+    "CheckOptions",
+    "answers_equal",
+    "EXTRACTION_STRATEGIES",
+    "STYLE_STRATEGIES",
+    "extract_answer",
+    "find_boxed",
+    "follows_think_format",
+    "REWARD_FUNCTIONS",
+    "get_reward",
+    "reference_answer",
+    "register_reward",
+    "normalize_answer",
+    "parse_number",
+    "DeadlineWorkerPool",
+    "default_pool",
 ]

@@ -63,12 +63,17 @@ def _cheap_scalar_equal(options: CheckOptions):
         predicted_number, reference_number = parse_number(predicted), parse_number(reference)
         if predicted_number is not None and reference_number is not None:
             return numbers_match(
-                predicted_number, reference_number, predicted, options.relative_tolerance,
-                options.approximate_decimals, options.min_significant_digits,
+                predicted_number,
+                reference_number,
+                predicted,
+                options.relative_tolerance,
+                options.approximate_decimals,
+                options.min_significant_digits,
             )
         if is_text_answer(predicted) or is_text_answer(reference):
             return normalize_text(predicted) == normalize_text(reference)
         raise NeedsSymbolic
+
     return equal
 
 
@@ -114,6 +119,7 @@ def cheap_reference_status(reference: str) -> bool | None:
 # Worker side (imported by worker processes only: it pulls in sympy)
 # ------------------------------------------------------------------------------------------
 
+
 def handle_worker_task(task: dict) -> Any:
     from megatron_recipes.rewards import symbolic
 
@@ -155,6 +161,7 @@ def handle_worker_task(task: dict) -> Any:
 # The caller's side
 # ------------------------------------------------------------------------------------------
 
+
 class _BoundedCache:
     def __init__(self, size: int):
         self.size = size
@@ -185,7 +192,9 @@ class AnswerChecker:
         cache_size: verdicts kept per (prediction, reference).
     """
 
-    def __init__(self, options: CheckOptions | None = None, pool=None, timeout_s: float | None = None, cache_size: int = 65536):
+    def __init__(
+        self, options: CheckOptions | None = None, pool=None, timeout_s: float | None = None, cache_size: int = 65536
+    ):
         self.options = options or CheckOptions()
         self._pool = pool
         self.timeout_s = timeout_s
@@ -256,7 +265,9 @@ class AnswerChecker:
                 symbolic_pairs.setdefault(key, []).append(index)
         if symbolic_pairs:
             keys = list(symbolic_pairs)
-            tasks = [{"op": "compare", "predicted": p, "reference": r, "options": self.options.as_list()} for p, r in keys]
+            tasks = [
+                {"op": "compare", "predicted": p, "reference": r, "options": self.options.as_list()} for p, r in keys
+            ]
             for key, outcome in zip(keys, self.pool.run(tasks, self.timeout_s)):
                 verdict = EQUAL if outcome is True else NOT_EQUAL
                 if isinstance(outcome, bool):  # timeouts and failures are not cached

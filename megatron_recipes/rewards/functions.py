@@ -118,13 +118,19 @@ def gsm8k_accuracy_reward(
 
 
 @register_reward("multiple_choice_accuracy")
-def multiple_choice_accuracy_reward(completions: Sequence[str], references: Sequence[str | None], **_: object) -> list[float | None]:
+def multiple_choice_accuracy_reward(
+    completions: Sequence[str], references: Sequence[str | None], **_: object
+) -> list[float | None]:
     """1.0 when the chosen letter (A-J) equals the reference letter; None if the reference is not a letter."""
     if len(completions) != len(references):
         raise ValueError(f"{len(completions)} completions but {len(references)} references")
     rewards: list[float | None] = []
     for completion, reference in zip(completions, references):
-        letter = extract_choice(str(reference or "")) if reference and len(str(reference).strip()) > 1 else (str(reference or "").strip().upper() or None)
+        letter = (
+            extract_choice(str(reference or ""))
+            if reference and len(str(reference).strip()) > 1
+            else (str(reference or "").strip().upper() or None)
+        )
         if not letter or len(letter) != 1 or not letter.isalpha():
             rewards.append(None)
             continue
@@ -133,12 +139,16 @@ def multiple_choice_accuracy_reward(completions: Sequence[str], references: Sequ
 
 
 @register_reward("think_format")
-def think_format_reward(completions: Sequence[str], references: Sequence[str | None] | None = None, **_: object) -> list[float | None]:
+def think_format_reward(
+    completions: Sequence[str], references: Sequence[str | None] | None = None, **_: object
+) -> list[float | None]:
     """R1-Zero format: 1.0 for `<think>reasoning</think>` followed by a non-empty answer, else 0.0."""
     return [1.0 if follows_think_format(c) else 0.0 for c in completions]
 
 
 @register_reward("think_answer_format")
-def think_answer_format_reward(completions: Sequence[str], references: Sequence[str | None] | None = None, **_: object) -> list[float | None]:
+def think_answer_format_reward(
+    completions: Sequence[str], references: Sequence[str | None] | None = None, **_: object
+) -> list[float | None]:
     """Strict R1 format: `<think>...</think>` then `<answer>...</answer>` and nothing else."""
     return [1.0 if follows_think_format(c, require_answer_tags=True) else 0.0 for c in completions]

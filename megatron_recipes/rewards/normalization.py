@@ -22,9 +22,21 @@ MAX_NUMBER_DIGITS = 120
 MAX_DECIMAL_EXPONENT = 400
 
 _UNICODE = {
-    "\u2212": "-", "\u2013": "-", "\u00b7": r"\cdot ", "\u00d7": r"\times ", "\u221a": r"\sqrt",
-    "\u03c0": r"\pi ", "\u221e": r"\infty ", "\u00b1": r"\pm ", "\u2264": r"\le ", "\u2265": r"\ge ",
-    "\u2260": r"\ne ", "\u00bd": "1/2", "\u2009": " ", "\u00a0": " ", "\u2032": "'",
+    "\u2212": "-",
+    "\u2013": "-",
+    "\u00b7": r"\cdot ",
+    "\u00d7": r"\times ",
+    "\u221a": r"\sqrt",
+    "\u03c0": r"\pi ",
+    "\u221e": r"\infty ",
+    "\u00b1": r"\pm ",
+    "\u2264": r"\le ",
+    "\u2265": r"\ge ",
+    "\u2260": r"\ne ",
+    "\u00bd": "1/2",
+    "\u2009": " ",
+    "\u00a0": " ",
+    "\u2032": "'",
 }
 
 _SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad\b|\\displaystyle\b|\\textstyle\b|~")
@@ -69,7 +81,9 @@ def _unwrap_command(text: str, pattern: re.Pattern, keep: bool = True) -> str:
 def _drop_trailing_units(text: str) -> str:
     """`5\\text{ cm}`, `12 dollars`, `3 \\mbox{inches}^2` -> the number part; a text-only answer
     is kept whole."""
-    match = re.match(r"^(.*?[\d}a-zA-Z)])\s*\\(?:text|mbox|textrm)\s*\{\s*[A-Za-z][A-Za-z .]*\}(\s*\^\s*\{?\d\}?)?$", text)
+    match = re.match(
+        r"^(.*?[\d}a-zA-Z)])\s*\\(?:text|mbox|textrm)\s*\{\s*[A-Za-z][A-Za-z .]*\}(\s*\^\s*\{?\d\}?)?$", text
+    )
     if match and re.search(r"\d", match.group(1)):
         return match.group(1).strip()
     match = re.match(r"^(-?[\d.,/]+|\\frac\{\d+\}\{\d+\})\s+[A-Za-z][A-Za-z .]*$", text)

@@ -172,7 +172,9 @@ def parse_structure(text: str) -> AnswerNode:
 ScalarEqual = Callable[[str, str], bool]
 
 
-def _unordered_match(predicted: tuple[AnswerNode, ...], reference: tuple[AnswerNode, ...], scalar_equal: ScalarEqual) -> bool:
+def _unordered_match(
+    predicted: tuple[AnswerNode, ...], reference: tuple[AnswerNode, ...], scalar_equal: ScalarEqual
+) -> bool:
     if len(predicted) != len(reference):
         return False
     unmatched = list(predicted)

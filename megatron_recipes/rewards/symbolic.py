@@ -73,10 +73,26 @@ _GREEK = (
     "rho sigma tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma Phi Psi Omega"
 ).split()
 _FUNCTIONS = {
-    "sin": "sin", "cos": "cos", "tan": "tan", "cot": "cot", "sec": "sec", "csc": "csc",
-    "arcsin": "asin", "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh",
-    "tanh": "tanh", "ln": "log", "log": "log", "exp": "exp", "max": "Max", "min": "Min",
-    "gcd": "gcd", "lcm": "lcm", "det": "det",
+    "sin": "sin",
+    "cos": "cos",
+    "tan": "tan",
+    "cot": "cot",
+    "sec": "sec",
+    "csc": "csc",
+    "arcsin": "asin",
+    "arccos": "acos",
+    "arctan": "atan",
+    "sinh": "sinh",
+    "cosh": "cosh",
+    "tanh": "tanh",
+    "ln": "log",
+    "log": "log",
+    "exp": "exp",
+    "max": "Max",
+    "min": "Min",
+    "gcd": "gcd",
+    "lcm": "lcm",
+    "det": "det",
 }
 _CONSTANTS = {"pi": "pi", "infty": "oo", "infinity": "oo", "e": "E", "imath": "I"}
 _RELATIONS = {"leq": "<=", "geq": ">=", "neq": "!=", "lt": "<", "gt": ">", "le": "<=", "ge": ">="}
@@ -93,9 +109,19 @@ _ALLOWED_NAMES = (
 def _local_names() -> dict:
     names = {name: sympy.Symbol(name) for name in _GREEK}
     names.update(
-        pi=sympy.pi, oo=sympy.oo, E=sympy.E, e=sympy.E, I=sympy.I, i=sympy.I, C=sympy.binomial,
-        binomial=sympy.binomial, abs=sympy.Abs, Abs=sympy.Abs, ceil=sympy.ceiling,
-        log2=lambda x: sympy.log(x, 2), log10=lambda x: sympy.log(x, 10),
+        pi=sympy.pi,
+        oo=sympy.oo,
+        E=sympy.E,
+        e=sympy.E,
+        I=sympy.I,
+        i=sympy.I,
+        C=sympy.binomial,
+        binomial=sympy.binomial,
+        abs=sympy.Abs,
+        Abs=sympy.Abs,
+        ceil=sympy.ceiling,
+        log2=lambda x: sympy.log(x, 2),
+        log10=lambda x: sympy.log(x, 10),
         factorial=_guarded_factorial,
     )
     return names
@@ -305,7 +331,11 @@ def _lark_parse(text: str):
     result = parse_latex(text, backend="lark")
     # The lark grammar is ambiguous for `a(b+1)`: take the product reading, never a function call.
     if type(result).__name__ == "Tree":
-        candidates = [c for c in result.children if isinstance(c, sympy.Basic) and not isinstance(c, sympy.core.function.AppliedUndef)]
+        candidates = [
+            c
+            for c in result.children
+            if isinstance(c, sympy.Basic) and not isinstance(c, sympy.core.function.AppliedUndef)
+        ]
         if not candidates:
             raise ParseFailure("ambiguous")
         result = candidates[-1]
@@ -336,7 +366,9 @@ def to_sympy(text: str):
         _check_names(expression_string)
         if "**" in expression_string:
             _prescreen(expression_string)
-        expression = parse_expr(expression_string, local_dict=dict(_LOCAL_NAMES), transformations=_TRANSFORMATIONS, evaluate=False)
+        expression = parse_expr(
+            expression_string, local_dict=dict(_LOCAL_NAMES), transformations=_TRANSFORMATIONS, evaluate=False
+        )
     except Pathological:
         raise
     except Exception as error:
@@ -414,9 +446,11 @@ def _functions_equal(a, b) -> bool:
     symbols = sorted(difference.free_symbols | a.free_symbols | b.free_symbols, key=str)
     agreeing = 0
     for offset, point in enumerate(_PROBE_POINTS):
-        substitution = {symbol: sympy.Rational(point) + index for index, symbol in enumerate(symbols)} if offset < 6 else {
-            symbol: sympy.Rational(point) * (index + 1) for index, symbol in enumerate(symbols)
-        }
+        substitution = (
+            {symbol: sympy.Rational(point) + index for index, symbol in enumerate(symbols)}
+            if offset < 6
+            else {symbol: sympy.Rational(point) * (index + 1) for index, symbol in enumerate(symbols)}
+        )
         a_value = _numeric(a.subs(substitution), 30)
         b_value = _numeric(b.subs(substitution), 30)
         if a_value is None or b_value is None:
@@ -432,7 +466,9 @@ def _functions_equal(a, b) -> bool:
     return agreeing >= 6
 
 
-def _decimal_against_constant(predicted_text: str, reference, relative_tolerance: float, min_significant_digits: int) -> bool | None:
+def _decimal_against_constant(
+    predicted_text: str, reference, relative_tolerance: float, min_significant_digits: int
+) -> bool | None:
     """A decimal prediction against a constant reference; None when the rule does not apply."""
     predicted = parse_number(predicted_text)
     if predicted is None or reference.free_symbols or reference.is_Rational:
@@ -491,7 +527,13 @@ def expressions_equal(a, b) -> bool:
     return _functions_equal(a, b)
 
 
-def symbolic_scalar_equal(predicted_text: str, reference_text: str, relative_tolerance: float, min_significant_digits: int, approximate_decimals: bool) -> bool:
+def symbolic_scalar_equal(
+    predicted_text: str,
+    reference_text: str,
+    relative_tolerance: float,
+    min_significant_digits: int,
+    approximate_decimals: bool,
+) -> bool:
     """Equality of two normalised scalar answers through sympy (inside a worker)."""
     if predicted_text == reference_text:
         return True

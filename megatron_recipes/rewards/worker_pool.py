@@ -142,7 +142,13 @@ class DeadlineWorkerPool:
         memory_limit_mb: address-space cap of each worker.
     """
 
-    def __init__(self, num_workers: int = 2, task_timeout_s: float = 3.0, startup_timeout_s: float = 120.0, memory_limit_mb: int = 2048):
+    def __init__(
+        self,
+        num_workers: int = 2,
+        task_timeout_s: float = 3.0,
+        startup_timeout_s: float = 120.0,
+        memory_limit_mb: int = 2048,
+    ):
         if num_workers < 1:
             raise ValueError("num_workers must be >= 1")
         self.num_workers = num_workers
@@ -252,6 +258,7 @@ class DeadlineWorkerPool:
 # ------------------------------------------------------------------------------------------
 # The worker side
 # ------------------------------------------------------------------------------------------
+
 
 def _limit_worker() -> None:
     try:

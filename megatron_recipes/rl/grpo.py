@@ -96,6 +96,7 @@ def get_loss_aggregation(name: str):
 # Advantages
 # ------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class AdvantageInputs:
     """rewards [N] outcome rewards; group [N] int64; mask [N, T] trained response tokens;
@@ -119,7 +120,9 @@ class Advantages:
     zero_variance: torch.Tensor
 
 
-def _group_statistics(values: torch.Tensor, weights: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _group_statistics(
+    values: torch.Tensor, weights: torch.Tensor, group: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted mean and unbiased std of `values` per group, gathered back to each element's
     group. values/weights: [N, K] (weights 0/1), group [N]. Returns ([N], [N])."""
     _, inverse = torch.unique(group, return_inverse=True)
@@ -145,11 +148,15 @@ def outcome_advantages(inputs: AdvantageInputs) -> Advantages:
     rewards = inputs.rewards.double().unsqueeze(1)
     mean, std = _group_statistics(rewards, torch.ones_like(rewards), inputs.group)
     zero_variance = std < ZERO_STD
-    normalised = torch.where(zero_variance, torch.zeros_like(mean), (inputs.rewards.double() - mean) / (std + inputs.epsilon))
+    normalised = torch.where(
+        zero_variance, torch.zeros_like(mean), (inputs.rewards.double() - mean) / (std + inputs.epsilon)
+    )
     return Advantages((normalised.unsqueeze(1) * inputs.mask.double()).to(torch.float32), zero_variance)
 
 
-def reference_outcome_advantages(rewards: list[float], group: list[int], mask: list[list[float]], epsilon: float = 1e-4) -> list[list[float]]:
+def reference_outcome_advantages(
+    rewards: list[float], group: list[int], mask: list[list[float]], epsilon: float = 1e-4
+) -> list[list[float]]:
     """Readable reference of `outcome_advantages`."""
     members: dict[int, list[float]] = {}
     for reward, g in zip(rewards, group):
@@ -179,8 +186,9 @@ def process_advantages(inputs: AdvantageInputs) -> Advantages:
     return Advantages((to_go * inputs.mask.double()).to(torch.float32), zero_variance)
 
 
-def reference_process_advantages(step_rewards: list[list[tuple[int, float]]], group: list[int], mask: list[list[float]],
-                                 epsilon: float = 1e-4) -> list[list[float]]:
+def reference_process_advantages(
+    step_rewards: list[list[tuple[int, float]]], group: list[int], mask: list[list[float]], epsilon: float = 1e-4
+) -> list[list[float]]:
     """Readable reference of `process_advantages`: step_rewards[i] = [(end position, reward), ...]."""
     pooled: dict[int, list[float]] = {}
     for steps, g in zip(step_rewards, group):
@@ -204,6 +212,7 @@ def reference_process_advantages(step_rewards: list[list[tuple[int, float]]], gr
 # ------------------------------------------------------------------------------------------------
 # KL estimators
 # ------------------------------------------------------------------------------------------------
+
 
 @register_kl_estimator("k1")
 def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -237,8 +246,14 @@ def reference_kl(name: str, logp: float, ref_logp: float) -> float:
 # Clipped surrogate and the per-token loss
 # ------------------------------------------------------------------------------------------------
 
-def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, epsilon_low: float = 0.2,
-                      epsilon_high: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+def clipped_surrogate(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped objective per token. All inputs [N, T]. Returns (objective [N, T],
     ratio [N, T], clipped [N, T] bool)."""
     ratio = torch.exp(logp - old_logp)
@@ -271,12 +286,20 @@ class GrpoLoss:
     sums: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, advantages: torch.Tensor,
-              mask: torch.Tensor, settings: GrpoLossSettings) -> GrpoLoss:
+def grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    settings: GrpoLossSettings,
+) -> GrpoLoss:
     """GRPO's objective, negated, for a batch. logp [N, T] (with gradient), old_logp / ref_logp /
     advantages / mask [N, T]. ref_logp may be None when settings.kl_coefficient == 0."""
     mask = mask.to(logp.dtype)
-    objective, ratio, was_clipped = clipped_surrogate(logp, old_logp, advantages, settings.epsilon_low, settings.epsilon_high)
+    objective, ratio, was_clipped = clipped_surrogate(
+        logp, old_logp, advantages, settings.epsilon_low, settings.epsilon_high
+    )
     per_token = -objective
     tokens = mask.sum()
     sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -310,8 +333,14 @@ def token_mean(per_token_loss: torch.Tensor, mask: torch.Tensor) -> tuple[torch.
     return (per_token_loss * mask).sum(), mask.sum()
 
 
-def reference_grpo_loss(logp: list[list[float]], old_logp: list[list[float]], ref_logp: list[list[float]] | None,
-                        advantages: list[list[float]], mask: list[list[float]], settings: GrpoLossSettings) -> float:
+def reference_grpo_loss(
+    logp: list[list[float]],
+    old_logp: list[list[float]],
+    ref_logp: list[list[float]] | None,
+    advantages: list[list[float]],
+    mask: list[list[float]],
+    settings: GrpoLossSettings,
+) -> float:
     """Readable reference of `grpo_loss` + aggregation: the final loss value (numerator / denominator)."""
     outputs = []
     for i in range(len(logp)):

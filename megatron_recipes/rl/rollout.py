@@ -73,8 +73,16 @@ def tool_output_text(output: str, template) -> str:
     return template.tool.replace("{content}", output)
 
 
-def generate_rollouts(generator, records: Sequence, group_size: int, params: SamplingParams, tokenizer, template=None,
-                      tool_runner: Callable[[list[str]], list[str]] | None = None, max_tool_calls: int = 0) -> list[RolloutSample]:
+def generate_rollouts(
+    generator,
+    records: Sequence,
+    group_size: int,
+    params: SamplingParams,
+    tokenizer,
+    template=None,
+    tool_runner: Callable[[list[str]], list[str]] | None = None,
+    max_tool_calls: int = 0,
+) -> list[RolloutSample]:
     """`group_size` samples for each record (PromptRecord: prompt, answer, id), group-contiguous."""
     samples = []
     for group, record in enumerate(records):
@@ -87,7 +95,9 @@ def generate_rollouts(generator, records: Sequence, group_size: int, params: Sam
         contexts = [samples[i].prompt_ids + samples[i].response_ids for i in active]
         budgets = [params.max_new_tokens - len(samples[i].response_ids) for i in active]
         round_params = replace(params, max_new_tokens=max(min(budgets), 1))
-        outputs = _generate_with_budgets(generator, contexts, budgets, round_params, tool_runner is not None and calls_left > 0)
+        outputs = _generate_with_budgets(
+            generator, contexts, budgets, round_params, tool_runner is not None and calls_left > 0
+        )
         needs_tool: list[tuple[int, str]] = []
         for index, output in zip(active, outputs):
             sample = samples[index]
@@ -114,7 +124,11 @@ def generate_rollouts(generator, records: Sequence, group_size: int, params: Sam
         calls_left -= 1
         active = [index for index, _ in needs_tool if len(samples[index].response_ids) < params.max_new_tokens]
     for sample in samples:
-        eod_trimmed = sample.response_ids[:-1] if sample.response_ids and sample.response_ids[-1] == tokenizer.eod else sample.response_ids
+        eod_trimmed = (
+            sample.response_ids[:-1]
+            if sample.response_ids and sample.response_ids[-1] == tokenizer.eod
+            else sample.response_ids
+        )
         text = tokenizer.decode(eod_trimmed)
         for stop in params.stop:
             if stop and stop in text:
@@ -142,8 +156,13 @@ def _generate_with_budgets(generator, contexts, budgets, params, stop_at_code_bl
     return outputs
 
 
-def score_rollouts(samples: Sequence[RolloutSample], reward_names: Sequence[str], reward_weights: Sequence[float],
-                   checker=None, step_reward: str | None = None) -> None:
+def score_rollouts(
+    samples: Sequence[RolloutSample],
+    reward_names: Sequence[str],
+    reward_weights: Sequence[float],
+    checker=None,
+    step_reward: str | None = None,
+) -> None:
     """Fill each sample's rewards (per name), total reward (None if ungradable) and steps."""
     from megatron_recipes.rewards import get_reward
 
@@ -157,7 +176,9 @@ def score_rollouts(samples: Sequence[RolloutSample], reward_names: Sequence[str]
     for index, sample in enumerate(samples):
         sample.rewards = {name: per_name[name][index] for name in reward_names}
         values = list(sample.rewards.values())
-        sample.reward = None if any(v is None for v in values) else float(sum(w * v for w, v in zip(reward_weights, values)))
+        sample.reward = (
+            None if any(v is None for v in values) else float(sum(w * v for w, v in zip(reward_weights, values)))
+        )
     if step_reward is not None:
         from megatron_recipes.rl.step_rewards import get_step_reward
 
@@ -186,8 +207,13 @@ class RolloutBatch:
 
     def rows(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """A micro-batch (dict for the training loop) of the given rows."""
-        batch = {"tokens": self.tokens[indices], "labels": self.labels[indices], "position_ids": self.position_ids[indices],
-                 "loss_mask": self.mask[indices], "advantages": self.advantages[indices]}
+        batch = {
+            "tokens": self.tokens[indices],
+            "labels": self.labels[indices],
+            "position_ids": self.position_ids[indices],
+            "loss_mask": self.mask[indices],
+            "advantages": self.advantages[indices],
+        }
         if self.old_logp is not None:
             batch["old_logp"] = self.old_logp[indices]
         if self.ref_logp is not None:
@@ -202,8 +228,14 @@ class RolloutBatch:
         return cls(**state)
 
 
-def rollout_batch(samples: Sequence[RolloutSample], pad_id: int, estimator: str = "outcome", epsilon: float = 1e-4,
-                  decode: Callable[[Sequence[int]], str] | None = None, multiple: int = 8) -> RolloutBatch:
+def rollout_batch(
+    samples: Sequence[RolloutSample],
+    pad_id: int,
+    estimator: str = "outcome",
+    epsilon: float = 1e-4,
+    decode: Callable[[Sequence[int]], str] | None = None,
+    multiple: int = 8,
+) -> RolloutBatch:
     """Padded tensors and advantages of this rank's samples (see module docstring)."""
     count = len(samples)
     longest = max(len(s.prompt_ids) + len(s.response_ids) for s in samples) - 1
@@ -221,7 +253,7 @@ def rollout_batch(samples: Sequence[RolloutSample], pad_id: int, estimator: str 
         labels[row, :used] = sequence[1:]
         first = len(sample.prompt_ids) - 1  # label position of the first response token
         if sample.response_ids:
-            mask[row, first:first + len(sample.response_ids)] = torch.tensor(sample.trained, dtype=torch.float32)
+            mask[row, first : first + len(sample.response_ids)] = torch.tensor(sample.trained, dtype=torch.float32)
         if estimator == "process" and sample.steps and sample.response_ids:
             from megatron_recipes.rl.step_rewards import step_end_tokens
 
@@ -239,4 +271,6 @@ def rollout_batch(samples: Sequence[RolloutSample], pad_id: int, estimator: str 
     tokens_advantages = torch.where(ungradable.unsqueeze(1), torch.zeros_like(advantages.tokens), advantages.tokens)
     zero_variance = advantages.zero_variance & ~ungradable
     position_ids = torch.arange(length).unsqueeze(0).expand(count, -1).contiguous()
-    return RolloutBatch(tokens, labels, position_ids, mask, tokens_advantages, group, zero_variance, ungradable, rewards)
+    return RolloutBatch(
+        tokens, labels, position_ids, mask, tokens_advantages, group, zero_variance, ungradable, rewards
+    )

@@ -117,7 +117,9 @@ def arithmetic_steps(response: str, reference: str | None = None, outcome: float
     return steps
 
 
-def step_end_tokens(steps: Sequence[Step], token_ids: Sequence[int], decode: Callable[[Sequence[int]], str]) -> list[int]:
+def step_end_tokens(
+    steps: Sequence[Step], token_ids: Sequence[int], decode: Callable[[Sequence[int]], str]
+) -> list[int]:
     """The index (in token_ids) of the token completing each step: the first k with
     len(decode(token_ids[:k + 1])) >= step.end (binary search on decoded prefixes)."""
     positions = []

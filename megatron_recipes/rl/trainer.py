@@ -80,12 +80,16 @@ def grpo_loss_function(settings: GrpoLossSettings, temperature: float, vocab_siz
     return loss
 
 
-def sequence_log_probs(model, batch: RolloutBatch, micro_batch_size: int, temperature: float, vocab_size: int) -> torch.Tensor:
+def sequence_log_probs(
+    model, batch: RolloutBatch, micro_batch_size: int, temperature: float, vocab_size: int
+) -> torch.Tensor:
     """log pi(label) [N, S] of every row by forward passes of `model` (a session or chunks)."""
     from megatron_recipes.training.loop import forward_only
 
-    micro_batches = [batch.rows(torch.arange(start, min(start + micro_batch_size, len(batch))))
-                     for start in range(0, len(batch), micro_batch_size)]
+    micro_batches = [
+        batch.rows(torch.arange(start, min(start + micro_batch_size, len(batch))))
+        for start in range(0, len(batch), micro_batch_size)
+    ]
     outputs = forward_only(model, micro_batches, log_prob_output(temperature, vocab_size), forward_fn=policy_forward)
     return torch.cat([output.cpu() for output in outputs]) if outputs else torch.empty(0)
 
@@ -112,8 +116,16 @@ def trainable_rows(batch: RolloutBatch, skip_zero_variance: bool) -> torch.Tenso
     return keep
 
 
-def grpo_updates(session, batch: RolloutBatch, settings: GrpoLossSettings, temperature: float, updates: int,
-                 outputs_per_update: int, skip_zero_variance: bool, seed: int) -> list:
+def grpo_updates(
+    session,
+    batch: RolloutBatch,
+    settings: GrpoLossSettings,
+    temperature: float,
+    updates: int,
+    outputs_per_update: int,
+    skip_zero_variance: bool,
+    seed: int,
+) -> list:
     """The optimisation part of a GRPO step on this rank's rollout batch (old/ref log-probs
     filled). `outputs_per_update` = trainer.global_batch_size / data-parallel size. Returns the
     StepResult of every optimizer update (skipped updates are absent)."""
@@ -126,9 +138,9 @@ def grpo_updates(session, batch: RolloutBatch, settings: GrpoLossSettings, tempe
     for epoch in range(updates):
         order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed * 1009 + epoch))
         for start in range(0, len(batch), outputs_per_update):
-            rows = order[start:start + outputs_per_update]
+            rows = order[start : start + outputs_per_update]
             kept = rows[keep[rows]]
-            groups = [kept[i:i + micro] for i in range(0, len(kept), micro)]
+            groups = [kept[i : i + micro] for i in range(0, len(kept), micro)]
             agreed = _data_parallel_max(len(groups))
             if agreed == 0:
                 continue
@@ -166,8 +178,11 @@ def _broadcast_in_tensor_parallel_group(value: Any) -> Any:
     if not dist.is_initialized() or parallel_state.get_tensor_model_parallel_world_size() == 1:
         return value
     holder = [value]
-    dist.broadcast_object_list(holder, src=parallel_state.get_tensor_model_parallel_src_rank(),
-                               group=parallel_state.get_tensor_model_parallel_group())
+    dist.broadcast_object_list(
+        holder,
+        src=parallel_state.get_tensor_model_parallel_src_rank(),
+        group=parallel_state.get_tensor_model_parallel_group(),
+    )
     return holder[0]
 
 
@@ -187,10 +202,20 @@ class GrpoTrainer:
         self.eval_prompts = eval_prompts
         self.checker = checker
         self.sandbox = sandbox
-        self.generator = MegatronGenerator(session.model, tokenizer, session.vocab_size, config.model.max_position_embeddings,
-                                           self.rl.generation_batch_size)
-        self.settings = GrpoLossSettings(self.rl.kl_coefficient, self.rl.kl_estimator, self.rl.epsilon_low,
-                                         self.rl.epsilon_high, self.rl.loss_aggregation)
+        self.generator = MegatronGenerator(
+            session.model,
+            tokenizer,
+            session.vocab_size,
+            config.model.max_position_embeddings,
+            self.rl.generation_batch_size,
+        )
+        self.settings = GrpoLossSettings(
+            self.rl.kl_coefficient,
+            self.rl.kl_estimator,
+            self.rl.epsilon_low,
+            self.rl.epsilon_high,
+            self.rl.loss_aggregation,
+        )
         runtime = session.runtime
         self.questions_per_rank = self.rl.questions_per_step // runtime.data_parallel_size
         self.outputs_per_update = session.trainer.global_batch_size // runtime.data_parallel_size
@@ -207,7 +232,7 @@ class GrpoTrainer:
             if self.is_tensor_parallel_source:
                 results = self.sandbox.map(codes)
                 # The body of the sandbox's ```output block (stdout, the error's last line, or the limit hit).
-                outputs = [format_output(result)[len("```output\n"):-len("\n```\n")] for result in results]
+                outputs = [format_output(result)[len("```output\n") : -len("\n```\n")] for result in results]
             return _broadcast_in_tensor_parallel_group(outputs)
 
         return run
@@ -215,8 +240,13 @@ class GrpoTrainer:
     def _score(self, samples) -> None:
         decided = None
         if self.is_tensor_parallel_source:
-            score_rollouts(samples, self.rl.rewards, self.rl.reward_weights, self.checker,
-                           self.rl.step_reward if self.rl.advantage_estimator == "process" else None)
+            score_rollouts(
+                samples,
+                self.rl.rewards,
+                self.rl.reward_weights,
+                self.checker,
+                self.rl.step_reward if self.rl.advantage_estimator == "process" else None,
+            )
             decided = [(s.rewards, s.reward, s.steps) for s in samples]
         decided = _broadcast_in_tensor_parallel_group(decided)
         for sample, (rewards, reward, steps) in zip(samples, decided):
@@ -227,20 +257,41 @@ class GrpoTrainer:
         runtime = self.session.runtime
         first = iteration * self.rl.questions_per_step + runtime.data_parallel_rank * self.questions_per_rank
         records = self.prompts.take(first, self.questions_per_rank)
-        params = SamplingParams(self.rl.temperature, self.rl.top_p, self.rl.max_new_tokens, tuple(self.rl.stop), 1,
-                                seed=self.rl.seed + 1_000_003 * iteration + 7919 * runtime.data_parallel_rank)
-        samples = generate_rollouts(self.generator, records, self.rl.group_size, params, self.tokenizer,
-                                    self.config.chat_template, self._tool_runner(), self.rl.max_tool_calls)
+        params = SamplingParams(
+            self.rl.temperature,
+            self.rl.top_p,
+            self.rl.max_new_tokens,
+            tuple(self.rl.stop),
+            1,
+            seed=self.rl.seed + 1_000_003 * iteration + 7919 * runtime.data_parallel_rank,
+        )
+        samples = generate_rollouts(
+            self.generator,
+            records,
+            self.rl.group_size,
+            params,
+            self.tokenizer,
+            self.config.chat_template,
+            self._tool_runner(),
+            self.rl.max_tool_calls,
+        )
         self._score(samples)
-        batch = rollout_batch(samples, self.tokenizer.eod, self.rl.advantage_estimator, self.rl.advantage_epsilon,
-                              decode=self.tokenizer.decode)
+        batch = rollout_batch(
+            samples,
+            self.tokenizer.eod,
+            self.rl.advantage_estimator,
+            self.rl.advantage_epsilon,
+            decode=self.tokenizer.decode,
+        )
         return samples, batch
 
     def fill_log_probs(self, batch: RolloutBatch) -> None:
         micro = self.session.trainer.micro_batch_size
         batch.old_logp = sequence_log_probs(self.session, batch, micro, self.rl.temperature, self.session.vocab_size)
         if self.reference is not None:
-            batch.ref_logp = sequence_log_probs(self.reference, batch, micro, self.rl.temperature, self.session.vocab_size)
+            batch.ref_logp = sequence_log_probs(
+                self.reference, batch, micro, self.rl.temperature, self.session.vocab_size
+            )
 
     # ------------------------------------------------------------------ one step
     def step(self) -> dict[str, float]:
@@ -250,9 +301,16 @@ class GrpoTrainer:
         rollout_seconds = time.perf_counter() - started
         training_started = time.perf_counter()
         self.fill_log_probs(batch)
-        results = grpo_updates(self.session, batch, self.settings, self.rl.temperature, self.rl.updates_per_rollout,
-                               self.outputs_per_update, self.rl.skip_zero_variance_groups,
-                               self.rl.seed + state.iteration)
+        results = grpo_updates(
+            self.session,
+            batch,
+            self.settings,
+            self.rl.temperature,
+            self.rl.updates_per_rollout,
+            self.outputs_per_update,
+            self.rl.skip_zero_variance_groups,
+            self.rl.seed + state.iteration,
+        )
         training_seconds = time.perf_counter() - training_started
         step_seconds = time.perf_counter() - started
 
@@ -266,20 +324,30 @@ class GrpoTrainer:
         trained_rows = int(kept.sum())
         # Tokens through the log-prob passes (policy, reference) and through every update.
         updated_tokens = sum(len(s.prompt_ids) + len(s.response_ids) for s, k in zip(samples, kept.tolist()) if k)
-        training_tokens = sequence_tokens * (1 + (self.reference is not None)) + (updated_tokens * self.rl.updates_per_rollout if results else 0)
-        sums = StepSums({
-            "reward_sum": sum(s.reward for s in gradable), "reward_squares": sum(s.reward ** 2 for s in gradable),
-            "gradable": len(gradable), "accuracy_sum": sum(s.rewards[first_reward] or 0.0 for s in gradable),
-            "response_tokens": sum(len(s.response_ids) for s in samples), "outputs": len(samples),
-            "sampled_tokens": sum(s.generated_tokens for s in samples), "groups": groups.numel(),
-            "zero_variance_groups": zero_variance_groups, "ungradable_groups": ungradable_groups,
-            "tool_calls": sum(s.tool_calls for s in samples), "trained_outputs": trained_rows,
-            "training_tokens": training_tokens,
-            "all_tokens": sequence_tokens,
-        }).reduced()
+        training_tokens = sequence_tokens * (1 + (self.reference is not None)) + (
+            updated_tokens * self.rl.updates_per_rollout if results else 0
+        )
+        sums = StepSums(
+            {
+                "reward_sum": sum(s.reward for s in gradable),
+                "reward_squares": sum(s.reward**2 for s in gradable),
+                "gradable": len(gradable),
+                "accuracy_sum": sum(s.rewards[first_reward] or 0.0 for s in gradable),
+                "response_tokens": sum(len(s.response_ids) for s in samples),
+                "outputs": len(samples),
+                "sampled_tokens": sum(s.generated_tokens for s in samples),
+                "groups": groups.numel(),
+                "zero_variance_groups": zero_variance_groups,
+                "ungradable_groups": ungradable_groups,
+                "tool_calls": sum(s.tool_calls for s in samples),
+                "trained_outputs": trained_rows,
+                "training_tokens": training_tokens,
+                "all_tokens": sequence_tokens,
+            }
+        ).reduced()
         slowest = _data_parallel_max_float(rollout_seconds)
         reward_mean = sums["reward_sum"] / sums["gradable"] if sums["gradable"] else math.nan
-        reward_variance = sums["reward_squares"] / sums["gradable"] - reward_mean ** 2 if sums["gradable"] else math.nan
+        reward_variance = sums["reward_squares"] / sums["gradable"] - reward_mean**2 if sums["gradable"] else math.nan
         values: dict[str, float] = {
             "loss": _mean([r.loss for r in results]),
             "lr": results[-1].learning_rate if results else _current_lr(self.session),
@@ -310,12 +378,29 @@ class GrpoTrainer:
     def evaluate_heldout(self) -> dict[str, float]:
         """Accuracy of the current policy on the held-out prompts (first reward), all ranks."""
         runtime = self.session.runtime
-        records = [r for index, r in enumerate(self.eval_prompts.take(0, len(self.eval_prompts)))
-                   if index % runtime.data_parallel_size == runtime.data_parallel_rank]
-        params = SamplingParams(self.rl.eval_temperature, 1.0 if self.rl.eval_temperature == 0 else self.rl.top_p,
-                                self.rl.max_new_tokens, tuple(self.rl.stop), 1, seed=self.rl.seed)
-        samples = generate_rollouts(self.generator, records, self.rl.eval_samples, params, self.tokenizer,
-                                    self.config.chat_template, self._tool_runner(), self.rl.max_tool_calls)
+        records = [
+            r
+            for index, r in enumerate(self.eval_prompts.take(0, len(self.eval_prompts)))
+            if index % runtime.data_parallel_size == runtime.data_parallel_rank
+        ]
+        params = SamplingParams(
+            self.rl.eval_temperature,
+            1.0 if self.rl.eval_temperature == 0 else self.rl.top_p,
+            self.rl.max_new_tokens,
+            tuple(self.rl.stop),
+            1,
+            seed=self.rl.seed,
+        )
+        samples = generate_rollouts(
+            self.generator,
+            records,
+            self.rl.eval_samples,
+            params,
+            self.tokenizer,
+            self.config.chat_template,
+            self._tool_runner(),
+            self.rl.max_tool_calls,
+        )
         decided = None
         if self.is_tensor_parallel_source:
             from megatron_recipes.rewards import get_reward
@@ -325,10 +410,19 @@ class GrpoTrainer:
             decided = get_reward(name)([s.text for s in samples], [s.reference for s in samples], **options)
         decided = _broadcast_in_tensor_parallel_group(decided)
         gradable = [value for value in decided if value is not None]
-        sums = StepSums({"correct": sum(gradable), "count": len(gradable),
-                         "length": sum(len(s.response_ids) for s in samples), "samples": len(samples)}).reduced()
-        return {"accuracy": sums["correct"] / sums["count"] if sums["count"] else math.nan,
-                "response_length": sums["length"] / max(sums["samples"], 1), "problems": sums["count"]}
+        sums = StepSums(
+            {
+                "correct": sum(gradable),
+                "count": len(gradable),
+                "length": sum(len(s.response_ids) for s in samples),
+                "samples": len(samples),
+            }
+        ).reduced()
+        return {
+            "accuracy": sums["correct"] / sums["count"] if sums["count"] else math.nan,
+            "response_length": sums["length"] / max(sums["samples"], 1),
+            "problems": sums["count"],
+        }
 
     # ------------------------------------------------------------------ reference model
     def reset_reference(self) -> None:
@@ -347,8 +441,13 @@ class GrpoTrainer:
         if self.reference is None or extra.get("reference_saved", True) or not self.session.checkpoint.dir:
             return
         root = Path(self.session.checkpoint.dir) / "reference"
-        path = save_checkpoint(root, int(extra.get("reference_iteration", 0)), self.reference,
-                               model_config=self.session.model_config_record(), keep_last=1)
+        path = save_checkpoint(
+            root,
+            int(extra.get("reference_iteration", 0)),
+            self.reference,
+            model_config=self.session.model_config_record(),
+            keep_last=1,
+        )
         extra["reference_checkpoint"] = str(path)
         extra["reference_saved"] = True
 
@@ -366,7 +465,9 @@ class GrpoTrainer:
 
         session, trainer, state, runtime = self.session, self.session.trainer, self.session.state, self.session.runtime
         total = self.config.trainer.train_steps
-        logger = ProgressLogger(trainer.output_dir, total, trainer.log_interval, runtime.is_logging_rank, trainer.tensorboard)
+        logger = ProgressLogger(
+            trainer.output_dir, total, trainer.log_interval, runtime.is_logging_rank, trainer.tensorboard
+        )
         stop = GracefulStop(trainer.exit_signals, trainer.exit_duration_minutes, enabled=trainer.exit_signal_handler)
         evaluate = self.eval_prompts is not None and self.rl.eval_interval > 0
         last_saved = None
@@ -393,18 +494,29 @@ class GrpoTrainer:
                 if periodic or reason is not None:
                     last_saved = self.save()
                 if reason is not None:
-                    outcome = TrainOutcome(reason, state.iteration, trainer.signal_exit_code, signal_name,
-                                           str(last_saved) if last_saved else None)
+                    outcome = TrainOutcome(
+                        reason,
+                        state.iteration,
+                        trainer.signal_exit_code,
+                        signal_name,
+                        str(last_saved) if last_saved else None,
+                    )
                     break
             if outcome is None:
                 already = last_saved is not None and last_saved.name == f"iter_{state.iteration:07d}"
                 if session.checkpoint.save_at_end and state.iteration > first_iteration and not already:
                     last_saved = self.save()
-                outcome = TrainOutcome("finished", state.iteration, 0, None, str(last_saved) if last_saved else session.restored_from)
+                outcome = TrainOutcome(
+                    "finished", state.iteration, 0, None, str(last_saved) if last_saved else session.restored_from
+                )
             write_exit_status(session, outcome)
             return outcome
         except Exception as error:
-            write_exit_status(session, TrainOutcome("error", state.iteration, 1, None, None), detail=f"{type(error).__name__}: {error}")
+            write_exit_status(
+                session,
+                TrainOutcome("error", state.iteration, 1, None, None),
+                detail=f"{type(error).__name__}: {error}",
+            )
             raise
         finally:
             stop.restore()
@@ -434,5 +546,12 @@ def _current_lr(session) -> float:
     return float(value) if value is not None else math.nan
 
 
-__all__ = ["GrpoTrainer", "grpo_loss_function", "grpo_updates", "log_prob_output", "policy_forward", "sequence_log_probs",
-           "trainable_rows"]
+__all__ = [
+    "GrpoTrainer",
+    "grpo_loss_function",
+    "grpo_updates",
+    "log_prob_output",
+    "policy_forward",
+    "sequence_log_probs",
+    "trainable_rows",
+]

@@ -96,8 +96,10 @@ def resolve_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda but torch sees no CUDA device (use trainer.device=cpu or auto)")
     if requested == "cpu" and torch.cuda.is_available():
-        raise ConfigError("trainer.device=cpu on a machine with CUDA: the CPU runtime layer is for CUDA-less machines"
-                          " (use trainer.device=cuda, or hide the GPUs with CUDA_VISIBLE_DEVICES=)")
+        raise ConfigError(
+            "trainer.device=cpu on a machine with CUDA: the CPU runtime layer is for CUDA-less machines"
+            " (use trainer.device=cuda, or hide the GPUs with CUDA_VISIBLE_DEVICES=)"
+        )
     if requested not in ("cuda", "cpu"):
         raise ConfigError(f"unknown device {requested!r}")
     return requested
@@ -145,8 +147,9 @@ class Runtime:
         }
 
 
-def initialize_runtime(device: str, parallelism: ParallelismConfig, seed: int = 1234,
-                       timeout_minutes: int = 30) -> Runtime:
+def initialize_runtime(
+    device: str, parallelism: ParallelismConfig, seed: int = 1234, timeout_minutes: int = 30
+) -> Runtime:
     """Start torch.distributed and megatron-core's parallel groups for this process.
 
     Idempotent within a process as long as the layout does not change; to switch layouts (tests
@@ -164,7 +167,9 @@ def initialize_runtime(device: str, parallelism: ParallelismConfig, seed: int = 
     pp = parallelism.pipeline_model_parallel_size
     vp = parallelism.virtual_pipeline_model_parallel_size
     if parallelism.world_size is not None and parallelism.world_size != launch.world_size:
-        raise ConfigError(f"parallelism.world_size={parallelism.world_size} but the launcher started {launch.world_size} processes")
+        raise ConfigError(
+            f"parallelism.world_size={parallelism.world_size} but the launcher started {launch.world_size} processes"
+        )
     if launch.world_size % (tp * pp):
         raise ConfigError(f"world size {launch.world_size} is not divisible by TP x PP = {tp}x{pp}")
 
@@ -215,8 +220,11 @@ def initialize_runtime(device: str, parallelism: ParallelismConfig, seed: int = 
     if runtime.is_logging_rank:
         log.info(
             "runtime: %s via %s, %d process(es), %s, launcher %s",
-            resolved, backend, launch.world_size,
-            " ".join(f"{k}={v}" for k, v in runtime.layout().items() if v is not None), launch.launcher,
+            resolved,
+            backend,
+            launch.world_size,
+            " ".join(f"{k}={v}" for k, v in runtime.layout().items() if v is not None),
+            launch.launcher,
         )
     return runtime
 

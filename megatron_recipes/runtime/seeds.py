@@ -43,13 +43,25 @@ def _has_real_cuda() -> bool:
 def _numpy_state_as_tensors() -> dict[str, Any]:
     # Plain tensors and numbers only: checkpoints are read with torch.load(weights_only=True).
     kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+    return {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
 
 
 def _restore_numpy_state(state: dict[str, Any]) -> None:
-    np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["position"],
-                         state["has_gauss"], state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            state["kind"],
+            state["keys"].numpy().astype(np.uint32),
+            state["position"],
+            state["has_gauss"],
+            state["cached_gaussian"],
+        )
+    )
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -34,7 +34,20 @@ from megatron_recipes.sandbox.tool_use import (
 )
 
 __all__ = [
-    "LIMIT_CPU_TIME", "LIMIT_FILE_SIZE", "LIMIT_MEMORY", "LIMIT_OUTPUT", "LIMIT_PROCESSES", "LIMIT_WALL_TIME",
-    "ExecutionResult", "SandboxLimits", "SandboxPool", "run_python", "ToolTrace", "extract_python_blocks",
-    "format_output", "generator_step", "program_answer", "run_tool_integrated",
+    "LIMIT_CPU_TIME",
+    "LIMIT_FILE_SIZE",
+    "LIMIT_MEMORY",
+    "LIMIT_OUTPUT",
+    "LIMIT_PROCESSES",
+    "LIMIT_WALL_TIME",
+    "ExecutionResult",
+    "SandboxLimits",
+    "SandboxPool",
+    "run_python",
+    "ToolTrace",
+    "extract_python_blocks",
+    "format_output",
+    "generator_step",
+    "program_answer",
+    "run_tool_integrated",
 ]

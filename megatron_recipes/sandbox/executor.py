@@ -37,10 +37,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -72,7 +71,16 @@ class SandboxLimits:
     uid_count: int = 1024
 
     def validate(self) -> None:
-        for name in ("wall_seconds", "cpu_seconds", "memory_mb", "processes", "file_size_mb", "output_bytes", "open_files", "uid_count"):
+        for name in (
+            "wall_seconds",
+            "cpu_seconds",
+            "memory_mb",
+            "processes",
+            "file_size_mb",
+            "output_bytes",
+            "open_files",
+            "uid_count",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"sandbox.{name} must be positive")
 
@@ -147,7 +155,9 @@ def _classify(exit_code: int | None, stderr: str, cpu_limit_hit: bool) -> str | 
     return None
 
 
-def run_python(code: str, limits: SandboxLimits | None = None, slot: int = 0, use_namespaces: bool = True) -> ExecutionResult:
+def run_python(
+    code: str, limits: SandboxLimits | None = None, slot: int = 0, use_namespaces: bool = True
+) -> ExecutionResult:
     """Run `code` as a Python program in a fresh sandbox; never raises for anything the program does.
 
     Args:
@@ -167,10 +177,17 @@ def run_python(code: str, limits: SandboxLimits | None = None, slot: int = 0, us
         workdir = tempfile.mkdtemp(prefix="sandbox-")
         Path(workdir, "main.py").write_text(code, encoding="utf-8")
         config = {
-            "workdir": workdir, "python": sys.executable, "uid": uid, "use_namespaces": use_namespaces,
-            "cpu_seconds": int(limits.cpu_seconds), "memory_bytes": int(limits.memory_mb) << 20,
-            "file_size_bytes": int(limits.file_size_mb) << 20, "open_files": int(limits.open_files),
-            "processes": int(limits.processes), "tmpfs_mb": int(limits.tmpfs_mb), "expose": _interpreter_paths(),
+            "workdir": workdir,
+            "python": sys.executable,
+            "uid": uid,
+            "use_namespaces": use_namespaces,
+            "cpu_seconds": int(limits.cpu_seconds),
+            "memory_bytes": int(limits.memory_mb) << 20,
+            "file_size_bytes": int(limits.file_size_mb) << 20,
+            "open_files": int(limits.open_files),
+            "processes": int(limits.processes),
+            "tmpfs_mb": int(limits.tmpfs_mb),
+            "expose": _interpreter_paths(),
         }
         if is_root:
             os.chown(workdir, uid, uid)
@@ -178,8 +195,12 @@ def run_python(code: str, limits: SandboxLimits | None = None, slot: int = 0, us
         started = time.monotonic()
         process = subprocess.Popen(
             [sys.executable, "-I", "-B", LAUNCHER, json.dumps(config)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin"}, close_fds=True, cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin"},
+            close_fds=True,
+            cwd=workdir,
         )
         stdout, stderr, limit_hit, truncated = _collect(process, limits, started)
         exit_code = process.returncode
@@ -193,8 +214,13 @@ def run_python(code: str, limits: SandboxLimits | None = None, slot: int = 0, us
         if "sandbox: isolation set-up failed" in stderr_text:
             isolation = "failed"  # the launcher refused to run the program; stderr says why
         return ExecutionResult(
-            stdout=stdout.decode("utf-8", "replace"), stderr=stderr_text, exit_code=exit_code,
-            limit_hit=limit_hit, wall_seconds=round(wall, 4), isolation=isolation, output_truncated=truncated,
+            stdout=stdout.decode("utf-8", "replace"),
+            stderr=stderr_text,
+            exit_code=exit_code,
+            limit_hit=limit_hit,
+            wall_seconds=round(wall, 4),
+            isolation=isolation,
+            output_truncated=truncated,
         )
     finally:
         if is_root:

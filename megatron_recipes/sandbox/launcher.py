@@ -60,8 +60,11 @@ def _libc():
 
 def _mount(libc, source, target, fstype, flags, data=None):
     result = libc.mount(
-        source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
-        ctypes.c_ulong(flags), data.encode() if data else None,
+        source.encode() if source else None,
+        target.encode(),
+        fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags),
+        data.encode() if data else None,
     )
     if result != 0:
         raise OSError(ctypes.get_errno(), f"mount {target}")
@@ -176,8 +179,15 @@ def main() -> None:
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     os.chdir(workdir)
     os.umask(0o077)
-    environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-                   "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    environment = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": workdir,
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
     guard = "" if isolated else FALLBACK_GUARD
     os.execve(config["python"], [config["python"], "-I", "-B", "-u", "-c", guard + RUN_PROGRAM], environment)
 

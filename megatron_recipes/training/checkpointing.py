@@ -106,7 +106,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         return path
     iteration = latest_iteration(path) if path.is_dir() else None
     if iteration is None:
-        raise CheckpointError(f"no checkpoint at {path}: neither a checkpoint directory nor a run directory with a `latest` file")
+        raise CheckpointError(
+            f"no checkpoint at {path}: neither a checkpoint directory nor a run directory with a `latest` file"
+        )
     directory = iteration_directory(path, iteration)
     if not (directory / "metadata.json").exists():
         raise CheckpointError(f"{path}/latest names iteration {iteration} but {directory} is missing or incomplete")
@@ -159,8 +161,9 @@ def _sharding_metadata(optimizer_format: str) -> dict[str, Any]:
 
 
 def _model_sharded_state(model: list, metadata: dict[str, Any]) -> dict[str, Any]:
-    return {key: _unwrap(chunk).sharded_state_dict(metadata=metadata)
-            for key, chunk in zip(_model_keys(len(model)), model)}
+    return {
+        key: _unwrap(chunk).sharded_state_dict(metadata=metadata) for key, chunk in zip(_model_keys(len(model)), model)
+    }
 
 
 def _rng_sharded_object(state: Any):
@@ -170,12 +173,16 @@ def _rng_sharded_object(state: Any):
     return ShardedObject(
         "rng_state",
         state,
-        (parallel_state.get_pipeline_model_parallel_world_size(),
-         parallel_state.get_tensor_model_parallel_world_size(),
-         parallel_state.get_data_parallel_world_size()),
-        (parallel_state.get_pipeline_model_parallel_rank(),
-         parallel_state.get_tensor_model_parallel_rank(),
-         parallel_state.get_data_parallel_rank()),
+        (
+            parallel_state.get_pipeline_model_parallel_world_size(),
+            parallel_state.get_tensor_model_parallel_world_size(),
+            parallel_state.get_data_parallel_world_size(),
+        ),
+        (
+            parallel_state.get_pipeline_model_parallel_rank(),
+            parallel_state.get_tensor_model_parallel_rank(),
+            parallel_state.get_data_parallel_rank(),
+        ),
         replica_id=0,
     )
 
@@ -204,9 +211,17 @@ def _is_rank_zero() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def save_checkpoint(root: str | os.PathLike, iteration: int, model: list, optimizer=None, scheduler=None,
-                    train_state: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
-                    optimizer_format: str = "fully_reshardable", keep_last: int = 0) -> Path:
+def save_checkpoint(
+    root: str | os.PathLike,
+    iteration: int,
+    model: list,
+    optimizer=None,
+    scheduler=None,
+    train_state: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+    optimizer_format: str = "fully_reshardable",
+    keep_last: int = 0,
+) -> Path:
     """Write `<root>/iter_<iteration>/` on every rank, then point `latest` at it (collective)."""
     from megatron.core import dist_checkpointing
 
@@ -327,7 +342,9 @@ def _dist_load(request: dict[str, Any], directory: Path) -> dict[str, Any]:
     try:
         # megatron's naming: "unexpected" = requested but not in the checkpoint; "missing" = in
         # the checkpoint but not requested (fine: e.g. optimizer state when loading weights).
-        loaded, _not_requested, absent = dist_checkpointing.load(request, str(directory), strict=StrictHandling.RETURN_ALL)
+        loaded, _not_requested, absent = dist_checkpointing.load(
+            request, str(directory), strict=StrictHandling.RETURN_ALL
+        )
     except Exception as error:
         raise CheckpointError(f"cannot load {directory}: {error}") from error
     if absent:
@@ -346,12 +363,18 @@ def load_model_weights(path: str | os.PathLike, model: list) -> LoadedCheckpoint
     loaded = _dist_load(_load_model_request(model, metadata, directory), directory)
     _apply_model_state(model, loaded)
     log.info("loaded model weights from %s (saved at %s)", directory, common.get("layout"))
-    return LoadedCheckpoint(directory, int(common.get("iteration", 0)), dict(common.get("train_state", {})),
-                            dict(common.get("layout", {})), dict(common.get("model_config", {})))
+    return LoadedCheckpoint(
+        directory,
+        int(common.get("iteration", 0)),
+        dict(common.get("train_state", {})),
+        dict(common.get("layout", {})),
+        dict(common.get("model_config", {})),
+    )
 
 
-def load_checkpoint(path: str | os.PathLike, model: list, optimizer=None, scheduler=None,
-                    restore_rng: bool = True) -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | os.PathLike, model: list, optimizer=None, scheduler=None, restore_rng: bool = True
+) -> LoadedCheckpoint:
     """Load a full training state saved by `save_checkpoint` into freshly built objects.
 
     Model and optimizer load at any layout (optimizer: fully_reshardable checkpoints); RNG
@@ -367,11 +390,15 @@ def load_checkpoint(path: str | os.PathLike, model: list, optimizer=None, schedu
     request = _load_model_request(model, saved_metadata, directory)
     if optimizer is not None:
         if "optimizer" not in common:
-            raise CheckpointError(f"{directory} holds no optimizer state (a weights-only checkpoint): use checkpoint.init_from")
+            raise CheckpointError(
+                f"{directory} holds no optimizer state (a weights-only checkpoint): use checkpoint.init_from"
+            )
         merged_model_state: dict[str, Any] = {}
         for chunk_state in request.values():
             merged_model_state.update(chunk_state)
-        request["optimizer"] = optimizer.sharded_state_dict(merged_model_state, is_loading=True, metadata=saved_metadata)
+        request["optimizer"] = optimizer.sharded_state_dict(
+            merged_model_state, is_loading=True, metadata=saved_metadata
+        )
     same_layout = dict(common.get("layout", {})) == _layout()
     if restore_rng and same_layout:
         request["rng_state"] = _rng_sharded_object(capture_rng_state())
@@ -387,7 +414,12 @@ def load_checkpoint(path: str | os.PathLike, model: list, optimizer=None, schedu
         rng_restored = True
     elif restore_rng:
         log.info("layout changed (%s -> %s): random generators keep their seeds", common.get("layout"), _layout())
-    return LoadedCheckpoint(directory, int(common["iteration"]), dict(common.get("train_state", {})),
-                            dict(common.get("layout", {})), dict(common.get("model_config", {})),
-                            optimizer_loaded=optimizer is not None, rng_restored=rng_restored)
-
+    return LoadedCheckpoint(
+        directory,
+        int(common["iteration"]),
+        dict(common.get("train_state", {})),
+        dict(common.get("layout", {})),
+        dict(common.get("model_config", {})),
+        optimizer_loaded=optimizer is not None,
+        rng_restored=rng_restored,
+    )

@@ -97,7 +97,9 @@ class TrainOutcome:
 
 
 def _to_device(batch: Batch, device) -> Batch:
-    return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value for key, value in batch.items()}
+    return {
+        key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value for key, value in batch.items()
+    }
 
 
 def _reported_loss(loss_fn: LossFunction, batch: Batch, output: torch.Tensor):
@@ -128,8 +130,13 @@ def _iterators(chunk_count: int, micro_batches: list[Batch]):
     return [iter(micro_batches) for _ in range(chunk_count)]
 
 
-def _run_schedule(session: TrainingSession, micro_batches: list[Batch], loss_fn: LossFunction,
-                  forward_fn: ForwardFunction, forward_only: bool) -> list[dict]:
+def _run_schedule(
+    session: TrainingSession,
+    micro_batches: list[Batch],
+    loss_fn: LossFunction,
+    forward_fn: ForwardFunction,
+    forward_only: bool,
+) -> list[dict]:
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     first = micro_batches[0]["tokens"]
@@ -162,8 +169,11 @@ def _reduce_metrics(session: TrainingSession, per_microbatch: list[dict]) -> dic
         reduced = {name: (float(row[0]), float(row[1])) for name, row in zip(names, stacked.cpu())}
     if session.runtime.pipeline_parallel_size > 1:
         holder = [reduced]
-        dist.broadcast_object_list(holder, src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                                   group=parallel_state.get_pipeline_model_parallel_group())
+        dist.broadcast_object_list(
+            holder,
+            src=parallel_state.get_pipeline_model_parallel_last_rank(),
+            group=parallel_state.get_pipeline_model_parallel_group(),
+        )
         reduced = holder[0]
     return reduced
 
@@ -173,8 +183,12 @@ def _ratio(pair: tuple[float, float]) -> float:
     return total / count if count else math.nan
 
 
-def train_step(session: TrainingSession, micro_batches: list[Batch], loss_fn: LossFunction = masked_token_loss,
-               forward_fn: ForwardFunction = gpt_forward) -> StepResult:
+def train_step(
+    session: TrainingSession,
+    micro_batches: list[Batch],
+    loss_fn: LossFunction = masked_token_loss,
+    forward_fn: ForwardFunction = gpt_forward,
+) -> StepResult:
     """One optimizer step over `micro_batches` (this DP rank's share of the global batch).
     Does not advance session.state (the loop does: recipes decide what a step consumed)."""
     started = time.perf_counter()
@@ -203,8 +217,12 @@ def train_step(session: TrainingSession, micro_batches: list[Batch], loss_fn: Lo
     )
 
 
-def evaluate(session: TrainingSession, micro_batches: list[Batch], loss_fn: LossFunction = masked_token_loss,
-             forward_fn: ForwardFunction = gpt_forward) -> dict[str, float]:
+def evaluate(
+    session: TrainingSession,
+    micro_batches: list[Batch],
+    loss_fn: LossFunction = masked_token_loss,
+    forward_fn: ForwardFunction = gpt_forward,
+) -> dict[str, float]:
     """Forward-only loss (and metrics) over micro-batches; identical on every rank."""
     for chunk in session.model:
         chunk.eval()
@@ -218,8 +236,12 @@ def evaluate(session: TrainingSession, micro_batches: list[Batch], loss_fn: Loss
     return {name: _ratio(pair) for name, pair in reduced.items()}
 
 
-def forward_only(model: "TrainingSession | list", micro_batches: list[Batch],
-                 output_fn: Callable[[Batch, torch.Tensor], Any], forward_fn: ForwardFunction = gpt_forward) -> list[Any]:
+def forward_only(
+    model: "TrainingSession | list",
+    micro_batches: list[Batch],
+    output_fn: Callable[[Batch, torch.Tensor], Any],
+    forward_fn: ForwardFunction = gpt_forward,
+) -> list[Any]:
     """`output_fn(micro_batch, output)` for each micro-batch, on the last pipeline stage (an empty
     list on other stages), without gradients. `model` is a session or a list of model chunks of
     the current layout (e.g. a frozen reference model from build_model + load_model_weights).
@@ -267,9 +289,15 @@ def save_training_checkpoint(session: TrainingSession) -> Path | None:
     if not session.checkpoint.dir:
         return None
     return save_checkpoint(
-        session.checkpoint.dir, session.state.iteration, session.model, session.optimizer, session.scheduler,
-        train_state=session.state.as_dict(), model_config=session.model_config_record(),
-        optimizer_format=session.checkpoint.optimizer_format, keep_last=session.checkpoint.keep_last,
+        session.checkpoint.dir,
+        session.state.iteration,
+        session.model,
+        session.optimizer,
+        session.scheduler,
+        train_state=session.state.as_dict(),
+        model_config=session.model_config_record(),
+        optimizer_format=session.checkpoint.optimizer_format,
+        keep_last=session.checkpoint.keep_last,
     )
 
 
@@ -281,11 +309,21 @@ def write_exit_status(session: TrainingSession, outcome: TrainOutcome, detail: s
     directory = Path(session.checkpoint.dir or session.trainer.output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     temporary = directory / (EXIT_STATUS_FILE + ".tmp")
-    temporary.write_text(json.dumps({
-        "reason": outcome.reason, "iteration": outcome.iteration, "exit_code": outcome.exit_code,
-        "signal": outcome.signal, "checkpoint": outcome.checkpoint, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **({"detail": detail[:2000]} if detail else {}),
-    }, indent=2) + "\n")
+    temporary.write_text(
+        json.dumps(
+            {
+                "reason": outcome.reason,
+                "iteration": outcome.iteration,
+                "exit_code": outcome.exit_code,
+                "signal": outcome.signal,
+                "checkpoint": outcome.checkpoint,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **({"detail": detail[:2000]} if detail else {}),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     temporary.replace(directory / EXIT_STATUS_FILE)
 
 
@@ -296,13 +334,18 @@ def _take(batches: Iterator[Batch], count: int) -> list[Batch]:
     return taken
 
 
-def train(session: TrainingSession, batches: Iterator[Batch], loss_fn: LossFunction = masked_token_loss,
-          forward_fn: ForwardFunction = gpt_forward, hooks: Sequence[Hook] = (),
-          validation_batches: Callable[[], Iterable[Batch]] | None = None,
-          samples_per_step: int | None = None, tokens_per_sample: int | None = None,
-          flops_per_token: float | None = None) -> TrainOutcome:
+def train(
+    session: TrainingSession,
+    batches: Iterator[Batch],
+    loss_fn: LossFunction = masked_token_loss,
+    forward_fn: ForwardFunction = gpt_forward,
+    hooks: Sequence[Hook] = (),
+    validation_batches: Callable[[], Iterable[Batch]] | None = None,
+    samples_per_step: int | None = None,
+    tokens_per_sample: int | None = None,
+    flops_per_token: float | None = None,
+) -> TrainOutcome:
     """Run the loop described in the module docstring; returns how it ended."""
-    from megatron_recipes.models import training_flops_per_token
     from megatron_recipes.training.metrics import ProgressLogger, memory_gib, peak_tflops_per_device
     from megatron_recipes.training.signals import GracefulStop
 
@@ -310,8 +353,13 @@ def train(session: TrainingSession, batches: Iterator[Batch], loss_fn: LossFunct
     samples_per_step = samples_per_step or trainer.global_batch_size
     peak = peak_tflops_per_device(trainer.peak_tflops_per_device, runtime.device, session.precision)
     logger = ProgressLogger(
-        trainer.output_dir, trainer.train_steps, trainer.log_interval, runtime.is_logging_rank, trainer.tensorboard,
-        flops_per_token=flops_per_token, peak_flops_total=peak * 1e12 * runtime.world_size if peak else None,
+        trainer.output_dir,
+        trainer.train_steps,
+        trainer.log_interval,
+        runtime.is_logging_rank,
+        trainer.tensorboard,
+        flops_per_token=flops_per_token,
+        peak_flops_total=peak * 1e12 * runtime.world_size if peak else None,
     )
     stop = GracefulStop(trainer.exit_signals, trainer.exit_duration_minutes, enabled=trainer.exit_signal_handler)
     device = runtime.torch_device()
@@ -326,39 +374,65 @@ def train(session: TrainingSession, batches: Iterator[Batch], loss_fn: LossFunct
             state.iteration += 1
             state.consumed_samples += samples_per_step
             state.consumed_tokens += step_tokens
-            values = {"loss": result.loss, "lr": result.learning_rate, "grad_norm": result.grad_norm,
-                      "tokens": result.tokens, "step_seconds": result.seconds,
-                      "memory_gib": memory_gib(runtime.device), "skipped": float(not result.update_successful),
-                      **logger.throughput(step_tokens, result.seconds), **result.metrics}
+            values = {
+                "loss": result.loss,
+                "lr": result.learning_rate,
+                "grad_norm": result.grad_norm,
+                "tokens": result.tokens,
+                "step_seconds": result.seconds,
+                "memory_gib": memory_gib(runtime.device),
+                "skipped": float(not result.update_successful),
+                **logger.throughput(step_tokens, result.seconds),
+                **result.metrics,
+            }
             for hook in hooks:
                 values.update(hook(session, result) or {})
             logger.record_step(state.iteration, values)
-            if validation_batches is not None and trainer.eval_interval and state.iteration % trainer.eval_interval == 0:
-                logger.record_evaluation(state.iteration, evaluate(session, list(validation_batches()), loss_fn, forward_fn))
+            if (
+                validation_batches is not None
+                and trainer.eval_interval
+                and state.iteration % trainer.eval_interval == 0
+            ):
+                logger.record_evaluation(
+                    state.iteration, evaluate(session, list(validation_batches()), loss_fn, forward_fn)
+                )
             reason, signal_name = stop.agreed_reason(device)
             periodic = session.checkpoint.save_interval and state.iteration % session.checkpoint.save_interval == 0
             if periodic or reason is not None:
                 last_saved = save_training_checkpoint(session)
             if reason is not None:
-                outcome = TrainOutcome(reason, state.iteration, trainer.signal_exit_code, signal_name,
-                                       str(last_saved) if last_saved else None)
+                outcome = TrainOutcome(
+                    reason,
+                    state.iteration,
+                    trainer.signal_exit_code,
+                    signal_name,
+                    str(last_saved) if last_saved else None,
+                )
                 if runtime.is_logging_rank:
-                    log.info("stopping at step %d (%s%s); checkpoint %s; exit code %d", state.iteration, reason,
-                             f" {signal_name}" if signal_name else "", last_saved, trainer.signal_exit_code)
+                    log.info(
+                        "stopping at step %d (%s%s); checkpoint %s; exit code %d",
+                        state.iteration,
+                        reason,
+                        f" {signal_name}" if signal_name else "",
+                        last_saved,
+                        trainer.signal_exit_code,
+                    )
                 break
         if outcome is None:
             trained = state.iteration > first_iteration
             already_saved = last_saved is not None and last_saved.name == f"iter_{state.iteration:07d}"
             if session.checkpoint.save_at_end and trained and not already_saved:
                 last_saved = save_training_checkpoint(session)
-            outcome = TrainOutcome("finished", state.iteration, 0, None,
-                                   str(last_saved) if last_saved else session.restored_from)
+            outcome = TrainOutcome(
+                "finished", state.iteration, 0, None, str(last_saved) if last_saved else session.restored_from
+            )
         write_exit_status(session, outcome)
         return outcome
     except Exception as error:
         # A launcher must not requeue a run that fails by itself: say so where it looks.
-        write_exit_status(session, TrainOutcome("error", state.iteration, 1, None, None),
-                          detail=f"{type(error).__name__}: {error}")
+        write_exit_status(
+            session, TrainOutcome("error", state.iteration, 1, None, None), detail=f"{type(error).__name__}: {error}"
+        )
         raise
     finally:
         stop.restore()

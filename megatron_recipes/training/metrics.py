@@ -29,8 +29,17 @@ from typing import Any, Mapping
 log = logging.getLogger("megatron_recipes.train")
 
 # Dense tensor-core peak (TFLOP/s) for bf16/fp16, from the vendors' data sheets.
-KNOWN_PEAK_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("H800", 989.0), ("GH200", 989.0),
-                     ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("A10", 125.0))
+KNOWN_PEAK_TFLOPS = (
+    ("H200", 989.0),
+    ("H100", 989.0),
+    ("H800", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("A10", 125.0),
+)
 
 
 def peak_tflops_per_device(configured: float | None, device: str, precision: str) -> float | None:
@@ -60,9 +69,16 @@ def memory_gib(device: str) -> float:
 class ProgressLogger:
     """Console, JSONL and TensorBoard output of rank 0 (other ranks: no-ops)."""
 
-    def __init__(self, output_dir: str | Path, total_steps: int, log_interval: int, enabled: bool,
-                 tensorboard: bool = True, flops_per_token: float | None = None,
-                 peak_flops_total: float | None = None):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        total_steps: int,
+        log_interval: int,
+        enabled: bool,
+        tensorboard: bool = True,
+        flops_per_token: float | None = None,
+        peak_flops_total: float | None = None,
+    ):
         self.enabled = enabled
         self.total_steps = total_steps
         self.log_interval = log_interval
@@ -113,7 +129,17 @@ class ProgressLogger:
             parts.append(f"MFU {100 * average['mfu']:.1f}%")
         parts.append(f"mem {average['memory_gib']:.2f} GiB")
         parts.append(f"{average['step_seconds']:.3f} s/step")
-        known = {"loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_gib", "step_seconds", "tokens", "skipped"}
+        known = {
+            "loss",
+            "lr",
+            "grad_norm",
+            "tokens_per_second",
+            "mfu",
+            "memory_gib",
+            "step_seconds",
+            "tokens",
+            "skipped",
+        }
         parts.extend(f"{name} {value:.4g}" for name, value in average.items() if name not in known)
         if any(row.get("skipped") for row in window):
             parts.append(f"skipped {sum(int(row.get('skipped', 0)) for row in window)}")
@@ -122,7 +148,9 @@ class ProgressLogger:
     def record_evaluation(self, iteration: int, values: Mapping[str, float]) -> None:
         if not self.enabled:
             return
-        self._jsonl.write(json.dumps({"step": iteration, **{f"validation_{k}": float(v) for k, v in values.items()}}) + "\n")
+        self._jsonl.write(
+            json.dumps({"step": iteration, **{f"validation_{k}": float(v) for k, v in values.items()}}) + "\n"
+        )
         if self._writer is not None:
             for name, value in values.items():
                 self._writer.add_scalar(f"validation/{name}", float(value), iteration)

@@ -113,8 +113,9 @@ def build_scheduler(optimizer, settings: OptimizerConfig, train_steps: int):
     return _scheduler_class()(optimizer, settings, train_steps)
 
 
-def build_optimizer(model_chunks: list, settings: OptimizerConfig, parallelism: ParallelismConfig,
-                    precision: str = "fp32"):
+def build_optimizer(
+    model_chunks: list, settings: OptimizerConfig, parallelism: ParallelismConfig, precision: str = "fp32"
+):
     """megatron-core optimizer over DDP-wrapped chunks (see module docstring)."""
     from megatron.core import optimizer as megatron_optimizer
     from megatron.core.optimizer import OptimizerConfig as MegatronOptimizerConfig

@@ -48,8 +48,12 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainState":
-        return cls(int(values.get("iteration", 0)), int(values.get("consumed_samples", 0)),
-                   int(values.get("consumed_tokens", 0)), dict(values.get("extra", {})))
+        return cls(
+            int(values.get("iteration", 0)),
+            int(values.get("consumed_samples", 0)),
+            int(values.get("consumed_tokens", 0)),
+            dict(values.get("extra", {})),
+        )
 
 
 @dataclass
@@ -97,9 +101,13 @@ def wrap_for_training(chunks: list, transformer_config, parallelism: Parallelism
         check_for_nan_in_grad=True,
     )
     wrapped = [
-        DistributedDataParallel(config=transformer_config, ddp_config=ddp_config, module=chunk,
-                                # Only the first chunk's gradients overlap with backward compute.
-                                disable_bucketing=index > 0)
+        DistributedDataParallel(
+            config=transformer_config,
+            ddp_config=ddp_config,
+            module=chunk,
+            # Only the first chunk's gradients overlap with backward compute.
+            disable_bucketing=index > 0,
+        )
         for index, chunk in enumerate(chunks)
     ]
     config = transformer_config
@@ -115,10 +123,16 @@ def wrap_for_training(chunks: list, transformer_config, parallelism: Parallelism
     return wrapped
 
 
-def setup_training(model_config: ModelConfig, parallelism: ParallelismConfig, optimizer_config: OptimizerConfig,
-                   trainer: TrainerConfig, checkpoint: CheckpointConfig, vocab_size: int,
-                   runtime: Runtime | None = None,
-                   model_builder: Callable[..., list] | None = None) -> TrainingSession:
+def setup_training(
+    model_config: ModelConfig,
+    parallelism: ParallelismConfig,
+    optimizer_config: OptimizerConfig,
+    trainer: TrainerConfig,
+    checkpoint: CheckpointConfig,
+    vocab_size: int,
+    runtime: Runtime | None = None,
+    model_builder: Callable[..., list] | None = None,
+) -> TrainingSession:
     """Everything a training loop needs, restored from checkpoints where there are any."""
     from megatron_recipes.models import build_model, choose_layer_spec, parameter_count, resolve_precision
     from megatron_recipes.runtime import initialize_runtime
@@ -126,13 +140,21 @@ def setup_training(model_config: ModelConfig, parallelism: ParallelismConfig, op
     from megatron_recipes.training.optimizer import build_optimizer, build_scheduler
 
     model_config.adopt_init_from_hf()  # the HF architecture, if any (idempotent, before building)
-    runtime = runtime or initialize_runtime(trainer.device, parallelism, seed=trainer.seed,
-                                            timeout_minutes=trainer.distributed_timeout_minutes)
+    runtime = runtime or initialize_runtime(
+        trainer.device, parallelism, seed=trainer.seed, timeout_minutes=trainer.distributed_timeout_minutes
+    )
     precision = resolve_precision(trainer.precision, runtime.device)
     choice = choose_layer_spec(model_config, runtime.device, trainer.fp8)
     if model_builder is None:
-        chunks = build_model(model_config, parallelism, vocab_size, device=runtime.device, precision=precision,
-                             fp8=trainer.fp8, layer_spec=choice)
+        chunks = build_model(
+            model_config,
+            parallelism,
+            vocab_size,
+            device=runtime.device,
+            precision=precision,
+            fp8=trainer.fp8,
+            layer_spec=choice,
+        )
     else:
         chunks = model_builder(model_config, parallelism, vocab_size, runtime.device, precision, trainer.fp8)
     if precision in ("bf16", "fp16"):
@@ -145,19 +167,42 @@ def setup_training(model_config: ModelConfig, parallelism: ParallelismConfig, op
     transformer_config.grad_scale_func = optimizer.scale_loss
     scheduler = build_scheduler(optimizer, optimizer_config, trainer.train_steps)
     if runtime.is_logging_rank:
-        log.info("model %s: %s parameters on rank 0 (%s layers, layer spec %s, %s)", model_config.name,
-                 f"{parameter_count(chunks):,}", model_config.num_layers, choice.name, precision)
+        log.info(
+            "model %s: %s parameters on rank 0 (%s layers, layer spec %s, %s)",
+            model_config.name,
+            f"{parameter_count(chunks):,}",
+            model_config.num_layers,
+            choice.name,
+            precision,
+        )
 
-    session = TrainingSession(runtime, model_config, parallelism, optimizer_config, trainer, checkpoint, model,
-                              optimizer, scheduler, transformer_config, vocab_size, precision, choice.name)
+    session = TrainingSession(
+        runtime,
+        model_config,
+        parallelism,
+        optimizer_config,
+        trainer,
+        checkpoint,
+        model,
+        optimizer,
+        scheduler,
+        transformer_config,
+        vocab_size,
+        precision,
+        choice.name,
+    )
     resumable = checkpoint.dir and checkpoint.resume and latest_iteration(checkpoint.dir) is not None
     if resumable:
         loaded = load_checkpoint(checkpoint.dir, model, optimizer, scheduler)
         session.state = TrainState.from_dict(loaded.train_state)
         session.restored_from = str(loaded.path)
         if runtime.is_logging_rank:
-            log.info("resumed from %s at iteration %d (rng %s)", loaded.path, session.state.iteration,
-                     "restored" if loaded.rng_restored else "reseeded: layout changed")
+            log.info(
+                "resumed from %s at iteration %d (rng %s)",
+                loaded.path,
+                session.state.iteration,
+                "restored" if loaded.rng_restored else "reseeded: layout changed",
+            )
     elif checkpoint.init_from:
         loaded = load_model_weights(checkpoint.init_from, model)
         optimizer.reload_model_params()

@@ -38,8 +38,12 @@ REASON_CODES = {0: None, 1: "duration", 2: "signal"}
 class GracefulStop:
     """Records stop requests; `agreed_reason()` turns them into one decision for all ranks."""
 
-    def __init__(self, signal_names: list[str] | tuple[str, ...] = ("SIGTERM", "SIGUSR1"),
-                 exit_after_minutes: float | None = None, enabled: bool = True):
+    def __init__(
+        self,
+        signal_names: list[str] | tuple[str, ...] = ("SIGTERM", "SIGUSR1"),
+        exit_after_minutes: float | None = None,
+        enabled: bool = True,
+    ):
         self.received_signal: str | None = None
         self._started = time.monotonic()
         self._deadline = None if exit_after_minutes is None else self._started + 60.0 * exit_after_minutes

@@ -41,8 +41,15 @@ def test_filter_routes_every_document_and_summary_balances(tmp_path):
     assert summary["balanced"]
     kept_rows = [json.loads(line) for p in glob.glob(str(tmp_path / "kept*")) for line in open(p)]
     assert sorted(kept_rows) == [["0", "checked"], ["3", "checked"]]
-    removed = [r for p in glob.glob(str(tmp_path / "removed/09_example/*.parquet")) for r in pq.read_table(p).to_pylist()]
-    assert sorted((r["id"], r["removed_reason"], r["removed_detail"]) for r in removed) == [("1", "odd_length", "3"), ("4", "odd_length", "1")]
-    letters = [json.loads(line) for p in glob.glob(str(tmp_path / "dead_letter/09_example/*.jsonl")) for line in open(p)]
+    removed = [
+        r for p in glob.glob(str(tmp_path / "removed/09_example/*.parquet")) for r in pq.read_table(p).to_pylist()
+    ]
+    assert sorted((r["id"], r["removed_reason"], r["removed_detail"]) for r in removed) == [
+        ("1", "odd_length", "3"),
+        ("4", "odd_length", "1"),
+    ]
+    letters = [
+        json.loads(line) for p in glob.glob(str(tmp_path / "dead_letter/09_example/*.jsonl")) for line in open(p)
+    ]
     assert sorted(letter["source"] for letter in letters) == ["2", "5"]
     assert all("ValueError: cannot judge this one" in letter["message"] for letter in letters)

@@ -22,7 +22,9 @@ REQUIRED = {
 @pytest.mark.parametrize("beam_preset", BEAM_PRESETS)
 @pytest.mark.parametrize("corpus_preset", CORPUS_PRESETS)
 def test_every_prepare_composition(beam_preset, corpus_preset):
-    config = compose_config("prepare", [f"beam={beam_preset}", f"corpus={corpus_preset}", *REQUIRED.get(beam_preset, [])], register_configs)
+    config = compose_config(
+        "prepare", [f"beam={beam_preset}", f"corpus={corpus_preset}", *REQUIRED.get(beam_preset, [])], register_configs
+    )
     assert isinstance(config, PrepareConfig)
     assert config.output_dir == f"{config.corpus.work_dir}/pool"
     assert render_pipeline_args(config.beam, "prepare")
@@ -37,7 +39,9 @@ def test_direct_preset_never_uses_prism():
 
 
 def test_dataflow_options_include_worker_packaging():
-    config = compose_config("prepare", ["beam=dataflow", *REQUIRED["dataflow"], "beam.requirements_file=req.txt"], register_configs)
+    config = compose_config(
+        "prepare", ["beam=dataflow", *REQUIRED["dataflow"], "beam.requirements_file=req.txt"], register_configs
+    )
     args = render_pipeline_args(config.beam, "prepare_Run")
     assert "--runner=DataflowRunner" in args
     assert "--project=my-project" in args and "--region=us-central1" in args
@@ -49,7 +53,11 @@ def test_dataflow_options_include_worker_packaging():
 
 
 def test_flink_and_spark_render_portable_options():
-    flink = render_pipeline_args(compose_config("prepare", ["beam=flink", *REQUIRED["flink"], "beam.flink_job_server_jar=/opt/js.jar"], register_configs).beam)
+    flink = render_pipeline_args(
+        compose_config(
+            "prepare", ["beam=flink", *REQUIRED["flink"], "beam.flink_job_server_jar=/opt/js.jar"], register_configs
+        ).beam
+    )
     assert "--runner=FlinkRunner" in flink and "--flink_master=flink-jm:8081" in flink
     assert "--flink_job_server_jar=/opt/js.jar" in flink and "--environment_type=PROCESS" in flink
     spark = render_pipeline_args(compose_config("prepare", ["beam=spark", *REQUIRED["spark"]], register_configs).beam)
@@ -59,7 +67,9 @@ def test_flink_and_spark_render_portable_options():
 def test_rendered_options_are_accepted_by_beam():
     from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
-    args = render_pipeline_args(compose_config("prepare", ["beam=dataflow", *REQUIRED["dataflow"]], register_configs).beam)
+    args = render_pipeline_args(
+        compose_config("prepare", ["beam=dataflow", *REQUIRED["dataflow"]], register_configs).beam
+    )
     options = PipelineOptions(args)
     assert options.view_as(StandardOptions).runner == "DataflowRunner"
     assert options.view_as(GoogleCloudOptions).project == "my-project"
@@ -91,8 +101,11 @@ def test_bad_override_on_the_command_line_is_one_line_and_exit_2():
 
 def test_missing_input_is_one_line(tmp_path):
     result = run_module(
-        "beam_pipelines.prepare", f"corpus.warc_inputs=[{tmp_path}/nothing/*.warc.gz]", f"corpus.work_dir={tmp_path}/w",
-        f"hydra.run.dir={tmp_path}/hydra", timeout=120,
+        "beam_pipelines.prepare",
+        f"corpus.warc_inputs=[{tmp_path}/nothing/*.warc.gz]",
+        f"corpus.work_dir={tmp_path}/w",
+        f"hydra.run.dir={tmp_path}/hydra",
+        timeout=120,
     )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -106,15 +119,35 @@ def test_beam_submission_scripts_validate_and_print_the_command(tmp_path):
     from tests.support import subprocess_env
 
     env = subprocess_env(
-        PYTHON=sys.executable, GCP_PROJECT="p", GCP_REGION="europe-west4", GCS_BUCKET="b",
-        FLINK_MASTER="jm:8081", SPARK_MASTER_URL="spark://m:7077",
+        PYTHON=sys.executable,
+        GCP_PROJECT="p",
+        GCP_REGION="europe-west4",
+        GCS_BUCKET="b",
+        FLINK_MASTER="jm:8081",
+        SPARK_MASTER_URL="spark://m:7077",
     )
-    for script, expected in (("dataflow", "runner: dataflow"), ("flink", "flink_master: jm:8081"), ("spark", "spark_master_url: spark://m:7077")):
+    for script, expected in (
+        ("dataflow", "runner: dataflow"),
+        ("flink", "flink_master: jm:8081"),
+        ("spark", "spark_master_url: spark://m:7077"),
+    ):
         result = subprocess.run(
-            ["bash", str(REPO_ROOT / "launch" / "beam" / f"{script}.sh"), "prepare", f"hydra.run.dir={tmp_path}", "--cfg", "job"],
-            env=env, capture_output=True, text=True, timeout=120,
+            [
+                "bash",
+                str(REPO_ROOT / "launch" / "beam" / f"{script}.sh"),
+                "prepare",
+                f"hydra.run.dir={tmp_path}",
+                "--cfg",
+                "job",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         assert expected in result.stdout
-    usage = subprocess.run(["bash", str(REPO_ROOT / "launch" / "beam" / "dataflow.sh")], env=env, capture_output=True, text=True)
+    usage = subprocess.run(
+        ["bash", str(REPO_ROOT / "launch" / "beam" / "dataflow.sh")], env=env, capture_output=True, text=True
+    )
     assert usage.returncode == 2 and "usage:" in usage.stderr

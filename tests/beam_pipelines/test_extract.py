@@ -40,10 +40,15 @@ def test_mathml_with_tex_annotation_uses_the_annotation():
         ("<msubsup><mo>∫</mo><mn>0</mn><mn>1</mn></msubsup>", r"{\int}_0^1"),
         ("<msqrt><mi>π</mi></msqrt>", r"\sqrt{\pi}"),
         ("<mroot><mi>x</mi><mn>3</mn></mroot>", r"\sqrt[3]{x}"),
-        ("<munderover><mo>∑</mo><mrow><mi>k</mi><mo>=</mo><mn>1</mn></mrow><mi>n</mi></munderover><mi>k</mi>", r"\sum_{k = 1}^n k"),
+        (
+            "<munderover><mo>∑</mo><mrow><mi>k</mi><mo>=</mo><mn>1</mn></mrow><mi>n</mi></munderover><mi>k</mi>",
+            r"\sum_{k = 1}^n k",
+        ),
         ("<mi>α</mi><mo>≤</mo><mi>β</mi>", r"\alpha \le \beta"),
-        ("<mtable><mtr><mtd><mn>1</mn></mtd><mtd><mn>0</mn></mtd></mtr><mtr><mtd><mn>0</mn></mtd><mtd><mn>1</mn></mtd></mtr></mtable>",
-         r"\begin{matrix} 1 & 0 \\ 0 & 1 \end{matrix}"),
+        (
+            "<mtable><mtr><mtd><mn>1</mn></mtd><mtd><mn>0</mn></mtd></mtr><mtr><mtd><mn>0</mn></mtd><mtd><mn>1</mn></mtd></mtr></mtable>",
+            r"\begin{matrix} 1 & 0 \\ 0 & 1 \end{matrix}",
+        ),
         ("<mi>sin</mi><mo>\u2061</mo><mi>x</mi>", r"\sin x"),
         ("<mover><mi>x</mi><mo>¯</mo></mover>", r"\bar{x}"),
     ],
@@ -90,7 +95,9 @@ def test_delimited_tex_already_in_text_survives():
 
 
 def test_mathjax_v3_container_without_mathml_is_dropped_not_duplicated():
-    html = page('<p>See <mjx-container class="MathJax" jax="CHTML"><mjx-math>xyz</mjx-math></mjx-container><script type="math/tex">q</script>.</p>')
+    html = page(
+        '<p>See <mjx-container class="MathJax" jax="CHTML"><mjx-math>xyz</mjx-math></mjx-container><script type="math/tex">q</script>.</p>'
+    )
     text = extract_text(html).text
     assert "$q$" in text and "xyz" not in text
 
@@ -102,7 +109,10 @@ def test_strip_math_and_count():
 
 
 def test_title_and_boilerplate():
-    html = page("<nav><a href='/'>Home</a></nav><main><h1>Heading</h1><p>" + "Body sentence here. " * 30 + "</p></main>", title="My Title")
+    html = page(
+        "<nav><a href='/'>Home</a></nav><main><h1>Heading</h1><p>" + "Body sentence here. " * 30 + "</p></main>",
+        title="My Title",
+    )
     result = extract_text(html, main_content=True)
     assert result.title == "My Title"
     assert "Body sentence here." in result.text

@@ -2,8 +2,8 @@
 in multi-processing mode: math survives, and every record is accounted for."""
 
 import glob
-import io
 import html as html_lib
+import io
 import json
 import re
 from pathlib import Path
@@ -88,9 +88,17 @@ def test_real_pages_are_all_accounted_for(scipy_and_python_pool):
 def test_corrupted_warc_finishes_with_every_record_accounted_for(tmp_path):
     real = debian_doc_pages("python3.11-doc", limit=60)
     pages = list(real)
-    pages.append(("https://bad.example/latin1", "<html><body><p>café crème brûlée</p></body></html>".encode("latin-1"), "text/html; charset=iso-8859-1"))
+    pages.append(
+        (
+            "https://bad.example/latin1",
+            "<html><body><p>café crème brûlée</p></body></html>".encode("latin-1"),
+            "text/html; charset=iso-8859-1",
+        )
+    )
     pages.append(("https://bad.example/binary-as-html", bytes(range(128, 256)) * 400, "text/html; charset=utf-8"))
-    pages.append(("https://bad.example/huge", b"<html><body>" + b"<p>huge page</p>" * 250_000 + b"</body></html>", "text/html"))
+    pages.append(
+        ("https://bad.example/huge", b"<html><body>" + b"<p>huge page</p>" * 250_000 + b"</body></html>", "text/html")
+    )
     pages.insert(5, ("https://bad.example/image", b"\x89PNG\r\n\x1a\n" + bytes(100), "image/png"))
     pages.append(real[0])  # the last member is cut off below
     warc = tmp_path / "corrupt.warc.gz"
@@ -110,12 +118,23 @@ def test_corrupted_warc_finishes_with_every_record_accounted_for(tmp_path):
     assert summary["balanced"]
     assert_files_match_summary(config.output_dir, summary)
     read = summary["steps"]["01_read"]
-    assert read["dead_lettered"] == {"bad_http_header": 1, "corrupt_gzip": 1, "not_gzip": 1, "record_too_large": 1, "truncated_gzip": 1, "undecodable": 1}
+    assert read["dead_lettered"] == {
+        "bad_http_header": 1,
+        "corrupt_gzip": 1,
+        "not_gzip": 1,
+        "record_too_large": 1,
+        "truncated_gzip": 1,
+        "undecodable": 1,
+    }
     assert read["dropped"] == {"not_html": 1}
-    letters = [json.loads(line) for p in glob.glob(f"{config.output_dir}/dead_letter/01_read/*.jsonl") for line in open(p)]
+    letters = [
+        json.loads(line) for p in glob.glob(f"{config.output_dir}/dead_letter/01_read/*.jsonl") for line in open(p)
+    ]
     assert all(letter["source"].endswith("corrupt.warc.gz") and letter["message"] for letter in letters)
     kept_urls = {d.url for d in iter_documents(config.output_dir)}
-    removed_urls = {r["url"] for p in glob.glob(f"{config.output_dir}/removed/*/*.parquet") for r in pq.read_table(p).to_pylist()}
+    removed_urls = {
+        r["url"] for p in glob.glob(f"{config.output_dir}/removed/*/*.parquet") for r in pq.read_table(p).to_pylist()
+    }
     assert "https://bad.example/latin1" in kept_urls | removed_urls
 
 
@@ -133,8 +152,12 @@ def _gzip_record(url: bytes, block: bytes) -> bytes:
 @pytest.mark.integration
 def test_main_command_on_the_embedded_sample(tmp_path):
     result = run_module(
-        "beam_pipelines.prepare", f"corpus.work_dir={tmp_path}", "corpus.sample_max_math_pages=60", "corpus.sample_max_other_pages=60",
-        f"hydra.run.dir={tmp_path}/hydra", timeout=600,
+        "beam_pipelines.prepare",
+        f"corpus.work_dir={tmp_path}",
+        "corpus.sample_max_math_pages=60",
+        "corpus.sample_max_other_pages=60",
+        f"hydra.run.dir={tmp_path}/hydra",
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"[prepare] pool: {tmp_path}/pool/documents/*.parquet" in result.stdout

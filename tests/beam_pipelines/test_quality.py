@@ -24,7 +24,8 @@ def varied_prose(words: int = 300) -> str:
     import urllib.parse
 
     text = " ".join(
-        inspect.getdoc(f) for f in (json.dumps, json.loads, textwrap.wrap, textwrap.dedent, urllib.parse.urlsplit, inspect.signature)
+        inspect.getdoc(f)
+        for f in (json.dumps, json.loads, textwrap.wrap, textwrap.dedent, urllib.parse.urlsplit, inspect.signature)
     )
     return " ".join(text.split()[:words])
 
@@ -65,14 +66,23 @@ def test_vectorised_repetition_signals_match_reference(seed):
     words = [rng.choice(vocabulary) for _ in range(rng.randint(5, 400))]
     signals = quality_signals(" ".join(words))
     for n in range(5, 11):
-        assert signals[f"gopher_duplicate_{n}gram_char_fraction"] == pytest.approx(reference_duplicate_ngram_char_fraction(words, n))
+        assert signals[f"gopher_duplicate_{n}gram_char_fraction"] == pytest.approx(
+            reference_duplicate_ngram_char_fraction(words, n)
+        )
     for n in (2, 3, 4):
-        assert signals[f"gopher_top_{n}gram_char_fraction"] == pytest.approx(reference_top_ngram_char_fraction(words, n))
+        assert signals[f"gopher_top_{n}gram_char_fraction"] == pytest.approx(
+            reference_top_ngram_char_fraction(words, n)
+        )
 
 
 def test_clean_prose_passes():
     signals = quality_signals(PROSE * 3 + "\n\n" + PROSE.replace("function", "mapping") * 2)
-    assert quality_verdict(signals, 0, QualityConfig(max_duplicate_10gram_char_fraction=1.0, max_duplicate_5gram_char_fraction=1.0)) is None
+    assert (
+        quality_verdict(
+            signals, 0, QualityConfig(max_duplicate_10gram_char_fraction=1.0, max_duplicate_5gram_char_fraction=1.0)
+        )
+        is None
+    )
 
 
 def test_latex_heavy_math_is_not_dropped():
@@ -105,8 +115,22 @@ def test_curly_bracket_rule_applies_only_to_pages_without_math():
         ("\n".join("- item number %d of the list" % i for i in range(60)), "gopher_bullet_lines"),
         ("\n".join(line + "..." for line in varied_prose(400).split(". ")), "gopher_ellipsis_lines"),
         ("\n".join(["Click here to subscribe to our newsletter now"] * 40 + [PROSE]), "gopher_duplicate_lines"),
-        (" ".join(f"{i * 7919 % 10007} times {i * 104729 % 1009} is {i * 7919 % 10007 * (i * 104729 % 1009)}" for i in range(1, 60)) + " the of with and", "gopher_alpha_words"),
-        (" ".join(w for w in varied_prose(300).split() if w.lower() not in {"the", "be", "to", "of", "and", "that", "have", "with"}), "gopher_stop_words"),
+        (
+            " ".join(
+                f"{i * 7919 % 10007} times {i * 104729 % 1009} is {i * 7919 % 10007 * (i * 104729 % 1009)}"
+                for i in range(1, 60)
+            )
+            + " the of with and",
+            "gopher_alpha_words",
+        ),
+        (
+            " ".join(
+                w
+                for w in varied_prose(300).split()
+                if w.lower() not in {"the", "be", "to", "of", "and", "that", "have", "with"}
+            ),
+            "gopher_stop_words",
+        ),
         (varied_prose() + " Lorem ipsum dolor sit amet.", "c4_lorem_ipsum"),
         ("supercalifragilisticexpialidocious " * 80, "gopher_mean_word_length"),
     ],

@@ -19,7 +19,11 @@ from beam_pipelines.io.warc import (
 )
 
 PAGES = [
-    (f"https://example.org/page/{i}", f"<html><body><p>Page number {i} with some text.</p></body></html>".encode(), "text/html; charset=utf-8")
+    (
+        f"https://example.org/page/{i}",
+        f"<html><body><p>Page number {i} with some text.</p></body></html>".encode(),
+        "text/html; charset=utf-8",
+    )
     for i in range(20)
 ]
 
@@ -58,7 +62,7 @@ def test_gzip_offsets_point_at_members(tmp_path):
     records, _ = read(data)
     for record in records:
         # Each offset starts a gzip member that decompresses to exactly that record.
-        member = gzip.GzipFile(fileobj=io.BytesIO(data[record.offset:])).read()
+        member = gzip.GzipFile(fileobj=io.BytesIO(data[record.offset :])).read()
         assert member.startswith(b"WARC/1.")
         assert record.block[:40] in member
 
@@ -118,7 +122,9 @@ def http(status_line: str, headers: list[tuple[str, str]], body: bytes) -> bytes
 
 
 def record_with(block: bytes) -> WarcRecord:
-    return WarcRecord("response", {"warc-target-uri": "http://x.org/a", "warc-record-id": "<urn:uuid:1>"}, block, "f", 0)
+    return WarcRecord(
+        "response", {"warc-target-uri": "http://x.org/a", "warc-record-id": "<urn:uuid:1>"}, block, "f", 0
+    )
 
 
 def test_non_html_and_error_statuses_are_skipped_not_errors():
@@ -139,9 +145,21 @@ def test_bad_http_header_raises_page_error():
 def test_chunked_and_gzip_content_encoding_are_decoded():
     body = "<html><body>café</body></html>".encode("utf-8")
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-    page = to_html_page(record_with(http("HTTP/1.1 200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Transfer-Encoding", "chunked")], chunked)))
+    page = to_html_page(
+        record_with(
+            http(
+                "HTTP/1.1 200 OK",
+                [("Content-Type", "text/html; charset=utf-8"), ("Transfer-Encoding", "chunked")],
+                chunked,
+            )
+        )
+    )
     assert "café" in page.html
-    page = to_html_page(record_with(http("HTTP/1.1 200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "gzip")], gzip.compress(body))))
+    page = to_html_page(
+        record_with(
+            http("HTTP/1.1 200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "gzip")], gzip.compress(body))
+        )
+    )
     assert "café" in page.html
 
 

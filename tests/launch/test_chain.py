@@ -16,13 +16,30 @@ import pytest
 from tests.support import REPO_ROOT, subprocess_env
 
 CHAIN = REPO_ROOT / "launch" / "local" / "chain.py"
-STAGES = ("prepare", "dedup", "recall", "decontaminate", "train_tokenizer", "tokenize",
-          "pretrain", "sft", "evaluate_sft", "grpo", "evaluate_grpo")
+STAGES = (
+    "prepare",
+    "dedup",
+    "recall",
+    "decontaminate",
+    "train_tokenizer",
+    "tokenize",
+    "pretrain",
+    "sft",
+    "evaluate_sft",
+    "grpo",
+    "evaluate_grpo",
+)
 
 
 def run_chain(*overrides: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(CHAIN), *overrides], cwd=REPO_ROOT, env=subprocess_env(OMP_NUM_THREADS="1"),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(CHAIN), *overrides],
+        cwd=REPO_ROOT,
+        env=subprocess_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +130,13 @@ def test_a_rerun_skips_finished_stages(chain):
 def test_a_failing_stage_stops_the_chain_with_its_name_and_log(chain):
     work, _ = chain
     # force reruns the last stage only; the bad override makes its entry point refuse the config.
-    failed = run_chain("chain_size=ci", f"work_dir={work}", "force=[evaluate_grpo]", "overrides.evaluate_grpo=['sampling.temperature=-1']",
-                       timeout=300)
+    failed = run_chain(
+        "chain_size=ci",
+        f"work_dir={work}",
+        "force=[evaluate_grpo]",
+        "overrides.evaluate_grpo=['sampling.temperature=-1']",
+        timeout=300,
+    )
     assert failed.returncode == 1
     error = failed.stderr.strip().splitlines()[-1]
     assert error.startswith("[chain] error: stage evaluate_grpo failed (exit 2)")

@@ -35,11 +35,28 @@ from tests.support import subprocess_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
-TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                   "DEADLINE", "PREEMPTED"}
-TINY_RUN = ["model=tiny", "model.vocab_size=256", "data=mock", "data.seq_length=32", "trainer=cpu",
-            "trainer.global_batch_size=4", "trainer.micro_batch_size=2", "trainer.tensorboard=false",
-            "optimizer.warmup_steps=1"]
+TERMINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+}
+TINY_RUN = [
+    "model=tiny",
+    "model.vocab_size=256",
+    "data=mock",
+    "data.seq_length=32",
+    "trainer=cpu",
+    "trainer.global_batch_size=4",
+    "trainer.micro_batch_size=2",
+    "trainer.tensorboard=false",
+    "optimizer.warmup_steps=1",
+]
 
 
 def cannot_run_reason() -> str | None:
@@ -76,7 +93,9 @@ class Cluster:
             job = self.job(job_id)
             if job["JobState"] in TERMINAL_STATES:
                 return job
-            assert time.monotonic() < deadline, f"job {job_id} still {job['JobState']} after {timeout} s\n{read_logs(logs)}"
+            assert time.monotonic() < deadline, (
+                f"job {job_id} still {job['JobState']} after {timeout} s\n{read_logs(logs)}"
+            )
             time.sleep(0.5)
 
 
@@ -95,8 +114,12 @@ def cluster(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("slurm")
     local = Cluster(state_dir)
     try:
-        started = subprocess.run(["bash", str(SLURM_DIR / "local_cluster.sh"), "start", str(state_dir), str(os.cpu_count())],
-                                 capture_output=True, text=True, timeout=120)
+        started = subprocess.run(
+            ["bash", str(SLURM_DIR / "local_cluster.sh"), "start", str(state_dir), str(os.cpu_count())],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert started.returncode == 0, f"local cluster did not start:\n{started.stdout}{started.stderr}"
         yield local
     finally:
@@ -107,15 +130,21 @@ def cluster(tmp_path_factory):
             deadline = time.monotonic() + 60
             while local.run("squeue", "-h", "-o", "%i").stdout.strip() and time.monotonic() < deadline:
                 time.sleep(0.5)
-        subprocess.run(["bash", str(SLURM_DIR / "local_cluster.sh"), "stop", str(state_dir)], capture_output=True, timeout=60)
+        subprocess.run(
+            ["bash", str(SLURM_DIR / "local_cluster.sh"), "stop", str(state_dir)], capture_output=True, timeout=60
+        )
 
 
 def submit(cluster: Cluster, workdir: Path, *overrides: str, **knobs: str) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["bash", str(SLURM_DIR / "submit.sh"), "pretrain", *overrides], cwd=workdir,
-                            env=cluster.env(GPUS_PER_NODE="0", TASKS_PER_NODE="2", CPUS_PER_TASK="1", TIME_LIMIT="15",
-                                            **knobs),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", str(SLURM_DIR / "submit.sh"), "pretrain", *overrides],
+        cwd=workdir,
+        env=cluster.env(GPUS_PER_NODE="0", TASKS_PER_NODE="2", CPUS_PER_TASK="1", TIME_LIMIT="15", **knobs),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return re.search(r"^submitted job (\d+);", result.stdout, re.MULTILINE).group(1)
 
@@ -126,8 +155,16 @@ def attempt_headers(log: Path) -> list[str]:
 
 def test_pretrain_job_runs_to_the_end_with_rank_logs_and_checkpoints(cluster, tmp_path):
     output = tmp_path / "run"
-    job_id = submit(cluster, tmp_path, *TINY_RUN, "trainer.train_steps=6", "checkpoint.save_interval=3",
-                    LAUNCHER="torchrun", JOB_NAME="tiny", OUTPUT_DIR=str(output))
+    job_id = submit(
+        cluster,
+        tmp_path,
+        *TINY_RUN,
+        "trainer.train_steps=6",
+        "checkpoint.save_interval=3",
+        LAUNCHER="torchrun",
+        JOB_NAME="tiny",
+        OUTPUT_DIR=str(output),
+    )
     job = cluster.wait(job_id, tmp_path / "logs")
     logs = read_logs(tmp_path / "logs")
     assert (job["JobState"], job["ExitCode"], job["Restarts"]) == ("COMPLETED", "0:0", "0"), logs
@@ -152,14 +189,18 @@ def test_pretrain_job_runs_to_the_end_with_rank_logs_and_checkpoints(cluster, tm
     assert sorted(read_metrics(output / "metrics.jsonl")) == list(range(1, 7))
 
 
-def wait_for_step_after(cluster: Cluster, job_id: str, metrics: Path, after: int, logs: Path, timeout: float = 240) -> None:
+def wait_for_step_after(
+    cluster: Cluster, job_id: str, metrics: Path, after: int, logs: Path, timeout: float = 240
+) -> None:
     """Until the running job has recorded a step beyond `after` (its current attempt is training)."""
     deadline = time.monotonic() + timeout
     while max(recorded_steps(metrics), default=0) <= after:
         job = cluster.job(job_id)
         # COMPLETING: a requeued job shows it while slurmd still cleans up the last attempt's
         # allocation (seen in CI right after Restarts turned 1); an ended job is caught next poll.
-        assert job["JobState"] in {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "COMPLETING"}, f"{job['JobState']}\n{read_logs(logs)}"
+        assert job["JobState"] in {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "COMPLETING"}, (
+            f"{job['JobState']}\n{read_logs(logs)}"
+        )
         assert time.monotonic() < deadline, read_logs(logs)
         time.sleep(0.1)
 
@@ -177,8 +218,15 @@ def test_preempted_job_requeues_itself_and_resumes_from_its_checkpoint(cluster, 
     logs = tmp_path / "logs"
     metrics = output / "metrics.jsonl"
     # No periodic checkpoint: the only ones before the end are those the signals make.
-    job_id = submit(cluster, tmp_path, *TINY_RUN, f"trainer.train_steps={steps}", "checkpoint.save_interval=1000",
-                    JOB_NAME="preempt", OUTPUT_DIR=str(output))
+    job_id = submit(
+        cluster,
+        tmp_path,
+        *TINY_RUN,
+        f"trainer.train_steps={steps}",
+        "checkpoint.save_interval=1000",
+        JOB_NAME="preempt",
+        OUTPUT_DIR=str(output),
+    )
 
     # 1. What `#SBATCH --signal=USR1@N` does near the time limit: SIGUSR1 to every process of
     #    the job's steps, not to the batch shell.
@@ -224,14 +272,24 @@ def test_preempted_job_requeues_itself_and_resumes_from_its_checkpoint(cluster, 
 
 def test_a_bad_override_fails_the_batch_step_before_any_rank_starts(cluster, tmp_path):
     # Plain sbatch, from outside the checkout: the script finds it from the submitted path.
-    submitted = cluster.run("sbatch", "--parsable", "--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=1",
-                            f"--chdir={tmp_path}", f"--output={tmp_path}/bad-%j.log",
-                            str(SLURM_DIR / "pretrain.sbatch"), *TINY_RUN, "trainer.train_stepz=3")
+    submitted = cluster.run(
+        "sbatch",
+        "--parsable",
+        "--gpus-per-node=0",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=1",
+        f"--chdir={tmp_path}",
+        f"--output={tmp_path}/bad-%j.log",
+        str(SLURM_DIR / "pretrain.sbatch"),
+        *TINY_RUN,
+        "trainer.train_stepz=3",
+    )
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip().split(";")[0]
     job = cluster.wait(job_id, tmp_path)
     batch_log = (tmp_path / f"bad-{job_id}.log").read_text()
     assert (job["JobState"], job["ExitCode"]) == ("FAILED", "2:0"), batch_log
     assert batch_log.splitlines() == [
-        "error: Could not override 'trainer.train_stepz'. To append to your config use +trainer.train_stepz=3"]
+        "error: Could not override 'trainer.train_stepz'. To append to your config use +trainer.train_stepz=3"
+    ]
     assert not (tmp_path / "logs").exists()

@@ -16,9 +16,17 @@ import pytest
 from tests.launch.slurm_support import KNOBS, SLURM_DIR
 from tests.support import REPO_ROOT, subprocess_env
 
-TINY = ["model=tiny", "model.vocab_size=256", "data=mock", "data.seq_length=64", "trainer=cpu",
-        "trainer.global_batch_size=4", "trainer.micro_batch_size=2"]
+TINY = [
+    "model=tiny",
+    "model.vocab_size=256",
+    "data=mock",
+    "data.seq_length=64",
+    "trainer=cpu",
+    "trainer.global_batch_size=4",
+    "trainer.micro_batch_size=2",
+]
 CPU_JOB = {"GPUS_PER_NODE": "0", "TASKS_PER_NODE": "2", "CPUS_PER_TASK": "1"}
+
 
 def run_script(command: list[str], cwd: Path, **knobs: str) -> subprocess.CompletedProcess:
     env = subprocess_env()
@@ -40,9 +48,22 @@ def line(output: str, prefix: str) -> str:
 
 def test_dry_run_prints_the_srun_launch_and_the_sbatch_command_from_the_knobs(tmp_path):
     result = submit_dry_run(
-        tmp_path, "pretrain", *TINY, "parallelism=tp2", "trainer.global_batch_size=16", "trainer.train_steps=70",
-        NODES="2", GPUS_PER_NODE="4", CPUS_PER_TASK="6", TIME_LIMIT="02:00:00", PARTITION="gpu", ACCOUNT="math",
-        QOS="high", JOB_NAME="dsm", PREEMPT_WARNING_SECONDS="120", OUTPUT_DIR=str(tmp_path / "run"),
+        tmp_path,
+        "pretrain",
+        *TINY,
+        "parallelism=tp2",
+        "trainer.global_batch_size=16",
+        "trainer.train_steps=70",
+        NODES="2",
+        GPUS_PER_NODE="4",
+        CPUS_PER_TASK="6",
+        TIME_LIMIT="02:00:00",
+        PARTITION="gpu",
+        ACCOUNT="math",
+        QOS="high",
+        JOB_NAME="dsm",
+        PREEMPT_WARNING_SECONDS="120",
+        OUTPUT_DIR=str(tmp_path / "run"),
         EXTRA_SBATCH_ARGS="--exclusive --constraint=h100",
     )
     assert result.returncode == 0, result.stderr
@@ -53,9 +74,21 @@ def test_dry_run_prints_the_srun_launch_and_the_sbatch_command_from_the_knobs(tm
     assert "rank_exec.sh python -m megatron_recipes.pretrain " in launch
     assert f"trainer.output_dir={tmp_path / 'run'}" in launch
     submit = line(result.stdout, "submit: ")
-    for option in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=6", "--time=02:00:00",
-                   "--partition=gpu", "--account=math", "--qos=high", "--job-name=dsm", "--signal=USR1@120",
-                   "--exclusive", "--constraint=h100", f"--output={tmp_path}/logs/%x-%j.log"):
+    for option in (
+        "--nodes=2",
+        "--ntasks-per-node=4",
+        "--gpus-per-node=4",
+        "--cpus-per-task=6",
+        "--time=02:00:00",
+        "--partition=gpu",
+        "--account=math",
+        "--qos=high",
+        "--job-name=dsm",
+        "--signal=USR1@120",
+        "--exclusive",
+        "--constraint=h100",
+        f"--output={tmp_path}/logs/%x-%j.log",
+    ):
         assert f" {option} " in submit, (option, submit)
     assert submit.split()[1:].count("--nodes=2") == 1
     assert f"{SLURM_DIR}/pretrain.sbatch model=tiny" in submit
@@ -64,8 +97,14 @@ def test_dry_run_prints_the_srun_launch_and_the_sbatch_command_from_the_knobs(tm
 
 
 def test_dry_run_of_the_torchrun_launcher_rendezvous_and_signal_forwarding(tmp_path):
-    result = run_script([str(SLURM_DIR / "pretrain.sbatch"), "--dry-run", *TINY, "trainer.global_batch_size=12"], tmp_path,
-                        **CPU_JOB, NODES="3", LAUNCHER="torchrun", RDZV_PORT="29400")
+    result = run_script(
+        [str(SLURM_DIR / "pretrain.sbatch"), "--dry-run", *TINY, "trainer.global_batch_size=12"],
+        tmp_path,
+        **CPU_JOB,
+        NODES="3",
+        LAUNCHER="torchrun",
+        RDZV_PORT="29400",
+    )
     assert result.returncode == 0, result.stderr
     launch = line(result.stdout, "launch: ")
     # One torchrun per node holding all of that node's CPUs; c10d rendezvous on the first node.
@@ -81,15 +120,19 @@ def test_the_parallel_layout_is_checked_against_the_ranks_the_job_will_start(tmp
     too_few = submit_dry_run(tmp_path, "pretrain", *TINY, "parallelism=tp2", **{**CPU_JOB, "TASKS_PER_NODE": "1"})
     assert too_few.returncode == 2
     assert too_few.stderr.strip().splitlines() == [
-        "error: world size 1 is not divisible by tensor_model_parallel_size x pipeline_model_parallel_size = 2x1"]
+        "error: world size 1 is not divisible by tensor_model_parallel_size x pipeline_model_parallel_size = 2x1"
+    ]
     assert "submit:" not in too_few.stdout
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["trainer.train_stepz=3"], "error: Could not override 'trainer.train_stepz'"),
-    (["trainer.train_steps=many"], "error: Error merging override trainer.train_steps=many"),
-    (["model=no_such_model"], "error: In 'pretrain': Could not find 'model/no_such_model'"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["trainer.train_stepz=3"], "error: Could not override 'trainer.train_stepz'"),
+        (["trainer.train_steps=many"], "error: Error merging override trainer.train_steps=many"),
+        (["model=no_such_model"], "error: In 'pretrain': Could not find 'model/no_such_model'"),
+    ],
+)
 def test_a_bad_override_is_one_line_before_anything_is_queued(tmp_path, arguments, message):
     commands = [[str(SLURM_DIR / "submit.sh"), "pretrain", *TINY, *arguments]]
     if arguments == ["trainer.train_stepz=3"]:  # the job script's own dry run says the same
@@ -106,15 +149,19 @@ def test_missing_pretraining_data_fails_at_submission_unless_told_not_to_look(tm
     overrides = ["+experiment=tiny_cpu", f"corpus.work_dir={tmp_path}/corpus"]
     missing = submit_dry_run(tmp_path, "pretrain", *overrides, **CPU_JOB)
     assert missing.returncode == 2
-    assert re.fullmatch(r"error: data source math_corpus: \S+/corpus/tokenized/math_corpus is neither a dataset prefix"
-                        r" \(\.bin \+ \.idx\) nor a directory\n", missing.stderr), missing.stderr
+    assert re.fullmatch(
+        r"error: data source math_corpus: \S+/corpus/tokenized/math_corpus is neither a dataset prefix"
+        r" \(\.bin \+ \.idx\) nor a directory\n",
+        missing.stderr,
+    ), missing.stderr
     unchecked = submit_dry_run(tmp_path, "pretrain", *overrides, **CPU_JOB, CHECK_DATA="0")
     assert unchecked.returncode == 0, unchecked.stderr
 
 
 def test_an_override_on_the_command_line_wins_over_the_output_dir_knob(tmp_path):
-    result = submit_dry_run(tmp_path, "pretrain", *TINY, f"trainer.output_dir={tmp_path}/mine", **CPU_JOB,
-                            OUTPUT_DIR=str(tmp_path / "knob"))
+    result = submit_dry_run(
+        tmp_path, "pretrain", *TINY, f"trainer.output_dir={tmp_path}/mine", **CPU_JOB, OUTPUT_DIR=str(tmp_path / "knob")
+    )
     assert result.returncode == 0, result.stderr
     assert line(result.stdout, "outputs: ") == f"outputs: {tmp_path}/mine"
 
@@ -133,15 +180,25 @@ def test_evaluate_runs_one_task_without_preemption_or_requeue(tmp_path):
 
 @pytest.mark.parametrize("recipe", ["sft", "grpo"])
 def test_post_training_scripts_dry_run_once_their_entry_point_exists(tmp_path, recipe):
-    available = importlib.util.find_spec(f"megatron_recipes.{recipe}") and (REPO_ROOT / "conf" / f"{recipe}.yaml").exists()
+    available = (
+        importlib.util.find_spec(f"megatron_recipes.{recipe}") and (REPO_ROOT / "conf" / f"{recipe}.yaml").exists()
+    )
     # The CPU demos of the post-training recipes (SFT needs its data named; it is read at run time).
-    demo = {"sft": ["+experiment=sft_tiny_cpu", f"sft_data.paths=[{tmp_path}/sft.jsonl]"],
-            "grpo": ["+experiment=grpo_tiny_cpu"]}[recipe] if available else []
+    demo = (
+        {
+            "sft": ["+experiment=sft_tiny_cpu", f"sft_data.paths=[{tmp_path}/sft.jsonl]"],
+            "grpo": ["+experiment=grpo_tiny_cpu"],
+        }[recipe]
+        if available
+        else []
+    )
     result = run_script([str(SLURM_DIR / f"{recipe}.sbatch"), "--dry-run", *demo], tmp_path, **CPU_JOB)
     if available:
         assert result.returncode == 0, result.stderr
         assert f"-m megatron_recipes.{recipe} " in line(result.stdout, "launch: ")
-        assert line(result.stdout, "checkpoints: ").startswith(f"checkpoints: {tmp_path}/outputs/{recipe}/tiny_cpu/checkpoints ")
+        assert line(result.stdout, "checkpoints: ").startswith(
+            f"checkpoints: {tmp_path}/outputs/{recipe}/tiny_cpu/checkpoints "
+        )
     else:  # the entry point is being written: the script says so in one line
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() in (
@@ -153,8 +210,13 @@ def test_post_training_scripts_dry_run_once_their_entry_point_exists(tmp_path, r
 @pytest.mark.parametrize("recipe", ["pretrain", "sft", "grpo"])
 def test_training_scripts_requeue_and_take_the_preemption_warning(recipe):
     text = (SLURM_DIR / f"{recipe}.sbatch").read_text()
-    for directive in ("#SBATCH --requeue", "#SBATCH --signal=USR1@", "#SBATCH --open-mode=append",
-                      f"#SBATCH --job-name={recipe}", f"run_recipe {recipe} \"$@\""):
+    for directive in (
+        "#SBATCH --requeue",
+        "#SBATCH --signal=USR1@",
+        "#SBATCH --open-mode=append",
+        f"#SBATCH --job-name={recipe}",
+        f'run_recipe {recipe} "$@"',
+    ):
         assert directive in text, directive
 
 
@@ -169,7 +231,10 @@ def test_unknown_recipe_and_launcher_are_refused(tmp_path):
     assert unknown.returncode == 2 and unknown.stderr.startswith("usage: ")
     launcher = submit_dry_run(tmp_path, "pretrain", *TINY, **CPU_JOB, LAUNCHER="mpirun")
     assert launcher.returncode == 2
-    assert launcher.stderr.strip() == "error: LAUNCHER=mpirun: use srun (one task per GPU) or torchrun (one torchrun per node)"
+    assert (
+        launcher.stderr.strip()
+        == "error: LAUNCHER=mpirun: use srun (one task per GPU) or torchrun (one torchrun per node)"
+    )
 
 
 def test_scripts_are_valid_bash_and_executable():
@@ -179,11 +244,21 @@ def test_scripts_are_valid_bash_and_executable():
             assert os.access(path, os.X_OK), f"{path} is not executable"
 
 
-@pytest.mark.parametrize("overrides, knobs, message", [
-    (["trainer.exit_signals=[SIGTERM]"], {}, "error: PREEMPT_SIGNAL=USR1 is not among the trainer's exit signals (SIGTERM)"),
-    (["trainer.exit_signal_handler=false"], {"PREEMPT_SIGNAL": "B:USR1"},
-     "error: PREEMPT_SIGNAL=USR1 is not among the trainer's exit signals (none, trainer.exit_signal_handler=false)"),
-])
+@pytest.mark.parametrize(
+    "overrides, knobs, message",
+    [
+        (
+            ["trainer.exit_signals=[SIGTERM]"],
+            {},
+            "error: PREEMPT_SIGNAL=USR1 is not among the trainer's exit signals (SIGTERM)",
+        ),
+        (
+            ["trainer.exit_signal_handler=false"],
+            {"PREEMPT_SIGNAL": "B:USR1"},
+            "error: PREEMPT_SIGNAL=USR1 is not among the trainer's exit signals (none, trainer.exit_signal_handler=false)",
+        ),
+    ],
+)
 def test_a_preemption_signal_the_trainer_would_die_of_is_refused(tmp_path, overrides, knobs, message):
     result = submit_dry_run(tmp_path, "pretrain", *TINY, *overrides, **CPU_JOB, **knobs)
     assert result.returncode == 2
@@ -191,8 +266,16 @@ def test_a_preemption_signal_the_trainer_would_die_of_is_refused(tmp_path, overr
 
 
 def test_another_preemption_signal_reaches_sbatch_and_torchrun(tmp_path):
-    result = submit_dry_run(tmp_path, "pretrain", *TINY, "trainer.exit_signals=[SIGTERM,SIGUSR2]", **CPU_JOB,
-                            PREEMPT_SIGNAL="USR2", PREEMPT_WARNING_SECONDS="90", LAUNCHER="torchrun")
+    result = submit_dry_run(
+        tmp_path,
+        "pretrain",
+        *TINY,
+        "trainer.exit_signals=[SIGTERM,SIGUSR2]",
+        **CPU_JOB,
+        PREEMPT_SIGNAL="USR2",
+        PREEMPT_WARNING_SECONDS="90",
+        LAUNCHER="torchrun",
+    )
     assert result.returncode == 0, result.stderr
     assert "--signals-to-handle=SIGTERM\\,SIGINT\\,SIGHUP\\,SIGQUIT\\,SIGUSR2 " in line(result.stdout, "launch: ")
     assert " --signal=USR2@90 " in line(result.stdout, "submit: ")

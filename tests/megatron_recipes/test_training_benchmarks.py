@@ -12,8 +12,14 @@ from tests.support import REPO_ROOT, subprocess_env
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=subprocess_env(OMP_NUM_THREADS="1"),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=subprocess_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def json_line(stdout: str) -> dict:

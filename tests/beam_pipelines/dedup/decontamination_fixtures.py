@@ -38,18 +38,34 @@ MATH_PROBLEMS = {
 }
 
 CMATH = [
-    {"id": "cmath-3-17", "grade": "3", "question": "小明有24个苹果，他把苹果平均分给6个同学，每个同学分到几个苹果？",
-     "golden": "4", "reasoning_step": "1"},
+    {
+        "id": "cmath-3-17",
+        "grade": "3",
+        "question": "小明有24个苹果，他把苹果平均分给6个同学，每个同学分到几个苹果？",
+        "golden": "4",
+        "reasoning_step": "1",
+    },
 ]
 
 AGIEVAL_SAT = [
-    {"passage": None, "question": "A rectangle has a perimeter of 40 centimeters and a length that is 4 "
-     "centimeters more than its width. What is the area of the rectangle in square centimeters?",
-     "options": ["(A)84", "(B)96", "(C)100", "(D)120"], "label": "B", "other": None},
+    {
+        "passage": None,
+        "question": "A rectangle has a perimeter of 40 centimeters and a length that is 4 "
+        "centimeters more than its width. What is the area of the rectangle in square centimeters?",
+        "options": ["(A)84", "(B)96", "(C)100", "(D)120"],
+        "label": "B",
+        "other": None,
+    },
 ]
 
-GENERIC = {"data": [{"prompt": "Find the number of positive divisors of 3600 that are perfect squares and "
-                               "also multiples of 4.", "output": "There are 6 such divisors."}]}
+GENERIC = {
+    "data": [
+        {
+            "prompt": "Find the number of positive divisors of 3600 that are perfect squares and also multiples of 4.",
+            "output": "There are 6 such divisors.",
+        }
+    ]
+}
 
 
 # Copies of benchmark items as they appear on web pages.

@@ -31,7 +31,9 @@ def read_rows(pattern_dir: Path) -> list[dict]:
 
 
 def read_jsonl(directory: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted(directory.glob("*.jsonl")) for line in path.read_text().splitlines() if line]
+    return [
+        json.loads(line) for path in sorted(directory.glob("*.jsonl")) for line in path.read_text().splitlines() if line
+    ]
 
 
 def brute_force_jaccard(texts: list[str], shingle_size: int) -> np.ndarray:
@@ -47,7 +49,9 @@ def brute_force_jaccard(texts: list[str], shingle_size: int) -> np.ndarray:
         for shingle in shingle_set:
             rows.append(index)
             columns.append(vocabulary.setdefault(shingle, len(vocabulary)))
-    matrix = sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, columns)), shape=(len(texts), len(vocabulary)))
+    matrix = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.int32), (rows, columns)), shape=(len(texts), len(vocabulary))
+    )
     intersection = (matrix @ matrix.T).toarray().astype(float)
     union = sizes[:, None] + sizes[None, :] - intersection
     with np.errstate(invalid="ignore", divide="ignore"):

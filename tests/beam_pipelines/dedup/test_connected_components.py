@@ -73,8 +73,9 @@ def test_star_rounds_match_union_find(tmp_path):
     edges = _graphs(random.Random(7))
     pattern = _write_edges(tmp_path / "input", edges)
     messages: list[str] = []
-    report = run_component_rounds(pattern, str(tmp_path / "work"), _make_pipeline, rounds_per_pipeline=3,
-                                  max_rounds=40, progress=messages.append)
+    report = run_component_rounds(
+        pattern, str(tmp_path / "work"), _make_pipeline, rounds_per_pipeline=3, max_rounds=40, progress=messages.append
+    )
     expected = union_find_components(edges)
     got = _labels_from_stars(tmp_path / "work")
     # Every node of every multi-node component is labelled with its component's smallest id.
@@ -101,8 +102,14 @@ def test_too_few_rounds_fail_loudly(tmp_path):
     random.Random(3).shuffle(chain)
     pattern = _write_edges(tmp_path / "input", list(zip(chain, chain[1:])))
     with pytest.raises(RuntimeError, match="did not converge in 2 rounds"):
-        run_component_rounds(pattern, str(tmp_path / "work"), _make_pipeline, rounds_per_pipeline=1, max_rounds=2,
-                             progress=lambda _: None)
+        run_component_rounds(
+            pattern,
+            str(tmp_path / "work"),
+            _make_pipeline,
+            rounds_per_pipeline=1,
+            max_rounds=2,
+            progress=lambda _: None,
+        )
 
 
 def test_union_find_reference_on_a_hand_made_graph():

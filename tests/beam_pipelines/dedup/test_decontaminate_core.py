@@ -5,17 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.beam_pipelines.dedup.decontamination_fixtures import (
-    CLEAN,
-    CLEANED_GSM8K_ANSWER,
-    EXACT_GSM8K,
-    FULLWIDTH_CMATH,
-    NEAR_MISS_GSM8K,
-    REFORMATTED_MATH,
-    SHORT_ITEM_ALONE,
-    SHORT_ITEM_INSIDE,
-    write_benchmarks,
-)
 
 from beam_pipelines.accounting import Drop
 from beam_pipelines.config import ConfigError
@@ -28,8 +17,20 @@ from beam_pipelines.transforms.decontaminate import (
     read_benchmark,
     split_segments,
 )
+from tests.beam_pipelines.dedup.decontamination_fixtures import (
+    CLEAN,
+    CLEANED_GSM8K_ANSWER,
+    EXACT_GSM8K,
+    FULLWIDTH_CMATH,
+    NEAR_MISS_GSM8K,
+    REFORMATTED_MATH,
+    SHORT_ITEM_ALONE,
+    SHORT_ITEM_INSIDE,
+    write_benchmarks,
+)
 
 FORMATS = {"gsm8k": "gsm8k", "math": "math", "cmath": "cmath", "agieval": "agieval", "extra": "auto"}
+
 
 @pytest.fixture(scope="module")
 def benchmarks(tmp_path_factory):
@@ -48,9 +49,14 @@ def test_public_formats_are_read_with_their_fields_and_ids(benchmarks):
     gsm8k, files = read_benchmark("gsm8k", str(benchmarks["gsm8k"]), "gsm8k")
     assert [f.rsplit("/", 1)[-1] for f in files] == ["test.jsonl"]
     # question + answer + the answer without calculator annotations, per record
-    assert [(i.item_id, i.field) for i in gsm8k] == [("test.jsonl:1", "question"), ("test.jsonl:1", "answer"),
-                                                      ("test.jsonl:1", "answer"), ("test.jsonl:2", "question"),
-                                                      ("test.jsonl:2", "answer"), ("test.jsonl:2", "answer")]
+    assert [(i.item_id, i.field) for i in gsm8k] == [
+        ("test.jsonl:1", "question"),
+        ("test.jsonl:1", "answer"),
+        ("test.jsonl:1", "answer"),
+        ("test.jsonl:2", "question"),
+        ("test.jsonl:2", "answer"),
+        ("test.jsonl:2", "answer"),
+    ]
     assert "<<" in gsm8k[1].text and "<<" not in gsm8k[2].text
     math, _ = read_benchmark("math", str(benchmarks["math"]), "math")
     assert {i.item_id for i in math} == {"test/algebra/101.json", "test/counting_and_probability/7.json"}
@@ -140,7 +146,12 @@ def test_segment_level_removal_keeps_the_rest_of_the_document(benchmarks):
     assert outcome.segments_removed == 1 and outcome.document.content_hash not in ("stale", "")
     assert outcome.document.token_estimate > 0
     [match] = outcome.matches
-    assert (match["benchmark"], match["item_id"], match["field"], match["segment"]) == ("gsm8k", "test.jsonl:1", "question", 1)
+    assert (match["benchmark"], match["item_id"], match["field"], match["segment"]) == (
+        "gsm8k",
+        "test.jsonl:1",
+        "question",
+        1,
+    )
     assert match["action"] == "segment_removed" and len(match["matched"].split()) == 10
     # Line segments: only the offending line goes.
     by_line = decontaminate(Document(id="l", text=f"keep me\n{EXACT_GSM8K}\nand me"), index, "segment", "line")

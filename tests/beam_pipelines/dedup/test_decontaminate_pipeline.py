@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.beam_pipelines.dedup.decontamination_fixtures import CLEAN, EXACT_GSM8K, FULLWIDTH_CMATH, NEAR_MISS_GSM8K, REFORMATTED_MATH, write_benchmarks
-from tests.beam_pipelines.dedup.neardedup_support import read_jsonl, read_rows, write_stage
-from tests.support import run_module
 
 from beam_pipelines.cli import compose_config
 from beam_pipelines.config import BenchmarkSource, register_configs
 from beam_pipelines.decontaminate import run_decontaminate
 from beam_pipelines.dedup_sample import generate_documents
 from beam_pipelines.document import Document
+from tests.beam_pipelines.dedup.decontamination_fixtures import (
+    CLEAN,
+    EXACT_GSM8K,
+    FULLWIDTH_CMATH,
+    NEAR_MISS_GSM8K,
+    REFORMATTED_MATH,
+    write_benchmarks,
+)
+from tests.beam_pipelines.dedup.neardedup_support import read_jsonl, read_rows, write_stage
+from tests.support import run_module
 
 FORMATS = {"gsm8k": "gsm8k", "math": "math", "cmath": "cmath", "agieval": "agieval", "extra": "auto"}
 
@@ -115,8 +122,12 @@ def test_entry_point_and_its_one_line_errors(stage, tmp_path):
     assert summary["documents_modified"] == 3 and summary["balanced"]
 
     none_found = run_module(
-        "beam_pipelines.decontaminate", f"corpus.work_dir={tmp_path}", f"input_dir={root}/final",
-        f"benchmarks_dir={tmp_path}/empty", f"hydra.run.dir={tmp_path}/hydra2", timeout=300,
+        "beam_pipelines.decontaminate",
+        f"corpus.work_dir={tmp_path}",
+        f"input_dir={root}/final",
+        f"benchmarks_dir={tmp_path}/empty",
+        f"hydra.run.dir={tmp_path}/hydra2",
+        timeout=300,
     )
     assert none_found.returncode == 2
     assert none_found.stderr.strip().splitlines()[-1].startswith("error: no benchmark files found at ")

@@ -6,18 +6,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.beam_pipelines.dedup.neardedup_support import read_rows, write_stage
-from tests.support import run_module
 
 from beam_pipelines.cli import compose_config
 from beam_pipelines.config import ConfigError, register_configs
 from beam_pipelines.dedup import run_dedup
 from beam_pipelines.dedup_sample import generate_documents
+from tests.beam_pipelines.dedup.neardedup_support import read_rows, write_stage
+from tests.support import run_module
 
 
 @pytest.mark.integration
 def test_entry_point_runs_as_a_user_runs_it(tmp_path):
-    generated = list(generate_documents(300, seed=21, duplicate_fraction=0.4, max_edit_rate=0.02, target_characters=800))
+    generated = list(
+        generate_documents(300, seed=21, duplicate_fraction=0.4, max_edit_rate=0.02, target_characters=800)
+    )
     documents = [g.document for g in generated]
     texts = {d.id: d.text for d in documents}
     # Planted copies that really are near-duplicates of their source (5-gram Jaccard >= 0.8).
@@ -100,5 +102,7 @@ def test_bad_overrides_are_refused(config_name, override, message):
     overrides = [override]
     if override.startswith("input_dir"):
         overrides.append("output_dir=outputs/x")
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace("]", r"\]").replace(")", r"\)")):
+    with pytest.raises(
+        ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace("]", r"\]").replace(")", r"\)")
+    ):
         compose_config(config_name, overrides, register_configs)

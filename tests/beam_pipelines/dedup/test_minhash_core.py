@@ -56,7 +56,9 @@ def test_signature_uses_the_pinned_scheme_and_is_deterministic():
 def test_signature_agreement_estimates_exact_jaccard():
     settings = MinHashSettings(num_perm=256, bands=32, rows=8, seed=3, shingle_size=5)
     signer = Signer(settings)
-    generated = [g.document.text for g in generate_documents(60, seed=5, duplicate_fraction=0.6, target_characters=1500)]
+    generated = [
+        g.document.text for g in generate_documents(60, seed=5, duplicate_fraction=0.6, target_characters=1500)
+    ]
     errors = []
     for a, b in zip(generated, generated[1:]):
         hashes_a, hashes_b = signer.hashes(a), signer.hashes(b)
@@ -82,8 +84,9 @@ def test_fast_shingle_hashing_agrees_with_the_readable_reference():
             np.testing.assert_array_equal(shingle_hashes(word_tokens(text), size), expected)
         if text:
             # The signature is datasketch's update_batch over the shingles with xxh32.
-            plain = MinHash(num_perm=settings.num_perm, seed=settings.seed, hashfunc=xxhash.xxh32_intdigest,
-                            scheme="affine32")
+            plain = MinHash(
+                num_perm=settings.num_perm, seed=settings.seed, hashfunc=xxhash.xxh32_intdigest, scheme="affine32"
+            )
             plain.update_batch(shingles(word_tokens(text), 5))
             np.testing.assert_array_equal(signer.sign(text), plain.hashvalues)
 

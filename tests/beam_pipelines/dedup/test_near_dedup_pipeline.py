@@ -8,6 +8,13 @@ import random
 
 import numpy as np
 import pytest
+
+from beam_pipelines.cli import compose_config
+from beam_pipelines.config import register_configs
+from beam_pipelines.dedup import run_dedup
+from beam_pipelines.dedup_sample import generate_documents
+from beam_pipelines.document import Document
+from beam_pipelines.transforms.minhash import better, survivor_rank
 from tests.beam_pipelines.dedup.neardedup_support import (
     brute_force_jaccard,
     read_jsonl,
@@ -16,13 +23,6 @@ from tests.beam_pipelines.dedup.neardedup_support import (
     same_cluster_pairs,
     write_stage,
 )
-
-from beam_pipelines.cli import compose_config
-from beam_pipelines.config import register_configs
-from beam_pipelines.dedup import run_dedup
-from beam_pipelines.dedup_sample import generate_documents
-from beam_pipelines.document import Document
-from beam_pipelines.transforms.minhash import better, survivor_rank
 
 THRESHOLD = 0.8
 
@@ -33,7 +33,9 @@ def corpus(tmp_path_factory):
     deleted sentences, other sites' boilerplate), copies of copies; a third carry a math score."""
     rng = random.Random(11)
     documents = []
-    for generated in generate_documents(2000, seed=3, duplicate_fraction=0.4, max_edit_rate=0.05, target_characters=1200):
+    for generated in generate_documents(
+        2000, seed=3, duplicate_fraction=0.4, max_edit_rate=0.05, target_characters=1200
+    ):
         document = generated.document
         if rng.random() < 0.3:
             document.math_score = round(rng.random(), 3)
@@ -107,7 +109,9 @@ def test_default_settings_find_near_duplicates_like_brute_force(corpus):
         survivor = members[0]
         assert cluster == min(members), "a cluster is labelled by its smallest id"
         for member in members[1:]:  # the survivor is the best by math score, length, then id
-            assert better((survivor_rank(by_id[survivor], order), survivor), (survivor_rank(by_id[member], order), member))
+            assert better(
+                (survivor_rank(by_id[survivor], order), survivor), (survivor_rank(by_id[member], order), member)
+            )
 
 
 def test_without_verification_band_collisions_merge_dissimilar_pages(corpus):

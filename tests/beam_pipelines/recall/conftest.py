@@ -39,8 +39,11 @@ class DebianPool:
 
 def _code_fingerprint() -> str:
     digest = hashlib.sha256()
-    sources = sorted((REPO_ROOT / "beam_pipelines").glob("*.py")) + sorted((REPO_ROOT / "beam_pipelines" / "io").glob("*.py")) \
+    sources = (
+        sorted((REPO_ROOT / "beam_pipelines").glob("*.py"))
+        + sorted((REPO_ROOT / "beam_pipelines" / "io").glob("*.py"))
         + sorted((REPO_ROOT / "beam_pipelines" / "transforms").glob("*.py"))
+    )
     for path in sources:
         if path.name not in ("classify.py", "recall.py"):
             digest.update(path.name.encode() + path.read_bytes())
@@ -59,11 +62,15 @@ def _build_pool(target: Path) -> None:
     staging.mkdir(parents=True)
     pages = [page for package in MATH_PACKAGES + OTHER_PACKAGES for page in debian_doc_pages(package)]
     write_html_warc(str(staging / "debian-docs.warc.gz"), pages)
-    config = compose_config("prepare", [
-        "beam=direct",  # all cores: extraction is the heavy part
-        f"corpus.warc_inputs=[{staging / 'debian-docs.warc.gz'}]",
-        f"corpus.work_dir={staging}",
-    ], register_configs)
+    config = compose_config(
+        "prepare",
+        [
+            "beam=direct",  # all cores: extraction is the heavy part
+            f"corpus.warc_inputs=[{staging / 'debian-docs.warc.gz'}]",
+            f"corpus.work_dir={staging}",
+        ],
+        register_configs,
+    )
     run_prepare(config)
     (staging / "debian-docs.warc.gz").unlink()
     shutil.rmtree(target, ignore_errors=True)

@@ -92,8 +92,9 @@ def write_reviewer_annotations(output_dir: Path, review_path: Path) -> None:
     rejected = sorted(d["domain"] for d in review["domains"] if d["domain"] not in MATH_DOMAINS)
     annotations = output_dir / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
-    (annotations / "round_1.yaml").write_text(yaml.safe_dump(
-        {"round": 1, "reviewer": "test", "approved": list(APPROVED_AFTER_ROUND_1), "rejected": rejected}))
+    (annotations / "round_1.yaml").write_text(
+        yaml.safe_dump({"round": 1, "reviewer": "test", "approved": list(APPROVED_AFTER_ROUND_1), "rejected": rejected})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,12 @@ def loop_run(debian_pool, tmp_path_factory) -> LoopRun:
     with open(output_dir.parent / f"{output_dir.name}-killed.log", "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "beam_pipelines.recall", *recall_overrides(debian_pool, str(output_dir))],
-            cwd=REPO_ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=REPO_ROOT,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         # Half-way: round 2's training set is written, its model is not.
         training_set = output_dir / "round_2" / "training"
         deadline = time.time() + 240
@@ -131,10 +137,26 @@ def loop_run(debian_pool, tmp_path_factory) -> LoopRun:
     final_before = selected_ids(output_dir / "final")
     # Redo the last round alone, on the multi-process runner (worker processes load the model).
     started = time.time()
-    redo_log, redo_status = _run_capturing(run_recall, compose(debian_pool, str(output_dir), f"round={last}", "beam=direct"))
+    redo_log, redo_status = _run_capturing(
+        run_recall, compose(debian_pool, str(output_dir), f"round={last}", "beam=direct")
+    )
     print(f"[test] redid round {last} on the multi-process runner: {time.time() - started:.1f} s")
-    return LoopRun(output_dir, debian_pool, round_1_status, killed_had_marker, killed_existed, killed_at, process.returncode,
-                   resume_status, resume_log, rerun_status, rerun_log, redo_status, redo_log, final_before)
+    return LoopRun(
+        output_dir,
+        debian_pool,
+        round_1_status,
+        killed_had_marker,
+        killed_existed,
+        killed_at,
+        process.returncode,
+        resume_status,
+        resume_log,
+        rerun_status,
+        rerun_log,
+        redo_status,
+        redo_log,
+        final_before,
+    )
 
 
 def _run_capturing(function, *args):
@@ -162,8 +184,16 @@ def test_rounds_run_end_to_end_with_every_artefact(loop_run):
     assert rounds[0] == 1 and len(rounds) >= 3
     for number in rounds:
         directory = loop_run.output_dir / f"round_{number}"
-        for name in ("round.json", "metrics.json", "model.bin", "model.json", "review.yaml",
-                     "annotations_template.yaml", "approvals.json", "report.html"):
+        for name in (
+            "round.json",
+            "metrics.json",
+            "model.bin",
+            "model.json",
+            "review.yaml",
+            "annotations_template.yaml",
+            "approvals.json",
+            "report.html",
+        ):
             assert (directory / name).is_file(), f"round {number} lacks {name}"
         assert list((directory / "documents").glob("*.parquet"))
         assert list((directory / "domains").glob("*.parquet"))
@@ -258,7 +288,9 @@ def test_scores_in_the_selection_are_the_models_own_predictions(loop_run):
     last = loop_run.resume_status["complete_rounds"][-1]
     model, normalization = load_model(str(loop_run.output_dir / f"round_{last}" / "model.bin"))
     assert normalization.max_characters == 3000 and normalization.lowercase
-    documents = list(iter_documents(str(loop_run.output_dir / f"round_{last}"), columns=["id", "text", "math_score"]))[:200]
+    documents = list(iter_documents(str(loop_run.output_dir / f"round_{last}"), columns=["id", "text", "math_score"]))[
+        :200
+    ]
     for document in documents:
         assert document.math_score == pytest.approx(math_probability(model, normalization(document.text)), abs=1e-6)
 
@@ -270,11 +302,19 @@ def test_review_file_annotation_template_and_reports(loop_run):
     domains = {d["domain"]: d for d in review["domains"]}
     assert MATH_DOMAINS <= set(domains)
     scipy_prefixes = {p["prefix"]: p for p in domains["docs.scipy.org"]["prefixes"]}
-    assert {"docs.scipy.org", "docs.scipy.org/doc", "docs.scipy.org/doc/scipy", "docs.scipy.org/doc/scipy/reference"} <= set(scipy_prefixes)
+    assert {
+        "docs.scipy.org",
+        "docs.scipy.org/doc",
+        "docs.scipy.org/doc/scipy",
+        "docs.scipy.org/doc/scipy/reference",
+    } <= set(scipy_prefixes)
     reference = scipy_prefixes["docs.scipy.org/doc/scipy/reference"]
     assert reference["selected_pages"] + reference["unselected_pages"] == reference["pool_pages"]
     assert reference["selected_samples"] and reference["unselected_samples"]
-    assert all(s["url"].startswith("https://docs.scipy.org/doc/scipy/reference/") and s["title"] for s in reference["unselected_samples"])
+    assert all(
+        s["url"].startswith("https://docs.scipy.org/doc/scipy/reference/") and s["title"]
+        for s in reference["unselected_samples"]
+    )
     template = (loop_run.output_dir / "round_1" / "annotations_template.yaml").read_text()
     assert "#  - docs.scipy.org/doc/scipy/reference" in template
     assert yaml.safe_load(template)["approved"] is None  # nothing approved until a person edits it
@@ -300,9 +340,14 @@ def test_unattended_policy_is_the_stated_rule_and_respects_rejections(loop_run):
     assert approvals["policy"] == "annotations_and_auto_prefix_fraction"
     assert approvals["auto_rule"] == "prefix selected fraction >= 0.5 and pool pages >= 10"
     review = read_json_lines(str(loop_run.output_dir / "round_1" / "stats" / "review.jsonl"))
-    rejected = ApprovedPrefixes(yaml.safe_load((loop_run.output_dir / "annotations" / "round_1.yaml").read_text())["rejected"])
-    expected = sorted(r["prefix"] for r in review if r["pool_pages"] >= 10 and r["selected_fraction"] >= 0.5
-                      and not rejected.covers(r["prefix"]))
+    rejected = ApprovedPrefixes(
+        yaml.safe_load((loop_run.output_dir / "annotations" / "round_1.yaml").read_text())["rejected"]
+    )
+    expected = sorted(
+        r["prefix"]
+        for r in review
+        if r["pool_pages"] >= 10 and r["selected_fraction"] >= 0.5 and not rejected.covers(r["prefix"])
+    )
     assert approvals["automatic"] == expected
     # Which math prefixes cross the 50% line depends on the weak round-1 classifier (mpmath's
     # prefix sat at the line in one CI run); the rule must approve some math and nothing else.

@@ -53,12 +53,40 @@ def test_classifier_trains_deterministically_and_separates_real_text(tmp_path):
 
     import sympy
 
-    math_texts = [inspect.getdoc(getattr(sympy, name)) or "" for name in ("integrate", "diff", "limit", "series", "solve",
-                                                                          "Matrix", "factor", "expand", "simplify", "summation")]
-    other_texts = [inspect.getdoc(obj) or "" for obj in (json_module.dumps, json_module.loads, random.shuffle, random.choice,
-                                                         statistics.mean, open, print, sorted, zip, enumerate)]
+    math_texts = [
+        inspect.getdoc(getattr(sympy, name)) or ""
+        for name in (
+            "integrate",
+            "diff",
+            "limit",
+            "series",
+            "solve",
+            "Matrix",
+            "factor",
+            "expand",
+            "simplify",
+            "summation",
+        )
+    ]
+    other_texts = [
+        inspect.getdoc(obj) or ""
+        for obj in (
+            json_module.dumps,
+            json_module.loads,
+            random.shuffle,
+            random.choice,
+            statistics.mean,
+            open,
+            print,
+            sorted,
+            zip,
+            enumerate,
+        )
+    ]
     normalize = TextNormalization()
-    lines = [f"{LABEL_MATH} {normalize(t)}\n" for t in math_texts] + [f"{LABEL_OTHER} {normalize(t)}\n" for t in other_texts]
+    lines = [f"{LABEL_MATH} {normalize(t)}\n" for t in math_texts] + [
+        f"{LABEL_OTHER} {normalize(t)}\n" for t in other_texts
+    ]
     random.Random(0).shuffle(lines)
     train_file = tmp_path / "train.txt"
     train_file.write_text("".join(lines * 5))
@@ -142,8 +170,11 @@ def test_histogram_cut_matches_the_sorted_reference(coarse_bins, fine_bins):
         assert kept_tokens == cut.selected_tokens and len(kept) == cut.selected_pages
         assert kept_tokens >= min(budget_tokens, total)
         # The surplus is confined to the one sub-bin where the budget runs out.
-        surplus_bins = {(coarse_bin_of(s, coarse_bins), fine_bin_of(s, coarse_bins, fine_bins))
-                        for page, s, _ in items if page in kept - reference}
+        surplus_bins = {
+            (coarse_bin_of(s, coarse_bins), fine_bin_of(s, coarse_bins, fine_bins))
+            for page, s, _ in items
+            if page in kept - reference
+        }
         assert surplus_bins <= {(cut.coarse_bin, cut.fine_bin)}
 
 
@@ -169,8 +200,11 @@ def test_select_by_token_budget_in_beam_agrees_with_the_reference():
     budget = sum(d.token_estimate for d in documents) // 4
     expected = reference_selection([(d.id, d.math_score, d.token_estimate) for d in documents], budget)
     with beam.Pipeline(runner="FnApiRunner") as pipeline:
-        selected, cut, _ = (pipeline | beam.Create(documents)
-                            | SelectByTokenBudget(TokenBudget(tokens=budget), coarse_bins=4096, fine_bins=4096))
+        selected, cut, _ = (
+            pipeline
+            | beam.Create(documents)
+            | SelectByTokenBudget(TokenBudget(tokens=budget), coarse_bins=4096, fine_bins=4096)
+        )
         # Distinct random scores: the sub-bin resolution separates them, so the cut is exact.
         assert_that(selected | beam.Map(lambda d: d.id), equal_to(sorted(expected)))
         assert_that(cut | beam.Map(lambda c: c.selected_pages), equal_to([len(expected)]), label="cut pages")
@@ -183,11 +217,20 @@ def test_select_by_token_budget_in_beam_agrees_with_the_reference():
 def test_url_prefixes_and_matching_are_segment_aware():
     url = "https://docs.scipy.org/doc/scipy/reference/generated/scipy.special.gamma.html"
     assert domains.url_prefixes("docs.scipy.org", url, 3) == [
-        "docs.scipy.org", "docs.scipy.org/doc", "docs.scipy.org/doc/scipy", "docs.scipy.org/doc/scipy/reference"]
-    assert domains.url_prefixes("mathoverflow.net", "https://mathoverflow.net/questions/", 2) == ["mathoverflow.net", "mathoverflow.net/questions"]
+        "docs.scipy.org",
+        "docs.scipy.org/doc",
+        "docs.scipy.org/doc/scipy",
+        "docs.scipy.org/doc/scipy/reference",
+    ]
+    assert domains.url_prefixes("mathoverflow.net", "https://mathoverflow.net/questions/", 2) == [
+        "mathoverflow.net",
+        "mathoverflow.net/questions",
+    ]
     assert domains.parse_prefix("https://www.MathOverflow.net/questions/") == ("mathoverflow.net", ("questions",))
     approved = domains.ApprovedPrefixes(["mathoverflow.net/questions", "docs.scipy.org/doc/scipy"])
-    assert approved.match("mathoverflow.net", "https://mathoverflow.net/questions/1/why") == "mathoverflow.net/questions"
+    assert (
+        approved.match("mathoverflow.net", "https://mathoverflow.net/questions/1/why") == "mathoverflow.net/questions"
+    )
     assert approved.match("mathoverflow.net", "https://mathoverflow.net/questions") == "mathoverflow.net/questions"
     assert approved.match("mathoverflow.net", "https://mathoverflow.net/help/on-topic") is None
     assert approved.match("docs.scipy.org", "https://docs.scipy.org/doc/scipy-1.9/index.html") is None
@@ -199,7 +242,8 @@ def test_url_prefixes_and_matching_are_segment_aware():
 def test_annotations_file_format_and_errors(tmp_path):
     (tmp_path / "round_2.yaml").write_text(
         "round: 2\nreviewer: ana\napproved:\n  - https://www.mathoverflow.net/questions/\n"
-        "rejected:\n  - mathoverflow.net/help\nnotes: checked 20 samples\n")
+        "rejected:\n  - mathoverflow.net/help\nnotes: checked 20 samples\n"
+    )
     annotations = domains.load_annotations(str(tmp_path), 2)
     assert annotations.exists and annotations.reviewer == "ana"
     assert annotations.approved == ["mathoverflow.net/questions"] and annotations.rejected == ["mathoverflow.net/help"]
@@ -258,16 +302,28 @@ def test_seed_records_become_documents_or_dead_letters(tmp_path):
     from beam_pipelines.recall.loop import read_seed_positives
 
     jsonl = tmp_path / "seeds.jsonl"
-    jsonl.write_text(json.dumps({"url": "https://math.example/a", "text": "Let $x=1$."}) + "\n"
-                     + "{broken json\n" + json.dumps({"url": "https://math.example/b"}) + "\n")
+    jsonl.write_text(
+        json.dumps({"url": "https://math.example/a", "text": "Let $x=1$."})
+        + "\n"
+        + "{broken json\n"
+        + json.dumps({"url": "https://math.example/b"})
+        + "\n"
+    )
     parquet = tmp_path / "seeds.parquet"
-    pq.write_table(pa.table({"url": ["https://www.math.example/c"], "text": ["Proof. Trivial."], "other": [1]}), parquet)
+    pq.write_table(
+        pa.table({"url": ["https://www.math.example/c"], "text": ["Proof. Trivial."], "other": [1]}), parquet
+    )
     with beam.Pipeline(runner="FnApiRunner") as pipeline:
         documents, dead_letters = read_seed_positives(pipeline, [str(parquet), str(jsonl)])
-        assert_that(documents | beam.Map(lambda d: (d.domain, d.text, d.source)),
-                    equal_to([("math.example", "Let $x=1$.", "seed"), ("math.example", "Proof. Trivial.", "seed")]))
-        assert_that(dead_letters | beam.Map(lambda line: json.loads(line)["kind"]),
-                    equal_to(["bad_seed_record", "bad_seed_record"]), label="dead letters")
+        assert_that(
+            documents | beam.Map(lambda d: (d.domain, d.text, d.source)),
+            equal_to([("math.example", "Let $x=1$.", "seed"), ("math.example", "Proof. Trivial.", "seed")]),
+        )
+        assert_that(
+            dead_letters | beam.Map(lambda line: json.loads(line)["kind"]),
+            equal_to(["bad_seed_record", "bad_seed_record"]),
+            label="dead letters",
+        )
 
 
 def test_the_documented_example_annotations_file_loads():

@@ -23,7 +23,12 @@ def sample_pool(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("prepare")
     config = compose_config(
         "prepare",
-        [f"corpus.work_dir={work}", "beam=direct_single", "corpus.sample_max_math_pages=30", "corpus.sample_max_other_pages=10"],
+        [
+            f"corpus.work_dir={work}",
+            "beam=direct_single",
+            "corpus.sample_max_math_pages=30",
+            "corpus.sample_max_other_pages=10",
+        ],
         register_configs,
     )
     summary = run_prepare(config)
@@ -46,7 +51,10 @@ def math_corpus(sample_pool, tokenized_work_dir):
     """The pool tokenized in one process (the multi-processing runner adds ~10 s of worker
     start-up here), with small shards so the merge has several to join."""
     return tokenize(
-        tokenized_work_dir, f"source.input={sample_pool}", "beam=direct_single", "max_documents_per_shard=10",
+        tokenized_work_dir,
+        f"source.input={sample_pool}",
+        "beam=direct_single",
+        "max_documents_per_shard=10",
         "batch_documents=7",
     )
 
@@ -55,6 +63,10 @@ def math_corpus(sample_pool, tokenized_work_dir):
 def code_corpus(code_source, tokenized_work_dir):
     """The JSONL code source through the same entry point (one process)."""
     return tokenize(
-        tokenized_work_dir, "source=github_code", "source.format=jsonl", f"source.input={code_source.path}",
-        "source.id_field=path", "beam=direct_single",
+        tokenized_work_dir,
+        "source=github_code",
+        "source.format=jsonl",
+        f"source.input={code_source.path}",
+        "source.id_field=path",
+        "beam=direct_single",
     )

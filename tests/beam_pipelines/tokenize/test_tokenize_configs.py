@@ -73,6 +73,10 @@ def test_inputs_are_checked_before_the_pipeline(tmp_path):
     with pytest.raises(ConfigError, match="matches no file"):
         check_source(TextSourceConfig(name="x", format="jsonl", input=str(tmp_path / "*.jsonl")))
     pq.write_table(pa.table({"content": ["a"], "hexsha": ["1"]}), tmp_path / "code.parquet")
-    check_source(TextSourceConfig(name="code", format="parquet", input=str(tmp_path / "*.parquet"), text_field="content", id_field="hexsha"))
+    check_source(
+        TextSourceConfig(
+            name="code", format="parquet", input=str(tmp_path / "*.parquet"), text_field="content", id_field="hexsha"
+        )
+    )
     with pytest.raises(ConfigError, match="source.text_field='text' is not a column"):
         check_source(TextSourceConfig(name="code", format="parquet", input=str(tmp_path / "*.parquet")))

@@ -99,7 +99,11 @@ def test_records_become_documents_or_dead_letters():
     no_id = document_from_record({"content": "text"}, "content", "hexsha", "code", "f", "row1")
     assert no_id.id == document_from_record({"content": "text"}, "content", "hexsha", "code", "f", "row1").id
     assert no_id.id != document_from_record({"content": "text"}, "content", "hexsha", "code", "f", "row2").id
-    for record, kind in [({"other": 1}, "missing_text"), ({"content": None}, "missing_text"), ({"content": 3}, "text_not_a_string")]:
+    for record, kind in [
+        ({"other": 1}, "missing_text"),
+        ({"content": None}, "missing_text"),
+        ({"content": 3}, "text_not_a_string"),
+    ]:
         outcome = document_from_record(record, "content", "", "code", "f", "k")
         assert isinstance(outcome, DeadLetter) and outcome.kind == kind
     assert parse_json_line(b"[1]", "text", "id", "s", "f").kind == "not_an_object"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from beam_pipelines.io.megatron import (
-    IndexedDatasetWriter,
     UINT16_VOCAB_LIMIT,
+    IndexedDatasetWriter,
     merge_indexed_datasets,
     read_index_header,
     token_dtype,
@@ -96,7 +96,9 @@ def test_merge_refuses_mismatched_or_damaged_shards(tmp_path):
     write_indexed_dataset(str(tmp_path / "small"), random_documents(np.uint16, 3), np.uint16)
     write_indexed_dataset(str(tmp_path / "wide"), random_documents(np.int32, 3), np.int32)
     with pytest.raises(ValueError, match="is int32"):
-        merge_indexed_datasets([str(tmp_path / "small"), str(tmp_path / "wide")], str(tmp_path / "out"), np.dtype(np.uint16))
+        merge_indexed_datasets(
+            [str(tmp_path / "small"), str(tmp_path / "wide")], str(tmp_path / "out"), np.dtype(np.uint16)
+        )
     (tmp_path / "small.bin").write_bytes((tmp_path / "small.bin").read_bytes()[:-2])
     with pytest.raises(ValueError, match="its index says"):
         merge_indexed_datasets([str(tmp_path / "small")], str(tmp_path / "out"), np.dtype(np.uint16))

@@ -46,7 +46,9 @@ def assert_dataset_matches_texts(prefix: str, summary: dict, texts: list[str], t
     dataset = IndexedDataset(prefix)
     described = summary["dataset"]
     assert len(dataset) == described["documents"] == summary["totals"]["kept"] == len(texts)
-    assert int(dataset.sequence_lengths.sum()) == described["tokens"] == summary["steps"]["09_tokenize"]["other"]["tokens"]
+    assert (
+        int(dataset.sequence_lengths.sum()) == described["tokens"] == summary["steps"]["09_tokenize"]["other"]["tokens"]
+    )
     assert sum(shard["tokens"] for shard in summary["shards"]) == described["tokens"]
     assert sum(shard["documents"] for shard in summary["shards"]) == described["documents"]
     assert list(dataset.document_indices) == list(range(len(dataset) + 1)), "one sequence per document"
@@ -82,7 +84,12 @@ def test_jsonl_code_source_every_record_accounted_for(code_corpus, code_source):
     assert summary["balanced"]
     removed = sum(pq.ParquetFile(p).metadata.num_rows for p in glob.glob(f"{prefix}/removed/09_tokenize/*.parquet"))
     assert removed == sum(code_source.expected_dropped.values())
-    dead_lines = [json.loads(line) for p in glob.glob(f"{prefix}/dead_letter/09_tokenize/*.jsonl") for line in open(p) if line.strip()]
+    dead_lines = [
+        json.loads(line)
+        for p in glob.glob(f"{prefix}/dead_letter/09_tokenize/*.jsonl")
+        for line in open(p)
+        if line.strip()
+    ]
     assert Counter(d["kind"] for d in dead_lines) == Counter(code_source.expected_dead)
     assert_dataset_matches_texts(prefix, summary, code_source.texts, load_tokenizer(""), DEEPSEEK_EOD_ID)
     assert any(EOD_TEXT in text for text in code_source.texts)
@@ -94,7 +101,13 @@ def test_a_source_with_nothing_to_keep_fails_loudly_after_writing_its_summary(tm
     lines = ['{"text": ""}', '{"text": "  "}', "not json", '{"body": "wrong field"}']
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(RuntimeError, match="kept no document"):
-        tokenize(tmp_path, "source.name=bad", "source.format=jsonl", f"source.input={tmp_path}/bad.jsonl", "beam=direct_single")
+        tokenize(
+            tmp_path,
+            "source.name=bad",
+            "source.format=jsonl",
+            f"source.input={tmp_path}/bad.jsonl",
+            "beam=direct_single",
+        )
     summary = json.loads((tmp_path / "tokenized" / "bad" / "summary.json").read_text())
     assert summary["dataset"] is None and summary["balanced"]
     assert summary["totals"] == {"in": 4, "kept": 0, "dropped": 2, "dead_lettered": 2}
@@ -105,9 +118,15 @@ def gpt_config(blend, sequence_length=64, **overrides):
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
     settings = dict(
-        random_seed=1234, sequence_length=sequence_length, blend=blend, split="100,0,0",
-        tokenizer=DatasetTokenizer(129280, DEEPSEEK_EOD_ID), reset_position_ids=True, reset_attention_mask=False,
-        eod_mask_loss=False, create_attention_mask=False,
+        random_seed=1234,
+        sequence_length=sequence_length,
+        blend=blend,
+        split="100,0,0",
+        tokenizer=DatasetTokenizer(129280, DEEPSEEK_EOD_ID),
+        reset_position_ids=True,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
     )
     settings.update(overrides)
     return GPTDatasetConfig(**settings)
@@ -143,7 +162,7 @@ def test_gpt_dataset_samples_break_exactly_at_document_ends(math_corpus):
         else:
             # Pieces between two EODs are whole documents; the first ends one, the last starts one.
             assert all(piece in whole for piece in pieces[1:-1])
-            assert any(d[len(d) - len(pieces[0]):] == pieces[0] for d in documents)
+            assert any(d[len(d) - len(pieces[0]) :] == pieces[0] for d in documents)
             assert not pieces[-1] or any(d[: len(pieces[-1])] == pieces[-1] for d in documents)
         # megatron restarts positions after each EOD: our EODs are its document boundaries.
         positions = sample["position_ids"].tolist()
@@ -195,13 +214,22 @@ def test_trained_tokenizer_through_the_command_line(sample_pool, tmp_path):
     from beam_pipelines.config import register_configs
     from beam_pipelines.train_tokenizer import run_train_tokenizer
 
-    trained = run_train_tokenizer(compose_config(
-        "train_tokenizer", [f"corpus.work_dir={tmp_path}", f"source.input={sample_pool}", "vocab_size=600"], register_configs
-    ))
+    trained = run_train_tokenizer(
+        compose_config(
+            "train_tokenizer",
+            [f"corpus.work_dir={tmp_path}", f"source.input={sample_pool}", "vocab_size=600"],
+            register_configs,
+        )
+    )
     assert trained["eod_id"] == 0 and trained["vocab_size"] == 600
     result = run_module(
-        "beam_pipelines.tokenize", f"corpus.work_dir={tmp_path}", f"source.input={sample_pool}",
-        f"tokenizer.path={tmp_path}/tokenizer", "source.name=small_vocab", "beam=direct_single", timeout=300,
+        "beam_pipelines.tokenize",
+        f"corpus.work_dir={tmp_path}",
+        f"source.input={sample_pool}",
+        f"tokenizer.path={tmp_path}/tokenizer",
+        "source.name=small_vocab",
+        "beam=direct_single",
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "small_vocab: " in result.stdout and "(balanced)" in result.stdout
@@ -234,7 +262,9 @@ def test_problems_found_when_the_run_starts_exit_2_in_one_line(tmp_path, capsys)
     from beam_pipelines.tokenize import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main([f"corpus.work_dir={tmp_path}", f"source.input={tmp_path}/no_stage_here", f"hydra.run.dir={tmp_path}/hydra"])
+        main(
+            [f"corpus.work_dir={tmp_path}", f"source.input={tmp_path}/no_stage_here", f"hydra.run.dir={tmp_path}/hydra"]
+        )
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: source.input=") and "no files match" in lines[0]

@@ -24,7 +24,10 @@ BAD_LINES = [
     (json.dumps({"path": "empty.txt", "content": ""}), "dropped:empty_text"),
     (json.dumps({"path": "spaces.txt", "content": "   \n\t  "}), "dropped:empty_text"),
     (json.dumps({"path": "no_content.txt"}), "dead:missing_text"),
-    ('{"path": "surrogate.txt", "content": "text with a lone surrogate \\ud800 from a JSON escape"}', "dead:encode_error"),
+    (
+        '{"path": "surrogate.txt", "content": "text with a lone surrogate \\ud800 from a JSON escape"}',
+        "dead:encode_error",
+    ),
     ("this is not JSON at all", "dead:bad_json"),
     ("[1, 2, 3]", "dead:not_an_object"),
     (json.dumps({"path": "number.txt", "content": 42}), "dead:text_not_a_string"),

@@ -30,8 +30,11 @@ def logits_of(chunks, tokens, vocab_size: int):
 
     from megatron_recipes.training.loop import forward_only
 
-    batch = {"tokens": tokens, "labels": tokens,
-             "position_ids": torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens).contiguous()}
+    batch = {
+        "tokens": tokens,
+        "labels": tokens,
+        "position_ids": torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens).contiguous(),
+    }
 
     def forward(chunk, micro_batch):
         return chunk(micro_batch["tokens"], micro_batch["position_ids"], None)
@@ -53,10 +56,13 @@ def greedy(chunks, prompts, vocab_size: int):
     for _ in range(NEW_TOKENS):
         logits = logits_of(chunks, tokens, vocab_size)
         step = logits[:, -1].argmax(dim=-1) if logits is not None else torch.zeros(tokens.shape[0], dtype=torch.long)
-        dist.broadcast(step, src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                       group=parallel_state.get_pipeline_model_parallel_group())
+        dist.broadcast(
+            step,
+            src=parallel_state.get_pipeline_model_parallel_last_rank(),
+            group=parallel_state.get_pipeline_model_parallel_group(),
+        )
         tokens = torch.cat([tokens, step[:, None]], dim=1)
-    return tokens[:, prompts.shape[1]:]
+    return tokens[:, prompts.shape[1] :]
 
 
 def run_case(case: dict, prompts, work: Path) -> None:
@@ -91,8 +97,11 @@ def run_case(case: dict, prompts, work: Path) -> None:
         chunk.eval()
     logits = logits_of(chunks, prompts, model_config.vocab_size)
     generated = greedy(chunks, prompts, model_config.vocab_size)
-    writes = (parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0
-              and parallel_state.get_data_parallel_rank() == 0)
+    writes = (
+        parallel_state.is_pipeline_last_stage()
+        and parallel_state.get_tensor_model_parallel_rank() == 0
+        and parallel_state.get_data_parallel_rank() == 0
+    )
     if writes:
         torch.save({"logits": logits, "greedy": generated}, work / f"{case['name']}.pt")
     shutdown_runtime(destroy_process_group=False)

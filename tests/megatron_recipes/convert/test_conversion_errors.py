@@ -9,8 +9,7 @@ import struct
 
 import pytest
 
-from megatron_recipes.convert import ConversionError
-from megatron_recipes.convert import hf_to_megatron
+from megatron_recipes.convert import ConversionError, hf_to_megatron
 from tests.support import run_module
 
 INDEX = "model.safetensors.index.json"
@@ -73,7 +72,7 @@ def test_corrupt_header(broken):
     path = directory / weight_map(directory)["model.norm.weight"]
     data = bytearray(path.read_bytes())
     (length,) = struct.unpack("<Q", data[:8])
-    data[8:8 + length] = b"{" * length
+    data[8 : 8 + length] = b"{" * length
     path.write_bytes(bytes(data))
     assert f"{path.name}: the safetensors header is not valid JSON" in run_import()
 
@@ -103,8 +102,11 @@ def test_missing_and_unexpected_tensors(broken):
     holder = index["weight_map"].pop("model.layers.0.post_attention_layernorm.weight")
     index["weight_map"]["model.layers.0.self_attn.q_proj.bias"] = holder
     (directory / INDEX).write_text(json.dumps(index))
-    rewrite_shard(directory, "model.layers.0.self_attn.q_proj.bias", lambda tensors: tensors.update(
-        {"model.layers.0.self_attn.q_proj.bias": torch.zeros(64)}))
+    rewrite_shard(
+        directory,
+        "model.layers.0.self_attn.q_proj.bias",
+        lambda tensors: tensors.update({"model.layers.0.self_attn.q_proj.bias": torch.zeros(64)}),
+    )
     message = run_import()
     assert "tensor model.layers.0.post_attention_layernorm.weight is missing" in message
     assert "unexpected tensor model.layers.0.self_attn.q_proj.bias" in message and "biases are not supported" in message
@@ -138,8 +140,9 @@ def test_entry_point_prints_one_line_and_exits_2(tiny_hf, tmp_path):
     copy = tmp_path / "hf"
     shutil.copytree(tiny_hf["gqa"], copy)
     (copy / weight_map(copy)["lm_head.weight"]).unlink()
-    result = run_module("megatron_recipes.convert", "mode=import", f"hf_dir={copy}", f"megatron_dir={tmp_path / 'out'}",
-                        timeout=120)
+    result = run_module(
+        "megatron_recipes.convert", "mode=import", f"hf_dir={copy}", f"megatron_dir={tmp_path / 'out'}", timeout=120
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: shard ") and "lm_head.weight" in lines[-1]

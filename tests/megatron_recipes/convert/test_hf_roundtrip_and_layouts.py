@@ -46,8 +46,14 @@ def converted(tiny_hf, tmp_path_factory):
             cases.append({"name": f"gqa_{layout}_{source}", "tp": tp, "pp": pp, "source": source, "path": str(path)})
     cases[-2]["save_to"] = str(work / "resaved_gqa_pp2")  # gqa_pp2_checkpoint
     cases += [
-        {"name": "tied_tp2_checkpoint", "tp": 2, "pp": 1, "source": "checkpoint", "path": str(work / "megatron_tied"),
-         "save_to": str(work / "resaved_tied_tp2")},
+        {
+            "name": "tied_tp2_checkpoint",
+            "tp": 2,
+            "pp": 1,
+            "source": "checkpoint",
+            "path": str(work / "megatron_tied"),
+            "save_to": str(work / "resaved_tied_tp2"),
+        },
         {"name": "tied_pp2_checkpoint", "tp": 1, "pp": 2, "source": "checkpoint", "path": str(work / "megatron_tied")},
         {"name": "tied_pp2_hf", "tp": 1, "pp": 2, "source": "hf", "path": str(tiny_hf["tied"])},
         {"name": "gqa_tp1_random", "tp": 1, "pp": 1, "source": "none", "path": str(work / "megatron_gqa")},
@@ -55,10 +61,30 @@ def converted(tiny_hf, tmp_path_factory):
     (work / "cases.json").write_text(json.dumps(cases))
     torch.save(torch.randint(0, 256, (2, 6), generator=torch.Generator().manual_seed(1)), work / "prompts.pt")
     launch = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(DRIVER), "--work", str(work)],
-        cwd=REPO_ROOT, env=subprocess_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(DRIVER),
+            "--work",
+            str(work),
+        ],
+        cwd=REPO_ROOT,
+        env=subprocess_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert launch.returncode == 0, launch.stderr[-4000:]
-    convert("mode=export", f"megatron_dir={work / 'resaved_gqa_pp2'}", f"hf_dir={work / 'hf_gqa'}", f"max_shard_size={EXPORT_SHARD}")
+    convert(
+        "mode=export",
+        f"megatron_dir={work / 'resaved_gqa_pp2'}",
+        f"hf_dir={work / 'hf_gqa'}",
+        f"max_shard_size={EXPORT_SHARD}",
+    )
     convert("mode=export", f"megatron_dir={work / 'resaved_tied_tp2'}", f"hf_dir={work / 'hf_tied'}")
     return work
 
@@ -81,7 +107,10 @@ def reference(tiny_hf, converted):
 
 
 MEGATRON_CASES = [f"gqa_{layout}_{source}" for layout in LAYOUTS for source in ("checkpoint", "hf")] + [
-    "tied_tp2_checkpoint", "tied_pp2_checkpoint", "tied_pp2_hf"]
+    "tied_tp2_checkpoint",
+    "tied_pp2_checkpoint",
+    "tied_pp2_hf",
+]
 
 
 @pytest.mark.integration
@@ -115,10 +144,25 @@ def safetensors_of(directory: Path) -> dict:
     return tensors
 
 
-CONFIG_FIELDS = ("architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
-                 "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps", "vocab_size",
-                 "max_position_embeddings", "tie_word_embeddings", "hidden_act", "attention_bias", "mlp_bias",
-                 "bos_token_id", "eos_token_id")
+CONFIG_FIELDS = (
+    "architectures",
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "vocab_size",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "hidden_act",
+    "attention_bias",
+    "mlp_bias",
+    "bos_token_id",
+    "eos_token_id",
+)
 
 
 @pytest.mark.integration
@@ -182,12 +226,29 @@ def test_converted_checkpoint_records_the_hf_architecture(tiny_hf, converted):
     assert info["iteration"] == 0 and not info["has_optimizer"] and info["layout"]["tensor_parallel"] == 1
     record = info["model_config"]
     hf = json.loads((tiny_hf["gqa"] / "config.json").read_text())
-    assert (record["num_layers"], record["hidden_size"], record["ffn_hidden_size"], record["num_attention_heads"],
-            record["num_query_groups"], record["vocab_size"], record["norm_epsilon"], record["rotary_base"],
-            record["max_position_embeddings"], record["untie_embeddings_and_output_weights"]) == (
-        hf["num_hidden_layers"], hf["hidden_size"], hf["intermediate_size"], hf["num_attention_heads"],
-        hf["num_key_value_heads"], hf["vocab_size"], hf["rms_norm_eps"], hf["rope_parameters"]["rope_theta"],
-        hf["max_position_embeddings"], True)
+    assert (
+        record["num_layers"],
+        record["hidden_size"],
+        record["ffn_hidden_size"],
+        record["num_attention_heads"],
+        record["num_query_groups"],
+        record["vocab_size"],
+        record["norm_epsilon"],
+        record["rotary_base"],
+        record["max_position_embeddings"],
+        record["untie_embeddings_and_output_weights"],
+    ) == (
+        hf["num_hidden_layers"],
+        hf["hidden_size"],
+        hf["intermediate_size"],
+        hf["num_attention_heads"],
+        hf["num_key_value_heads"],
+        hf["vocab_size"],
+        hf["rms_norm_eps"],
+        hf["rope_parameters"]["rope_theta"],
+        hf["max_position_embeddings"],
+        True,
+    )
     assert record["padded_vocab_size"] == 384 and record["hf_config"] == hf
     built = model_config_from_checkpoint(converted / "megatron_gqa")
     assert isinstance(built, ModelConfig) and built.num_query_groups == 2
@@ -205,9 +266,13 @@ def test_export_of_a_damaged_checkpoint_fails_before_writing(converted, tmp_path
     info = json.loads((iteration / "checkpoint_info.json").read_text())
     info["model_config"]["ffn_hidden_size"] = 128  # a model_config that does not describe the tensors
     (iteration / "checkpoint_info.json").write_text(json.dumps(info))
-    result = run_module("megatron_recipes.convert", "mode=export", f"megatron_dir={damaged}", f"hf_dir={tmp_path / 'out'}",
-                        timeout=300)
+    result = run_module(
+        "megatron_recipes.convert", "mode=export", f"megatron_dir={damaged}", f"hf_dir={tmp_path / 'out'}", timeout=300
+    )
     assert result.returncode == 2
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
-    assert last.startswith("error: ") and "decoder.layers.mlp.linear_fc1.weight has shape [4, 192, 64], expected [4, 256, 64]" in last
+    assert (
+        last.startswith("error: ")
+        and "decoder.layers.mlp.linear_fc1.weight has shape [4, 192, 64], expected [4, 256, 64]" in last
+    )
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.incomplete").exists()

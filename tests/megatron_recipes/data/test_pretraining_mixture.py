@@ -36,8 +36,13 @@ def two_sources(tmp_path):
     write_indexed_dataset(tmp_path / "tokenized/math/shard_0", documents(1, 100, 60, 49, 0), 256)
     write_indexed_dataset(tmp_path / "tokenized/math/shard_1", documents(1, 100, 20, 49, 1), 256)
     code = write_indexed_dataset(tmp_path / "other/code", documents(100, 200, 40, 49, 2), 256)
-    return DataConfig(name="test", sources={"math": [str(tmp_path / "tokenized/math")], "code": [code]},
-                      weights={"math": 3.0, "code": 1.0}, seq_length=16, split="100,0,0")
+    return DataConfig(
+        name="test",
+        sources={"math": [str(tmp_path / "tokenized/math")], "code": [code]},
+        weights={"math": 3.0, "code": 1.0},
+        seq_length=16,
+        split="100,0,0",
+    )
 
 
 def test_sources_resolve_to_weighted_prefixes(two_sources, tmp_path):

@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from megatron_recipes.evaluation.datasets import DatasetError, champ_answers, load_champ, load_gsm8k, load_math, load_problems
+from megatron_recipes.evaluation.datasets import (
+    DatasetError,
+    champ_answers,
+    load_champ,
+    load_gsm8k,
+    load_math,
+    load_problems,
+)
 
 
 def write_gsm8k(path, rows):
@@ -17,12 +24,16 @@ def write_math_tree(root, problems):
     for index, (subject, level, problem, solution) in enumerate(problems):
         directory = root / "test" / subject.lower().replace(" ", "_")
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"{index}.json").write_text(json.dumps({"problem": problem, "level": level, "type": subject, "solution": solution}))
+        (directory / f"{index}.json").write_text(
+            json.dumps({"problem": problem, "level": level, "type": subject, "solution": solution})
+        )
     return root
 
 
 def test_gsm8k_jsonl(tmp_path):
-    path = write_gsm8k(tmp_path / "test.jsonl", [("How many?", "2 + 3 = 5\n#### 5"), ("Money?", "It costs 1,200\n#### 1,200")])
+    path = write_gsm8k(
+        tmp_path / "test.jsonl", [("How many?", "2 + 3 = 5\n#### 5"), ("Money?", "It costs 1,200\n#### 1,200")]
+    )
     problems = load_gsm8k(path)
     assert [p.answer for p in problems] == ["5", "1200"]
     assert problems[0].id == "gsm8k-1" and problems[0].source == "gsm8k"
@@ -32,15 +43,33 @@ def test_gsm8k_jsonl(tmp_path):
 
 
 def test_math_tree_and_jsonl(tmp_path):
-    root = write_math_tree(tmp_path / "MATH", [
-        ("Algebra", "Level 2", "Solve $x+1=3$.", "So $x = \\boxed{2}$."),
-        ("Number Theory", "Level 5", "Compute.", "It is $\\boxed{\\frac{1}{2}}$."),
-    ])
+    root = write_math_tree(
+        tmp_path / "MATH",
+        [
+            ("Algebra", "Level 2", "Solve $x+1=3$.", "So $x = \\boxed{2}$."),
+            ("Number Theory", "Level 5", "Compute.", "It is $\\boxed{\\frac{1}{2}}$."),
+        ],
+    )
     problems = load_math(root)
-    assert sorted((p.subject, p.level, p.answer) for p in problems) == [("Algebra", "Level 2", "2"), ("Number Theory", "Level 5", "\\frac{1}{2}")]
+    assert sorted((p.subject, p.level, p.answer) for p in problems) == [
+        ("Algebra", "Level 2", "2"),
+        ("Number Theory", "Level 5", "\\frac{1}{2}"),
+    ]
     assert problems[0].id == "test/algebra/0"
     jsonl = tmp_path / "math500.jsonl"
-    jsonl.write_text(json.dumps({"problem": "p", "solution": "s \\boxed{3}", "answer": "3", "subject": "Geometry", "level": 3, "unique_id": "u1"}) + "\n")
+    jsonl.write_text(
+        json.dumps(
+            {
+                "problem": "p",
+                "solution": "s \\boxed{3}",
+                "answer": "3",
+                "subject": "Geometry",
+                "level": 3,
+                "unique_id": "u1",
+            }
+        )
+        + "\n"
+    )
     (only,) = load_math(jsonl)
     assert (only.id, only.subject, only.level, only.answer) == ("u1", "Geometry", "3", "3")
     filtered = load_problems("math", str(root), subjects=["Algebra"], levels=["2"])
@@ -56,13 +85,16 @@ def test_champ_is_real_and_complete():
     assert by_id["P_Combinatorics_2"].answers == ["C(10, 5)", "252"]
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("C(n, 4), or an equivalent form such as n(n-1)(n-2)(n-3)/4!", ["C(n, 4)", "n(n-1)(n-2)(n-3)/4!"]),
-    ("100 (i.e., all values)", ["100"]),
-    ("3 is the only possible value", ["3"]),
-    ("The limit exists and is equal to 2/3", ["2/3"]),
-    ("No integer solutions", ["No integer solutions"]),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("C(n, 4), or an equivalent form such as n(n-1)(n-2)(n-3)/4!", ["C(n, 4)", "n(n-1)(n-2)(n-3)/4!"]),
+        ("100 (i.e., all values)", ["100"]),
+        ("3 is the only possible value", ["3"]),
+        ("The limit exists and is equal to 2/3", ["2/3"]),
+        ("No integer solutions", ["No integer solutions"]),
+    ],
+)
 def test_champ_answer_cleanup(raw, expected):
     assert champ_answers(raw) == expected
 

@@ -22,8 +22,9 @@ def preset(name: str):
 
 def test_deepseek_math_7b_has_the_published_parameter_count(single_process_groups):
     config = preset("deepseek_math_7b")
-    chunks = build_model(config.model, config.parallelism, vocab_size=config.model.vocab_size, device="cpu",
-                         meta_device=True)
+    chunks = build_model(
+        config.model, config.parallelism, vocab_size=config.model.vocab_size, device="cpu", meta_device=True
+    )
     assert all(p.device.type == "meta" for p in chunks[0].parameters())
     count = parameter_count(chunks)
     # DeepSeek-Coder-7B-Base-v1.5 / DeepSeekMath-Base 7B: 6.91B parameters.

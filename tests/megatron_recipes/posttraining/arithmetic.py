@@ -29,7 +29,9 @@ def prompt_config(seed: int = 99, limit: int | None = None):
     return PromptSourceConfig(tasks=[TASK], seed=seed, limit=limit, question_template=QUESTION_TEMPLATE)
 
 
-def write_arithmetic_sft(path: Path, count: int, noise: float = 0.0, seed: int = 99, ungraded_style: float = 0.0) -> list[dict]:
+def write_arithmetic_sft(
+    path: Path, count: int, noise: float = 0.0, seed: int = 99, ungraded_style: float = 0.0
+) -> list[dict]:
     """SFT records from reasoning-gym questions; a `noise` fraction answered off by one, an
     `ungraded_style` fraction answered as "So a + b = N." (no final-answer marker)."""
     from megatron_recipes.config import ChatTemplateConfig
@@ -43,7 +45,7 @@ def write_arithmetic_sft(path: Path, count: int, noise: float = 0.0, seed: int =
             content = record["messages"][1]["content"]
             match = re.search(r"boxed\{(-?\d+)\}", content)
             wrong = int(match.group(1)) + rng.choice((-1, 1))
-            record["messages"][1]["content"] = content[: match.start(1)] + str(wrong) + content[match.end(1):]
+            record["messages"][1]["content"] = content[: match.start(1)] + str(wrong) + content[match.end(1) :]
         record["ungraded_style"] = rng.random() < ungraded_style
         if record["ungraded_style"]:
             expression = re.match(r"Calculate (.*)\.", record["messages"][0]["content"]).group(1)
@@ -71,7 +73,10 @@ def chat_texts(records: list[dict]) -> list[str]:
     from megatron_recipes.data.sft import conversation_from_record, render_conversation
 
     template = ChatTemplateConfig()
-    return ["".join(piece.text for piece in render_conversation(conversation_from_record(r, "")[0], template)) for r in records]
+    return [
+        "".join(piece.text for piece in render_conversation(conversation_from_record(r, "")[0], template))
+        for r in records
+    ]
 
 
 CODE_TEXTS = [

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.megatron_recipes.posttraining.arithmetic import CODE_TEXTS, chat_texts, train_small_tokenizer, write_arithmetic_sft
+from tests.megatron_recipes.posttraining.arithmetic import (
+    CODE_TEXTS,
+    chat_texts,
+    train_small_tokenizer,
+    write_arithmetic_sft,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +44,19 @@ class SftRun:
 
 def sft_overrides(data, tokenizer, output_dir, steps: int) -> list[str]:
     return [
-        "+experiment=sft_tiny_cpu", f"sft_data.paths=[{data}]", f"sft_data.tokenizer={tokenizer}", "sft_data.seq_length=160",
+        "+experiment=sft_tiny_cpu",
+        f"sft_data.paths=[{data}]",
+        f"sft_data.tokenizer={tokenizer}",
+        "sft_data.seq_length=160",
         # 512 rows at every TP size (TP=1 would pad a 340-token vocabulary to 384, TP=2 to 512).
-        "model.vocab_size=512", f"trainer.train_steps={steps}", "trainer.global_batch_size=16", "trainer.micro_batch_size=16",
-        "optimizer.lr=3e-3", f"trainer.output_dir={output_dir}", "checkpoint.save_interval=100", "trainer.log_interval=50",
+        "model.vocab_size=512",
+        f"trainer.train_steps={steps}",
+        "trainer.global_batch_size=16",
+        "trainer.micro_batch_size=16",
+        "optimizer.lr=3e-3",
+        f"trainer.output_dir={output_dir}",
+        "checkpoint.save_interval=100",
+        "trainer.log_interval=50",
     ]
 
 
@@ -57,9 +71,13 @@ def sft_run(tmp_path_factory):
     records = write_arithmetic_sft(data, 3000, ungraded_style=0.5)
     tokenizer = train_small_tokenizer(work / "tokenizer", chat_texts(records))
     output_dir = work / "sft"
-    first = run_module("megatron_recipes.sft", *sft_overrides(data, tokenizer, output_dir, SFT_STEPS_FIRST), OMP_NUM_THREADS="1")
+    first = run_module(
+        "megatron_recipes.sft", *sft_overrides(data, tokenizer, output_dir, SFT_STEPS_FIRST), OMP_NUM_THREADS="1"
+    )
     assert first.returncode == 0, first.stderr[-4000:]
-    second = run_module("megatron_recipes.sft", *sft_overrides(data, tokenizer, output_dir, SFT_STEPS), OMP_NUM_THREADS="1")
+    second = run_module(
+        "megatron_recipes.sft", *sft_overrides(data, tokenizer, output_dir, SFT_STEPS), OMP_NUM_THREADS="1"
+    )
     assert second.returncode == 0, second.stderr[-4000:]
     return SftRun(work, data, tokenizer, output_dir, first, second)
 
@@ -80,9 +98,16 @@ def grpo_overrides(init, output_dir, steps: int) -> list[str]:
     from tests.megatron_recipes.posttraining.arithmetic import TASK
 
     return [
-        "+experiment=grpo_tiny_cpu", f"checkpoint.init_from={init}", f"trainer.train_steps={steps}",
-        f"trainer.output_dir={output_dir}", "checkpoint.save_interval=0", f"prompts.tasks=[\"{TASK}\"]",
-        f"eval_prompts.tasks=[\"{TASK}\"]", "rl.eval_interval=10", "rl.eval_temperature=1.0", "rl.eval_samples=4",
+        "+experiment=grpo_tiny_cpu",
+        f"checkpoint.init_from={init}",
+        f"trainer.train_steps={steps}",
+        f"trainer.output_dir={output_dir}",
+        "checkpoint.save_interval=0",
+        f'prompts.tasks=["{TASK}"]',
+        f'eval_prompts.tasks=["{TASK}"]',
+        "rl.eval_interval=10",
+        "rl.eval_temperature=1.0",
+        "rl.eval_samples=4",
     ]
 
 
@@ -92,6 +117,8 @@ def grpo_run(sft_run, tmp_path_factory):
     from tests.support import run_module
 
     output_dir = tmp_path_factory.mktemp("grpo_run") / "grpo"
-    result = run_module("megatron_recipes.grpo", *grpo_overrides(sft_run.checkpoints, output_dir, GRPO_STEPS), OMP_NUM_THREADS="1")
+    result = run_module(
+        "megatron_recipes.grpo", *grpo_overrides(sft_run.checkpoints, output_dir, GRPO_STEPS), OMP_NUM_THREADS="1"
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return GrpoRun(output_dir, result)

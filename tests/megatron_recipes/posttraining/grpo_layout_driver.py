@@ -20,20 +20,35 @@ from pathlib import Path
 
 from tests.megatron_recipes.posttraining.arithmetic import TASK
 
-GREEDY_PROMPTS = ["User: Calculate 3 + 4.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:",
-                  "User: Calculate 9 + 8.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:",
-                  "User: What is"]
+GREEDY_PROMPTS = [
+    "User: Calculate 3 + 4.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:",
+    "User: Calculate 9 + 8.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:",
+    "User: What is",
+]
 
 
 def compose(init: str, parallelism: str):
     from beam_pipelines.cli import compose_config
     from megatron_recipes.config import register_configs
 
-    return compose_config("grpo", [
-        "+experiment=grpo_tiny_cpu", f"parallelism={parallelism}", f"checkpoint.init_from={init}", "checkpoint.dir=null",
-        "trainer.tensorboard=false", f"prompts.tasks=[\"{TASK}\"]", "rl.eval_interval=0", "rl.updates_per_rollout=2",
-        "trainer.global_batch_size=64", "trainer.micro_batch_size=8", "optimizer.lr=5e-4", "rl.epsilon_high=0.1",
-    ], register_configs)
+    return compose_config(
+        "grpo",
+        [
+            "+experiment=grpo_tiny_cpu",
+            f"parallelism={parallelism}",
+            f"checkpoint.init_from={init}",
+            "checkpoint.dir=null",
+            "trainer.tensorboard=false",
+            f'prompts.tasks=["{TASK}"]',
+            "rl.eval_interval=0",
+            "rl.updates_per_rollout=2",
+            "trainer.global_batch_size=64",
+            "trainer.micro_batch_size=8",
+            "optimizer.lr=5e-4",
+            "rl.epsilon_high=0.1",
+        ],
+        register_configs,
+    )
 
 
 def build(config):
@@ -42,7 +57,9 @@ def build(config):
     from megatron_recipes.training.session import setup_training
 
     plan = plan_grpo(config)
-    session = setup_training(config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, plan.vocab_size)
+    session = setup_training(
+        config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, plan.vocab_size
+    )
     reference = build_reference_model(config, session)
     return GrpoTrainer(config, session, plan.tokenizer, reference, plan.prompts), plan
 
@@ -52,14 +69,25 @@ def updates(trainer, batch) -> dict:
     from megatron_recipes.rl.trainer import grpo_updates
 
     trainer.fill_log_probs(batch)
-    results = grpo_updates(trainer.session, batch, trainer.settings, trainer.rl.temperature, trainer.rl.updates_per_rollout,
-                           trainer.outputs_per_update, trainer.rl.skip_zero_variance_groups, seed=7)
+    results = grpo_updates(
+        trainer.session,
+        batch,
+        trainer.settings,
+        trainer.rl.temperature,
+        trainer.rl.updates_per_rollout,
+        trainer.outputs_per_update,
+        trainer.rl.skip_zero_variance_groups,
+        seed=7,
+    )
     greedy = trainer.generator.generate(GREEDY_PROMPTS, SamplingParams(0.0, max_new_tokens=12))
     return {
         "layout": trainer.session.runtime.layout(),
-        "losses": [r.loss for r in results], "grad_norms": [r.grad_norm for r in results],
-        "kl": [r.metrics.get("kl") for r in results], "clip_fraction": [r.metrics.get("clip_fraction") for r in results],
-        "tokens": [r.tokens for r in results], "greedy": [g[0].token_ids for g in greedy],
+        "losses": [r.loss for r in results],
+        "grad_norms": [r.grad_norm for r in results],
+        "kl": [r.metrics.get("kl") for r in results],
+        "clip_fraction": [r.metrics.get("clip_fraction") for r in results],
+        "tokens": [r.tokens for r in results],
+        "greedy": [g[0].token_ids for g in greedy],
     }
 
 
@@ -94,7 +122,9 @@ def layouts(work: Path, init: str) -> None:
         if runtime.data_parallel_size > 1:  # this rank's questions, as collect() would have assigned them
             per_rank = trainer.questions_per_rank
             rows = (batch.group // per_rank) == runtime.data_parallel_rank
-            batch = RolloutBatch(**{key: value[rows] if value is not None else None for key, value in batch.state().items()})
+            batch = RolloutBatch(
+                **{key: value[rows] if value is not None else None for key, value in batch.state().items()}
+            )
         results[name] = updates(trainer, batch)
         dist.barrier()
         shutdown_runtime(destroy_process_group=False)

@@ -15,7 +15,12 @@ import math
 import pytest
 import torch
 
-from tests.megatron_recipes.posttraining.arithmetic import CODE_TEXTS, chat_texts, train_small_tokenizer, write_arithmetic_sft
+from tests.megatron_recipes.posttraining.arithmetic import (
+    CODE_TEXTS,
+    chat_texts,
+    train_small_tokenizer,
+    write_arithmetic_sft,
+)
 
 VOCAB = 400
 
@@ -44,8 +49,14 @@ def model(runtime, tokenizer):
     from megatron_recipes.models import build_model
 
     # Large initial weights: a random model whose greedy continuations differ between prompts.
-    config = ModelConfig(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4,
-                         max_position_embeddings=256, init_method_std=0.3)
+    config = ModelConfig(
+        num_layers=2,
+        hidden_size=64,
+        ffn_hidden_size=128,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        init_method_std=0.3,
+    )
     chunks = build_model(config, ParallelismConfig(), tokenizer.vocab_size)
     return chunks
 
@@ -56,8 +67,13 @@ def generator_for(model, tokenizer, batch_size=3):
     return MegatronGenerator(model, tokenizer, tokenizer.vocab_size, context_length=256, max_batch_size=batch_size)
 
 
-PROMPTS = ["User: Calculate 3 + 9.\n\nAssistant:", "User: What is 6 * 7?", "Calculate", "```python\nprint(6 * 7)\n```\n",
-           "User: Calculate 1 + 1.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant: The"]
+PROMPTS = [
+    "User: Calculate 3 + 9.\n\nAssistant:",
+    "User: What is 6 * 7?",
+    "Calculate",
+    "```python\nprint(6 * 7)\n```\n",
+    "User: Calculate 1 + 1.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant: The",
+]
 
 
 def full_forward_logits(model, ids: list[int]) -> torch.Tensor:
@@ -82,7 +98,7 @@ def test_kv_cache_greedy_equals_the_no_cache_reference(model, tokenizer):
         sequence = list(prompt)
         reference = []
         for _ in range(len(sample.token_ids)):
-            next_token = int(full_forward_logits(model, sequence)[-1, :tokenizer.vocab_size].argmax())
+            next_token = int(full_forward_logits(model, sequence)[-1, : tokenizer.vocab_size].argmax())
             reference.append(next_token)
             sequence.append(next_token)
             if next_token == tokenizer.eod:
@@ -99,12 +115,16 @@ def test_sampler_log_probs_equal_a_forward_pass(model, tokenizer, temperature, t
     from megatron_recipes.generation.logprobs import vocab_parallel_log_probs
 
     prompt_ids = [tokenizer.encode(p) for p in PROMPTS[:3]]
-    samples = generator_for(model, tokenizer, 8).generate_ids(prompt_ids * 2, SamplingParams(temperature, top_p, 16, seed=5))
+    samples = generator_for(model, tokenizer, 8).generate_ids(
+        prompt_ids * 2, SamplingParams(temperature, top_p, 16, seed=5)
+    )
     for sample in samples:
         sequence = sample.prompt_ids + sample.token_ids
         logits = full_forward_logits(model, sequence[:-1]).unsqueeze(0)
-        forward = vocab_parallel_log_probs(logits, torch.tensor([sequence[1:]]), temperature or 1.0, tokenizer.vocab_size)[0]
-        expected = forward[len(sample.prompt_ids) - 1:]
+        forward = vocab_parallel_log_probs(
+            logits, torch.tensor([sequence[1:]]), temperature or 1.0, tokenizer.vocab_size
+        )[0]
+        expected = forward[len(sample.prompt_ids) - 1 :]
         assert torch.allclose(torch.tensor(sample.logprobs), expected, atol=2e-4), (sample.logprobs, expected.tolist())
 
 
@@ -112,9 +132,18 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(model, tokenizer):
     from megatron_recipes.generation.interface import SamplingParams
 
     generator = generator_for(model, tokenizer, 4)
-    first = [s.token_ids for s in generator.generate_ids([tokenizer.encode(PROMPTS[0])] * 4, SamplingParams(1.0, 1.0, 12, seed=3))]
-    again = [s.token_ids for s in generator.generate_ids([tokenizer.encode(PROMPTS[0])] * 4, SamplingParams(1.0, 1.0, 12, seed=3))]
-    other = [s.token_ids for s in generator.generate_ids([tokenizer.encode(PROMPTS[0])] * 4, SamplingParams(1.0, 1.0, 12, seed=4))]
+    first = [
+        s.token_ids
+        for s in generator.generate_ids([tokenizer.encode(PROMPTS[0])] * 4, SamplingParams(1.0, 1.0, 12, seed=3))
+    ]
+    again = [
+        s.token_ids
+        for s in generator.generate_ids([tokenizer.encode(PROMPTS[0])] * 4, SamplingParams(1.0, 1.0, 12, seed=3))
+    ]
+    other = [
+        s.token_ids
+        for s in generator.generate_ids([tokenizer.encode(PROMPTS[0])] * 4, SamplingParams(1.0, 1.0, 12, seed=4))
+    ]
     assert first == again and first != other
     assert len({tuple(t) for t in first}) > 1  # samples of one prompt differ
 
@@ -133,7 +162,7 @@ def test_stop_strings_end_generation_and_are_cut_from_the_text(model, tokenizer)
     assert stopped.finish_reason == "stop" and stopped.stop == stop
     assert stopped.text == text[:first]
     # Tokens end with the one completing the stop string, and are the greedy prefix.
-    assert stopped.token_ids == free.token_ids[:len(stopped.token_ids)]
+    assert stopped.token_ids == free.token_ids[: len(stopped.token_ids)]
     assert stop in tokenizer.decode(stopped.token_ids) and stop not in tokenizer.decode(stopped.token_ids[:-1])
     # max_new_tokens ends a free run with finish_reason "length".
     assert free.finish_reason == "length" and len(free.token_ids) == 24
@@ -151,7 +180,7 @@ def test_end_of_document_token_ends_generation(model, tokenizer):
     eod_tokenizer = TextTokenizer(tokenizer.path, eod_token=tokenizer.tokenizer.id_to_token(chosen))
     assert eod_tokenizer.eod == chosen
     ended = generator_for(model, eod_tokenizer).generate_ids([prompt], SamplingParams(0.0, max_new_tokens=24))[0]
-    assert ended.finish_reason == "stop" and ended.token_ids == free.token_ids[:first + 1]
+    assert ended.finish_reason == "stop" and ended.token_ids == free.token_ids[: first + 1]
     assert ended.text == eod_tokenizer.decode(free.token_ids[:first])
 
 
@@ -214,8 +243,14 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
     from megatron_recipes.rl.trainer import grpo_loss_function, policy_forward, sequence_log_probs
 
     records = [PromptRecord(f"q{i}", f"q{i}", str(i), p) for i, p in enumerate(PROMPTS[:3])]
-    samples = generate_rollouts(generator_for(model, tokenizer, 8), records, 4, SamplingParams(1.0, 1.0, 10, seed=2),
-                                tokenizer, ChatTemplateConfig())
+    samples = generate_rollouts(
+        generator_for(model, tokenizer, 8),
+        records,
+        4,
+        SamplingParams(1.0, 1.0, 10, seed=2),
+        tokenizer,
+        ChatTemplateConfig(),
+    )
     for index, sample in enumerate(samples):  # rewards by hand: groups 0 and 1 mixed, group 2 all 1
         sample.reward = 1.0 if sample.group == 2 or index % 2 == 0 else 0.0
         sample.rewards = {"math_accuracy": sample.reward}
@@ -225,7 +260,9 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
     # pi_old recomputed by the trainer's forward equals the sampler's log-probs on response tokens.
     for row, sample in enumerate(samples):
         first = len(sample.prompt_ids) - 1
-        assert torch.allclose(old[row, first:first + len(sample.response_ids)], torch.tensor(sample.sampler_logprobs), atol=2e-4)
+        assert torch.allclose(
+            old[row, first : first + len(sample.response_ids)], torch.tensor(sample.sampler_logprobs), atol=2e-4
+        )
     assert (batch.mask.sum(dim=1) == torch.tensor([len(s.response_ids) for s in samples], dtype=torch.float32)).all()
     batch.old_logp = old - 0.1 * batch.mask  # pretend the policy moved: ratios e^0.1 > 1 + eps for some
     batch.ref_logp = old + 0.05
@@ -237,7 +274,13 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
     chunk.eval()
     with torch.no_grad():
         numerator, denominator, metrics = loss_fn(micro_batch, policy_forward(chunk, micro_batch))
-    expected = reference_grpo_loss(old.tolist(), batch.old_logp.tolist(), batch.ref_logp.tolist(), batch.advantages.tolist(),
-                                   batch.mask.tolist(), settings)
+    expected = reference_grpo_loss(
+        old.tolist(),
+        batch.old_logp.tolist(),
+        batch.ref_logp.tolist(),
+        batch.advantages.tolist(),
+        batch.mask.tolist(),
+        settings,
+    )
     assert float(numerator / denominator) == pytest.approx(expected, abs=1e-5)
     assert metrics["clip_fraction"][0] > 0 and not math.isnan(float(metrics["entropy"][0]))

@@ -39,7 +39,7 @@ LENGTH = 7
 def ragged_mask() -> torch.Tensor:
     mask = torch.zeros(len(SPANS), LENGTH)
     for row, (start, count) in enumerate(SPANS):
-        mask[row, start:start + count] = 1.0
+        mask[row, start : start + count] = 1.0
     return mask
 
 
@@ -82,7 +82,9 @@ def test_outcome_advantages_match_the_reference_on_ragged_groups():
 
 
 def test_outcome_advantages_of_a_singleton_group_are_zero():
-    result = get_advantage_estimator("outcome")(AdvantageInputs(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([5, 7, 7]), torch.ones(3, 2)))
+    result = get_advantage_estimator("outcome")(
+        AdvantageInputs(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([5, 7, 7]), torch.ones(3, 2))
+    )
     assert result.zero_variance.tolist() == [True, False, False]
     assert result.tokens[0].tolist() == [0.0, 0.0]
     assert result.tokens[1, 0] == pytest.approx(-result.tokens[2, 0])
@@ -104,7 +106,9 @@ def test_process_advantages_match_the_reference_and_sum_future_steps():
     assert result.zero_variance.tolist() == [False, False, False, False, True, True]
     # By hand for output 0 (group 0: step rewards 1, 0, 0.5, 1, 0 -> mean 0.5, std sqrt(0.25)):
     std = math.sqrt(sum((v - 0.5) ** 2 for v in (1, 0, 0.5, 1, 0)) / 4) + 1e-4
-    assert result.tokens[0, 1].item() == pytest.approx((0.5 - 0.5) / std, abs=1e-6)  # both steps ahead: +0.5/std, -0.5/std
+    assert result.tokens[0, 1].item() == pytest.approx(
+        (0.5 - 0.5) / std, abs=1e-6
+    )  # both steps ahead: +0.5/std, -0.5/std
     assert result.tokens[0, 3].item() == pytest.approx(-0.5 / std, abs=1e-6)  # only the last step (reward 0) ahead
     with pytest.raises(ValueError, match="needs step_rewards"):
         get_advantage_estimator("process")(AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask))
@@ -116,7 +120,9 @@ def test_kl_estimators_match_the_reference(name):
     logp = -torch.rand(5, 7, generator=generator, dtype=torch.float64) * 3
     ref = -torch.rand(5, 7, generator=generator, dtype=torch.float64) * 3
     values = get_kl_estimator(name)(logp, ref)
-    expected = [[reference_kl(name, a, b) for a, b in zip(row_a, row_b)] for row_a, row_b in zip(logp.tolist(), ref.tolist())]
+    expected = [
+        [reference_kl(name, a, b) for a, b in zip(row_a, row_b)] for row_a, row_b in zip(logp.tolist(), ref.tolist())
+    ]
     assert torch.allclose(values, torch.tensor(expected, dtype=torch.float64), atol=1e-12)
 
 
@@ -148,7 +154,9 @@ def random_case(seed: int, spread: float):
     old = -torch.rand(6, LENGTH, generator=generator) * 2
     logp = old + (torch.rand(6, LENGTH, generator=generator) - 0.5) * spread  # ratios up to ~e^(spread/2)
     ref = old + (torch.rand(6, LENGTH, generator=generator) - 0.5) * 0.4
-    advantages = get_advantage_estimator("outcome")(AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask)).tokens
+    advantages = get_advantage_estimator("outcome")(
+        AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask)
+    ).tokens
     advantages = advantages + (torch.rand(6, LENGTH, generator=generator) - 0.5) * mask  # vary per token too
     return logp, old, ref, advantages, mask
 
@@ -156,12 +164,16 @@ def random_case(seed: int, spread: float):
 @pytest.mark.parametrize("aggregation", ["sequence_mean", "token_mean"])
 @pytest.mark.parametrize("kl_estimator,kl_coefficient", [("k3", 0.04), ("k1", 0.1), ("k2", 0.5), ("k3", 0.0)])
 @pytest.mark.parametrize("epsilons", [(0.2, 0.2), (0.1, 0.3)])
-def test_grpo_loss_matches_the_reference_on_padded_ragged_responses(aggregation, kl_estimator, kl_coefficient, epsilons):
+def test_grpo_loss_matches_the_reference_on_padded_ragged_responses(
+    aggregation, kl_estimator, kl_coefficient, epsilons
+):
     logp, old, ref, advantages, mask = random_case(seed=3, spread=1.2)
     settings = GrpoLossSettings(kl_coefficient, kl_estimator, epsilons[0], epsilons[1], aggregation)
     result = grpo_loss(logp, old, ref, advantages, mask, settings)
     value = float(result.numerator / result.denominator)
-    expected = reference_grpo_loss(as_lists(logp), as_lists(old), as_lists(ref), as_lists(advantages), as_lists(mask), settings)
+    expected = reference_grpo_loss(
+        as_lists(logp), as_lists(old), as_lists(ref), as_lists(advantages), as_lists(mask), settings
+    )
     assert value == pytest.approx(expected, abs=1e-6)
     # Padding cannot leak in: garbage outside the mask changes nothing.
     noisy = [tensor + 50 * (1 - mask) for tensor in (logp, old, ref, advantages)]
@@ -170,9 +182,14 @@ def test_grpo_loss_matches_the_reference_on_padded_ragged_responses(aggregation,
     # The clip fraction counts the same tokens as a loop would.
     total, count = result.sums["clip_fraction"]
     loop_count = sum(
-        1 for i in range(6) for t in range(LENGTH) if mask[i, t]
-        and ((advantages[i, t] > 0 and math.exp(logp[i, t] - old[i, t]) > 1 + epsilons[1])
-             or (advantages[i, t] < 0 and math.exp(logp[i, t] - old[i, t]) < 1 - epsilons[0]))
+        1
+        for i in range(6)
+        for t in range(LENGTH)
+        if mask[i, t]
+        and (
+            (advantages[i, t] > 0 and math.exp(logp[i, t] - old[i, t]) > 1 + epsilons[1])
+            or (advantages[i, t] < 0 and math.exp(logp[i, t] - old[i, t]) < 1 - epsilons[0])
+        )
     )
     assert int(total) == loop_count > 0 and int(count) == int(mask.sum())
 
@@ -187,7 +204,7 @@ def test_sequence_mean_weighs_outputs_and_token_mean_weighs_tokens():
     # Micro-batches combine exactly: sum of numerators / sum of denominators = whole-batch value.
     for name in ("sequence_mean", "token_mean"):
         whole = get_loss_aggregation(name)(per_token, mask)
-        parts = [get_loss_aggregation(name)(per_token[i:i + 1], mask[i:i + 1]) for i in range(2)]
+        parts = [get_loss_aggregation(name)(per_token[i : i + 1], mask[i : i + 1]) for i in range(2)]
         combined = sum(p[0] for p in parts) / sum(p[1] for p in parts)
         assert float(combined) == pytest.approx(float(whole[0] / whole[1]))
 

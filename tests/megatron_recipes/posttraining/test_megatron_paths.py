@@ -18,7 +18,11 @@ CASES = Path(__file__).with_name("megatron_cases.py")
 def test_megatron_cases_in_a_fresh_process():
     result = subprocess.run(
         [sys.executable, "-m", "pytest", str(CASES), "-q", "-p", "no:cacheprovider", "-W", "ignore"],
-        cwd=REPO_ROOT, env=subprocess_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT,
+        env=subprocess_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

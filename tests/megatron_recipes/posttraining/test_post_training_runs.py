@@ -16,7 +16,13 @@ import pytest
 from megatron_recipes.training.checkpointing import latest_iteration, read_checkpoint_info
 from megatron_recipes.training.metrics import read_metrics
 from tests.megatron_recipes.posttraining.arithmetic import chat_texts, train_small_tokenizer, write_arithmetic_sft
-from tests.megatron_recipes.posttraining.conftest import GRPO_STEPS, SFT_STEPS, SFT_STEPS_FIRST, grpo_overrides, sft_overrides
+from tests.megatron_recipes.posttraining.conftest import (
+    GRPO_STEPS,
+    SFT_STEPS,
+    SFT_STEPS_FIRST,
+    grpo_overrides,
+    sft_overrides,
+)
 from tests.support import REPO_ROOT, run_module, subprocess_env
 
 DRIVER = Path(__file__).with_name("grpo_layout_driver.py")
@@ -50,11 +56,26 @@ def test_grpo_raises_heldout_accuracy_by_15_points(grpo_run):
     assert after - before >= IMPROVEMENT, (before, after)
     # Every documented metric is logged for every step.
     for step in range(1, GRPO_STEPS + 1):
-        for name in ("loss", "reward_mean", "reward_std", "accuracy", "kl", "clip_fraction", "entropy", "response_length",
-                     "zero_variance_groups", "rollout_tokens_per_second", "training_tokens_per_second", "lr", "grad_norm"):
+        for name in (
+            "loss",
+            "reward_mean",
+            "reward_std",
+            "accuracy",
+            "kl",
+            "clip_fraction",
+            "entropy",
+            "response_length",
+            "zero_variance_groups",
+            "rollout_tokens_per_second",
+            "training_tokens_per_second",
+            "lr",
+            "grad_norm",
+        ):
             assert name in rows[step], (step, name)
     assert rows[1]["updates"] == 2 and 0 <= rows[1]["zero_variance_groups"] <= 1
-    assert any(event.name.startswith("events.out.tfevents") for event in (grpo_run.output_dir / "tensorboard").iterdir())
+    assert any(
+        event.name.startswith("events.out.tfevents") for event in (grpo_run.output_dir / "tensorboard").iterdir()
+    )
     log = grpo_run.result.stderr
     assert "reward_mean" in log and "validation at step 0 | accuracy" in log
     # The final policy was saved with its tokenizer, loadable by the next stage.
@@ -64,9 +85,17 @@ def test_grpo_raises_heldout_accuracy_by_15_points(grpo_run):
 
 
 def evaluate_checkpoint(checkpoints: Path, heldout: Path, output_dir: Path) -> tuple[dict, list[dict]]:
-    result = run_module("megatron_recipes.evaluate", "dataset=gsm8k", f"dataset.path={heldout}", "prompt_style=zero_shot",
-                        "generator=megatron", f"generator.checkpoint={checkpoints}", "sampling.max_new_tokens=24",
-                        f"output_dir={output_dir}", OMP_NUM_THREADS="1")
+    result = run_module(
+        "megatron_recipes.evaluate",
+        "dataset=gsm8k",
+        f"dataset.path={heldout}",
+        "prompt_style=zero_shot",
+        "generator=megatron",
+        f"generator.checkpoint={checkpoints}",
+        "sampling.max_new_tokens=24",
+        f"output_dir={output_dir}",
+        OMP_NUM_THREADS="1",
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((output_dir / "results.json").read_text())["summary"]
     records = [json.loads(line) for line in (output_dir / "records.jsonl").read_text().splitlines()]
@@ -84,9 +113,17 @@ def test_grpo_unlearns_wrong_answers_taught_by_sft(tmp_path):
     records = write_arithmetic_sft(tmp_path / "sft.jsonl", 3000, noise=0.4, seed=seed)
     assert 0.3 < sum(r["noisy"] for r in records) / len(records) < 0.5
     tokenizer = train_small_tokenizer(tmp_path / "tokenizer", chat_texts(records))
-    sft = run_module("megatron_recipes.sft", *sft_overrides(tmp_path / "sft.jsonl", tokenizer, tmp_path / "sft", SFT_STEPS), OMP_NUM_THREADS="1")
+    sft = run_module(
+        "megatron_recipes.sft",
+        *sft_overrides(tmp_path / "sft.jsonl", tokenizer, tmp_path / "sft", SFT_STEPS),
+        OMP_NUM_THREADS="1",
+    )
     assert sft.returncode == 0, sft.stderr[-4000:]
-    grpo = run_module("megatron_recipes.grpo", *grpo_overrides(tmp_path / "sft" / "checkpoints", tmp_path / "grpo", steps), OMP_NUM_THREADS="1")
+    grpo = run_module(
+        "megatron_recipes.grpo",
+        *grpo_overrides(tmp_path / "sft" / "checkpoints", tmp_path / "grpo", steps),
+        OMP_NUM_THREADS="1",
+    )
     assert grpo.returncode == 0, grpo.stderr[-4000:]
     rows = read_metrics(tmp_path / "grpo" / "metrics.jsonl")
     before, after = rows[0]["validation_accuracy"], rows[steps]["validation_accuracy"]
@@ -102,8 +139,12 @@ def test_evaluate_scores_checkpoints_with_the_megatron_generator(sft_run, grpo_r
 
     held_out = PromptStream(prompt_config(seed=4321, limit=32), ChatTemplateConfig()).take(0, 32)
     path = tmp_path / "heldout.jsonl"
-    path.write_text("".join(json.dumps({"question": r.question, "answer": f"{r.question} is {r.answer}.\n#### {r.answer}"}) + "\n"
-                            for r in held_out))
+    path.write_text(
+        "".join(
+            json.dumps({"question": r.question, "answer": f"{r.question} is {r.answer}.\n#### {r.answer}"}) + "\n"
+            for r in held_out
+        )
+    )
     before, before_records = evaluate_checkpoint(sft_run.checkpoints, path, tmp_path / "sft_eval")
     after, records = evaluate_checkpoint(grpo_run.checkpoints, path, tmp_path / "grpo_eval")
     print(f"evaluate (greedy, GSM8K format, zero-shot): SFT {before['accuracy']:.3f} -> GRPO {after['accuracy']:.3f}")
@@ -131,12 +172,36 @@ def test_evaluate_refuses_megatron_without_a_checkpoint():
 def test_tensor_parallel_grpo_losses_equal_tensor_parallel_1(sft_run, tmp_path):
     env = subprocess_env(OMP_NUM_THREADS="1")
     init = str(sft_run.checkpoints)
-    reference = subprocess.run([sys.executable, str(DRIVER), "reference", "--work", str(tmp_path), "--init", init],
-                               cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    reference = subprocess.run(
+        [sys.executable, str(DRIVER), "reference", "--work", str(tmp_path), "--init", init],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert reference.returncode == 0, reference.stderr[-4000:]
-    layouts = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(DRIVER),
-                              "layouts", "--work", str(tmp_path), "--init", init],
-                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    layouts = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(DRIVER),
+            "layouts",
+            "--work",
+            str(tmp_path),
+            "--init",
+            init,
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert layouts.returncode == 0, layouts.stderr[-4000:]
     expected = json.loads((tmp_path / "reference.json").read_text())
     results = json.loads((tmp_path / "layouts.json").read_text())
@@ -147,7 +212,12 @@ def test_tensor_parallel_grpo_losses_equal_tensor_parallel_1(sft_run, tmp_path):
         for key in ("losses", "kl", "clip_fraction", "grad_norms"):
             # fp32 sums in another order: 1e-5 absolute, or relative for large values (the KL
             # after one update of the tiny model reaches ~80).
-            assert result[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-5), (name, key, result[key], expected[key])
+            assert result[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-5), (
+                name,
+                key,
+                result[key],
+                expected[key],
+            )
         assert result["tokens"] == expected["tokens"]
         assert result["greedy"] == expected["greedy"]  # generation at TP=2 = TP=1, token for token
     # The second update is off-policy (ratios != 1): it differs from the first.
@@ -159,8 +229,13 @@ def test_grpo_resumes_with_the_reset_reference_of_iterative_grpo(sft_run, tmp_pa
     from tests.megatron_recipes.posttraining.conftest import grpo_overrides
 
     def run(steps: int):
-        overrides = [*grpo_overrides(sft_run.checkpoints, tmp_path / "grpo", steps), "rl.eval_interval=0",
-                     "rl.reference_reset_interval=2", "checkpoint.save_interval=2", "trainer.tensorboard=false"]
+        overrides = [
+            *grpo_overrides(sft_run.checkpoints, tmp_path / "grpo", steps),
+            "rl.eval_interval=0",
+            "rl.reference_reset_interval=2",
+            "checkpoint.save_interval=2",
+            "trainer.tensorboard=false",
+        ]
         result = run_module("megatron_recipes.grpo", *overrides, OMP_NUM_THREADS="1")
         assert result.returncode == 0, result.stderr[-4000:]
         return result

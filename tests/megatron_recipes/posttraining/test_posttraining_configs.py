@@ -31,7 +31,12 @@ def test_sft_defaults_and_the_paper_preset():
     assert config.optimizer.lr_schedule == "constant" and config.trainer.output_dir == "outputs/sft/tiny"
     assert config.chat_template.user == "User: {content}\n\n" and config.chat_template.assistant_header == "Assistant:"
     paper = sft("+experiment=sft_paper_7b", "parallelism.world_size=64")
-    assert (paper.sft_data.seq_length, paper.trainer.global_batch_size, paper.optimizer.lr, paper.trainer.train_steps) == (4096, 256, 5e-5, 500)
+    assert (
+        paper.sft_data.seq_length,
+        paper.trainer.global_batch_size,
+        paper.optimizer.lr,
+        paper.trainer.train_steps,
+    ) == (4096, 256, 5e-5, 500)
     assert paper.optimizer.lr_schedule == "constant" and paper.sft_data.pack and paper.model.name == "deepseek_math_7b"
     tiny = sft("+experiment=sft_tiny_cpu")
     assert tiny.trainer.device == "cpu" and tiny.sft_data.seq_length == 512
@@ -40,19 +45,35 @@ def test_sft_defaults_and_the_paper_preset():
 @pytest.mark.parametrize("preset", RL_PRESETS)
 def test_every_rl_preset_composes(preset):
     # The 7B model's 4K context holds the paper's 1,024-token answers.
-    config = grpo(f"rl={preset}", "model=deepseek_math_7b", "trainer.global_batch_size=64", "trainer.micro_batch_size=8")
+    config = grpo(
+        f"rl={preset}", "model=deepseek_math_7b", "trainer.global_batch_size=64", "trainer.micro_batch_size=8"
+    )
     assert config.rl.name == preset
 
 
 def test_grpo_paper_settings():
     config = grpo("+experiment=grpo_paper_7b", "parallelism.world_size=64")
     rl = config.rl
-    assert (rl.group_size, rl.questions_per_step, rl.max_new_tokens, rl.kl_coefficient, rl.kl_estimator) == (64, 16, 1024, 0.04, "k3")
-    assert (rl.epsilon_low, rl.epsilon_high, rl.updates_per_rollout, rl.loss_aggregation) == (0.2, 0.2, 1, "sequence_mean")
+    assert (rl.group_size, rl.questions_per_step, rl.max_new_tokens, rl.kl_coefficient, rl.kl_estimator) == (
+        64,
+        16,
+        1024,
+        0.04,
+        "k3",
+    )
+    assert (rl.epsilon_low, rl.epsilon_high, rl.updates_per_rollout, rl.loss_aggregation) == (
+        0.2,
+        0.2,
+        1,
+        "sequence_mean",
+    )
     assert config.trainer.global_batch_size == config.rollout_outputs() == 1024  # one update per rollout
     assert config.optimizer.lr == 1e-6 and config.parallelism.tensor_model_parallel_size == 8
     assert not config.parallelism.sequence_parallel and not config.parallelism.overlap_param_gather
-    assert grpo("+experiment=grpo_paper_7b", "parallelism.world_size=64", "rl=iterative").rl.reference_reset_interval == 100
+    assert (
+        grpo("+experiment=grpo_paper_7b", "parallelism.world_size=64", "rl=iterative").rl.reference_reset_interval
+        == 100
+    )
     process = grpo("+experiment=grpo_paper_7b", "parallelism.world_size=64", "rl=process").rl
     assert process.advantage_estimator == "process" and process.step_reward == "arithmetic_steps"
 
@@ -71,36 +92,73 @@ def test_evaluate_with_the_megatron_generator_composes():
     assert config.generator.checkpoint == "/ckpt/run" and config.generator.max_batch_size == 32
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["rl.kl_estimator=k4"], "rl.kl_estimator='k4' is not one of k1, k2, k3"),
-    (["rl.group_size=1"], "rl.group_size must be >= 2"),
-    (["rl.loss_aggregation=mean"], "rl.loss_aggregation='mean' is not one of sequence_mean, token_mean"),
-    (["rl.rewards=[no_such_reward]"], "rl.rewards: unknown no_such_reward"),
-    (["rl.advantage_estimator=process"], "needs rl.step_reward"),
-    (["trainer.global_batch_size=48", "trainer.micro_batch_size=8"], "is not a multiple of trainer.global_batch_size=48"),
-    (["parallelism=pp2", "parallelism.world_size=2", "trainer.global_batch_size=64", "trainer.micro_batch_size=8"],
-     "pipeline_model_parallel_size must be 1"),
-    (["parallelism=tp2_sp", "parallelism.world_size=2", "trainer.global_batch_size=64", "trainer.micro_batch_size=8"],
-     "set parallelism.sequence_parallel=false"),
-    (["parallelism.world_size=3", "trainer.global_batch_size=24", "trainer.micro_batch_size=8", "rl.questions_per_step=4",
-      "rl.group_size=6"], "rl.questions_per_step=4 is not divisible by the data-parallel size 3"),
-    (["rl.max_new_tokens=1024"], "rl.max_new_tokens=1024 leaves no room for the prompt"),
-    (["parallelism.overlap_param_gather=true"], "set parallelism.overlap_param_gather=false"),
-    (["prompts.source=gsm8k"], "prompts.source=gsm8k reads local files"),
-    (["prompts.question_template=no placeholder"], "must contain {question}"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["rl.kl_estimator=k4"], "rl.kl_estimator='k4' is not one of k1, k2, k3"),
+        (["rl.group_size=1"], "rl.group_size must be >= 2"),
+        (["rl.loss_aggregation=mean"], "rl.loss_aggregation='mean' is not one of sequence_mean, token_mean"),
+        (["rl.rewards=[no_such_reward]"], "rl.rewards: unknown no_such_reward"),
+        (["rl.advantage_estimator=process"], "needs rl.step_reward"),
+        (
+            ["trainer.global_batch_size=48", "trainer.micro_batch_size=8"],
+            "is not a multiple of trainer.global_batch_size=48",
+        ),
+        (
+            [
+                "parallelism=pp2",
+                "parallelism.world_size=2",
+                "trainer.global_batch_size=64",
+                "trainer.micro_batch_size=8",
+            ],
+            "pipeline_model_parallel_size must be 1",
+        ),
+        (
+            [
+                "parallelism=tp2_sp",
+                "parallelism.world_size=2",
+                "trainer.global_batch_size=64",
+                "trainer.micro_batch_size=8",
+            ],
+            "set parallelism.sequence_parallel=false",
+        ),
+        (
+            [
+                "parallelism.world_size=3",
+                "trainer.global_batch_size=24",
+                "trainer.micro_batch_size=8",
+                "rl.questions_per_step=4",
+                "rl.group_size=6",
+            ],
+            "rl.questions_per_step=4 is not divisible by the data-parallel size 3",
+        ),
+        (["rl.max_new_tokens=1024"], "rl.max_new_tokens=1024 leaves no room for the prompt"),
+        (["parallelism.overlap_param_gather=true"], "set parallelism.overlap_param_gather=false"),
+        (["prompts.source=gsm8k"], "prompts.source=gsm8k reads local files"),
+        (["prompts.question_template=no placeholder"], "must contain {question}"),
+    ],
+)
 def test_bad_grpo_values_fail_with_one_line(overrides, message):
-    base = [] if any(o.startswith("trainer.global_batch_size") for o in overrides) else ["trainer.global_batch_size=32", "trainer.micro_batch_size=8"]
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{").replace("}", r"\}")):
+    base = (
+        []
+        if any(o.startswith("trainer.global_batch_size") for o in overrides)
+        else ["trainer.global_batch_size=32", "trainer.micro_batch_size=8"]
+    )
+    with pytest.raises(
+        ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{").replace("}", r"\}")
+    ):
         grpo(*base, *overrides)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["sft_data.paths=[]"], "sft_data.paths is empty"),
-    (["sft_data.long_examples=wrap"], "sft_data.long_examples='wrap' is not one of truncate, drop"),
-    (["chat_template.user=User:"], "chat_template.user must contain"),
-    (["sft_data.seq_length=8192"], "sft_data.seq_length=8192 exceeds model.max_position_embeddings=1024"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["sft_data.paths=[]"], "sft_data.paths is empty"),
+        (["sft_data.long_examples=wrap"], "sft_data.long_examples='wrap' is not one of truncate, drop"),
+        (["chat_template.user=User:"], "chat_template.user must contain"),
+        (["sft_data.seq_length=8192"], "sft_data.seq_length=8192 exceeds model.max_position_embeddings=1024"),
+    ],
+)
 def test_bad_sft_values_fail_with_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message):
         sft(*overrides)

@@ -24,7 +24,9 @@ TEMPLATE = ChatTemplateConfig()
 def test_task_specs_parse_typed_options():
     assert parse_task_spec("chain_sum") == ("chain_sum", {})
     assert parse_task_spec("chain_sum:min_terms=2, max_terms=3,allow_negation=false,name=x") == (
-        "chain_sum", {"min_terms": 2, "max_terms": 3, "allow_negation": False, "name": "x"})
+        "chain_sum",
+        {"min_terms": 2, "max_terms": 3, "allow_negation": False, "name": "x"},
+    )
     with pytest.raises(ConfigError, match="key=value"):
         parse_task_spec("chain_sum:min_terms")
 
@@ -34,7 +36,10 @@ def test_reasoning_gym_stream_is_a_pure_function_of_the_index():
     again = PromptStream(prompt_config(seed=5), TEMPLATE)
     assert stream.take(10, 5) == again.take(10, 5)
     record = stream.record(3)
-    assert record.prompt == f"User: {record.question}\nPlease reason step by step, and put your final answer within \\boxed{{}}.\n\nAssistant:"
+    assert (
+        record.prompt
+        == f"User: {record.question}\nPlease reason step by step, and put your final answer within \\boxed{{}}.\n\nAssistant:"
+    )
     a, b = (int(x) for x in record.question.removeprefix("Calculate ").rstrip(".").split(" + "))
     assert int(record.answer) == a + b
     assert stream.take(0, 8) != PromptStream(prompt_config(seed=6), TEMPLATE).take(0, 8)
@@ -44,11 +49,18 @@ def test_reasoning_gym_stream_is_a_pure_function_of_the_index():
 
 def test_file_streams_reshuffle_every_pass(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"It is {i + 1}.\n#### {i + 1}"}) + "\n" for i in range(7)))
+    path.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} + 1?", "answer": f"It is {i + 1}.\n#### {i + 1}"}) + "\n"
+            for i in range(7)
+        )
+    )
     stream = PromptStream(PromptSourceConfig(source="gsm8k", path=str(path)), TEMPLATE)
     assert len(stream) == 7
     first, second = stream.take(0, 7), stream.take(7, 7)
-    assert sorted(r.id for r in first) == sorted(r.id for r in second) and [r.id for r in first] != [r.id for r in second]
+    assert sorted(r.id for r in first) == sorted(r.id for r in second) and [r.id for r in first] != [
+        r.id for r in second
+    ]
     record = first[0]
     assert record.answer == str(int(record.question.split()[2]) + 1)
 
@@ -81,7 +93,9 @@ class ScriptedPolicy:
             reason = FINISH_TOOL if ends_with_code and stop_at_code_block else "stop"
             if reason == "stop":
                 ids = ids + [self.tokenizer.eod]
-            outputs.append(SampledSequence([], ids[: params.max_new_tokens], [-0.5] * len(ids[: params.max_new_tokens]), reason))
+            outputs.append(
+                SampledSequence([], ids[: params.max_new_tokens], [-0.5] * len(ids[: params.max_new_tokens]), reason)
+            )
         return outputs
 
 
@@ -94,22 +108,35 @@ def test_tool_integrated_rollouts_run_code_and_mask_its_output(small_tokenizer):
     policy = ScriptedPolicy(small_tokenizer, rounds)
     record = PromptRecord("q", "What is 6 * 7 + 1?", "43", "User: What is 6 * 7 + 1?\n\nAssistant:")
     with SandboxPool(max_workers=2) as sandbox:
-        runner = lambda codes: [format_output(r)[len("```output\n"):-len("\n```\n")] for r in sandbox.map(codes)]  # noqa: E731
-        samples = generate_rollouts(policy, [record], 2, SamplingParams(1.0, max_new_tokens=200), small_tokenizer, TEMPLATE,
-                                    tool_runner=runner, max_tool_calls=2)
+        runner = lambda codes: [format_output(r)[len("```output\n") : -len("\n```\n")] for r in sandbox.map(codes)]  # noqa: E731
+        samples = generate_rollouts(
+            policy,
+            [record],
+            2,
+            SamplingParams(1.0, max_new_tokens=200),
+            small_tokenizer,
+            TEMPLATE,
+            tool_runner=runner,
+            max_tool_calls=2,
+        )
     assert [c[2] for c in policy.calls] == [True, True] and policy.calls[0][0] == 2
     sample = samples[0]
     assert sample.tool_calls == 1 and sample.finish_reason == "stop"
     assert sample.text == rounds[0] + "\n```output\n43\n```\n" + rounds[1]
     output_ids = small_tokenizer.encode("\n```output\n43\n```\n")
     first_round = len(small_tokenizer.encode(rounds[0]))
-    assert sample.trained == [True] * first_round + [False] * len(output_ids) + [True] * (len(sample.trained) - first_round - len(output_ids))
-    assert all(math.isnan(v) for v in sample.sampler_logprobs[first_round:first_round + len(output_ids)])
+    assert sample.trained == [True] * first_round + [False] * len(output_ids) + [True] * (
+        len(sample.trained) - first_round - len(output_ids)
+    )
+    assert all(math.isnan(v) for v in sample.sampler_logprobs[first_round : first_round + len(output_ids)])
     score_rollouts(samples, ["math_accuracy"], [1.0])
     assert [s.reward for s in samples] == [1.0, 1.0]
     batch = rollout_batch(samples, small_tokenizer.eod)
     start = len(sample.prompt_ids) - 1
-    assert batch.mask[0, start:start + first_round].all() and not batch.mask[0, start + first_round:start + first_round + len(output_ids)].any()
+    assert (
+        batch.mask[0, start : start + first_round].all()
+        and not batch.mask[0, start + first_round : start + first_round + len(output_ids)].any()
+    )
     assert batch.zero_variance.all()  # both samples right: no signal
 
 
@@ -121,9 +148,14 @@ def make_sample(group, prompt, response, reward, trained=None):
 
 
 def test_rollout_batch_aligns_labels_masks_and_ungradable_groups():
-    samples = [make_sample(0, [5, 6, 7], [8, 9], 1.0), make_sample(0, [5, 6, 7], [10], 0.0),
-               make_sample(1, [11], [12, 13, 14], None), make_sample(1, [11], [15], 1.0),
-               make_sample(2, [20, 21], [22], 1.0), make_sample(2, [20, 21], [23, 24], 1.0)]
+    samples = [
+        make_sample(0, [5, 6, 7], [8, 9], 1.0),
+        make_sample(0, [5, 6, 7], [10], 0.0),
+        make_sample(1, [11], [12, 13, 14], None),
+        make_sample(1, [11], [15], 1.0),
+        make_sample(2, [20, 21], [22], 1.0),
+        make_sample(2, [20, 21], [23, 24], 1.0),
+    ]
     batch = rollout_batch(samples, pad_id=0, multiple=4)
     assert batch.tokens.shape == (6, 4)  # longest sequence 4 tokens -> 3 positions, padded to 4
     assert batch.tokens[0].tolist() == [5, 6, 7, 8] and batch.labels[0].tolist() == [6, 7, 8, 9]

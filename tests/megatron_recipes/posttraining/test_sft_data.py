@@ -27,16 +27,28 @@ from megatron_recipes.data.sft import (
 
 TEMPLATE = ChatTemplateConfig()
 
-CHAIN_OF_THOUGHT = {"messages": [
-    {"role": "system", "content": "You are a careful mathematician."},
-    {"role": "user", "content": "What is 6 * 7?"},
-    {"role": "assistant", "content": "6 * 7 = 42. The answer is $\\boxed{42}$."}], "kind": "cot"}
-PROGRAM_OF_THOUGHT = {"prompt": "What is 5 factorial?", "response": "```python\nimport math\nprint(math.factorial(5))\n```", "kind": "pot"}
-TOOL_INTEGRATED = {"messages": [
-    {"role": "user", "content": "What is 6 * 7 + 1?"},
-    {"role": "assistant", "content": "Let me compute it.\n```python\nprint(6 * 7 + 1)\n```"},
-    {"role": "tool", "content": "43"},
-    {"role": "assistant", "content": "So the answer is $\\boxed{43}$."}], "kind": "tool"}
+CHAIN_OF_THOUGHT = {
+    "messages": [
+        {"role": "system", "content": "You are a careful mathematician."},
+        {"role": "user", "content": "What is 6 * 7?"},
+        {"role": "assistant", "content": "6 * 7 = 42. The answer is $\\boxed{42}$."},
+    ],
+    "kind": "cot",
+}
+PROGRAM_OF_THOUGHT = {
+    "prompt": "What is 5 factorial?",
+    "response": "```python\nimport math\nprint(math.factorial(5))\n```",
+    "kind": "pot",
+}
+TOOL_INTEGRATED = {
+    "messages": [
+        {"role": "user", "content": "What is 6 * 7 + 1?"},
+        {"role": "assistant", "content": "Let me compute it.\n```python\nprint(6 * 7 + 1)\n```"},
+        {"role": "tool", "content": "43"},
+        {"role": "assistant", "content": "So the answer is $\\boxed{43}$."},
+    ],
+    "kind": "tool",
+}
 
 
 def trained_text(example, tokenizer) -> str:
@@ -49,11 +61,14 @@ def context_text(example, tokenizer) -> str:
     return tokenizer.decode([int(i) for i, flag in zip(example.ids, example.trained) if not flag])
 
 
-@pytest.mark.parametrize("record,taught", [
-    (CHAIN_OF_THOUGHT, " 6 * 7 = 42. The answer is $\\boxed{42}$."),
-    (PROGRAM_OF_THOUGHT, " ```python\nimport math\nprint(math.factorial(5))\n```"),
-    (TOOL_INTEGRATED, " Let me compute it.\n```python\nprint(6 * 7 + 1)\n```So the answer is $\\boxed{43}$."),
-])
+@pytest.mark.parametrize(
+    "record,taught",
+    [
+        (CHAIN_OF_THOUGHT, " 6 * 7 = 42. The answer is $\\boxed{42}$."),
+        (PROGRAM_OF_THOUGHT, " ```python\nimport math\nprint(math.factorial(5))\n```"),
+        (TOOL_INTEGRATED, " Let me compute it.\n```python\nprint(6 * 7 + 1)\n```So the answer is $\\boxed{43}$."),
+    ],
+)
 def test_only_response_tokens_carry_loss(record, taught, small_tokenizer):
     turns, kind = conversation_from_record(record, "test")
     example = tokenize_pieces(render_conversation(turns, TEMPLATE), small_tokenizer, append_eod=True, kind=kind)
@@ -73,8 +88,8 @@ def test_generation_prompt_tokens_are_the_training_prefix(small_tokenizer):
     turns, _ = conversation_from_record({"prompt": "Calculate 3 + 4.", "response": "The answer is $\\boxed{7}$."}, "t")
     example = tokenize_pieces(render_conversation(turns, TEMPLATE), small_tokenizer, True)
     prompt_ids = small_tokenizer.encode(render_prompt("Calculate 3 + 4.", TEMPLATE))
-    assert list(example.ids[:len(prompt_ids)]) == prompt_ids
-    assert not example.trained[:len(prompt_ids)].any() and example.trained[len(prompt_ids):].all()
+    assert list(example.ids[: len(prompt_ids)]) == prompt_ids
+    assert not example.trained[: len(prompt_ids)].any() and example.trained[len(prompt_ids) :].all()
 
 
 def test_prompt_tokens_match_generation_where_bpe_merges_across_pieces(tmp_path):
@@ -82,27 +97,45 @@ def test_prompt_tokens_match_generation_where_bpe_merges_across_pieces(tmp_path)
     # when the turn is encoded alone, but as two before "Assistant:" (pre-tokenization splits
     # whitespace followed by a letter). Generation encodes the whole prompt string, so training
     # must too: otherwise the model learns its answers after a prompt it never sees again.
-    from tests.megatron_recipes.posttraining.arithmetic import train_small_tokenizer
     from megatron_recipes.generation.tokenizer import TextTokenizer
+    from tests.megatron_recipes.posttraining.arithmetic import train_small_tokenizer
 
-    texts = ["Some paragraph.\n\n\n\nAnother one.\n\n"] * 200 + ["User: Calculate 3 + 4.\n\nAssistant: The answer is 7."] * 50
+    texts = ["Some paragraph.\n\n\n\nAnother one.\n\n"] * 200 + [
+        "User: Calculate 3 + 4.\n\nAssistant: The answer is 7."
+    ] * 50
     tokenizer = TextTokenizer(str(train_small_tokenizer(tmp_path / "tok", texts, vocab_size=300)))
     user = "User: Calculate 3 + 4.\n\n"
-    assert tokenizer.encode(user) + tokenizer.encode("Assistant:") != tokenizer.encode(user + "Assistant:")  # the trap exists
+    assert tokenizer.encode(user) + tokenizer.encode("Assistant:") != tokenizer.encode(
+        user + "Assistant:"
+    )  # the trap exists
     turns, _ = conversation_from_record({"prompt": "Calculate 3 + 4.", "response": "The answer is $\\boxed{7}$."}, "t")
     example = tokenize_pieces(render_conversation(turns, TEMPLATE), tokenizer, True)
     prompt_ids = tokenizer.encode(render_prompt("Calculate 3 + 4.", TEMPLATE))
-    assert list(example.ids[:len(prompt_ids)]) == prompt_ids
-    assert not example.trained[:len(prompt_ids)].any() and example.trained[len(prompt_ids):].all()
+    assert list(example.ids[: len(prompt_ids)]) == prompt_ids
+    assert not example.trained[: len(prompt_ids)].any() and example.trained[len(prompt_ids) :].all()
 
 
-@pytest.mark.parametrize("record,message", [
-    ({"messages": [{"role": "user", "content": "q"}]}, "no assistant turn"),
-    ({"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "1"}, {"role": "assistant", "content": "a"}]},
-     "must follow an assistant turn"),
-    ({"messages": [{"role": "narrator", "content": "q"}, {"role": "assistant", "content": "a"}]}, "unknown role 'narrator'"),
-    ({"text": "just text"}, "needs 'messages' or a prompt/response pair"),
-])
+@pytest.mark.parametrize(
+    "record,message",
+    [
+        ({"messages": [{"role": "user", "content": "q"}]}, "no assistant turn"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "tool", "content": "1"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
+            "must follow an assistant turn",
+        ),
+        (
+            {"messages": [{"role": "narrator", "content": "q"}, {"role": "assistant", "content": "a"}]},
+            "unknown role 'narrator'",
+        ),
+        ({"text": "just text"}, "needs 'messages' or a prompt/response pair"),
+    ],
+)
 def test_bad_conversations_fail_with_one_line(record, message):
     with pytest.raises(SftDataError, match=message):
         render_conversation(conversation_from_record(record, "f.jsonl:3")[0], TEMPLATE, "f.jsonl:3")
@@ -160,8 +193,14 @@ def test_packed_sequences_never_cross_example_boundaries(small_tokenizer):
 
 def test_long_examples_are_truncated_or_dropped_and_counted(small_tokenizer):
     records = [CHAIN_OF_THOUGHT, TOOL_INTEGRATED]
-    prompts = [len(small_tokenizer.encode("".join(p.text for p in render_conversation(conversation_from_record(r, "t")[0], TEMPLATE)[:2])))
-               for r in records]
+    prompts = [
+        len(
+            small_tokenizer.encode(
+                "".join(p.text for p in render_conversation(conversation_from_record(r, "t")[0], TEMPLATE)[:2])
+            )
+        )
+        for r in records
+    ]
     length = max(prompts) + 3  # room for a few response tokens of each
     truncated = make_dataset(small_tokenizer, records, seq_length=length, long_examples="truncate")
     assert truncated.summary.truncated == 2 and len(truncated) == 2
@@ -186,7 +225,9 @@ def test_block_causal_mask_blocks_other_examples_and_the_future():
 def test_epochs_reshuffle_and_batches_resume_at_any_sample(tmp_path, small_tokenizer):
     path = tmp_path / "sft.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in [CHAIN_OF_THOUGHT, PROGRAM_OF_THOUGHT, TOOL_INTEGRATED] * 5))
-    train, validation = build_sft_datasets(SftDataConfig(paths=[str(path)], seq_length=96, validation_fraction=0.2), TEMPLATE, small_tokenizer)
+    train, validation = build_sft_datasets(
+        SftDataConfig(paths=[str(path)], seq_length=96, validation_fraction=0.2), TEMPLATE, small_tokenizer
+    )
     assert validation is not None and validation.summary.examples == 3 and train.summary.examples == 12
     epoch_orders = [[train.sequence_for_sample(e * len(train) + i) for i in range(len(train))] for e in range(2)]
     assert sorted(epoch_orders[0]) == sorted(epoch_orders[1]) == list(range(len(train)))
@@ -195,7 +236,9 @@ def test_epochs_reshuffle_and_batches_resume_at_any_sample(tmp_path, small_token
     assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(whole[2:], resumed))
     # Two data-parallel ranks split every global batch between them.
     rank0, rank1 = list(sft_batches(train, 1, 0, 2, 0, 4)), list(sft_batches(train, 1, 1, 2, 0, 4))
-    assert [torch.equal(b["tokens"], whole[i // 2]["tokens"][i % 2:i % 2 + 1]) for i, b in
-            zip((0, 2), rank0)] == [True, True] and len(rank1) == 2
+    assert [torch.equal(b["tokens"], whole[i // 2]["tokens"][i % 2 : i % 2 + 1]) for i, b in zip((0, 2), rank0)] == [
+        True,
+        True,
+    ] and len(rank1) == 2
     batch = collate([train[0], train[1]])
     assert batch["attention_mask"].shape == (2, 1, 96, 96) and batch["attention_mask"].dtype == torch.bool

@@ -13,7 +13,13 @@ def checker():
 
 
 def test_registry_names_and_error():
-    assert {"math_accuracy", "gsm8k_accuracy", "multiple_choice_accuracy", "think_format", "think_answer_format"} <= set(REWARD_FUNCTIONS)
+    assert {
+        "math_accuracy",
+        "gsm8k_accuracy",
+        "multiple_choice_accuracy",
+        "think_format",
+        "think_answer_format",
+    } <= set(REWARD_FUNCTIONS)
     with pytest.raises(KeyError, match="unknown reward 'nope'; registered: .*math_accuracy"):
         get_reward("nope")
 

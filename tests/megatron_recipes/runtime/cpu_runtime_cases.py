@@ -12,9 +12,19 @@ import math
 import pytest
 import torch
 
-BASE = ["model=tiny", "model.vocab_size=512", "data=mock", "data.seq_length=32", "trainer=cpu",
-        "trainer.global_batch_size=8", "trainer.micro_batch_size=2", "trainer.train_steps=10",
-        "trainer.tensorboard=false", "optimizer.warmup_steps=2", "checkpoint.dir=null"]
+BASE = [
+    "model=tiny",
+    "model.vocab_size=512",
+    "data=mock",
+    "data.seq_length=32",
+    "trainer=cpu",
+    "trainer.global_batch_size=8",
+    "trainer.micro_batch_size=2",
+    "trainer.train_steps=10",
+    "trainer.tensorboard=false",
+    "optimizer.warmup_steps=2",
+    "checkpoint.dir=null",
+]
 
 
 def compose(*overrides: str):
@@ -38,8 +48,9 @@ def session():
     from megatron_recipes.training.session import setup_training
 
     config = compose()
-    return setup_training(config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint,
-                          vocab_size=512)
+    return setup_training(
+        config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, vocab_size=512
+    )
 
 
 def test_cuda_device_requests_land_on_the_cpu(session):
@@ -117,8 +128,14 @@ def _micro_batches(count: int, seed: int = 0):
     for _ in range(count):
         tokens = torch.randint(0, 512, (2, 33), generator=generator)
         mask = torch.ones(2, 32)
-        batches.append({"tokens": tokens[:, :-1], "labels": tokens[:, 1:], "loss_mask": mask,
-                        "position_ids": torch.arange(32).expand(2, 32).clone()})
+        batches.append(
+            {
+                "tokens": tokens[:, :-1],
+                "labels": tokens[:, 1:],
+                "loss_mask": mask,
+                "position_ids": torch.arange(32).expand(2, 32).clone(),
+            }
+        )
     return batches
 
 
@@ -177,13 +194,18 @@ def test_schedules_follow_the_pure_definition():
         param_groups = [{"params": [], "max_lr": 1e-3, "wd_mult": 1.0, "default_config": True}]
 
     for schedule in ("multistep", "cosine", "linear", "constant"):
-        settings = compose(f"optimizer.lr_schedule={schedule}", "optimizer.lr=1e-3", "optimizer.warmup_steps=10",
-                           "trainer.train_steps=100").optimizer
+        settings = compose(
+            f"optimizer.lr_schedule={schedule}",
+            "optimizer.lr=1e-3",
+            "optimizer.warmup_steps=10",
+            "trainer.train_steps=100",
+        ).optimizer
         holder = Holder()
         scheduler = build_scheduler(holder, settings, train_steps=100)
         for step in range(0, 101):
-            assert math.isclose(holder.param_groups[0]["lr"], learning_rate_at(step, settings, 100), rel_tol=1e-9,
-                                abs_tol=1e-15), (schedule, step)
+            assert math.isclose(
+                holder.param_groups[0]["lr"], learning_rate_at(step, settings, 100), rel_tol=1e-9, abs_tol=1e-15
+            ), (schedule, step)
             scheduler.step(1)
 
 
@@ -202,15 +224,28 @@ def test_weights_only_checkpoint_and_distributed_optimizer_state(session, tmp_pa
 
     steps_taken = int(optimizer_step_counters(session.optimizer)[0])
     assert steps_taken >= 1
-    save_checkpoint(tmp_path / "full", 7, session.model, session.optimizer, session.scheduler,
-                    train_state={"iteration": 7, "consumed_samples": 56})
+    save_checkpoint(
+        tmp_path / "full",
+        7,
+        session.model,
+        session.optimizer,
+        session.scheduler,
+        train_state={"iteration": 7, "consumed_samples": 56},
+    )
     save_checkpoint(tmp_path / "weights", 0, session.model)
     assert latest_iteration(tmp_path / "full") == 7
     assert read_checkpoint_info(tmp_path / "full")["train_state"]["consumed_samples"] == 56
 
     config = compose("trainer.seed=999")
-    fresh = setup_training(config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint,
-                           vocab_size=512, runtime=session.runtime)
+    fresh = setup_training(
+        config.model,
+        config.parallelism,
+        config.optimizer,
+        config.trainer,
+        config.checkpoint,
+        vocab_size=512,
+        runtime=session.runtime,
+    )
     source = dict(session.unwrapped_model()[0].named_parameters())
     target = dict(fresh.unwrapped_model()[0].named_parameters())
     assert not torch.equal(source["embedding.word_embeddings.weight"], target["embedding.word_embeddings.weight"])

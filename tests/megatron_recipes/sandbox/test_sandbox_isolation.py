@@ -28,7 +28,9 @@ from megatron_recipes.sandbox.executor import live_processes_of
 from tests.support import REPO_ROOT
 
 IS_ROOT = os.geteuid() == 0
-LIMITS = SandboxLimits(wall_seconds=6.0, cpu_seconds=2, memory_mb=512, processes=12, file_size_mb=4, output_bytes=64 * 1024)
+LIMITS = SandboxLimits(
+    wall_seconds=6.0, cpu_seconds=2, memory_mb=512, processes=12, file_size_mb=4, output_bytes=64 * 1024
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,9 @@ def pool():
 
 
 def test_a_program_runs_and_reports(pool):
-    result = pool.run("import sympy\nprint(sympy.factorint(1001))\nimport sys; print('warn', file=sys.stderr); sys.exit(3)")
+    result = pool.run(
+        "import sympy\nprint(sympy.factorint(1001))\nimport sys; print('warn', file=sys.stderr); sys.exit(3)"
+    )
     assert result.stdout == "{7: 1, 11: 1, 13: 1}\n"
     assert result.stderr.strip() == "warn"
     assert result.exit_code == 3 and result.limit_hit is None and not result.ok
@@ -99,8 +103,8 @@ for attempt, action in [
     ("read_private", lambda: open({str(private)!r}).read()),
     ("read_parent_environ", lambda: open(f"/proc/{{os.getppid()}}/environ").read()),
     ("delete_victim", lambda: os.remove({str(victim)!r})),
-    ("write_outside", lambda: open({str(tmp_path / 'planted.txt')!r}, "w").write("x")),
-    ("write_repository", lambda: open({str(Path(__file__).resolve().parent / 'planted.py')!r}, "w").write("x")),
+    ("write_outside", lambda: open({str(tmp_path / "planted.txt")!r}, "w").write("x")),
+    ("write_repository", lambda: open({str(Path(__file__).resolve().parent / "planted.py")!r}, "w").write("x")),
 ]:
     try:
         action()
@@ -151,7 +155,9 @@ def test_audit_hook_fallback_blocks_sockets_and_signals():
         "import socket, os\n"
         "try:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\nexcept PermissionError as e:\n    print('blocked', e)\n"
         "try:\n    os.kill(os.getppid(), 0)\nexcept PermissionError as e:\n    print('blocked', e)\n",
-        LIMITS, slot=5, use_namespaces=False,
+        LIMITS,
+        slot=5,
+        use_namespaces=False,
     )
     assert result.stdout.count("blocked") == 2, result.stdout + result.stderr
     assert result.isolation == "audit-hook"
@@ -166,16 +172,26 @@ def test_an_interpreter_under_tmp_stays_reachable_while_tmp_is_private():
     try:
         venv = scratch / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-        purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                 check=True, capture_output=True, text=True).stdout.strip()
+        purelib = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         # The caller (not the sandboxed program) imports the executor from this checkout.
         Path(purelib, "checkout.pth").write_text(f"{REPO_ROOT}\n")
         (scratch / "caller_secret.txt").write_text("not for the sandbox")
-        program = ("import os, sys\nprint(sys.prefix)\nprint(sorted(os.listdir('/tmp')))\n"
-                   f"print(sorted(os.listdir('/tmp/{scratch.name}')))\nprint(os.getcwd())")
-        caller = ("import json\nfrom megatron_recipes.sandbox.executor import run_python\n"
-                  f"print(json.dumps(run_python({program!r}).as_dict()))")
-        completed = subprocess.run([str(venv / "bin" / "python"), "-c", caller], capture_output=True, text=True, timeout=120)
+        program = (
+            "import os, sys\nprint(sys.prefix)\nprint(sorted(os.listdir('/tmp')))\n"
+            f"print(sorted(os.listdir('/tmp/{scratch.name}')))\nprint(os.getcwd())"
+        )
+        caller = (
+            "import json\nfrom megatron_recipes.sandbox.executor import run_python\n"
+            f"print(json.dumps(run_python({program!r}).as_dict()))"
+        )
+        completed = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", caller], capture_output=True, text=True, timeout=120
+        )
         assert completed.returncode == 0, completed.stderr
         result = json.loads(completed.stdout)
         assert result["isolation"] == "namespaces+uid" and result["exit_code"] == 0, result
@@ -195,12 +211,16 @@ def test_pools_in_separate_processes_claim_distinct_uids():
     """Two jobs on one node, each with its own pool: slot 0 of both must not run as the same uid,
     or the first run to end sweeps that uid and kills the other job's program."""
     program = "import os, time\ntime.sleep(3.0)\nprint(os.getuid())"
-    caller = ("import json\nfrom megatron_recipes.sandbox import SandboxLimits, SandboxPool\n"
-              "with SandboxPool(max_workers=1, limits=SandboxLimits(wall_seconds=20)) as pool:\n"
-              f"    print(json.dumps(pool.run({program!r}).as_dict()))")
+    caller = (
+        "import json\nfrom megatron_recipes.sandbox import SandboxLimits, SandboxPool\n"
+        "with SandboxPool(max_workers=1, limits=SandboxLimits(wall_seconds=20)) as pool:\n"
+        f"    print(json.dumps(pool.run({program!r}).as_dict()))"
+    )
 
     def start_job() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", caller], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", caller], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     first = start_job()
     # Start the second job only once the first one's program runs, so the two runs overlap.
@@ -216,4 +236,6 @@ def test_pools_in_separate_processes_claim_distinct_uids():
         results.append(json.loads(stdout))
     assert [r["exit_code"] for r in results] == [0, 0], results  # neither program was swept away
     uids = [int(r["stdout"]) for r in results]
-    assert len(set(uids)) == 2 and all(LIMITS.uid_base <= uid < LIMITS.uid_base + LIMITS.uid_count for uid in uids), uids
+    assert len(set(uids)) == 2 and all(LIMITS.uid_base <= uid < LIMITS.uid_base + LIMITS.uid_count for uid in uids), (
+        uids
+    )

@@ -6,7 +6,13 @@ sandbox); it checks that it really sees the executed output before continuing.
 
 import pytest
 
-from megatron_recipes.sandbox import SandboxLimits, SandboxPool, extract_python_blocks, program_answer, run_tool_integrated
+from megatron_recipes.sandbox import (
+    SandboxLimits,
+    SandboxPool,
+    extract_python_blocks,
+    program_answer,
+    run_tool_integrated,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,4 +59,9 @@ def test_program_of_thought_answer(pool):
     generation = "We solve it with code.\n```python\nfrom fractions import Fraction\nprint('work')\nprint(Fraction(3, 4) + Fraction(1, 4) * 2)\n```"
     answer, result = program_answer(generation, pool)
     assert answer == "5/4" and result.ok
-    assert program_answer("```python\nwhile True: pass\n```", SandboxPool(1, SandboxLimits(wall_seconds=3, cpu_seconds=1)))[0] is None
+    assert (
+        program_answer(
+            "```python\nwhile True: pass\n```", SandboxPool(1, SandboxLimits(wall_seconds=3, cpu_seconds=1))
+        )[0]
+        is None
+    )

@@ -36,9 +36,19 @@ RESUMED_LAYOUTS = {
     "resume_pp2": ["parallelism=pp2"],
 }
 COMMON = [
-    "model=tiny", "model.vocab_size=512", "data=mock", "data.seq_length=64", "data.num_workers=0",
-    "trainer=cpu", f"trainer.train_steps={STEPS}", "trainer.global_batch_size=8", "trainer.micro_batch_size=2",
-    "trainer.tensorboard=false", "optimizer=adamw_cosine", "optimizer.lr=3e-3", "optimizer.warmup_steps=1",
+    "model=tiny",
+    "model.vocab_size=512",
+    "data=mock",
+    "data.seq_length=64",
+    "data.num_workers=0",
+    "trainer=cpu",
+    f"trainer.train_steps={STEPS}",
+    "trainer.global_batch_size=8",
+    "trainer.micro_batch_size=2",
+    "trainer.tensorboard=false",
+    "optimizer=adamw_cosine",
+    "optimizer.lr=3e-3",
+    "optimizer.warmup_steps=1",
     "checkpoint.dir=null",
 ]
 
@@ -60,16 +70,36 @@ def train_losses(config, output_dir: Path, steps: int) -> dict:
 
     config.trainer.output_dir = str(output_dir)
     config.trainer.train_steps = steps
-    session = setup_training(config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint,
-                             vocab_size=config.model.vocab_size)
+    session = setup_training(
+        config.model,
+        config.parallelism,
+        config.optimizer,
+        config.trainer,
+        config.checkpoint,
+        vocab_size=config.model.vocab_size,
+    )
     runtime = session.runtime
-    datasets = build_pretraining_datasets(config.data, None, SyntheticTokenizer(config.model.vocab_size),
-                                          STEPS * config.trainer.global_batch_size, 0, str(output_dir.parent / "data_cache"))
-    batches = pretraining_batches(datasets.train, config.trainer.micro_batch_size, runtime.data_parallel_rank,
-                                  runtime.data_parallel_size, session.state.consumed_samples)
+    datasets = build_pretraining_datasets(
+        config.data,
+        None,
+        SyntheticTokenizer(config.model.vocab_size),
+        STEPS * config.trainer.global_batch_size,
+        0,
+        str(output_dir.parent / "data_cache"),
+    )
+    batches = pretraining_batches(
+        datasets.train,
+        config.trainer.micro_batch_size,
+        runtime.data_parallel_rank,
+        runtime.data_parallel_size,
+        session.state.consumed_samples,
+    )
     first_step = session.state.iteration + 1
-    layout = {**runtime.layout(), "parameters_on_rank": sum(p.numel() for p in session.unwrapped_model()[0].parameters()),
-              "chunks": len(session.model)}
+    layout = {
+        **runtime.layout(),
+        "parameters_on_rank": sum(p.numel() for p in session.unwrapped_model()[0].parameters()),
+        "chunks": len(session.model),
+    }
     train(session, batches)
     import torch.distributed as dist
 
@@ -86,14 +116,26 @@ def reference(work: Path) -> None:
 
     config = compose(["parallelism=single"])
     # Initial weights: a weights-only checkpoint, as a converter would write.
-    session = setup_training(config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint,
-                             vocab_size=config.model.vocab_size)
+    session = setup_training(
+        config.model,
+        config.parallelism,
+        config.optimizer,
+        config.trainer,
+        config.checkpoint,
+        vocab_size=config.model.vocab_size,
+    )
     save_checkpoint(work / "initial", 0, session.model, model_config=session.model_config_record())
     shutdown_runtime(destroy_process_group=False)
 
-    config = compose(["parallelism=single", f"checkpoint.init_from={work / 'initial'}",
-                      f"checkpoint.dir={work / 'reference_checkpoints'}", f"checkpoint.save_interval={SAVE_STEP}",
-                      "checkpoint.save_at_end=false"])
+    config = compose(
+        [
+            "parallelism=single",
+            f"checkpoint.init_from={work / 'initial'}",
+            f"checkpoint.dir={work / 'reference_checkpoints'}",
+            f"checkpoint.save_interval={SAVE_STEP}",
+            "checkpoint.save_at_end=false",
+        ]
+    )
     result = train_losses(config, work / "reference", STEPS)
     (work / "reference.json").write_text(json.dumps(result))
 
@@ -130,8 +172,9 @@ def layouts(work: Path) -> None:
 
         if dist.is_initialized():
             dist.barrier()
-        config = compose([*overrides, f"checkpoint.dir={private}", "checkpoint.save_interval=0",
-                          "checkpoint.save_at_end=false"])
+        config = compose(
+            [*overrides, f"checkpoint.dir={private}", "checkpoint.save_interval=0", "checkpoint.save_at_end=false"]
+        )
         results[name] = train_losses(config, work / name, STEPS)
     if int(os.environ.get("RANK", "0")) == 0:
         (work / "layouts.json").write_text(json.dumps(results))

@@ -40,9 +40,15 @@ def build_corpus(directory: Path) -> tuple[Path, float, int]:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
+    tokenizer.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=VOCAB,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     tokenizer_path = directory / "tokenizer.json"
     tokenizer.save(str(tokenizer_path))
     end_of_document = tokenizer.token_to_id("<|endoftext|>")
@@ -63,16 +69,28 @@ def test_tiny_model_learns_a_real_corpus_well_below_unigram_entropy(tmp_path):
     seq_length, global_batch = 128, 16
     assert STEPS * global_batch * seq_length < corpus_tokens  # less than one epoch
     run = run_module(
-        "megatron_recipes.pretrain", "trainer=cpu", "model=small_cpu",
-        f"corpus.work_dir={tmp_path}", f"data.tokenizer={tokenizer_path}",  # the data=local preset
-        f"data.seq_length={seq_length}", "data.split='95,5,0'",
-        f"trainer.global_batch_size={global_batch}", f"trainer.micro_batch_size={global_batch}",
-        f"trainer.train_steps={STEPS}", f"trainer.eval_interval={STEPS}", "trainer.eval_steps=4",
-        "trainer.log_interval=40", f"trainer.output_dir={tmp_path / 'run'}",
+        "megatron_recipes.pretrain",
+        "trainer=cpu",
+        "model=small_cpu",
+        f"corpus.work_dir={tmp_path}",
+        f"data.tokenizer={tokenizer_path}",  # the data=local preset
+        f"data.seq_length={seq_length}",
+        "data.split='95,5,0'",
+        f"trainer.global_batch_size={global_batch}",
+        f"trainer.micro_batch_size={global_batch}",
+        f"trainer.train_steps={STEPS}",
+        f"trainer.eval_interval={STEPS}",
+        "trainer.eval_steps=4",
+        "trainer.log_interval=40",
+        f"trainer.output_dir={tmp_path / 'run'}",
         "trainer.peak_tflops_per_device=0.1",  # a nominal CPU peak, so that MFU is reported
-        "optimizer=adamw_cosine", "optimizer.lr=3e-3", "optimizer.warmup_steps=15",
-        "checkpoint.save_interval=0", "checkpoint.save_at_end=false",
-        timeout=900, OMP_NUM_THREADS="2",
+        "optimizer=adamw_cosine",
+        "optimizer.lr=3e-3",
+        "optimizer.warmup_steps=15",
+        "checkpoint.save_interval=0",
+        "checkpoint.save_at_end=false",
+        timeout=900,
+        OMP_NUM_THREADS="2",
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "layer spec: local" in run.stderr and f"step {STEPS}/{STEPS} | loss" in run.stderr
@@ -82,8 +100,10 @@ def test_tiny_model_learns_a_real_corpus_well_below_unigram_entropy(tmp_path):
     first = rows[1]["loss"]
     late = sum(rows[step]["loss"] for step in range(STEPS - 9, STEPS + 1)) / 10
     validation = rows[STEPS]["validation_loss"]
-    print(f"unigram entropy {unigram_entropy:.3f} nats; loss step 1 {first:.3f}, last 10 steps {late:.3f}, "
-          f"validation {validation:.3f}")
+    print(
+        f"unigram entropy {unigram_entropy:.3f} nats; loss step 1 {first:.3f}, last 10 steps {late:.3f}, "
+        f"validation {validation:.3f}"
+    )
     assert first > unigram_entropy  # starts above it (near ln(vocab))
     assert late < unigram_entropy - 1.5
     assert validation < unigram_entropy - 1.5

@@ -26,26 +26,49 @@ TOLERANCE = 1e-5
 def layout_results(tmp_path_factory):
     work = tmp_path_factory.mktemp("layouts")
     env = subprocess_env(OMP_NUM_THREADS="1")
-    reference = subprocess.run([sys.executable, str(DRIVER), "reference", "--work", str(work)],
-                               cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    reference = subprocess.run(
+        [sys.executable, str(DRIVER), "reference", "--work", str(work)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert reference.returncode == 0, reference.stderr[-3000:]
     layouts = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(DRIVER), "layouts", "--work", str(work)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(DRIVER),
+            "layouts",
+            "--work",
+            str(work),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert layouts.returncode == 0, layouts.stderr[-3000:]
     return json.loads((work / "reference.json").read_text()), json.loads((work / "layouts.json").read_text())
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name,expected", [
-    ("dp2", {"data_parallel": 2}),
-    ("tp2", {"tensor_parallel": 2}),
-    ("tp2_sequence_parallel", {"tensor_parallel": 2}),
-    ("pp2", {"pipeline_parallel": 2}),
-    ("pp2_interleaved", {"pipeline_parallel": 2, "virtual_pipeline": 2, "chunks": 2}),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("dp2", {"data_parallel": 2}),
+        ("tp2", {"tensor_parallel": 2}),
+        ("tp2_sequence_parallel", {"tensor_parallel": 2}),
+        ("pp2", {"pipeline_parallel": 2}),
+        ("pp2_interleaved", {"pipeline_parallel": 2, "virtual_pipeline": 2, "chunks": 2}),
+    ],
+)
 def test_layout_matches_tensor_parallel_1_over_five_steps(layout_results, name, expected):
     reference, layouts = layout_results
     result = layouts[name]

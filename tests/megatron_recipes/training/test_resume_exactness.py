@@ -25,11 +25,23 @@ from tests.support import REPO_ROOT, subprocess_env
 
 STEPS = 12
 OVERRIDES = [
-    "model=tiny", "model.vocab_size=512", "model.hidden_dropout=0.1", "model.attention_dropout=0.1",
-    "data=mock", "data.seq_length=64", "data.num_workers=1",
-    "trainer=cpu", f"trainer.train_steps={STEPS}", "trainer.global_batch_size=8", "trainer.micro_batch_size=2",
-    "trainer.tensorboard=false", "optimizer=adamw_cosine", "optimizer.lr=3e-3", "optimizer.warmup_steps=2",
-    "parallelism.use_distributed_optimizer=true", "checkpoint.save_interval=3",
+    "model=tiny",
+    "model.vocab_size=512",
+    "model.hidden_dropout=0.1",
+    "model.attention_dropout=0.1",
+    "data=mock",
+    "data.seq_length=64",
+    "data.num_workers=1",
+    "trainer=cpu",
+    f"trainer.train_steps={STEPS}",
+    "trainer.global_batch_size=8",
+    "trainer.micro_batch_size=2",
+    "trainer.tensorboard=false",
+    "optimizer=adamw_cosine",
+    "optimizer.lr=3e-3",
+    "optimizer.warmup_steps=2",
+    "parallelism.use_distributed_optimizer=true",
+    "checkpoint.save_interval=3",
 ]
 
 
@@ -39,11 +51,28 @@ TORCHRUN_SIGNALS = ["--signals-to-handle", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR
 
 
 def start(output_dir: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               *TORCHRUN_SIGNALS, "-m", "megatron_recipes.pretrain", *OVERRIDES, f"trainer.output_dir={output_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        *TORCHRUN_SIGNALS,
+        "-m",
+        "megatron_recipes.pretrain",
+        *OVERRIDES,
+        f"trainer.output_dir={output_dir}",
+    ]
     log = open(output_dir.parent / f"{output_dir.name}.log", "a")
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=subprocess_env(OMP_NUM_THREADS="1"), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=subprocess_env(OMP_NUM_THREADS="1"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def last_step(output_dir: Path) -> int:
@@ -92,7 +121,10 @@ def test_killed_and_preempted_run_resumes_with_exactly_the_uninterrupted_losses(
     run_b.wait(timeout=60)
     killed_after = last_step(interrupted)
     resumed_from = latest_iteration(checkpoints)
-    assert resumed_from is not None and resumed_from % 3 == 0 and resumed_from < killed_after, (resumed_from, killed_after)
+    assert resumed_from is not None and resumed_from % 3 == 0 and resumed_from < killed_after, (
+        resumed_from,
+        killed_after,
+    )
 
     # 2. Restart: it resumes from `latest`; then preempt it with SIGUSR1 to every process of the
     #    run (torchrun, training workers and DataLoader workers alike, as Slurm does).
@@ -108,7 +140,10 @@ def test_killed_and_preempted_run_resumes_with_exactly_the_uninterrupted_losses(
     stopped_at = status["iteration"]
     assert latest_iteration(checkpoints) == stopped_at and stopped_at < STEPS
     log_text = (tmp_path / "interrupted.log").read_text()
-    assert f"resumed from {checkpoints / f'iter_{resumed_from:07d}'} at iteration {resumed_from} (rng restored)" in log_text
+    assert (
+        f"resumed from {checkpoints / f'iter_{resumed_from:07d}'} at iteration {resumed_from} (rng restored)"
+        in log_text
+    )
 
     # 3. Restart to the end.
     run_d = start(interrupted)
