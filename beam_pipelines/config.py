@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from stack_common.errors import ConfigError
+
 RUNNERS = ("direct", "dataflow", "flink", "spark")
 ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "LOOPBACK", "EXTERNAL")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the key and the fix."""
 
 
 @dataclass
