@@ -101,6 +101,11 @@ def ensure_sample_warc(directory: str, max_math_pages: int = 400, max_other_page
     return str(path)
 
 
+def sample_seed_positives_path(directory: str, max_math_pages: int = 400, count: int = 150) -> str:
+    """Where `ensure_sample_seed_positives` writes (or finds) its file."""
+    return str(Path(directory) / f"seed_positives-after{max_math_pages}-n{count}.jsonl")
+
+
 def ensure_sample_seed_positives(directory: str, max_math_pages: int = 400, count: int = 150) -> str:
     """Seed positives for the recall loop on the sample crawl, as OpenWebMath-style JSONL (`text`,
     `url`): math documentation pages that are *not* in the sample crawl (the next `count` pages
@@ -111,7 +116,7 @@ def ensure_sample_seed_positives(directory: str, max_math_pages: int = 400, coun
 
     from beam_pipelines.transforms.extract import extract_text
 
-    path = Path(directory) / f"seed_positives-after{max_math_pages}-n{count}.jsonl"
+    path = Path(sample_seed_positives_path(directory, max_math_pages, count))
     if path.exists() and path.stat().st_size > 0:
         return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)

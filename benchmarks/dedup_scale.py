@@ -1,7 +1,7 @@
 """Near-dedup at scale: our Beam graph on the direct runner vs a plain in-process datasketch loop.
 
 For each size (default 100k and 1M documents of ~2 KB, generated from real prose with planted
-near-duplicates by `beam_pipelines.dedup_sample`, written to Parquet first and not timed):
+near-duplicates by `tests/planted_duplicates.py`, written to Parquet first and not timed):
 - ours: `python -m beam_pipelines.dedup` on the direct runner (FnApiRunner, multi-processing,
   `--workers` worker processes) with the default settings (20 x 6 bands, exact verification);
 - reference: one Python process that reads the same Parquet files and runs the classic loop -
@@ -45,8 +45,8 @@ def generate(directory: Path, count: int, seed: int) -> float:
     """Write `count` generated documents as Parquet shards; returns seconds spent."""
     import pyarrow.parquet as pq
 
-    from beam_pipelines.dedup_sample import generate_documents
     from beam_pipelines.document import documents_to_table
+    from tests.planted_duplicates import generate_documents
 
     started = time.time()
     target = directory / "documents"

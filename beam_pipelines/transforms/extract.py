@@ -1,8 +1,11 @@
 """HTML -> plain text, with every math markup kept as delimited TeX.
 
-No extractor keeps all math (see shared/notes/environment.md): they drop `<script type="math/tex">`,
-glue MathML's rendered text to its annotation, or drop image alt text. So math nodes are first
-rewritten *in the DOM* into text nodes holding delimited TeX, then resiliparse extracts text:
+No extractor keeps all math. Measured on real documentation pages: resiliparse and trafilatura
+2.3 both drop `<script type="math/tex">`; resiliparse glues MathML's rendered text to its TeX
+annotation (it keeps Sphinx imgmath's `<img alt="LaTeX">`); trafilatura keeps MathML annotations
+and KaTeX but drops the image alt text. `$..$`, `$$..$$` and `\\(..\\)` in text survive in both. So
+math nodes are first rewritten *in the DOM* into text nodes holding delimited TeX, then resiliparse
+(~550 pages/s per core with main-content detection, trafilatura ~30-40) extracts text:
 
 | markup | becomes |
 | --- | --- |

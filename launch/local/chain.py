@@ -4,9 +4,12 @@
     python launch/local/chain.py chain_size=ci work_dir=/tmp/c    # the test's reduced sizes
     python launch/local/chain.py force=[pretrain]                 # redo pretrain and everything after it
     python launch/local/chain.py "overrides.sft=['optimizer.lr=2e-3']"   # extra Hydra overrides for one stage
+    python launch/local/chain.py dry_run=true                     # print every stage's command, run nothing
 
 Every stage is a real subprocess, `python -m <entry point> <Hydra overrides>`: the same commands a
-cluster user runs (the README's "The chain at real scale" lists them with the 7B presets). In order:
+cluster user runs (the README's "The chain at real scale" lists them with the 7B presets). A stage's
+settings are its preset under conf/ (`+experiment=chain_<stage>`); this file adds only paths and the
+sizes of `chain_size` (conf/chain_size/). In order:
 
   prepare          beam_pipelines.prepare        sample WARC -> pool/
   dedup            beam_pipelines.dedup          pool/ -> pool_near_dedup/ (MinHash LSH)
@@ -35,22 +38,27 @@ At the end: `<work_dir>/chain_summary.json` and `<work_dir>/chain_report.html` (
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from beam_pipelines.config import ConfigError  # noqa: E402
+from beam_pipelines.cli import compose_config  # noqa: E402
+from beam_pipelines.sample import sample_seed_positives_path  # noqa: E402
+from stack_common.checks import require_positive  # noqa: E402
+from stack_common.errors import ConfigError  # noqa: E402
 
 STAGES = (
     "prepare",
@@ -65,12 +73,13 @@ STAGES = (
     "grpo",
     "evaluate_grpo",
 )
-# One-digit sums phrased by reasoning-gym: the task the tiny presets are tuned for (grpo_tiny_cpu).
-ARITHMETIC_TASK = (
-    "basic_arithmetic:operators=+,min_terms=2,max_terms=2,min_digits=1,max_digits=1,"
-    "allow_parentheses=false,allow_negation=false"
-)
-HELD_OUT_SEED = 4321  # the GRPO prompts and the SFT data use other seeds
+# Every stage's settings other than paths and sizes live in its preset under conf/
+# (experiment/chain_<stage>.yaml, source/arithmetic.yaml). The GRPO stage's composition also names
+# the arithmetic task of the chain's generated inputs and the held-out set's seed.
+GRPO_PRESET = "+experiment=chain_grpo"
+# Seeds of the other inputs drawn from that task: they differ from GRPO's training and held-out seeds.
+ARITHMETIC_TEXT_SEED = 7
+SFT_DATA_SEED = 99
 
 
 @dataclass
@@ -105,6 +114,8 @@ class ChainConfig:
     overrides: dict[str, list[str]] = field(default_factory=lambda: {stage: [] for stage in STAGES})
     # Echo every line of every stage (default: progress lines only; the logs hold everything).
     verbose: bool = False
+    # Print every stage's commands (as a shell script) and stop: no stage runs, work_dir is untouched.
+    dry_run: bool = False
 
     def validate(self) -> None:
         unknown = [
@@ -115,21 +126,9 @@ class ChainConfig:
         if unknown:
             raise ConfigError(f"unknown stage(s) {', '.join(map(repr, unknown))}: stages are {', '.join(STAGES)}")
         size = self.chain_size
-        for name in (
-            "sample_math_pages",
-            "sample_other_pages",
-            "seed_positive_pages",
-            "recall_max_rounds",
-            "tokenizer_vocab_size",
-            "arithmetic_documents",
-            "pretrain_steps",
-            "sft_examples",
-            "sft_steps",
-            "grpo_steps",
-            "eval_questions",
-        ):
-            if getattr(size, name) < 1:
-                raise ConfigError(f"chain_size.{name} must be >= 1")
+        for item in fields(size):
+            if item.type == "int":
+                require_positive(f"chain_size.{item.name}", getattr(size, item.name))
         if size.grpo_steps < 10:
             raise ConfigError("chain_size.grpo_steps must be >= 10 (held-out accuracy is measured every 10 steps)")
 
@@ -201,70 +200,90 @@ class Chain:
         return markers[stage]()
 
     # -- inputs the chain generates (not pipelines: seed data and benchmark files) -----------------
-    def seed_positives(self) -> str:
-        from beam_pipelines.sample import ensure_sample_seed_positives
+    def seed_positives_path(self) -> str:
+        return sample_seed_positives_path(str(self.inputs), self.size.sample_math_pages, self.size.seed_positive_pages)
 
-        return ensure_sample_seed_positives(
-            str(self.inputs), self.size.sample_math_pages, self.size.seed_positive_pages
-        )
+    def benchmark_paths(self) -> dict[str, Path]:
+        directory = self.inputs / "benchmarks"
+        return {"champ": directory / "champ.jsonl", "arithmetic_heldout": directory / "arithmetic_heldout.jsonl"}
 
-    def benchmark_files(self) -> dict[str, Path]:
+    def arithmetic_text_path(self) -> Path:
+        return self.inputs / "arithmetic_text.jsonl"
+
+    def sft_data_path(self) -> Path:
+        return self.inputs / f"sft-{self.size.sft_examples}.jsonl"
+
+    @functools.cached_property
+    def grpo_prompt_sources(self):
+        """The GRPO stage's `prompts` and `eval_prompts`: the SFT data and the arithmetic text are
+        drawn from GRPO's task (other seeds), the held-out set is GRPO's own held-out source."""
+        from megatron_recipes.config import register_configs
+
+        grpo = compose_config("grpo", [GRPO_PRESET], register_configs)
+        return grpo.prompts, grpo.eval_prompts
+
+    def write_inputs(self, stage: str) -> None:
+        """Write what `stage` reads besides earlier stages' outputs (each file once)."""
+        if stage == "recall":
+            from beam_pipelines.sample import ensure_sample_seed_positives
+
+            ensure_sample_seed_positives(str(self.inputs), self.size.sample_math_pages, self.size.seed_positive_pages)
+        elif stage in ("decontaminate", "evaluate_sft", "evaluate_grpo"):
+            self.write_benchmark_files()
+        elif stage == "tokenize":
+            self.write_arithmetic_text()
+
+    def write_benchmark_files(self) -> None:
         """CHAMP (ships with the champ-dataset package) and the chain's own held-out arithmetic set,
         both as GSM8K-format JSONL: the decontamination benchmarks and the evaluation set."""
-        directory = self.inputs / "benchmarks"
-        directory.mkdir(parents=True, exist_ok=True)
-        champ, held_out = directory / "champ.jsonl", directory / "arithmetic_heldout.jsonl"
-        if not champ.exists():
+        paths = self.benchmark_paths()
+        paths["champ"].parent.mkdir(parents=True, exist_ok=True)
+        if not paths["champ"].exists():
             from megatron_recipes.evaluation.datasets import load_problems
 
             rows = [
                 {"question": p.question, "answer": f"{p.solution}\n#### {p.answers[0]}".strip()}
                 for p in load_problems("champ")
             ]
-            _write_jsonl(champ, rows)
-        if not held_out.exists():
+            _write_jsonl(paths["champ"], rows)
+        if not paths["arithmetic_heldout"].exists():
             from megatron_recipes.config import ChatTemplateConfig
             from megatron_recipes.data.rl_prompts import PromptStream
 
-            stream = PromptStream(self.prompt_config(HELD_OUT_SEED, self.size.eval_questions), ChatTemplateConfig())
+            _, held_out_source = self.grpo_prompt_sources
+            source = replace(held_out_source, limit=self.size.eval_questions)
             rows = [
                 {"question": r.question, "answer": f"{r.question} is {r.answer}.\n#### {r.answer}"}
-                for r in stream.take(0, self.size.eval_questions)
+                for r in PromptStream(source, ChatTemplateConfig()).take(0, self.size.eval_questions)
             ]
-            _write_jsonl(held_out, rows)
-        return {"champ": champ, "arithmetic_heldout": held_out}
+            _write_jsonl(paths["arithmetic_heldout"], rows)
 
-    @staticmethod
-    def prompt_config(seed: int, limit: int | None):
-        from megatron_recipes.config import PromptSourceConfig
-
-        return PromptSourceConfig(
-            tasks=[ARITHMETIC_TASK], seed=seed, limit=limit, question_template=PromptSourceConfig.question_template
-        )
-
-    def arithmetic_text(self) -> Path:
+    def write_arithmetic_text(self) -> None:
         """Plain arithmetic text for the pretraining mixture (the tiny model's "non-web" source):
         worked sums phrased like the SFT answers, from reasoning-gym with its own seed."""
-        path = self.inputs / "arithmetic_text.jsonl"
-        if not path.exists():
-            from megatron_recipes.config import ChatTemplateConfig
-            from megatron_recipes.data.rl_prompts import PromptStream
+        path = self.arithmetic_text_path()
+        if path.exists():
+            return
+        from megatron_recipes.config import ChatTemplateConfig
+        from megatron_recipes.data.rl_prompts import PromptStream
 
-            stream = PromptStream(self.prompt_config(7, None), ChatTemplateConfig())
-            rows = [
-                {
-                    "id": f"arith-{i}",
-                    "text": f"{r.question} {r.question[len('Calculate ') :].rstrip('.')} = {r.answer}.",
-                }
-                for i, r in enumerate(stream.take(0, self.size.arithmetic_documents))
-            ]
-            _write_jsonl(path, rows)
-        return path
+        training_source, _ = self.grpo_prompt_sources
+        source = replace(training_source, seed=ARITHMETIC_TEXT_SEED, limit=None)
+        rows = [
+            {
+                "id": f"arith-{i}",
+                "text": f"{r.question} {r.question[len('Calculate ') :].rstrip('.')} = {r.answer}.",
+            }
+            for i, r in enumerate(PromptStream(source, ChatTemplateConfig()).take(0, self.size.arithmetic_documents))
+        ]
+        _write_jsonl(path, rows)
 
     # -- the stages' commands ----------------------------------------------------------------------
     def commands(self, stage: str) -> list[list[str]]:
-        w, size, beam = str(self.work), self.size, f"beam={self.config.beam}"
-        corpus = [f"corpus.work_dir={w}", beam]
+        """`[module, *arguments]` per command of `stage`: the preset that holds the stage's settings,
+        then paths and sizes. The user's `overrides.<stage>` are added by `with_user_overrides`."""
+        w, size = str(self.work), self.size
+        corpus = [f"corpus.work_dir={w}", f"beam={self.config.beam}"]
         tokenizer = str(self.path("tokenizer"))
         if stage == "prepare":
             return [
@@ -278,103 +297,74 @@ class Chain:
         if stage == "dedup":
             return [["beam_pipelines.dedup", *corpus]]
         if stage == "recall":
-            # The sample pool is ~1,000x smaller than the paper's: more epochs and a smaller model
-            # than its 3 epochs / dim 256, and a selection sized to the pool (about half its tokens
-            # are math). recall_unattended approves URL prefixes by a stated policy.
             return [
                 [
                     "beam_pipelines.recall",
+                    "+experiment=chain_recall",
                     *corpus,
-                    "+experiment=recall_unattended",
-                    f"training.seed_positives=[{self.seed_positives()}]",
-                    "fasttext.epoch=25",
-                    "fasttext.dim=64",
-                    "fasttext.bucket=50000",
-                    "selection.pool_token_fractions=[0.55]",
+                    f"training.seed_positives=[{self.seed_positives_path()}]",
                     f"max_rounds={size.recall_max_rounds}",
                 ]
             ]
         if stage == "decontaminate":
-            files = self.benchmark_files()
-            listing = ",".join(f"{{name:{name},path:'{path}',format:gsm8k}}" for name, path in files.items())
+            listing = ",".join(
+                f"{{name:{name},path:'{path}',format:gsm8k}}" for name, path in self.benchmark_paths().items()
+            )
             return [["beam_pipelines.decontaminate", *corpus, f"benchmarks=[{listing}]"]]
         if stage == "train_tokenizer":
             return [
                 ["beam_pipelines.train_tokenizer", f"corpus.work_dir={w}", f"vocab_size={size.tokenizer_vocab_size}"]
             ]
         if stage == "tokenize":
-            arithmetic = self.arithmetic_text()
             return [
                 ["beam_pipelines.tokenize", *corpus, f"tokenizer.path={tokenizer}"],
                 [
                     "beam_pipelines.tokenize",
                     *corpus,
                     f"tokenizer.path={tokenizer}",
-                    "source=common_crawl",
-                    "source.name=arithmetic",
-                    f"source.input={arithmetic}",
-                    "source.id_field=id",
+                    "source=arithmetic",
+                    f"source.input={self.arithmetic_text_path()}",
                 ],
             ]
         if stage == "pretrain":
             return [
                 [
                     "megatron_recipes.pretrain",
-                    "+experiment=tiny_cpu",
+                    "+experiment=chain_pretrain",
                     f"corpus.work_dir={w}",
                     f"data.tokenizer={tokenizer}",
-                    f"+data.sources.arithmetic=[{w}/tokenized/arithmetic]",
-                    "data.weights.math_corpus=0.7",
-                    "+data.weights.arithmetic=0.3",
                     f"trainer.train_steps={size.pretrain_steps}",
-                    "optimizer.warmup_steps=10",
                     f"trainer.output_dir={self.path('pretrain')}",
-                    f"checkpoint.save_interval={size.pretrain_steps}",
-                    "trainer.log_interval=10",
                 ]
             ]
         if stage == "sft":
-            data = self.inputs / f"sft-{size.sft_examples}.jsonl"
+            training_source, _ = self.grpo_prompt_sources
+            data = str(self.sft_data_path())
             generate = [
                 "megatron_recipes.data.rl_prompts",
-                "--out",
-                str(data),
-                "--count",
-                str(size.sft_examples),
-                "--seed",
-                "99",
-                ARITHMETIC_TASK,
+                *("--out", data, "--count", str(size.sft_examples), "--seed", str(SFT_DATA_SEED)),
+                *training_source.tasks,
             ]
             return [
                 generate,
                 [
                     "megatron_recipes.sft",
-                    "+experiment=sft_tiny_cpu",
+                    "+experiment=chain_sft",
                     f"sft_data.paths=[{data}]",
                     f"sft_data.tokenizer={tokenizer}",
-                    "sft_data.seq_length=160",
                     f"checkpoint.init_from={self.path('pretrain', 'checkpoints')}",
                     f"trainer.train_steps={size.sft_steps}",
-                    "trainer.global_batch_size=16",
-                    "trainer.micro_batch_size=16",
-                    "optimizer.lr=3e-3",
                     f"trainer.output_dir={self.path('sft')}",
-                    f"checkpoint.save_interval={size.sft_steps}",
-                    "trainer.log_interval=25",
                 ],
             ]
         if stage in ("evaluate_sft", "evaluate_grpo"):
             run = stage.split("_")[1]
-            held_out = self.benchmark_files()["arithmetic_heldout"]
             return [
                 [
                     "megatron_recipes.evaluate",
-                    "dataset=gsm8k",
-                    f"dataset.path={held_out}",
-                    "prompt_style=zero_shot",
-                    "generator=megatron",
+                    "+experiment=chain_evaluate",
+                    f"dataset.path={self.benchmark_paths()['arithmetic_heldout']}",
                     f"generator.checkpoint={self.path(run, 'checkpoints')}",
-                    "sampling.max_new_tokens=24",
                     f"output_dir={self.path('evaluate', run)}",
                 ]
             ]
@@ -382,26 +372,23 @@ class Chain:
             return [
                 [
                     "megatron_recipes.grpo",
-                    "+experiment=grpo_tiny_cpu",
+                    GRPO_PRESET,
                     f"checkpoint.init_from={self.path('sft', 'checkpoints')}",
                     f"trainer.train_steps={size.grpo_steps}",
                     f"trainer.output_dir={self.path('grpo')}",
-                    f"checkpoint.save_interval={size.grpo_steps}",
-                    f'prompts.tasks=["{ARITHMETIC_TASK}"]',
-                    f'eval_prompts.tasks=["{ARITHMETIC_TASK}"]',
-                    "rl.eval_interval=10",
-                    "rl.eval_temperature=1.0",
-                    "rl.eval_samples=4",
-                    "trainer.log_interval=5",
                 ]
             ]
         raise AssertionError(stage)
 
+    def with_user_overrides(self, stage: str) -> list[list[str]]:
+        """The stage's commands with `overrides.<stage>` appended to its last Hydra command."""
+        commands = self.commands(stage)
+        *earlier, last = commands
+        return [*earlier, [*last, *self.config.overrides.get(stage, [])]]
+
     # -- running -----------------------------------------------------------------------------------
-    def run_command(self, stage: str, index: int, module_and_args: list[str], log) -> None:
+    def run_command(self, stage: str, module_and_args: list[str], log) -> None:
         module, *arguments = module_and_args
-        if index == len(self.commands_cache[stage]) - 1 and not module.endswith("rl_prompts"):
-            arguments = [*arguments, *self.config.overrides.get(stage, [])]
         command = [sys.executable, "-m", module, *arguments]
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
@@ -431,15 +418,38 @@ class Chain:
             last = next((line for line in reversed(tail) if line.strip()), "")
             raise StageFailed(f"stage {stage} failed (exit {code}): {last.strip()[:300]} | log: {log.name}")
 
-    def run(self) -> int:
+    def print_commands(self) -> int:
+        """dry_run=true: every stage's commands as a shell script, in order; stages that a run
+        would skip (skip=, or finished and not forced) are commented out."""
+        redo_from = self.redo_from()
+        print(f"# chain: work dir {self.work} | sizes {self.size.name}")
+        for number, stage in enumerate(STAGES, 1):
+            skipped = stage in self.config.skip
+            finished = not skipped and (redo_from is None or number - 1 < redo_from) and self.done(stage)
+            note = (
+                " (skipped: skip=)" if skipped else f" (skipped: done, {self.marker_text(stage)})" if finished else ""
+            )
+            print(f"# {number:2d}/{len(STAGES)} {stage}{note}")
+            for module, *arguments in self.with_user_overrides(stage):
+                line = shlex.join([sys.executable, "-m", module, *arguments])
+                print(f"# {line}" if note else line)
+        return 0
+
+    def redo_from(self) -> int | None:
+        """Index of the first stage that force= or from_stage= reruns (None: none)."""
         config = self.config
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(parents=True, exist_ok=True)
-        redo_from = min(
+        return min(
             [STAGES.index(s) for s in [*config.force, *([config.from_stage] if config.from_stage else [])]],
             default=None,
         )
-        self.commands_cache: dict[str, list] = {}
+
+    def run(self) -> int:
+        if self.config.dry_run:
+            return self.print_commands()
+        config = self.config
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        redo_from = self.redo_from()
         started = time.time()
         print(f"[chain] work dir {self.work} | sizes {self.size.name} | stages {' -> '.join(STAGES)}", flush=True)
         for number, stage in enumerate(STAGES, 1):
@@ -455,18 +465,19 @@ class Chain:
                 continue
             print(f"{prefix} running ...", flush=True)
             stage_start = time.time()
-            self.commands_cache[stage] = self.commands(stage)
             log_path = self.logs / f"{number:02d}_{stage}.log"
             try:
+                self.write_inputs(stage)
                 with open(log_path, "a", encoding="utf-8") as log:
-                    for index, command in enumerate(self.commands_cache[stage]):
-                        self.run_command(stage, index, command, log)
+                    for command in self.with_user_overrides(stage):
+                        self.run_command(stage, command, log)
             except StageFailed as error:
                 print(f"[chain] error: {error}", file=sys.stderr, flush=True)
                 return 1
             if not self.done(stage):
                 print(
-                    f"[chain] error: stage {stage} exited 0 but its completion marker is missing ({self.marker_text(stage)}) | log: {log_path}",
+                    f"[chain] error: stage {stage} exited 0 but its completion marker is missing "
+                    f"({self.marker_text(stage)}) | log: {log_path}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -533,7 +544,7 @@ class Chain:
                 rows = self.metrics(stage)
                 steps = sorted(step for step, row in rows.items() if "loss" in row)
                 text = (
-                    f"{steps[-1] if steps else 0} steps, loss {rows[steps[0]]['loss']:.3f} -> {rows[steps[-1]]['loss']:.3f}"
+                    f"{steps[-1]} steps, loss {rows[steps[0]]['loss']:.3f} -> {rows[steps[-1]]['loss']:.3f}"
                     if steps
                     else "no metrics"
                 )
@@ -640,12 +651,15 @@ class Chain:
             for r in recall.get("rounds", [])
         )
         html = f"""<!doctype html><html><head><meta charset="utf-8"><title>chain report</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse;margin-bottom:1.5em}}</style></head><body>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:3px 8px}}
+table{{border-collapse:collapse;margin-bottom:1.5em}}</style></head><body>
 <h1>DeepSeekMath chain on {_escape(summary["work_dir"])}</h1>
-<p>sizes {summary["sizes"]}, {summary["seconds"]:.0f} s. Evaluation accuracy on the held-out set: {_escape(json.dumps(summary["evaluation_accuracy"]))}.</p>
+<p>sizes {summary["sizes"]}, {summary["seconds"]:.0f} s. Evaluation accuracy on the held-out set:
+{_escape(json.dumps(summary["evaluation_accuracy"]))}.</p>
 <h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>result</th></tr>{rows}</table>
 <h2>Pages</h2><table>{pages}</table>
-<h2>Recall rounds (stopped: {_escape(str(recall.get("stop_reason")))}; <a href="recall/report.html">corpus report</a>)</h2>
+<h2>Recall rounds (stopped: {_escape(str(recall.get("stop_reason")))};
+<a href="recall/report.html">corpus report</a>)</h2>
 <table><tr><th>round</th><th>selected pages</th><th>tokens</th><th>overlap with previous</th></tr>{rounds}</table>
 <h2>Training</h2><img src="data:image/png;base64,{image}" alt="training curves">
 <p>TensorBoard: <code>tensorboard --logdir {_escape(str(self.work))}</code></p></body></html>"""
@@ -658,20 +672,22 @@ class Chain:
             print("[chain] pages: " + " -> ".join(f"{k} {v:,}" for k, v in pages.items()))
             recall = summary["recall"]
             print(
-                f"[chain] recall: {len(recall['rounds'])} rounds, stopped by {recall['stop_reason']}; report {recall['report']}"
+                f"[chain] recall: {len(recall['rounds'])} rounds, stopped by {recall['stop_reason']}; "
+                f"report {recall['report']}"
             )
             print("[chain] tokens: " + ", ".join(f"{k} {v:,}" for k, v in summary["tokens"].items()))
         for run in ("pretrain", "sft"):
             curve = summary["curves"].get(run) or []
             if curve:
                 print(
-                    f"[chain] {run} loss: {curve[0][1]:.3f} (step {curve[0][0]}) -> {curve[-1][1]:.3f} (step {curve[-1][0]})"
+                    f"[chain] {run} loss: {curve[0][1]:.3f} (step {curve[0][0]}) -> "
+                    f"{curve[-1][1]:.3f} (step {curve[-1][0]})"
                 )
         rewards, accuracy = summary["curves"].get("grpo") or [], summary["curves"].get("grpo_heldout_accuracy") or []
         if rewards:
             print(
-                f"[chain] GRPO mean reward: {rewards[0][1]:.3f} -> {rewards[-1][1]:.3f}; held-out accuracy during GRPO: "
-                + ", ".join(f"{a:.3f}@{s}" for s, a in accuracy)
+                f"[chain] GRPO mean reward: {rewards[0][1]:.3f} -> {rewards[-1][1]:.3f}; "
+                "held-out accuracy during GRPO: " + ", ".join(f"{a:.3f}@{s}" for s, a in accuracy)
             )
         evaluation = summary["evaluation_accuracy"]
         if evaluation:

@@ -9,7 +9,6 @@ import pytest
 from beam_pipelines.cli import compose_config
 from beam_pipelines.config import BenchmarkSource, register_configs
 from beam_pipelines.decontaminate import run_decontaminate
-from beam_pipelines.dedup_sample import generate_documents
 from beam_pipelines.document import Document
 from tests.beam_pipelines.dedup.decontamination_fixtures import (
     CLEAN,
@@ -20,6 +19,7 @@ from tests.beam_pipelines.dedup.decontamination_fixtures import (
     write_benchmarks,
 )
 from tests.beam_pipelines.dedup.neardedup_support import read_jsonl, read_rows, write_stage
+from tests.planted_duplicates import generate_documents
 from tests.support import run_module
 
 FORMATS = {"gsm8k": "gsm8k", "math": "math", "cmath": "cmath", "agieval": "agieval", "extra": "auto"}

@@ -10,8 +10,8 @@ import pytest
 from beam_pipelines.cli import compose_config
 from beam_pipelines.config import ConfigError, register_configs
 from beam_pipelines.dedup import run_dedup
-from beam_pipelines.dedup_sample import generate_documents
 from tests.beam_pipelines.dedup.neardedup_support import read_rows, write_stage
+from tests.planted_duplicates import generate_documents
 from tests.support import run_module
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from beam_pipelines.config import MinHashConfig
-from beam_pipelines.dedup_sample import generate_documents, sentence_pool
 from beam_pipelines.document import Document
 from beam_pipelines.transforms.minhash import (
     PERMUTATION_SCHEME,
@@ -22,6 +21,7 @@ from beam_pipelines.transforms.minhash import (
     survivor_rank,
     word_tokens,
 )
+from tests.planted_duplicates import generate_documents, sentence_pool
 
 
 def test_tokens_ignore_case_unicode_forms_and_punctuation():

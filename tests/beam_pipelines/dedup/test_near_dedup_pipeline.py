@@ -12,7 +12,6 @@ import pytest
 from beam_pipelines.cli import compose_config
 from beam_pipelines.config import register_configs
 from beam_pipelines.dedup import run_dedup
-from beam_pipelines.dedup_sample import generate_documents
 from beam_pipelines.document import Document
 from beam_pipelines.transforms.minhash import better, survivor_rank
 from tests.beam_pipelines.dedup.neardedup_support import (
@@ -23,6 +22,7 @@ from tests.beam_pipelines.dedup.neardedup_support import (
     same_cluster_pairs,
     write_stage,
 )
+from tests.planted_duplicates import generate_documents
 
 THRESHOLD = 0.8
 

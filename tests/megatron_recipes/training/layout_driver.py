@@ -1,6 +1,6 @@
 """Train the tiny model at several parallel layouts from one checkpoint; write the losses as JSON.
 
-Run by tests/megatron_recipes/training/test_layouts.py (not collected by pytest itself):
+Run by tests/megatron_recipes/training/test_parallel_layouts.py (not collected by pytest itself):
     python layout_driver.py reference --work DIR            # 1 process: TP=1 reference run
     torchrun --nproc-per-node 2 layout_driver.py layouts --work DIR   # the 2-process layouts
 
@@ -147,7 +147,8 @@ def layouts(work: Path) -> None:
         results[name] = train_losses(config, work / name, STEPS)
     for name, overrides in SEEDED_LAYOUTS.items():
         results[name] = train_losses(compose(overrides), work / name, 1)
-    # Pitfall 1 of the CPU notes, shown: megatron's untagged batched p2p on gloo swaps tensors.
+    # Shown, not assumed: gloo pairs isend/irecv to one peer by (tag, order), so megatron's batched
+    # p2p, which sends both directions to the same peer with tag 0, swaps tensors without an error.
     import megatron.core.pipeline_parallel.p2p_communication as p2p
 
     from megatron_recipes.runtime import cpu
