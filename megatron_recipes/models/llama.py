@@ -31,7 +31,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from megatron_recipes.config import ConfigError, ModelConfig, ParallelismConfig
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.runtime.config import ParallelismConfig
+from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beam_pipelines.config import MinHashConfig
 from beam_pipelines.dedup_sample import generate_documents, sentence_pool
 from beam_pipelines.document import Document
+from beam_pipelines.transforms.config import MinHashConfig
 from beam_pipelines.transforms.minhash import (
     PERMUTATION_SCHEME,
     MinHashSettings,
