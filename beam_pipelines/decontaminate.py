@@ -34,7 +34,8 @@ import logging
 import time
 
 from beam_pipelines.cli import hydra_entry_point
-from beam_pipelines.config import ConfigError, DecontaminateConfig, register_configs
+from beam_pipelines.config import DecontaminateConfig, register_configs
+from stack_common.errors import ConfigError
 
 STEPS = ("08_decontaminate",)
 log = logging.getLogger("decontaminate")

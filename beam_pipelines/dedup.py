@@ -32,7 +32,8 @@ import time
 from typing import Any
 
 from beam_pipelines.cli import hydra_entry_point
-from beam_pipelines.config import ConfigError, DedupConfig, register_configs
+from beam_pipelines.config import DedupConfig, register_configs
+from stack_common.errors import ConfigError
 
 STEPS = ("07_minhash",)
 

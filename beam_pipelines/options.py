@@ -15,11 +15,86 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from beam_pipelines.config import BeamConfig
+from stack_common.checks import require_choice
+from stack_common.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+RUNNERS = ("direct", "dataflow", "flink", "spark")
+DIRECT_RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
+ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "LOOPBACK", "EXTERNAL")
+
+
+@dataclass
+class BeamConfig:
+    """The `beam` section: where and how a Beam pipeline runs (presets in conf/beam/); rendered to
+    PipelineOptions below."""
+
+    runner: str = "direct"
+    job_name: str | None = None
+    # direct: the in-process portable runner (never the Prism download); 0 workers = all cores.
+    direct_num_workers: int = 0
+    direct_running_mode: str = "multi_processing"
+    # Portable runners (flink, spark): how SDK workers start and where the job server is.
+    environment_type: str | None = None
+    environment_config: str | None = None
+    sdk_container_image: str | None = None
+    job_endpoint: str | None = None
+    # Dataflow
+    project: str | None = None
+    region: str | None = None
+    temp_location: str | None = None
+    staging_location: str | None = None
+    machine_type: str | None = None
+    num_workers: int | None = None
+    max_num_workers: int | None = None
+    disk_size_gb: int | None = None
+    service_account_email: str | None = None
+    network: str | None = None
+    subnetwork: str | None = None
+    use_public_ips: bool | None = None
+    dataflow_service_options: list[str] = field(default_factory=list)
+    # Flink
+    flink_master: str | None = None
+    flink_version: str | None = None
+    flink_job_server_jar: str | None = None
+    parallelism: int | None = None
+    # Spark
+    spark_master_url: str | None = None
+    spark_job_server_jar: str | None = None
+    spark_version: str | None = None
+    # Worker packaging: ship this project to remote workers (sdist built from setup.py).
+    package_project: bool = False
+    requirements_file: str | None = None
+    extra_packages: list[str] = field(default_factory=list)
+    # Anything else, passed verbatim (`--flag=value` strings).
+    extra_options: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        require_choice("beam.runner", self.runner, RUNNERS)
+        require_choice("beam.direct_running_mode", self.direct_running_mode, DIRECT_RUNNING_MODES)
+        if self.environment_type is not None:
+            require_choice("beam.environment_type", self.environment_type.upper(), ENVIRONMENT_TYPES)
+        if self.runner == "dataflow":
+            missing = [name for name in ("project", "region", "temp_location") if not getattr(self, name)]
+            if missing:
+                raise ConfigError(
+                    f"beam=dataflow needs {', '.join('beam.' + m for m in missing)} (e.g. beam.project=my-project)"
+                )
+            if not str(self.temp_location).startswith("gs://"):
+                raise ConfigError(f"beam.temp_location={self.temp_location!r} must be a gs:// path on Dataflow")
+        if self.runner == "flink" and not (self.flink_master or self.job_endpoint):
+            raise ConfigError(
+                "beam=flink needs beam.flink_master=HOST:PORT (or beam.job_endpoint of a running job server)"
+            )
+        if self.runner == "spark" and not (self.spark_master_url or self.job_endpoint):
+            raise ConfigError("beam=spark needs beam.spark_master_url=spark://HOST:7077 (or beam.job_endpoint)")
+        for index, option in enumerate(self.extra_options):
+            if not option.startswith("--"):
+                raise ConfigError(f"beam.extra_options[{index}]={option!r} must look like --flag=value")
 
 
 def _flag(name: str, value) -> str:

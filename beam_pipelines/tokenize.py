@@ -37,7 +37,8 @@ import sys
 import time
 
 from beam_pipelines.cli import hydra_entry_point
-from beam_pipelines.config import ConfigError, TokenizeConfig, register_configs
+from beam_pipelines.config import TokenizeConfig, register_configs
+from stack_common.errors import ConfigError
 
 MERGE_FILE = "merge.json"
 

@@ -26,7 +26,8 @@ import sys
 import time
 
 from beam_pipelines.cli import hydra_entry_point
-from beam_pipelines.config import ConfigError, TrainTokenizerConfig, register_configs
+from beam_pipelines.config import TrainTokenizerConfig, register_configs
+from stack_common.errors import ConfigError
 
 
 def build_byte_level_bpe(config: TrainTokenizerConfig):

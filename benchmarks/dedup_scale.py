@@ -124,7 +124,7 @@ def check_same_signatures(directory: Path, sample: int = 300) -> bool:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from beam_pipelines.config import MinHashConfig
+    from beam_pipelines.transforms.config import MinHashConfig
     from beam_pipelines.transforms.minhash import MinHashSettings, Signer
 
     config = MinHashConfig()

@@ -35,7 +35,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TASK = "basic_arithmetic:operators=+,min_terms=2,max_terms=2,min_digits=1,max_digits=1,allow_parentheses=false,allow_negation=false"
 SIZES = {"hidden_size": 64, "num_layers": 4, "num_attention_heads": 4, "ffn_hidden_size": 176}
 
 
@@ -43,10 +42,11 @@ def prepare(work: Path, questions: int) -> dict:
     """The shared tokenizer (trained on the prompts) and the prompt list."""
     from beam_pipelines.config import TrainTokenizerConfig
     from beam_pipelines.train_tokenizer import build_byte_level_bpe
-    from megatron_recipes.config import ChatTemplateConfig, PromptSourceConfig
+    from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig
     from megatron_recipes.data.rl_prompts import PromptStream
 
-    stream = PromptStream(PromptSourceConfig(tasks=[TASK]), ChatTemplateConfig())
+    # The questions of grpo_tiny_cpu's `prompts: arithmetic` preset (its run below draws the same).
+    stream = PromptStream(PromptSourceConfig(tasks=[ARITHMETIC_TASK]), ChatTemplateConfig())
     records = stream.take(0, questions)
     tokenizer, trainer = build_byte_level_bpe(TrainTokenizerConfig(vocab_size=400, min_frequency=2))
     texts = [r.prompt + " The answer is $\\boxed{" + r.answer + "}$." for r in stream.take(0, 2000)]
@@ -72,7 +72,6 @@ def run_ours(work: Path, steps: int, max_new_tokens: int) -> dict:
         "trainer.tensorboard=false",
         "rl.eval_interval=0",
         f"rl.max_new_tokens={max_new_tokens}",
-        f'prompts.tasks=["{TASK}"]',
         "trainer.global_batch_size=32",
         "trainer.micro_batch_size=32",
         "optimizer.lr=1e-5",

@@ -74,9 +74,9 @@ def main() -> None:
     import apache_beam as beam
     import pyarrow.parquet as pq
 
-    from beam_pipelines.config import RecallFastTextConfig
     from beam_pipelines.document import documents_to_table
     from beam_pipelines.io.parquet import ReadDocuments
+    from beam_pipelines.recall.config import RecallFastTextConfig
     from beam_pipelines.recall.fasttext_model import (
         LABEL_MATH,
         LABEL_OTHER,

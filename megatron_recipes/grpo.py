@@ -29,7 +29,8 @@ import sys
 from dataclasses import dataclass, replace
 
 from beam_pipelines.cli import hydra_entry_point
-from megatron_recipes.config import ConfigError, GrpoConfig, register_configs
+from megatron_recipes.config import GrpoConfig, register_configs
+from stack_common.errors import ConfigError
 
 log = logging.getLogger("grpo")
 

@@ -27,7 +27,8 @@ import sys
 from dataclasses import dataclass
 
 from beam_pipelines.cli import hydra_entry_point
-from megatron_recipes.config import ConfigError, SftConfig, register_configs
+from megatron_recipes.config import SftConfig, register_configs
+from stack_common.errors import ConfigError
 
 log = logging.getLogger("sft")
 

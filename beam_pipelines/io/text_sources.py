@@ -22,8 +22,9 @@ from typing import Any, Iterator
 import apache_beam as beam
 
 from beam_pipelines.accounting import DEAD_LETTER, DeadLetter, StepCounters, bytes_preview
-from beam_pipelines.config import ConfigError, TextSourceConfig
 from beam_pipelines.document import Document, stable_id
+from beam_pipelines.io.config import TextSourceConfig
+from stack_common.errors import ConfigError
 
 TOKENIZE_STEP = "09_tokenize"
 

@@ -27,7 +27,9 @@ from __future__ import annotations
 import sys
 
 from beam_pipelines.cli import hydra_entry_point
-from beam_pipelines.config import ConfigError, RecallConfig, register_configs
+from beam_pipelines.config import register_configs
+from beam_pipelines.recall.config import RecallConfig
+from stack_common.errors import ConfigError
 
 
 @hydra_entry_point("recall", register_configs)

@@ -39,7 +39,6 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.config import ConfigError, RecallConfig
 from beam_pipelines.document import Document, stable_id
 from beam_pipelines.io.parquet import (
     DOCUMENTS_SUBDIR,
@@ -50,9 +49,11 @@ from beam_pipelines.io.parquet import (
     write_json,
 )
 from beam_pipelines.recall import domains as domain_rules
+from beam_pipelines.recall.config import RecallConfig
 from beam_pipelines.recall.domains import ApprovedPrefixes, hash_unit
 from beam_pipelines.recall.fasttext_model import LABEL_MATH, LABEL_OTHER, TextNormalization
 from beam_pipelines.recall.select import SelectByTokenBudget, TokenBudget
+from stack_common.errors import ConfigError
 
 ROUND_MARKER = "round.json"
 TRAINING_STEP = "recall_training"

@@ -51,9 +51,9 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.accounting import Drop, FilterDoFn
-from beam_pipelines.config import ConfigError
 from beam_pipelines.document import Document, estimate_tokens
 from beam_pipelines.transforms.minhash import word_tokens
+from stack_common.errors import ConfigError
 
 DECONTAMINATE_STEP = "08_decontaminate"
 CONTAMINATED_REASON = "benchmark_contamination"
@@ -70,6 +70,8 @@ FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "mmlu": (("question", "choices"), ()),
     "mathqa": (("Problem", "options"), ("Rationale",)),
 }
+# `benchmarks[i].format`: a named public format, or `auto` (the usual field names are tried).
+BENCHMARK_FORMATS = ("auto", *FORMAT_FIELDS)
 _AUTO_QUESTION = ("question", "problem", "Problem", "query", "prompt", "passage", "input", "instruction")
 _AUTO_ANSWER = ("answer", "solution", "Rationale", "rationale", "golden", "output", "target", "response")
 _ID_KEYS = ("id", "unique_id", "idx", "ID", "problem_id", "question_id", "task_id")

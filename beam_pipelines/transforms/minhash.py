@@ -127,7 +127,7 @@ def lsh_threshold(bands: int, rows: int) -> float:
 @dataclass(frozen=True)
 class MinHashSettings:
     """What a signature depends on; two runs' signatures are comparable iff these are equal.
-    (Defaults live in config.MinHashConfig; `from_config` copies them.)"""
+    (Defaults live in transforms/config.py MinHashConfig; `from_config` copies them.)"""
 
     num_perm: int
     bands: int

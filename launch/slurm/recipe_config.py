@@ -32,7 +32,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from beam_pipelines.cli import _overrides_only, compose_config, conf_dir  # noqa: E402
-from beam_pipelines.config import ConfigError  # noqa: E402
+from stack_common.errors import ConfigError  # noqa: E402
 
 
 def fail(message: str) -> None:

@@ -72,7 +72,8 @@ def model_config_from_checkpoint(megatron_dir):
     included), for building the model it holds."""
     from dataclasses import fields
 
-    from megatron_recipes.config import ModelConfig
+    # Deferred: models.config imports this package's architecture module, so this package loads first.
+    from megatron_recipes.models.config import ModelConfig
     from megatron_recipes.training.checkpointing import read_checkpoint_info
 
     record = read_checkpoint_info(megatron_dir).get("model_config") or {}

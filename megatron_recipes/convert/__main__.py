@@ -28,7 +28,8 @@ import logging
 import os
 
 from beam_pipelines.cli import hydra_entry_point
-from megatron_recipes.config import ConvertConfig, register_configs
+from megatron_recipes.config import register_configs
+from megatron_recipes.convert.config import ConvertConfig
 
 log = logging.getLogger("megatron_recipes.convert")
 

@@ -48,10 +48,10 @@ from megatron_recipes.convert.mapping import (
     TensorMapping,
     read_region,
 )
+from megatron_recipes.runtime.config import PRECISIONS, ParallelismConfig
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("auto", "bf16", "fp16", "fp32")
 _SAFETENSORS_TO_PRECISION = {"BF16": "bf16", "F16": "fp16", "F32": "fp32", "F64": "fp32"}
 
 
@@ -281,8 +281,8 @@ class PreparedWeights:
 
 
 def resolve_import_precision(dtype: str, source: HFCheckpoint) -> str:
-    if dtype not in DTYPES:
-        raise ConversionError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype not in PRECISIONS:
+        raise ConversionError(f"dtype={dtype!r} is not one of {', '.join(PRECISIONS)}")
     return source_precision(source) if dtype == "auto" else dtype
 
 
@@ -297,8 +297,8 @@ def import_hf_checkpoint(
 ) -> Path:
     """Convert `hf_dir` into a weights-only megatron checkpoint under `megatron_dir` (a run
     directory: `iter_0000000/` + `latest`). Returns the iteration directory."""
-    from megatron_recipes.config import ModelConfig, ParallelismConfig
     from megatron_recipes.models import build_model, padded_vocab_size
+    from megatron_recipes.models.config import ModelConfig
     from megatron_recipes.training.checkpointing import latest_iteration, save_checkpoint
 
     started = time.perf_counter()

@@ -48,8 +48,9 @@ from megatron_recipes.convert.hf_checkpoint import (
     plan_shards,
     write_config,
 )
-from megatron_recipes.convert.hf_to_megatron import DTYPES, single_process_parallel_state, torch_dtype
+from megatron_recipes.convert.hf_to_megatron import single_process_parallel_state, torch_dtype
 from megatron_recipes.convert.mapping import EMBEDDING, FINAL_NORM, OUTPUT, MegatronTensor, TensorMapping
+from megatron_recipes.runtime.config import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +205,8 @@ def export_megatron_checkpoint(
     )
 
     started = time.perf_counter()
-    if dtype not in DTYPES:
-        raise ConversionError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype not in PRECISIONS:
+        raise ConversionError(f"dtype={dtype!r} is not one of {', '.join(PRECISIONS)}")
     max_shard_bytes = parse_size(max_shard_size)
     try:
         directory = resolve_checkpoint(megatron_dir)

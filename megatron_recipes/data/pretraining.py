@@ -5,7 +5,7 @@
     datasets = build_pretraining_datasets(config.data, mixture, tokenizer, sizes)  # collective
     batches = pretraining_batches(datasets.train, micro_batch_size, dp_rank, dp_size, consumed_samples)
 
-Config (DataConfig in megatron_recipes/config.py, presets in conf/data/): `sources` maps a name
+Config (DataConfig in megatron_recipes/data/config.py, presets in conf/data/): `sources` maps a name
 to indexed-dataset prefixes (`path/name` for `path/name.bin` + `path/name.idx`; the tokenize
 step writes `<corpus.work_dir>/tokenized/<source>`) or directories (every .bin/.idx pair below
 them), `weights` maps names to their share of samples.
@@ -35,7 +35,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from megatron_recipes.config import ConfigError, DataConfig
+from megatron_recipes.data.config import DataConfig
+from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

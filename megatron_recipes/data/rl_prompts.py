@@ -31,7 +31,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from megatron_recipes.config import ChatTemplateConfig, ConfigError, PromptSourceConfig
+from megatron_recipes.data.config import ChatTemplateConfig, PromptSourceConfig
+from stack_common.errors import ConfigError
 
 
 @dataclass(frozen=True)

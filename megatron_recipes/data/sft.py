@@ -14,7 +14,7 @@ Chain-of-thought and program-of-thought solutions are one assistant turn (a prog
 turn holds a ```python block); tool-integrated solutions alternate assistant turns that end with
 a code block and tool turns holding the block's output (roles `tool`, `ipython` or `output`).
 
-Rendering (`render_conversation`, template in config.ChatTemplateConfig): each turn becomes a piece
+Rendering (`render_conversation`, template in data/config.py ChatTemplateConfig): each turn becomes a piece
 of text marked trained (assistant turns, and the end-of-document token after the last one) or not
 (system, user, the assistant header, tool outputs). Each piece is tokenized on its own, so a
 generation prompt (rendered context + assistant header) has exactly the training tokens.
@@ -52,7 +52,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from megatron_recipes.config import ChatTemplateConfig, ConfigError, SftDataConfig
+from megatron_recipes.data.config import ChatTemplateConfig, SftDataConfig
+from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,8 @@ from typing import Iterable
 from megatron_recipes.rewards.extraction import extract_boxed
 
 DATASETS = ("champ", "gsm8k", "math")
+# Shipped inside a package (offline, any machine); every other dataset reads local files.
+BUNDLED_DATASETS = ("champ",)
 
 
 @dataclass
@@ -184,6 +186,11 @@ def load_champ() -> list[Problem]:
     return problems
 
 
+def reads_local_files(name: str) -> bool:
+    """Whether dataset `name` needs a path to the user's copy of its files."""
+    return name in DATASETS and name not in BUNDLED_DATASETS
+
+
 def load_problems(
     name: str,
     path: str | None = None,
@@ -194,7 +201,7 @@ def load_problems(
     """Problems of dataset `name` (champ | gsm8k | math), filtered by subject/level, first `limit`."""
     if name == "champ":
         problems = load_champ()
-    elif name in ("gsm8k", "math"):
+    elif reads_local_files(name):
         if not path:
             raise DatasetError(
                 f"dataset={name} reads a local file: set dataset.path=/path/to/{name} (no dataset hub is reached)"

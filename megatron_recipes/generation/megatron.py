@@ -303,11 +303,13 @@ def build_megatron_generator(
     recorded in the checkpoint (checkpoint_info.json), load its weights at this layout, and wrap
     it. `tokenizer` defaults to the one the checkpoint's run recorded (train_state.extra.tokenizer),
     else DeepSeek's."""
-    from megatron_recipes.config import ConfigError, ModelConfig, ParallelismConfig
     from megatron_recipes.generation.tokenizer import load_text_tokenizer
     from megatron_recipes.models import build_model, resolve_precision
+    from megatron_recipes.models.config import ModelConfig
     from megatron_recipes.runtime import initialize_runtime
+    from megatron_recipes.runtime.config import ParallelismConfig
     from megatron_recipes.training.checkpointing import CheckpointError, load_model_weights, read_checkpoint_info
+    from stack_common.errors import ConfigError
 
     if not checkpoint:
         raise GeneratorUnavailable("generator=megatron needs generator.checkpoint=/path/to/run_or_iter_dir")

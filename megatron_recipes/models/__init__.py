@@ -8,7 +8,8 @@ Public API:
 - `padded_vocab_size(vocab, divisible_by, tp)`, `resolve_precision(precision, device)`.
 - `parameter_count(chunks)`, `architecture_parameter_count(model, vocab)`,
   `training_flops_per_token(model, vocab, seq_length)` (for MFU).
-Presets are YAML files in conf/model/ (deepseek_math_7b, deepseek_1p3b, tiny, tiny_gqa, small_cpu).
+The `model` section's schema is config.py (ModelConfig, whose defaults are the tiny model); the
+other presets are YAML files in conf/model/ (deepseek_math_7b, deepseek_1p3b, tiny_gqa, small_cpu).
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from megatron_recipes.config import ConfigError, ModelConfig, ParallelismConfig
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.runtime.config import ParallelismConfig
+from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +205,7 @@ def build_model(
                 post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
                 share_embeddings_and_output_weights=not model.untie_embeddings_and_output_weights,
                 position_embedding_type="rope",
-                rotary_base=int(model.rotary_base),
+                rotary_base=model.rotary_base,  # a float: a fractional RoPE theta (HF rope_theta) stays exact
                 vp_stage=vp_stage,
             )
             if device == "cuda" and not meta_device:

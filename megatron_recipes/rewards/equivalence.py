@@ -42,7 +42,8 @@ UNPARSEABLE_REFERENCE = "unparseable_reference"
 
 @dataclass(frozen=True)
 class CheckOptions:
-    """How lenient a numeric comparison is (mirrors `config.AnswerCheckConfig`)."""
+    """How lenient a numeric comparison is; its defaults are the `answer_check` section's
+    (rewards/config.py)."""
 
     # Float noise only (0.30000000000000004 == 3/10): relative, so 1/2^99 != 1/2^98.
     relative_tolerance: float = 1e-9

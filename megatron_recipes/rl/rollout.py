@@ -4,7 +4,7 @@ the padded tensors the GRPO loss trains on.
     samples = generate_rollouts(generator, records, group_size, params, tokenizer, template,
                                 tool_runner=None, max_tool_calls=4)
     score_rollouts(samples, reward_names, reward_weights, checker, step_reward=None)
-    batch = rollout_batch(samples, tokenizer.eod, estimator="outcome", epsilon=1e-4)
+    batch = rollout_batch(samples, tokenizer.eod, rl.advantage_estimator, rl.advantage_epsilon)
 
 Tool-integrated reasoning (rl.tool_use): generation stops when a sample closes a ```python block
 (or at EOD / the length budget); `tool_runner(codes) -> outputs` runs the blocks (the sandbox
@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 import torch
 
 from megatron_recipes.generation.interface import SamplingParams
-from megatron_recipes.rl.grpo import AdvantageInputs, get_advantage_estimator
+from megatron_recipes.rl.objectives import AdvantageInputs, get_advantage_estimator
 
 _CLOSED_PYTHON_BLOCK = re.compile(r"```python[ \t]*\n(.*?)\n?```", re.DOTALL)
 
@@ -231,8 +231,8 @@ class RolloutBatch:
 def rollout_batch(
     samples: Sequence[RolloutSample],
     pad_id: int,
-    estimator: str = "outcome",
-    epsilon: float = 1e-4,
+    estimator: str,
+    epsilon: float,
     decode: Callable[[Sequence[int]], str] | None = None,
     multiple: int = 8,
 ) -> RolloutBatch:
@@ -266,7 +266,7 @@ def rollout_batch(
     ungradable = torch.tensor([s.group in ungradable_groups for s in samples], dtype=torch.bool)
     rewards = torch.tensor([s.reward if s.reward is not None else 0.0 for s in samples], dtype=torch.float32)
     # Ungradable groups are left out of the statistics: give them their own (masked) values.
-    inputs = AdvantageInputs(rewards, group, mask, step_rewards, step_mask, epsilon)
+    inputs = AdvantageInputs(rewards, group, mask, epsilon, step_rewards, step_mask)
     advantages = get_advantage_estimator(estimator)(inputs)
     tokens_advantages = torch.where(ungradable.unsqueeze(1), torch.zeros_like(advantages.tokens), advantages.tokens)
     zero_variance = advantages.zero_variance & ~ungradable

@@ -6,7 +6,7 @@ A step-reward function scores each reasoning step of one response:
 
 `end` is the character offset in `response` where the step ends (exclusive); steps are in order.
 The rollout driver maps each end to the token that completes it (`step_end_tokens`) and the
-`process` advantage estimator (rl/grpo.py) normalises the rewards over the group and gives every
+`process` advantage estimator (rl/objectives.py) normalises the rewards over the group and gives every
 token the sum of the normalised rewards of the steps ending at or after it. A reward model
 (a PRM) plugs in by registering a function with this signature.
 

@@ -47,7 +47,7 @@ import torch
 
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.logprobs import vocab_parallel_entropy, vocab_parallel_log_probs
-from megatron_recipes.rl.grpo import GrpoLossSettings, grpo_loss
+from megatron_recipes.rl.objectives import GrpoLossSettings, grpo_loss
 from megatron_recipes.rl.rollout import RolloutBatch, generate_rollouts, rollout_batch, score_rollouts
 
 log = logging.getLogger("grpo")

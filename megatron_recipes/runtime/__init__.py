@@ -9,6 +9,8 @@ Public API:
 - `set_seeds(seed)`, `capture_rng_state()`, `restore_rng_state(state)`: see `seeds.py`.
 - `apply_cpu_runtime()`, `cpu_runtime_applied()`: see `cpu.py` (never on a CUDA machine).
 
+- config.py: the `parallelism` section (`ParallelismConfig`), DEVICES and PRECISIONS.
+
 Importing this package is cheap; torch and megatron load when these functions are called.
 """
 

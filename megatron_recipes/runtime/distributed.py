@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Mapping
 
-from megatron_recipes.config import ConfigError, ParallelismConfig
+from megatron_recipes.runtime.config import ParallelismConfig
+from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

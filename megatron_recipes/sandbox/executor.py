@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from stack_common.checks import require_positive
+
 LAUNCHER = str(Path(__file__).resolve().with_name("launcher.py"))
 
 LIMIT_WALL_TIME = "wall_time"
@@ -55,7 +57,7 @@ LIMIT_PROCESSES = "processes"
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Per-program limits (mirrors `config.SandboxConfig`)."""
+    """Per-program limits; their defaults are the `sandbox` section's (sandbox/config.py)."""
 
     wall_seconds: float = 10.0
     cpu_seconds: int = 5
@@ -81,8 +83,7 @@ class SandboxLimits:
             "open_files",
             "uid_count",
         ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"sandbox.{name} must be positive")
+            require_positive(f"sandbox.{name}", getattr(self, name))
 
 
 @dataclass

@@ -10,5 +10,6 @@ checkpoints, metrics, graceful stop). See each module's docstring; the public AP
   `latest_iteration`, `resolve_checkpoint`, `read_checkpoint_info` (+ the directory layout).
 - optimizer.py: `build_optimizer`, `build_scheduler`, `learning_rate_at`.
 - signals.py: `GracefulStop`. metrics.py: `ProgressLogger`, `read_metrics`.
+- config.py: the `optimizer`, `trainer` and `checkpoint` sections and the checks across sections.
 Importing this package is cheap; torch and megatron load in the submodules.
 """

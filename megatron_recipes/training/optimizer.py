@@ -34,7 +34,8 @@ import math
 import threading
 from typing import Any
 
-from megatron_recipes.config import OptimizerConfig, ParallelismConfig
+from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.training.config import OptimizerConfig
 
 log = logging.getLogger(__name__)
 

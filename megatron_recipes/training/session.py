@@ -25,8 +25,10 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from megatron_recipes.config import CheckpointConfig, ModelConfig, OptimizerConfig, ParallelismConfig, TrainerConfig
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.runtime.config import ParallelismConfig
 from megatron_recipes.runtime.distributed import Runtime
+from megatron_recipes.training.config import CheckpointConfig, OptimizerConfig, TrainerConfig
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from beam_pipelines.config import QualityConfig
+from beam_pipelines.transforms.config import QualityConfig
 from beam_pipelines.transforms.extract import strip_math
 from beam_pipelines.transforms.quality import quality_signals, quality_verdict
 

@@ -9,8 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines.config import BeamConfig
-from beam_pipelines.options import pipeline_options
+from beam_pipelines.options import BeamConfig, pipeline_options
 from beam_pipelines.transforms.connected_components import (
     EDGE_SCHEMA,
     normalized_edge,

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from beam_pipelines.cli import compose_config
-from beam_pipelines.config import BenchmarkSource, register_configs
+from beam_pipelines.config import register_configs
 from beam_pipelines.decontaminate import run_decontaminate
 from beam_pipelines.document import Document
+from beam_pipelines.transforms.config import BenchmarkSource
 from tests.beam_pipelines.dedup.decontamination_fixtures import (
     CLEAN,
     EXACT_GSM8K,

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from beam_pipelines.cli import compose_config
-from beam_pipelines.config import ConfigError, register_configs
+from beam_pipelines.config import register_configs
 from beam_pipelines.dedup import run_dedup
+from stack_common.errors import ConfigError
 from tests.beam_pipelines.dedup.neardedup_support import read_rows, write_stage
 from tests.planted_duplicates import generate_documents
 from tests.support import run_module
@@ -90,11 +91,11 @@ def test_compositions(config_name, beam_preset):
 @pytest.mark.parametrize(
     "config_name, override, message",
     [
-        ("dedup", "minhash.survivor_order=[math_score,bogus]", "survivor_order entry 'bogus'"),
-        ("dedup", "minhash.threshold=0", "minhash.threshold must be in (0, 1]"),
-        ("dedup", "input_dir=outputs/x", "output_dir must differ"),
-        ("decontaminate", "decontamination.level=page", "decontamination.level must be segment or document"),
-        ("decontaminate", "decontamination.min_item_ngram=11", "min_item_ngram must be in [1, decontamination.ngram]"),
+        ("dedup", "minhash.survivor_order=[math_score,bogus]", "minhash.survivor_order[1]='bogus' is not one of"),
+        ("dedup", "minhash.threshold=0", "minhash.threshold=0.0 must lie in (0, 1]"),
+        ("dedup", "input_dir=outputs/x", "output_dir='outputs/x' must differ from input_dir"),
+        ("decontaminate", "decontamination.level=page", "decontamination.level='page' is not one of segment, document"),
+        ("decontaminate", "decontamination.min_item_ngram=11", "decontamination.min_item_ngram=11 must lie in [1, 10]"),
         ("decontaminate", "benchmarks=[{name: x, path: y, format: csv}]", "benchmarks[0].format='csv'"),
     ],
 )

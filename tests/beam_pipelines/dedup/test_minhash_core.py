@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beam_pipelines.config import MinHashConfig
 from beam_pipelines.document import Document
+from beam_pipelines.transforms.config import MinHashConfig
 from beam_pipelines.transforms.minhash import (
     PERMUTATION_SCHEME,
     MinHashSettings,

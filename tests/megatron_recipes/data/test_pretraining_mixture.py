@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from megatron_recipes.config import ConfigError, DataConfig
+from megatron_recipes.data.config import DataConfig
 from megatron_recipes.data.pretraining import (
     DataParallelSampler,
     SyntheticTokenizer,
@@ -18,6 +18,7 @@ from megatron_recipes.data.pretraining import (
     read_index_counts,
     resolve_mixture,
 )
+from stack_common.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from indexed_corpus import write_indexed_dataset  # noqa: E402

@@ -199,7 +199,7 @@ def test_entry_point_end_to_end_and_one_line_errors(tmp_path):
         (["generator.path=/g.jsonl", "prompt_style=nope"], "prompt_style='nope' is not one of"),
         (
             ["generator.path=/g.jsonl", "sampling.n=2", "k_values=[4]"],
-            "k_values [4] must be between 1 and sampling.n=2",
+            "k_values[0]=4 must lie between 1 and sampling.n=2",
         ),
         (["dataset=gsm8k", "generator.path=/g.jsonl"], "dataset=gsm8k reads local files"),
     ]:

@@ -17,16 +17,13 @@ import random
 import re
 from pathlib import Path
 
-# One-digit additions (with negative terms) phrased by reasoning-gym: "Calculate -4 + 7."
-TASK = "basic_arithmetic:operators=+,min_terms=2,max_terms=2,min_digits=1,max_digits=1,allow_parentheses=false,allow_negation=false"
-QUESTION_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 SOLUTION_TEMPLATE = "The answer is $\\boxed{{answer}}$."
 
 
 def prompt_config(seed: int = 99, limit: int | None = None):
-    from megatron_recipes.config import PromptSourceConfig
+    from megatron_recipes.data.config import ARITHMETIC_TASK, PromptSourceConfig
 
-    return PromptSourceConfig(tasks=[TASK], seed=seed, limit=limit, question_template=QUESTION_TEMPLATE)
+    return PromptSourceConfig(tasks=[ARITHMETIC_TASK], seed=seed, limit=limit)
 
 
 def write_arithmetic_sft(
@@ -34,7 +31,7 @@ def write_arithmetic_sft(
 ) -> list[dict]:
     """SFT records from reasoning-gym questions; a `noise` fraction answered off by one, an
     `ungraded_style` fraction answered as "So a + b = N." (no final-answer marker)."""
-    from megatron_recipes.config import ChatTemplateConfig
+    from megatron_recipes.data.config import ChatTemplateConfig
     from megatron_recipes.data.rl_prompts import PromptStream, sft_records
 
     records = sft_records(PromptStream(prompt_config(seed), ChatTemplateConfig()), count, SOLUTION_TEMPLATE)
@@ -69,7 +66,7 @@ def train_small_tokenizer(directory: Path, texts: list[str], vocab_size: int = 4
 
 
 def chat_texts(records: list[dict]) -> list[str]:
-    from megatron_recipes.config import ChatTemplateConfig
+    from megatron_recipes.data.config import ChatTemplateConfig
     from megatron_recipes.data.sft import conversation_from_record, render_conversation
 
     template = ChatTemplateConfig()

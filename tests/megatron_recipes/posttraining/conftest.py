@@ -95,16 +95,12 @@ class GrpoRun:
 
 
 def grpo_overrides(init, output_dir, steps: int) -> list[str]:
-    from tests.megatron_recipes.posttraining.arithmetic import TASK
-
     return [
         "+experiment=grpo_tiny_cpu",
         f"checkpoint.init_from={init}",
         f"trainer.train_steps={steps}",
         f"trainer.output_dir={output_dir}",
         "checkpoint.save_interval=0",
-        f'prompts.tasks=["{TASK}"]',
-        f'eval_prompts.tasks=["{TASK}"]',
         "rl.eval_interval=10",
         "rl.eval_temperature=1.0",
         "rl.eval_samples=4",

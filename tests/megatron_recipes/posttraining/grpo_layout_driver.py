@@ -18,8 +18,6 @@ import os
 import sys
 from pathlib import Path
 
-from tests.megatron_recipes.posttraining.arithmetic import TASK
-
 GREEDY_PROMPTS = [
     "User: Calculate 3 + 4.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:",
     "User: Calculate 9 + 8.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:",
@@ -39,7 +37,6 @@ def compose(init: str, parallelism: str):
             f"checkpoint.init_from={init}",
             "checkpoint.dir=null",
             "trainer.tensorboard=false",
-            f'prompts.tasks=["{TASK}"]',
             "rl.eval_interval=0",
             "rl.updates_per_rollout=2",
             "trainer.global_batch_size=64",

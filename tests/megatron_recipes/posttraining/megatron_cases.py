@@ -27,8 +27,8 @@ VOCAB = 400
 
 @pytest.fixture(scope="module")
 def runtime():
-    from megatron_recipes.config import ParallelismConfig
     from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
+    from megatron_recipes.runtime.config import ParallelismConfig
 
     yield initialize_runtime("cpu", ParallelismConfig(), seed=11)
     shutdown_runtime()
@@ -45,8 +45,9 @@ def tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(runtime, tokenizer):
-    from megatron_recipes.config import ModelConfig, ParallelismConfig
     from megatron_recipes.models import build_model
+    from megatron_recipes.models.config import ModelConfig
+    from megatron_recipes.runtime.config import ParallelismConfig
 
     # Large initial weights: a random model whose greedy continuations differ between prompts.
     config = ModelConfig(
@@ -235,10 +236,11 @@ def test_packed_examples_do_not_attend_to_each_other(model, tokenizer):
 
 
 def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
-    from megatron_recipes.config import ChatTemplateConfig
+    from megatron_recipes.data.config import ChatTemplateConfig
     from megatron_recipes.data.rl_prompts import PromptRecord
     from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.rl.grpo import GrpoLossSettings, reference_grpo_loss
+    from megatron_recipes.rl.config import RlConfig
+    from megatron_recipes.rl.objectives import GrpoLossSettings, reference_grpo_loss
     from megatron_recipes.rl.rollout import generate_rollouts, rollout_batch
     from megatron_recipes.rl.trainer import grpo_loss_function, policy_forward, sequence_log_probs
 
@@ -254,7 +256,8 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
     for index, sample in enumerate(samples):  # rewards by hand: groups 0 and 1 mixed, group 2 all 1
         sample.reward = 1.0 if sample.group == 2 or index % 2 == 0 else 0.0
         sample.rewards = {"math_accuracy": sample.reward}
-    batch = rollout_batch(samples, tokenizer.eod)
+    rl = RlConfig(kl_coefficient=0.04, epsilon_low=0.2, epsilon_high=0.05)
+    batch = rollout_batch(samples, tokenizer.eod, rl.advantage_estimator, rl.advantage_epsilon)
     assert batch.zero_variance.tolist() == [False] * 8 + [True] * 4
     old = sequence_log_probs(model, batch, 5, 1.0, tokenizer.vocab_size)
     # pi_old recomputed by the trainer's forward equals the sampler's log-probs on response tokens.
@@ -266,7 +269,7 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
     assert (batch.mask.sum(dim=1) == torch.tensor([len(s.response_ids) for s in samples], dtype=torch.float32)).all()
     batch.old_logp = old - 0.1 * batch.mask  # pretend the policy moved: ratios e^0.1 > 1 + eps for some
     batch.ref_logp = old + 0.05
-    settings = GrpoLossSettings(kl_coefficient=0.04, epsilon_low=0.2, epsilon_high=0.05)
+    settings = GrpoLossSettings.from_config(rl)
     loss_fn = grpo_loss_function(settings, 1.0, tokenizer.vocab_size)
     rows = torch.arange(len(batch))
     micro_batch = batch.rows(rows)

@@ -133,11 +133,11 @@ def test_grpo_unlearns_wrong_answers_taught_by_sft(tmp_path):
 
 @pytest.mark.integration
 def test_evaluate_scores_checkpoints_with_the_megatron_generator(sft_run, grpo_run, tmp_path):
-    from megatron_recipes.config import ChatTemplateConfig
+    from megatron_recipes.data.config import HELD_OUT_PROMPT_SEED, ChatTemplateConfig
     from megatron_recipes.data.rl_prompts import PromptStream
     from tests.megatron_recipes.posttraining.arithmetic import prompt_config
 
-    held_out = PromptStream(prompt_config(seed=4321, limit=32), ChatTemplateConfig()).take(0, 32)
+    held_out = PromptStream(prompt_config(seed=HELD_OUT_PROMPT_SEED, limit=32), ChatTemplateConfig()).take(0, 32)
     path = tmp_path / "heldout.jsonl"
     path.write_text(
         "".join(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from megatron_recipes.config import ChatTemplateConfig, ConfigError, SftDataConfig
+from megatron_recipes.data.config import ChatTemplateConfig, SftDataConfig
 from megatron_recipes.data.sft import (
     SftDataError,
     SftDataset,
@@ -24,6 +24,7 @@ from megatron_recipes.data.sft import (
     sft_batches,
     tokenize_pieces,
 )
+from stack_common.errors import ConfigError
 
 TEMPLATE = ChatTemplateConfig()
 
