@@ -2,7 +2,7 @@
 ConfigStore. All defaults live here (DESIGN.md convention 6); YAML files under `conf/` pick
 presets (`model: deepseek_math_7b`, `parallelism: tp2`, ...) and experiments.
 
-Every schema has `validate()`; the CLI (`beam_pipelines.cli.hydra_entry_point`) runs it after
+Every schema has `validate()`; the CLI (`stack_common.cli.hydra_entry_point`) runs it after
 composition and before any process group or model exists, so a bad value fails with one line.
 """
 

@@ -717,6 +717,6 @@ def main(config: ChainConfig) -> None:
 
 
 if __name__ == "__main__":
-    from beam_pipelines.cli import hydra_entry_point
+    from stack_common.cli import hydra_entry_point
 
     hydra_entry_point("chain", register_chain_configs)(main)()

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
+from stack_common.errors import ConfigError
+
 FINISH_STOP = "stop"  # a stop string or end-of-document token ended it
 FINISH_LENGTH = "length"  # max_new_tokens reached
 
@@ -79,8 +81,8 @@ class Generator(Protocol):
         ...
 
 
-class GeneratorUnavailable(RuntimeError):
-    """The configured generator cannot be built here (one-line message)."""
+class GeneratorUnavailable(ConfigError):
+    """The configured generator cannot be built here (entry points: one line, exit status 2)."""
 
 
 def prompt_key(prompt: str) -> str:
