@@ -22,7 +22,12 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from stack_common.errors import ConfigError
 from stack_common.logs import PIPELINE_CONSOLE, ConsoleLayout, configure_logging
@@ -56,10 +61,6 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), register: Ca
 
     Returns the typed config object. Raises ConfigError with a one-line message.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
     if register is not None:
         register()
     try:
@@ -130,7 +131,7 @@ def overrides_only(argv: Sequence[str]) -> list[str] | None:
     return overrides
 
 
-def exit_with_error(error: BaseException | str) -> None:
+def exit_with_error(error: BaseException | str) -> NoReturn:
     """The one-line answer to a command that cannot run: `error: ...` on stderr, status 2."""
     if isinstance(error, KeyError) and error.args:
         error = error.args[0]  # a KeyError's str() is the repr of its message
@@ -153,9 +154,6 @@ def hydra_entry_point(
     def decorator(task: Callable[[Any], Any]) -> Callable[..., Any]:
         @functools.wraps(task)
         def entry(argv: Sequence[str] | None = None) -> None:
-            import hydra
-            from omegaconf import OmegaConf
-
             arguments = list(sys.argv[1:] if argv is None else argv)
             register()
             overrides = overrides_only(arguments)

@@ -27,7 +27,6 @@ build is O(samples) once, cached; a batch reads only its samples' token ranges.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,6 @@ from typing import Any, Iterator
 import numpy as np
 
 from megatron_recipes.config import ConfigError, DataConfig
-
-log = logging.getLogger(__name__)
 
 _INDEX_HEADER = b"MMIDIDX\x00\x00"
 # End-of-document tokens of common tokenizers, in the order they are looked for.
