@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from beam_pipelines.cli import compose_config
 from beam_pipelines.config import ConfigError, TextSourceConfig, TokenizeConfig, TrainTokenizerConfig, register_configs
 from beam_pipelines.io.text_sources import check_source
+from stack_common.cli import compose_config
 from tests.support import REPO_ROOT
 
 SOURCE_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "source").glob("*.yaml"))

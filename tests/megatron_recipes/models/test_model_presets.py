@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from beam_pipelines.cli import compose_config
 from megatron_recipes.config import ConfigError, register_configs
 from megatron_recipes.models import (
     architecture_parameter_count,
@@ -14,6 +13,7 @@ from megatron_recipes.models import (
     parameter_count,
     training_flops_per_token,
 )
+from stack_common.cli import compose_config
 
 
 def preset(name: str):
