@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import apache_beam as beam
 
-from beam_pipelines.config import ConfigError
+from stack_common.errors import ConfigError
 
 
 def hash_unit(key: str, salt: str | int = "") -> float:

@@ -51,9 +51,9 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.accounting import Drop, FilterDoFn
-from beam_pipelines.config import ConfigError
 from beam_pipelines.document import Document, estimate_tokens
 from beam_pipelines.transforms.minhash import word_tokens
+from stack_common.errors import ConfigError
 
 DECONTAMINATE_STEP = "08_decontaminate"
 CONTAMINATED_REASON = "benchmark_contamination"

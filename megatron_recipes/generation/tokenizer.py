@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from megatron_recipes.config import ConfigError
+from stack_common.errors import ConfigError
 
 KNOWN_END_OF_TEXT_TOKENS = ("<｜end▁of▁sentence｜>", "<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
 
