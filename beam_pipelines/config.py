@@ -41,8 +41,7 @@ from stack_common.checks import (
 )
 from stack_common.errors import ConfigError
 
-# beam_pipelines/cli.py and launch/local/chain.py import ConfigError from here (stack_common.errors).
-__all__ = ["ConfigError", "register_configs"]
+__all__ = ["register_configs"]
 
 
 def _require_distinct_directories(input_dir: str, output_dir: str) -> None:

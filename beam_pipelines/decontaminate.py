@@ -33,15 +33,15 @@ from __future__ import annotations
 import logging
 import time
 
-from beam_pipelines.cli import hydra_entry_point
 from beam_pipelines.config import DecontaminateConfig, register_configs
+from stack_common.cli import hydra_entry_point
 from stack_common.errors import ConfigError
 
 STEPS = ("08_decontaminate",)
 log = logging.getLogger("decontaminate")
 
 
-def load_benchmarks(config: DecontaminateConfig, progress=print):
+def load_benchmarks(config: DecontaminateConfig):
     """All benchmark items, and per benchmark the files read (or why none were)."""
     from beam_pipelines.transforms.decontaminate import benchmark_files, read_benchmark
 
@@ -50,8 +50,10 @@ def load_benchmarks(config: DecontaminateConfig, progress=print):
     for source in config.benchmarks:
         if not benchmark_files(source.path):
             sources[source.name] = {"path": source.path, "files": [], "missing": True}
-            progress(
-                f"[decontaminate] warning: benchmark {source.name!r}: no .jsonl/.json file at {source.path}; skipped"
+            log.warning(
+                "[decontaminate] benchmark %r: no .jsonl/.json file at %s; skipped",
+                source.name,
+                source.path,
             )
             continue
         found, files = read_benchmark(
@@ -122,7 +124,7 @@ def _delete(path: str) -> None:
         FileSystems.delete([path])
 
 
-def run_decontaminate(config: DecontaminateConfig, progress=print) -> dict:
+def run_decontaminate(config: DecontaminateConfig) -> dict:
     """Build the index, run the pipeline, write the report and summary.json; returns the summary."""
     import json
 
@@ -139,11 +141,15 @@ def run_decontaminate(config: DecontaminateConfig, progress=print) -> dict:
     if not FileSystems.match([input_pattern])[0].metadata_list:
         raise ConfigError(f"no documents match {input_pattern} (run the recall loop first, or set input_dir)")
     settings = config.decontamination
-    items, sources = load_benchmarks(config, progress)
+    items, sources = load_benchmarks(config)
     index = ContaminationIndex.build(items, settings.ngram, settings.min_item_ngram, settings.short_item_match)
-    progress(
-        f"[decontaminate] {len(items)} benchmark items from {sum(not s['missing'] for s in sources.values())} "
-        f"benchmark(s) -> {index.ngram_count} indexed n-grams; {input_pattern} -> {config.output_dir}"
+    log.info(
+        "[decontaminate] %d benchmark items from %d benchmark(s) -> %d indexed n-grams; %s -> %s",
+        len(items),
+        sum(not s["missing"] for s in sources.values()),
+        index.ngram_count,
+        input_pattern,
+        config.output_dir,
     )
     output_dir = config.output_dir.rstrip("/")
     clear_stage_dir(output_dir)
@@ -220,16 +226,24 @@ def run_decontaminate(config: DecontaminateConfig, progress=print) -> dict:
         },
     )
     write_json(f"{output_dir}/{SUMMARY_FILE}", summary)
-    progress(format_summary(summary))
+    log.info("%s", format_summary(summary))
     for name, entry in report.items():
-        progress(
-            f"  {name:<12} items={entry['items_read']:<6} segments matched={entry['segments_matched']:<6} "
-            f"documents touched={entry['documents_touched']:<6} dropped={entry['documents_dropped']}"
-            + ("  (no files)" if entry["missing"] else "")
+        log.info(
+            "  %-12s items=%-6d segments matched=%-6d documents touched=%-6d dropped=%d%s",
+            name,
+            entry["items_read"],
+            entry["segments_matched"],
+            entry["documents_touched"],
+            entry["documents_dropped"],
+            "  (no files)" if entry["missing"] else "",
         )
-    progress(
-        f"[decontaminate] {summary['documents_modified']} document(s) lost {summary['segments_removed']} segment(s); "
-        f"summary: {output_dir}/{SUMMARY_FILE} ({summary['elapsed_seconds']:.1f} s)"
+    log.info(
+        "[decontaminate] %d document(s) lost %d segment(s); summary: %s/%s (%.1f s)",
+        summary["documents_modified"],
+        summary["segments_removed"],
+        output_dir,
+        SUMMARY_FILE,
+        summary["elapsed_seconds"],
     )
     if not summary["balanced"]:
         raise RuntimeError("decontaminate: counts do not add up (see summary.json); this is a bug, please report it")
@@ -238,13 +252,7 @@ def run_decontaminate(config: DecontaminateConfig, progress=print) -> dict:
 
 @hydra_entry_point("decontaminate", register_configs)
 def main(config: DecontaminateConfig) -> None:
-    import sys
-
-    try:
-        run_decontaminate(config)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_decontaminate(config)
 
 
 if __name__ == "__main__":

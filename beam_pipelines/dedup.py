@@ -28,14 +28,16 @@ one bucket's ids (bounded), or one node's streamed neighbour list.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from beam_pipelines.cli import hydra_entry_point
 from beam_pipelines.config import DedupConfig, register_configs
+from stack_common.cli import hydra_entry_point
 from stack_common.errors import ConfigError
 
 STEPS = ("07_minhash",)
+log = logging.getLogger("dedup")
 
 
 def _input_pattern(input_dir: str) -> str:
@@ -151,7 +153,7 @@ def _delete(path: str) -> None:
         FileSystems.delete([path])
 
 
-def run_dedup(config: DedupConfig, progress=print) -> dict:
+def run_dedup(config: DedupConfig) -> dict:
     """Run the three stages and write summary.json; returns the summary."""
     import apache_beam as beam
 
@@ -174,7 +176,7 @@ def run_dedup(config: DedupConfig, progress=print) -> dict:
     def make_pipeline(job_name: str):
         return beam.Pipeline(options=pipeline_options(config.beam, job_name=job_name))
 
-    progress(f"[dedup] {input_pattern} -> {output_dir} (runner: {config.beam.runner}; {settings.record()})")
+    log.info("[dedup] %s -> %s (runner: %s; %s)", input_pattern, output_dir, config.beam.runner, settings.record())
     clear_stage_dir(output_dir)
     _delete(work_dir)
 
@@ -185,10 +187,12 @@ def run_dedup(config: DedupConfig, progress=print) -> dict:
     result.wait_until_finish()
     lsh = _namespace_metrics(result, LSH_NAMESPACE)
     lsh["seconds"] = round(time.time() - stage_started, 3)
-    progress(
-        f"[dedup] signed {lsh.get('documents_signed', 0)} documents; {lsh.get('shared_buckets', 0)} shared buckets; "
-        f"{lsh.get('candidate_pairs', 0)} candidate pairs"
-        + (f", {lsh.get('verified_pairs', 0)} verified" if config.minhash.verify else "")
+    log.info(
+        "[dedup] signed %s documents; %s shared buckets; %s candidate pairs%s",
+        lsh.get("documents_signed", 0),
+        lsh.get("shared_buckets", 0),
+        lsh.get("candidate_pairs", 0),
+        f", {lsh.get('verified_pairs', 0)} verified" if config.minhash.verify else "",
     )
 
     components = run_component_rounds(
@@ -197,9 +201,10 @@ def run_dedup(config: DedupConfig, progress=print) -> dict:
         make_pipeline,
         rounds_per_pipeline=config.minhash.rounds_per_pipeline,
         max_rounds=config.minhash.max_component_rounds,
-        progress=progress,
     )
-    progress(f"[dedup] components converged after {components.rounds} round(s) in {components.pipelines} pipeline(s)")
+    log.info(
+        "[dedup] components converged after %d round(s) in %d pipeline(s)", components.rounds, components.pipelines
+    )
 
     stage_started = time.time()
     pipeline = make_pipeline("dedup-removal")
@@ -235,8 +240,8 @@ def run_dedup(config: DedupConfig, progress=print) -> dict:
     write_json(f"{output_dir}/{SUMMARY_FILE}", summary)
     if not config.keep_work_files:
         _delete(work_dir)
-    progress(format_summary(summary))
-    progress(f"[dedup] summary: {output_dir}/{SUMMARY_FILE} ({summary['elapsed_seconds']:.1f} s)")
+    log.info("%s", format_summary(summary))
+    log.info("[dedup] summary: %s/%s (%.1f s)", output_dir, SUMMARY_FILE, summary["elapsed_seconds"])
     if not summary["balanced"]:
         raise RuntimeError("dedup: counts do not add up (see summary.json); this is a bug, please report it")
     return summary
@@ -244,13 +249,7 @@ def run_dedup(config: DedupConfig, progress=print) -> dict:
 
 @hydra_entry_point("dedup", register_configs)
 def main(config: DedupConfig) -> None:
-    import sys
-
-    try:
-        run_dedup(config)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_dedup(config)
 
 
 if __name__ == "__main__":

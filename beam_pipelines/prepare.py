@@ -25,8 +25,8 @@ from __future__ import annotations
 import logging
 import time
 
-from beam_pipelines.cli import hydra_entry_point
 from beam_pipelines.config import PrepareConfig, register_configs
+from stack_common.cli import hydra_entry_point
 
 STEPS = ("01_read", "02_extract", "03_language", "04_quality", "05_url_dedup", "06_exact_dedup")
 log = logging.getLogger("prepare")
@@ -112,9 +112,7 @@ def run_prepare(config: PrepareConfig) -> dict:
 
     started = time.time()
     input_files = resolve_inputs(config)
-    print(
-        f"[prepare] {len(input_files)} WARC file(s) -> {config.output_dir} (runner: {config.beam.runner})", flush=True
-    )
+    log.info("[prepare] %d WARC file(s) -> %s (runner: %s)", len(input_files), config.output_dir, config.beam.runner)
     clear_stage_dir(config.output_dir)
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name="prepare"))
     build_prepare_pipeline(pipeline, config, input_files)
@@ -138,11 +136,10 @@ def run_prepare(config: PrepareConfig) -> dict:
         },
     )
     write_json(f"{config.output_dir.rstrip('/')}/{SUMMARY_FILE}", summary)
-    print(format_summary(summary), flush=True)
-    print(f"[prepare] pool: {documents_pattern(config.output_dir)}", flush=True)
-    print(
-        f"[prepare] summary: {config.output_dir.rstrip('/')}/{SUMMARY_FILE} ({summary['elapsed_seconds']:.1f} s)",
-        flush=True,
+    log.info("%s", format_summary(summary))
+    log.info("[prepare] pool: %s", documents_pattern(config.output_dir))
+    log.info(
+        "[prepare] summary: %s/%s (%.1f s)", config.output_dir.rstrip("/"), SUMMARY_FILE, summary["elapsed_seconds"]
     )
     if not summary["balanced"]:
         raise RuntimeError("prepare: counts do not add up (see summary.json); this is a bug, please report it")

@@ -33,14 +33,14 @@ encoding batch plus 4 bytes per document of the open shard.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 
-from beam_pipelines.cli import hydra_entry_point
 from beam_pipelines.config import TokenizeConfig, register_configs
-from stack_common.errors import ConfigError
+from stack_common.cli import hydra_entry_point
 
 MERGE_FILE = "merge.json"
+log = logging.getLogger("tokenize")
 
 
 def dataset_prefix(config: TokenizeConfig) -> str:
@@ -123,10 +123,16 @@ def run_tokenize(config: TokenizeConfig) -> dict:
     dtype = token_dtype(vocab_size)
     check_source(source)
     prefix = dataset_prefix(config)
-    print(
-        f"[tokenize] source {source.name} ({source.format}: {source_pattern(source)}) -> {prefix}.bin/.idx "
-        f"({dtype.name}, EOD {eod_token!r} = {eod_id}, runner: {config.beam.runner})",
-        flush=True,
+    log.info(
+        "[tokenize] source %s (%s: %s) -> %s.bin/.idx (%s, EOD %r = %d, runner: %s)",
+        source.name,
+        source.format,
+        source_pattern(source),
+        prefix,
+        dtype.name,
+        eod_token,
+        eod_id,
+        config.beam.runner,
     )
     clear_source_outputs(prefix)
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name=f"tokenize-{source.name}"))
@@ -182,14 +188,18 @@ def run_tokenize(config: TokenizeConfig) -> dict:
     )
     summary["dataset_matches_counters"] = consistent
     write_json(f"{prefix}/{SUMMARY_FILE}", summary)
-    print(format_summary(summary), flush=True)
+    log.info("%s", format_summary(summary))
     if dataset:
-        print(
-            f"[tokenize] {prefix}: {dataset['documents']} documents, {dataset['tokens']} tokens "
-            f"({dataset['text_tokens']} text + {dataset['eod_tokens']} EOD) in {dataset['shard_count']} shard(s)",
-            flush=True,
+        log.info(
+            "[tokenize] %s: %d documents, %d tokens (%d text + %d EOD) in %d shard(s)",
+            prefix,
+            dataset["documents"],
+            dataset["tokens"],
+            dataset["text_tokens"],
+            dataset["eod_tokens"],
+            dataset["shard_count"],
         )
-    print(f"[tokenize] summary: {prefix}/{SUMMARY_FILE} ({summary['elapsed_seconds']:.1f} s)", flush=True)
+    log.info("[tokenize] summary: %s/%s (%.1f s)", prefix, SUMMARY_FILE, summary["elapsed_seconds"])
     if not summary["balanced"] or not consistent:
         raise RuntimeError("tokenize: counts do not add up (see summary.json); this is a bug, please report it")
     if dataset is None:
@@ -201,11 +211,7 @@ def run_tokenize(config: TokenizeConfig) -> dict:
 
 @hydra_entry_point("tokenize", register_configs)
 def main(config: TokenizeConfig) -> None:
-    try:
-        run_tokenize(config)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_tokenize(config)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,15 @@ distinct pre-tokens in the sample (a 32k vocabulary on 50 MB takes ~7 s on 2 cor
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 
-from beam_pipelines.cli import hydra_entry_point
 from beam_pipelines.config import TrainTokenizerConfig, register_configs
+from stack_common.cli import hydra_entry_point
 from stack_common.errors import ConfigError
+
+log = logging.getLogger("train_tokenizer")
 
 
 def build_byte_level_bpe(config: TrainTokenizerConfig):
@@ -69,9 +71,8 @@ def run_train_tokenizer(config: TrainTokenizerConfig) -> dict:
             read["characters"] += len(text)
             yield text
 
-    print(
-        f"[train_tokenizer] {config.source.name} ({source_pattern(config.source)}) -> vocab {config.vocab_size}",
-        flush=True,
+    log.info(
+        "[train_tokenizer] %s (%s) -> vocab %d", config.source.name, source_pattern(config.source), config.vocab_size
     )
     # Parallel training threads are the point of training in-process; keep them on here.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -103,22 +104,22 @@ def run_train_tokenizer(config: TrainTokenizerConfig) -> dict:
         "elapsed_seconds": round(time.time() - started, 3),
     }
     write_json(f"{output_dir}/train_summary.json", summary)
-    print(
-        f"[train_tokenizer] {summary['documents_read']} documents, {summary['characters_read']} characters -> "
-        f"{summary['output']} (vocab {summary['vocab_size']}, EOD {config.eod_token!r} = {summary['eod_id']}, "
-        f"{summary['elapsed_seconds']:.1f} s)",
-        flush=True,
+    log.info(
+        "[train_tokenizer] %d documents, %d characters -> %s (vocab %d, EOD %r = %s, %.1f s)",
+        summary["documents_read"],
+        summary["characters_read"],
+        summary["output"],
+        summary["vocab_size"],
+        config.eod_token,
+        summary["eod_id"],
+        summary["elapsed_seconds"],
     )
     return summary
 
 
 @hydra_entry_point("train_tokenizer", register_configs)
 def main(config: TrainTokenizerConfig) -> None:
-    try:
-        run_train_tokenizer(config)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_train_tokenizer(config)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -37,8 +38,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARD_DOCUMENTS = 10_000
 
 
-def _log(message: str) -> None:
-    print(f"[dedup_scale] {message}", file=sys.stderr, flush=True)
+# Progress on stderr; stdout carries only the JSON line of figures.
+log = logging.getLogger("dedup_scale")
 
 
 def generate(directory: Path, count: int, seed: int) -> float:
@@ -60,7 +61,7 @@ def generate(directory: Path, count: int, seed: int) -> float:
             pq.write_table(documents_to_table(batch), target / f"part-{shard:05d}.parquet")
             batch, shard = [], shard + 1
             if shard % 10 == 0:
-                _log(f"generated {shard * SHARD_DOCUMENTS} documents")
+                log.info(f"generated {shard * SHARD_DOCUMENTS} documents")
     if batch:
         pq.write_table(documents_to_table(batch), target / f"part-{shard:05d}.parquet")
     return time.time() - started
@@ -114,7 +115,7 @@ def reference_loop(directory: Path) -> dict:
             else:
                 lsh.insert(document_id, minhash, check_duplication=False)
         if shard % 10 == 0:
-            _log(f"reference: {seen} documents")
+            log.info(f"reference: {seen} documents")
     return {"seconds": time.time() - started, "documents": seen, "removed": removed}
 
 
@@ -202,13 +203,13 @@ def run_measured(command: list[str], env: dict) -> tuple[dict, float, str]:
 def measure_size(count: int, args, env: dict) -> dict:
     data = Path(args.work_dir) / f"n{count}"
     shutil.rmtree(data, ignore_errors=True)
-    _log(f"generating {count} documents under {data}")
+    log.info(f"generating {count} documents under {data}")
     generation_seconds = generate(data / "pool", count, args.seed)
     size_bytes = sum(p.stat().st_size for p in (data / "pool" / "documents").glob("*.parquet"))
     if not check_same_signatures(data / "pool"):
         raise RuntimeError("the reference loop and the pipeline compute different signatures")
 
-    _log(f"reference loop on {count} documents")
+    log.info(f"reference loop on {count} documents")
     measured, wall, stdout = run_measured(
         [sys.executable, __file__, "--role", "reference", "--input", str(data / "pool")], env
     )
@@ -224,7 +225,7 @@ def measure_size(count: int, args, env: dict) -> dict:
         "removed": loop["removed"],
     }
 
-    _log(f"our Beam graph on {count} documents ({args.workers} worker processes)")
+    log.info(f"our Beam graph on {count} documents ({args.workers} worker processes)")
     output = data / "pool_near_dedup"
     measured, wall, _ = run_measured(
         [
@@ -276,6 +277,7 @@ def measure_size(count: int, args, env: dict) -> dict:
 
 
 def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[dedup_scale] %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated document counts")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="direct runner worker processes")

@@ -70,9 +70,9 @@ def run_kernels(warc: str, config) -> tuple[int, float]:
 
 
 def run_pipeline(warc: str, work_dir: str, beam_preset: str) -> tuple[int, float, float]:
-    from beam_pipelines.cli import compose_config
     from beam_pipelines.config import register_configs
     from beam_pipelines.prepare import run_prepare
+    from stack_common.cli import compose_config
 
     config = compose_config(
         "prepare",
@@ -85,9 +85,9 @@ def run_pipeline(warc: str, work_dir: str, beam_preset: str) -> tuple[int, float
 
 
 def main() -> None:
-    from beam_pipelines.cli import compose_config
     from beam_pipelines.config import register_configs
     from beam_pipelines.io.warc import write_html_warc
+    from stack_common.cli import compose_config
     from tests.support import debian_doc_pages
 
     parser = argparse.ArgumentParser()

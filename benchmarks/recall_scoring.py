@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -34,8 +35,8 @@ MATH_PACKAGES = ("python-scipy-doc", "python-mpmath-doc")
 PACKAGES = MATH_PACKAGES + ("python3.11-doc", "git-doc")
 
 
-def _log(message: str) -> None:
-    print(f"[recall_scoring] {message}", file=sys.stderr, flush=True)
+# Progress on stderr; stdout carries only the JSON line of figures.
+log = logging.getLogger("recall_scoring")
 
 
 def real_documents(per_package: int):
@@ -65,6 +66,7 @@ def real_documents(per_package: int):
 
 
 def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[recall_scoring] %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--per-package", type=int, default=400, help="distinct pages extracted per package")
@@ -90,7 +92,7 @@ def main() -> None:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="recall-scoring-"))
     work.mkdir(parents=True, exist_ok=True)
     labelled = real_documents(args.per_package)
-    _log(f"{len(labelled)} distinct real pages extracted; repeating them to {args.pages} documents")
+    log.info(f"{len(labelled)} distinct real pages extracted; repeating them to {args.pages} documents")
     settings = RecallFastTextConfig(threads=1)
     normalization = TextNormalization.from_config(settings)
     train_file = work / "train.txt"
@@ -125,7 +127,7 @@ def main() -> None:
     for text in texts:
         model.predict(normalization(text), k=2)
     raw_seconds = time.perf_counter() - started
-    _log(f"raw: {raw_seconds:.2f} s with normalisation, {raw_predict_seconds:.2f} s predict only")
+    log.info(f"raw: {raw_seconds:.2f} s with normalisation, {raw_predict_seconds:.2f} s predict only")
 
     counted = work / "beam_count"
     started = time.perf_counter()
@@ -143,7 +145,7 @@ def main() -> None:
     scored = int(counted.read_text().strip())
     if scored != len(texts):
         raise SystemExit(f"beam scored {scored} of {len(texts)} documents")
-    _log(f"beam: {beam_seconds:.2f} s")
+    log.info(f"beam: {beam_seconds:.2f} s")
 
     print(
         json.dumps(

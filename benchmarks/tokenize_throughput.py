@@ -111,9 +111,9 @@ def progress_to_stderr():
 
 
 def pipeline(work_dir: Path, stage_dir: Path, tokenizer_path: str, beam_preset: str) -> tuple[dict, float, float]:
-    from beam_pipelines.cli import compose_config
     from beam_pipelines.config import register_configs
     from beam_pipelines.tokenize import run_tokenize
+    from stack_common.cli import compose_config
 
     config = compose_config(
         "tokenize",
@@ -132,8 +132,8 @@ def pipeline(work_dir: Path, stage_dir: Path, tokenizer_path: str, beam_preset: 
 
 
 def main() -> None:
-    from beam_pipelines.cli import compose_config
     from beam_pipelines.config import register_configs
+    from stack_common.cli import compose_config
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--megabytes", type=float, default=8.0)

@@ -160,8 +160,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from beam_pipelines.cli import compose_config
     from megatron_recipes.config import register_configs
+    from stack_common.cli import compose_config
 
     config = compose_config(
         "pretrain",

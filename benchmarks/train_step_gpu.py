@@ -56,12 +56,12 @@ def measure(args, spec: str) -> dict:
     """Build the preset with one layer spec and time train steps (runs in a fresh process)."""
     import torch
 
-    from beam_pipelines.cli import compose_config
     from megatron_recipes.config import register_configs
     from megatron_recipes.models import training_flops_per_token
     from megatron_recipes.training.loop import train_step
     from megatron_recipes.training.metrics import memory_gib, peak_tflops_per_device
     from megatron_recipes.training.session import setup_training
+    from stack_common.cli import compose_config
 
     device_overrides = (
         ["trainer=cpu", "model=tiny", "model.vocab_size=512"]

@@ -12,7 +12,7 @@ beside the component it configures:
     corpus       beam_pipelines/io/config.py
 
 YAML files under `conf/` pick presets and set only what differs from these defaults. The CLI
-(`beam_pipelines.cli.hydra_entry_point`) runs `validate()` after composition and before any
+(`stack_common.cli.hydra_entry_point`) runs `validate()` after composition and before any
 process group or model exists, so a bad value fails with one line.
 """
 
@@ -54,7 +54,7 @@ from stack_common.checks import require_choice
 from stack_common.errors import ConfigError
 
 # launch/local/chain.py imports these two from here; they live in data/config.py.
-__all__ = ["ChatTemplateConfig", "PromptSourceConfig", "register_configs"]
+__all__ = ["register_configs"]
 
 
 @dataclass

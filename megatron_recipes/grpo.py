@@ -25,12 +25,12 @@ Cost per step: Q x G generations, two log-prob forward passes and the updates (r
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, replace
 
-from beam_pipelines.cli import hydra_entry_point
 from megatron_recipes.config import GrpoConfig, register_configs
+from stack_common.cli import hydra_entry_point
 from stack_common.errors import ConfigError
+from stack_common.logs import TRAINING_CONSOLE
 
 log = logging.getLogger("grpo")
 
@@ -174,19 +174,10 @@ def run_grpo(config: GrpoConfig, plan: GrpoPlan):
         shutdown_runtime()
 
 
-@hydra_entry_point("grpo", register_configs)
-def main(config: GrpoConfig) -> None:
-    from megatron_recipes.pretrain import configure_logging
-
-    configure_logging()
-    try:
-        plan = plan_grpo(config)
-        outcome = run_grpo(config, plan)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if outcome.exit_code:
-        sys.exit(outcome.exit_code)
+@hydra_entry_point("grpo", register_configs, console=TRAINING_CONSOLE)
+def main(config: GrpoConfig) -> int:
+    """Returns the exit status: 0, or trainer.signal_exit_code after a signal or time limit."""
+    return run_grpo(config, plan_grpo(config)).exit_code
 
 
 if __name__ == "__main__":

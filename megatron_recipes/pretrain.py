@@ -29,12 +29,12 @@ indices are built once (O(samples)) and cached.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 
-from beam_pipelines.cli import hydra_entry_point
 from megatron_recipes.config import PretrainConfig, register_configs
+from stack_common.cli import hydra_entry_point
 from stack_common.errors import ConfigError
+from stack_common.logs import TRAINING_CONSOLE
 
 log = logging.getLogger("pretrain")
 
@@ -132,30 +132,10 @@ def run_pretraining(config: PretrainConfig, plan: PretrainPlan):
         shutdown_runtime()
 
 
-def configure_logging() -> None:
-    """Progress from rank 0 only; megatron-core's own INFO chatter (config dumps) stays quiet."""
-    import os
-
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    logging.getLogger("megatron").setLevel(logging.WARNING)
-
-
-@hydra_entry_point("pretrain", register_configs)
-def main(config: PretrainConfig) -> None:
-    configure_logging()
-    try:
-        plan = plan_pretraining(config)
-        outcome = run_pretraining(config, plan)
-    except ConfigError as error:  # raised before any process group or model exists
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if outcome.exit_code:
-        sys.exit(outcome.exit_code)
+@hydra_entry_point("pretrain", register_configs, console=TRAINING_CONSOLE)
+def main(config: PretrainConfig) -> int:
+    """Returns the exit status: 0, or trainer.signal_exit_code after a signal or time limit."""
+    return run_pretraining(config, plan_pretraining(config)).exit_code
 
 
 if __name__ == "__main__":

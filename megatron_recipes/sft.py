@@ -23,12 +23,12 @@ forward/backward of global_batch_size x seq_length tokens.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 
-from beam_pipelines.cli import hydra_entry_point
 from megatron_recipes.config import SftConfig, register_configs
+from stack_common.cli import hydra_entry_point
 from stack_common.errors import ConfigError
+from stack_common.logs import TRAINING_CONSOLE
 
 log = logging.getLogger("sft")
 
@@ -100,6 +100,15 @@ def run_sft(config: SftConfig, plan: SftPlan):
         attention = "packed" if packed_on_te else ("mask" if data.pack else "none")
         summary = plan.train.summary
         total_samples = trainer.train_steps * trainer.global_batch_size
+        session.state.extra["sft_data"] = {  # saved with the checkpoints: what the run trained on
+            "examples": summary.examples,
+            "kinds": dict(summary.kinds),
+            "sequences": summary.sequences,
+            "trained_tokens": summary.trained_tokens,
+            "truncated": summary.truncated,
+            "dropped": summary.dropped,
+            "attention": attention,
+        }
         if runtime.is_logging_rank:
             log.info(
                 "SFT data: %d examples (%s) -> %d sequences of %d tokens (%.1f%% filled), %d response tokens;"
@@ -152,19 +161,10 @@ def run_sft(config: SftConfig, plan: SftPlan):
         shutdown_runtime()
 
 
-@hydra_entry_point("sft", register_configs)
-def main(config: SftConfig) -> None:
-    from megatron_recipes.pretrain import configure_logging
-
-    configure_logging()
-    try:
-        plan = plan_sft(config)
-        outcome = run_sft(config, plan)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if outcome.exit_code:
-        sys.exit(outcome.exit_code)
+@hydra_entry_point("sft", register_configs, console=TRAINING_CONSOLE)
+def main(config: SftConfig) -> int:
+    """Returns the exit status: 0, or trainer.signal_exit_code after a signal or time limit."""
+    return run_sft(config, plan_sft(config)).exit_code
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("DEEPSEEKMATH_TEST_CACHE", REPO_ROOT / ".cache" / "test-data"))
@@ -19,6 +21,34 @@ DEBIAN_DOCS = {
     "python3.11-doc": ("usr/share/doc/python3.11/html", "https://docs.python.org/3.11/"),
     "git-doc": ("usr/share/doc/git-doc", "https://git-scm.com/docs/"),
 }
+
+
+def metric_row_steps(path: Path) -> list[int]:
+    """The `step` of every row of a metrics.jsonl in the order written: a resumed run appends its
+    rows, from the step after the checkpoint it resumed from, to the earlier run's."""
+    if not path.exists():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def pytest_in_fresh_process(cases: Path, report: Path, **env: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run the test file `cases` in its own pytest process; returns the process and the counts of
+    its JUnit report (tests, failures, errors, skipped)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(cases), "-q", "-p", "no:cacheprovider", "-W", "ignore"]
+        + [f"--junitxml={report}"],
+        cwd=REPO_ROOT,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    counts = {}
+    if report.exists():
+        suite = ElementTree.parse(report).getroot()
+        suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
+        counts = {name: int(suite.get(name, 0)) for name in ("tests", "failures", "errors", "skipped")}
+    return result, counts
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

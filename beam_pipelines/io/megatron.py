@@ -323,6 +323,8 @@ class WriteShardsDoFn(beam.DoFn):
         info = self._writer.close()
         self._writer = None
         shard = info.prefix.rsplit("/", 1)[-1]
+        # Runs in Beam's worker processes, whose logging Beam's worker harness sets up (its own
+        # format, on stderr, or relayed to the runner): the progress line goes to stdout as is.
         print(f"[{self.log_name}] shard {shard}: {info.documents} documents, {info.tokens} tokens", flush=True)
         return info
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import string
 import tempfile
@@ -32,6 +33,8 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 LABEL_MATH = "__label__math"
 LABEL_OTHER = "__label__other"
@@ -181,7 +184,7 @@ def train_classifier(train_file: str, fasttext_config, retries: int = 3) -> tupl
         except RuntimeError as error:
             if "NaN" not in str(error) or attempt == retries:
                 raise
-            print(f"[recall] fastText diverged at lr {lr:g}; retrying at lr {lr / 2:g}", flush=True)
+            log.warning("[recall] fastText diverged at lr %g; retrying at lr %g", lr, lr / 2)
             lr /= 2
     raise AssertionError("unreachable")
 

@@ -29,6 +29,7 @@ training on the machine that runs the loop, bounded by the configured sample siz
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -59,10 +60,7 @@ ROUND_MARKER = "round.json"
 TRAINING_STEP = "recall_training"
 STOP_CONVERGED = "converged"
 STOP_MAX_ROUNDS = "max_rounds"
-
-
-def log(message: str) -> None:
-    print(f"[recall] {message}", flush=True)
+log = logging.getLogger("recall")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -620,8 +618,8 @@ def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
                 f"round {paths.number}: the training set has {labels.get(LABEL_MATH, 0)} positive and "
                 f"{labels.get(LABEL_OTHER, 0)} negative lines; both are needed (check seed_positives and the pool)"
             )
-        log(
-            f"round {paths.number}: training fastText on {lines:,} lines "
+        log.info(
+            f"[recall] round {paths.number}: training fastText on {lines:,} lines "
             f"({labels[LABEL_MATH]:,} math, {labels[LABEL_OTHER]:,} other; dim {config.fasttext.dim}, "
             f"{config.fasttext.epoch} epochs, word n-grams {config.fasttext.word_ngrams})"
         )
@@ -714,21 +712,30 @@ def round_approvals(config: RecallConfig, number: int) -> dict:
     }
 
 
+def clear_round(config: RecallConfig, number: int) -> str | None:
+    """Delete what an earlier run left of round `number`; returns what that was: "complete" (the
+    round is redone), "incomplete" (an attempt that was killed) or None (nothing)."""
+    paths = RoundPaths(config.output_dir, number)
+    if is_complete(paths):
+        log.info(f"[recall] round {number}: redoing it (removing the complete round at {paths.root})")
+        delete_path(paths.marker)  # first: a half-deleted round must not look complete
+        delete_path(paths.root)
+        return "complete"
+    if FileSystems.exists(paths.root):
+        log.info(f"[recall] round {number}: removing an incomplete earlier attempt at {paths.root}")
+        delete_path(paths.root)
+        return "incomplete"
+    return None
+
+
 def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
-    """Run round `number` from scratch (deleting any partial output); returns its round.json."""
+    """Run round `number` from scratch, after `clear_round`; returns its round.json."""
     from beam_pipelines.accounting import tally_counters
     from beam_pipelines.options import pipeline_options
     from beam_pipelines.recall.report import write_review_files, write_round_report
 
     paths = RoundPaths(config.output_dir, number)
     started = time.time()
-    if is_complete(paths):
-        log(f"round {number}: redoing it (removing the complete round at {paths.root})")
-        delete_path(paths.marker)  # first: a half-deleted round must not look complete
-        delete_path(paths.root)
-    elif FileSystems.exists(paths.root):
-        log(f"round {number}: removing an incomplete earlier attempt at {paths.root}")
-        delete_path(paths.root)
 
     # 1. Approvals after the previous round, cumulative approvals, discovered positives so far.
     approvals_by_round = [round_approvals(config, k) for k in range(1, number)]
@@ -743,14 +750,15 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     if approvals_by_round:
         latest = approvals_by_round[-1]
         source = latest["annotations_file"] if latest["annotations_file_found"] else f"no {latest['annotations_file']}"
-        log(
-            f"round {number}: {len(latest['approved'])} prefix(es) approved after round {number - 1} "
-            f"({len(latest['from_annotations'])} from {source}, {len(latest['automatic'])} by policy {config.approval.policy})"
+        log.info(
+            f"[recall] round {number}: {len(latest['approved'])} prefix(es) approved after round {number - 1} "
+            f"({len(latest['from_annotations'])} from {source}, "
+            f"{len(latest['automatic'])} by policy {config.approval.policy})"
         )
     write_json(paths.approvals, {"rounds": approvals_by_round, "cumulative": all_approvals.prefixes})
 
     # 2. Training set.
-    log(f"round {number}: building the training set (Beam, runner {config.beam.runner})")
+    log.info(f"[recall] round {number}: building the training set (Beam, runner {config.beam.runner})")
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name=f"recall-round-{number}-training"))
     build_training_pipeline(
         pipeline,
@@ -770,14 +778,14 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     # 3. Classifier.
     classifier = train_round_model(config, paths)
     holdout = classifier["holdout"]
-    log(
-        f"round {number}: hold-out precision {holdout['precision']:.3f} recall {holdout['recall']:.3f} "
+    log.info(
+        f"[recall] round {number}: hold-out precision {holdout['precision']:.3f} recall {holdout['recall']:.3f} "
         f"F1 {holdout['f1']:.3f} ({holdout['examples']} examples); model {classifier['model']['bytes'] / 1e6:.1f} MB"
     )
 
     # 4. Scoring, selection and statistics.
     budget = TokenBudget.for_round(config.selection, number)
-    log(f"round {number}: scoring the pool and keeping the top pages up to {budget.describe()}")
+    log.info(f"[recall] round {number}: scoring the pool and keeping the top pages up to {budget.describe()}")
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name=f"recall-round-{number}-scoring"))
     build_scoring_pipeline(pipeline, config, paths, budget)
     result = pipeline.run()
@@ -843,13 +851,13 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     overlap_text = (
         f", {overlap['fraction_already_selected']:.1%} already selected in round {number - 1}" if overlap else ""
     )
-    log(
-        f"round {number}: selected {cut['selected_pages']:,} of {cut['pool_pages']:,} pages, "
+    log.info(
+        f"[recall] round {number}: selected {cut['selected_pages']:,} of {cut['pool_pages']:,} pages, "
         f"{cut['selected_tokens']:,} tokens (threshold {cut['threshold']:.4f}){overlap_text}; "
         f"{len(candidates)} candidate math domain(s)"
     )
-    log(
-        f"round {number}: review {paths.review}; approve prefixes in "
+    log.info(
+        f"[recall] round {number}: review {paths.review}; approve prefixes in "
         f"{domain_rules.annotations_path(config.approval.annotations_dir, number)} (template: {paths.template})"
     )
     return marker
@@ -944,16 +952,30 @@ def _invalidate_after(config: RecallConfig, number: int) -> None:
     for later in range(number + 1, config.max_rounds + 1):
         paths = RoundPaths(config.output_dir, later)
         if FileSystems.exists(paths.root):
-            log(f"removing round {later} ({paths.root}): it derives from round {number}, which is being redone")
+            log.info(
+                f"[recall] removing round {later} ({paths.root}): it derives from round {number}, which is being redone"
+            )
             delete_path(paths.marker)
             delete_path(paths.root)
 
 
 def run_recall(config: RecallConfig) -> dict:
-    """Run the configured rounds; returns a status dict (rounds run, stop reason, final summary)."""
+    """Run the configured rounds; returns a status dict: complete_at_start (rounds an earlier run
+    had finished), replaced ({round: "complete" | "incomplete"}: earlier output of a round run
+    again), rounds_run, complete_rounds, stop_reason and the final summary (or None)."""
     seed_files = preflight(config)
     done = complete_rounds(config.output_dir, config.max_rounds)
     ran: list[int] = []
+    replaced: dict[int, str] = {}
+
+    def run_from_scratch(number: int) -> dict:
+        earlier = clear_round(config, number)
+        if earlier is not None:
+            replaced[number] = earlier
+        marker = run_round(config, number, seed_files)
+        ran.append(number)
+        return marker
+
     if config.round:
         number = config.round
         missing = [k for k in range(1, number) if k not in done]
@@ -964,28 +986,28 @@ def run_recall(config: RecallConfig) -> dict:
             )
         check_same_pool(config, list(range(1, number)))
         _invalidate_after(config, number)
-        marker = run_round(config, number, seed_files)
-        ran.append(number)
+        marker = run_from_scratch(number)
         stop_reason = _marker_stop(config, marker)
     else:
         check_same_pool(config, done)
         markers = _all_markers(config)
         stop_reason = _marker_stop(config, markers[-1]) if markers else None
         if markers:
-            log(
-                f"rounds {markers[0]['round']}..{markers[-1]['round']} already complete in {config.output_dir}"
+            log.info(
+                f"[recall] rounds {markers[0]['round']}..{markers[-1]['round']} already complete in {config.output_dir}"
                 + (f"; stop rule: {stop_reason}" if stop_reason else f"; resuming at round {markers[-1]['round'] + 1}")
             )
         next_round = (markers[-1]["round"] + 1) if markers else 1
         while stop_reason is None and next_round <= config.max_rounds:
             _invalidate_after(config, next_round)
-            marker = run_round(config, next_round, seed_files)
-            ran.append(next_round)
+            marker = run_from_scratch(next_round)
             _refresh_corpus_report(config)
             stop_reason = _marker_stop(config, marker)
             next_round += 1
     _refresh_corpus_report(config)
     status: dict[str, Any] = {
+        "complete_at_start": done,
+        "replaced": replaced,
         "rounds_run": ran,
         "complete_rounds": complete_rounds(config.output_dir, config.max_rounds),
         "stop_reason": stop_reason,
@@ -995,11 +1017,20 @@ def run_recall(config: RecallConfig) -> dict:
         markers = _all_markers(config)
         summary = write_final(config, markers, stop_reason)
         status["final"] = summary
-        log(
-            f"stopped after round {markers[-1]['round']} ({'overlap with the previous round reached ' + str(config.stop_overlap_fraction) if stop_reason == STOP_CONVERGED else 'max_rounds reached'}); "
-            f"final selection: {summary['outputs']['documents']} ({summary['totals']['kept']:,} pages, {summary['selected_tokens']:,} tokens)"
+        why = (
+            f"overlap with the previous round reached {config.stop_overlap_fraction}"
+            if stop_reason == STOP_CONVERGED
+            else "max_rounds reached"
+        )
+        log.info(
+            f"[recall] stopped after round {markers[-1]['round']} ({why}); "
+            f"final selection: {summary['outputs']['documents']} "
+            f"({summary['totals']['kept']:,} pages, {summary['selected_tokens']:,} tokens)"
         )
     else:
-        log(f"round(s) {ran} done; the loop continues at round {status['complete_rounds'][-1] + 1} on the next run")
-    log(f"report: {config.output_dir.rstrip('/')}/report.html")
+        log.info(
+            f"[recall] round(s) {ran} done; "
+            f"the loop continues at round {status['complete_rounds'][-1] + 1} on the next run"
+        )
+    log.info(f"[recall] report: {config.output_dir.rstrip('/')}/report.html")
     return status

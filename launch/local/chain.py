@@ -55,9 +55,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from beam_pipelines.cli import compose_config  # noqa: E402
 from beam_pipelines.sample import sample_seed_positives_path  # noqa: E402
+from megatron_recipes.data.config import ChatTemplateConfig  # noqa: E402
 from stack_common.checks import require_positive  # noqa: E402
+from stack_common.cli import compose_config  # noqa: E402
 from stack_common.errors import ConfigError  # noqa: E402
 
 STAGES = (
@@ -247,7 +248,6 @@ class Chain:
             ]
             _write_jsonl(paths["champ"], rows)
         if not paths["arithmetic_heldout"].exists():
-            from megatron_recipes.config import ChatTemplateConfig
             from megatron_recipes.data.rl_prompts import PromptStream
 
             _, held_out_source = self.grpo_prompt_sources
@@ -264,7 +264,6 @@ class Chain:
         path = self.arithmetic_text_path()
         if path.exists():
             return
-        from megatron_recipes.config import ChatTemplateConfig
         from megatron_recipes.data.rl_prompts import PromptStream
 
         training_source, _ = self.grpo_prompt_sources
@@ -733,6 +732,6 @@ def main(config: ChainConfig) -> None:
 
 
 if __name__ == "__main__":
-    from beam_pipelines.cli import hydra_entry_point
+    from stack_common.cli import hydra_entry_point
 
     hydra_entry_point("chain", register_chain_configs)(main)()

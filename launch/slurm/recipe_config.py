@@ -31,13 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from beam_pipelines.cli import _overrides_only, compose_config, conf_dir  # noqa: E402
+from stack_common.cli import USER_FACING_ERRORS, compose_config, conf_dir, exit_with_error, one_line, overrides_only  # noqa: E402
 from stack_common.errors import ConfigError  # noqa: E402
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def output_key(config) -> str | None:
@@ -82,7 +77,7 @@ def resolve(recipe: str, arguments: list[str]) -> dict[str, object]:
     if world_size:
         # Validate the parallel layout against the ranks the job will start, not this process.
         os.environ["WORLD_SIZE"] = world_size
-    overrides = _overrides_only(arguments)
+    overrides = overrides_only(arguments)
     if overrides is None:  # sweeps, --help, another config: the entry point handles them itself
         return {
             "RECIPE_MODULE": module,
@@ -130,11 +125,11 @@ def shell_assignments(values: dict[str, object]) -> str:
 
 def main(argv: list[str]) -> None:
     if not argv:
-        fail("usage: recipe_config.py RECIPE [hydra overrides...]")
+        exit_with_error("usage: recipe_config.py RECIPE [hydra overrides...]")
     try:
         values = resolve(argv[0], argv[1:])
-    except (ConfigError, FileNotFoundError) as error:
-        fail(" ".join(str(error).split()))
+    except USER_FACING_ERRORS as error:
+        exit_with_error(one_line(error))
     print(shell_assignments(values))
 
 

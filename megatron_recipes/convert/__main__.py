@@ -24,14 +24,12 @@ the model (disk-bound). See megatron_recipes/convert/__init__.py for the API.
 
 from __future__ import annotations
 
-import logging
 import os
 
-from beam_pipelines.cli import hydra_entry_point
 from megatron_recipes.config import register_configs
 from megatron_recipes.convert.config import ConvertConfig
-
-log = logging.getLogger("megatron_recipes.convert")
+from stack_common.cli import hydra_entry_point
+from stack_common.logs import TRAINING_CONSOLE
 
 
 def run_conversion(config: ConvertConfig):
@@ -59,11 +57,10 @@ def run_conversion(config: ConvertConfig):
     )
 
 
-@hydra_entry_point("convert", register_configs)
+@hydra_entry_point("convert", register_configs, console=TRAINING_CONSOLE)
 def main(config: ConvertConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("megatron").setLevel(logging.WARNING)
     written = run_conversion(config)
+    # The final, machine-readable line: where the converted checkpoint is.
     print(f"convert: {config.mode} done -> {os.fspath(written)}", flush=True)
 
 

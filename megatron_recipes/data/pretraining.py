@@ -27,7 +27,6 @@ build is O(samples) once, cached; a batch reads only its samples' token ranges.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +36,6 @@ import numpy as np
 
 from megatron_recipes.data.config import DataConfig
 from stack_common.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 _INDEX_HEADER = b"MMIDIDX\x00\x00"
 # End-of-document tokens of common tokenizers, in the order they are looked for.

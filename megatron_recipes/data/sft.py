@@ -45,7 +45,6 @@ is micro_batch x seq_length^2 booleans per micro-batch.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -54,8 +53,6 @@ import numpy as np
 
 from megatron_recipes.data.config import ChatTemplateConfig, SftDataConfig
 from stack_common.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 TOOL_ROLES = ("tool", "ipython", "output")
 PAIR_KEYS = (("prompt", "response"), ("question", "answer"), ("problem", "solution"), ("question", "response"))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from megatron_recipes.rewards.extraction import extract_boxed
+from stack_common.errors import ConfigError
 
 DATASETS = ("champ", "gsm8k", "math")
 # Shipped inside a package (offline, any machine); every other dataset reads local files.
@@ -47,8 +48,8 @@ class Problem:
         return self.answers[0] if self.answers else ""
 
 
-class DatasetError(ValueError):
-    pass
+class DatasetError(ConfigError):
+    """A benchmark file that is missing or unreadable (entry points: one line, exit status 2)."""
 
 
 def gsm8k_final_answer(solution: str) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from stack_common.checks import require_at_least, require_non_negative, require_range
+from stack_common.errors import ConfigError
 
 FINISH_STOP = "stop"  # a stop string or end-of-document token ended it
 FINISH_LENGTH = "length"  # max_new_tokens reached
@@ -82,8 +83,8 @@ class Generator(Protocol):
         ...
 
 
-class GeneratorUnavailable(RuntimeError):
-    """The configured generator cannot be built here (one-line message)."""
+class GeneratorUnavailable(ConfigError):
+    """The configured generator cannot be built here (entry points: one line, exit status 2)."""
 
 
 def prompt_key(prompt: str) -> str:

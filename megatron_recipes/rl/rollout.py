@@ -3,7 +3,7 @@ the padded tensors the GRPO loss trains on.
 
     samples = generate_rollouts(generator, records, group_size, params, tokenizer, template,
                                 tool_runner=None, max_tool_calls=4)
-    score_rollouts(samples, reward_names, reward_weights, checker, step_reward=None)
+    compute_rewards(samples, reward_names, reward_weights, checker, step_reward=None)
     batch = rollout_batch(samples, tokenizer.eod, rl.advantage_estimator, rl.advantage_epsilon)
 
 Tool-integrated reasoning (rl.tool_use): generation stops when a sample closes a ```python block
@@ -156,14 +156,16 @@ def _generate_with_budgets(generator, contexts, budgets, params, stop_at_code_bl
     return outputs
 
 
-def score_rollouts(
+def compute_rewards(
     samples: Sequence[RolloutSample],
     reward_names: Sequence[str],
     reward_weights: Sequence[float],
     checker=None,
     step_reward: str | None = None,
 ) -> None:
-    """Fill each sample's rewards (per name), total reward (None if ungradable) and steps."""
+    """Fill each sample's rewards (per name), total reward (None if ungradable) and, with a
+    `step_reward` (process supervision), its steps. The one scorer of rollouts and of the
+    held-out check (which asks for its first reward only)."""
     from megatron_recipes.rewards import get_reward
 
     texts = [sample.text for sample in samples]

@@ -24,13 +24,10 @@ Cost: one all-reduce of one integer per step.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 import time
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 REASON_CODES = {0: None, 1: "duration", 2: "signal"}
 

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from beam_pipelines.cli import compose_config
 from beam_pipelines.config import PrepareConfig, register_configs
 from beam_pipelines.options import render_pipeline_args
+from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT, run_module
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beam_pipelines.cli import compose_config
 from megatron_recipes.config import register_configs
+from stack_common.cli import compose_config
 from tests.support import REPO_ROOT, subprocess_env
 
 CHAIN = REPO_ROOT / "launch" / "local" / "chain.py"

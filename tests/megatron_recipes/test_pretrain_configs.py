@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from beam_pipelines.cli import compose_config
 from megatron_recipes.config import PretrainConfig, register_configs
+from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT, run_module
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from beam_pipelines.cli import compose_config
 from beam_pipelines.config import register_configs
+from stack_common.cli import compose_config
 from tests.beam_pipelines.tokenize.tokenize_inputs import CodeSource, tokenize, write_code_jsonl  # noqa: F401
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from beam_pipelines.cli import compose_config
 from beam_pipelines.config import TokenizeConfig, TrainTokenizerConfig, register_configs
 from beam_pipelines.io.config import TextSourceConfig
 from beam_pipelines.io.text_sources import check_source
+from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT
 

@@ -210,9 +210,9 @@ def test_rerun_clears_only_this_source(tmp_path):
 def test_trained_tokenizer_through_the_command_line(sample_pool, tmp_path):
     """train_tokenizer (byte-level BPE, small vocabulary) then `python -m beam_pipelines.tokenize`
     with it: a uint16 dataset whose EOD is the trained <|endoftext|> (id 0)."""
-    from beam_pipelines.cli import compose_config
     from beam_pipelines.config import register_configs
     from beam_pipelines.train_tokenizer import run_train_tokenizer
+    from stack_common.cli import compose_config
 
     trained = run_train_tokenizer(
         compose_config(
@@ -232,9 +232,9 @@ def test_trained_tokenizer_through_the_command_line(sample_pool, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "small_vocab: " in result.stdout and "(balanced)" in result.stdout
     prefix = f"{tmp_path}/tokenized/small_vocab"
     summary = json.loads(Path(prefix, "summary.json").read_text())
+    assert summary["balanced"] and summary["dataset_matches_counters"] and summary["source"]["name"] == "small_vocab"
     assert summary["dataset"]["dtype"] == "uint16" and summary["tokenizer"]["eod_token"] == "<|endoftext|>"
     assert read_sequences(prefix)[0].dtype == np.uint16
     texts = [document.text for document in iter_documents(str(sample_pool))]

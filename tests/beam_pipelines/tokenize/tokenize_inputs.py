@@ -11,8 +11,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from beam_pipelines.cli import compose_config
 from beam_pipelines.config import register_configs
+from stack_common.cli import compose_config
 
 EOD_TEXT = "<｜end▁of▁sentence｜>"
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from beam_pipelines.cli import compose_config
 from megatron_recipes.config import register_configs
 from megatron_recipes.convert import ConversionError, HFArchitecture, hf_architecture
 from megatron_recipes.convert.architecture import hf_config_for_export
@@ -14,6 +13,7 @@ from megatron_recipes.convert.config import ConvertConfig
 from megatron_recipes.convert.hf_checkpoint import parse_size, plan_shards
 from megatron_recipes.convert.mapping import QKV, TensorMapping
 from megatron_recipes.models.config import ModelConfig
+from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 
 # The published config.json of DeepSeekMath-Base 7B / DeepSeek-Coder-7B-Base-v1.5 (transformers 4 spelling).

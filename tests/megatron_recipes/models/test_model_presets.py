@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from beam_pipelines.cli import compose_config
 from megatron_recipes.config import register_configs
 from megatron_recipes.models import (
     architecture_parameter_count,
@@ -15,6 +14,7 @@ from megatron_recipes.models import (
     parameter_count,
     training_flops_per_token,
 )
+from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 
 

@@ -26,8 +26,8 @@ GREEDY_PROMPTS = [
 
 
 def compose(init: str, parallelism: str):
-    from beam_pipelines.cli import compose_config
     from megatron_recipes.config import register_configs
+    from stack_common.cli import compose_config
 
     return compose_config(
         "grpo",

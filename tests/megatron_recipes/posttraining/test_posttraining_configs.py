@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from beam_pipelines.cli import compose_config
 from megatron_recipes.config import EvaluateConfig, GrpoConfig, SftConfig, register_configs
+from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT, run_module
 

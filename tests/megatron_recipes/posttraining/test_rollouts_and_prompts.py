@@ -15,7 +15,7 @@ from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, Pr
 from megatron_recipes.data.rl_prompts import PromptStream, parse_task_spec, sft_records
 from megatron_recipes.generation.megatron import FINISH_TOOL, SampledSequence
 from megatron_recipes.rl.config import RlConfig
-from megatron_recipes.rl.rollout import RolloutSample, generate_rollouts, rollout_batch, score_rollouts
+from megatron_recipes.rl.rollout import RolloutSample, compute_rewards, generate_rollouts, rollout_batch
 from megatron_recipes.rl.step_rewards import Step, arithmetic_steps, equation_holds, step_end_tokens
 from stack_common.errors import ConfigError
 from tests.megatron_recipes.posttraining.arithmetic import prompt_config
@@ -131,7 +131,7 @@ def test_tool_integrated_rollouts_run_code_and_mask_its_output(small_tokenizer):
         len(sample.trained) - first_round - len(output_ids)
     )
     assert all(math.isnan(v) for v in sample.sampler_logprobs[first_round : first_round + len(output_ids)])
-    score_rollouts(samples, ["math_accuracy"], [1.0])
+    compute_rewards(samples, ["math_accuracy"], [1.0])
     assert [s.reward for s in samples] == [1.0, 1.0]
     rl = RlConfig()
     batch = rollout_batch(samples, small_tokenizer.eod, rl.advantage_estimator, rl.advantage_epsilon)

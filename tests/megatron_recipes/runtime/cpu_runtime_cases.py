@@ -28,8 +28,8 @@ BASE = [
 
 
 def compose(*overrides: str):
-    from beam_pipelines.cli import compose_config
     from megatron_recipes.config import register_configs
+    from stack_common.cli import compose_config
 
     return compose_config("pretrain", [*BASE, *overrides], register_configs)
 

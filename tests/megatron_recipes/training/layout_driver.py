@@ -54,8 +54,8 @@ COMMON = [
 
 
 def compose(overrides: list[str]):
-    from beam_pipelines.cli import compose_config
     from megatron_recipes.config import register_configs
+    from stack_common.cli import compose_config
 
     return compose_config("pretrain", [*COMMON, *overrides], register_configs)
 

@@ -93,8 +93,8 @@ def test_tiny_model_learns_a_real_corpus_well_below_unigram_entropy(tmp_path):
         OMP_NUM_THREADS="2",
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "layer spec: local" in run.stderr and f"step {STEPS}/{STEPS} | loss" in run.stderr
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert sorted(rows) == list(range(1, STEPS + 1))
     assert {"loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_gib"} <= set(rows[STEPS])
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     first = rows[1]["loss"]
