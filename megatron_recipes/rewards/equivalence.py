@@ -77,11 +77,11 @@ NOT_EQUAL = "not_equal"
 UNPARSEABLE_REFERENCE = "unparseable_reference"
 
 # A normalised answer longer than this is refused (a list of a few thousand numbers still fits).
-MAX_ANSWER_CHARACTERS = 20_000
+MAX_ANSWER_CHARACTERS = 50_000
 # Raw text longer than this is not read at all (a completion is cut to its answer first).
 MAX_INPUT_CHARACTERS = 1_000_000
 # Leaf comparisons the caller spends on one pair before handing it to a worker (and its deadline).
-CHEAP_COMPARISON_BUDGET = 20_000
+CHEAP_COMPARISON_BUDGET = 5_000
 # Pairs and structures longer than this are not cached (the caches hold strings).
 _MAX_CACHED_CHARACTERS = 2_000
 _INFINITIES = {r"\infty": r"\infty", r"+\infty": r"\infty", r"-\infty": r"-\infty"}
@@ -252,11 +252,13 @@ class _BoundedCache:
 
 
 def _safe_normalize(answer: str | None) -> str | None:
-    """The normalised answer, "" for none, or None when the answer is refused (too long, too
-    deeply nested, or not text)."""
+    """The normalised answer, "" for none, or None when the answer is refused (too long or too
+    deeply nested)."""
     if answer is None:
         return ""
-    if not isinstance(answer, str) or len(answer) > MAX_INPUT_CHARACTERS:
+    if not isinstance(answer, str):
+        answer = str(answer)  # a dataset may hand over 72 or 0.5 as numbers
+    if len(answer) > MAX_INPUT_CHARACTERS:
         return None
     try:
         normalized = normalize_answer(answer)

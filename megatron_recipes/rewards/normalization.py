@@ -82,6 +82,9 @@ _RELATIONS = (
     (re.compile(r"\\lt(?![a-zA-Z])"), "<"),
     (re.compile(r"\\gt(?![a-zA-Z])"), ">"),
 )
+_TRIG = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![a-zA-Z])")
+_DEGREE_ARGUMENT = re.compile(r"(\d+(?:\.\d+)?)\s?(?:\^\s?\{?\s?\\circ\s?\}?|\u00b0)")
+_ALL_REALS = re.compile(r"\\mathbb\s?\{?R\}?|^(?:the set of )?all real(?: number)?s$", re.IGNORECASE)
 _EMPTY_SET = re.compile(r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}")
 # A base-b numeral: 1011_2, 2A_{16}.
 # Possessive and anchored after a non-digit, so a long digit run is scanned once, not once per digit.
@@ -219,9 +222,12 @@ def normalize_answer(answer: str) -> str:
     text = text.replace(r"\dfrac", r"\frac").replace(r"\tfrac", r"\frac").replace(r"\cfrac", r"\frac")
     text = text.replace(r"\dbinom", r"\binom").replace(r"\tbinom", r"\binom")
     text = text.replace(r"\lvert", "|").replace(r"\rvert", "|").replace(r"\vert", "|")
+    text = text.replace(r"\langle", "(").replace(r"\rangle", ")")  # a vector <1, 2> is the tuple (1, 2)
     for pattern, replacement in _RELATIONS:
         text = pattern.sub(replacement, text)
     text = text.replace("{,}", "").replace(r"\{,\}", "")
+    if _TRIG.search(text):  # \cos 60^\circ: the degrees are the argument's unit, in radians for sympy
+        text = _DEGREE_ARGUMENT.sub(r"(\1\\pi/180)", text)
     text = _DEGREES.sub("", text)
     text = _PERCENT.sub(lambda _: PERCENT, text)
     text = re.sub(r"\s+", " ", text).strip()
@@ -229,7 +235,7 @@ def normalize_answer(answer: str) -> str:
     text = _unwrap_command(text, _FONT_WRAPPERS)
     text = _unwrap_command(text, _TEXT_COMMAND)
     text = _drop_trailing_units(re.sub(r"\s+", " ", text).strip())  # units that were inside \text{5 cm}
-    text = text.replace(r"\mathbb{R}", r"(-\infty,\infty)").replace(r"\mathbb R", r"(-\infty,\infty)")
+    text = _ALL_REALS.sub(r"(-\\infty,\\infty)", text)
     text = _EMPTY_SET.sub(r"\\{\\}", text)
     if "_{" in text:  # 1011_{2} -> 1011_2 (digits only: x_{10} is a subscripted name)
         text = _BASE_BRACES.sub(lambda m: f"{m[1]}_{m[2]}" if re.search(r"\d", m[1]) else m[0], text)

@@ -10,7 +10,7 @@ the worker's deadline.
 Rules (chosen for strictness, so that a reward cannot be farmed; each is symmetric in its sides):
   `(1,2)` ordered, brackets must agree (`(0,1]` is not `[0,1]`); `\\{1,2\\}` and a bare list
   `1, 2` (or `1 and 2`, `x=1 or x=2`) are unordered and must match one to one; `x = 3` equals `3`
-  and `3 = x`, and `x=1, y=2` equals `(1, 2)`; an assignment whose value has letters is an
+  and `3 = x`, and `x=1, y=2` and `(x, y) = (1, 2)` equal `(1, 2)`; an assignment whose value has letters is an
   equation (`y = 2x+3` equals `2x - y + 3 = 0`); `\\pm 2` is the set {2, -2} and so differs from
   `2`; intervals joined by `\\cup` are unordered; matrices compare by shape and entries.
   A one-variable inequality is its interval: `x \\geq 2` is `[2, \\infty)`, `-2 < x \\leq 3` is
@@ -143,6 +143,14 @@ def _expand_plus_minus(text: str) -> list[str]:
     return list(dict.fromkeys(variants))
 
 
+def _names_tuple(text: str) -> bool:
+    outer = _outer_brackets(text)
+    if outer is None or outer[0] != "(":
+        return False
+    names = _split_top_level(outer[1], (",",))
+    return len(names) > 1 and all(_VARIABLE.fullmatch(name) for name in names)
+
+
 def _mentions(text: str, variable: str) -> bool:
     return re.search(rf"(?<![A-Za-z\\]){re.escape(variable)}(?![A-Za-z])", text) is not None
 
@@ -269,6 +277,8 @@ def _parse(text: str) -> AnswerNode:
         return assignments[0] if len(assignments) == 1 else AnswerNode("unordered", items=assignments)
     if len(sides) == 2 and sides[0] and _VARIABLE.fullmatch(sides[1]):  # "3 = x" is "x = 3"
         return AnswerNode("assignment", items=(_parse(sides[0]),), variable=sides[1])
+    if len(sides) == 2 and sides[1] and _names_tuple(sides[0]):  # "(x, y) = (1, 2)" is (1, 2)
+        return _parse(sides[1])
     if len(sides) == 1:
         interval = _inequality_node(text)
         if interval is not None:

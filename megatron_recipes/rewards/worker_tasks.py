@@ -9,7 +9,8 @@ imports this module, so the caller never imports sympy.
 Tasks (JSON objects):
   {"op": "compare", "predicted", "reference", "options"}  -> bool: the structure walk of
       `equivalence` with sympy leaves (`symbolic.symbolic_scalar_equal`)
-  {"op": "parse_reference", "reference"}                  -> bool: every leaf readable
+  {"op": "parse_reference", "reference"}                  -> bool: every leaf readable (by sympy,
+      or plain text such as 2:30 that is compared as written)
   {"op": "sleep", "seconds"}, {"op": "evaluate", "expression"}  (tests of the deadline machinery)
 
 Cost: whatever sympy needs, cut off by the pool's deadline (the pool kills a late worker).
@@ -17,6 +18,7 @@ Cost: whatever sympy needs, cut off by the pool's deadline (the pool kills a lat
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -30,6 +32,8 @@ from megatron_recipes.rewards.equivalence import (
 from megatron_recipes.rewards.normalization import base_number, is_text_answer, parse_number, percent_readings
 from megatron_recipes.rewards.structure import compare_structures, leaves
 from megatron_recipes.rewards.worker_pool import serve
+
+_PLAIN = re.compile(r"[A-Za-z0-9 :'.,+\-*/()]+")
 
 
 def _compare(predicted: str, reference: str, options: CheckOptions) -> bool:
@@ -60,8 +64,22 @@ def _reference_parses(reference: str) -> bool:
         except symbolic.Pathological:
             continue  # readable, only too big to evaluate: compared by identity
         except symbolic.ParseFailure:
-            return False
+            if not _plain_answer(reading):
+                return False
     return True
+
+
+def _plain_answer(text: str) -> bool:
+    """A well-formed answer sympy has no reading for (a time 2:30, a ratio 3:4, a point A'): made
+    of plain characters only (no LaTeX, balanced parentheses), so it is compared as written."""
+    if not _PLAIN.fullmatch(text) or not re.search(r"[A-Za-z0-9]", text):
+        return False
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def handle_worker_task(task: dict) -> Any:

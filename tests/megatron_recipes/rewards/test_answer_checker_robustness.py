@@ -162,6 +162,10 @@ def test_long_lists_through_the_checker(checker, pool):
     assert verdicts[3] == EQUAL
 
 
+def test_answers_that_are_not_strings_are_read_as_written(checker):
+    assert checker.check_batch([72, "0.5", 3], ["72", 0.5, "4"]) == [EQUAL, EQUAL, NOT_EQUAL]
+
+
 # ---------------------------------------------------------------------------------------------
 # Fuzz: random and adversarial strings into every public entry point.
 # ---------------------------------------------------------------------------------------------
