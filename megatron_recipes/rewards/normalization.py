@@ -412,8 +412,8 @@ def base_number(normalized: str) -> tuple[int, int] | None:
     if match is None:
         return None
     digits, base = match.group(1), int(match.group(2))
-    if not 2 <= base <= 36 or len(digits) > MAX_NUMBER_DIGITS:
-        return None
+    if not 2 <= base <= 36 or len(digits) > MAX_NUMBER_DIGITS or not re.search(r"\d", digits):
+        return None  # a_12 is a subscripted name, not the numeral "a" in base 12
     try:
         return int(digits, base), base
     except ValueError:

@@ -448,7 +448,7 @@ def _rebuild(expression):
 # Negative points too: \sqrt{x^2} is x only for x >= 0.
 _PROBE_POINTS = (3, 4, 5, 7, 10, 13, -2, -5, Fraction(5, 7), Fraction(17, 11), Fraction(29, 13), Fraction(-7, 3))
 # Working precision (decimal digits) evalf may climb to while it resolves a cancellation.
-_MAX_WORKING_DIGITS = 3000
+_MAX_WORKING_DIGITS = 1000
 
 
 def _relatively_close(a, b, tolerance) -> bool:
