@@ -14,6 +14,7 @@ Public API:
 
 from megatron_recipes.sandbox.executor import (
     LIMIT_CPU_TIME,
+    LIMIT_DISK,
     LIMIT_FILE_SIZE,
     LIMIT_MEMORY,
     LIMIT_OUTPUT,
@@ -35,6 +36,7 @@ from megatron_recipes.sandbox.tool_use import (
 
 __all__ = [
     "LIMIT_CPU_TIME",
+    "LIMIT_DISK",
     "LIMIT_FILE_SIZE",
     "LIMIT_MEMORY",
     "LIMIT_OUTPUT",

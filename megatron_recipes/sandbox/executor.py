@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -51,6 +51,7 @@ LIMIT_MEMORY = "memory"
 LIMIT_OUTPUT = "output"
 LIMIT_FILE_SIZE = "file_size"
 LIMIT_PROCESSES = "processes"
+LIMIT_DISK = "disk"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,12 @@ class SandboxLimits:
     file_size_mb: int = 16
     output_bytes: int = 1 << 20
     open_files: int = 64
-    tmpfs_mb: int = 64
+    # One tmpfs of this size holds everything a run may write (its directory, /tmp and every
+    # other world-writable directory); with a cgroup its pages also count against memory_mb.
+    disk_mb: int = 128
+    # Bound the whole run's memory and tasks with its own cgroup where the kernel offers one
+    # (False forces the per-process fallback).
+    use_cgroup: bool = True
     # Pool slots run as uid_base + slot when the caller is root (the next free uid in
     # [uid_base, uid_base + uid_count) when another process holds that one).
     uid_base: int = 61000
@@ -79,6 +85,7 @@ class SandboxLimits:
             "file_size_mb",
             "output_bytes",
             "open_files",
+            "disk_mb",
             "uid_count",
         ):
             if getattr(self, name) <= 0:
@@ -94,6 +101,10 @@ class ExecutionResult:
     wall_seconds: float
     isolation: str  # "namespaces+uid" (root), "audit-hook" (fallback) or "failed" (set-up failed, not run)
     output_truncated: bool = False
+    cgroup: str | None = None
+    cgroup_fallback: str | None = None
+    cgroup_events: dict = field(default_factory=dict)
+    private_dirs: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -186,7 +197,7 @@ def run_python(
             "file_size_bytes": int(limits.file_size_mb) << 20,
             "open_files": int(limits.open_files),
             "processes": int(limits.processes),
-            "tmpfs_mb": int(limits.tmpfs_mb),
+            "tmpfs_mb": int(limits.disk_mb),
             "expose": _interpreter_paths(),
         }
         if is_root:

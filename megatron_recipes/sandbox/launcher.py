@@ -28,6 +28,8 @@ MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PDEATHSIG = 1
 ISOLATION_FAILED_EXIT = 70  # EX_SOFTWARE: the sandbox, not the program, failed
+# How deep below / the launcher looks for world-writable directories to make private.
+WORLD_WRITABLE_SCAN_DEPTH = 4
 
 FALLBACK_GUARD = r"""
 import sys
