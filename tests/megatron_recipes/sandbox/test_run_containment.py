@@ -148,6 +148,11 @@ for directory in {targets!r}:
         report[directory] = error.errno
 libc = ctypes.CDLL(None, use_errno=True)
 report["sysv_shm"] = libc.shmget({shm_key}, 4096, {IPC_CREAT | 0o666})
+visible = {{}}  # mount point -> options of the top mount there
+for line in open("/proc/self/mountinfo"):
+    fields = line.split()
+    visible[fields[4]] = fields[5].split(",")
+report["rw_mounts"] = sorted(point for point, options in visible.items() if "rw" in options)
 print(json.dumps(report))
 """
         result = run_python(program, LIMITS)
@@ -156,6 +161,13 @@ print(json.dumps(report))
         persisted = [directory for directory in targets if os.path.lexists(os.path.join(directory, marker))]
         assert persisted == [], (persisted, report)
         assert report["sysv_shm"] >= 0 and shm_key not in _sysv_shared_memory_keys()
+        # Everything else of the machine is read-only: the only writable mounts are the private ones.
+        private_or_below = [
+            point
+            for point in report["rw_mounts"]
+            if not any(point == d or point.startswith(d.rstrip("/") + "/") for d in result.private_dirs)
+        ]
+        assert private_or_below == [], private_or_below
         # Found at run time, not from a list: the planted directory is private (writable, gone
         # afterwards) like /tmp; the deep one is out of reach (read-only, or hidden under /tmp).
         private = {os.path.realpath(directory) for directory in result.private_dirs}
@@ -178,19 +190,20 @@ print(json.dumps(report))
         shutil.rmtree(REPO_ROOT / "build" / f"sandbox-test-{os.getpid()}", ignore_errors=True)
 
 
+FILL_DIRECTORIES = ("/tmp", "/dev/shm", "/var/tmp", "/run/lock")
 FILL_DISK = """
 import json, os
-directories = [d for d in (".", "/tmp", "/dev/shm", "/var/tmp", "/run/lock") if os.path.isdir(d)]
+directories = [d for d in (".", *{directories!r}) if os.path.isdir(d)]
 written, error = 0, None
 for index in range(40):
     try:
-        with open(os.path.join(directories[index % len(directories)], f"fill-{index}.bin"), "wb") as handle:
+        with open(os.path.join(directories[index % len(directories)], f"{prefix}{{index}}.bin"), "wb") as handle:
             handle.write(b"x" * (3 << 20))
         written += 3
     except OSError as failure:
         error = failure.errno
         break
-print(json.dumps({"written_mib": written, "errno": error}))
+print(json.dumps({{"written_mib": written, "errno": error}}))
 """
 
 
@@ -199,7 +212,13 @@ def test_many_files_fill_one_capped_disk_for_the_whole_run():
     """40 files of 3 MiB (each under the 4 MiB file-size limit) spread over the working directory
     and the world-writable directories: the one run-wide cap stops them and is reported."""
     limits = replace(LIMITS, disk_mb=32)
-    result = run_python(FILL_DISK, limits)
+    prefix = f"sandbox-fill-{os.getpid()}-"
+    try:
+        result = run_python(FILL_DISK.format(directories=FILL_DIRECTORIES, prefix=prefix), limits)
+    finally:  # what a sandbox without private directories leaves behind
+        for directory in FILL_DIRECTORIES:
+            for left in Path(directory).glob(prefix + "*"):
+                left.unlink()
     report = json.loads(result.stdout)
     assert report["errno"] == 28 and report["written_mib"] <= limits.disk_mb, report  # ENOSPC
     assert result.limit_hit == LIMIT_DISK
@@ -322,8 +341,8 @@ def test_fallback_where_the_machine_offers_no_cgroup():
     if unshare is None:
         pytest.skip("util-linux unshare is not installed")
     caller = (
-        "import json\nfrom megatron_recipes.sandbox import run_python\n"
-        "print(json.dumps(run_python('print(6 * 7)').as_dict()))"
+        "import json\nfrom megatron_recipes.sandbox import SandboxLimits, run_python\n"
+        "print(json.dumps(run_python('print(6 * 7)', SandboxLimits(wall_seconds=120)).as_dict()))"
     )
     completed = subprocess.run(
         [
@@ -346,3 +365,53 @@ def test_fallback_where_the_machine_offers_no_cgroup():
     result = json.loads(completed.stdout)
     assert result["stdout"] == "42\n" and result["exit_code"] == 0, result
     assert result["cgroup"] is None and "cgroup" in result["cgroup_fallback"], result
+
+
+@needs_root
+def test_posix_message_queues_stay_private():
+    """A caller whose /var/tmp is an mqueue file system (how /dev/mqueue is mounted): the program
+    gets its own queues there (a new IPC namespace and a fresh mqueue mount), and neither the
+    queue it creates with mq_open nor the one it creates as a file reaches the caller's."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("util-linux unshare is not installed")
+    program = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]\n"
+        "opened = libc.mq_open(b'/sandbox-queue', os.O_CREAT | os.O_RDWR, 0o666, None)\n"
+        "open('/var/tmp/sandbox-file-queue', 'w').close()\n"
+        "print(opened >= 0, sorted(os.listdir('/var/tmp')))"
+    )
+    caller = (
+        "import json, os\nfrom megatron_recipes.sandbox import SandboxLimits, run_python\n"
+        f"result = run_python({program!r}, SandboxLimits(wall_seconds=120)).as_dict()\n"
+        "print(json.dumps({'result': result, 'after': sorted(os.listdir('/var/tmp'))}))"
+    )
+    try:
+        completed = subprocess.run(
+            [
+                unshare,
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                'mount -t mqueue none /var/tmp && exec "$0" -c "$1"',
+                sys.executable,
+                caller,
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:  # a queue that escaped to the machine's IPC namespace
+        ctypes.CDLL(None, use_errno=True).mq_unlink(b"/sandbox-queue")
+    assert completed.returncode == 0, completed.stderr
+    outcome = json.loads(completed.stdout)
+    result = outcome["result"]
+    assert result["exit_code"] == 0, result
+    assert result["stdout"] == "True ['sandbox-file-queue', 'sandbox-queue']\n", result
+    assert "/var/tmp" in result["private_dirs"]
+    assert outcome["after"] == [], outcome["after"]  # the caller's queues: none of the program's
