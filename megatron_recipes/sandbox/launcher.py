@@ -408,8 +408,8 @@ def main() -> None:
     if namespaces:
         _end_processes_of(config["uid"])
     disk_full = False
-    if namespaces and os.path.isdir(WORKDIR_INSIDE):  # not there when the set-up failed early
-        disk = os.statvfs(WORKDIR_INSIDE)
+    disk = os.statvfs(WORKDIR_INSIDE) if namespaces and os.path.isdir(WORKDIR_INSIDE) else None
+    if disk is not None and disk.f_blocks * disk.f_frsize == config["disk_bytes"]:  # the run's tmpfs
         # tmpfs refuses a write when fewer free pages are left than it needs (a large folio may
         # need several): "full" is within 1% of the cap, or no inode left.
         disk_full = disk.f_bavail * disk.f_frsize < config["disk_bytes"] // 100 or disk.f_favail == 0
