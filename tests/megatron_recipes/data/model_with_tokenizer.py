@@ -36,21 +36,22 @@ def real_texts(count: int = 60) -> list[str]:
     return texts[:count]
 
 
-def write_checkpoint_with_tokenizer(directory: Path) -> Path:
-    """The tiny LLaMA (vocabulary 300) and a 300-id tokenizer.json beside its weights."""
+def write_checkpoint_with_tokenizer(directory: Path, sizes: dict = GQA_UNTIED) -> Path:
+    """A tiny LLaMA (default: GQA_UNTIED, vocabulary 300) and a tokenizer.json of that many ids
+    beside its weights."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    write_tiny_llama(directory, GQA_UNTIED, seed=3)
+    write_tiny_llama(directory, sizes, seed=3)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=GQA_UNTIED["vocab_size"],
+        vocab_size=sizes["vocab_size"],
         special_tokens=[END_OF_TEXT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(real_texts(200), trainer)
-    assert tokenizer.get_vocab_size() <= GQA_UNTIED["vocab_size"]
+    assert tokenizer.get_vocab_size() <= sizes["vocab_size"]
     tokenizer.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(json.dumps({"eos_token": END_OF_TEXT}))
     return directory
