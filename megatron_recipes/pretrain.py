@@ -76,9 +76,6 @@ def plan_pretraining_data(config: PretrainConfig) -> PretrainPlan:
         return PretrainPlan(None, SyntheticTokenizer(vocab_size), vocab_size, data.cache_dir or None)
     path, origin = training_tokenizer_path(data.tokenizer, model.init_from_hf, config.checkpoint.init_from)
     tokenizer = load_tokenizer(path)
-    log.info(
-        "tokenizer: %s (%s; sha256 %s, %d ids)", tokenizer.path, origin, tokenizer.sha256[:12], tokenizer.vocab_size
-    )
     vocab_size = model.vocab_size or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:
         raise ConfigError(
@@ -94,6 +91,10 @@ def plan_pretraining_data(config: PretrainConfig) -> PretrainPlan:
             len(unverified),
             ", ".join(unverified[:5]) + (" ..." if len(unverified) > 5 else ""),
         )
+    # Logged once the checks pass: a refused run prints its one error line only.
+    log.info(
+        "tokenizer: %s (%s; sha256 %s, %d ids)", tokenizer.path, origin, tokenizer.sha256[:12], tokenizer.vocab_size
+    )
     return PretrainPlan(mixture, tokenizer, vocab_size, data.cache_dir or None)
 
 

@@ -63,7 +63,6 @@ def plan_sft(config: SftConfig) -> SftPlan:
         config.sft_data.tokenizer, config.model.init_from_hf, config.checkpoint.init_from
     )
     tokenizer = load_text_tokenizer(path)
-    log.info("tokenizer: %s (%s)", tokenizer.path, origin)
     vocab_size = config.model.vocab_size or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:
         raise ConfigError(
@@ -74,6 +73,7 @@ def plan_sft(config: SftConfig) -> SftPlan:
         train, validation = build_sft_datasets(config.sft_data, config.chat_template, tokenizer)
     except SftDataError as error:
         raise ConfigError(str(error)) from None
+    log.info("tokenizer: %s (%s)", tokenizer.path, origin)  # after the checks: a refused run prints one line
     return SftPlan(tokenizer, vocab_size, train, validation)
 
 
