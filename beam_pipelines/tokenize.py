@@ -8,7 +8,8 @@ On-disk layout for source `<name>` (default output_dir `<corpus.work_dir>/tokeni
     <output_dir>/<name>.bin, <output_dir>/<name>.idx   the dataset; its megatron prefix is
                                                         <output_dir>/<name>
     <output_dir>/<name>/summary.json                   written last: token counts per shard and
-                                                        in total, tokenizer, EOD id, dtype, balance
+                                                        in total, tokenizer (file, SHA-256 of its
+                                                        tokenizer.json, EOD id), dtype, balance
     <output_dir>/<name>/merge.json                     what the merge wrote (shard list)
     <output_dir>/<name>/removed/09_tokenize/           dropped documents (empty_text, too_long, ...)
     <output_dir>/<name>/dead_letter/09_tokenize/       records that could not be read or encoded
@@ -113,7 +114,7 @@ def run_tokenize(config: TokenizeConfig) -> dict:
     from beam_pipelines.io.parquet import SUMMARY_FILE, read_json, write_json
     from beam_pipelines.io.text_sources import TOKENIZE_STEP, check_source, source_pattern
     from beam_pipelines.options import pipeline_options
-    from beam_pipelines.transforms.tokenize import load_tokenizer, resolve_eod, tokenizer_file
+    from beam_pipelines.transforms.tokenize import load_tokenizer, resolve_eod, tokenizer_file, tokenizer_identity
 
     started = time.time()
     source = config.source
@@ -173,6 +174,8 @@ def run_tokenize(config: TokenizeConfig) -> dict:
             },
             "tokenizer": {
                 "file": tokenizer_file(config.tokenizer.path),
+                # Training compares this with its own tokenizer and refuses data made by another.
+                "sha256": tokenizer_identity(config.tokenizer.path),
                 "vocab_size": vocab_size,
                 "eod_token": eod_token,
                 "eod_id": eod_id,

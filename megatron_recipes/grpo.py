@@ -56,6 +56,7 @@ def _recorded(path: str | None) -> dict:
 
 def plan_grpo(config: GrpoConfig) -> GrpoPlan:
     """Tokenizer, vocabulary, prompt streams and the starting checkpoint, checked before any process group."""
+    from megatron_recipes.data.model_tokenizer import training_tokenizer_path
     from megatron_recipes.data.rl_prompts import PromptStream
     from megatron_recipes.generation.tokenizer import load_text_tokenizer
     from megatron_recipes.runtime.distributed import resolve_device
@@ -76,7 +77,11 @@ def plan_grpo(config: GrpoConfig) -> GrpoPlan:
             raise ConfigError(
                 f"model.{name}={getattr(config.model, name)} but the starting checkpoint has {recorded_model[name]}: pick its model preset"
             )
-    tokenizer_path = config.tokenizer or (start.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", "")
+    recorded_tokenizer = (start.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", "")
+    if config.tokenizer or recorded_tokenizer:
+        tokenizer_path = config.tokenizer or recorded_tokenizer
+    else:  # the tokenizer follows the model: the HF checkpoint's own, when starting from one
+        tokenizer_path, _ = training_tokenizer_path("", config.model.init_from_hf, None)
     tokenizer = load_text_tokenizer(tokenizer_path)
     vocab_size = config.model.vocab_size or recorded_model.get("vocab_size") or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:

@@ -12,8 +12,10 @@ On a cluster (one process per GPU; torchrun per node, or srun with one task per 
         checkpoint.init_from=/ckpt/coder_v15      # or model.init_from_hf=/models/deepseek-coder-7b-base-v1.5
     srun --ntasks-per-node 8 --gpus-per-task 1 python -m megatron_recipes.pretrain +experiment=corpus_comparison_1p3b
 Impossible settings (heads vs TP, layers vs PP, batch vs micro-batch x DP, missing data,
-vocabulary too small for the tokenizer) fail before any process group exists, with one line
-`error: ...` and exit status 2.
+vocabulary too small for the tokenizer, data tokenized with another tokenizer) fail before any
+process group exists, with one line `error: ...` and exit status 2. The tokenizer follows the
+model: with model.init_from_hf the checkpoint's own tokenizer.json is used (and recorded in this
+run's checkpoints), so the tokenize step must use it too (tokenizer.path=<the HF checkpoint>).
 
 Restarting the same command resumes from `<checkpoint.dir>/latest` (model, optimizer, lr
 schedule, RNG, data position), at any TP/PP/DP layout. SIGTERM/SIGUSR1 make it checkpoint and
@@ -50,27 +52,49 @@ class PretrainPlan:
 
 
 def plan_pretraining(config: PretrainConfig) -> PretrainPlan:
-    """Resolve data and tokenizer; raise ConfigError with one line if the run cannot work."""
-    from megatron_recipes.data.pretraining import SyntheticTokenizer, load_tokenizer, resolve_mixture
+    """Resolve device, data and tokenizer; raise ConfigError with one line if the run cannot work."""
     from megatron_recipes.runtime.distributed import resolve_device
 
     resolve_device(config.trainer.device)  # trainer.device=cuda without CUDA, cpu with CUDA
+    return plan_pretraining_data(config)
+
+
+def plan_pretraining_data(config: PretrainConfig) -> PretrainPlan:
+    """Data and tokenizer (no device needed: launch/slurm/recipe_config.py runs it before queueing).
+
+    The tokenizer follows the model (megatron_recipes/data/model_tokenizer.py): data.tokenizer,
+    else the tokenizer of model.init_from_hf, else the one checkpoint.init_from recorded, else
+    DeepSeek's; every dataset of the mixture must have been tokenized with it."""
+    from megatron_recipes.data.model_tokenizer import check_data_tokenizer, training_tokenizer_path
+    from megatron_recipes.data.pretraining import SyntheticTokenizer, load_tokenizer, resolve_mixture
+
     data, model = config.data, config.model
     for name, (old, new) in model.adopt_init_from_hf().items():
         log.info("model.%s = %s from %s/config.json (preset: %s)", name, new, model.init_from_hf, old)
     if data.mock:
         vocab_size = model.vocab_size or 32000
-        tokenizer = SyntheticTokenizer(vocab_size)
-        mixture = None
-    else:
-        tokenizer = load_tokenizer(data.tokenizer)
-        vocab_size = model.vocab_size or tokenizer.vocab_size
-        if tokenizer.vocab_size > vocab_size:
-            raise ConfigError(
-                f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}:"
-                " set data.tokenizer to the model's tokenizer (or model.vocab_size=null)"
-            )
-        mixture = resolve_mixture(data)
+        return PretrainPlan(None, SyntheticTokenizer(vocab_size), vocab_size, data.cache_dir or None)
+    path, origin = training_tokenizer_path(data.tokenizer, model.init_from_hf, config.checkpoint.init_from)
+    tokenizer = load_tokenizer(path)
+    vocab_size = model.vocab_size or tokenizer.vocab_size
+    if tokenizer.vocab_size > vocab_size:
+        raise ConfigError(
+            f"the tokenizer {tokenizer.path} ({origin}) has {tokenizer.vocab_size} tokens but"
+            f" model.vocab_size={vocab_size}: set data.tokenizer to the model's tokenizer (or model.vocab_size=null)"
+        )
+    mixture = resolve_mixture(data)
+    unverified = check_data_tokenizer(mixture, tokenizer)
+    if unverified:
+        log.warning(
+            "%d dataset(s) carry no tokenizer record (not made by beam_pipelines.tokenize?), their tokenizer is"
+            " not checked: %s",
+            len(unverified),
+            ", ".join(unverified[:5]) + (" ..." if len(unverified) > 5 else ""),
+        )
+    # Logged once the checks pass: a refused run prints its one error line only.
+    log.info(
+        "tokenizer: %s (%s; sha256 %s, %d ids)", tokenizer.path, origin, tokenizer.sha256[:12], tokenizer.vocab_size
+    )
     return PretrainPlan(mixture, tokenizer, vocab_size, data.cache_dir or None)
 
 

@@ -13,6 +13,8 @@ Bad settings and unreadable data fail before any process group, with one line `e
 exit status 2. Restarting the same command resumes from `<checkpoint.dir>/latest` (model,
 optimizer, schedule, RNG, data position); SIGTERM/SIGUSR1 checkpoint and exit 75.
 
+The tokenizer follows the model: sft_data.tokenizer if set, else the one the starting checkpoint
+(checkpoint.init_from) recorded, else the tokenizer.json of model.init_from_hf, else DeepSeek's.
 The run records its tokenizer in the checkpoints (train_state.extra.tokenizer), so GRPO and
 `python -m megatron_recipes.evaluate generator=megatron` find it.
 Outputs under trainer.output_dir: checkpoints/, metrics.jsonl, tensorboard/.
@@ -43,6 +45,7 @@ class SftPlan:
 
 def plan_sft(config: SftConfig) -> SftPlan:
     """Tokenizer, vocabulary and packed datasets, checked before any process group."""
+    from megatron_recipes.data.model_tokenizer import training_tokenizer_path
     from megatron_recipes.data.sft import SftDataError, build_sft_datasets
     from megatron_recipes.generation.tokenizer import load_text_tokenizer
     from megatron_recipes.runtime.distributed import resolve_device
@@ -55,16 +58,22 @@ def plan_sft(config: SftConfig) -> SftPlan:
             raise ConfigError(
                 "packed SFT on Transformer Engine attention (thd format) needs trainer.micro_batch_size=1"
             )
-    tokenizer = load_text_tokenizer(config.sft_data.tokenizer)
+    # The tokenizer follows the model: the one the starting checkpoint recorded (or of its HF weights).
+    path, origin = training_tokenizer_path(
+        config.sft_data.tokenizer, config.model.init_from_hf, config.checkpoint.init_from
+    )
+    tokenizer = load_text_tokenizer(path)
     vocab_size = config.model.vocab_size or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:
         raise ConfigError(
-            f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}"
+            f"the tokenizer {tokenizer.path} ({origin}) has {tokenizer.vocab_size} tokens but"
+            f" model.vocab_size={vocab_size}: set sft_data.tokenizer to the model's tokenizer"
         )
     try:
         train, validation = build_sft_datasets(config.sft_data, config.chat_template, tokenizer)
     except SftDataError as error:
         raise ConfigError(str(error)) from None
+    log.info("tokenizer: %s (%s)", tokenizer.path, origin)  # after the checks: a refused run prints one line
     return SftPlan(tokenizer, vocab_size, train, validation)
 
 

