@@ -52,9 +52,9 @@ class ModelConfig:
     # uniform block).
     recompute: str = "none"
     recompute_num_layers: int = 1
-    # A Hugging Face LLaMA-layout model directory (LlamaForCausalLM or Qwen2ForCausalLM) (config.json + safetensors). When set, the
-    # architecture fields above come from its config.json (validate() adopts them) and a fresh
-    # run starts from its weights, read straight into the run's own TP/PP layout
+    # A Hugging Face LLaMA-layout model directory (LlamaForCausalLM or Qwen2ForCausalLM: config.json
+    # + safetensors). When set, the architecture fields above come from its config.json
+    # (validate() adopts them) and a fresh run starts from its weights, read straight into the run's own TP/PP layout
     # (megatron_recipes.convert.load_hf_weights); a resumed run uses its checkpoint. null = off.
     init_from_hf: str | None = None
 
