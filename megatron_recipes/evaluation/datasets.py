@@ -7,6 +7,9 @@
                        as in MATH-500, is used when present)
     load_champ()       CHAMP (PyPI `champ-dataset`, MIT): 270 competition problems with answers;
                        the default that works on any machine
+    load_jsonl(path)   any question set as JSONL: {"question": ..., "answer": "7" or ["7", "seven"],
+                       optional "id", "subject", "level"} (generated sets: the R1 chain's bilingual
+                       questions, general prompts)
     load_problems(name, path=None, limit=None, subjects=(), levels=()) -> list[Problem]
 
 A `Problem` carries one or more acceptable reference answers (`answers`): CHAMP writes
@@ -27,7 +30,7 @@ from typing import Iterable
 from megatron_recipes.rewards.extraction import extract_boxed
 from stack_common.errors import ConfigError
 
-DATASETS = ("champ", "gsm8k", "math")
+DATASETS = ("champ", "gsm8k", "math", "jsonl")
 # Shipped inside a package (offline, any machine); every other dataset reads local files.
 BUNDLED_DATASETS = ("champ",)
 
@@ -88,6 +91,29 @@ def load_gsm8k(path: str | Path) -> list[Problem]:
                 answers=[answer],
                 source="gsm8k",
                 solution=record["answer"],
+            )
+        )
+    return problems
+
+
+def load_jsonl(path: str | Path) -> list[Problem]:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"question file {path} not found (JSONL with 'question' and 'answer')")
+    problems = []
+    for number, record in _read_jsonl(path):
+        answers = record.get("answer")
+        answers = answers if isinstance(answers, list) else [answers]
+        if not isinstance(record.get("question"), str) or not answers or not all(isinstance(a, str) for a in answers):
+            raise DatasetError(f"{path}:{number}: a record needs a string 'question' and an 'answer' (string or list)")
+        problems.append(
+            Problem(
+                id=str(record.get("id", f"{path.stem}-{number}")),
+                question=record["question"],
+                answers=list(answers),
+                subject=str(record.get("subject", "")),
+                level=str(record.get("level", "")),
+                source="jsonl",
             )
         )
     return problems
@@ -199,7 +225,7 @@ def load_problems(
     subjects: Iterable[str] = (),
     levels: Iterable[str] = (),
 ) -> list[Problem]:
-    """Problems of dataset `name` (champ | gsm8k | math), filtered by subject/level, first `limit`."""
+    """Problems of dataset `name` (champ | gsm8k | math | jsonl), filtered by subject/level, first `limit`."""
     if name == "champ":
         problems = load_champ()
     elif reads_local_files(name):
@@ -207,7 +233,7 @@ def load_problems(
             raise DatasetError(
                 f"dataset={name} reads a local file: set dataset.path=/path/to/{name} (no dataset hub is reached)"
             )
-        problems = load_gsm8k(path) if name == "gsm8k" else load_math(path)
+        problems = {"gsm8k": load_gsm8k, "math": load_math, "jsonl": load_jsonl}[name](path)
     else:
         raise DatasetError(f"unknown dataset {name!r}; one of {', '.join(DATASETS)}")
     subjects, levels = set(subjects), {str(level) for level in levels}

@@ -8,6 +8,7 @@ with boxed answers).
       math_cot_4shot    "Problem: ... Solution: <reasoning> ... \\boxed{}" x4
       zero_shot         instruct format: reason step by step, final answer in \\boxed{}
       program_of_thought write a Python program that prints the answer; it is run in the sandbox
+      think             R1 format (data/think_template.py): reasoning in <think>, answer after </think>
 
 Cost: string formatting, linear in prompt length.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from megatron_recipes.data.think_template import think_prompt
 from megatron_recipes.rewards.extraction import STYLE_STRATEGIES
 
 GSM8K_EXEMPLARS = [
@@ -129,6 +131,7 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
     "math_cot_4shot": PromptStyle("math_cot_4shot", _math_cot, STYLE_STRATEGIES["math"], stop=("\n\nProblem:",)),
     "zero_shot": PromptStyle("zero_shot", _zero_shot, STYLE_STRATEGIES["math"], stop=("\nUser:",)),
     "program_of_thought": PromptStyle("program_of_thought", _program, (), stop=("\nUser:",), program_of_thought=True),
+    "think": PromptStyle("think", think_prompt, STYLE_STRATEGIES["think"], stop=("\nUser:",)),
 }
 
 

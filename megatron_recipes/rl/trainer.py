@@ -26,7 +26,10 @@ Metrics per step (console line, metrics.jsonl, TensorBoard under train/): loss, 
 reward_std, accuracy, kl, clip_fraction, entropy, ratio, response_length, zero_variance_groups
 (fraction of groups), ungradable_groups, updates, rollout_tokens_per_second (sampled tokens /
 rollout wall time), training_tokens_per_second (sequence tokens through the updates and
-log-prob passes / their wall time), tokens_per_second (all tokens / step time), lr, grad_norm.
+log-prob passes / their wall time), tokens_per_second (all tokens / step time), lr, grad_norm;
+with several rewards, `reward_<name>` (each reward's mean over gradable outputs; R1-Zero watches
+reward_think_format); reflection_rate (the share of outputs that revise themselves,
+rl.reflection_phrases, reasoning_metrics.py).
 Held-out accuracy (rl.eval_interval): `validation_accuracy` in metrics.jsonl at step 0, every
 interval and at the end.
 
@@ -48,6 +51,7 @@ import torch
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.logprobs import vocab_parallel_entropy, vocab_parallel_log_probs
 from megatron_recipes.rl.objectives import GrpoLossSettings, grpo_loss
+from megatron_recipes.rl.reasoning_metrics import revises_itself
 from megatron_recipes.rl.rollout import RolloutBatch, compute_rewards, generate_rollouts, rollout_batch
 from megatron_recipes.training.loop import (
     StepRecord,
@@ -247,7 +251,7 @@ class GrpoTrainer:
         broadcast inside the group (rollouts and the held-out check both score this way)."""
         decided = None
         if self.is_tensor_parallel_source:
-            compute_rewards(samples, reward_names, reward_weights, self.checker, step_reward)
+            compute_rewards(samples, reward_names, reward_weights, self.checker, step_reward, self.rl.reward_options)
             decided = [(s.rewards, s.reward, s.steps) for s in samples]
         decided = _broadcast_in_tensor_parallel_group(decided)
         for sample, (rewards, reward, steps) in zip(samples, decided):
@@ -346,6 +350,8 @@ class GrpoTrainer:
                 "zero_variance_groups": zero_variance_groups,
                 "ungradable_groups": ungradable_groups,
                 "tool_calls": sum(s.tool_calls for s in samples),
+                "reflections": sum(revises_itself(s.text, self.rl.reflection_phrases) for s in samples),
+                **{f"reward_sum_{name}": sum(s.rewards[name] or 0.0 for s in gradable) for name in self.rl.rewards},
                 "trained_outputs": trained_rows,
                 "training_tokens": training_tokens,
                 "all_tokens": sequence_tokens,
@@ -373,6 +379,12 @@ class GrpoTrainer:
             "step_seconds": step_seconds,
             "tokens": float(sum(r.tokens for r in results)),
         }
+        values["reflection_rate"] = sums["reflections"] / sums["outputs"]
+        if len(self.rl.rewards) > 1:
+            for name in self.rl.rewards:
+                values[f"reward_{name}"] = (
+                    sums[f"reward_sum_{name}"] / sums["gradable"] if sums["gradable"] else math.nan
+                )
         if self.rl.tool_use:
             values["tool_calls"] = sums["tool_calls"] / sums["outputs"]
         for name in ("kl", "clip_fraction", "entropy", "ratio"):
