@@ -9,7 +9,12 @@ Record forms (one JSON object per line; unreadable lines raise one error naming 
                   {"role": "assistant", "content": "... \\boxed{42}"}],
      "kind": "cot" | "pot" | "tool"}                             # optional, counted in the summary
     {"prompt": "question", "response": "solution"}               # also question/answer, problem/solution
+    {"question": "...", "reasoning": "a long chain of thought", "summary": "the readable answer"}
+                                                                 # cold start (R1): also prompt/problem
 
+A reasoning/summary record (DeepSeek-R1's cold-start data: a long chain of thought, then a
+summary for the reader) becomes one assistant turn through `sft_data.reasoning_template`
+(data/think_template.py: the reasoning inside <think> tags, the summary inside <answer> tags).
 Chain-of-thought and program-of-thought solutions are one assistant turn (a program-of-thought
 turn holds a ```python block); tool-integrated solutions alternate assistant turns that end with
 a code block and tool turns holding the block's output (roles `tool`, `ipython` or `output`).
@@ -52,10 +57,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from megatron_recipes.data.config import ChatTemplateConfig, SftDataConfig
+from megatron_recipes.data.think_template import COLD_START_RESPONSE, cold_start_response
 from stack_common.errors import ConfigError
 
 TOOL_ROLES = ("tool", "ipython", "output")
 PAIR_KEYS = (("prompt", "response"), ("question", "answer"), ("problem", "solution"), ("question", "response"))
+QUESTION_KEYS = ("question", "prompt", "problem")
 
 
 class SftDataError(ValueError):
@@ -75,9 +82,17 @@ class Example:
     kind: str = ""
 
 
-def conversation_from_record(record: dict, where: str) -> tuple[list[dict], str]:
+def conversation_from_record(
+    record: dict, where: str, reasoning_template: str = COLD_START_RESPONSE
+) -> tuple[list[dict], str]:
     """The list of {"role", "content"} turns of a record, and its kind."""
     kind = str(record.get("kind", ""))
+    if "reasoning" in record and "summary" in record:
+        question = next((record[key] for key in QUESTION_KEYS if key in record), None)
+        if not isinstance(question, str) or not isinstance(record["reasoning"], str):
+            raise SftDataError(f"{where}: a reasoning/summary record needs a string question (or prompt/problem)")
+        response = cold_start_response(record["reasoning"], str(record["summary"]), reasoning_template)
+        return [{"role": "user", "content": question}, {"role": "assistant", "content": response}], kind or "cold_start"
     if "messages" in record:
         messages = record["messages"]
         if not isinstance(messages, list) or not messages:
@@ -181,7 +196,12 @@ def jsonl_files(paths: Sequence[str]) -> list[Path]:
 
 
 def read_examples(
-    paths: Sequence[str], template: ChatTemplateConfig, tokenizer, max_examples: int | None = None
+    paths: Sequence[str],
+    template: ChatTemplateConfig,
+    tokenizer,
+    max_examples: int | None = None,
+    reasoning_template: str = COLD_START_RESPONSE,
+    question_template: str = "{question}",
 ) -> list[Example]:
     """Every record of the JSONL files, rendered and tokenized."""
     examples: list[Example] = []
@@ -197,7 +217,14 @@ def read_examples(
                     raise SftDataError(f"{where}: not JSON ({error.msg})") from None
                 if not isinstance(record, dict):
                     raise SftDataError(f"{where}: a record must be a JSON object")
-                turns, kind = conversation_from_record(record, where)
+                turns, kind = conversation_from_record(record, where, reasoning_template)
+                if question_template != "{question}":
+                    turns = [
+                        {**turn, "content": question_template.replace("{question}", turn["content"])}
+                        if turn["role"] == "user"
+                        else turn
+                        for turn in turns
+                    ]
                 pieces = render_conversation(turns, template, where)
                 examples.append(tokenize_pieces(pieces, tokenizer, template.append_eod, kind))
                 if max_examples is not None and len(examples) >= max_examples:
@@ -387,7 +414,9 @@ def build_sft_datasets(
     config: SftDataConfig, template: ChatTemplateConfig, tokenizer
 ) -> tuple[SftDataset, SftDataset | None]:
     """Train (and optional validation) datasets from the config."""
-    examples = read_examples(config.paths, template, tokenizer, config.max_examples)
+    examples = read_examples(
+        config.paths, template, tokenizer, config.max_examples, config.reasoning_template, config.question_template
+    )
     validation = None
     if config.validation_fraction > 0:
         order = np.random.default_rng(config.seed + 1).permutation(len(examples))
