@@ -172,7 +172,7 @@ def compute_rewards(
 ) -> None:
     """Fill each sample's rewards (per name), total reward (None if ungradable) and, with a
     `step_reward` (process supervision), its steps. The one scorer of rollouts and of the
-    held-out check (which asks for its first reward only)."""
+    held-out check."""
     from megatron_recipes.rewards import get_reward, reward_inputs
 
     texts = [sample.text for sample in samples]

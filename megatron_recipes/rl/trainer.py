@@ -31,7 +31,7 @@ with several rewards, `reward_<name>` (each reward's mean over gradable outputs;
 reward_think_format); reflection_rate (the share of outputs that revise themselves,
 rl.reflection_phrases, reasoning_metrics.py).
 Held-out accuracy (rl.eval_interval): `validation_accuracy` in metrics.jsonl at step 0, every
-interval and at the end.
+interval and at the end; with several rewards also `validation_reward_<name>` (each one's mean).
 
 Cost per step: generation of Q x G x (prompt + response) tokens, two forward passes (pi_old,
 pi_ref) and updates_per_rollout forward+backward passes over the rollout.
@@ -419,21 +419,29 @@ class GrpoTrainer:
             self._tool_runner(),
             self.rl.max_tool_calls,
         )
-        accuracy = self.rl.rewards[0]
-        self.score_samples(samples, [accuracy], [1.0])
+        accuracy, *others = self.rl.rewards
+        # The other rewards are measured on the held-out answers too (R1 watches the format and the
+        # language consistency there): validation_reward_<name>.
+        self.score_samples(samples, [accuracy, *others], [1.0] * (1 + len(others)))
         gradable = [s.rewards[accuracy] for s in samples if s.rewards[accuracy] is not None]
-        sums = StepSums(
-            {
-                "correct": sum(gradable),
-                "count": len(gradable),
-                "length": sum(len(s.response_ids) for s in samples),
-                "samples": len(samples),
-            }
-        ).reduced()
+        totals = {
+            "correct": sum(gradable),
+            "count": len(gradable),
+            "length": sum(len(s.response_ids) for s in samples),
+            "samples": len(samples),
+        }
+        for name in others:
+            scored = [s.rewards[name] for s in samples if s.rewards[name] is not None]
+            totals[f"{name}/sum"], totals[f"{name}/count"] = sum(scored), len(scored)
+        sums = StepSums(totals).reduced()
         return {
             "accuracy": sums["correct"] / sums["count"] if sums["count"] else math.nan,
             "response_length": sums["length"] / max(sums["samples"], 1),
             "problems": sums["count"],
+            **{
+                f"reward_{name}": sums[f"{name}/sum"] / sums[f"{name}/count"] if sums[f"{name}/count"] else math.nan
+                for name in others
+            },
         }
 
     # ------------------------------------------------------------------ reference model
