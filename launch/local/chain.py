@@ -74,6 +74,21 @@ STAGES = (
     "grpo",
     "evaluate_grpo",
 )
+# chain=r1: DeepSeek-R1's stages (R1Chain).
+R1_STAGES = (
+    "task",
+    "tokenize",
+    "pretrain",
+    "cold_start",
+    "reasoning_rl",
+    "rejection_sample",
+    "sft",
+    "final_rl",
+    "student_pretrain",
+    "distill",
+    "evaluate_distill",
+    "student_rl",
+)
 # Every stage's settings other than paths and sizes live in its preset under conf/
 # (experiment/chain_<stage>.yaml, source/arithmetic.yaml). The GRPO stage's composition also names
 # the arithmetic task of the chain's generated inputs and the held-out set's seed.
@@ -114,6 +129,10 @@ class ChainSizeConfig:
     r1_student_pretrain_steps: int = 300
     # The student's budget: distillation's SFT steps and GRPO's steps on the student (equal).
     r1_student_steps: int = 40
+    # Every generation of the R1 stages (RL rollouts, held-out checks, rejection samples, evaluation).
+    r1_max_new_tokens: int = 96
+    # Questions per RL step (8 samples each).
+    r1_rollout_questions: int = 8
 
 
 @dataclass
@@ -129,7 +148,9 @@ class ChainConfig:
     force: list[str] = field(default_factory=list)
     from_stage: str = ""
     # Extra Hydra overrides per stage, appended last: {sft: ["optimizer.lr=2e-3"], ...}.
-    overrides: dict[str, list[str]] = field(default_factory=lambda: {stage: [] for stage in STAGES})
+    overrides: dict[str, list[str]] = field(
+        default_factory=lambda: {stage: [] for stage in dict.fromkeys([*STAGES, *R1_STAGES])}
+    )
     # Echo every line of every stage (default: progress lines only; the logs hold everything).
     verbose: bool = False
     # Print every stage's commands (as a shell script) and stop: no stage runs, work_dir is untouched.
@@ -138,7 +159,7 @@ class ChainConfig:
     def validate(self) -> None:
         require_choice("chain", self.chain, tuple(CHAINS))
         stages = CHAINS[self.chain].stages
-        # `overrides` lists every DeepSeekMath stage (empty) by default: only a non-empty entry names a stage.
+        # `overrides` lists every stage of both chains (empty) by default: only a non-empty entry names one.
         named = [stage for stage, extra in self.overrides.items() if extra]
         unknown = [
             s
@@ -724,20 +745,6 @@ table{{border-collapse:collapse;margin-bottom:1.5em}}</style></head><body>
         )
 
 
-R1_STAGES = (
-    "task",
-    "tokenize",
-    "pretrain",
-    "cold_start",
-    "reasoning_rl",
-    "rejection_sample",
-    "sft",
-    "final_rl",
-    "student_pretrain",
-    "distill",
-    "evaluate_distill",
-    "student_rl",
-)
 # Held-out accuracy after each stage: a GRPO run measures its starting checkpoint at step 0 and
 # itself at the end (rl.eval_interval, greedy, the task's held-out file), so the RL stages report
 # the stage before them too; the distilled student, which no RL run starts from, is evaluated by
@@ -750,6 +757,8 @@ R1_ACCURACY_SOURCES = {
     "student_pretrain": ("student_rl", "first"),
     "student_rl": ("student_rl", "last"),
 }
+# Samples per question of the R1 RL stages (rl.group_size of rl=r1_zero_tiny_cpu and the presets on it).
+R1_GROUP_SIZE = 8
 R1_TRAINING_RUNS = (
     "pretrain",
     "cold_start",
@@ -775,7 +784,7 @@ class R1Chain(Chain):
       sft               megatron_recipes.sft               the kept samples + general data, from the base model
       final_rl          megatron_recipes.grpo              reasoning and general prompts (general_preference)
       student_pretrain  megatron_recipes.pretrain          a smaller Qwen2-style student (q/k/v bias, 2 layers)
-      distill           megatron_recipes.sft               the student on the teacher's kept samples
+      distill           megatron_recipes.sft               the student on the teacher's SFT data (kept + general)
       evaluate_distill  megatron_recipes.evaluate          the distilled student on the held-out questions
       student_rl        megatron_recipes.grpo              R1-Zero GRPO on the student, as many optimizer steps
 
@@ -895,12 +904,19 @@ class R1Chain(Chain):
                 "final_rl": ("r1_final_rl_tiny_cpu", "sft", "final_rl_prompts"),
                 "student_rl": ("r1_student_rl_tiny_cpu", "student_pretrain", "prompts_train"),
             }[stage]
+            rollout = [
+                f"rl.questions_per_step={size.r1_rollout_questions}",
+                f"rl.max_new_tokens={size.r1_max_new_tokens}",
+            ]
+            if stage == "student_rl":  # one optimizer step per GRPO step: the whole rollout is one mini-batch
+                rollout.append(f"trainer.global_batch_size={size.r1_rollout_questions * R1_GROUP_SIZE}")
             return [
                 [
                     "megatron_recipes.grpo",
                     f"+experiment={preset}",
                     f"prompts.path={self.task_path(prompts)}",
                     heldout,
+                    *rollout,
                     *training(stage, init),
                 ]
             ]
@@ -912,14 +928,14 @@ class R1Chain(Chain):
                     f"generator.checkpoint={self.path('reasoning_rl', 'checkpoints')}",
                     f"prompts.path={self.task_path('prompts_train')}",
                     f"max_prompts={size.r1_rejection_prompts}",
+                    f"sampling.max_new_tokens={size.r1_max_new_tokens}",
                     f"output_dir={self.path('rejection_sample')}",
                 ]
             ]
         if stage in ("sft", "distill"):
-            kept = str(self.path("rejection_sample", "kept"))
-            # R1's second SFT adds general data; the distilled students of the report learn from the
-            # same curated samples, here the teacher's kept reasoning samples alone.
-            data = f"[{kept},{self.task_path('general_sft')}]" if stage == "sft" else f"[{kept}]"
+            # R1's second SFT: the kept reasoning samples plus general data. The report's students
+            # are fine-tuned on the same curated samples (its 800k), so distillation reads them too.
+            data = f"[{self.path('rejection_sample', 'kept')},{self.task_path('general_sft')}]"
             preset = "+experiment=r1_sft_tiny_cpu" if stage == "sft" else "+experiment=r1_distill_tiny_cpu"
             init = "pretrain" if stage == "sft" else "student_pretrain"
             return [
@@ -938,6 +954,7 @@ class R1Chain(Chain):
                     "+experiment=r1_evaluate_tiny_cpu",
                     f"dataset.path={self.task_path('prompts_heldout')}",
                     f"generator.checkpoint={self.path('distill', 'checkpoints')}",
+                    f"sampling.max_new_tokens={size.r1_max_new_tokens}",
                     f"output_dir={self.path('evaluate', 'distill')}",
                 ]
             ]
@@ -1009,10 +1026,9 @@ class R1Chain(Chain):
 
     def summary(self, seconds: float) -> dict:
         accuracy = self.heldout_accuracy()
-        optimizer_steps = {
-            "distill": self.steps_of("distill"),
-            "student_rl": int(sum(row.get("updates", 0) for row in self.metrics("student_rl").values())),
-        }
+        # Both student runs take one optimizer step per step; GRPO skips a step's update when every
+        # group of its rollout had one reward (nothing to learn from), so its updates are counted.
+        student_updates = int(sum(row.get("updates", 0) for row in self.metrics("student_rl").values()))
         out: dict = {
             "chain": "r1",
             "work_dir": str(self.work),
@@ -1023,7 +1039,8 @@ class R1Chain(Chain):
             "heldout_accuracy": accuracy,
             "distillation_vs_rl": {
                 "student": "r1_student_base_tiny_cpu (Qwen2-style: q/k/v bias)",
-                "optimizer_steps": optimizer_steps,
+                "steps": {"distill": self.steps_of("distill"), "student_rl": self.steps_of("student_rl")},
+                "student_rl_optimizer_updates": student_updates,
                 "heldout_accuracy": {"distill": accuracy.get("distill"), "student_rl": accuracy.get("student_rl")},
             },
             "curves": {run: self.rl_curves(run) for run in ("reasoning_rl", "final_rl", "student_rl")},
