@@ -757,6 +757,8 @@ R1_ACCURACY_SOURCES = {
     "student_pretrain": ("student_rl", "first"),
     "student_rl": ("student_rl", "last"),
 }
+# Per-step reward metrics that are not one reward's mean.
+R1_REWARD_SUMMARIES = ("reward_mean", "reward_std")
 # Samples per question of the R1 RL stages (rl.group_size of rl=r1_zero_tiny_cpu and the presets on it).
 R1_GROUP_SIZE = 8
 R1_TRAINING_RUNS = (
@@ -981,7 +983,7 @@ class R1Chain(Chain):
         rows = sorted(self.metrics(run).items())
         keys = ("reward_mean", "response_length", "reflection_rate", "validation_accuracy")
         curves = {key: [[step, row[key]] for step, row in rows if key in row] for key in keys}
-        for key in {k for _, row in rows for k in row if k.startswith("reward_") and k != "reward_mean"}:
+        for key in {k for _, row in rows for k in row if k.startswith("reward_") and k not in R1_REWARD_SUMMARIES}:
             curves[key] = [[step, row[key]] for step, row in rows if key in row]
         return curves
 
@@ -1015,7 +1017,7 @@ class R1Chain(Chain):
                 others = ", ".join(
                     f"{key} {points[0][1]:.3f} -> {points[-1][1]:.3f}"
                     for key, points in sorted(curves.items())
-                    if key.startswith("reward_") and key != "reward_mean" and points
+                    if key.startswith("reward_") and key not in R1_REWARD_SUMMARIES and points
                 )
                 return (
                     f"{len(steps)} steps, {others}, held-out accuracy {validation[0][1]:.3f} -> {validation[-1][1]:.3f}"
