@@ -41,7 +41,7 @@ SIZES = {"hidden_size": 64, "num_layers": 4, "num_attention_heads": 4, "ffn_hidd
 def prepare(work: Path, questions: int) -> dict:
     """The shared tokenizer (trained on the prompts) and the prompt list."""
     from beam_pipelines.config import TrainTokenizerConfig
-    from beam_pipelines.train_tokenizer import build_byte_level_bpe
+    from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe
     from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig
     from megatron_recipes.data.rl_prompts import PromptStream
 
@@ -98,7 +98,7 @@ def trl_side(work: Path, steps: int, max_new_tokens: int, vocab: int) -> dict:
     from trl import GRPOConfig, GRPOTrainer
     from trl.extras import profiling
 
-    from megatron_recipes.models import padded_vocab_size
+    from megatron_recipes.models.llama import padded_vocab_size
     from megatron_recipes.rewards import get_reward
 
     torch.manual_seed(1234)

@@ -71,7 +71,7 @@ def run_kernels(warc: str, config) -> tuple[int, float]:
 
 def run_pipeline(warc: str, work_dir: str, beam_preset: str) -> tuple[int, float, float]:
     from beam_pipelines.config import register_configs
-    from beam_pipelines.prepare import run_prepare
+    from beam_pipelines.stages.prepare import run_prepare
     from stack_common.cli import compose_config
 
     config = compose_config(

@@ -112,7 +112,7 @@ def progress_to_stderr():
 
 def pipeline(work_dir: Path, stage_dir: Path, tokenizer_path: str, beam_preset: str) -> tuple[dict, float, float]:
     from beam_pipelines.config import register_configs
-    from beam_pipelines.tokenize import run_tokenize
+    from beam_pipelines.stages.tokenize import run_tokenize
     from stack_common.cli import compose_config
 
     config = compose_config(

@@ -190,7 +190,7 @@ def main() -> None:
     durations(plain_step, args.warmup)
     without_layer_ms = median_ms(durations(plain_step, args.steps))
 
-    from megatron_recipes.models import padded_vocab_size
+    from megatron_recipes.models.llama import padded_vocab_size
     from megatron_recipes.training.loop import train_step
     from megatron_recipes.training.session import setup_training
 

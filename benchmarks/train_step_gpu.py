@@ -57,7 +57,7 @@ def measure(args, spec: str) -> dict:
     import torch
 
     from megatron_recipes.config import register_configs
-    from megatron_recipes.models import training_flops_per_token
+    from megatron_recipes.models.llama import training_flops_per_token
     from megatron_recipes.training.loop import train_step
     from megatron_recipes.training.metrics import memory_gib, peak_tflops_per_device
     from megatron_recipes.training.session import setup_training

@@ -52,6 +52,7 @@ from apache_beam.metrics import Metrics
 
 from beam_pipelines.accounting import Drop, FilterDoFn
 from beam_pipelines.document import Document, estimate_tokens
+from beam_pipelines.transforms.config import FORMAT_FIELDS
 from beam_pipelines.transforms.minhash import word_tokens
 from stack_common.errors import ConfigError
 
@@ -61,17 +62,6 @@ EMPTIED_REASON = "empty_after_decontamination"
 MATCHES = "matches"
 TOUCHES = "touches"
 
-# Public formats: (question fields, answer fields). Values may be strings, numbers or lists.
-FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "gsm8k": (("question",), ("answer",)),
-    "math": (("problem",), ("solution", "answer")),
-    "cmath": (("question",), ("golden",)),
-    "agieval": (("passage", "question", "options"), ("answer",)),
-    "mmlu": (("question", "choices"), ()),
-    "mathqa": (("Problem", "options"), ("Rationale",)),
-}
-# `benchmarks[i].format`: a named public format, or `auto` (the usual field names are tried).
-BENCHMARK_FORMATS = ("auto", *FORMAT_FIELDS)
 _AUTO_QUESTION = ("question", "problem", "Problem", "query", "prompt", "passage", "input", "instruction")
 _AUTO_ANSWER = ("answer", "solution", "Rationale", "rationale", "golden", "output", "target", "response")
 _ID_KEYS = ("id", "unique_id", "idx", "ID", "problem_id", "question_id", "task_id")

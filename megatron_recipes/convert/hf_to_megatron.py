@@ -297,8 +297,8 @@ def import_hf_checkpoint(
 ) -> Path:
     """Convert `hf_dir` into a weights-only megatron checkpoint under `megatron_dir` (a run
     directory: `iter_0000000/` + `latest`). Returns the iteration directory."""
-    from megatron_recipes.models import build_model, padded_vocab_size
     from megatron_recipes.models.config import ModelConfig
+    from megatron_recipes.models.llama import build_model, padded_vocab_size
     from megatron_recipes.training.checkpointing import latest_iteration, save_checkpoint
 
     started = time.perf_counter()

@@ -304,10 +304,10 @@ def build_megatron_generator(
     it. `tokenizer` defaults to the one the checkpoint's run recorded (train_state.extra.tokenizer),
     else DeepSeek's."""
     from megatron_recipes.generation.tokenizer import load_text_tokenizer
-    from megatron_recipes.models import build_model, resolve_precision
     from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.runtime import initialize_runtime
+    from megatron_recipes.models.llama import build_model, resolve_precision
     from megatron_recipes.runtime.config import ParallelismConfig
+    from megatron_recipes.runtime.distributed import initialize_runtime
     from megatron_recipes.training.checkpointing import CheckpointError, load_model_weights, read_checkpoint_info
     from stack_common.errors import ConfigError
 

@@ -57,9 +57,11 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from megatron_recipes.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,16 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
     """The readable summary rank 0 wrote beside the checkpoint files (no torch needed)."""
     return json.loads((resolve_checkpoint(path) / INFO_FILE).read_text())
+
+
+def model_config_from_checkpoint(path: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig a checkpoint's `model_config` record describes (its vocab_size included),
+    for building the model it holds."""
+    record = read_checkpoint_info(path).get("model_config") or {}
+    if not record:
+        raise CheckpointError(f"{path} has no model_config record")
+    names = {schema_field.name for schema_field in fields(ModelConfig)}
+    return ModelConfig(**{key: value for key, value in record.items() if key in names})
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -136,8 +136,8 @@ def setup_training(
     model_builder: Callable[..., list] | None = None,
 ) -> TrainingSession:
     """Everything a training loop needs, restored from checkpoints where there are any."""
-    from megatron_recipes.models import build_model, choose_layer_spec, parameter_count, resolve_precision
-    from megatron_recipes.runtime import initialize_runtime
+    from megatron_recipes.models.llama import build_model, choose_layer_spec, parameter_count, resolve_precision
+    from megatron_recipes.runtime.distributed import initialize_runtime
     from megatron_recipes.training.checkpointing import latest_iteration, load_checkpoint, load_model_weights
     from megatron_recipes.training.optimizer import build_optimizer, build_scheduler
 
@@ -212,7 +212,7 @@ def setup_training(
         if runtime.is_logging_rank:
             log.info("initialised model weights from %s", loaded.path)
     elif model_config.init_from_hf:
-        from megatron_recipes.convert import load_hf_weights
+        from megatron_recipes.convert.hf_to_megatron import load_hf_weights
 
         load_hf_weights(model_config.init_from_hf, model)
         optimizer.reload_model_params()

@@ -14,7 +14,7 @@ import pytest
 from beam_pipelines.config import register_configs
 from beam_pipelines.io.parquet import iter_documents, read_json
 from beam_pipelines.io.warc import iter_warc_records, write_html_warc
-from beam_pipelines.prepare import STEPS, run_prepare
+from beam_pipelines.stages.prepare import STEPS, run_prepare
 from stack_common.cli import compose_config
 from tests.support import debian_doc_pages, run_module
 

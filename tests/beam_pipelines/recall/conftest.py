@@ -54,7 +54,7 @@ def _code_fingerprint() -> str:
 def _build_pool(target: Path) -> None:
     from beam_pipelines.config import register_configs
     from beam_pipelines.io.warc import write_html_warc
-    from beam_pipelines.prepare import run_prepare
+    from beam_pipelines.stages.prepare import run_prepare
     from stack_common.cli import compose_config
 
     staging = target.with_name(target.name + ".partial")

@@ -18,7 +18,7 @@ from tests.beam_pipelines.tokenize.tokenize_inputs import CodeSource, tokenize, 
 @pytest.fixture(scope="session")
 def sample_pool(tmp_path_factory) -> Path:
     """The real prepare pipeline on the embedded sample: a pool of Document Parquet."""
-    from beam_pipelines.prepare import run_prepare
+    from beam_pipelines.stages.prepare import run_prepare
 
     work = tmp_path_factory.mktemp("prepare")
     config = compose_config(

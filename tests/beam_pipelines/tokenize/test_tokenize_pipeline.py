@@ -194,7 +194,7 @@ def test_blend_of_two_sources_draws_configured_proportions(math_corpus, code_cor
 
 
 def test_rerun_clears_only_this_source(tmp_path):
-    from beam_pipelines.tokenize import clear_source_outputs
+    from beam_pipelines.stages.tokenize import clear_source_outputs
 
     for name in ("a", "b"):
         (tmp_path / f"{name}.bin").write_bytes(b"x")
@@ -211,7 +211,7 @@ def test_trained_tokenizer_through_the_command_line(sample_pool, tmp_path):
     """train_tokenizer (byte-level BPE, small vocabulary) then `python -m beam_pipelines.tokenize`
     with it: a uint16 dataset whose EOD is the trained <|endoftext|> (id 0)."""
     from beam_pipelines.config import register_configs
-    from beam_pipelines.train_tokenizer import run_train_tokenizer
+    from beam_pipelines.stages.train_tokenizer import run_train_tokenizer
     from stack_common.cli import compose_config
 
     trained = run_train_tokenizer(

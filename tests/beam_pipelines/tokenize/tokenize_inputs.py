@@ -80,7 +80,7 @@ def write_code_jsonl(path: Path) -> CodeSource:
 
 
 def tokenize(work_dir: Path, *overrides: str) -> tuple[object, dict]:
-    from beam_pipelines.tokenize import run_tokenize
+    from beam_pipelines.stages.tokenize import run_tokenize
 
     config = compose_config("tokenize", [f"corpus.work_dir={work_dir}", *overrides], register_configs)
     return config, run_tokenize(config)

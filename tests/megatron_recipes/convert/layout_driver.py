@@ -69,12 +69,17 @@ def run_case(case: dict, prompts, work: Path) -> None:
     import torch
     from megatron.core import parallel_state
 
-    from megatron_recipes.convert import load_hf_weights, model_config_from_checkpoint
-    from megatron_recipes.models import build_model
+    from megatron_recipes.convert.hf_to_megatron import load_hf_weights
     from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
+    from megatron_recipes.models.llama import build_model
     from megatron_recipes.runtime.config import ParallelismConfig
-    from megatron_recipes.training.checkpointing import load_model_weights, read_checkpoint_info, save_checkpoint
+    from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime
+    from megatron_recipes.training.checkpointing import (
+        load_model_weights,
+        model_config_from_checkpoint,
+        read_checkpoint_info,
+        save_checkpoint,
+    )
 
     parallelism = ParallelismConfig(tensor_model_parallel_size=case["tp"], pipeline_model_parallel_size=case["pp"])
     initialize_runtime("cpu", parallelism, seed=1234)

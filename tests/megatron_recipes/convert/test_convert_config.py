@@ -124,7 +124,7 @@ def test_qkv_rows_interleave_query_groups():
 def test_mapping_covers_every_tensor_of_the_7b_model(single_process_groups):
     """Every sharded tensor megatron-core's 7B GPTModel stores is found in the table with its shape."""
     from megatron_recipes.convert.hf_to_megatron import _locate, _model_state, _sharded_tensors
-    from megatron_recipes.models import build_model
+    from megatron_recipes.models.llama import build_model
     from megatron_recipes.runtime.config import ParallelismConfig
 
     architecture = hf_architecture(DEEPSEEK_MATH_7B)

@@ -218,9 +218,8 @@ def test_transformers_loads_the_export_with_identical_logits(converted, referenc
 
 @pytest.mark.integration
 def test_converted_checkpoint_records_the_hf_architecture(tiny_hf, converted):
-    from megatron_recipes.convert import model_config_from_checkpoint
     from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.training.checkpointing import read_checkpoint_info
+    from megatron_recipes.training.checkpointing import model_config_from_checkpoint, read_checkpoint_info
 
     info = read_checkpoint_info(converted / "megatron_gqa")
     assert info["iteration"] == 0 and not info["has_optimizer"] and info["layout"]["tensor_parallel"] == 1

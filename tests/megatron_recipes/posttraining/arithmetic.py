@@ -56,7 +56,7 @@ def write_arithmetic_sft(
 def train_small_tokenizer(directory: Path, texts: list[str], vocab_size: int = 400) -> Path:
     """A byte-level BPE (the project's train_tokenizer builder) on `texts`; returns its directory."""
     from beam_pipelines.config import TrainTokenizerConfig
-    from beam_pipelines.train_tokenizer import build_byte_level_bpe
+    from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe
 
     tokenizer, trainer = build_byte_level_bpe(TrainTokenizerConfig(vocab_size=vocab_size, min_frequency=2))
     tokenizer.train_from_iterator(texts, trainer=trainer)

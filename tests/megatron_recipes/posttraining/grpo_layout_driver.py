@@ -49,7 +49,7 @@ def compose(init: str, parallelism: str):
 
 
 def build(config):
-    from megatron_recipes.grpo import build_reference_model, plan_grpo
+    from megatron_recipes.recipes.grpo import build_reference_model, plan_grpo
     from megatron_recipes.rl.trainer import GrpoTrainer
     from megatron_recipes.training.session import setup_training
 
@@ -91,7 +91,7 @@ def updates(trainer, batch) -> dict:
 def reference(work: Path, init: str) -> None:
     import torch
 
-    from megatron_recipes.runtime import shutdown_runtime
+    from megatron_recipes.runtime.distributed import shutdown_runtime
 
     trainer, _ = build(compose(init, "single"))
     samples, batch = trainer.collect(0)
@@ -108,7 +108,7 @@ def layouts(work: Path, init: str) -> None:
     import torch.distributed as dist
 
     from megatron_recipes.rl.rollout import RolloutBatch
-    from megatron_recipes.runtime import shutdown_runtime
+    from megatron_recipes.runtime.distributed import shutdown_runtime
 
     state = torch.load(work / "rollout.pt")
     results = {}

@@ -27,8 +27,8 @@ VOCAB = 400
 
 @pytest.fixture(scope="module")
 def runtime():
-    from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
     from megatron_recipes.runtime.config import ParallelismConfig
+    from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime
 
     yield initialize_runtime("cpu", ParallelismConfig(), seed=11)
     shutdown_runtime()
@@ -45,8 +45,8 @@ def tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(runtime, tokenizer):
-    from megatron_recipes.models import build_model
     from megatron_recipes.models.config import ModelConfig
+    from megatron_recipes.models.llama import build_model
     from megatron_recipes.runtime.config import ParallelismConfig
 
     # Large initial weights: a random model whose greedy continuations differ between prompts.

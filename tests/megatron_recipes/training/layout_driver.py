@@ -63,7 +63,7 @@ def compose(overrides: list[str]):
 def train_losses(config, output_dir: Path, steps: int) -> dict:
     """Train `config` (checkpoint settings included) up to `steps`; return the layout and {step: loss}."""
     from megatron_recipes.data.pretraining import SyntheticTokenizer, build_pretraining_datasets, pretraining_batches
-    from megatron_recipes.runtime import shutdown_runtime
+    from megatron_recipes.runtime.distributed import shutdown_runtime
     from megatron_recipes.training.loop import train
     from megatron_recipes.training.metrics import read_metrics
     from megatron_recipes.training.session import setup_training
@@ -110,7 +110,7 @@ def train_losses(config, output_dir: Path, steps: int) -> dict:
 
 
 def reference(work: Path) -> None:
-    from megatron_recipes.runtime import shutdown_runtime
+    from megatron_recipes.runtime.distributed import shutdown_runtime
     from megatron_recipes.training.checkpointing import save_checkpoint
     from megatron_recipes.training.session import setup_training
 
