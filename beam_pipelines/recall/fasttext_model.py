@@ -32,7 +32,12 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator
 
+import fasttext
 import numpy as np
+import xxhash
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.io.parquet import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +94,6 @@ def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: 
     the order the lines arrive in, so the same training set gives the same model whichever
     runner wrote its shards. Lines are dealt by hash into `buckets` temporary files, then each
     bucket is sorted by hash in memory: memory is about one bucket, not the whole file."""
-    import xxhash
-
     directory = tempfile.mkdtemp(prefix="shuffle-", dir=os.path.dirname(os.path.abspath(destination)))
     bucket_paths = [os.path.join(directory, f"bucket-{i:05d}") for i in range(buckets)]
     handles = [open(path, "w", encoding="utf-8") for path in bucket_paths]
@@ -160,8 +163,6 @@ def train_classifier(train_file: str, fasttext_config, retries: int = 3) -> tupl
     it trains with at least 10 threads, the only setting in which fastText 0.9.3 initialises its
     whole input matrix. fastText's SGD can also diverge ("Encountered NaN") at a high learning
     rate: then it retries with half the rate (the rate used is reported)."""
-    import fasttext
-
     lr = fasttext_config.lr
     for attempt in range(retries + 1):
         try:
@@ -285,8 +286,6 @@ def model_metadata_path(model_path: str) -> str:
 
 
 def write_model_metadata(model_path: str, normalization: TextNormalization, extra: dict) -> None:
-    from beam_pipelines.io.parquet import write_json
-
     write_json(
         model_metadata_path(model_path),
         {"normalization": normalization.as_dict(), "labels": [LABEL_MATH, LABEL_OTHER], **extra},
@@ -294,17 +293,12 @@ def write_model_metadata(model_path: str, normalization: TextNormalization, extr
 
 
 def read_model_metadata(model_path: str) -> dict:
-    from beam_pipelines.io.parquet import read_json
-
     return read_json(model_metadata_path(model_path))
 
 
 def load_model(model_path: str):
     """Load a model from a local path or any Beam FileSystems URL (copied to a local temp file,
     since fastText reads only local files). Returns (model, normalization)."""
-    import fasttext
-    from apache_beam.io.filesystems import FileSystems
-
     metadata = read_model_metadata(model_path)
     normalization = TextNormalization(**metadata["normalization"])
     local_path = model_path

@@ -3,10 +3,35 @@ it): builds and runs the Beam graph, writes the summary."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.accounting import DEAD_LETTER, KEPT, REMOVED, Ledger, build_summary, format_summary, tally_counters
 from beam_pipelines.config import DecontaminateConfig
+from beam_pipelines.io.parquet import (
+    SUMMARY_FILE,
+    ReadDocuments,
+    WriteDocuments,
+    clear_stage_dir,
+    documents_pattern,
+    write_json,
+)
+from beam_pipelines.options import pipeline_options
+from beam_pipelines.transforms.decontaminate import (
+    DECONTAMINATE_STEP,
+    MATCHES,
+    TOUCHES,
+    ContaminationIndex,
+    ContaminationReport,
+    DecontaminateDoFn,
+    benchmark_files,
+    load_index,
+    read_benchmark,
+)
 from stack_common.errors import ConfigError
 
 STEPS = ("08_decontaminate",)
@@ -15,8 +40,6 @@ log = logging.getLogger("decontaminate")
 
 def load_benchmarks(config: DecontaminateConfig):
     """All benchmark items, and per benchmark the files read (or why none were)."""
-    from beam_pipelines.transforms.decontaminate import benchmark_files, read_benchmark
-
     items = []
     sources: dict[str, dict] = {}
     for source in config.benchmarks:
@@ -42,27 +65,13 @@ def load_benchmarks(config: DecontaminateConfig):
         paths = ", ".join(source.path for source in config.benchmarks) or "(none configured)"
         raise ConfigError(
             f"no benchmark files found at {paths}: put the public test sets there (e.g. GSM8K test.jsonl in "
-            f"{config.benchmarks_dir}/gsm8k/), set benchmarks=[...], or require_benchmarks=false to pass the corpus through"
+            f"{config.benchmarks_dir}/gsm8k/), set benchmarks=[...], or require_benchmarks=false to pass the corpus "
+            "through"
         )
     return items, sources
 
 
 def build_decontaminate_pipeline(pipeline, config: DecontaminateConfig, index_path: str) -> None:
-    import json
-
-    import apache_beam as beam
-
-    from beam_pipelines.accounting import DEAD_LETTER, KEPT, REMOVED, Ledger
-    from beam_pipelines.io.parquet import ReadDocuments, WriteDocuments
-    from beam_pipelines.transforms.decontaminate import (
-        DECONTAMINATE_STEP,
-        MATCHES,
-        TOUCHES,
-        ContaminationReport,
-        DecontaminateDoFn,
-        load_index,
-    )
-
     output_dir = config.output_dir.rstrip("/")
     ledger = Ledger(output_dir)
     index = pipeline | "Index path" >> beam.Create([index_path]) | "Load index" >> beam.Map(load_index)
@@ -90,24 +99,12 @@ def build_decontaminate_pipeline(pipeline, config: DecontaminateConfig, index_pa
 
 
 def _delete(path: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
     if FileSystems.exists(path):
         FileSystems.delete([path])
 
 
 def run_decontaminate(config: DecontaminateConfig) -> dict:
     """Build the index, run the pipeline, write the report and summary.json; returns the summary."""
-    import json
-
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
-
-    from beam_pipelines.accounting import build_summary, format_summary, tally_counters
-    from beam_pipelines.io.parquet import SUMMARY_FILE, clear_stage_dir, documents_pattern, write_json
-    from beam_pipelines.options import pipeline_options
-    from beam_pipelines.transforms.decontaminate import ContaminationIndex
-
     started = time.time()
     input_pattern = config.input_dir if config.input_dir.endswith(".parquet") else documents_pattern(config.input_dir)
     if not FileSystems.match([input_pattern])[0].metadata_list:

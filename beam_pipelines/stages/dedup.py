@@ -3,11 +3,39 @@ it): builds and runs the Beam graph, writes the summary."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+from beam_pipelines.accounting import DEAD_LETTER, REMOVED, Ledger, build_summary, format_summary, tally_counters
 from beam_pipelines.config import DedupConfig
+from beam_pipelines.io.parquet import (
+    SUMMARY_FILE,
+    ReadDocuments,
+    WriteDocuments,
+    clear_stage_dir,
+    documents_pattern,
+    write_json,
+)
+from beam_pipelines.options import pipeline_options
+from beam_pipelines.transforms.connected_components import read_edges, run_component_rounds, write_edges
+from beam_pipelines.transforms.minhash import (
+    LSH_NAMESPACE,
+    MINHASH_STEP,
+    NODE_SCHEMA,
+    SHINGLES,
+    ApplyRemovals,
+    CandidateEdges,
+    MinHashSettings,
+    SelectSurvivors,
+    SignDocuments,
+    VerifyEdges,
+)
 from stack_common.errors import ConfigError
 
 STEPS = ("07_minhash",)
@@ -15,33 +43,15 @@ log = logging.getLogger("dedup")
 
 
 def _input_pattern(input_dir: str) -> str:
-    from beam_pipelines.io.parquet import documents_pattern
-
     return input_dir if input_dir.endswith(".parquet") else documents_pattern(input_dir)
 
 
 def _has_files(pattern: str) -> bool:
-    from apache_beam.io.filesystems import FileSystems
-
     return bool(FileSystems.match([pattern])[0].metadata_list)
 
 
 def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str) -> None:
     """Pipeline 1: signatures, band buckets, candidate (and verified) edges, candidate nodes."""
-    import apache_beam as beam
-
-    from beam_pipelines.accounting import DEAD_LETTER
-    from beam_pipelines.io.parquet import ReadDocuments
-    from beam_pipelines.transforms.connected_components import write_edges
-    from beam_pipelines.transforms.minhash import (
-        NODE_SCHEMA,
-        SHINGLES,
-        CandidateEdges,
-        MinHashSettings,
-        SignDocuments,
-        VerifyEdges,
-    )
-
     minhash = config.minhash
     settings = MinHashSettings.from_config(minhash)
     documents = pipeline | "Read documents" >> ReadDocuments(_input_pattern(config.input_dir))
@@ -66,15 +76,6 @@ def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str) -> No
 
 def build_removal_pipeline(pipeline, config: DedupConfig, work_dir: str, edges_pattern: str) -> None:
     """Pipeline 3: survivors per component, then documents split into kept / removed."""
-    import json
-
-    import apache_beam as beam
-
-    from beam_pipelines.accounting import DEAD_LETTER, REMOVED, Ledger
-    from beam_pipelines.io.parquet import ReadDocuments, WriteDocuments
-    from beam_pipelines.transforms.connected_components import read_edges
-    from beam_pipelines.transforms.minhash import MINHASH_STEP, ApplyRemovals, SelectSurvivors
-
     ledger = Ledger(config.output_dir)
     documents = pipeline | "Read documents" >> ReadDocuments(_input_pattern(config.input_dir))
     nodes = (
@@ -101,8 +102,6 @@ def build_removal_pipeline(pipeline, config: DedupConfig, work_dir: str, edges_p
 
 def _namespace_metrics(result, namespace: str) -> dict[str, Any]:
     """Counters and distributions (min/max/mean/count) of one namespace."""
-    from apache_beam.metrics.metric import MetricsFilter
-
     found: dict[str, Any] = {}
     metrics = result.metrics().query(MetricsFilter().with_namespace(namespace))
     for counter in metrics["counters"]:
@@ -121,22 +120,12 @@ def _namespace_metrics(result, namespace: str) -> dict[str, Any]:
 
 
 def _delete(path: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
     if FileSystems.exists(path):
         FileSystems.delete([path])
 
 
 def run_dedup(config: DedupConfig) -> dict:
     """Run the three stages and write summary.json; returns the summary."""
-    import apache_beam as beam
-
-    from beam_pipelines.accounting import build_summary, format_summary, tally_counters
-    from beam_pipelines.io.parquet import SUMMARY_FILE, clear_stage_dir, documents_pattern, write_json
-    from beam_pipelines.options import pipeline_options
-    from beam_pipelines.transforms.connected_components import run_component_rounds
-    from beam_pipelines.transforms.minhash import LSH_NAMESPACE, MinHashSettings
-
     started = time.time()
     input_pattern = _input_pattern(config.input_dir)
     if not _has_files(input_pattern):

@@ -6,7 +6,21 @@ from __future__ import annotations
 import logging
 import time
 
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_pipelines.accounting import Ledger, build_summary, format_summary, tally_counters
 from beam_pipelines.config import PrepareConfig
+from beam_pipelines.document import removed_row
+from beam_pipelines.io.parquet import SUMMARY_FILE, WriteDocuments, clear_stage_dir, documents_pattern, write_json
+from beam_pipelines.io.warc import READ_STEP, ReadWarcPages, match_inputs
+from beam_pipelines.options import pipeline_options
+from beam_pipelines.sample import ensure_sample_warc
+from beam_pipelines.transforms.exact_dedup import EXACT_DEDUP_STEP, ExactDedup
+from beam_pipelines.transforms.extract import ExtractDoFn, page_document
+from beam_pipelines.transforms.langid import LanguageDoFn
+from beam_pipelines.transforms.quality import QualityDoFn
+from beam_pipelines.transforms.url_dedup import URL_DEDUP_STEP, UrlDedup
 
 STEPS = ("01_read", "02_extract", "03_language", "04_quality", "05_url_dedup", "06_exact_dedup")
 log = logging.getLogger("prepare")
@@ -14,18 +28,6 @@ log = logging.getLogger("prepare")
 
 def build_prepare_pipeline(pipeline, config: PrepareConfig, input_files: list[str]) -> None:
     """Add the prepare graph to `pipeline` (reading `input_files`, writing under output_dir)."""
-    import apache_beam as beam
-
-    from beam_pipelines.accounting import Ledger
-    from beam_pipelines.document import removed_row
-    from beam_pipelines.io.parquet import WriteDocuments
-    from beam_pipelines.io.warc import READ_STEP, ReadWarcPages
-    from beam_pipelines.transforms.exact_dedup import EXACT_DEDUP_STEP, ExactDedup
-    from beam_pipelines.transforms.extract import ExtractDoFn, page_document
-    from beam_pipelines.transforms.langid import LanguageDoFn
-    from beam_pipelines.transforms.quality import QualityDoFn
-    from beam_pipelines.transforms.url_dedup import URL_DEDUP_STEP, UrlDedup
-
     ledger = Ledger(config.output_dir)
     read = pipeline | "Read WARC" >> ReadWarcPages(
         input_files, config.read.max_record_bytes, config.read.max_replacement_fraction
@@ -59,8 +61,6 @@ def build_prepare_pipeline(pipeline, config: PrepareConfig, input_files: list[st
 
 
 def _pass_through(document, step):
-    from apache_beam.metrics import Metrics
-
     Metrics.counter(step, "in").inc()
     Metrics.counter(step, "kept").inc()
     return document
@@ -68,11 +68,8 @@ def _pass_through(document, step):
 
 def resolve_inputs(config: PrepareConfig) -> list[str]:
     """The WARC files to read: the configured patterns, or the embedded sample (built once)."""
-    from beam_pipelines.io.warc import match_inputs
-
     if config.corpus.warc_inputs:
         return match_inputs(config.corpus.warc_inputs)
-    from beam_pipelines.sample import ensure_sample_warc
 
     sample = ensure_sample_warc(
         f"{config.corpus.work_dir.rstrip('/')}/sample",
@@ -84,12 +81,6 @@ def resolve_inputs(config: PrepareConfig) -> list[str]:
 
 def run_prepare(config: PrepareConfig) -> dict:
     """Run prepare and write summary.json; returns the summary."""
-    import apache_beam as beam
-
-    from beam_pipelines.accounting import build_summary, format_summary, tally_counters
-    from beam_pipelines.io.parquet import SUMMARY_FILE, clear_stage_dir, documents_pattern, write_json
-    from beam_pipelines.options import pipeline_options
-
     started = time.time()
     input_files = resolve_inputs(config)
     log.info("[prepare] %d WARC file(s) -> %s (runner: %s)", len(input_files), config.output_dir, config.beam.runner)

@@ -6,7 +6,16 @@ from __future__ import annotations
 import logging
 import time
 
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.accounting import DEAD_LETTER, KEPT, REMOVED, Ledger, build_summary, format_summary, tally_counters
 from beam_pipelines.config import TokenizeConfig
+from beam_pipelines.io.megatron import WriteIndexedDataset, bin_path, delete_dataset, idx_path, token_dtype
+from beam_pipelines.io.parquet import SUMMARY_FILE, read_json, write_json
+from beam_pipelines.io.text_sources import TOKENIZE_STEP, ReadTextSource, check_source, source_pattern
+from beam_pipelines.options import pipeline_options
+from beam_pipelines.transforms.tokenize import TokenizeDoFn, load_tokenizer, resolve_eod, tokenizer_file
 
 MERGE_FILE = "merge.json"
 log = logging.getLogger("tokenize")
@@ -20,11 +29,6 @@ def dataset_prefix(config: TokenizeConfig) -> str:
 def clear_source_outputs(prefix: str) -> None:
     """Remove a previous run of this source (summary first, so a half-cleared source never
     looks complete), including megatron's index cache under `<prefix>/cache/`."""
-    from apache_beam.io.filesystems import FileSystems
-
-    from beam_pipelines.io.megatron import delete_dataset
-    from beam_pipelines.io.parquet import SUMMARY_FILE
-
     summary = f"{prefix}/{SUMMARY_FILE}"
     if FileSystems.exists(summary):
         FileSystems.delete([summary])
@@ -35,14 +39,6 @@ def clear_source_outputs(prefix: str) -> None:
 
 def build_tokenize_pipeline(pipeline, config: TokenizeConfig, eod_id: int, vocab_size: int, dtype_name: str) -> None:
     """Add the tokenize graph for `config.source` to `pipeline`."""
-    import apache_beam as beam
-
-    from beam_pipelines.accounting import DEAD_LETTER, KEPT, REMOVED, Ledger
-    from beam_pipelines.io.megatron import WriteIndexedDataset
-    from beam_pipelines.io.parquet import write_json
-    from beam_pipelines.io.text_sources import TOKENIZE_STEP, ReadTextSource
-    from beam_pipelines.transforms.tokenize import TokenizeDoFn
-
     prefix = dataset_prefix(config)
     ledger = Ledger(prefix)
     read = pipeline | f"Read {config.source.name}" >> ReadTextSource(config.source)
@@ -74,16 +70,6 @@ def run_tokenize(config: TokenizeConfig) -> dict:
     Raises ConfigError (before any pipeline work) for a bad tokenizer, EOD or input, and
     RuntimeError when the counts do not add up or no document was kept.
     """
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
-
-    from beam_pipelines.accounting import build_summary, format_summary, tally_counters
-    from beam_pipelines.io.megatron import bin_path, idx_path, token_dtype
-    from beam_pipelines.io.parquet import SUMMARY_FILE, read_json, write_json
-    from beam_pipelines.io.text_sources import TOKENIZE_STEP, check_source, source_pattern
-    from beam_pipelines.options import pipeline_options
-    from beam_pipelines.transforms.tokenize import load_tokenizer, resolve_eod, tokenizer_file
-
     started = time.time()
     source = config.source
     tokenizer = load_tokenizer(config.tokenizer.path)

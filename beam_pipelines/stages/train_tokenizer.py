@@ -8,7 +8,12 @@ import logging
 import os
 import time
 
+from apache_beam.io.filesystems import FileSystems
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from beam_pipelines.config import TrainTokenizerConfig
+from beam_pipelines.io.parquet import write_json
+from beam_pipelines.io.text_sources import iter_source_texts, source_pattern
 from stack_common.errors import ConfigError
 
 log = logging.getLogger("train_tokenizer")
@@ -16,8 +21,6 @@ log = logging.getLogger("train_tokenizer")
 
 def build_byte_level_bpe(config: TrainTokenizerConfig):
     """An untrained tokenizer and its trainer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     tokenizer = Tokenizer(models.BPE())
     splitters = [pre_tokenizers.Digits(individual_digits=True)] if config.individual_digits else []
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
@@ -36,11 +39,6 @@ def build_byte_level_bpe(config: TrainTokenizerConfig):
 
 def run_train_tokenizer(config: TrainTokenizerConfig) -> dict:
     """Train, write tokenizer.json + tokenizer_config.json + train_summary.json; return the summary."""
-    from apache_beam.io.filesystems import FileSystems
-
-    from beam_pipelines.io.parquet import write_json
-    from beam_pipelines.io.text_sources import iter_source_texts, source_pattern
-
     started = time.time()
     if not FileSystems.match([source_pattern(config.source)])[0].metadata_list:
         raise ConfigError(f"source.input={config.source.input!r}: no files match {source_pattern(config.source)}")

@@ -51,12 +51,19 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from hydra.core.config_store import ConfigStore
+from matplotlib.figure import Figure
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from beam_pipelines.sample import sample_seed_positives_path  # noqa: E402
+from beam_pipelines.sample import ensure_sample_seed_positives, sample_seed_positives_path  # noqa: E402
+from megatron_recipes.config import register_configs  # noqa: E402
 from megatron_recipes.data.config import ChatTemplateConfig  # noqa: E402
+from megatron_recipes.data.rl_prompts import PromptStream  # noqa: E402
+from megatron_recipes.evaluation.datasets import load_problems  # noqa: E402
+from megatron_recipes.training.metrics import read_metrics  # noqa: E402
 from stack_common.checks import require_positive  # noqa: E402
 from stack_common.cli import compose_config  # noqa: E402
 from stack_common.errors import ConfigError  # noqa: E402
@@ -135,8 +142,6 @@ class ChainConfig:
 
 
 def register_chain_configs() -> None:
-    from hydra.core.config_store import ConfigStore
-
     store = ConfigStore.instance()
     store.store(name="chain_schema", node=ChainConfig)
     store.store(group="chain_size", name="chain_size_schema", node=ChainSizeConfig)
@@ -218,16 +223,12 @@ class Chain:
     def grpo_prompt_sources(self):
         """The GRPO stage's `prompts` and `eval_prompts`: the SFT data and the arithmetic text are
         drawn from GRPO's task (other seeds), the held-out set is GRPO's own held-out source."""
-        from megatron_recipes.config import register_configs
-
         grpo = compose_config("grpo", [GRPO_PRESET], register_configs)
         return grpo.prompts, grpo.eval_prompts
 
     def write_inputs(self, stage: str) -> None:
         """Write what `stage` reads besides earlier stages' outputs (each file once)."""
         if stage == "recall":
-            from beam_pipelines.sample import ensure_sample_seed_positives
-
             ensure_sample_seed_positives(str(self.inputs), self.size.sample_math_pages, self.size.seed_positive_pages)
         elif stage in ("decontaminate", "evaluate_sft", "evaluate_grpo"):
             self.write_benchmark_files()
@@ -240,16 +241,12 @@ class Chain:
         paths = self.benchmark_paths()
         paths["champ"].parent.mkdir(parents=True, exist_ok=True)
         if not paths["champ"].exists():
-            from megatron_recipes.evaluation.datasets import load_problems
-
             rows = [
                 {"question": p.question, "answer": f"{p.solution}\n#### {p.answers[0]}".strip()}
                 for p in load_problems("champ")
             ]
             _write_jsonl(paths["champ"], rows)
         if not paths["arithmetic_heldout"].exists():
-            from megatron_recipes.data.rl_prompts import PromptStream
-
             _, held_out_source = self.grpo_prompt_sources
             source = replace(held_out_source, limit=self.size.eval_questions)
             rows = [
@@ -264,7 +261,6 @@ class Chain:
         path = self.arithmetic_text_path()
         if path.exists():
             return
-        from megatron_recipes.data.rl_prompts import PromptStream
 
         training_source, _ = self.grpo_prompt_sources
         source = replace(training_source, seed=ARITHMETIC_TEXT_SEED, limit=None)
@@ -510,8 +506,6 @@ class Chain:
         return json.loads(self.path(*parts).read_text())
 
     def metrics(self, run: str) -> dict[int, dict]:
-        from megatron_recipes.training.metrics import read_metrics
-
         path = self.path(run, "metrics.jsonl")
         return read_metrics(path) if path.exists() else {}
 
@@ -612,12 +606,8 @@ class Chain:
         return out
 
     def write_report(self, summary: dict) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axes = plt.subplots(1, 4, figsize=(18, 3.6))
+        figure = Figure(figsize=(18, 3.6))
+        axes = figure.subplots(1, 4)
         titles = {
             "pretrain": "pretrain loss",
             "sft": "SFT loss",
@@ -634,7 +624,6 @@ class Chain:
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=90)
-        plt.close(figure)
         (self.work / "chain_curves.png").write_bytes(buffer.getvalue())
         image = base64.b64encode(buffer.getvalue()).decode()
         rows = "".join(

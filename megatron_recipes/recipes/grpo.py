@@ -8,7 +8,22 @@ import logging
 from dataclasses import dataclass, replace
 
 from megatron_recipes.config import GrpoConfig
+from megatron_recipes.data.rl_prompts import PromptStream
+from megatron_recipes.generation.tokenizer import load_text_tokenizer
+from megatron_recipes.models.llama import build_model
+from megatron_recipes.rewards import AnswerChecker, DeadlineWorkerPool
 from megatron_recipes.rl.objectives import check_objective_names
+from megatron_recipes.rl.trainer import GrpoTrainer
+from megatron_recipes.runtime.distributed import resolve_device, shutdown_runtime
+from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
+from megatron_recipes.sandbox import SandboxPool
+from megatron_recipes.training.checkpointing import (
+    CheckpointError,
+    latest_iteration,
+    load_model_weights,
+    read_checkpoint_info,
+)
+from megatron_recipes.training.session import setup_training
 from stack_common.errors import ConfigError
 
 log = logging.getLogger("grpo")
@@ -23,8 +38,6 @@ class GrpoPlan:
 
 
 def _recorded(path: str | None) -> dict:
-    from megatron_recipes.training.checkpointing import CheckpointError, read_checkpoint_info
-
     if not path:
         return {}
     try:
@@ -36,11 +49,6 @@ def _recorded(path: str | None) -> dict:
 def plan_grpo(config: GrpoConfig) -> GrpoPlan:
     """The objectives' names, tokenizer, vocabulary, prompt streams and the starting checkpoint, checked
     before any process group."""
-    from megatron_recipes.data.rl_prompts import PromptStream
-    from megatron_recipes.generation.tokenizer import load_text_tokenizer
-    from megatron_recipes.runtime.distributed import resolve_device
-    from megatron_recipes.training.checkpointing import latest_iteration
-
     check_objective_names(config.rl)
     resolve_device(config.trainer.device)
     resuming = bool(
@@ -55,14 +63,16 @@ def plan_grpo(config: GrpoConfig) -> GrpoPlan:
     for name in ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size"):
         if name in recorded_model and recorded_model[name] != getattr(config.model, name):
             raise ConfigError(
-                f"model.{name}={getattr(config.model, name)} but the starting checkpoint has {recorded_model[name]}: pick its model preset"
+                f"model.{name}={getattr(config.model, name)} but the starting checkpoint has {recorded_model[name]}: "
+                "pick its model preset"
             )
     tokenizer_path = config.tokenizer or (start.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", "")
     tokenizer = load_text_tokenizer(tokenizer_path)
     vocab_size = config.model.vocab_size or recorded_model.get("vocab_size") or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:
         raise ConfigError(
-            f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but the model's vocabulary is {vocab_size}"
+            f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but the model's vocabulary is "
+            f"{vocab_size}"
         )
     prompts = PromptStream(config.prompts, config.chat_template)
     eval_prompts = PromptStream(config.eval_prompts, config.chat_template) if config.rl.eval_interval else None
@@ -73,10 +83,6 @@ def build_reference_model(config: GrpoConfig, session):
     """The frozen reference: the checkpoint recorded by a resumed iterative run, else
     checkpoint.init_from, else a copy of the (random) starting policy. None without a KL term.
     Building it must not move the random generators a resumed run restored."""
-    from megatron_recipes.models.llama import build_model
-    from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
-    from megatron_recipes.training.checkpointing import load_model_weights
-
     if not config.rl.kl_coefficient:
         return None
     rng = capture_rng_state()
@@ -103,11 +109,6 @@ def build_reference_model(config: GrpoConfig, session):
 
 def run_grpo(config: GrpoConfig, plan: GrpoPlan):
     """Set up, train, tear down; returns the TrainOutcome."""
-    from megatron_recipes.rewards import AnswerChecker, DeadlineWorkerPool
-    from megatron_recipes.rl.trainer import GrpoTrainer
-    from megatron_recipes.runtime.distributed import shutdown_runtime
-    from megatron_recipes.training.session import setup_training
-
     updates_per_step = config.rl.updates_per_rollout * (config.rollout_outputs() // config.trainer.global_batch_size)
     # The scheduler counts optimizer updates; the loop counts GRPO steps.
     scheduler_trainer = replace(config.trainer, train_steps=config.trainer.train_steps * updates_per_step)
@@ -128,8 +129,6 @@ def run_grpo(config: GrpoConfig, plan: GrpoPlan):
             pool = DeadlineWorkerPool(config.answer_check.num_workers, config.answer_check.timeout_s)
             checker = AnswerChecker(config.answer_check.options(), pool=pool)
             if config.rl.tool_use:
-                from megatron_recipes.sandbox import SandboxPool
-
                 sandbox = SandboxPool(config.sandbox.max_workers, config.sandbox.limits())
         if session.runtime.is_logging_rank:
             log.info(

@@ -8,6 +8,12 @@ import logging
 from dataclasses import dataclass
 
 from megatron_recipes.config import PretrainConfig
+from megatron_recipes.data.mixture import SyntheticTokenizer, load_tokenizer, resolve_mixture
+from megatron_recipes.data.pretraining import build_pretraining_datasets, pretraining_batches, validation_batches
+from megatron_recipes.models.llama import training_flops_per_token
+from megatron_recipes.runtime.distributed import resolve_device, shutdown_runtime
+from megatron_recipes.training.loop import train
+from megatron_recipes.training.session import setup_training
 from stack_common.errors import ConfigError
 
 log = logging.getLogger("pretrain")
@@ -25,9 +31,6 @@ class PretrainPlan:
 
 def plan_pretraining(config: PretrainConfig) -> PretrainPlan:
     """Resolve data and tokenizer; raise ConfigError with one line if the run cannot work."""
-    from megatron_recipes.data.pretraining import SyntheticTokenizer, load_tokenizer, resolve_mixture
-    from megatron_recipes.runtime.distributed import resolve_device
-
     resolve_device(config.trainer.device)  # trainer.device=cuda without CUDA, cpu with CUDA
     data, model = config.data, config.model
     for name, (old, new) in model.adopt_init_from_hf().items():
@@ -50,12 +53,6 @@ def plan_pretraining(config: PretrainConfig) -> PretrainPlan:
 
 def run_pretraining(config: PretrainConfig, plan: PretrainPlan):
     """Set up, train, tear down; returns the TrainOutcome (exit code, reason, iteration)."""
-    from megatron_recipes.data.pretraining import build_pretraining_datasets, pretraining_batches, validation_batches
-    from megatron_recipes.models.llama import training_flops_per_token
-    from megatron_recipes.runtime.distributed import shutdown_runtime
-    from megatron_recipes.training.loop import train
-    from megatron_recipes.training.session import setup_training
-
     trainer = config.trainer
     session = setup_training(
         config.model, config.parallelism, config.optimizer, trainer, config.checkpoint, vocab_size=plan.vocab_size

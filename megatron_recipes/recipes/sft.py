@@ -8,6 +8,13 @@ import logging
 from dataclasses import dataclass
 
 from megatron_recipes.config import SftConfig
+from megatron_recipes.data.chat import SftDataError
+from megatron_recipes.data.sft import build_sft_datasets, packed_seq_params, sft_batches
+from megatron_recipes.generation.tokenizer import load_text_tokenizer
+from megatron_recipes.models.llama import choose_layer_spec, training_flops_per_token
+from megatron_recipes.runtime.distributed import resolve_device, shutdown_runtime
+from megatron_recipes.training.loop import gpt_forward, train
+from megatron_recipes.training.session import setup_training
 from stack_common.errors import ConfigError
 
 log = logging.getLogger("sft")
@@ -23,14 +30,8 @@ class SftPlan:
 
 def plan_sft(config: SftConfig) -> SftPlan:
     """Tokenizer, vocabulary and packed datasets, checked before any process group."""
-    from megatron_recipes.data.sft import SftDataError, build_sft_datasets
-    from megatron_recipes.generation.tokenizer import load_text_tokenizer
-    from megatron_recipes.runtime.distributed import resolve_device
-
     device = resolve_device(config.trainer.device)
     if config.sft_data.pack and device == "cuda" and config.trainer.micro_batch_size != 1:
-        from megatron_recipes.models.llama import choose_layer_spec
-
         if choose_layer_spec(config.model, device, config.trainer.fp8).name == "transformer_engine":
             raise ConfigError(
                 "packed SFT on Transformer Engine attention (thd format) needs trainer.micro_batch_size=1"
@@ -50,8 +51,6 @@ def plan_sft(config: SftConfig) -> SftPlan:
 
 def packed_forward(model_chunk, batch):
     """GPTModel forward for packed sequences on Transformer Engine attention (thd format)."""
-    from megatron_recipes.data.sft import packed_seq_params
-
     return model_chunk(
         batch["tokens"],
         batch["position_ids"],
@@ -63,12 +62,6 @@ def packed_forward(model_chunk, batch):
 
 def run_sft(config: SftConfig, plan: SftPlan):
     """Set up, train, tear down; returns the TrainOutcome."""
-    from megatron_recipes.data.sft import sft_batches
-    from megatron_recipes.models.llama import training_flops_per_token
-    from megatron_recipes.runtime.distributed import shutdown_runtime
-    from megatron_recipes.training.loop import gpt_forward, train
-    from megatron_recipes.training.session import setup_training
-
     trainer, data = config.trainer, config.sft_data
     session = setup_training(
         config.model, config.parallelism, config.optimizer, trainer, config.checkpoint, vocab_size=plan.vocab_size

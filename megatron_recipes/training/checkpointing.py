@@ -61,7 +61,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy, load_sharded_metadata
+from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+from megatron.core.dist_checkpointing.validation import StrictHandling
+
 from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +161,6 @@ def _model_keys(count: int) -> list[str]:
 
 
 def _layout() -> dict[str, Any]:
-    from megatron.core import parallel_state
-
     return {
         "tensor_parallel": parallel_state.get_tensor_model_parallel_world_size(),
         "pipeline_parallel": parallel_state.get_pipeline_model_parallel_world_size(),
@@ -179,9 +185,6 @@ def _model_sharded_state(model: list, metadata: dict[str, Any]) -> dict[str, Any
 
 
 def _rng_sharded_object(state: Any):
-    from megatron.core import parallel_state
-    from megatron.core.dist_checkpointing.mapping import ShardedObject
-
     return ShardedObject(
         "rng_state",
         state,
@@ -200,10 +203,6 @@ def _rng_sharded_object(state: Any):
 
 
 def _strategies():
-    from megatron.core import parallel_state
-    from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
-    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
-
     # Every data-parallel replica writes a disjoint part of the (replicated) model shards.
     return FullyParallelSaveStrategyWrapper(
         get_default_save_sharded_strategy(), parallel_state.get_data_parallel_group(with_context_parallel=True)
@@ -211,15 +210,11 @@ def _strategies():
 
 
 def _barrier() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.barrier()
 
 
 def _is_rank_zero() -> bool:
-    import torch.distributed as dist
-
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
@@ -235,10 +230,6 @@ def save_checkpoint(
     keep_last: int = 0,
 ) -> Path:
     """Write `<root>/iter_<iteration>/` on every rank, then point `latest` at it (collective)."""
-    from megatron.core import dist_checkpointing
-
-    from megatron_recipes.runtime.seeds import capture_rng_state
-
     root = Path(root)
     final = iteration_directory(root, iteration)
     staging = final.with_name(final.name + INCOMPLETE_SUFFIX)
@@ -301,8 +292,6 @@ def _remove_old_checkpoints(root: Path, keep_last: int) -> None:
 
 
 def _checked_common_state(directory: Path) -> dict[str, Any]:
-    from megatron.core import dist_checkpointing
-
     try:
         common = dist_checkpointing.load_common_state_dict(str(directory))
     except Exception as error:
@@ -315,9 +304,6 @@ def _checked_common_state(directory: Path) -> dict[str, Any]:
 def _drop_absent_extra_states(request: dict[str, Any], directory: Path) -> list[str]:
     """TE modules carry `_extra_state` objects (FP8 metadata) that a local-spec checkpoint does
     not have; they are re-initialised, not loaded. Everything else must be present."""
-    from megatron.core.dist_checkpointing.mapping import ShardedObject
-    from megatron.core.dist_checkpointing.serialization import load_sharded_metadata
-
     available = {item.key for item in load_sharded_metadata(str(directory)).values()}
     dropped: list[str] = []
 
@@ -348,9 +334,6 @@ def _apply_model_state(model: list, loaded: dict[str, Any]) -> None:
 
 
 def _dist_load(request: dict[str, Any], directory: Path) -> dict[str, Any]:
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.validation import StrictHandling
-
     try:
         # megatron's naming: "unexpected" = requested but not in the checkpoint; "missing" = in
         # the checkpoint but not requested (fine: e.g. optimizer state when loading weights).
@@ -392,10 +375,6 @@ def load_checkpoint(
     Model and optimizer load at any layout (optimizer: fully_reshardable checkpoints); RNG
     states only when TP/PP/VP/DP are unchanged (otherwise the generators keep their seeds).
     """
-    from megatron.core import dist_checkpointing
-
-    from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
-
     directory = resolve_checkpoint(path)
     common = _checked_common_state(directory)
     saved_metadata = dist_checkpointing.load_content_metadata(str(directory)) or _sharding_metadata("fully_reshardable")

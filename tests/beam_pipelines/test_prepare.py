@@ -2,6 +2,7 @@
 in multi-processing mode: math survives, and every record is accounted for."""
 
 import glob
+import gzip
 import html as html_lib
 import io
 import json
@@ -139,8 +140,6 @@ def test_corrupted_warc_finishes_with_every_record_accounted_for(tmp_path):
 
 
 def _gzip_record(url: bytes, block: bytes) -> bytes:
-    import gzip
-
     headers = (
         b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: " + url + b"\r\nWARC-Record-ID: <urn:uuid:bad-http>\r\n"
         b"WARC-Date: 2024-01-01T00:00:00Z\r\nContent-Type: application/http; msgtype=response\r\n"

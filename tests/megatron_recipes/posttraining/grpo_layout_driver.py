@@ -18,6 +18,18 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+
+from megatron_recipes.config import register_configs
+from megatron_recipes.generation.interface import SamplingParams
+from megatron_recipes.recipes.grpo import build_reference_model, plan_grpo
+from megatron_recipes.rl.rollout import RolloutBatch
+from megatron_recipes.rl.trainer import GrpoTrainer, grpo_updates
+from megatron_recipes.runtime.distributed import shutdown_runtime
+from megatron_recipes.training.session import setup_training
+from stack_common.cli import compose_config
+
 GREEDY_PROMPTS = [
     "User: Calculate 3 + 4.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:",
     "User: Calculate 9 + 8.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:",
@@ -26,9 +38,6 @@ GREEDY_PROMPTS = [
 
 
 def compose(init: str, parallelism: str):
-    from megatron_recipes.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config(
         "grpo",
         [
@@ -49,10 +58,6 @@ def compose(init: str, parallelism: str):
 
 
 def build(config):
-    from megatron_recipes.recipes.grpo import build_reference_model, plan_grpo
-    from megatron_recipes.rl.trainer import GrpoTrainer
-    from megatron_recipes.training.session import setup_training
-
     plan = plan_grpo(config)
     session = setup_training(
         config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, plan.vocab_size
@@ -62,9 +67,6 @@ def build(config):
 
 
 def updates(trainer, batch) -> dict:
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.rl.trainer import grpo_updates
-
     trainer.fill_log_probs(batch)
     results = grpo_updates(
         trainer.session,
@@ -89,10 +91,6 @@ def updates(trainer, batch) -> dict:
 
 
 def reference(work: Path, init: str) -> None:
-    import torch
-
-    from megatron_recipes.runtime.distributed import shutdown_runtime
-
     trainer, _ = build(compose(init, "single"))
     samples, batch = trainer.collect(0)
     torch.save(batch.state(), work / "rollout.pt")
@@ -104,12 +102,6 @@ def reference(work: Path, init: str) -> None:
 
 
 def layouts(work: Path, init: str) -> None:
-    import torch
-    import torch.distributed as dist
-
-    from megatron_recipes.rl.rollout import RolloutBatch
-    from megatron_recipes.runtime.distributed import shutdown_runtime
-
     state = torch.load(work / "rollout.pt")
     results = {}
     for name, parallelism in (("tp2", "tp2"), ("dp2", "single")):
