@@ -65,7 +65,7 @@ from megatron_recipes.data.rl_prompts import PromptStream  # noqa: E402
 from megatron_recipes.evaluation.datasets import load_problems  # noqa: E402
 from megatron_recipes.training.metrics import read_metrics  # noqa: E402
 from stack_common.checks import require_positive  # noqa: E402
-from stack_common.cli import compose_config  # noqa: E402
+from stack_common.cli import compose_config, hydra_entry_point  # noqa: E402
 from stack_common.errors import ConfigError  # noqa: E402
 
 STAGES = (
@@ -721,6 +721,4 @@ def main(config: ChainConfig) -> None:
 
 
 if __name__ == "__main__":
-    from stack_common.cli import hydra_entry_point
-
     hydra_entry_point("chain", register_chain_configs)(main)()

@@ -17,6 +17,7 @@ vocabulary, "greedy": [b, new_tokens]}. The model is built from the checkpoint's
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -115,7 +116,5 @@ def main(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     main(Path(sys.argv[sys.argv.index("--work") + 1]))

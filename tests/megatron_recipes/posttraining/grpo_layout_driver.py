@@ -14,6 +14,7 @@ recording loss, KL, clip fraction and grad norm per update, plus greedy generati
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -122,8 +123,6 @@ def layouts(work: Path, init: str) -> None:
 
 
 if __name__ == "__main__":
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     mode = sys.argv[1]
     work, init = Path(sys.argv[sys.argv.index("--work") + 1]), sys.argv[sys.argv.index("--init") + 1]

@@ -14,6 +14,7 @@ would be wrong: pipeline stages draw their initial weights from their own stream
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -178,8 +179,6 @@ def layouts(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     mode, work = sys.argv[1], Path(sys.argv[sys.argv.index("--work") + 1])
     {"reference": reference, "layouts": layouts}[mode](work)
