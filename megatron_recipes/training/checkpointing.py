@@ -126,7 +126,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The readable summary rank 0 wrote beside the checkpoint files (no torch needed)."""
+    """The readable summary rank 0 wrote beside the checkpoint files (plain JSON)."""
     return json.loads((resolve_checkpoint(path) / INFO_FILE).read_text())
 
 
