@@ -33,6 +33,10 @@ from stack_common.logs import TRAINING_CONSOLE
 @hydra_entry_point("grpo", register_configs, console=TRAINING_CONSOLE)
 def main(config: GrpoConfig) -> int:
     """Returns the exit status: 0, or trainer.signal_exit_code after a signal or time limit."""
+    # The objectives' names are checked against their registries, which need torch but not megatron.
+    from megatron_recipes.rl.objectives import check_objective_names  # noqa: PLC0415  torch, after the config checks
+
+    check_objective_names(config.rl)
     from megatron_recipes.recipes import grpo  # noqa: PLC0415  torch/megatron load after the config checks
 
     return grpo.run_grpo(config, grpo.plan_grpo(config)).exit_code

@@ -12,7 +12,6 @@ from megatron_recipes.data.rl_prompts import PromptStream
 from megatron_recipes.generation.tokenizer import load_text_tokenizer
 from megatron_recipes.models.llama import build_model
 from megatron_recipes.rewards import AnswerChecker, DeadlineWorkerPool
-from megatron_recipes.rl.objectives import check_objective_names
 from megatron_recipes.rl.trainer import GrpoTrainer
 from megatron_recipes.runtime.distributed import resolve_device, shutdown_runtime
 from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
@@ -47,9 +46,7 @@ def _recorded(path: str | None) -> dict:
 
 
 def plan_grpo(config: GrpoConfig) -> GrpoPlan:
-    """The objectives' names, tokenizer, vocabulary, prompt streams and the starting checkpoint, checked
-    before any process group."""
-    check_objective_names(config.rl)
+    """Tokenizer, vocabulary, prompt streams and the starting checkpoint, checked before any process group."""
     resolve_device(config.trainer.device)
     resuming = bool(
         config.checkpoint.dir and config.checkpoint.resume and latest_iteration(config.checkpoint.dir) is not None

@@ -1,8 +1,8 @@
 """The `rl` section: GRPO's settings (presets in conf/rl/). Its pluggable names are checked
 against the registries that define them, which stay the only lists of those names: rewards and
 step rewards here (their registries are light); advantage estimators, KL estimators and loss
-aggregations by `rl.objectives.check_objective_names`, which the GRPO run calls before any process
-group (those registries hold torch functions, and config checks must not load torch)."""
+aggregations by `rl.objectives.check_objective_names`, which `python -m megatron_recipes.grpo` calls
+before megatron loads (those registries hold torch functions; config checks must not load torch)."""
 
 from __future__ import annotations
 

@@ -158,7 +158,7 @@ def test_bad_grpo_values_fail_with_one_line(overrides, message):
     ],
 )
 def test_unregistered_objective_names_fail_with_one_line(override, message):
-    """These names are checked against the torch registries when the GRPO run plans itself."""
+    """These names are checked against the torch registries when python -m megatron_recipes.grpo starts."""
     config = grpo("trainer.global_batch_size=32", "trainer.micro_batch_size=8", override)
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_objective_names(config.rl)
