@@ -209,3 +209,4 @@ def register_configs() -> None:
     store.store(group="beam", name="beam_schema", node=BeamConfig)
     store.store(group="corpus", name="corpus_schema", node=CorpusConfig)
     store.store(group="source", name="source_schema", node=TextSourceConfig)
+    store.store(group="quality", name="quality_schema", node=QualityConfig)

@@ -8,7 +8,8 @@ On-disk layout for source `<name>` (default output_dir `<corpus.work_dir>/tokeni
     <output_dir>/<name>.bin, <output_dir>/<name>.idx   the dataset; its megatron prefix is
                                                         <output_dir>/<name>
     <output_dir>/<name>/summary.json                   written last: token counts per shard and
-                                                        in total, tokenizer, EOD id, dtype, balance
+                                                        in total, tokenizer (file, SHA-256 of its
+                                                        tokenizer.json, EOD id), dtype, balance
     <output_dir>/<name>/merge.json                     what the merge wrote (shard list)
     <output_dir>/<name>/removed/09_tokenize/           dropped documents (empty_text, too_long, ...)
     <output_dir>/<name>/dead_letter/09_tokenize/       records that could not be read or encoded

@@ -12,8 +12,10 @@ On a cluster (one process per GPU; torchrun per node, or srun with one task per 
         checkpoint.init_from=/ckpt/coder_v15      # or model.init_from_hf=/models/deepseek-coder-7b-base-v1.5
     srun --ntasks-per-node 8 --gpus-per-task 1 python -m megatron_recipes.pretrain +experiment=corpus_comparison_1p3b
 Impossible settings (heads vs TP, layers vs PP, batch vs micro-batch x DP, missing data,
-vocabulary too small for the tokenizer) fail before any process group exists, with one line
-`error: ...` and exit status 2.
+vocabulary too small for the tokenizer, data tokenized with another tokenizer) fail before any
+process group exists, with one line `error: ...` and exit status 2. The tokenizer follows the
+model: with model.init_from_hf the checkpoint's own tokenizer.json is used (and recorded in this
+run's checkpoints), so the tokenize step must use it too (tokenizer.path=<the HF checkpoint>).
 
 Restarting the same command resumes from `<checkpoint.dir>/latest` (model, optimizer, lr
 schedule, RNG, data position), at any TP/PP/DP layout. SIGTERM/SIGUSR1 make it checkpoint and

@@ -13,6 +13,8 @@ Bad settings and unreadable data fail before any process group, with one line `e
 exit status 2. Restarting the same command resumes from `<checkpoint.dir>/latest` (model,
 optimizer, schedule, RNG, data position); SIGTERM/SIGUSR1 checkpoint and exit 75.
 
+The tokenizer follows the model: sft_data.tokenizer if set, else the one the starting checkpoint
+(checkpoint.init_from) recorded, else the tokenizer.json of model.init_from_hf, else DeepSeek's.
 The run records its tokenizer in the checkpoints (train_state.extra.tokenizer), so GRPO and
 `python -m megatron_recipes.evaluate generator=megatron` find it.
 Outputs under trainer.output_dir: checkpoints/, metrics.jsonl, tensorboard/.

@@ -38,8 +38,10 @@ class RecallFastTextConfig:
     # keeps n-gram collisions rare on 1M documents and the model near 200 MB.
     bucket: int = 200_000
     loss: str = "softmax"
-    # 0 = all cores. fastText's Hogwild training is only reproducible with one thread.
-    threads: int = 0
+    # One thread: fastText's Hogwild SGD with several threads races on shared weights, so the same
+    # training file gives a different model (and selection) on every run. 0 = all cores: faster
+    # on paper-scale samples, but a round is then not reproducible (metrics.json says so).
+    threads: int = 1
     seed: int = 0
     # Text normalisation, applied identically when training and scoring (the settings are saved
     # next to the model and the scorer reads them from there, not from the current config).
@@ -82,6 +84,13 @@ class RecallTrainingConfig:
     # Bounded-memory shuffle of the training file: lines are spread over this many buckets on
     # disk, each bucket is shuffled in memory.
     shuffle_buckets: int = 64
+    # A classifier that cannot separate math from the rest stops the loop before it scores the
+    # pool (and before any prefix is approved on its noise): hold-out F1 at 0.5 below
+    # `min_holdout_f1`, or a hold-out score spread (90th minus 10th percentile) below
+    # `min_score_spread`. 0 switches a check off. The paper's settings on a pool of ~1k pages
+    # give F1 ~0.16 and every score within 0.0003 of 0.5; a working model spreads over most of [0, 1].
+    min_holdout_f1: float = 0.3
+    min_score_spread: float = 0.05
 
     def validate(self) -> None:
         if not self.seed_positives:
@@ -101,6 +110,8 @@ class RecallTrainingConfig:
             "training.holdout_fraction", self.holdout_fraction, 0, 0.5, low_inclusive=False, high_inclusive=False
         )
         require_at_least("training.shuffle_buckets", self.shuffle_buckets, 1)
+        require_range("training.min_holdout_f1", self.min_holdout_f1, 0, 1)
+        require_range("training.min_score_spread", self.min_score_spread, 0, 1)
 
 
 @dataclass

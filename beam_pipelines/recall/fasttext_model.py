@@ -38,6 +38,7 @@ import xxhash
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.io.parquet import read_json, write_json
+from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,9 @@ def classification_metrics(
     p, r = metrics["precision"], metrics["recall"]
     metrics["f1"] = 0.0 if p + r == 0 else 2 * p * r / (p + r)
     metrics["accuracy"] = _ratio(int((predicted == labels).sum()), int(labels.size))
+    quantiles = np.quantile(scores, [0.1, 0.5, 0.9]) if scores.size else np.zeros(3)
+    metrics["score_quantiles"] = {"p10": float(quantiles[0]), "p50": float(quantiles[1]), "p90": float(quantiles[2])}
+    metrics["score_spread"] = float(quantiles[2] - quantiles[0])
     # PR curve: every distinct score is a threshold; sorted descending, cumulative counts give
     # precision and recall at each cut.
     order = np.argsort(-scores, kind="stable")
@@ -264,6 +268,39 @@ def classification_metrics(
         "recall": [round(float(x), 6) for x in recall_curve[keep]],
     }
     return metrics
+
+
+class DegenerateClassifierError(ConfigError):
+    """The round's classifier cannot separate math from other pages: the loop stops before it
+    scores the pool or approves anything on noise. One line: the figures, the limits, a remedy."""
+
+
+def degenerate_reasons(holdout: dict, min_f1: float, min_spread: float) -> list[str]:
+    """Why the hold-out metrics show a classifier that cannot separate (empty: it can)."""
+    reasons = []
+    if min_f1 and holdout["f1"] < min_f1:
+        reasons.append(f"hold-out F1 {holdout['f1']:.3f} < training.min_holdout_f1={min_f1}")
+    if min_spread and holdout["score_spread"] < min_spread:
+        low, high = holdout["score_quantiles"]["p10"], holdout["score_quantiles"]["p90"]
+        reasons.append(
+            f"hold-out scores spread {holdout['score_spread']:.5f} (10th-90th percentile {low:.5f}..{high:.5f}) "
+            f"< training.min_score_spread={min_spread}"
+        )
+    return reasons
+
+
+def small_pool_advice(train_lines: int, fasttext_config) -> str:
+    """A remedy to print with a degenerate classifier: what suits a training set this size."""
+    if train_lines < 100_000 and (fasttext_config.epoch < 20 or fasttext_config.dim > 100):
+        return (
+            f"a training set of {train_lines:,} lines is too small for epoch={fasttext_config.epoch}, "
+            f"dim={fasttext_config.dim}: try fasttext.epoch=30 fasttext.dim=64 fasttext.bucket=20000 "
+            "(README: settings for small pools)"
+        )
+    return (
+        "check that training.seed_positives are math and the pool is not mostly math, or raise fasttext.epoch "
+        "(README: settings for small pools)"
+    )
 
 
 def reference_pr_point(labels: list[bool], scores: list[float], threshold: float) -> tuple[float, float]:

@@ -61,9 +61,12 @@ from beam_pipelines.recall.domains import ApprovedPrefixes, hash_unit
 from beam_pipelines.recall.fasttext_model import (
     LABEL_MATH,
     LABEL_OTHER,
+    DegenerateClassifierError,
     TextNormalization,
+    degenerate_reasons,
     evaluate_holdout,
     shuffle_lines,
+    small_pool_advice,
     train_classifier,
     write_model_metadata,
 )
@@ -630,6 +633,9 @@ def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
             "train_negatives": labels[LABEL_OTHER],
             "training_seconds": round(training_seconds, 3),
             "learning_rate_used": learning_rate,
+            # One thread and the order-independent shuffle make the model a function of the
+            # training set; several threads (Hogwild) do not.
+            "reproducible": config.fasttext.threads == 1,
             "vocabulary": len(model.words),
             "parameters": {
                 k: getattr(config.fasttext, k)
@@ -759,13 +765,15 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     training_tally = tally_counters(result).get(TRAINING_STEP)
     training_counts = dict(sorted(training_tally.other.items())) if training_tally else {}
 
-    # 3. Classifier.
+    # 3. Classifier; one that cannot separate stops the loop here, before anything is approved on it.
     classifier = train_round_model(config, paths)
     holdout = classifier["holdout"]
     log.info(
         f"[recall] round {number}: hold-out precision {holdout['precision']:.3f} recall {holdout['recall']:.3f} "
-        f"F1 {holdout['f1']:.3f} ({holdout['examples']} examples); model {classifier['model']['bytes'] / 1e6:.1f} MB"
+        f"F1 {holdout['f1']:.3f}, score spread {holdout['score_spread']:.4f} ({holdout['examples']} examples); "
+        f"model {classifier['model']['bytes'] / 1e6:.1f} MB"
     )
+    check_classifier(config, paths, classifier)
 
     # 4. Scoring, selection and statistics.
     budget = TokenBudget.for_round(config.selection, number)
@@ -845,6 +853,23 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
         f"{domain_rules.annotations_path(config.approval.annotations_dir, number)} (template: {paths.template})"
     )
     return marker
+
+
+def check_classifier(config: RecallConfig, paths: RoundPaths, classifier: dict) -> None:
+    """Raise DegenerateClassifierError when the round's model cannot separate math from the rest
+    (its figures stay in round_<k>/classifier.json; the round is left incomplete, so a rerun
+    with better settings redoes it)."""
+    reasons = degenerate_reasons(
+        classifier["holdout"], config.training.min_holdout_f1, config.training.min_score_spread
+    )
+    if not reasons:
+        return
+    write_json(paths.file("classifier.json"), {**classifier, "degenerate": reasons})
+    advice = small_pool_advice(classifier["model"]["train_lines"], config.fasttext)
+    raise DegenerateClassifierError(
+        f"round {paths.number}: the classifier cannot separate math from other pages ({'; '.join(reasons)}); "
+        f"stopped before scoring and approving anything. Suggestion: {advice}"
+    )
 
 
 def stop_decision(config: RecallConfig, number: int, overlap: dict | None) -> str | None:

@@ -98,6 +98,7 @@ def run_prepare(config: PrepareConfig) -> dict:
         started,
         extra={
             "inputs": input_files,
+            "quality_preset": config.quality.name if config.quality.enabled else "off",
             "skipped_non_response_records": dict(read_tally.other) if read_tally else {},
             "outputs": {
                 "documents": documents_pattern(config.output_dir),

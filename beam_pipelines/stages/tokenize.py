@@ -15,7 +15,13 @@ from beam_pipelines.io.megatron import WriteIndexedDataset, bin_path, delete_dat
 from beam_pipelines.io.parquet import SUMMARY_FILE, read_json, write_json
 from beam_pipelines.io.text_sources import TOKENIZE_STEP, ReadTextSource, check_source, source_pattern
 from beam_pipelines.options import pipeline_options
-from beam_pipelines.transforms.tokenize import TokenizeDoFn, load_tokenizer, resolve_eod, tokenizer_file
+from beam_pipelines.transforms.tokenize import (
+    TokenizeDoFn,
+    load_tokenizer,
+    resolve_eod,
+    tokenizer_file,
+    tokenizer_identity,
+)
 
 MERGE_FILE = "merge.json"
 log = logging.getLogger("tokenize")
@@ -128,6 +134,8 @@ def run_tokenize(config: TokenizeConfig) -> dict:
             },
             "tokenizer": {
                 "file": tokenizer_file(config.tokenizer.path),
+                # Training compares this with its own tokenizer and refuses data made by another.
+                "sha256": tokenizer_identity(config.tokenizer.path),
                 "vocab_size": vocab_size,
                 "eod_token": eod_token,
                 "eod_id": eod_id,

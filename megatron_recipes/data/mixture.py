@@ -1,8 +1,13 @@
 """The pretraining data mixture and its tokenizer, resolved before any process group exists (the
 Slurm pre-check, launch/slurm/recipe_config.py, runs this part too, so it loads no torch):
 
+    plan = plan_pretraining_data(config)              # all of the below, checked: a PretrainPlan
     mixture = resolve_mixture(config.data)            # files, token counts, weights
-    tokenizer = load_tokenizer(config.data.tokenizer)  # vocab size and end-of-document id
+    tokenizer = load_tokenizer(path)                  # vocab size, end-of-document id, sha256
+
+The tokenizer follows the model (data/model_tokenizer.py): data.tokenizer, else the tokenizer of
+model.init_from_hf, else the one checkpoint.init_from recorded, else DeepSeek's; every dataset of
+the mixture must have been tokenized with it.
 
 Inside a source, datasets share its weight in proportion to their tokens, so a source split
 into shards samples like one dataset (data/pretraining.py turns the mixture into megatron's
@@ -13,6 +18,8 @@ Cost: reading .idx headers is O(documents) per dataset (memory-mapped).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +27,14 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from megatron_recipes.config import PretrainConfig
 from megatron_recipes.data.config import DataConfig
+from megatron_recipes.data.model_tokenizer import check_data_tokenizer, training_tokenizer_path
 from megatron_recipes.generation.tokenizer import default_tokenizer_file
 from stack_common.errors import ConfigError
+from stack_common.tokenizer_identity import tokenizer_sha256
+
+log = logging.getLogger("pretrain")
 
 _INDEX_HEADER = b"MMIDIDX\x00\x00"
 # End-of-document tokens of common tokenizers, in the order they are looked for.
@@ -120,9 +132,12 @@ def resolve_mixture(data: DataConfig) -> Mixture:
 
 
 class DatasetTokenizer:
-    """What megatron's GPT datasets need from a tokenizer: vocabulary size and end-of-document id.
+    """What megatron's GPT datasets need from a tokenizer: vocabulary size and end-of-document id,
+    plus its identity (`sha256` of tokenizer.json) to check the data against.
 
-    Built from a Hugging Face `tokenizers` file (tokenizer.json or a directory holding one)."""
+    Built from a Hugging Face `tokenizers` file (tokenizer.json or a directory holding one). The
+    end-of-document token follows the tokenize step's rule: the `eos_token` of a
+    tokenizer_config.json beside the file, else the first known end-of-text token."""
 
     def __init__(self, path: str = ""):
         resolved = Path(path or default_tokenizer_file())
@@ -133,12 +148,10 @@ class DatasetTokenizer:
         self.path = str(resolved)
         self.tokenizer = Tokenizer.from_file(self.path)
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        self.sha256 = tokenizer_sha256(self.path)
+        candidates = [_configured_eos(resolved), *END_OF_DOCUMENT_TOKENS]
         self.eod = next(
-            (
-                self.tokenizer.token_to_id(t)
-                for t in END_OF_DOCUMENT_TOKENS
-                if self.tokenizer.token_to_id(t) is not None
-            ),
+            (self.tokenizer.token_to_id(t) for t in candidates if t and self.tokenizer.token_to_id(t) is not None),
             None,
         )
         # megatron keys its index cache on this description.
@@ -156,6 +169,16 @@ class DatasetTokenizer:
         return self.tokenizer.decode(ids)
 
 
+def _configured_eos(tokenizer_json: Path) -> str:
+    config = tokenizer_json.with_name("tokenizer_config.json")
+    try:
+        eos = json.loads(config.read_text()).get("eos_token") if config.exists() else None
+    except (OSError, ValueError):
+        return ""
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    return eos if isinstance(eos, str) else ""
+
+
 def load_tokenizer(path: str = "") -> DatasetTokenizer:
     return DatasetTokenizer(path)
 
@@ -168,3 +191,46 @@ class SyntheticTokenizer:
         self.vocab_size = vocab_size
         self.eod = eod
         self.unique_identifiers = {"class": "SyntheticTokenizer", "vocab_size": vocab_size, "eod": eod}
+
+
+@dataclass
+class PretrainPlan:
+    """Everything checked before any process group: device, data files, tokenizer, vocabulary."""
+
+    mixture: Mixture | None
+    tokenizer: DatasetTokenizer | SyntheticTokenizer
+    vocab_size: int
+    cache_dir: str | None
+
+
+def plan_pretraining_data(config: PretrainConfig) -> PretrainPlan:
+    """Data and tokenizer of a pretraining run (no device needed: launch/slurm/recipe_config.py runs
+    it before queueing); raises ConfigError with one line if the run cannot work."""
+    data, model = config.data, config.model
+    for name, (old, new) in model.adopt_init_from_hf().items():
+        log.info("model.%s = %s from %s/config.json (preset: %s)", name, new, model.init_from_hf, old)
+    if data.mock:
+        vocab_size = model.vocab_size or 32000
+        return PretrainPlan(None, SyntheticTokenizer(vocab_size), vocab_size, data.cache_dir or None)
+    path, origin = training_tokenizer_path(data.tokenizer, model.init_from_hf, config.checkpoint.init_from)
+    tokenizer = load_tokenizer(path)
+    vocab_size = model.vocab_size or tokenizer.vocab_size
+    if tokenizer.vocab_size > vocab_size:
+        raise ConfigError(
+            f"the tokenizer {tokenizer.path} ({origin}) has {tokenizer.vocab_size} tokens but"
+            f" model.vocab_size={vocab_size}: set data.tokenizer to the model's tokenizer (or model.vocab_size=null)"
+        )
+    mixture = resolve_mixture(data)
+    unverified = check_data_tokenizer(mixture, tokenizer)
+    if unverified:
+        log.warning(
+            "%d dataset(s) carry no tokenizer record (not made by beam_pipelines.tokenize?), their tokenizer is"
+            " not checked: %s",
+            len(unverified),
+            ", ".join(unverified[:5]) + (" ..." if len(unverified) > 5 else ""),
+        )
+    # Logged once the checks pass: a refused run prints its one error line only.
+    log.info(
+        "tokenizer: %s (%s; sha256 %s, %d ids)", tokenizer.path, origin, tokenizer.sha256[:12], tokenizer.vocab_size
+    )
+    return PretrainPlan(mixture, tokenizer, vocab_size, data.cache_dir or None)

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from megatron_recipes.config import GrpoConfig
+from megatron_recipes.data.model_tokenizer import training_tokenizer_path
 from megatron_recipes.data.rl_prompts import PromptStream
 from megatron_recipes.generation.tokenizer import load_text_tokenizer
 from megatron_recipes.models.llama import build_model
@@ -63,7 +64,11 @@ def plan_grpo(config: GrpoConfig) -> GrpoPlan:
                 f"model.{name}={getattr(config.model, name)} but the starting checkpoint has {recorded_model[name]}: "
                 "pick its model preset"
             )
-    tokenizer_path = config.tokenizer or (start.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", "")
+    recorded_tokenizer = (start.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", "")
+    if config.tokenizer or recorded_tokenizer:
+        tokenizer_path = config.tokenizer or recorded_tokenizer
+    else:  # the tokenizer follows the model: the HF checkpoint's own, when starting from one
+        tokenizer_path, _ = training_tokenizer_path("", config.model.init_from_hf, None)
     tokenizer = load_text_tokenizer(tokenizer_path)
     vocab_size = config.model.vocab_size or recorded_model.get("vocab_size") or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:

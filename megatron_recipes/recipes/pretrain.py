@@ -5,50 +5,22 @@ down."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from megatron_recipes.config import PretrainConfig
-from megatron_recipes.data.mixture import SyntheticTokenizer, load_tokenizer, resolve_mixture
+from megatron_recipes.data.mixture import PretrainPlan, plan_pretraining_data
 from megatron_recipes.data.pretraining import build_pretraining_datasets, pretraining_batches, validation_batches
 from megatron_recipes.models.llama import training_flops_per_token
 from megatron_recipes.runtime.distributed import resolve_device, shutdown_runtime
 from megatron_recipes.training.loop import train
 from megatron_recipes.training.session import setup_training
-from stack_common.errors import ConfigError
 
 log = logging.getLogger("pretrain")
 
 
-@dataclass
-class PretrainPlan:
-    """Everything checked before any process group: device, data files, tokenizer, vocabulary."""
-
-    mixture: object | None
-    tokenizer: object
-    vocab_size: int
-    cache_dir: str | None
-
-
 def plan_pretraining(config: PretrainConfig) -> PretrainPlan:
-    """Resolve data and tokenizer; raise ConfigError with one line if the run cannot work."""
+    """Resolve device, data and tokenizer; raise ConfigError with one line if the run cannot work."""
     resolve_device(config.trainer.device)  # trainer.device=cuda without CUDA, cpu with CUDA
-    data, model = config.data, config.model
-    for name, (old, new) in model.adopt_init_from_hf().items():
-        log.info("model.%s = %s from %s/config.json (preset: %s)", name, new, model.init_from_hf, old)
-    if data.mock:
-        vocab_size = model.vocab_size or 32000
-        tokenizer = SyntheticTokenizer(vocab_size)
-        mixture = None
-    else:
-        tokenizer = load_tokenizer(data.tokenizer)
-        vocab_size = model.vocab_size or tokenizer.vocab_size
-        if tokenizer.vocab_size > vocab_size:
-            raise ConfigError(
-                f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}:"
-                " set data.tokenizer to the model's tokenizer (or model.vocab_size=null)"
-            )
-        mixture = resolve_mixture(data)
-    return PretrainPlan(mixture, tokenizer, vocab_size, data.cache_dir or None)
+    return plan_pretraining_data(config)
 
 
 def run_pretraining(config: PretrainConfig, plan: PretrainPlan):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from megatron_recipes.config import SftConfig
 from megatron_recipes.data.chat import SftDataError
+from megatron_recipes.data.model_tokenizer import training_tokenizer_path
 from megatron_recipes.data.sft import build_sft_datasets, packed_seq_params, sft_batches
 from megatron_recipes.generation.tokenizer import load_text_tokenizer
 from megatron_recipes.models.llama import choose_layer_spec, training_flops_per_token
@@ -36,16 +37,22 @@ def plan_sft(config: SftConfig) -> SftPlan:
             raise ConfigError(
                 "packed SFT on Transformer Engine attention (thd format) needs trainer.micro_batch_size=1"
             )
-    tokenizer = load_text_tokenizer(config.sft_data.tokenizer)
+    # The tokenizer follows the model: the one the starting checkpoint recorded (or of its HF weights).
+    path, origin = training_tokenizer_path(
+        config.sft_data.tokenizer, config.model.init_from_hf, config.checkpoint.init_from
+    )
+    tokenizer = load_text_tokenizer(path)
     vocab_size = config.model.vocab_size or tokenizer.vocab_size
     if tokenizer.vocab_size > vocab_size:
         raise ConfigError(
-            f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}"
+            f"the tokenizer {tokenizer.path} ({origin}) has {tokenizer.vocab_size} tokens but"
+            f" model.vocab_size={vocab_size}: set sft_data.tokenizer to the model's tokenizer"
         )
     try:
         train, validation = build_sft_datasets(config.sft_data, config.chat_template, tokenizer)
     except SftDataError as error:
         raise ConfigError(str(error)) from None
+    log.info("tokenizer: %s (%s)", tokenizer.path, origin)  # after the checks: a refused run prints one line
     return SftPlan(tokenizer, vocab_size, train, validation)
 
 

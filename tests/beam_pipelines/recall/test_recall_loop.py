@@ -12,7 +12,7 @@ The tests below then check each claim on the artefacts of that run.
 
 Settings that differ from the paper's, because the pool has 2.4k pages instead of billions:
 30 epochs (3 passes over 1M documents is many more updates than 3 over 2k), dim 64, 20k
-buckets and the first 3000 characters (CI time), one thread (reproducible), and the token
+buckets and the first 3000 characters (CI time), and the token
 budget = the tokens of the math packages' pages (the size a user would aim for).
 """
 
@@ -55,7 +55,6 @@ def recall_overrides(pool, output_dir: str, *extra: str) -> list[str]:
         "fasttext.dim=64",
         "fasttext.bucket=20000",
         "fasttext.max_characters=3000",
-        "fasttext.threads=1",
         *extra,
     ]
 
@@ -331,5 +330,5 @@ def test_round_k_redoes_one_round_and_the_result_is_reproducible(loop_run):
     assert loop_run.redo_status["rounds_run"] == [last]
     assert loop_run.redo_status["replaced"] == {last: "complete"}
     assert loop_run.redo_status["stop_reason"] == "converged"  # the stop rule is re-applied: final rewritten
-    # One thread, hash sampling and a seeded shuffle: the same model, the same selection.
+    # One thread (the default), hash sampling and a seeded shuffle: the same model, the same selection.
     assert selected_ids(loop_run.output_dir / "final") == loop_run.final_before_redo

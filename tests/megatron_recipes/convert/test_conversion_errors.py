@@ -67,6 +67,21 @@ def test_truncated_shard_names_the_tensor_past_the_end(broken):
     assert "is truncated: tensor model.layers.1.self_attn.o_proj.weight ends at byte" in run_import()
 
 
+@pytest.mark.parametrize("kept", ["four bytes", "the length only", "half the header", "all but one header byte"])
+def test_a_shard_cut_inside_its_header_is_reported_as_truncated_only(broken, kept):
+    """One cause per message: a download cut before the end of the header is truncated, and the
+    JSON parser's complaint about the partial header must not be reported beside it."""
+    directory, run_import = broken
+    path = directory / weight_map(directory)["model.norm.weight"]
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    cut = {"four bytes": 4, "the length only": 8, "half the header": 8 + length // 2}.get(kept, 8 + length - 1)
+    path.write_bytes(data[:cut])
+    message = run_import()
+    assert message.startswith(f"{path} is truncated"), message
+    assert "JSON" not in message and " or " not in message
+
+
 def test_corrupt_header(broken):
     directory, run_import = broken
     path = directory / weight_map(directory)["model.norm.weight"]

@@ -71,6 +71,15 @@ def test_grpo_paper_settings():
         "sequence_mean",
     )
     assert config.trainer.global_batch_size == config.rollout_outputs() == 1024  # one update per rollout
+    # The paper's objective keeps every group; skipping zero-variance groups stays an option.
+    assert rl.skip_zero_variance_groups is False
+    assert grpo(
+        "+experiment=grpo_paper_7b", "parallelism.world_size=64", "rl.skip_zero_variance_groups=true"
+    ).rl.skip_zero_variance_groups
+    for variant in ("iterative", "process"):
+        assert not grpo(
+            "+experiment=grpo_paper_7b", "parallelism.world_size=64", f"rl={variant}"
+        ).rl.skip_zero_variance_groups
     assert config.optimizer.lr == 1e-6 and config.parallelism.tensor_model_parallel_size == 8
     assert not config.parallelism.sequence_parallel and not config.parallelism.overlap_param_gather
     assert (
