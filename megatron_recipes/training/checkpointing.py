@@ -43,6 +43,7 @@ API:
     load_checkpoint(path, model, optimizer=None, scheduler=None) -> LoadedCheckpoint
     load_model_weights(path, model) -> LoadedCheckpoint     # weights only, e.g. a converted HF
     latest_iteration(root) -> int | None ; resolve_checkpoint(path) -> Path ; read_checkpoint_info(path)
+                                                            # from checkpoint_files.py (no torch)
 `path` is a run directory (its `latest` is used) or one `iter_*` directory. `model` is the list
 of chunks (DDP-wrapped or not).
 
@@ -70,17 +71,19 @@ from megatron.core.dist_checkpointing.validation import StrictHandling
 
 from megatron_recipes.models.config import ModelConfig
 from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
+from megatron_recipes.training.checkpoint_files import (
+    CHECKPOINT_FORMAT,
+    INCOMPLETE_SUFFIX,
+    INFO_FILE,
+    LATEST_FILE,
+    CheckpointError,
+    iteration_directory,
+    latest_iteration,
+    read_checkpoint_info,
+    resolve_checkpoint,
+)
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "deepseekmath-megatron-v1"
-LATEST_FILE = "latest"
-INFO_FILE = "checkpoint_info.json"
-INCOMPLETE_SUFFIX = ".incomplete"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the path and the reason."""
 
 
 @dataclass
@@ -92,42 +95,6 @@ class LoadedCheckpoint:
     model_config: dict[str, Any] = field(default_factory=dict)
     optimizer_loaded: bool = False
     rng_restored: bool = False
-
-
-def iteration_directory(root: str | os.PathLike, iteration: int) -> Path:
-    return Path(root) / f"iter_{iteration:07d}"
-
-
-def latest_iteration(root: str | os.PathLike) -> int | None:
-    """The iteration named by `<root>/latest`, or None when there is no complete checkpoint."""
-    marker = Path(root) / LATEST_FILE
-    if not marker.exists():
-        return None
-    text = marker.read_text().strip()
-    if not text.isdigit():
-        raise CheckpointError(f"{marker} does not hold an iteration number: {text[:40]!r}")
-    return int(text)
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run directory (via its `latest`) or an iter_* directory -> the checkpoint directory."""
-    path = Path(path)
-    if (path / "metadata.json").exists():
-        return path
-    iteration = latest_iteration(path) if path.is_dir() else None
-    if iteration is None:
-        raise CheckpointError(
-            f"no checkpoint at {path}: neither a checkpoint directory nor a run directory with a `latest` file"
-        )
-    directory = iteration_directory(path, iteration)
-    if not (directory / "metadata.json").exists():
-        raise CheckpointError(f"{path}/latest names iteration {iteration} but {directory} is missing or incomplete")
-    return directory
-
-
-def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The readable summary rank 0 wrote beside the checkpoint files (plain JSON)."""
-    return json.loads((resolve_checkpoint(path) / INFO_FILE).read_text())
 
 
 def model_config_from_checkpoint(path: str | os.PathLike) -> ModelConfig:
