@@ -34,7 +34,14 @@ from pathlib import Path
 
 import yaml
 
-from tests.support import CACHE_DIR, REPO_ROOT, debian_doc_root, html_files
+from beam_pipelines.config import register_configs
+from beam_pipelines.io.parquet import iter_documents, read_json
+from beam_pipelines.io.warc import write_html_warc
+from beam_pipelines.recall.loop import run_recall
+from beam_pipelines.stages.prepare import run_prepare
+from beam_pipelines.transforms.extract import domain_of, extract_text
+from stack_common.cli import compose_config
+from tests.support import CACHE_DIR, DEBIAN_DOCS, REPO_ROOT, debian_doc_root, html_files
 
 SEED_PACKAGE = "python-scipy-doc"
 SEED_PAGES = 100
@@ -89,8 +96,6 @@ class Crawl:
 def site_pages(package: str, max_pages: int, shuffled: bool = False) -> list[tuple[str, bytes, str]]:
     """(url, html, content type) of at most `max_pages` of a package's pages, chosen by a hash of
     the path so the subset is the same on every machine (in path order, or hash order)."""
-    from tests.support import DEBIAN_DOCS
-
     root = debian_doc_root(package)
     base_url = DEBIAN_DOCS[package][1]
     paths = html_files(root)
@@ -115,11 +120,6 @@ def _code_fingerprint(spec: CrawlSpec) -> str:
 
 
 def _prepare_pool(spec: CrawlSpec, target: Path) -> None:
-    from beam_pipelines.config import register_configs
-    from beam_pipelines.io.warc import write_html_warc
-    from beam_pipelines.stages.prepare import run_prepare
-    from stack_common.cli import compose_config
-
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -143,8 +143,6 @@ def seed_file() -> Path:
     """SEED_PAGES OpenWebMath-like pages of the scipy documentation: hash-chosen among the pages
     with at least SEED_MIN_MATH_SPANS math spans (OpenWebMath kept pages that contain math),
     extracted as prepare extracts them; JSONL with text, url and title."""
-    from beam_pipelines.transforms.extract import extract_text
-
     path = CACHE_DIR / "recall-crawls" / f"seeds-{SEED_PACKAGE}-{SEED_PAGES}-{SEED_MIN_MATH_SPANS}.jsonl"
     if path.exists():
         return path
@@ -165,10 +163,6 @@ def seed_file() -> Path:
 def build_crawl(name: str) -> Crawl:
     """Build (or reuse) the named crawl's pool and seed file. Raises RuntimeError when apt
     cannot provide a package."""
-    from beam_pipelines.io.parquet import iter_documents
-    from beam_pipelines.transforms.extract import domain_of
-    from tests.support import DEBIAN_DOCS
-
     spec = CRAWLS[name]
     for package in spec.math_packages + spec.other_packages + (SEED_PACKAGE,):
         debian_doc_root(package)
@@ -220,15 +214,10 @@ def small_pool_overrides(crawl: Crawl, output_dir: str) -> list[str]:
 
 
 def compose_recall(overrides: list[str]):
-    from beam_pipelines.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config("recall", overrides, register_configs)
 
 
 def selected_ids(directory: str) -> set[str]:
-    from beam_pipelines.io.parquet import iter_documents
-
     return {d.id for d in iter_documents(directory, columns=["id"])}
 
 
@@ -259,8 +248,6 @@ def write_oracle_annotations(crawl: Crawl, output_dir: str, number: int) -> dict
 
 
 def _outcome(crawl: Crawl, output_dir: str, status: dict) -> dict:
-    from beam_pipelines.io.parquet import read_json
-
     rounds = []
     for number in status["complete_rounds"]:
         directory = Path(output_dir) / f"round_{number}"
@@ -280,8 +267,6 @@ def _outcome(crawl: Crawl, output_dir: str, status: dict) -> dict:
 
 def run_with_reviewer(crawl: Crawl, output_dir: str, extra: tuple[str, ...] = ()) -> dict:
     """The paper's loop: annotations_only, the oracle reviewer writing each round's file."""
-    from beam_pipelines.recall.loop import run_recall
-
     base = small_pool_overrides(crawl, output_dir) + list(extra)
     status: dict = {}
     for number in range(1, compose_recall(base).max_rounds + 1):
@@ -294,7 +279,5 @@ def run_with_reviewer(crawl: Crawl, output_dir: str, extra: tuple[str, ...] = ()
 
 def run_unattended(crawl: Crawl, output_dir: str, extra: tuple[str, ...] = ()) -> dict:
     """No reviewer: +experiment=recall_unattended decides every approval."""
-    from beam_pipelines.recall.loop import run_recall
-
     config = compose_recall(["+experiment=recall_unattended"] + small_pool_overrides(crawl, output_dir) + list(extra))
     return _outcome(crawl, output_dir, run_recall(config))
