@@ -29,10 +29,9 @@ from stack_common.cli import hydra_entry_point
 
 @hydra_entry_point("rejection_sample", register_configs)
 def main(config: RejectionSampleConfig) -> None:
-    # The driver loads torch and megatron: imported once the configuration is known to be good.
-    from megatron_recipes.rejection.sampler import run_rejection_sampling
+    from megatron_recipes.recipes import rejection_sample  # noqa: PLC0415  torch/megatron load after the config checks
 
-    run_rejection_sampling(config)
+    rejection_sample.run_rejection_sampling(config)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+import py3langid.langid as langid
+
 from beam_pipelines.accounting import Drop, FilterDoFn
 from beam_pipelines.document import Document
 from beam_pipelines.transforms.extract import strip_math
@@ -49,8 +51,6 @@ class LanguageIdentifier:
     a short span is labelled far more reliably among the few languages a task can contain."""
 
     def __init__(self, max_characters: int = 3000, languages: tuple[str, ...] = ()):
-        import py3langid.langid as langid
-
         self.max_characters = max_characters
         self._model = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
         if languages:

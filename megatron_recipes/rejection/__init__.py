@@ -3,6 +3,6 @@ a checker (or a reward model) accepts them and readability rules pass, written a
 
 - config.py: `AcceptanceConfig`, `FilterConfig` (the `acceptance` and `filters` sections).
 - filters.py: the pure rules (`judge_prompt_samples`) and the summary counts (`Tally`).
-- sampler.py: `run_rejection_sampling(config)`: the batched, sharded, resumable driver.
+- sampler.py: RejectionSampler, the batched, sharded, resumable sampler (its run: recipes/rejection_sample.py).
 The entry point is `python -m megatron_recipes.rejection_sample`.
 """

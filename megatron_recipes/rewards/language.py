@@ -79,7 +79,7 @@ def language_units(text: str) -> list[Span]:
 def _identifier(languages: tuple[str, ...]):
     # The corpus pipeline's module brings Apache Beam with it (seconds to import): loaded only
     # when a language is asked for, not whenever the reward registry is.
-    from beam_pipelines.transforms.langid import LanguageIdentifier
+    from beam_pipelines.transforms.langid import LanguageIdentifier  # noqa: PLC0415  Beam: seconds to import
 
     return LanguageIdentifier(languages=languages)
 

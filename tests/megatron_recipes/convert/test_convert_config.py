@@ -9,10 +9,14 @@ import pytest
 from megatron_recipes.config import register_configs
 from megatron_recipes.convert import ConversionError, HFArchitecture, hf_architecture
 from megatron_recipes.convert.architecture import hf_config_for_export
-from megatron_recipes.convert.config import ConvertConfig
-from megatron_recipes.convert.hf_checkpoint import parse_size, plan_shards
-from megatron_recipes.convert.mapping import QKV, TensorMapping
+from megatron_recipes.convert.config import ConvertConfig, parse_size
+from megatron_recipes.convert.hf_checkpoint import plan_shards
+from megatron_recipes.convert.hf_to_megatron import _locate, _model_state, _sharded_tensors
+from megatron_recipes.convert.mapping import QKV, QKV_BIAS, TensorMapping
+from megatron_recipes.models import architecture_parameter_count, parameter_count
 from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model
+from megatron_recipes.runtime.config import ParallelismConfig
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 
@@ -146,8 +150,6 @@ def test_qwen2_config_gives_qkv_biases_and_exports_as_qwen2():
 
 
 def test_qwen2_bias_rows_follow_the_weight_rows():
-    from megatron_recipes.convert.mapping import QKV_BIAS
-
     config = {**QWEN2_0P5B, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 96}
     config.update(num_hidden_layers=1, vocab_size=300)
     mapping = TensorMapping(hf_architecture(config), padded_vocab_size=384)
@@ -187,10 +189,6 @@ def test_qkv_rows_interleave_query_groups():
 
 def test_mapping_covers_every_tensor_of_the_7b_model(single_process_groups):
     """Every sharded tensor megatron-core's 7B GPTModel stores is found in the table with its shape."""
-    from megatron_recipes.convert.hf_to_megatron import _locate, _model_state, _sharded_tensors
-    from megatron_recipes.models import build_model
-    from megatron_recipes.runtime.config import ParallelismConfig
-
     architecture = hf_architecture(DEEPSEEK_MATH_7B)
     model = ModelConfig(**architecture.model_config_fields())
     chunk = build_model(model, ParallelismConfig(world_size=1), 102400, meta_device=True)[0]
@@ -206,9 +204,6 @@ def test_mapping_covers_every_tensor_of_the_7b_model(single_process_groups):
 def test_mapping_covers_every_tensor_of_a_qwen2_model(single_process_groups):
     """megatron-core's GPTModel with add_qkv_bias stores a linear_qkv.bias per layer; the table has
     it, and nothing else is added (tied embeddings: no output layer)."""
-    from megatron_recipes.convert.hf_to_megatron import _locate, _model_state, _sharded_tensors
-    from megatron_recipes.models import architecture_parameter_count, build_model, parameter_count
-    from megatron_recipes.runtime.config import ParallelismConfig
 
     architecture = hf_architecture(QWEN2_0P5B)
     model = ModelConfig(**architecture.model_config_fields())

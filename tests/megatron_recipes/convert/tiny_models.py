@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
 # GQA (4 query heads, 2 key/value heads), 4 layers (2 per stage at PP=2), a vocabulary whose
 # padding differs between TP=1 (384 rows) and TP=2 (512 rows), non-default theta and epsilon.
 GQA_UNTIED = dict(
@@ -57,9 +60,6 @@ QWEN2_TIED_GQA = dict(
 def write_tiny_llama(directory: Path, sizes: dict, seed: int = 0, max_shard_size: str = "5GB", family: str = "llama"):
     """Save a random LlamaForCausalLM (family "qwen2": Qwen2ForCausalLM) with these sizes to
     `directory`; returns the model (eval)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
     config_class, model_class = (
         (Qwen2Config, Qwen2ForCausalLM) if family == "qwen2" else (LlamaConfig, LlamaForCausalLM)
     )
@@ -78,8 +78,6 @@ def write_tiny_llama(directory: Path, sizes: dict, seed: int = 0, max_shard_size
 
 def greedy_generate(model, prompts, new_tokens: int):
     """transformers' own greedy decoding (KV cache), no stopping token."""
-    import torch
-
     with torch.no_grad():
         output = model.generate(
             prompts,

@@ -9,8 +9,9 @@ import json
 
 import pytest
 
+from megatron_recipes.data.chat import SftDataError, conversation_from_record
 from megatron_recipes.data.config import ChatTemplateConfig, SftDataConfig
-from megatron_recipes.data.sft import SftDataError, conversation_from_record, read_examples
+from megatron_recipes.data.sft import read_examples
 from megatron_recipes.data.think_template import THINK_QUESTION_TEMPLATE, think_prompt
 from stack_common.errors import ConfigError
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from megatron_recipes.config import register_configs
+from megatron_recipes.recipes.rejection_sample import run_rejection_sampling
 from megatron_recipes.rejection.config import AcceptanceConfig, FilterConfig
 from megatron_recipes.rejection.filters import DROP_REASONS, KEPT, judge_prompt_samples
-from megatron_recipes.rejection.sampler import run_rejection_sampling
 from megatron_recipes.rewards import get_reward
 from megatron_recipes.rewards.language import chain_of_thought, consistency_score
 from stack_common.cli import compose_config
