@@ -13,9 +13,8 @@ from megatron_recipes.convert.config import ConvertConfig, parse_size
 from megatron_recipes.convert.hf_checkpoint import plan_shards
 from megatron_recipes.convert.hf_to_megatron import _locate, _model_state, _sharded_tensors
 from megatron_recipes.convert.mapping import QKV, QKV_BIAS, TensorMapping
-from megatron_recipes.models import architecture_parameter_count, parameter_count
 from megatron_recipes.models.config import ModelConfig
-from megatron_recipes.models.llama import build_model
+from megatron_recipes.models.llama import architecture_parameter_count, build_model, parameter_count
 from megatron_recipes.runtime.config import ParallelismConfig
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
