@@ -118,14 +118,17 @@ def test_math_breakdown_by_subject_and_level(tmp_path, checker):
     report = run_evaluation(problems, generator, get_prompt_style("math_cot_4shot"), SamplingParams(), checker)
     assert report.summary["accuracy"] == pytest.approx(2 / 3)
     assert report.by_subject == {
-        "Algebra": {"samples": 2, "accuracy": 1.0},
-        "Geometry": {"samples": 1, "accuracy": 0.0},
+        "Algebra": {"problems": 2, "samples": 2, "accuracy": 1.0},
+        "Geometry": {"problems": 1, "samples": 1, "accuracy": 0.0},
     }
-    assert report.by_level == {"Level 1": {"samples": 1, "accuracy": 1.0}, "Level 3": {"samples": 2, "accuracy": 0.5}}
+    assert report.by_level == {
+        "Level 1": {"problems": 1, "samples": 1, "accuracy": 1.0},
+        "Level 3": {"problems": 2, "samples": 2, "accuracy": 0.5},
+    }
     paths = write_report(report, tmp_path / "out")
     assert json.loads(paths["results"].read_text())["summary"]["problems"] == 3
     assert len(paths["records"].read_text().splitlines()) == 3
-    assert "| Geometry | 1 | 0.0000 |" in paths["table"].read_text()
+    assert "| Geometry | 1 | 1 | 0.0000 |" in paths["table"].read_text()
 
 
 def test_gsm8k_program_of_thought_runs_in_the_sandbox(tmp_path, checker):
@@ -177,7 +180,7 @@ def test_few_shot_prompts_have_the_standard_shape():
 )
 def test_config_compositions(overrides):
     config = compose_config("evaluate", ["generator.path=/g.jsonl", *overrides], register_configs)
-    assert config.generator.name == "precomputed" and config.output_dir.startswith("outputs/evaluate/")
+    assert config.generator.name == "precomputed" and config.resolved_output_dir().startswith("outputs/evaluate/")
 
 
 def test_entry_point_end_to_end_and_one_line_errors(tmp_path):
