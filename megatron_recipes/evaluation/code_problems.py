@@ -79,9 +79,12 @@ def decode_test_cases(value) -> list:
         pass
     try:
         decoded = _StringsOnly(io.BytesIO(zlib.decompress(base64.b64decode(value.encode("ascii"))))).load()
-        return json.loads(decoded) if isinstance(decoded, (str, bytes)) else decoded
+        tests = json.loads(decoded) if isinstance(decoded, (str, bytes)) else decoded
     except Exception as error:  # base64, zlib, pickle and JSON each raise their own types
         raise DatasetError(f"test cases are neither JSON nor the compressed form ({type(error).__name__})") from None
+    if not isinstance(tests, list):
+        raise DatasetError(f"test cases decode to a {type(tests).__name__}, not a list")
+    return tests
 
 
 def _tests(items: list, where: str, default_mode: str = TEST_STDIN) -> list[CodeTest]:
@@ -113,10 +116,11 @@ def load_livecodebench(path: str | Path) -> list[Problem]:
     for file in data_files(path, (".jsonl", ".json", ".parquet")):
         for where, record in read_rows(file):
             try:
-                tests = _tests(decode_test_cases(record.get("public_test_cases")), where)
-                tests += _tests(decode_test_cases(record.get("private_test_cases")), where)
+                public = decode_test_cases(record.get("public_test_cases"))
+                private = decode_test_cases(record.get("private_test_cases"))
             except DatasetError as error:
                 raise DatasetError(f"{where}: {error}") from None
+            tests = _tests(public, where) + _tests(private, where)
             if not tests:
                 raise DatasetError(f"{where}: no test cases")
             entry_point = str(_metadata(record.get("metadata")).get("func_name", ""))

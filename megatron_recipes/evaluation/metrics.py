@@ -44,6 +44,8 @@ def pass_at_k_vector(samples: Sequence[int], correct: Sequence[int], k: int) -> 
         return np.zeros(0)
     if (c < 0).any() or (c > n).any() or k < 1 or (n < k).any():
         raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (k={k})")
+    if k == 1:  # exactly the fraction of correct samples
+        return c / n
     # prefix[i] = sum_{j=k+1}^{i} log(1 - k/j); only indices > k are used (n - c >= k there).
     indices = np.arange(int(n.max()) + 1, dtype=np.float64)
     terms = np.zeros_like(indices)
