@@ -164,6 +164,17 @@ class Progress:
             _duration(eta),
         )
 
+    def finish(self) -> None:
+        elapsed = time.monotonic() - self.started
+        log.info(
+            "%s: %d problems done (%d this run in %s, %.2f problems/s)",
+            self.label,
+            self.total,
+            self.new,
+            _duration(elapsed),
+            self.new / max(elapsed, 1e-9),
+        )
+
 
 def _duration(seconds: float) -> str:
     if seconds == float("inf"):
@@ -349,8 +360,7 @@ def run_benchmark(
         raise RuntimeError(f"{run.name}: chunks {missing[:5]} have no records after the run")
     positions = {problem.id: index for index, problem in enumerate(run.problems)}
     records = sorted((record for c in range(len(starts)) for record in committed[c]), key=lambda r: positions[r["id"]])
-    progress.done = len(run.problems) - progress.new
-    progress.advance(0, force=True)
+    progress.finish()
     return summarize(records, run.k_values, params, run.problems[0].kind, run.name)
 
 
