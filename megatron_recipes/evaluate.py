@@ -51,7 +51,7 @@ from typing import Iterator
 
 from megatron_recipes.config import EvaluateConfig, register_configs
 from megatron_recipes.evaluation.datasets import load_problems
-from megatron_recipes.evaluation.harness import BenchmarkRun, format_table, run_benchmark, write_report
+from megatron_recipes.evaluation.harness import BenchmarkRun, file_identity, format_table, run_benchmark, write_report
 from megatron_recipes.evaluation.prompts import get_prompt_style, load_exemplars
 from megatron_recipes.evaluation.scoring import ScoringTools
 from megatron_recipes.evaluation.suite import run_suite
@@ -88,7 +88,7 @@ def scoring_tools(config: EvaluateConfig) -> Iterator[tuple[ScoringTools, Deadli
 def generator_identity(config: EvaluateConfig) -> dict:
     """What the generations come from, for resumption: a resumed run must use the same model."""
     if config.generator.name == "precomputed":
-        return {"generator": "precomputed", "generations": str(config.generator.path)}
+        return {"generator": "precomputed", **file_identity(config.generator.path)}
     try:
         checkpoint = str(resolve_checkpoint(config.generator.checkpoint))
     except (CheckpointError, FileNotFoundError) as error:
@@ -118,7 +118,6 @@ def evaluate(config: EvaluateConfig) -> dict | None:
             raise ConfigError(f"dataset={dataset.name}: no problems left after the filters")
         style = get_prompt_style(config.prompt_style)
         exemplars = load_exemplars(config.exemplars) if config.exemplars else None
-        identity = generator_identity(config)
         log.info(
             "evaluate: %d problems from %s, prompt %s, generator %s",
             len(problems),
@@ -129,6 +128,7 @@ def evaluate(config: EvaluateConfig) -> dict | None:
         generator = build_generator(
             config.generator.name, **{k: v for k, v in asdict(config.generator).items() if k != "name"}
         )
+        identity = generator_identity(config)  # after the build: a missing file or checkpoint is its one-line error
         run = BenchmarkRun(dataset.name, problems, style, config.sampling, config.k_values, exemplars)
         report = run_benchmark(run, generator, tools, config.harness, output_dir, identity)
         if report is None:  # another rank writes

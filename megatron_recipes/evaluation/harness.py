@@ -48,7 +48,7 @@ from megatron_recipes.evaluation.distributed import Layout, barrier, current_lay
 from megatron_recipes.evaluation.metrics import answer_key, consensus_at_k, mean, pass_at_k_vector
 from megatron_recipes.evaluation.problems import KIND_CHOICE, KIND_CODE, Problem
 from megatron_recipes.evaluation.prompts import MODE_TOOL, FewShot, PromptStyle
-from megatron_recipes.evaluation.scoring import ProblemScore, ScoringTools, score_samples
+from megatron_recipes.evaluation.scoring import TIMEOUT_LIMITS, ProblemScore, ScoringTools, score_samples
 from megatron_recipes.evaluation.tool_integrated import generate_tool_integrated
 from megatron_recipes.generation.interface import FINISH_LENGTH, Generator, PrecomputedGenerations, SamplingParams
 from megatron_recipes.rewards.equivalence import AnswerChecker
@@ -82,6 +82,12 @@ class EvaluationReport:
     by_level: dict
     records: list[dict] = field(default_factory=list)
     by_language: dict = field(default_factory=dict)
+
+
+def file_identity(path: str | Path) -> dict:
+    """A generations file as resumption sees it: a rewritten file is another run."""
+    stat = Path(path).stat()
+    return {"generations": str(path), "size": stat.st_size, "modified_ns": stat.st_mtime_ns}
 
 
 def _sha(values: Sequence[str]) -> str:
@@ -265,8 +271,7 @@ def _chunk_records(
         sample_records = []
         for sample, sample_score in zip(generated, score.samples):
             timed_out = sample_score.timed_out or any(
-                execution.get("limit_hit") in ("wall_time", "cpu_time")
-                for execution in sample.get("tool_executions", [])
+                execution.get("limit_hit") in TIMEOUT_LIMITS for execution in sample.get("tool_executions", [])
             )
             sample_records.append(
                 {

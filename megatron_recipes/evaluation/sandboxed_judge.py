@@ -71,6 +71,11 @@ def same_value(got, expected) -> bool:
     return got == expected
 
 
+class _WallTimeout(BaseException):
+    """The in-process fallback's wall timer expired (a BaseException: the program cannot catch it
+    with `except Exception`)."""
+
+
 def _parse_json_lines(text: str):
     return [json.loads(line) for line in text.split("\n") if line.strip()]
 
@@ -104,6 +109,8 @@ def _execute(compiled, test: dict, entry_point: str) -> int:
         else:
             exec(compiled, {"__name__": "__main__"})
         return 0
+    except _WallTimeout:
+        raise
     except SystemExit as stop:
         code = stop.code
         return 0 if code is None else (code if isinstance(code, int) else 1)
@@ -149,10 +156,6 @@ def _run_forked(compiled, test: dict, entry_point: str, time_limit: float):
     if os.WIFSIGNALED(status):
         return ("signal", os.WTERMSIG(status))
     return ("exit", os.WEXITSTATUS(status))
-
-
-class _WallTimeout(BaseException):
-    pass
 
 
 def _run_in_process(compiled, test: dict, entry_point: str, time_limit: float):

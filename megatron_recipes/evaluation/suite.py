@@ -35,7 +35,13 @@ from pathlib import Path
 from megatron_recipes.evaluation.config import SuiteBenchmark
 from megatron_recipes.evaluation.datasets import DATASETS, BenchmarkSpec, find_benchmark_path, load_problems
 from megatron_recipes.evaluation.distributed import current_layout
-from megatron_recipes.evaluation.harness import BenchmarkRun, EvaluationReport, run_benchmark, write_report
+from megatron_recipes.evaluation.harness import (
+    BenchmarkRun,
+    EvaluationReport,
+    file_identity,
+    run_benchmark,
+    write_report,
+)
 from megatron_recipes.evaluation.prompts import PROMPT_STYLES, load_exemplars
 from megatron_recipes.evaluation.scoring import ScoringTools
 from megatron_recipes.generation.interface import Generator, PrecomputedGenerations, SamplingParams, build_generator
@@ -272,8 +278,7 @@ class PrecomputedRow:
 
     def identity(self, entry: SuiteEntry) -> dict:
         file = self.file_for(entry)
-        stat = file.stat() if file else None
-        return {"generator": "precomputed", "generations": str(file), "size": stat.st_size if stat else 0}
+        return {"generator": "precomputed", **(file_identity(file) if file else {})}
 
 
 class CheckpointRow:

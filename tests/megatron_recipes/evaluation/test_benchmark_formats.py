@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from megatron_recipes.evaluation.code_problems import judge_program_source, read_judge_output
 from megatron_recipes.evaluation.datasets import DATASETS, find_benchmark_path, load_problems
 from megatron_recipes.evaluation.harness import run_evaluation, write_report
 from megatron_recipes.evaluation.problems import KIND_CHOICE, KIND_CODE
@@ -14,7 +15,7 @@ from megatron_recipes.evaluation.prompts import PROMPT_STYLES
 from megatron_recipes.generation.interface import PrecomputedGenerations, SamplingParams
 from megatron_recipes.rewards import AnswerChecker, DeadlineWorkerPool
 from megatron_recipes.sandbox import SandboxLimits, SandboxPool
-from tests.megatron_recipes.evaluation.benchmark_fixtures import FIXTURES, sample_text, write_generations
+from tests.megatron_recipes.evaluation.benchmark_fixtures import FIXTURES, PROGRAMS, sample_text, write_generations
 
 # Every benchmark in its default style, plus the other styles the papers use on some of them.
 CASES = [(name, spec.default_style) for name, spec in DATASETS.items()] + [
@@ -162,3 +163,23 @@ def test_code_samples_that_loop_or_crash_fail_and_timeouts_are_counted(tools, tm
     summary = report.summary
     assert summary["samples_timed_out"] == 1 and summary["samples_without_answer"] == 1
     assert summary["pass@1"] == 0.25 and summary["pass@4"] == 1.0 and "cons@1" not in summary
+
+
+def test_the_judge_runs_tests_in_its_own_process_where_fork_is_refused(tools):
+    """A per-user process limit can refuse the judge's forks: each test then runs inside the judge,
+    with the same redirections and a wall timer."""
+    _, _, code_sandbox = tools
+    problems = {p.id: p for p in fixture_problems("livecodebench")}
+    refuse_fork = "\n\ndef _refused(*_):\n    raise BlockingIOError(11, 'fork refused')\n\n\nos.fork = _refused\n"
+    cases = [
+        ("abc900_a", PROGRAMS["livecodebench"]["abc900_a"]["right"], True, False),
+        ("9001", PROGRAMS["livecodebench"]["9001"]["right"], True, False),
+        ("9001", PROGRAMS["livecodebench"]["9001"]["wrong"], False, False),
+        ("abc900_a", "while True:\n    pass\n", False, True),
+    ]
+    for problem_id, program, passes, times_out in cases:
+        source = judge_program_source(problems[problem_id], program, 1.0)
+        head, call = source.rsplit("\n\njudge(", 1)
+        result = code_sandbox.run(f"{head}{refuse_fork}\n\njudge({call}")
+        report = read_judge_output(result, len(problems[problem_id].tests))
+        assert (report.passed, report.timed_out) == (passes, times_out), (problem_id, report)

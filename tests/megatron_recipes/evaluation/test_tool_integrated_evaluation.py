@@ -47,6 +47,11 @@ class ProgramWritingModel:
         return results
 
 
+def same_time_limit(text: str) -> str:
+    """The looping program stops at its CPU or its wall limit, whichever comes first under load."""
+    return re.sub(r"(cpu|wall) time limit", "time limit", text)
+
+
 @pytest.fixture(scope="module")
 def tools():
     with (
@@ -68,8 +73,10 @@ def test_tool_integrated_runs_the_programs_and_feeds_their_output_back(tools):
     assert printed["correct"] and printed["answer"] == "42" and printed["tool_steps"] == 1
     assert "```output\n42\n```" in printed["text"]
     assert looping["timed_out"] and not looping["correct"]
-    assert looping["tool_executions"][0]["limit_hit"] == "cpu_time"
-    assert "Execution stopped: cpu time limit exceeded" in looping["text"]
+    # CPU seconds run out first on an idle machine, wall seconds on a loaded one: both are timeouts.
+    limit = looping["tool_executions"][0]["limit_hit"]
+    assert limit in ("cpu_time", "wall_time")
+    assert f"Execution stopped: {limit.replace('_', ' ')} limit exceeded" in looping["text"]
     assert not crashing["correct"] and crashing["tool_executions"][0]["exit_code"] == 1
     assert "ZeroDivisionError" in crashing["text"]
     assert persistent["stopped_by_step_limit"] and persistent["tool_steps"] == 2 and persistent["answer"] is None
@@ -80,5 +87,5 @@ def test_tool_integrated_runs_the_programs_and_feeds_their_output_back(tools):
     for problem, record in zip(problems, report.records):
         prompt = style.build(problem)
         trace = run_tool_integrated(generator_step(ProgramWritingModel(), SamplingParams()), prompt, sandbox, 2)
-        assert trace.text == record["samples"][0]["text"]
+        assert same_time_limit(trace.text) == same_time_limit(record["samples"][0]["text"])
         assert trace.steps == record["samples"][0]["tool_steps"]
