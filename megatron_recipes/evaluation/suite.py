@@ -32,7 +32,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from megatron_recipes.evaluation.config import SuiteBenchmark
+from megatron_recipes.evaluation.config import HarnessConfig, SuiteBenchmark
 from megatron_recipes.evaluation.datasets import DATASETS, BenchmarkSpec, find_benchmark_path, load_problems
 from megatron_recipes.evaluation.distributed import current_layout
 from megatron_recipes.evaluation.harness import (
@@ -44,6 +44,7 @@ from megatron_recipes.evaluation.harness import (
 )
 from megatron_recipes.evaluation.prompts import PROMPT_STYLES, load_exemplars
 from megatron_recipes.evaluation.scoring import ScoringTools
+from megatron_recipes.generation.config import GeneratorConfig
 from megatron_recipes.generation.interface import Generator, PrecomputedGenerations, SamplingParams, build_generator
 from megatron_recipes.training.checkpointing import CheckpointError, resolve_checkpoint
 from stack_common.errors import ConfigError
@@ -235,9 +236,9 @@ def write_suite_tables(table: dict, output_dir: str | Path) -> dict[str, Path]:
 
 def run_entry(
     entry: SuiteEntry,
-    generator,
+    generator: Generator,
     tools: ScoringTools,
-    harness,
+    harness: HarnessConfig,
     dataset_options: dict,
     output_dir: Path,
     identity: dict,
@@ -296,7 +297,7 @@ class CheckpointRow:
 
 
 @contextlib.contextmanager
-def open_row(generator_config, path: str):
+def open_row(generator_config: GeneratorConfig, path: str):
     """The row's generators: precomputed files, or a model built from the checkpoint (freed after)."""
     if generator_config.name == "precomputed":
         yield PrecomputedRow(path)

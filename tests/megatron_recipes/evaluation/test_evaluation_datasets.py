@@ -18,6 +18,7 @@ from megatron_recipes.evaluation.datasets import (
     load_math,
     load_problems,
 )
+from tests.megatron_recipes.evaluation.benchmark_fixtures import FIXTURES
 
 
 def write_gsm8k(path, rows):
@@ -117,8 +118,6 @@ def test_missing_local_files_are_one_line_errors(tmp_path):
 
 
 def test_parquet_and_other_published_layouts(tmp_path):
-    from tests.megatron_recipes.evaluation.benchmark_fixtures import FIXTURES
-
     # AIME as HuggingFaceH4/aime_2024 publishes it: Parquet, lower-case fields, numeric answers.
     aime_rows = [json.loads(line) for line in (FIXTURES / "aime_2024" / "aime_2024.jsonl").read_text().splitlines()]
     table = pyarrow.table(
@@ -178,8 +177,6 @@ def test_parquet_and_other_published_layouts(tmp_path):
 
 
 def test_livecodebench_tests_decode_and_interactive_codeforces_problems_are_skipped():
-    from tests.megatron_recipes.evaluation.benchmark_fixtures import FIXTURES
-
     problems = {p.id: p for p in load_problems("livecodebench", str(FIXTURES / "livecodebench"))}
     stdin, functional = problems["abc900_a"], problems["9001"]
     assert [t.mode for t in stdin.tests] == ["stdin"] * 3 and stdin.tests[2].output == "30\n0\n15\n"
@@ -193,8 +190,6 @@ def test_livecodebench_tests_decode_and_interactive_codeforces_problems_are_skip
 
 
 def test_gpqa_choices_are_shuffled_by_seed_and_reproducible():
-    from tests.megatron_recipes.evaluation.benchmark_fixtures import FIXTURES
-
     path = str(FIXTURES / "gpqa" / "gpqa_diamond.csv")
     first, again = load_problems("gpqa_diamond", path), load_problems("gpqa_diamond", path)
     assert [(p.choices, p.answer) for p in first] == [(p.choices, p.answer) for p in again]

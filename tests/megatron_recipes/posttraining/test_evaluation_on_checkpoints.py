@@ -10,7 +10,10 @@ import json
 
 import pytest
 
+from megatron_recipes.data.config import HELD_OUT_PROMPT_SEED, ChatTemplateConfig
+from megatron_recipes.data.rl_prompts import PromptStream
 from tests.megatron_recipes.evaluation.test_evaluation_resume import kill_resume_and_compare
+from tests.megatron_recipes.posttraining.arithmetic import prompt_config
 from tests.support import run_module
 
 pytestmark = pytest.mark.integration
@@ -19,10 +22,6 @@ pytestmark = pytest.mark.integration
 def write_held_out_arithmetic(path, count: int):
     """The chain's evaluation set (launch/local/chain.py writes it the same way): GRPO's held-out
     arithmetic questions in GSM8K format."""
-    from megatron_recipes.data.config import HELD_OUT_PROMPT_SEED, ChatTemplateConfig
-    from megatron_recipes.data.rl_prompts import PromptStream
-    from tests.megatron_recipes.posttraining.arithmetic import prompt_config
-
     held_out = PromptStream(prompt_config(seed=HELD_OUT_PROMPT_SEED, limit=count), ChatTemplateConfig()).take(0, count)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
