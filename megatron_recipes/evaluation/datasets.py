@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import champ_dataset
+
 from megatron_recipes.evaluation.choice import load_gaokao_mathqa, load_gpqa, load_mmlu_stem, load_sat
 from megatron_recipes.evaluation.code_problems import load_codeforces, load_livecodebench
 from megatron_recipes.evaluation.problems import (
@@ -261,12 +263,6 @@ def champ_answers(raw: str) -> list[str]:
 def load_champ(path: str | Path | None = None) -> list[Problem]:
     """The champ-dataset package's v0.json (or a copy of it at `path`)."""
     if path is None:
-        try:
-            import champ_dataset  # an optional package: only this benchmark needs it
-        except ImportError:
-            raise DatasetError(
-                "the champ dataset needs the PyPI package champ-dataset (pip install champ-dataset)"
-            ) from None
         path = Path(champ_dataset.__file__).parent / "dataset_files" / "v0.json"
     path = Path(path)
     try:
