@@ -15,6 +15,7 @@ import signal
 import sys
 
 import megatron_recipes.evaluate as entry_point
+from megatron_recipes.recipes import evaluate as recipe
 
 
 class KillAtCall:
@@ -33,8 +34,8 @@ class KillAtCall:
 
 def main() -> None:
     kill_at, overrides = int(sys.argv[1]), sys.argv[2:]
-    build = entry_point.build_generator
-    entry_point.build_generator = lambda name, **options: KillAtCall(build(name, **options), kill_at)
+    build = recipe.build_generator
+    recipe.build_generator = lambda name, **options: KillAtCall(build(name, **options), kill_at)
     entry_point.main(overrides)
 
 
