@@ -8,7 +8,8 @@ beside the component it configures:
     rl           rl/config.py          answer_check rewards/config.py
     sandbox      sandbox/config.py     generator    generation/config.py
     sampling     generation/interface.py (SamplingParams)
-    dataset      evaluation/config.py  convert      convert/config.py (its entry point's schema)
+    dataset, harness, suite            evaluation/config.py
+    convert      convert/config.py (its entry point's schema)
     corpus       beam_pipelines/io/config.py
 
 YAML files under `conf/` pick presets and set only what differs from these defaults. The CLI
@@ -18,7 +19,7 @@ process group or model exists, so a bad value fails with one line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hydra.core.config_store import ConfigStore
 
@@ -33,7 +34,8 @@ from megatron_recipes.data.config import (
     PromptSourceConfig,
     SftDataConfig,
 )
-from megatron_recipes.evaluation.config import EvalDatasetConfig
+from megatron_recipes.evaluation.config import EvalDatasetConfig, HarnessConfig, SuiteConfig
+from megatron_recipes.evaluation.datasets import DATASETS
 from megatron_recipes.evaluation.prompts import PROMPT_STYLES
 from megatron_recipes.generation.config import GeneratorConfig
 from megatron_recipes.generation.interface import SamplingParams
@@ -187,22 +189,51 @@ class GrpoConfig:
 
 @dataclass
 class EvaluateConfig:
-    """python -m megatron_recipes.evaluate (conf/evaluate.yaml)."""
+    """python -m megatron_recipes.evaluate (conf/evaluate.yaml): one benchmark (`dataset`), or a
+    suite of benchmarks x checkpoints (`suite=NAME`, evaluation/suite.py)."""
 
     dataset: EvalDatasetConfig = field(default_factory=EvalDatasetConfig)
     prompt_style: str = "zero_shot"
+    # Few-shot exemplars for few-shot styles: a .txt few-shot prefix used verbatim, or .jsonl/.json
+    # records {question, solution, answer}; empty = the style's own (evaluation/prompts.py).
+    exemplars: str = ""
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    # pass@k and maj@k for each k <= sampling.n (1 is always reported).
+    harness: HarnessConfig = field(default_factory=HarnessConfig)
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
+    # pass@k and cons@k for each k <= sampling.n (1 is always reported).
     k_values: list[int] = field(default_factory=lambda: [1])
-    output_dir: str = "outputs/evaluate/${dataset.name}-${prompt_style}"
+    # Empty: outputs/evaluate/<dataset>-<prompt_style>, or outputs/evaluate/suite-<name> for a suite.
+    output_dir: str = ""
+
+    def resolved_output_dir(self) -> str:
+        if self.output_dir:
+            return self.output_dir
+        if self.suite.active():
+            return f"outputs/evaluate/suite-{self.suite.name or 'custom'}"
+        return f"outputs/evaluate/{self.dataset.name}-{self.prompt_style}"
 
     def validate(self) -> None:
-        for section in (self.dataset, self.generator, self.sampling, self.answer_check, self.sandbox):
+        for section in (self.sampling, self.answer_check, self.sandbox, self.harness):
             section.validate()
+        if self.suite.active():
+            # The suite's rows name the checkpoints (or generation files) the generator reads.
+            replace(self.generator, checkpoint="suite.checkpoints", path="suite.checkpoints").validate()
+            self.suite.validate(self.sampling.n)
+            return
+        self.generator.validate()
+        self.dataset.validate()
         require_choice("prompt_style", self.prompt_style, PROMPT_STYLES)
+        kind = DATASETS[self.dataset.name].kind
+        if kind not in PROMPT_STYLES[self.prompt_style].kinds:
+            raise ConfigError(
+                f"prompt_style={self.prompt_style} cannot ask {self.dataset.name}'s {kind} problems; styles for them: "
+                + ", ".join(name for name, style in PROMPT_STYLES.items() if kind in style.kinds)
+            )
+        if self.exemplars and not PROMPT_STYLES[self.prompt_style].few_shot:
+            raise ConfigError(f"exemplars={self.exemplars} but prompt_style={self.prompt_style} is zero-shot")
         for index, k in enumerate(self.k_values):
             if not 1 <= k <= self.sampling.n:
                 raise ConfigError(f"k_values[{index}]={k} must lie between 1 and sampling.n={self.sampling.n}")
@@ -224,6 +255,7 @@ def register_configs() -> None:
     store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     store.store(group="rl", name="rl_schema", node=RlConfig)
     store.store(group="dataset", name="dataset_schema", node=EvalDatasetConfig)
+    store.store(group="suite", name="suite_schema", node=SuiteConfig)
     store.store(group="generator", name="generator_schema", node=GeneratorConfig)
     # `- /prompts: arithmetic` in an experiment: reasoning-gym's one-digit sums (data/config.py).
     store.store(group="prompts", name="arithmetic", node=PromptSourceConfig(tasks=[ARITHMETIC_TASK]))
