@@ -10,8 +10,10 @@ Labels are by site: every pool page of a math package's site is math, every page
 sites is not. A math site's install, licence and index pages count as math too: the loop decides
 per site and URL prefix, and a reviewer who knows the site approves its whole documentation. A
 site whose package mixes subjects is labelled by what the package documents (Octave, Maxima, GAP,
-FLINT, Arb, FFTW, SymPy, Euler, mpmath, SciPy: mathematical software; Django, Celery, Flask,
-Werkzeug, Requests, h2o, Python, git: not).
+FLINT, Arb, FFTW, SymPy, Euler, mpmath, SciPy, Giac, statsmodels, PyWavelets, gmpy2: mathematical
+software; Django, Celery, Flask, Werkzeug, Requests, h2o, Python, git, SQLAlchemy, pytest, Sphinx,
+Jinja: not). The WARC's record ids are derived from the pages, so a rebuilt crawl has the same
+document ids, hence the same hash samples and the same loop results.
 
 The "reviewer" is an oracle built from those labels: after each round it approves every candidate
 math domain (the whole site) and rejects every other candidate domain, in annotations/round_<k>.yaml,
@@ -19,9 +21,10 @@ exactly as a person would write the file. `run_with_reviewer` and `run_unattende
 ways on the same crawl and settings; `benchmarks/recall_unattended.py` prints them side by side and
 tests/beam_pipelines/recall/test_recall_unattended.py asserts the gap.
 
-Crawls: `tune` is the one the unattended policy's thresholds were chosen on; `confirm` (smaller,
-the CI test's) and `issue` (the packages the issue names that ship HTML) share no math site with
-it. A crawl is cached under the test-data cache, keyed by a hash of the code that makes it.
+Crawls: `tune` is the one the unattended evidence policy was developed on; `confirm` (smaller, the
+CI test's), `issue` (the packages the issue names that ship HTML) and `fresh` (packages no earlier
+policy was looked at on) share no math site with it. A crawl is cached under the test-data cache,
+keyed by a hash of the code that makes it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from pathlib import Path
 
 import yaml
 
-from tests.support import CACHE_DIR, REPO_ROOT, debian_doc_root, html_files
+from beam_pipelines.config import register_configs
+from beam_pipelines.io.parquet import iter_documents, read_json
+from beam_pipelines.io.warc import write_html_warc
+from beam_pipelines.prepare import run_prepare
+from beam_pipelines.recall.loop import run_recall
+from beam_pipelines.transforms.extract import domain_of, extract_text
+from stack_common.cli import compose_config
+from tests.support import CACHE_DIR, DEBIAN_DOCS, REPO_ROOT, debian_doc_root, html_files
 
 SEED_PACKAGE = "python-scipy-doc"
 SEED_PAGES = 100
@@ -69,6 +79,12 @@ CRAWLS = {
         ("python-flask-doc", "python-requests-doc", "python3.11-doc", "git-doc"),
         250,
     ),
+    "fresh": CrawlSpec(
+        "fresh",
+        ("giac-doc", "python-statsmodels-doc", "python-pywt-doc", "python-gmpy2-doc"),
+        ("python-sqlalchemy-doc", "python-pytest-doc", "sphinx-doc", "python-jinja2-doc"),
+        250,
+    ),
 }
 
 
@@ -89,8 +105,6 @@ class Crawl:
 def site_pages(package: str, max_pages: int, shuffled: bool = False) -> list[tuple[str, bytes, str]]:
     """(url, html, content type) of at most `max_pages` of a package's pages, chosen by a hash of
     the path so the subset is the same on every machine (in path order, or hash order)."""
-    from tests.support import DEBIAN_DOCS
-
     root = debian_doc_root(package)
     base_url = DEBIAN_DOCS[package][1]
     paths = html_files(root)
@@ -114,11 +128,6 @@ def _code_fingerprint(spec: CrawlSpec) -> str:
 
 
 def _prepare_pool(spec: CrawlSpec, target: Path) -> None:
-    from beam_pipelines.config import register_configs
-    from beam_pipelines.io.warc import write_html_warc
-    from beam_pipelines.prepare import run_prepare
-    from stack_common.cli import compose_config
-
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -128,7 +137,7 @@ def _prepare_pool(spec: CrawlSpec, target: Path) -> None:
         for page in site_pages(package, spec.max_pages_per_site)
     ]
     warc = staging / "crawl.warc.gz"
-    write_html_warc(str(warc), pages)
+    write_html_warc(str(warc), pages, stable_record_ids=True)  # the same pool (ids, samples) on every build
     config = compose_config(
         "prepare", ["beam=direct", f"corpus.warc_inputs=[{warc}]", f"corpus.work_dir={staging}"], register_configs
     )
@@ -142,8 +151,6 @@ def seed_file() -> Path:
     """SEED_PAGES OpenWebMath-like pages of the scipy documentation: hash-chosen among the pages
     with at least SEED_MIN_MATH_SPANS math spans (OpenWebMath kept pages that contain math),
     extracted as prepare extracts them; JSONL with text, url and title."""
-    from beam_pipelines.transforms.extract import extract_text
-
     path = CACHE_DIR / "recall-crawls" / f"seeds-{SEED_PACKAGE}-{SEED_PAGES}-{SEED_MIN_MATH_SPANS}.jsonl"
     if path.exists():
         return path
@@ -164,10 +171,6 @@ def seed_file() -> Path:
 def build_crawl(name: str) -> Crawl:
     """Build (or reuse) the named crawl's pool and seed file. Raises RuntimeError when apt
     cannot provide a package."""
-    from beam_pipelines.io.parquet import iter_documents
-    from beam_pipelines.transforms.extract import domain_of
-    from tests.support import DEBIAN_DOCS
-
     spec = CRAWLS[name]
     for package in spec.math_packages + spec.other_packages + (SEED_PACKAGE,):
         debian_doc_root(package)
@@ -219,15 +222,10 @@ def small_pool_overrides(crawl: Crawl, output_dir: str) -> list[str]:
 
 
 def compose_recall(overrides: list[str]):
-    from beam_pipelines.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config("recall", overrides, register_configs)
 
 
 def selected_ids(directory: str) -> set[str]:
-    from beam_pipelines.io.parquet import iter_documents
-
     return {d.id for d in iter_documents(directory, columns=["id"])}
 
 
@@ -258,8 +256,6 @@ def write_oracle_annotations(crawl: Crawl, output_dir: str, number: int) -> dict
 
 
 def _outcome(crawl: Crawl, output_dir: str, status: dict) -> dict:
-    from beam_pipelines.io.parquet import read_json
-
     rounds = []
     for number in status["complete_rounds"]:
         directory = Path(output_dir) / f"round_{number}"
@@ -279,8 +275,6 @@ def _outcome(crawl: Crawl, output_dir: str, status: dict) -> dict:
 
 def run_with_reviewer(crawl: Crawl, output_dir: str, extra: tuple[str, ...] = ()) -> dict:
     """The paper's loop: annotations_only, the oracle reviewer writing each round's file."""
-    from beam_pipelines.recall.loop import run_recall
-
     base = small_pool_overrides(crawl, output_dir) + list(extra)
     status: dict = {}
     for number in range(1, compose_recall(base).max_rounds + 1):
@@ -293,7 +287,5 @@ def run_with_reviewer(crawl: Crawl, output_dir: str, extra: tuple[str, ...] = ()
 
 def run_unattended(crawl: Crawl, output_dir: str, extra: tuple[str, ...] = ()) -> dict:
     """No reviewer: +experiment=recall_unattended decides every approval."""
-    from beam_pipelines.recall.loop import run_recall
-
     config = compose_recall(["+experiment=recall_unattended"] + small_pool_overrides(crawl, output_dir) + list(extra))
     return _outcome(crawl, output_dir, run_recall(config))
