@@ -18,6 +18,7 @@ budget = the tokens of the math packages' pages (the size a user would aim for).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,8 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from beam_pipelines.config import register_configs
 from beam_pipelines.io.parquet import iter_documents, read_json
+from beam_pipelines.recall.domains import ApprovedPrefixes, parse_prefix
+from beam_pipelines.recall.evidence import math_word_counts, rate, sum_word_counts
+from beam_pipelines.recall.fasttext_model import load_model, math_probability
+from beam_pipelines.recall.loop import read_json_lines, round_approvals, run_recall
+from stack_common.cli import compose_config
 from tests.support import REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.integration
@@ -54,9 +62,6 @@ def recall_overrides(pool, output_dir: str, *extra: str) -> list[str]:
 
 
 def compose(pool, output_dir: str, *extra: str):
-    from beam_pipelines.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config("recall", recall_overrides(pool, output_dir, *extra), register_configs)
 
 
@@ -82,8 +87,6 @@ def selected_ids(directory: Path) -> set[str]:
 def write_reviewer_annotations(output_dir: Path, review_path: Path) -> None:
     """What the reviewer decides after reading round 1's review: approve the documentation paths
     of the math sites; reject every other candidate domain."""
-    import yaml
-
     review = yaml.safe_load(review_path.read_text())
     rejected = sorted(d["domain"] for d in review["domains"] if d["domain"] not in MATH_DOMAINS)
     annotations = output_dir / "annotations"
@@ -95,8 +98,6 @@ def write_reviewer_annotations(output_dir: Path, review_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def loop_run(debian_pool, tmp_path_factory) -> LoopRun:
-    from beam_pipelines.recall.loop import run_recall
-
     assert debian_pool.math_domains == MATH_DOMAINS and debian_pool.other_domains == OTHER_DOMAINS
     output_dir = tmp_path_factory.mktemp("recall")
     started = time.time()
@@ -203,8 +204,6 @@ def test_domain_rule_finds_the_math_domains_and_not_the_others(loop_run):
 
 
 def test_an_approved_prefix_turns_its_unselected_pages_into_positives_next_round(loop_run):
-    from beam_pipelines.recall.domains import ApprovedPrefixes
-
     approved = ApprovedPrefixes(APPROVED_AFTER_ROUND_1)
     pool = list(iter_documents(loop_run.pool.pool_dir, columns=["id", "url", "domain"]))
     under_prefix = {d.id for d in pool if approved.match(d.domain, d.url)}
@@ -264,8 +263,6 @@ def test_a_round_killed_half_way_restarts_cleanly_and_a_rerun_resumes(loop_run):
 
 def test_scores_in_the_selection_are_the_models_own_predictions(loop_run):
     """Scoring in Beam normalises text exactly as training did (settings read from model.json)."""
-    from beam_pipelines.recall.fasttext_model import load_model, math_probability
-
     last = loop_run.resume_status["complete_rounds"][-1]
     model, normalization = load_model(str(loop_run.output_dir / f"round_{last}" / "model.bin"))
     assert normalization.max_characters == 3000 and normalization.lowercase
@@ -277,8 +274,6 @@ def test_scores_in_the_selection_are_the_models_own_predictions(loop_run):
 
 
 def test_review_file_annotation_template_and_reports(loop_run):
-    import yaml
-
     review = yaml.safe_load((loop_run.output_dir / "round_1" / "review.yaml").read_text())
     domains = {d["domain"]: d for d in review["domains"]}
     assert MATH_DOMAINS <= set(domains)
@@ -308,15 +303,11 @@ def test_review_file_annotation_template_and_reports(loop_run):
     assert "docs.scipy.org/doc/scipy/reference" in round_report and round_report.count("<img") >= 3
 
 
-def test_unattended_policy_is_the_stated_rule_and_respects_rejections(loop_run):
-    """The explicit auto-approval policy, applied to round 1's real review and the reviewer's
+def test_fraction_policy_is_the_stated_rule_and_respects_rejections(loop_run):
+    """The older auto-approval policy (selected fraction alone), applied to round 1's real review and the reviewer's
     file (which rejects the non-math candidate domains)."""
-    import yaml
 
-    from beam_pipelines.recall.domains import ApprovedPrefixes, parse_prefix
-    from beam_pipelines.recall.loop import read_json_lines, round_approvals
-
-    config = compose(loop_run.pool, str(loop_run.output_dir), "+experiment=recall_unattended")
+    config = compose(loop_run.pool, str(loop_run.output_dir), "approval.policy=annotations_and_auto_prefix_fraction")
     approvals = round_approvals(config, 1)
     assert approvals["policy"] == "annotations_and_auto_prefix_fraction"
     assert approvals["auto_rule"] == "prefix selected fraction >= 0.5 and pool pages >= 10"
@@ -335,6 +326,47 @@ def test_unattended_policy_is_the_stated_rule_and_respects_rejections(loop_run):
     assert "docs.scipy.org/doc/scipy/reference" in approvals["automatic"]
     assert {parse_prefix(p)[0] for p in approvals["automatic"]} <= MATH_DOMAINS
     assert approvals["approved"] == sorted(set(approvals["automatic"]) | set(APPROVED_AFTER_ROUND_1))
+
+
+def test_evidence_policy_decides_on_math_word_rates_measured_from_the_pages(loop_run, tmp_path):
+    """The unattended preset's policy after round 1: its references, recomputed here from the seed
+    file and the pool pages round 1 left out, and its decisions, alone and beside the reviewer."""
+    output_dir = loop_run.output_dir
+    alone = compose(
+        loop_run.pool, str(output_dir), "+experiment=recall_unattended", f"approval.annotations_dir={tmp_path}"
+    )
+    approvals = round_approvals(alone, 1)
+    assert approvals["policy"] == "annotations_and_auto_prefix_evidence" and not approvals["annotations_file_found"]
+
+    with open(loop_run.pool.seed_file, encoding="utf-8") as lines:
+        seed_counts = sum_word_counts(math_word_counts(json.loads(line)["text"]) for line in lines)
+    selected = selected_ids(output_dir / "round_1")
+    pool = iter_documents(loop_run.pool.pool_dir, columns=["id", "text"])
+    unselected_counts = sum_word_counts(math_word_counts(d.text) for d in pool if d.id not in selected)
+    evidence = approvals["evidence"]
+    assert evidence["seed_rate"] == pytest.approx(rate(*seed_counts), abs=1e-6)
+    assert evidence["unselected_rate"] == pytest.approx(rate(*unselected_counts), abs=1e-6)
+    assert evidence["threshold"] == pytest.approx(
+        (evidence["seed_rate"] * evidence["unselected_rate"]) ** 0.5, abs=1e-6
+    )
+    assert evidence["unselected_rate"] < evidence["threshold"] < evidence["seed_rate"]
+
+    # Alone: it approves math documentation and nothing else, and rejects only other sites.
+    review = {r["prefix"]: r for r in read_json_lines(str(output_dir / "round_1" / "stats" / "review.jsonl"))}
+    assert approvals["automatic"] and {parse_prefix(p)[0] for p in approvals["automatic"]} <= MATH_DOMAINS
+    assert {parse_prefix(p)[0] for p in approvals["automatic_rejected"]} <= OTHER_DOMAINS
+    for prefix in approvals["automatic"]:
+        row = review[prefix]
+        assert row["math_word_rate"] >= evidence["threshold"] and row["selected_fraction"] > 0.1
+        assert row["pool_pages"] >= 10
+    for prefix in approvals["automatic_rejected"]:
+        assert review[prefix]["math_word_rate"] < evidence["threshold"]
+
+    # Beside the reviewer's file, which rejects the non-math candidates: those are the reviewer's,
+    # not the policy's, and the approvals add the reviewer's prefixes.
+    beside = round_approvals(compose(loop_run.pool, str(output_dir), "+experiment=recall_unattended"), 1)
+    assert beside["rejected"] and not set(beside["automatic_rejected"]) & set(beside["rejected"])
+    assert beside["approved"] == sorted(set(beside["automatic"]) | set(APPROVED_AFTER_ROUND_1))
 
 
 def test_round_k_redoes_one_round_and_the_result_is_reproducible(loop_run):
