@@ -83,14 +83,20 @@ def training_line(label: str, normalized_text: str) -> str:
 # Shuffle
 
 
-def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: int) -> int:
+def shuffle_lines(
+    sources: Iterable[str], destination: str, buckets: int, seed: int, repeats: dict[str, int] | None = None
+) -> int:
     """Write every non-empty line of the `sources` files to `destination` in a pseudo-random
     order; returns the line count.
 
     The order is a function of the lines and the seed only (a seeded hash of each line), not of
     the order the lines arrive in, so the same training set gives the same model whichever
     runner wrote its shards. Lines are dealt by hash into `buckets` temporary files, then each
-    bucket is sorted by hash in memory: memory is about one bucket, not the whole file."""
+    bucket is sorted by hash in memory: memory is about one bucket, not the whole file.
+
+    `repeats` maps a label (`__label__math`) to how many copies of each of its lines to write
+    (class balancing, see `balancing_repeats`); the copies are hashed apart, so they land at
+    independent places in the file rather than next to each other."""
     import xxhash
 
     directory = tempfile.mkdtemp(prefix="shuffle-", dir=os.path.dirname(os.path.abspath(destination)))
@@ -104,10 +110,13 @@ def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: 
                     if not line.strip():
                         continue
                     line = line if line.endswith("\n") else line + "\n"
-                    handles[xxhash.xxh64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed) % buckets].write(
-                        line
-                    )
-                    count += 1
+                    copies = repeats.get(line.split(" ", 1)[0], 1) if repeats else 1
+                    for copy in range(copies):
+                        # The copy number salts the hash; the first copy hashes as an unrepeated line.
+                        salted = line if copy == 0 else f"{copy}\x00{line}"
+                        digest = xxhash.xxh64_intdigest(salted.encode("utf-8", "surrogatepass"), seed=seed)
+                        handles[digest % buckets].write(salted)
+                        count += 1
     finally:
         for handle in handles:
             handle.close()
@@ -118,10 +127,29 @@ def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: 
             lines.sort(
                 key=lambda line: (xxhash.xxh3_64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed), line)
             )
-            output.writelines(lines)
+            # Normalised training text never holds NUL (see TextNormalization), so a NUL near the
+            # start marks a copy's salt, dropped here.
+            output.writelines(line.split("\x00", 1)[1] if "\x00" in line[:12] else line for line in lines)
             os.remove(path)
     os.rmdir(directory)
     return count
+
+
+def balancing_repeats(label_counts: dict[str, int], max_repeat: int) -> dict[str, int]:
+    """Copies per line that bring the smaller class up to about the size of the larger one.
+
+    The paper trains on equal numbers of positives and negatives (500k each). A small seed set
+    against a large pool (100 seed pages, 2k pool pages) is 1:20, and fastText then learns to
+    answer "other" for everything (hold-out F1 0); repeating the minority's lines is the
+    fastText equivalent of a class weight. `max_repeat` bounds the copies (1 switches it off)."""
+    if len(label_counts) < 2 or max_repeat <= 1:
+        return {}
+    largest = max(label_counts.values())
+    return {
+        label: min(max_repeat, round(largest / count))
+        for label, count in label_counts.items()
+        if count and round(largest / count) > 1
+    }
 
 
 # ----------------------------------------------------------------------------------------------

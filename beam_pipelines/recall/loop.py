@@ -652,6 +652,7 @@ def read_json_lines(path: str) -> list[dict]:
 
 def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
     from beam_pipelines.recall.fasttext_model import (
+        balancing_repeats,
         evaluate_holdout,
         shuffle_lines,
         train_classifier,
@@ -665,21 +666,27 @@ def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
         holdout_shards = [_local_copy(path, work) for path in matching_files(f"{paths.training}/holdout*.txt")]
         train_file = os.path.join(work, "train.txt")
         started = time.time()
-        lines = shuffle_lines(
-            train_shards,
-            train_file,
-            config.training.shuffle_buckets,
-            seed=config.training.sample_seed * 1000 + paths.number,
-        )
-        labels = _label_counts(train_file)
+        labels: dict[str, int] = {}
+        for shard in train_shards:
+            for label, count in _label_counts(shard).items():
+                labels[label] = labels.get(label, 0) + count
         if not labels.get(LABEL_MATH) or not labels.get(LABEL_OTHER):
             raise RuntimeError(
                 f"round {paths.number}: the training set has {labels.get(LABEL_MATH, 0)} positive and "
                 f"{labels.get(LABEL_OTHER, 0)} negative lines; both are needed (check seed_positives and the pool)"
             )
+        repeats = balancing_repeats(labels, config.training.balance_max_repeat)
+        lines = shuffle_lines(
+            train_shards,
+            train_file,
+            config.training.shuffle_buckets,
+            seed=config.training.sample_seed * 1000 + paths.number,
+            repeats=repeats,
+        )
+        balance = "".join(f", each {label[len('__label__') :]} line x{n} to balance" for label, n in repeats.items())
         log.info(
             f"[recall] round {paths.number}: training fastText on {lines:,} lines "
-            f"({labels[LABEL_MATH]:,} math, {labels[LABEL_OTHER]:,} other; dim {config.fasttext.dim}, "
+            f"({labels[LABEL_MATH]:,} math, {labels[LABEL_OTHER]:,} other{balance}; dim {config.fasttext.dim}, "
             f"{config.fasttext.epoch} epochs, word n-grams {config.fasttext.word_ngrams})"
         )
         model, learning_rate = train_classifier(train_file, config.fasttext)
@@ -699,6 +706,7 @@ def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
             "train_lines": lines,
             "train_positives": labels[LABEL_MATH],
             "train_negatives": labels[LABEL_OTHER],
+            "balancing_repeats": repeats,
             "training_seconds": round(training_seconds, 3),
             "learning_rate_used": learning_rate,
             # One thread and the order-independent shuffle make the model a function of the
@@ -972,13 +980,21 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     return marker
 
 
+LOW_HOLDOUT_F1 = 0.3  # below this a round warns (see RecallTrainingConfig.min_holdout_f1)
+
+
 def check_classifier(config: RecallConfig, paths: RoundPaths, classifier: dict) -> None:
     """Raise DegenerateClassifierError when the round's model cannot separate math from the rest
     (its figures stay in round_<k>/classifier.json; the round is left incomplete, so a rerun
     with better settings redoes it)."""
-    reasons = degenerate_reasons(
-        classifier["holdout"], config.training.min_holdout_f1, config.training.min_score_spread
-    )
+    holdout = classifier["holdout"]
+    if holdout["f1"] < LOW_HOLDOUT_F1 and not config.training.min_holdout_f1:
+        log.warning(
+            f"[recall] round {paths.number}: hold-out F1 {holdout['f1']:.3f} is low. Hold-out negatives are "
+            "pool pages: if the pool is largely math this is expected; otherwise check the seed positives "
+            "(training.min_holdout_f1 makes this a stop)"
+        )
+    reasons = degenerate_reasons(holdout, config.training.min_holdout_f1, config.training.min_score_spread)
     if not reasons:
         return
     write_json(paths.file("classifier.json"), {**classifier, "degenerate": reasons})

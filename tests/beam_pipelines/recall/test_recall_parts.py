@@ -14,6 +14,7 @@ from beam_pipelines.recall.fasttext_model import (
     LABEL_MATH,
     LABEL_OTHER,
     TextNormalization,
+    balancing_repeats,
     classification_metrics,
     math_probability,
     reference_pr_point,
@@ -136,6 +137,32 @@ def test_shuffle_keeps_every_line_and_mixes_sources(tmp_path):
     again = tmp_path / "again.txt"
     shuffle_lines([str(reversed_input)], str(again), buckets=7, seed=3)
     assert again.read_text() == output.read_text()
+
+
+def test_balancing_repeats_the_smaller_class_spread_over_the_file(tmp_path):
+    assert balancing_repeats({LABEL_MATH: 92, LABEL_OTHER: 2258}, max_repeat=50) == {LABEL_MATH: 25}
+    assert balancing_repeats({LABEL_MATH: 10, LABEL_OTHER: 5000}, max_repeat=50) == {LABEL_MATH: 50}
+    assert balancing_repeats({LABEL_MATH: 900, LABEL_OTHER: 1000}, max_repeat=50) == {}  # already 1:1
+    assert balancing_repeats({LABEL_MATH: 3000, LABEL_OTHER: 1000}, max_repeat=50) == {LABEL_OTHER: 3}
+    assert balancing_repeats({LABEL_MATH: 92, LABEL_OTHER: 2258}, max_repeat=1) == {}  # switched off
+
+    source = tmp_path / "train.txt"
+    source.write_text(
+        "".join(f"{LABEL_MATH} m{i}\n" for i in range(40)) + "".join(f"{LABEL_OTHER} o{i}\n" for i in range(400))
+    )
+    output = tmp_path / "out.txt"
+    written = shuffle_lines([str(source)], str(output), buckets=5, seed=1, repeats={LABEL_MATH: 10})
+    lines = output.read_text().splitlines()
+    assert written == len(lines) == 800
+    # Every math line ten times, unchanged (no salt left behind); every other line once.
+    assert sorted(lines) == sorted(
+        [f"{LABEL_MATH} m{i}" for i in range(40)] * 10 + [f"{LABEL_OTHER} o{i}" for i in range(400)]
+    )
+    # The copies are spread over the file, not written next to each other.
+    positions = [index for index, line in enumerate(lines) if line == f"{LABEL_MATH} m0"]
+    assert max(positions) - min(positions) > 200
+    adjacent_copies = sum(1 for a, b in zip(lines, lines[1:]) if a == b)
+    assert adjacent_copies < 20
 
 
 # ----------------------------------------------------------------------------------------------
