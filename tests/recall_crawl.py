@@ -40,8 +40,8 @@ import yaml
 from beam_pipelines.config import register_configs
 from beam_pipelines.io.parquet import iter_documents, read_json
 from beam_pipelines.io.warc import write_html_warc
-from beam_pipelines.prepare import run_prepare
 from beam_pipelines.recall.loop import run_recall
+from beam_pipelines.stages.prepare import run_prepare
 from beam_pipelines.transforms.extract import domain_of, extract_text
 from stack_common.cli import compose_config
 from tests.support import CACHE_DIR, DEBIAN_DOCS, REPO_ROOT, debian_doc_root, html_files
@@ -119,6 +119,7 @@ def _code_fingerprint(spec: CrawlSpec) -> str:
         sorted((REPO_ROOT / "beam_pipelines").glob("*.py"))
         + sorted((REPO_ROOT / "beam_pipelines" / "io").glob("*.py"))
         + sorted((REPO_ROOT / "beam_pipelines" / "transforms").glob("*.py"))
+        + sorted((REPO_ROOT / "beam_pipelines" / "stages").glob("*.py"))
     )
     for path in sources:
         if path.name not in ("classify.py", "recall.py"):

@@ -32,8 +32,12 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator
 
+import fasttext
 import numpy as np
+import xxhash
+from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines.io.parquet import read_json, write_json
 from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -97,8 +101,6 @@ def shuffle_lines(
     `repeats` maps a label (`__label__math`) to how many copies of each of its lines to write
     (class balancing, see `balancing_repeats`); the copies are hashed apart, so they land at
     independent places in the file rather than next to each other."""
-    import xxhash
-
     directory = tempfile.mkdtemp(prefix="shuffle-", dir=os.path.dirname(os.path.abspath(destination)))
     bucket_paths = [os.path.join(directory, f"bucket-{i:05d}") for i in range(buckets)]
     handles = [open(path, "w", encoding="utf-8") for path in bucket_paths]
@@ -190,8 +192,6 @@ def train_classifier(train_file: str, fasttext_config, retries: int = 3) -> tupl
     it trains with at least 10 threads, the only setting in which fastText 0.9.3 initialises its
     whole input matrix. fastText's SGD can also diverge ("Encountered NaN") at a high learning
     rate: then it retries with half the rate (the rate used is reported)."""
-    import fasttext
-
     lr = fasttext_config.lr
     for attempt in range(retries + 1):
         try:
@@ -351,8 +351,6 @@ def model_metadata_path(model_path: str) -> str:
 
 
 def write_model_metadata(model_path: str, normalization: TextNormalization, extra: dict) -> None:
-    from beam_pipelines.io.parquet import write_json
-
     write_json(
         model_metadata_path(model_path),
         {"normalization": normalization.as_dict(), "labels": [LABEL_MATH, LABEL_OTHER], **extra},
@@ -360,17 +358,12 @@ def write_model_metadata(model_path: str, normalization: TextNormalization, extr
 
 
 def read_model_metadata(model_path: str) -> dict:
-    from beam_pipelines.io.parquet import read_json
-
     return read_json(model_metadata_path(model_path))
 
 
 def load_model(model_path: str):
     """Load a model from a local path or any Beam FileSystems URL (copied to a local temp file,
     since fastText reads only local files). Returns (model, normalization)."""
-    import fasttext
-    from apache_beam.io.filesystems import FileSystems
-
     metadata = read_model_metadata(model_path)
     normalization = TextNormalization(**metadata["normalization"])
     local_path = model_path

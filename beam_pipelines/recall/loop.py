@@ -28,27 +28,33 @@ training on the machine that runs the loop, bounded by the configured sample siz
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
+from beam_pipelines.accounting import DeadLetter, tally_counters
 from beam_pipelines.document import Document, stable_id
 from beam_pipelines.io.parquet import (
     DOCUMENTS_SUBDIR,
     SUMMARY_FILE,
+    ReadDocuments,
     WriteDocuments,
     documents_pattern,
     read_json,
     write_json,
 )
+from beam_pipelines.options import pipeline_options
 from beam_pipelines.recall import domains as domain_rules
 from beam_pipelines.recall.config import POLICY_AUTO_PREFIX_EVIDENCE, POLICY_AUTO_PREFIX_FRACTION, RecallConfig
 from beam_pipelines.recall.domains import ApprovedPrefixes, hash_unit
@@ -58,10 +64,19 @@ from beam_pipelines.recall.fasttext_model import (
     LABEL_OTHER,
     DegenerateClassifierError,
     TextNormalization,
+    balancing_repeats,
     degenerate_reasons,
+    evaluate_holdout,
+    shuffle_lines,
     small_pool_advice,
+    train_classifier,
+    write_model_metadata,
 )
-from beam_pipelines.recall.select import SelectByTokenBudget, TokenBudget
+from beam_pipelines.recall.report import write_corpus_report, write_review_files, write_round_report
+from beam_pipelines.recall.select import SelectByTokenBudget, TokenBudget, report_histogram
+from beam_pipelines.transforms.classify import MathScoreDoFn
+from beam_pipelines.transforms.extract import domain_of
+from beam_pipelines.transforms.url_dedup import normalize_url
 from stack_common.errors import ConfigError
 
 ROUND_MARKER = "round.json"
@@ -173,8 +188,6 @@ def pool_fingerprint(input_dir: str) -> str:
 
     Rounds compare selections by document id; ids of a rebuilt pool differ (a rewritten WARC
     has new record ids), so resuming on another pool would silently compare unrelated sets."""
-    import hashlib
-
     digest = hashlib.sha256()
     with FileSystems.open(f"{input_dir.rstrip('/')}/{SUMMARY_FILE}") as handle:
         digest.update(handle.read())
@@ -195,8 +208,6 @@ def check_same_pool(config: RecallConfig, rounds: list[int]) -> None:
 
 
 def parquet_columns(path: str) -> list[str]:
-    import pyarrow.parquet as pq
-
     with FileSystems.open(path) as handle:
         return list(pq.read_schema(handle).names)
 
@@ -211,15 +222,10 @@ class SeedDocumentDoFn(beam.DoFn):
     DEAD_LETTER = "dead_letter"
 
     def setup(self):
-        from apache_beam.metrics import Metrics
-
         self.read = Metrics.counter(TRAINING_STEP, "seed_read")
         self.dead = Metrics.counter(TRAINING_STEP, "seed_dead_letter")
 
     def process(self, item):
-        from beam_pipelines.accounting import DeadLetter
-        from beam_pipelines.transforms.extract import domain_of
-
         self.read.inc()
         try:
             row = json.loads(item) if isinstance(item, str) else item
@@ -294,14 +300,10 @@ class SampleByHash(beam.PTransform):
 
 
 def join_key(document: Document) -> str:
-    from beam_pipelines.transforms.url_dedup import normalize_url
-
     return document.normalized_url or (normalize_url(document.url) if document.url else f"id:{document.id}")
 
 
 def row_join_key(row: dict) -> str:
-    from beam_pipelines.transforms.url_dedup import normalize_url
-
     return row.get("normalized_url") or (normalize_url(row["url"]) if row.get("url") else f"id:{row['id']}")
 
 
@@ -315,8 +317,6 @@ class LabelledLineDoFn(beam.DoFn):
         self.normalization, self.holdout_fraction, self.salt = normalization, holdout_fraction, salt
 
     def setup(self):
-        from apache_beam.metrics import Metrics
-
         self.examples = Metrics.counter(TRAINING_STEP, self.counter_name)
         self.empty = Metrics.counter(TRAINING_STEP, "empty_text")
 
@@ -335,8 +335,6 @@ class LabelledLineDoFn(beam.DoFn):
 
 def _count(name: str):
     def counted(element):
-        from apache_beam.metrics import Metrics
-
         Metrics.counter(TRAINING_STEP, name).inc()
         return element
 
@@ -375,8 +373,6 @@ def build_training_pipeline(
     previous_selected_pages: int,
     policy_rejections: ApprovedPrefixes,
 ) -> None:
-    from beam_pipelines.io.parquet import ReadDocuments
-
     training = config.training
     normalization = TextNormalization.from_config(config.fasttext)
     salt = str(training.sample_seed)
@@ -519,10 +515,6 @@ def _review_top_key(row: dict):
 
 
 def build_scoring_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, budget: TokenBudget) -> None:
-    from beam_pipelines.io.parquet import ReadDocuments
-    from beam_pipelines.recall.select import report_histogram
-    from beam_pipelines.transforms.classify import MathScoreDoFn
-
     domains_config = config.domains
     scored = (
         pipeline | "Read pool" >> ReadDocuments(config.input_dir) | "Score" >> beam.ParDo(MathScoreDoFn(paths.model))
@@ -651,14 +643,6 @@ def read_json_lines(path: str) -> list[dict]:
 
 
 def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
-    from beam_pipelines.recall.fasttext_model import (
-        balancing_repeats,
-        evaluate_holdout,
-        shuffle_lines,
-        train_classifier,
-        write_model_metadata,
-    )
-
     normalization = TextNormalization.from_config(config.fasttext)
     work = tempfile.mkdtemp(prefix=f"recall-round-{paths.number}-")
     try:
@@ -836,10 +820,6 @@ def clear_round(config: RecallConfig, number: int) -> str | None:
 
 def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     """Run round `number` from scratch, after `clear_round`; returns its round.json."""
-    from beam_pipelines.accounting import tally_counters
-    from beam_pipelines.options import pipeline_options
-    from beam_pipelines.recall.report import write_review_files, write_round_report
-
     paths = RoundPaths(config.output_dir, number)
     started = time.time()
 
@@ -1022,8 +1002,6 @@ def _marker_stop(config: RecallConfig, marker: dict) -> str | None:
 
 
 def _config_snapshot(config: RecallConfig) -> dict:
-    from dataclasses import asdict
-
     snapshot = asdict(config)
     snapshot.pop("beam", None)
     snapshot.pop("round", None)
@@ -1079,8 +1057,6 @@ def _all_markers(config: RecallConfig) -> list[dict]:
 
 
 def _refresh_corpus_report(config: RecallConfig) -> None:
-    from beam_pipelines.recall.report import write_corpus_report
-
     numbers = complete_rounds(config.output_dir, config.max_rounds)
     metrics = [read_json(RoundPaths(config.output_dir, k).metrics) for k in numbers]
     if metrics:

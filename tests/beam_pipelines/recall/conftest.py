@@ -19,8 +19,8 @@ import pytest
 from beam_pipelines.config import register_configs
 from beam_pipelines.io.parquet import iter_documents
 from beam_pipelines.io.warc import write_html_warc
-from beam_pipelines.prepare import run_prepare
 from beam_pipelines.recall.domains import hash_unit
+from beam_pipelines.stages.prepare import run_prepare
 from stack_common.cli import compose_config
 from tests.support import CACHE_DIR, REPO_ROOT, debian_doc_pages
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import json as json_module
 import random
+import statistics
 
+import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import sympy
+from apache_beam.testing.util import assert_that, equal_to
 
+from beam_pipelines.document import Document
 from beam_pipelines.recall import domains
 from beam_pipelines.recall.evidence import EvidenceThreshold, math_word_counts
 from beam_pipelines.recall.fasttext_model import (
@@ -21,8 +30,10 @@ from beam_pipelines.recall.fasttext_model import (
     shuffle_lines,
     train_classifier,
 )
+from beam_pipelines.recall.loop import read_seed_positives
 from beam_pipelines.recall.select import (
     ScoreCut,
+    SelectByTokenBudget,
     TokenBudget,
     coarse_bin_of,
     find_coarse_boundary,
@@ -30,6 +41,7 @@ from beam_pipelines.recall.select import (
     fine_bin_of,
     reference_selection,
 )
+from tests.support import REPO_ROOT
 
 # ----------------------------------------------------------------------------------------------
 # Normalisation and the classifier
@@ -49,12 +61,6 @@ def test_normalization_makes_one_fasttext_line():
 def test_classifier_trains_deterministically_and_separates_real_text(tmp_path):
     """fastText with one thread gives the same model twice (its uninitialised input matrix is
     zero-filled, see zero_filled_allocations) and learns math vs. prose from real docstrings."""
-    import inspect
-    import json as json_module
-    import statistics
-
-    import sympy
-
     math_texts = [
         inspect.getdoc(getattr(sympy, name)) or ""
         for name in (
@@ -217,12 +223,6 @@ def test_budget_per_round_and_fraction():
 
 
 def test_select_by_token_budget_in_beam_agrees_with_the_reference():
-    import apache_beam as beam
-    from apache_beam.testing.util import assert_that, equal_to
-
-    from beam_pipelines.document import Document
-    from beam_pipelines.recall.select import SelectByTokenBudget
-
     rng = random.Random(5)
     documents = [Document(id=f"d{i}", math_score=rng.random(), token_estimate=rng.randint(1, 900)) for i in range(400)]
     budget = sum(d.token_estimate for d in documents) // 4
@@ -369,13 +369,6 @@ def test_evidence_policy_approves_evident_flagged_prefixes_and_rejects_the_rest(
 
 
 def test_seed_records_become_documents_or_dead_letters(tmp_path):
-    import apache_beam as beam
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from apache_beam.testing.util import assert_that, equal_to
-
-    from beam_pipelines.recall.loop import read_seed_positives
-
     jsonl = tmp_path / "seeds.jsonl"
     jsonl.write_text(
         json.dumps({"url": "https://math.example/a", "text": "Let $x=1$."})
@@ -402,8 +395,6 @@ def test_seed_records_become_documents_or_dead_letters(tmp_path):
 
 
 def test_the_documented_example_annotations_file_loads():
-    from tests.support import REPO_ROOT
-
     example = domains.load_annotations(str(REPO_ROOT / "annotations" / "example"), 1)
     assert example.exists and example.approved == ["docs.scipy.org/doc/scipy", "mpmath.org/doc/current"]
     assert domains.ApprovedPrefixes(example.rejected).covers("docs.python.org/3.11/tutorial")
