@@ -49,6 +49,7 @@ def _code_fingerprint() -> str:
         sorted((REPO_ROOT / "beam_pipelines").glob("*.py"))
         + sorted((REPO_ROOT / "beam_pipelines" / "io").glob("*.py"))
         + sorted((REPO_ROOT / "beam_pipelines" / "transforms").glob("*.py"))
+        + sorted((REPO_ROOT / "beam_pipelines" / "stages").glob("*.py"))  # prepare's body
     )
     for path in sources:
         if path.name not in ("classify.py", "recall.py"):

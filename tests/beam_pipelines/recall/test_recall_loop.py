@@ -351,15 +351,20 @@ def test_evidence_policy_decides_on_math_word_rates_measured_from_the_pages(loop
     )
     assert evidence["unselected_rate"] < evidence["threshold"] < evidence["seed_rate"]
 
-    # Alone: it approves math documentation and nothing else, and rejects only other sites.
+    # Alone: it approves documentation of both math sites and nothing else. It rejects a flagged
+    # non-math site, and inside a math site only a folder whose own pages are not math (on this
+    # pool SciPy's developer guide, docs.scipy.org/doc/scipy/dev), never one under an approval.
     review = {r["prefix"]: r for r in read_json_lines(str(output_dir / "round_1" / "stats" / "review.jsonl"))}
-    assert approvals["automatic"] and {parse_prefix(p)[0] for p in approvals["automatic"]} <= MATH_DOMAINS
-    assert {parse_prefix(p)[0] for p in approvals["automatic_rejected"]} <= OTHER_DOMAINS
+    assert {parse_prefix(p)[0] for p in approvals["automatic"]} == MATH_DOMAINS
+    assert {parse_prefix(p)[0] for p in approvals["automatic_rejected"]} & OTHER_DOMAINS
     for prefix in approvals["automatic"]:
         row = review[prefix]
         assert row["math_word_rate"] >= evidence["threshold"] and row["selected_fraction"] > 0.1
         assert row["pool_pages"] >= 10
+    automatic = ApprovedPrefixes(approvals["automatic"])
     for prefix in approvals["automatic_rejected"]:
+        domain, segments = parse_prefix(prefix)
+        assert domain in OTHER_DOMAINS or (segments and not automatic.covers(prefix)), prefix
         assert review[prefix]["math_word_rate"] < evidence["threshold"]
 
     # Beside the reviewer's file, which rejects the non-math candidates: those are the reviewer's,
