@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from stack_common.checks import require_non_negative
 from stack_common.errors import ConfigError
 
-RUNNERS = ("direct", "dataflow", "flink", "spark")
+RUNNERS = ("direct", "dask", "dataflow", "flink", "spark")
 ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "LOOPBACK", "EXTERNAL")
 
 
@@ -27,6 +28,11 @@ class BeamConfig:
     # direct: the in-process portable runner (never the Prism download); 0 workers = all cores.
     direct_num_workers: int = 0
     direct_running_mode: str = "multi_processing"
+    # dask: a running dask.distributed scheduler (address or scheduler file, one of the two) and
+    # the partitions of each shuffle, Create and Read (0: twice the cluster's worker threads).
+    dask_scheduler_address: str | None = None
+    dask_scheduler_file: str | None = None
+    dask_partitions: int = 0
     # Portable runners (flink, spark): how SDK workers start and where the job server is.
     environment_type: str | None = None
     environment_config: str | None = None
@@ -81,6 +87,14 @@ class BeamConfig:
                 )
             if not str(self.temp_location).startswith("gs://"):
                 raise ConfigError(f"beam.temp_location={self.temp_location!r} must be a gs:// path on Dataflow")
+        if self.runner == "dask":
+            given = [name for name in ("dask_scheduler_address", "dask_scheduler_file") if getattr(self, name)]
+            if len(given) != 1:
+                raise ConfigError(
+                    "beam=dask needs exactly one of beam.dask_scheduler_address=tcp://HOST:8786 and "
+                    f"beam.dask_scheduler_file=/shared/scheduler.json (given: {', '.join(given) or 'neither'})"
+                )
+        require_non_negative("beam.dask_partitions", self.dask_partitions)
         if self.runner == "flink" and not (self.flink_master or self.job_endpoint):
             raise ConfigError(
                 "beam=flink needs beam.flink_master=HOST:PORT (or beam.job_endpoint of a running job server)"

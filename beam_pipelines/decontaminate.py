@@ -130,7 +130,7 @@ def run_decontaminate(config: DecontaminateConfig, progress=print) -> dict:
 
     from beam_pipelines.accounting import build_summary, format_summary, tally_counters
     from beam_pipelines.io.parquet import SUMMARY_FILE, clear_stage_dir, documents_pattern, write_json
-    from beam_pipelines.options import pipeline_options
+    from beam_pipelines.options import describe_runner, pipeline_options
     from beam_pipelines.transforms.decontaminate import ContaminationIndex
 
     started = time.time()
@@ -142,7 +142,8 @@ def run_decontaminate(config: DecontaminateConfig, progress=print) -> dict:
     index = ContaminationIndex.build(items, settings.ngram, settings.min_item_ngram, settings.short_item_match)
     progress(
         f"[decontaminate] {len(items)} benchmark items from {sum(not s['missing'] for s in sources.values())} "
-        f"benchmark(s) -> {index.ngram_count} indexed n-grams; {input_pattern} -> {config.output_dir}"
+        f"benchmark(s) -> {index.ngram_count} indexed n-grams; {input_pattern} -> {config.output_dir} "
+        f"(runner: {describe_runner(config.beam)})"
     )
     output_dir = config.output_dir.rstrip("/")
     clear_stage_dir(output_dir)

@@ -156,7 +156,7 @@ def run_dedup(config: DedupConfig, progress=print) -> dict:
 
     from beam_pipelines.accounting import build_summary, format_summary, tally_counters
     from beam_pipelines.io.parquet import SUMMARY_FILE, clear_stage_dir, documents_pattern, write_json
-    from beam_pipelines.options import pipeline_options
+    from beam_pipelines.options import describe_runner, pipeline_options
     from beam_pipelines.transforms.connected_components import run_component_rounds
     from beam_pipelines.transforms.minhash import LSH_NAMESPACE, MinHashSettings
 
@@ -173,7 +173,7 @@ def run_dedup(config: DedupConfig, progress=print) -> dict:
     def make_pipeline(job_name: str):
         return beam.Pipeline(options=pipeline_options(config.beam, job_name=job_name))
 
-    progress(f"[dedup] {input_pattern} -> {output_dir} (runner: {config.beam.runner}; {settings.record()})")
+    progress(f"[dedup] {input_pattern} -> {output_dir} (runner: {describe_runner(config.beam)}; {settings.record()})")
     clear_stage_dir(output_dir)
     _delete(work_dir)
 

@@ -108,12 +108,13 @@ def run_prepare(config: PrepareConfig) -> dict:
 
     from beam_pipelines.accounting import build_summary, format_summary, tally_counters
     from beam_pipelines.io.parquet import SUMMARY_FILE, clear_stage_dir, documents_pattern, write_json
-    from beam_pipelines.options import pipeline_options
+    from beam_pipelines.options import describe_runner, pipeline_options
 
     started = time.time()
     input_files = resolve_inputs(config)
     print(
-        f"[prepare] {len(input_files)} WARC file(s) -> {config.output_dir} (runner: {config.beam.runner})", flush=True
+        f"[prepare] {len(input_files)} WARC file(s) -> {config.output_dir} (runner: {describe_runner(config.beam)})",
+        flush=True,
     )
     clear_stage_dir(config.output_dir)
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name="prepare"))

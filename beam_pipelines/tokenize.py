@@ -111,7 +111,7 @@ def run_tokenize(config: TokenizeConfig) -> dict:
     from beam_pipelines.io.megatron import bin_path, idx_path, token_dtype
     from beam_pipelines.io.parquet import SUMMARY_FILE, read_json, write_json
     from beam_pipelines.io.text_sources import TOKENIZE_STEP, check_source, source_pattern
-    from beam_pipelines.options import pipeline_options
+    from beam_pipelines.options import describe_runner, pipeline_options
     from beam_pipelines.transforms.tokenize import load_tokenizer, resolve_eod, tokenizer_file
 
     started = time.time()
@@ -124,7 +124,7 @@ def run_tokenize(config: TokenizeConfig) -> dict:
     prefix = dataset_prefix(config)
     print(
         f"[tokenize] source {source.name} ({source.format}: {source_pattern(source)}) -> {prefix}.bin/.idx "
-        f"({dtype.name}, EOD {eod_token!r} = {eod_id}, runner: {config.beam.runner})",
+        f"({dtype.name}, EOD {eod_token!r} = {eod_id}, runner: {describe_runner(config.beam)})",
         flush=True,
     )
     clear_source_outputs(prefix)

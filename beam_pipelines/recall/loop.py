@@ -716,7 +716,7 @@ def round_approvals(config: RecallConfig, number: int) -> dict:
 def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     """Run round `number` from scratch (deleting any partial output); returns its round.json."""
     from beam_pipelines.accounting import tally_counters
-    from beam_pipelines.options import pipeline_options
+    from beam_pipelines.options import describe_runner, pipeline_options
     from beam_pipelines.recall.report import write_review_files, write_round_report
 
     paths = RoundPaths(config.output_dir, number)
@@ -749,7 +749,7 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     write_json(paths.approvals, {"rounds": approvals_by_round, "cumulative": all_approvals.prefixes})
 
     # 2. Training set.
-    log(f"round {number}: building the training set (Beam, runner {config.beam.runner})")
+    log(f"round {number}: building the training set (Beam, runner: {describe_runner(config.beam)})")
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name=f"recall-round-{number}-training"))
     build_training_pipeline(
         pipeline,

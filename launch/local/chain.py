@@ -97,7 +97,11 @@ class ChainConfig:
     work_dir: str = "outputs/chain"
     # Beam preset of the corpus stages. One worker: on a 2-core machine and a sample this small,
     # worker start-up costs more than a second process gains (benchmarks/prepare_throughput.py).
-    beam: str = "direct_single"
+    # (Not named `beam`: Hydra would read `beam=...` as the corpus entry points' config group.)
+    beam_preset: str = "direct_single"
+    # Extra `beam.*` overrides for every corpus command, e.g. with beam_preset=dask:
+    # "beam_overrides=['beam.dask_scheduler_file=/shared/scheduler.json']"
+    beam_overrides: list[str] = field(default_factory=list)
     skip: list[str] = field(default_factory=list)
     force: list[str] = field(default_factory=list)
     from_stage: str = ""
@@ -114,6 +118,9 @@ class ChainConfig:
         ]
         if unknown:
             raise ConfigError(f"unknown stage(s) {', '.join(map(repr, unknown))}: stages are {', '.join(STAGES)}")
+        for override in self.beam_overrides:
+            if not override.startswith("beam.") or "=" not in override:
+                raise ConfigError(f"beam_overrides entry {override!r} must look like beam.KEY=VALUE")
         size = self.chain_size
         for name in (
             "sample_math_pages",
@@ -263,8 +270,8 @@ class Chain:
 
     # -- the stages' commands ----------------------------------------------------------------------
     def commands(self, stage: str) -> list[list[str]]:
-        w, size, beam = str(self.work), self.size, f"beam={self.config.beam}"
-        corpus = [f"corpus.work_dir={w}", beam]
+        w, size = str(self.work), self.size
+        corpus = [f"corpus.work_dir={w}", f"beam={self.config.beam_preset}", *self.config.beam_overrides]
         tokenizer = str(self.path("tokenizer"))
         if stage == "prepare":
             return [
