@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ class LocalDaskCluster:
     threads_per_worker: int = 1
     memory_limit: str = "4GB"
     host: str = "127.0.0.1"
+    # Each worker under a nanny, which restarts it when it dies or outgrows its memory limit.
+    nanny: bool = True
     scheduler: subprocess.Popen | None = None
     worker_processes: list[subprocess.Popen] = field(default_factory=list)
 
@@ -103,8 +106,7 @@ class LocalDaskCluster:
                 str(self.directory / f"worker-{index}"),
                 "--name",
                 f"worker-{index}",
-                # No nanny: the worker is this PID, so a test can kill exactly it.
-                "--no-nanny",
+                "--nanny" if self.nanny else "--no-nanny",
             ],
             stdout=self._log(f"worker-{index}"),
             stderr=subprocess.STDOUT,
@@ -140,11 +142,83 @@ class LocalDaskCluster:
                 process.kill()
                 process.wait()
 
+    def processes(self) -> list[subprocess.Popen]:
+        return [*([self.scheduler] if self.scheduler else []), *self.worker_processes]
+
     def __enter__(self) -> LocalDaskCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class ClusterSampler:
+    """Samples a local cluster's processes every `interval` seconds (benchmarks): the peak RSS of
+    each worker process (what its memory limit bounds), how many worker processes each nanny
+    has run (more than one: a worker died or outgrew its limit and was restarted), and the CPU
+    seconds of every process of the cluster from the first sample on."""
+
+    def __init__(self, cluster: LocalDaskCluster, interval: float = 0.2):
+        self.cluster = cluster
+        self.interval = interval
+        self.peak_worker_rss: dict[int, int] = {}
+        self.worker_pids: dict[int, set[int]] = {}
+        self._cpu_start: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ClusterSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def _cpu(self, process) -> None:
+        times = process.cpu_times()
+        seconds = times.user + times.system
+        self._cpu_start.setdefault(process.pid, seconds)
+        self._cpu_last[process.pid] = seconds
+
+    def _sample(self) -> None:
+        import psutil
+
+        for root in self.cluster.processes():
+            try:
+                parent = psutil.Process(root.pid)
+                self._cpu(parent)
+                descendants = parent.children(recursive=True)
+                # Under a nanny the worker is the nanny's direct child; without one, the root.
+                workers = (
+                    [] if root is self.cluster.scheduler else parent.children() if self.cluster.nanny else [parent]
+                )
+            except psutil.NoSuchProcess:
+                continue
+            for process in descendants:
+                try:
+                    self._cpu(process)
+                except psutil.NoSuchProcess:
+                    continue
+            for worker in workers:
+                try:
+                    rss = worker.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+                self.peak_worker_rss[root.pid] = max(self.peak_worker_rss.get(root.pid, 0), rss)
+                self.worker_pids.setdefault(root.pid, set()).add(worker.pid)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return {
+            "cpu_seconds": round(sum(self._cpu_last[pid] - self._cpu_start[pid] for pid in self._cpu_last), 1),
+            "peak_rss_mb_per_worker": [round(rss / 2**20, 1) for rss in self.peak_worker_rss.values()],
+            "worker_restarts": sum(max(0, len(pids) - 1) for pids in self.worker_pids.values()),
+        }
 
 
 def main(argv: list[str] | None = None) -> None:
