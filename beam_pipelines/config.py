@@ -29,7 +29,8 @@ class BeamConfig:
     direct_num_workers: int = 0
     direct_running_mode: str = "multi_processing"
     # dask: a running dask.distributed scheduler (address or scheduler file, one of the two) and
-    # the partitions of each shuffle, Create and Read (0: twice the cluster's worker threads).
+    # the partitions of each shuffle, Create and Read (0: twice the cluster's worker threads, or
+    # one per 32 MiB the pipeline reads when that is more).
     dask_scheduler_address: str | None = None
     dask_scheduler_file: str | None = None
     dask_partitions: int = 0

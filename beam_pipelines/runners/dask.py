@@ -9,8 +9,10 @@ How a pipeline becomes one Dask task graph, submitted once and awaited on the cl
   chain, so only a stage's outputs that something outside it reads are materialised.
 - GroupByKey and Reshuffle are all-to-all shuffles: every input partition splits its elements
   into P buckets (by a hash of the deterministically encoded key, or round-robin), and output
-  partition j concatenates bucket j of every input. P = `--dask_npartitions` (default: twice the
-  cluster's worker threads). Flatten only concatenates partition lists (no task).
+  partition j concatenates bucket j of every input. P = `--dask_npartitions`, by default twice
+  the cluster's worker threads or, when the pipeline reads more, one partition per 32 MiB of its
+  sources (`estimate_size`). Flatten only concatenates partition lists (no task). Partitions
+  of values in the global window are stored bare (pickling WindowedValues costs 5x).
 - Reads split their source on the client (`BoundedSource.split`) into bundles of about
   total size / P; Create is cut into P partitions.
 - Every bundle runs its DoFns with Beam's own DoFnRunner, a metrics container per step and a
@@ -61,7 +63,7 @@ import uuid
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 import cloudpickle
@@ -82,10 +84,15 @@ from apache_beam.transforms import core, trigger, util, window
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.typehints import typehints
 from apache_beam.utils.counters import CounterFactory
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN, WindowedValue
 
 log = logging.getLogger(__name__)
 # Runs of the same pipeline on one worker: DoFn instances of older runs are torn down.
 KEEP_RUNS_PER_WORKER = 2
+# Default partition count: twice the cluster's threads, or more so that a partition starts from
+# at most this much input as stored (a compressed Parquet byte is several in memory).
+PARTITION_INPUT_BYTES = 32 * 1024 * 1024
 
 
 class UnsupportedOnDask(NotImplementedError):
@@ -155,25 +162,64 @@ def _encode_literal(value) -> bytes:
     return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _elements(ref) -> Any:
-    """A partition reference -> an iterable of WindowedValues: a computed partition (a list), a
-    pickled list of plain values (Create), or a pickled source bundle (read here, lazily)."""
+class _GlobalValues(list):
+    """A partition whose elements all sit in the global window at the minimum timestamp, kept
+    as bare values: pickling a WindowedValue costs about five times pickling its value, and
+    partitions are pickled on every transfer between workers and every spill to disk."""
+
+
+_GLOBAL_WINDOW = (window.GlobalWindow(),)
+_MIN_MICROS = MIN_TIMESTAMP.micros
+
+
+def _pack(windowed_values: list) -> list:
+    """A bundle's output list -> _GlobalValues when every element allows it (the usual case)."""
+    packed = _GlobalValues()
+    append = packed.append
+    for windowed in windowed_values:
+        windows = windowed.windows
+        if (
+            windowed.timestamp_micros != _MIN_MICROS
+            or windowed.pane_info is not PANE_INFO_UNKNOWN
+            or len(windows) != 1
+            or type(windows[0]) is not window.GlobalWindow
+        ):
+            return windowed_values
+        append(windowed.value)
+    return packed
+
+
+def _in_global_window(values) -> Iterator[WindowedValue]:
+    return (WindowedValue(value, MIN_TIMESTAMP, _GLOBAL_WINDOW) for value in values)
+
+
+def _elements(ref) -> Iterable[WindowedValue]:
+    """A partition reference -> its WindowedValues: a computed partition (_GlobalValues or a
+    list of WindowedValues), a pickled list of values (Create) or a pickled source bundle (read
+    here, lazily)."""
+    if isinstance(ref, _GlobalValues):
+        return _in_global_window(ref)
     if not isinstance(ref, bytes):
         return ref
     literal = pickle.loads(ref)
     if isinstance(literal, iobase.SourceBundle):
         source = literal.source
-        tracker = source.get_range_tracker(literal.start_position, literal.stop_position)
-        return (window.GlobalWindows.windowed_value(value) for value in source.read(tracker))
-    return [window.GlobalWindows.windowed_value(value) for value in literal]
+        return _in_global_window(source.read(source.get_range_tracker(literal.start_position, literal.stop_position)))
+    return _in_global_window(literal)
 
 
 def _materialize(ref) -> list:
-    return list(_elements(ref))
+    return _pack(list(_elements(ref)))
 
 
-def _concat(lists) -> list:
+def _concat_lists(lists) -> list:
     return list(itertools.chain.from_iterable(lists))
+
+
+def _concat_partitions(partitions) -> list:
+    if all(isinstance(partition, _GlobalValues) for partition in partitions):
+        return _GlobalValues(itertools.chain.from_iterable(partitions))
+    return list(itertools.chain.from_iterable(_elements(partition) for partition in partitions))
 
 
 class _Chain:
@@ -183,7 +229,7 @@ class _Chain:
         self.partitions = [_materialize(ref) if isinstance(ref, bytes) else ref for ref in partitions]
 
     def __iter__(self):
-        return itertools.chain.from_iterable(self.partitions)
+        return itertools.chain.from_iterable(_elements(partition) for partition in self.partitions)
 
 
 def _split_by_key(key_coder_literal: bytes, ref, partitions: int) -> list[list]:
@@ -206,13 +252,15 @@ def _group(buckets) -> list:
             if group is None:
                 groups[encoded] = group = (key, [])
             group[1].append(value)
-    return [window.GlobalWindows.windowed_value((key, values)) for key, values in groups.values()]
+    return _GlobalValues(groups.values())
 
 
 def _split_round_robin(ref, partitions: int, offset: int) -> list[list]:
-    buckets: list[list] = [[] for _ in range(partitions)]
-    for position, windowed in enumerate(_elements(ref), offset):
-        buckets[position % partitions].append(windowed)
+    # Bare values stay bare: the buckets keep the partition's representation.
+    plain = isinstance(ref, _GlobalValues)
+    buckets: list[list] = [_GlobalValues() if plain else [] for _ in range(partitions)]
+    for position, element in enumerate(ref if plain else _elements(ref), offset):
+        buckets[position % partitions].append(element)
     return buckets
 
 
@@ -368,7 +416,7 @@ def _run_bundle(run: str, stage: int, payload: bytes, outputs: int, seed: str, r
         raise  # the instances may be mid-bundle: not returned to the pool
     statesampler.set_current_tracker(None)
     _POOL.release(run, stage, steps)
-    return collected, metrics
+    return [_pack(items) for items in collected], metrics
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,8 +456,10 @@ class _Planner:
     """Turns the (overridden) pipeline into a task graph. Partition references are graph keys
     or pickled literals (Create chunks, source bundles) read by whichever task consumes them."""
 
-    def __init__(self, partitions: int, run: str):
+    def __init__(self, partitions: int | None, minimum_partitions: int, run: str):
+        # None: enough that no partition starts with more than PARTITION_INPUT_BYTES of read input.
         self.partitions = partitions
+        self.minimum_partitions = minimum_partitions
         self.run = run
         self.graph: dict = {}
         self.refs: dict = {}  # PCollection -> list of partition refs
@@ -433,11 +483,18 @@ class _Planner:
         for node in leaves.nodes:
             for pcoll in [*node.main_inputs.values(), *(side.pvalue for side in node.side_inputs)]:
                 self.consumers[pcoll] = self.consumers.get(pcoll, 0) + 1
+        if self.partitions is None:
+            read_bytes = sum(
+                node.transform.source.estimate_size() or 0
+                for node in leaves.nodes
+                if isinstance(node.transform, _ReadLeaf) and isinstance(node.transform.source, iobase.BoundedSource)
+            )
+            self.partitions = max(self.minimum_partitions, -(-read_bytes // PARTITION_INPUT_BYTES))
         for node in leaves.nodes:
             self.visit(node)
         stage_metrics = [self.emit_stage(stage) for stage in self.stages]
         target = (f"metrics:{self.run}", 0)
-        self.graph[target] = (_concat, stage_metrics)
+        self.graph[target] = (_concat_lists, stage_metrics)
         return self.graph, target
 
     # -- partition references --------------------------------------------------------------------
@@ -502,7 +559,7 @@ class _Planner:
                 inputs[0],
                 label,
                 lambda i, ref: (_split_round_robin, ref, self.partitions, i),
-                concat=_concat,
+                concat=_concat_partitions,
             )
         else:
             raise UnsupportedOnDask(f"beam=dask cannot run {label}: no translation for {type(transform).__name__}")
@@ -625,7 +682,7 @@ class _Planner:
             )
             self.graph[(metrics_name, i)] = (_pick, (bundle_name, i), 1)
         stage_metrics = (metrics_name, "all")
-        self.graph[stage_metrics] = (_concat, [(metrics_name, i) for i in range(len(inputs))])
+        self.graph[stage_metrics] = (_concat_lists, [(metrics_name, i) for i in range(len(inputs))])
         return stage_metrics
 
 
@@ -702,10 +759,10 @@ class DaskRunner(BeamDaskRunner):
     def run_pipeline(self, pipeline, options):
         dask_options = options.view_as(DaskOptions)
         client = cluster_client(dask_options.address, dask_options.scheduler_file, dask_options.timeout)
-        partitions = dask_options.npartitions or max(1, 2 * sum(client.nthreads().values()))
         pipeline.replace_all(_overrides())
         run = uuid.uuid4().hex[:12]
-        graph, target = _Planner(partitions, run).plan(pipeline)
-        log.info("beam=dask: %d tasks, %d partitions, run %s", len(graph), partitions, run)
+        planner = _Planner(dask_options.npartitions, max(1, 2 * sum(client.nthreads().values())), run)
+        graph, target = planner.plan(pipeline)
+        log.info("beam=dask: %d tasks, %d partitions, run %s", len(graph), planner.partitions, run)
         future = client.get(graph, target, sync=False)
-        return DaskPipelineResult(future, tasks=len(graph), partitions=partitions)
+        return DaskPipelineResult(future, tasks=len(graph), partitions=planner.partitions)

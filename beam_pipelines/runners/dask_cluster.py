@@ -187,10 +187,14 @@ class ClusterSampler:
                 parent = psutil.Process(root.pid)
                 self._cpu(parent)
                 descendants = parent.children(recursive=True)
-                # Under a nanny the worker is the nanny's direct child; without one, the root.
-                workers = (
-                    [] if root is self.cluster.scheduler else parent.children() if self.cluster.nanny else [parent]
-                )
+                # Under a nanny the worker is the nanny's direct child (beside multiprocessing's
+                # resource tracker); without one, the root.
+                if root is self.cluster.scheduler:
+                    workers = []
+                elif self.cluster.nanny:
+                    workers = [c for c in parent.children() if "resource_tracker" not in " ".join(c.cmdline())]
+                else:
+                    workers = [parent]
             except psutil.NoSuchProcess:
                 continue
             for process in descendants:
