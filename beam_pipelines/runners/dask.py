@@ -705,9 +705,10 @@ def cluster_client(address: str | None = None, scheduler_file: str | None = None
 
 
 class DaskPipelineResult(PipelineResult):
-    def __init__(self, future: distributed.Future, tasks: int, partitions: int):
+    def __init__(self, future: distributed.Future, run: str, tasks: int, partitions: int):
         super().__init__(PipelineState.RUNNING)
         self._future = future
+        self.run = run  # in every task key of this pipeline
         self._metrics = DirectMetrics()
         self.tasks = tasks
         self.partitions = partitions
@@ -765,4 +766,4 @@ class DaskRunner(BeamDaskRunner):
         graph, target = planner.plan(pipeline)
         log.info("beam=dask: %d tasks, %d partitions, run %s", len(graph), planner.partitions, run)
         future = client.get(graph, target, sync=False)
-        return DaskPipelineResult(future, tasks=len(graph), partitions=planner.partitions)
+        return DaskPipelineResult(future, run, tasks=len(graph), partitions=planner.partitions)

@@ -4,6 +4,7 @@
     python launch/local/chain.py chain_size=ci work_dir=/tmp/c    # the test's reduced sizes
     python launch/local/chain.py force=[pretrain]                 # redo pretrain and everything after it
     python launch/local/chain.py "overrides.sft=['optimizer.lr=2e-3']"   # extra Hydra overrides for one stage
+    python launch/local/chain.py beam_preset=dask "beam_overrides=['beam.dask_scheduler_file=/tmp/dask/scheduler.json']"
 
 Every stage is a real subprocess, `python -m <entry point> <Hydra overrides>`: the same commands a
 cluster user runs (the README's "The chain at real scale" lists them with the 7B presets). In order:

@@ -152,11 +152,20 @@ def build_feature_pipeline(pipeline, out: Path, inputs: Path) -> None:
 OUTPUTS = ("rest", "three", "side", "gbk", "cogbk", "combine", "text", "parquet", "rs")
 
 
-def run_feature_pipeline(args: list[str], out: Path, inputs: Path):
+def run_feature_pipeline(args: list[str], out: Path, inputs: Path, client=None):
     pipeline = beam.Pipeline(argv=args)
     build_feature_pipeline(pipeline, out, inputs)
     result = pipeline.run()
     result.wait_until_finish()
+    if client is not None:
+        # Nothing of the run stays on the cluster once it is done (Dask frees every result).
+        def keys_of_run(dask_scheduler, run):
+            return [str(key) for key in dask_scheduler.tasks if run in str(key)]
+
+        deadline = time.monotonic() + 60
+        while left := client.run_on_scheduler(keys_of_run, run=result.run):
+            assert time.monotonic() < deadline, f"still on the scheduler: {left[:5]}"
+            time.sleep(0.1)
     lines = {
         name: sorted(line for f in glob.glob(f"{out}/{name}-*") for line in Path(f).read_text().splitlines())
         for name in OUTPUTS
@@ -177,7 +186,8 @@ def test_every_feature_the_pipelines_use_matches_the_direct_runner(dask_cluster,
     pq.write_table(pa.table({"v": list(range(30))}), inputs / "a.parquet")
 
     direct = run_feature_pipeline(["--runner=FnApiRunner"], tmp_path / "direct", inputs)
-    dask = run_feature_pipeline(dask_args(dask_cluster), tmp_path / "dask", inputs)
+    client = cluster_client(scheduler_file=str(dask_cluster.scheduler_file))
+    dask = run_feature_pipeline(dask_args(dask_cluster), tmp_path / "dask", inputs, client)
 
     assert dask[0] == direct[0]
     assert len(direct[0]["text"]) == 85 and len(direct[0]["parquet"]) == 30 and len(direct[0]["three"]) == 14
