@@ -38,13 +38,17 @@ and side-input work in apache/beam#27618):
   recomputes their whole upstream (a Map before a write ran twice) -> here they are ordinary
   task dependencies, computed once;
 - its `from_sequence` partitioning caps concurrency near 100 tasks (apache/beam#26669) -> here
-  the partition count is set explicitly.
+  the partition count is set explicitly;
+- a stateful DoFn fails inside a task with an AssertionError (`DoFnContext(state=None)`) -> here
+  it is refused before any work.
 
 Not supported (each fails before any work with one line): stateful and splittable DoFns,
 GroupByKey outside the global window or with a non-default trigger, unbounded sources.
 Worker loss: Dask recomputes lost results from their inputs (up to its `allowed-failures`);
 each bundle seeds Python's `random` from its stage and partition, so a recomputed bundle gives
-the same outputs (with one thread per worker process). Leans on Beam internals (DoFnRunner,
+the same outputs (with one thread per worker process). What cannot be replayed is a uuid: a file
+sink whose InitializeWrite is recomputed writes under a second temp directory, and the first one,
+holding nothing the output lists, stays beside the output. Leans on Beam internals (DoFnRunner,
 statesampler, DirectMetrics): the Beam version is pinned in pyproject.toml.
 
 Cost: tasks per pipeline = partitions x (fused stages + 2 per shuffle) + partitions^2 per
@@ -87,6 +91,8 @@ from apache_beam.utils.counters import CounterFactory
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN, WindowedValue
 
+from stack_common.errors import ConfigError
+
 log = logging.getLogger(__name__)
 # Runs of the same pipeline on one worker: DoFn instances of older runs are torn down.
 KEEP_RUNS_PER_WORKER = 2
@@ -95,8 +101,9 @@ KEEP_RUNS_PER_WORKER = 2
 PARTITION_INPUT_BYTES = 32 * 1024 * 1024
 
 
-class UnsupportedOnDask(NotImplementedError):
-    """A pipeline uses a feature this runner does not implement (raised before any work)."""
+class UnsupportedOnDask(ConfigError):
+    """A pipeline uses a feature this runner does not implement (raised before any work; a
+    ConfigError, so an entry point prints it as one line and exits 2)."""
 
 
 # ----------------------------------------------------------------------------------------------
