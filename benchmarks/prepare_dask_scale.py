@@ -35,6 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dedup_scale import TreeSampler  # noqa: E402
 
+from beam_pipelines.io.warc import write_html_warc  # noqa: E402
+from beam_pipelines.runners.dask_cluster import ClusterSampler, LocalDaskCluster  # noqa: E402
+from tests.support import debian_doc_pages  # noqa: E402
+
 PACKAGES = ("python-scipy-doc", "python3.11-doc")
 
 
@@ -43,9 +47,6 @@ def _log(message: str) -> None:
 
 
 def build_warcs(directory: Path, pages: int, files: int) -> list[str]:
-    from beam_pipelines.io.warc import write_html_warc
-    from tests.support import debian_doc_pages
-
     source = [page for package in PACKAGES for page in debian_doc_pages(package)]
     directory.mkdir(parents=True, exist_ok=True)
     per_file = -(-pages // files)
@@ -67,8 +68,6 @@ def build_warcs(directory: Path, pages: int, files: int) -> list[str]:
 
 
 def run_prepare(work: Path, warcs: list[str], beam: list[str], env: dict, cluster=None) -> dict:
-    from beam_pipelines.runners.dask_cluster import ClusterSampler
-
     shutil.rmtree(work, ignore_errors=True)
     command = [
         sys.executable,
@@ -110,8 +109,6 @@ def run_prepare(work: Path, warcs: list[str], beam: list[str], env: dict, cluste
 
 
 def main() -> None:
-    from beam_pipelines.runners.dask_cluster import LocalDaskCluster
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=100_000)
     parser.add_argument("--files", type=int, default=16)

@@ -23,10 +23,12 @@ How a pipeline becomes one Dask task graph, submitted once and awaited on the cl
   client holds nothing else: Dask frees each intermediate result once its last consumer has
   run, and spills to disk beyond a worker's memory target (`dask worker --memory-limit`).
 
-Beam's own DaskRunner (apache_beam.runners.dask, 2.78) cannot run our pipelines; what it does
-and what this runner does instead (no separate upstream issues found beyond the umbrella
-apache/beam#24578, "Dask runner missing from the capability matrix", and the unmerged windowing
-and side-input work in apache/beam#27618):
+Beam's own DaskRunner (apache_beam.runners.dask, 2.78; introduced in apache/beam#22421 as a
+translation into dask.bag) cannot run our pipelines. Upstream tracks it only broadly: it is
+missing from Beam's capability matrix (apache/beam#24578, open), and the windowing and
+side-input work (apache/beam#23913, then apache/beam#27618) closed unmerged; no upstream issue
+was found for the tagged-output, sink, metrics or Read gaps below. What it does, and what this
+runner does instead:
 - tagged outputs: `get_windowed_value` unwraps `TaggedOutput`, so every output reaches every
   consumer -> here each output PCollection is routed by its tag;
 - sinks: it computes only `list(bags.values())[-1]`, the last visited transform -> here the
@@ -37,8 +39,8 @@ and side-input work in apache/beam#27618):
 - side inputs are computed by a nested `compute()` inside each consuming task, which
   recomputes their whole upstream (a Map before a write ran twice) -> here they are ordinary
   task dependencies, computed once;
-- its `from_sequence` partitioning caps concurrency near 100 tasks (apache/beam#26669) -> here
-  the partition count is set explicitly;
+- its `from_sequence` partitioning capped concurrency near 100 tasks (apache/beam#26669; the
+  dask side is dask/dask#10291) -> here the partition count is set explicitly;
 - a stateful DoFn fails inside a task with an AssertionError (`DoFnContext(state=None)`) -> here
   it is refused before any work.
 
@@ -767,6 +769,18 @@ class DaskRunner(BeamDaskRunner):
     def run_pipeline(self, pipeline, options):
         dask_options = options.view_as(DaskOptions)
         client = cluster_client(dask_options.address, dask_options.scheduler_file, dask_options.timeout)
+        unbounded = [
+            address
+            for address, worker in client.scheduler_info(n_workers=-1)["workers"].items()
+            if not worker.get("memory_limit")
+        ]
+        if unbounded:
+            # Without a limit a worker never spills: a large shuffle can take the whole machine.
+            log.warning(
+                "beam=dask: %d worker(s) run without a memory limit (dask worker --memory-limit), e.g. %s",
+                len(unbounded),
+                unbounded[0],
+            )
         pipeline.replace_all(_overrides())
         run = uuid.uuid4().hex[:12]
         planner = _Planner(dask_options.npartitions, max(1, 2 * sum(client.nthreads().values())), run)

@@ -22,6 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
+from beam_pipelines.runners.dask import cluster_client
+
 log = logging.getLogger(__name__)
 
 
@@ -122,8 +126,6 @@ class LocalDaskCluster:
             raise RuntimeError(f"dask {name} did not start in time; see {self.directory}")
 
     def wait_for_workers(self, count: int, deadline: float) -> None:
-        from beam_pipelines.runners.dask import cluster_client
-
         client = cluster_client(scheduler_file=str(self.scheduler_file))
         while len(client.nthreads()) < count:
             for index, process in enumerate(self.worker_processes):
@@ -180,8 +182,6 @@ class ClusterSampler:
         self._cpu_last[process.pid] = seconds
 
     def _sample(self) -> None:
-        import psutil
-
         for root in self.cluster.processes():
             try:
                 parent = psutil.Process(root.pid)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import ast
 import glob
 import json
 import os
@@ -57,14 +58,21 @@ STAGE_DIRS = ("pool", "pool_near_dedup", "recall/round_1", "recall/round_2", "re
 def task_counter_plugin() -> SchedulerPlugin:
     # Defined inside a function so cloudpickle ships the class by value to the scheduler process.
     class TaskCounter(SchedulerPlugin):
+        """Tasks computed per worker, and the order in which results entered and left memory."""
+
         name = "task-counter"
 
         def __init__(self):
             self.by_worker: dict[str, int] = {}
+            self.memory_events: list[tuple[str, str]] = []
 
         def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs):
             if start == "processing" and finish == "memory" and kwargs.get("worker"):
                 self.by_worker[kwargs["worker"]] = self.by_worker.get(kwargs["worker"], 0) + 1
+            if finish == "memory":
+                self.memory_events.append(("in", str(key)))
+            elif start == "memory":
+                self.memory_events.append(("out", str(key)))
 
     return TaskCounter()
 
@@ -75,9 +83,20 @@ def tasks_by_worker(client, reset: bool = False) -> dict[str, int]:
         counts = dict(plugin.by_worker)
         if reset:
             plugin.by_worker.clear()
+            plugin.memory_events.clear()
         return counts
 
     return client.run_on_scheduler(read, reset=reset)
+
+
+def memory_events(client) -> list[tuple[str, str]]:
+    def read(dask_scheduler):
+        plugin = dask_scheduler.plugins["task-counter"]
+        events = list(plugin.memory_events)
+        plugin.memory_events.clear()
+        return events
+
+    return client.run_on_scheduler(read)
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +185,7 @@ def run_feature_pipeline(args: list[str], out: Path, inputs: Path, client=None):
         while left := client.run_on_scheduler(keys_of_run, run=result.run):
             assert time.monotonic() < deadline, f"still on the scheduler: {left[:5]}"
             time.sleep(0.1)
+        assert_intermediates_freed_before_the_end(memory_events(client), result.run)
     lines = {
         name: sorted(line for f in glob.glob(f"{out}/{name}-*") for line in Path(f).read_text().splitlines())
         for name in OUTPUTS
@@ -176,6 +196,18 @@ def run_feature_pipeline(args: list[str], out: Path, inputs: Path, client=None):
         m.key.metric.name: (m.committed.sum, m.committed.count, m.committed.max) for m in metrics["distributions"]
     }
     return lines, counters, distributions
+
+
+def assert_intermediates_freed_before_the_end(events: list[tuple[str, str]], run: str) -> None:
+    """Every result of the run (bundles, shuffle buckets, groups, side inputs) left memory before
+    the run's final task completed, except the per-stage metric lists that task reads: nothing
+    waits for the end of the pipeline to be freed."""
+    keys = [(direction, ast.literal_eval(key)) for direction, key in events if run in key]
+    done = keys.index(("in", (f"metrics:{run}", 0)))
+    entered = [key for direction, key in keys[:done] if direction == "in"]
+    held = set(entered) - {key for direction, key in keys[:done] if direction == "out"}
+    assert {"bundle", "split", "shuffled"} <= {name.split(":", 1)[0] for name, _ in entered}, entered
+    assert held and all(name.startswith("metrics:") and part == "all" for name, part in held), sorted(held)[:10]
 
 
 def test_every_feature_the_pipelines_use_matches_the_direct_runner(dask_cluster, tmp_path):
