@@ -1,6 +1,6 @@
 """Where every record goes: kept, dropped with a reason, or dead-lettered with an error.
 
-The convention of every corpus step (DESIGN.md, convention 3):
+The convention of every corpus step:
 - a step's pure core returns the (possibly updated) `Document` to keep it, or a `Drop(reason)`;
 - each drop bumps the Beam counter `<step>/dropped_<reason>` and its record is written to
   `removed/<step>/` (Parquet, the document schema plus step, reason and detail);

@@ -20,12 +20,101 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from beam_pipelines.config import BeamConfig, ConfigError
+from stack_common.checks import require_choice, require_non_negative
+from stack_common.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DASK_RUNNER = "beam_pipelines.runners.dask.DaskRunner"
+
+RUNNERS = ("direct", "dask", "dataflow", "flink", "spark")
+DIRECT_RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
+ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "LOOPBACK", "EXTERNAL")
+
+
+@dataclass
+class BeamConfig:
+    """The `beam` section: where and how a Beam pipeline runs (presets in conf/beam/); rendered to
+    PipelineOptions below."""
+
+    runner: str = "direct"
+    job_name: str | None = None
+    # direct: the in-process portable runner (never the Prism download); 0 workers = all cores.
+    direct_num_workers: int = 0
+    direct_running_mode: str = "multi_processing"
+    # dask: a running dask.distributed scheduler (address or scheduler file, one of the two) and
+    # the partitions of each shuffle, Create and Read (0: twice the cluster's worker threads, or
+    # one per 32 MiB the pipeline reads when that is more).
+    dask_scheduler_address: str | None = None
+    dask_scheduler_file: str | None = None
+    dask_partitions: int = 0
+    # Portable runners (flink, spark): how SDK workers start and where the job server is.
+    environment_type: str | None = None
+    environment_config: str | None = None
+    sdk_container_image: str | None = None
+    job_endpoint: str | None = None
+    # Dataflow
+    project: str | None = None
+    region: str | None = None
+    temp_location: str | None = None
+    staging_location: str | None = None
+    machine_type: str | None = None
+    num_workers: int | None = None
+    max_num_workers: int | None = None
+    disk_size_gb: int | None = None
+    service_account_email: str | None = None
+    network: str | None = None
+    subnetwork: str | None = None
+    use_public_ips: bool | None = None
+    dataflow_service_options: list[str] = field(default_factory=list)
+    # Flink
+    flink_master: str | None = None
+    flink_version: str | None = None
+    flink_job_server_jar: str | None = None
+    parallelism: int | None = None
+    # Spark
+    spark_master_url: str | None = None
+    spark_job_server_jar: str | None = None
+    spark_version: str | None = None
+    # Worker packaging: ship this project to remote workers (sdist built from setup.py).
+    package_project: bool = False
+    requirements_file: str | None = None
+    extra_packages: list[str] = field(default_factory=list)
+    # Anything else, passed verbatim (`--flag=value` strings).
+    extra_options: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        require_choice("beam.runner", self.runner, RUNNERS)
+        require_choice("beam.direct_running_mode", self.direct_running_mode, DIRECT_RUNNING_MODES)
+        if self.environment_type is not None:
+            require_choice("beam.environment_type", self.environment_type.upper(), ENVIRONMENT_TYPES)
+        if self.runner == "dataflow":
+            missing = [name for name in ("project", "region", "temp_location") if not getattr(self, name)]
+            if missing:
+                raise ConfigError(
+                    f"beam=dataflow needs {', '.join('beam.' + m for m in missing)} (e.g. beam.project=my-project)"
+                )
+            if not str(self.temp_location).startswith("gs://"):
+                raise ConfigError(f"beam.temp_location={self.temp_location!r} must be a gs:// path on Dataflow")
+        if self.runner == "dask":
+            given = [name for name in ("dask_scheduler_address", "dask_scheduler_file") if getattr(self, name)]
+            if len(given) != 1:
+                raise ConfigError(
+                    "beam=dask needs exactly one of beam.dask_scheduler_address=tcp://HOST:8786 and "
+                    f"beam.dask_scheduler_file=/shared/scheduler.json (given: {', '.join(given) or 'neither'})"
+                )
+        require_non_negative("beam.dask_partitions", self.dask_partitions)
+        if self.runner == "flink" and not (self.flink_master or self.job_endpoint):
+            raise ConfigError(
+                "beam=flink needs beam.flink_master=HOST:PORT (or beam.job_endpoint of a running job server)"
+            )
+        if self.runner == "spark" and not (self.spark_master_url or self.job_endpoint):
+            raise ConfigError("beam=spark needs beam.spark_master_url=spark://HOST:7077 (or beam.job_endpoint)")
+        for index, option in enumerate(self.extra_options):
+            if not option.startswith("--"):
+                raise ConfigError(f"beam.extra_options[{index}]={option!r} must look like --flag=value")
 
 
 def _flag(name: str, value) -> str:
@@ -115,11 +204,12 @@ def _dataflow_job_name(name: str) -> str:
 def unaccepted_pipeline_args(args: list[str]) -> list[str]:
     """The flags among `args` that the installed Beam's option parser rejects or would drop (an
     unknown flag, an invalid choice), each with the reason; empty when Beam takes them all."""
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    # Beam loads here, not at the top: the config checks import this module and stay light.
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser  # noqa: PLC0415
 
     if any(arg.startswith("--dask_") for arg in args):
-        # Registers Beam's DaskOptions (imports dask.distributed: only when asked for).
-        import apache_beam.runners.dask.dask_runner  # noqa: F401
+        # Registers Beam's DaskOptions; it imports dask.distributed, so only when asked for.
+        import apache_beam.runners.dask.dask_runner  # noqa: F401, PLC0415
 
     problems: list[str] = []
     for arg in args:
@@ -137,7 +227,8 @@ def unaccepted_pipeline_args(args: list[str]) -> list[str]:
 
 
 def pipeline_options(config: BeamConfig, job_name: str | None = None):
-    from apache_beam.options.pipeline_options import PipelineOptions
+    # Beam loads here, not at the top: the config checks import this module and stay light.
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
 
     args = render_pipeline_args(config, job_name)
     problems = unaccepted_pipeline_args(args)

@@ -2,7 +2,7 @@
 Dask cluster) vs a plain in-process datasketch loop.
 
 For each size (default 100k and 1M documents of ~2 KB, generated from real prose with planted
-near-duplicates by `beam_pipelines.dedup_sample`, written to Parquet first and not timed):
+near-duplicates by `tests/planted_duplicates.py`, written to Parquet first and not timed):
 - ours: `python -m beam_pipelines.dedup` on the direct runner (FnApiRunner, multi-processing,
   `--workers` worker processes) with the default settings (20 x 6 bands, exact verification);
 - reference: one Python process that reads the same Parquet files and runs the classic loop -
@@ -34,29 +34,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+import xxhash
+from dask.utils import parse_bytes
+from datasketch import MinHash, MinHashLSH
+
+from beam_pipelines.document import documents_to_table
+from beam_pipelines.runners.dask_cluster import ClusterSampler, LocalDaskCluster
+from beam_pipelines.transforms.config import MinHashConfig
+from beam_pipelines.transforms.minhash import MinHashSettings, Signer
+from tests.planted_duplicates import generate_documents
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARD_DOCUMENTS = 10_000
 
 
-def _log(message: str) -> None:
-    print(f"[dedup_scale] {message}", file=sys.stderr, flush=True)
+# Progress on stderr; stdout carries only the JSON line of figures.
+log = logging.getLogger("dedup_scale")
 
 
 def generate(directory: Path, count: int, seed: int) -> float:
     """Write `count` generated documents as Parquet shards; returns seconds spent."""
-    import pyarrow.parquet as pq
-
-    from beam_pipelines.dedup_sample import generate_documents
-    from beam_pipelines.document import documents_to_table
-
     started = time.time()
     target = directory / "documents"
     target.mkdir(parents=True, exist_ok=True)
@@ -69,7 +80,7 @@ def generate(directory: Path, count: int, seed: int) -> float:
             pq.write_table(documents_to_table(batch), target / f"part-{shard:05d}.parquet")
             batch, shard = [], shard + 1
             if shard % 10 == 0:
-                _log(f"generated {shard * SHARD_DOCUMENTS} documents")
+                log.info(f"generated {shard * SHARD_DOCUMENTS} documents")
     if batch:
         pq.write_table(documents_to_table(batch), target / f"part-{shard:05d}.parquet")
     return time.time() - started
@@ -84,9 +95,6 @@ _SHINGLE_SIZE, _NUM_PERM, _BANDS, _ROWS, _SEED = 5, 120, 20, 6, 1
 
 
 def _plain_shingles(text: str) -> set[bytes]:
-    import re
-    import unicodedata
-
     tokens = re.findall(rf"[{_CJK}]|\d+|[^\W\d_{_CJK}]+", unicodedata.normalize("NFKC", text).lower())
     if len(tokens) <= _SHINGLE_SIZE:
         return {" ".join(tokens).encode()} if tokens else set()
@@ -94,17 +102,11 @@ def _plain_shingles(text: str) -> set[bytes]:
 
 
 def _plain_template():
-    import xxhash
-    from datasketch import MinHash
-
     return MinHash(num_perm=_NUM_PERM, seed=_SEED, hashfunc=xxhash.xxh32_intdigest, scheme="affine32")
 
 
 def reference_loop(directory: Path) -> dict:
     """The in-process datasketch loop (runs inside its own subprocess)."""
-    import pyarrow.parquet as pq
-    from datasketch import MinHashLSH
-
     template = _plain_template()
     lsh = MinHashLSH(num_perm=_NUM_PERM, params=(_BANDS, _ROWS))
     started = time.time()
@@ -123,19 +125,13 @@ def reference_loop(directory: Path) -> dict:
             else:
                 lsh.insert(document_id, minhash, check_duplication=False)
         if shard % 10 == 0:
-            _log(f"reference: {seen} documents")
+            log.info(f"reference: {seen} documents")
     return {"seconds": time.time() - started, "documents": seen, "removed": removed}
 
 
 def check_same_signatures(directory: Path, sample: int = 300) -> bool:
     """Both sides compute the same signatures (so the comparison is of the dataflow, not of
     different work)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from beam_pipelines.config import MinHashConfig
-    from beam_pipelines.transforms.minhash import MinHashSettings, Signer
-
     config = MinHashConfig()
     assert (config.num_perm, config.bands, config.rows, config.seed, config.shingle_size) == (
         _NUM_PERM,
@@ -159,8 +155,6 @@ class TreeSampler:
     """Peak RSS (sum over a process and its descendants) and their CPU seconds."""
 
     def __init__(self, pid: int, interval: float = 0.2):
-        import psutil
-
         self.root = psutil.Process(pid)
         self.interval = interval
         self.peak_rss = 0
@@ -170,8 +164,6 @@ class TreeSampler:
         self._thread.start()
 
     def _run(self) -> None:
-        import psutil
-
         while not self._stop.is_set():
             try:
                 processes = [self.root] + self.root.children(recursive=True)
@@ -211,13 +203,13 @@ def run_measured(command: list[str], env: dict) -> tuple[dict, float, str]:
 def measure_size(count: int, args, env: dict) -> dict:
     data = Path(args.work_dir) / f"n{count}"
     shutil.rmtree(data, ignore_errors=True)
-    _log(f"generating {count} documents under {data}")
+    log.info(f"generating {count} documents under {data}")
     generation_seconds = generate(data / "pool", count, args.seed)
     size_bytes = sum(p.stat().st_size for p in (data / "pool" / "documents").glob("*.parquet"))
     if not check_same_signatures(data / "pool"):
         raise RuntimeError("the reference loop and the pipeline compute different signatures")
 
-    _log(f"reference loop on {count} documents")
+    log.info(f"reference loop on {count} documents")
     measured, wall, stdout = run_measured(
         [sys.executable, __file__, "--role", "reference", "--input", str(data / "pool")], env
     )
@@ -233,7 +225,7 @@ def measure_size(count: int, args, env: dict) -> dict:
         "removed": loop["removed"],
     }
 
-    _log(f"our Beam graph on {count} documents ({args.workers} worker processes)")
+    log.info(f"our Beam graph on {count} documents ({args.workers} worker processes)")
     output = data / "pool_near_dedup"
     measured, wall, _ = run_measured(
         [
@@ -303,14 +295,12 @@ def measure_size(count: int, args, env: dict) -> dict:
 def measure_dask(count: int, data: Path, args, env: dict) -> dict:
     """The dedup stage with beam=dask on a fresh local cluster; the driver's process tree and
     every cluster process are sampled."""
-    from beam_pipelines.runners.dask_cluster import ClusterSampler, LocalDaskCluster
-
     output = data / "pool_near_dedup_dask"
     cluster = LocalDaskCluster(
         data / "dask-cluster", workers=args.dask_workers, memory_limit=args.dask_memory_limit
     ).start()
     try:
-        _log(f"beam=dask on {count} documents ({args.dask_workers} workers, {args.dask_memory_limit} each)")
+        log.info("beam=dask on %d documents (%d workers, %s each)", count, args.dask_workers, args.dask_memory_limit)
         sampler = ClusterSampler(cluster).start()
         partitions = [f"beam.dask_partitions={args.dask_partitions}"] if args.dask_partitions else []
         measured, wall, _ = run_measured(
@@ -358,12 +348,11 @@ def measure_dask(count: int, data: Path, args, env: dict) -> dict:
 
 
 def _bytes(text: str) -> float:
-    from dask.utils import parse_bytes
-
     return float(parse_bytes(text))
 
 
 def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[dedup_scale] %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated document counts")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="direct runner worker processes")
@@ -407,8 +396,10 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "dedup_scale",
-                "machine": f"{os.cpu_count()} cores, shared with other jobs (timings noisy; compare ratios within this run)",
-                "settings": "num_perm=120, bands=20, rows=6, 5-word shingles, xxh32 + update_batch; ours verifies candidates by exact Jaccard >= 0.8",
+                "machine": f"{os.cpu_count()} cores, shared with other jobs (timings noisy; compare ratios within "
+                "this run)",
+                "settings": "num_perm=120, bands=20, rows=6, 5-word shingles, xxh32 + update_batch; ours verifies "
+                "candidates by exact Jaccard >= 0.8",
                 "sizes": results,
                 "growth": growth,
             }

@@ -32,21 +32,30 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+import trl as trl_package
+from datasets import Dataset
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+from trl.extras import profiling
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TASK = "basic_arithmetic:operators=+,min_terms=2,max_terms=2,min_digits=1,max_digits=1,allow_parentheses=false,allow_negation=false"
+from beam_pipelines.config import TrainTokenizerConfig  # noqa: E402
+from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe  # noqa: E402
+from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig  # noqa: E402
+from megatron_recipes.data.rl_prompts import PromptStream  # noqa: E402
+from megatron_recipes.models.llama import padded_vocab_size  # noqa: E402
+from megatron_recipes.rewards import get_reward  # noqa: E402
+
 SIZES = {"hidden_size": 64, "num_layers": 4, "num_attention_heads": 4, "ffn_hidden_size": 176}
 
 
 def prepare(work: Path, questions: int) -> dict:
     """The shared tokenizer (trained on the prompts) and the prompt list."""
-    from beam_pipelines.config import TrainTokenizerConfig
-    from beam_pipelines.train_tokenizer import build_byte_level_bpe
-    from megatron_recipes.config import ChatTemplateConfig, PromptSourceConfig
-    from megatron_recipes.data.rl_prompts import PromptStream
-
-    stream = PromptStream(PromptSourceConfig(tasks=[TASK]), ChatTemplateConfig())
+    # The questions of grpo_tiny_cpu's `prompts: arithmetic` preset (its run below draws the same).
+    stream = PromptStream(PromptSourceConfig(tasks=[ARITHMETIC_TASK]), ChatTemplateConfig())
     records = stream.take(0, questions)
     tokenizer, trainer = build_byte_level_bpe(TrainTokenizerConfig(vocab_size=400, min_frequency=2))
     texts = [r.prompt + " The answer is $\\boxed{" + r.answer + "}$." for r in stream.take(0, 2000)]
@@ -72,7 +81,6 @@ def run_ours(work: Path, steps: int, max_new_tokens: int) -> dict:
         "trainer.tensorboard=false",
         "rl.eval_interval=0",
         f"rl.max_new_tokens={max_new_tokens}",
-        f'prompts.tasks=["{TASK}"]',
         "trainer.global_batch_size=32",
         "trainer.micro_batch_size=32",
         "optimizer.lr=1e-5",
@@ -93,15 +101,6 @@ def run_ours(work: Path, steps: int, max_new_tokens: int) -> dict:
 
 def trl_side(work: Path, steps: int, max_new_tokens: int, vocab: int) -> dict:
     """Runs inside its own process (`--side trl`)."""
-    import torch
-    from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-    from trl.extras import profiling
-
-    from megatron_recipes.models import padded_vocab_size
-    from megatron_recipes.rewards import get_reward
-
     torch.manual_seed(1234)
     prompts = json.loads((work / "prompts.json").read_text())
     tokenizer = PreTrainedTokenizerFast(
@@ -250,7 +249,6 @@ def main() -> None:
         if trl.returncode != 0:
             raise RuntimeError(f"TRL run failed: {trl.stderr[-3000:]}")
         peer = json.loads(trl.stdout.strip().splitlines()[-1])
-    import trl as trl_package
 
     print(
         json.dumps(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -28,21 +29,35 @@ import tempfile
 import time
 from pathlib import Path
 
+import apache_beam as beam
+import pyarrow.parquet as pq
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from beam_pipelines.document import Document, documents_to_table, estimate_tokens, stable_id  # noqa: E402
+from beam_pipelines.io.parquet import ReadDocuments  # noqa: E402
+from beam_pipelines.recall.config import RecallFastTextConfig  # noqa: E402
+from beam_pipelines.recall.fasttext_model import (  # noqa: E402
+    LABEL_MATH,
+    LABEL_OTHER,
+    TextNormalization,
+    load_model,
+    train_classifier,
+    write_model_metadata,
+)
+from beam_pipelines.transforms.classify import MathScoreDoFn  # noqa: E402
+from beam_pipelines.transforms.extract import domain_of, extract_text  # noqa: E402
+from tests.support import debian_doc_pages  # noqa: E402
 
 MATH_PACKAGES = ("python-scipy-doc", "python-mpmath-doc")
 PACKAGES = MATH_PACKAGES + ("python3.11-doc", "git-doc")
 
 
-def _log(message: str) -> None:
-    print(f"[recall_scoring] {message}", file=sys.stderr, flush=True)
+# Progress on stderr; stdout carries only the JSON line of figures.
+log = logging.getLogger("recall_scoring")
 
 
 def real_documents(per_package: int):
-    from beam_pipelines.document import Document, estimate_tokens, stable_id
-    from beam_pipelines.transforms.extract import domain_of, extract_text
-    from tests.support import debian_doc_pages
-
     documents = []
     for package in PACKAGES:
         for url, html, _ in debian_doc_pages(package, limit=per_package):
@@ -65,32 +80,17 @@ def real_documents(per_package: int):
 
 
 def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[recall_scoring] %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--per-package", type=int, default=400, help="distinct pages extracted per package")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
 
-    import apache_beam as beam
-    import pyarrow.parquet as pq
-
-    from beam_pipelines.config import RecallFastTextConfig
-    from beam_pipelines.document import documents_to_table
-    from beam_pipelines.io.parquet import ReadDocuments
-    from beam_pipelines.recall.fasttext_model import (
-        LABEL_MATH,
-        LABEL_OTHER,
-        TextNormalization,
-        load_model,
-        train_classifier,
-        write_model_metadata,
-    )
-    from beam_pipelines.transforms.classify import MathScoreDoFn
-
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="recall-scoring-"))
     work.mkdir(parents=True, exist_ok=True)
     labelled = real_documents(args.per_package)
-    _log(f"{len(labelled)} distinct real pages extracted; repeating them to {args.pages} documents")
+    log.info(f"{len(labelled)} distinct real pages extracted; repeating them to {args.pages} documents")
     settings = RecallFastTextConfig(threads=1)
     normalization = TextNormalization.from_config(settings)
     train_file = work / "train.txt"
@@ -125,7 +125,7 @@ def main() -> None:
     for text in texts:
         model.predict(normalization(text), k=2)
     raw_seconds = time.perf_counter() - started
-    _log(f"raw: {raw_seconds:.2f} s with normalisation, {raw_predict_seconds:.2f} s predict only")
+    log.info(f"raw: {raw_seconds:.2f} s with normalisation, {raw_predict_seconds:.2f} s predict only")
 
     counted = work / "beam_count"
     started = time.perf_counter()
@@ -143,7 +143,7 @@ def main() -> None:
     scored = int(counted.read_text().strip())
     if scored != len(texts):
         raise SystemExit(f"beam scored {scored} of {len(texts)} documents")
-    _log(f"beam: {beam_seconds:.2f} s")
+    log.info(f"beam: {beam_seconds:.2f} s")
 
     print(
         json.dumps(

@@ -23,7 +23,7 @@ KV-cache generator; its model config and tokenizer are read from the checkpoint:
 
 On a cluster: the same command inside an sbatch script (srun/torchrun, one process per GPU of
 the tensor-parallel group).
-Outputs: <output_dir>/results.json, records.jsonl, table.md (also printed).
+Outputs: <output_dir>/results.json, records.jsonl, table.md (the table also on stdout).
 
 Cost: dominated by generation; checking is ~thousands of answers per second per core.
 """
@@ -31,32 +31,34 @@ Cost: dominated by generation; checking is ~thousands of answers per second per 
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import asdict
 
-from beam_pipelines.cli import hydra_entry_point
 from megatron_recipes.config import EvaluateConfig, register_configs
+from megatron_recipes.evaluation.datasets import load_problems
+from megatron_recipes.evaluation.harness import format_table, run_evaluation, write_report
+from megatron_recipes.evaluation.prompts import get_prompt_style
+from megatron_recipes.generation.interface import SamplingParams, build_generator
+from megatron_recipes.rewards.equivalence import AnswerChecker
+from megatron_recipes.rewards.worker_pool import DeadlineWorkerPool
+from megatron_recipes.sandbox import SandboxPool
+from stack_common.cli import hydra_entry_point
+from stack_common.logs import process_rank
 
 log = logging.getLogger("megatron_recipes.evaluate")
 
 
 def evaluate(config: EvaluateConfig) -> dict:
     """Run one evaluation from a typed config; returns the summary metrics."""
-    from megatron_recipes.evaluation.datasets import load_problems
-    from megatron_recipes.evaluation.harness import format_table, run_evaluation, write_report
-    from megatron_recipes.evaluation.prompts import get_prompt_style
-    from megatron_recipes.generation.interface import SamplingParams, build_generator
-    from megatron_recipes.rewards.equivalence import AnswerChecker
-    from megatron_recipes.rewards.worker_pool import DeadlineWorkerPool
-
     problems = load_problems(
         config.dataset.name, config.dataset.path, config.dataset.limit, config.dataset.subjects, config.dataset.levels
     )
-    if _is_reporting_rank():
-        print(
-            f"evaluate: {len(problems)} problems from {config.dataset.name}, prompt {config.prompt_style}, generator {config.generator.name}",
-            flush=True,
-        )
+    log.info(
+        "evaluate: %d problems from %s, prompt %s, generator %s",
+        len(problems),
+        config.dataset.name,
+        config.prompt_style,
+        config.generator.name,
+    )
     generator = build_generator(
         config.generator.name, **{k: v for k, v in asdict(config.generator).items() if k != "name"}
     )
@@ -70,8 +72,6 @@ def evaluate(config: EvaluateConfig) -> dict:
         checker = AnswerChecker(config.answer_check.options(), pool=pool)
         try:
             if style.program_of_thought:
-                from megatron_recipes.sandbox import SandboxPool
-
                 sandbox = SandboxPool(config.sandbox.max_workers, config.sandbox.limits())
             report = run_evaluation(problems, generator, style, params, checker, sandbox, config.k_values)
         finally:
@@ -80,35 +80,18 @@ def evaluate(config: EvaluateConfig) -> dict:
         report.summary["symbolic_checks"] = pool.stats.tasks
         report.summary["symbolic_timeouts"] = pool.stats.timeouts
     title = f"{config.dataset.name} / {config.prompt_style} / {config.generator.name}"
-    if _is_reporting_rank():  # every rank of a tensor-parallel generator holds the same results
-        paths = write_report(report, config.output_dir, config=_plain(config), title=title)
-        print(format_table(report, title), flush=True)
-        print(f"evaluate: wrote {paths['results']}, {paths['records']}, {paths['table']}", flush=True)
+    if process_rank() == 0:  # every rank of a tensor-parallel generator holds the same results
+        paths = write_report(report, config.output_dir, config=asdict(config), title=title)
+        log.info("%s", format_table(report, title))
+        log.info("evaluate: wrote %s, %s, %s", paths["results"], paths["records"], paths["table"])
     return report.summary
 
 
-def _is_reporting_rank() -> bool:
-    import os
+# A precomputed generations file without a problem's generations raises KeyError: a bad input.
+@hydra_entry_point("evaluate", register_configs, user_errors=(KeyError,))
+def main(config: EvaluateConfig) -> None:
+    evaluate(config)
 
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _plain(config: EvaluateConfig) -> dict:
-    return asdict(config)
-
-
-def _main(config: EvaluateConfig) -> None:
-    from megatron_recipes.evaluation.datasets import DatasetError
-    from megatron_recipes.generation.interface import GeneratorUnavailable
-
-    try:
-        evaluate(config)
-    except (GeneratorUnavailable, DatasetError, KeyError, FileNotFoundError) as error:
-        print(f"error: {str(error).strip(chr(39))}", file=sys.stderr)
-        sys.exit(2)
-
-
-main = hydra_entry_point("evaluate", register_configs)(_main)
 
 if __name__ == "__main__":
     main()

@@ -29,8 +29,19 @@ def require_positive(key: str, value: float | int) -> None:
 
 
 def require_non_negative(key: str, value: float | int) -> None:
-    if value is None or value < 0:
-        raise ConfigError(f"{key}={value!r} must be >= 0")
+    require_at_least(key, value, 0)
+
+
+def require_at_least(key: str, value: float | int, minimum: float | int) -> None:
+    """`value >= minimum` (a count that needs at least one, a group that needs two members...)."""
+    if value is None or value < minimum:
+        raise ConfigError(f"{key}={value!r} must be >= {minimum}")
+
+
+def require_not_empty(key: str, value: Any, hint: str = "") -> None:
+    """A string or list that must hold something; `hint` says what to put there."""
+    if not value:
+        raise ConfigError(f"{key} is empty{': ' + hint if hint else ''}")
 
 
 def require_range(
@@ -53,4 +64,4 @@ def require_range(
 
 def require_fraction(key: str, value: float) -> None:
     """A proportion: 0 <= value <= 1."""
-    require_range(key, value, 0.0, 1.0)
+    require_range(key, value, 0, 1)

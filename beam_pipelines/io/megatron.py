@@ -45,6 +45,8 @@ from typing import Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
@@ -85,16 +87,10 @@ def ids_path(prefix: str) -> str:
 
 
 def _create(path: str):
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def _open(path: str):
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
@@ -229,8 +225,6 @@ def merge_indexed_datasets(
     Files are written under temporary names and renamed, index last, so a reader never sees a
     half-written dataset under the final name.
     """
-    from apache_beam.io.filesystems import FileSystems
-
     dtype = np.dtype(dtype)
     headers = [read_index_header(prefix) for prefix in shard_prefixes]
     for prefix, header in zip(shard_prefixes, headers):
@@ -348,8 +342,6 @@ def merge_sorted_shards(
     """Merge id-sorted shards (`write_sorted_shard`) into one dataset in document-id order (equal
     ids: the earlier shard in `shard_prefixes` first), streaming; written under temporary names
     and renamed, index last."""
-    from apache_beam.io.filesystems import FileSystems
-
     dtype = np.dtype(dtype)
     headers = [read_index_header(prefix) for prefix in shard_prefixes]
     for prefix, header in zip(shard_prefixes, headers):
@@ -407,8 +399,6 @@ def merge_sorted_shards(
 
 
 def delete_dataset(prefix: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
     existing = [path for path in (bin_path(prefix), idx_path(prefix)) if FileSystems.exists(path)]
     if existing:
         FileSystems.delete(existing)
@@ -452,6 +442,8 @@ class WriteShardsDoFn(beam.DoFn):
         info = write_sorted_shard(prefix, self._pending, np.dtype(self.dtype_name))
         self._pending, self._pending_bytes = [], 0
         shard = info.prefix.rsplit("/", 1)[-1]
+        # Runs in Beam's worker processes, whose logging Beam's worker harness sets up (its own
+        # format, on stderr, or relayed to the runner): the progress line goes to stdout as is.
         print(f"[{self.log_name}] shard {shard}: {info.documents} documents, {info.tokens} tokens", flush=True)
         return info
 
@@ -469,10 +461,11 @@ class WriteShardsDoFn(beam.DoFn):
 def merge_shards(
     shards: list[DatasetInfo], output_prefix: str, dtype_name: str, shards_dir: str, keep_shards: bool = False
 ) -> dict:
-    """Merge the committed shards of one dataset, in document-id order, and describe the result
-    (JSON-ready)."""
-    from apache_beam.io.filesystems import FileSystems
+    """Merge the committed shards of one dataset and describe the result (JSON-ready).
 
+    Shards are ordered by their first document id, so a rerun over the same bundles writes the
+    same bytes.
+    """
     ordered = sorted(shards, key=lambda info: (info.first_document_id, info.prefix))
     merged = merge_sorted_shards([info.prefix for info in ordered], output_prefix, np.dtype(dtype_name))
     if not keep_shards and FileSystems.exists(shards_dir):

@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator
 
 import apache_beam as beam
+from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
+from resiliparse.parse.encoding import detect_encoding
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
 
 from beam_pipelines.accounting import DeadLetter, StepCounters, bytes_preview
 
@@ -84,12 +88,16 @@ class SkippedResponse:
     fetch_date: str
 
 
-class WarcFormatError(ValueError):
-    """Bytes that do not form a WARC record; `kind` names the dead-letter class."""
+class WarcReadError(ValueError):
+    """A part of a WARC file that cannot be read: bytes that do not form a WARC record, or a
+    response that is not a readable HTML page. `kind` names the dead-letter class. `position`
+    (framing errors only) is where the reader stands in the stream when it gives up the record:
+    reading goes on from there."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, position: int | None = None):
         super().__init__(message)
         self.kind = kind
+        self.position = position
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,13 +127,13 @@ def _iter_plain_records(
         start = position
         try:
             record, position = _read_one_record(reader, position, max_record_bytes)
-        except WarcFormatError as error:
+        except WarcReadError as error:
             offset = member_offset if member_offset >= 0 else base_offset + start
             yield DeadLetter(READ_STEP, error.kind, str(error), source=source, offset=offset)
-            if error.kind == "record_too_large":
-                position = error.resume_at  # type: ignore[attr-defined]
+            if error.kind == "record_too_large":  # read past in full: the next record starts here
+                position = error.position
                 continue
-            skipped, position = _skip_to_next_record(reader, error.position)  # type: ignore[attr-defined]
+            skipped, position = _skip_to_next_record(reader, error.position)
             if skipped is None:
                 return
             continue
@@ -153,20 +161,16 @@ def _read_one_record(
     if not line:
         return None, position
     if not line.startswith(b"WARC/"):
-        error = WarcFormatError(
-            "not_a_warc_record", f"expected 'WARC/' at a record start, found {bytes_preview(line, 40)!r}"
+        raise WarcReadError(
+            "not_a_warc_record", f"expected 'WARC/' at a record start, found {bytes_preview(line, 40)!r}", position
         )
-        error.position = position  # type: ignore[attr-defined]
-        raise error
     headers: dict[str, str] = {}
     last_name = None
     while True:
         line = reader.readline()
         position += len(line)
         if not line:
-            error = WarcFormatError("truncated_record", "file ends inside the WARC headers")
-            error.position = position  # type: ignore[attr-defined]
-            raise error
+            raise WarcReadError("truncated_record", "file ends inside the WARC headers", position)
         if line in (b"\r\n", b"\n"):
             break
         if line[:1] in (b" ", b"\t") and last_name:
@@ -174,9 +178,9 @@ def _read_one_record(
             continue
         name, sep, value = line.partition(b":")
         if not sep:
-            error = WarcFormatError("bad_warc_header", f"WARC header line without ':': {bytes_preview(line, 80)!r}")
-            error.position = position  # type: ignore[attr-defined]
-            raise error
+            raise WarcReadError(
+                "bad_warc_header", f"WARC header line without ':': {bytes_preview(line, 80)!r}", position
+            )
         last_name = name.strip().decode("ascii", "replace").lower()
         headers[last_name] = value.strip().decode("utf-8", "replace")
     try:
@@ -184,24 +188,21 @@ def _read_one_record(
         if length < 0:
             raise ValueError
     except ValueError:
-        error = WarcFormatError("bad_warc_header", f"bad Content-Length {headers.get('content-length')!r}")
-        error.position = position  # type: ignore[attr-defined]
-        raise error from None
+        raise WarcReadError(
+            "bad_warc_header", f"bad Content-Length {headers.get('content-length')!r}", position
+        ) from None
     if length > max_record_bytes:
         _discard(reader, length)
-        error = WarcFormatError(
+        raise WarcReadError(
             "record_too_large",
             f"record of {length} bytes exceeds max_record_bytes={max_record_bytes} "
             f"({headers.get('warc-target-uri', '')})",
+            position + length,
         )
-        error.resume_at = position + length  # type: ignore[attr-defined]
-        raise error
     block = reader.read(length)
     position += len(block)
     if len(block) < length:
-        error = WarcFormatError("truncated_record", f"record declares {length} bytes, file has {len(block)}")
-        error.position = position  # type: ignore[attr-defined]
-        raise error
+        raise WarcReadError("truncated_record", f"record declares {length} bytes, file has {len(block)}", position)
     return (headers, block), position
 
 
@@ -390,12 +391,6 @@ class _Prefixed(io.RawIOBase):
 # HTTP response -> decoded HTML
 
 
-class PageError(ValueError):
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-
-
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
 # WHATWG: these labels mean windows-1252 in browsers, and real pages rely on it.
 _WINDOWS_1252_ALIASES = {"iso-8859-1", "latin-1", "latin1", "ascii", "us-ascii", "iso8859-1"}
@@ -409,19 +404,19 @@ def parse_http_response(block: bytes) -> tuple[int, dict[str, str], bytes]:
         end = block.find(b"\n\n")
         separator = 2
     if end < 0:
-        raise PageError("bad_http_header", "no blank line after the HTTP headers")
+        raise WarcReadError("bad_http_header", "no blank line after the HTTP headers")
     head = block[:end].decode("latin-1")
     lines = head.replace("\r\n", "\n").split("\n")
     status_line = lines[0].split(None, 2)
     if len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not status_line[1].isdigit():
-        raise PageError("bad_http_header", f"bad HTTP status line {lines[0][:80]!r}")
+        raise WarcReadError("bad_http_header", f"bad HTTP status line {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if not line.strip():
             continue
         name, sep, value = line.partition(":")
         if not sep:
-            raise PageError("bad_http_header", f"HTTP header line without ':': {line[:80]!r}")
+            raise WarcReadError("bad_http_header", f"HTTP header line without ':': {line[:80]!r}")
         headers[name.strip().lower()] = value.strip()
     payload = block[end + separator :]
     return int(status_line[1]), headers, payload
@@ -444,12 +439,12 @@ def _dechunk(payload: bytes) -> bytes:
     while True:
         line_end = payload.find(b"\r\n", position)
         if line_end < 0:
-            raise PageError("bad_chunked_encoding", "chunk size line missing")
+            raise WarcReadError("bad_chunked_encoding", "chunk size line missing")
         size_text = payload[position:line_end].split(b";")[0].strip()
         try:
             size = int(size_text, 16)
         except ValueError:
-            raise PageError("bad_chunked_encoding", f"bad chunk size {size_text[:20]!r}") from None
+            raise WarcReadError("bad_chunked_encoding", f"bad chunk size {size_text[:20]!r}") from None
         if size == 0:
             return bytes(out)
         start = line_end + 2
@@ -467,11 +462,11 @@ def _decode_content_encoding(payload: bytes, encoding: str, limit: int) -> bytes
             decompressor = zlib.decompressobj(wbits)
             out = decompressor.decompress(payload, limit + 1)
         except zlib.error as error:
-            raise PageError("bad_content_encoding", f"{encoding}: {error}") from None
+            raise WarcReadError("bad_content_encoding", f"{encoding}: {error}") from None
         if len(out) > limit:
-            raise PageError("record_too_large", f"{encoding} payload decompresses past {limit} bytes")
+            raise WarcReadError("record_too_large", f"{encoding} payload decompresses past {limit} bytes")
         return out
-    raise PageError("unsupported_content_encoding", f"Content-Encoding {encoding!r} is not supported")
+    raise WarcReadError("unsupported_content_encoding", f"Content-Encoding {encoding!r} is not supported")
 
 
 def _known_codec(label: str) -> str | None:
@@ -509,7 +504,7 @@ def decode_html(payload: bytes, declared_charset: str = "", max_replacement_frac
     bad = text.count("\ufffd")
     if bad <= max_replacement_fraction * max(1, len(text)):
         return text, codec
-    raise PageError(
+    raise WarcReadError(
         "undecodable", f"{bad} of {len(text)} characters undecodable as {codec} (tried {', '.join(candidates)})"
     )
 
@@ -520,15 +515,13 @@ def _meta_charset(payload: bytes) -> str:
 
 
 def _detected_charset(payload: bytes) -> str:
-    from resiliparse.parse.encoding import detect_encoding
-
     return detect_encoding(payload[:65536]) or ""
 
 
 def to_html_page(
     record: WarcRecord, max_record_bytes: int = 10 << 20, max_replacement_fraction: float = 0.01
 ) -> HtmlPage | SkippedResponse:
-    """The decoded HTML page of a response record, or why it is not one. Raises PageError for
+    """The decoded HTML page of a response record, or why it is not one. Raises WarcReadError for
     a response that cannot be read (it becomes a dead letter)."""
     status, headers, payload = parse_http_response(record.block)
     mime, charset = _content_type_and_charset(headers.get("content-type", ""))
@@ -607,7 +600,7 @@ class ReadWarcFileDoFn(beam.DoFn):
                 counters.count_in()
                 try:
                     page = to_html_page(item, self.max_record_bytes, self.max_replacement_fraction)
-                except PageError as error:
+                except WarcReadError as error:
                     counters.count_dead_letter(error.kind)
                     yield beam.pvalue.TaggedOutput(
                         "dead_letter",
@@ -646,8 +639,6 @@ class ReadWarcPages(beam.PTransform):
         self.max_replacement_fraction = max_replacement_fraction
 
     def expand(self, pipeline):
-        from apache_beam.io import fileio
-
         outputs = (
             pipeline
             | "Patterns" >> beam.Create(self.patterns)
@@ -689,9 +680,6 @@ def write_html_warc(
 
     Returns the number of records written. Uses warcio, so the files are what real tools make.
     """
-    from warcio.statusandheaders import StatusAndHeaders
-    from warcio.warcwriter import WARCWriter
-
     count = 0
     with open(path, "wb") as output:
         writer = WARCWriter(output, gzip=gzip)

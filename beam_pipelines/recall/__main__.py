@@ -24,21 +24,16 @@ complete round. Cost per round: two passes over the pool, linear in its text.
 
 from __future__ import annotations
 
-import sys
-
-from beam_pipelines.cli import hydra_entry_point
-from beam_pipelines.config import ConfigError, RecallConfig, register_configs
+from beam_pipelines.config import register_configs
+from beam_pipelines.recall.config import RecallConfig
+from stack_common.cli import hydra_entry_point
 
 
 @hydra_entry_point("recall", register_configs)
 def main(config: RecallConfig) -> None:
-    from beam_pipelines.recall.loop import run_recall
+    from beam_pipelines.recall.loop import run_recall  # noqa: PLC0415  Beam loads after the config checks
 
-    try:
-        run_recall(config)
-    except ConfigError as error:  # missing inputs, bad annotation files: one line, status 2
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_recall(config)
 
 
 if __name__ == "__main__":

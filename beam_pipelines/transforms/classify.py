@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.document import Document
@@ -36,8 +37,6 @@ def score_document(model, normalization: TextNormalization, document: Document) 
 def shared_model(model_path: str):
     """(model, normalization) for `model_path`, loaded at most once per process and version of
     the file (one version kept per path)."""
-    from apache_beam.io.filesystems import FileSystems
-
     metadata = FileSystems.match([model_path])[0].metadata_list[0]
     version = (metadata.size_in_bytes, metadata.last_updated_in_seconds)
     with _MODELS_LOCK:

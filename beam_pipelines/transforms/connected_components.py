@@ -28,6 +28,7 @@ Nothing is collected on one worker; the driver only reads counters.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -35,11 +36,13 @@ from typing import Callable, Iterable
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 
 EDGE_SCHEMA = pa.schema(
     [pa.field("node", pa.string(), nullable=False), pa.field("parent", pa.string(), nullable=False)]
 )
 COMPONENTS_NAMESPACE = "07_minhash_components"
+log = logging.getLogger(__name__)
 
 
 def round_counter(round_index: int, name: str) -> str:
@@ -180,15 +183,12 @@ def run_component_rounds(
     make_pipeline: Callable[[str], beam.Pipeline],
     rounds_per_pipeline: int = 2,
     max_rounds: int = 40,
-    progress: Callable[[str], None] = print,
 ) -> ComponentsReport:
     """Run star rounds until converged; returns the report and the converged edges' pattern.
 
     `make_pipeline(job_name)` builds an empty pipeline with the caller's runner options.
     Raises RuntimeError if `max_rounds` pass without convergence (the labels would be wrong).
     """
-    from apache_beam.metrics.metric import MetricsFilter
-
     started = time.time()
     report = ComponentsReport()
     current = edges_pattern
@@ -217,9 +217,12 @@ def run_component_rounds(
                 "not_star": counters.get(round_counter(index, "not_star"), 0),
             }
             report.history.append(entry)
-            progress(
-                f"[components] round {index}: {entry['edges']} edges, {entry['nodes']} nodes, "
-                f"{entry['not_star']} not yet in a star"
+            log.info(
+                "[components] round %d: %d edges, %d nodes, %d not yet in a star",
+                index,
+                entry["edges"],
+                entry["nodes"],
+                entry["not_star"],
             )
             if entry["not_star"] == 0:
                 # This round's input was already a star forest; later rounds changed nothing.

@@ -4,10 +4,13 @@
     python launch/local/chain.py chain_size=ci work_dir=/tmp/c    # the test's reduced sizes
     python launch/local/chain.py force=[pretrain]                 # redo pretrain and everything after it
     python launch/local/chain.py "overrides.sft=['optimizer.lr=2e-3']"   # extra Hydra overrides for one stage
+    python launch/local/chain.py dry_run=true                     # print every stage's command, run nothing
     python launch/local/chain.py beam_preset=dask "beam_overrides=['beam.dask_scheduler_file=/tmp/dask/scheduler.json']"
 
 Every stage is a real subprocess, `python -m <entry point> <Hydra overrides>`: the same commands a
-cluster user runs (the README's "The chain at real scale" lists them with the 7B presets). In order:
+cluster user runs (the README's "The chain at real scale" lists them with the 7B presets). A stage's
+settings are its preset under conf/ (`+experiment=chain_<stage>`); this file adds only paths and the
+sizes of `chain_size` (conf/chain_size/). In order:
 
   prepare          beam_pipelines.prepare        sample WARC -> pool/
   dedup            beam_pipelines.dedup          pool/ -> pool_near_dedup/ (MinHash LSH)
@@ -35,23 +38,19 @@ At the end: `<work_dir>/chain_summary.json` and `<work_dir>/chain_report.html` (
 
 from __future__ import annotations
 
-import base64
-import io
-import json
-import os
-import re
-import shutil
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from beam_pipelines.config import ConfigError  # noqa: E402
+from stack_common.checks import require_positive  # noqa: E402
+from stack_common.cli import hydra_entry_point  # noqa: E402
+from stack_common.errors import ConfigError  # noqa: E402
 
 STAGES = (
     "prepare",
@@ -66,12 +65,6 @@ STAGES = (
     "grpo",
     "evaluate_grpo",
 )
-# One-digit sums phrased by reasoning-gym: the task the tiny presets are tuned for (grpo_tiny_cpu).
-ARITHMETIC_TASK = (
-    "basic_arithmetic:operators=+,min_terms=2,max_terms=2,min_digits=1,max_digits=1,"
-    "allow_parentheses=false,allow_negation=false"
-)
-HELD_OUT_SEED = 4321  # the GRPO prompts and the SFT data use other seeds
 
 
 @dataclass
@@ -110,6 +103,8 @@ class ChainConfig:
     overrides: dict[str, list[str]] = field(default_factory=lambda: {stage: [] for stage in STAGES})
     # Echo every line of every stage (default: progress lines only; the logs hold everything).
     verbose: bool = False
+    # Print every stage's commands (as a shell script) and stop: no stage runs, work_dir is untouched.
+    dry_run: bool = False
 
     def validate(self) -> None:
         unknown = [
@@ -123,608 +118,25 @@ class ChainConfig:
             if not override.startswith("beam.") or "=" not in override:
                 raise ConfigError(f"beam_overrides entry {override!r} must look like beam.KEY=VALUE")
         size = self.chain_size
-        for name in (
-            "sample_math_pages",
-            "sample_other_pages",
-            "seed_positive_pages",
-            "recall_max_rounds",
-            "tokenizer_vocab_size",
-            "arithmetic_documents",
-            "pretrain_steps",
-            "sft_examples",
-            "sft_steps",
-            "grpo_steps",
-            "eval_questions",
-        ):
-            if getattr(size, name) < 1:
-                raise ConfigError(f"chain_size.{name} must be >= 1")
+        for item in fields(size):
+            if item.type == "int":
+                require_positive(f"chain_size.{item.name}", getattr(size, item.name))
         if size.grpo_steps < 10:
             raise ConfigError("chain_size.grpo_steps must be >= 10 (held-out accuracy is measured every 10 steps)")
 
 
 def register_chain_configs() -> None:
-    from hydra.core.config_store import ConfigStore
-
     store = ConfigStore.instance()
     store.store(name="chain_schema", node=ChainConfig)
     store.store(group="chain_size", name="chain_size_schema", node=ChainSizeConfig)
 
 
-class StageFailed(Exception):
-    pass
-
-
-class Chain:
-    def __init__(self, config: ChainConfig):
-        self.config = config
-        self.size = config.chain_size
-        self.work = Path(config.work_dir).resolve()
-        self.inputs = self.work / "inputs"
-        self.logs = self.work / "logs"
-        self.timings: dict[str, dict] = {}
-
-    # -- paths -----------------------------------------------------------------------------------
-    def path(self, *parts: str) -> Path:
-        return self.work.joinpath(*parts)
-
-    def outputs_of(self, stage: str) -> list[Path]:
-        return {
-            "prepare": [self.path("pool")],
-            "dedup": [self.path("pool_near_dedup")],
-            "recall": [self.path("recall")],
-            "decontaminate": [self.path("corpus")],
-            "train_tokenizer": [self.path("tokenizer")],
-            "tokenize": [self.path("tokenized")],
-            "pretrain": [self.path("pretrain")],
-            "sft": [self.path("sft")],
-            "evaluate_sft": [self.path("evaluate", "sft")],
-            "grpo": [self.path("grpo")],
-            "evaluate_grpo": [self.path("evaluate", "grpo")],
-        }[stage]
-
-    def training_finished(self, run: str, steps: int) -> bool:
-        status = self.path(run, "checkpoints", "exit_status.json")
-        if not status.exists():
-            return False
-        info = json.loads(status.read_text())
-        return info.get("reason") == "finished" and info.get("iteration") == steps
-
-    def done(self, stage: str) -> bool:
-        size = self.size
-        markers = {
-            "prepare": lambda: self.path("pool", "summary.json").exists(),
-            "dedup": lambda: self.path("pool_near_dedup", "summary.json").exists(),
-            "recall": lambda: self.path("recall", "final", "summary.json").exists(),
-            "decontaminate": lambda: self.path("corpus", "summary.json").exists(),
-            "train_tokenizer": lambda: self.path("tokenizer", "tokenizer.json").exists(),
-            "tokenize": lambda: all(
-                self.path("tokenized", name, "summary.json").exists() for name in ("math_corpus", "arithmetic")
-            ),
-            "pretrain": lambda: self.training_finished("pretrain", size.pretrain_steps),
-            "sft": lambda: self.training_finished("sft", size.sft_steps),
-            "evaluate_sft": lambda: self.path("evaluate", "sft", "results.json").exists(),
-            "grpo": lambda: self.training_finished("grpo", size.grpo_steps),
-            "evaluate_grpo": lambda: self.path("evaluate", "grpo", "results.json").exists(),
-        }
-        return markers[stage]()
-
-    # -- inputs the chain generates (not pipelines: seed data and benchmark files) -----------------
-    def seed_positives(self) -> str:
-        from beam_pipelines.sample import ensure_sample_seed_positives
-
-        return ensure_sample_seed_positives(
-            str(self.inputs), self.size.sample_math_pages, self.size.seed_positive_pages
-        )
-
-    def benchmark_files(self) -> dict[str, Path]:
-        """CHAMP (ships with the champ-dataset package) and the chain's own held-out arithmetic set,
-        both as GSM8K-format JSONL: the decontamination benchmarks and the evaluation set."""
-        directory = self.inputs / "benchmarks"
-        directory.mkdir(parents=True, exist_ok=True)
-        champ, held_out = directory / "champ.jsonl", directory / "arithmetic_heldout.jsonl"
-        if not champ.exists():
-            from megatron_recipes.evaluation.datasets import load_problems
-
-            rows = [
-                {"question": p.question, "answer": f"{p.solution}\n#### {p.answers[0]}".strip()}
-                for p in load_problems("champ")
-            ]
-            _write_jsonl(champ, rows)
-        if not held_out.exists():
-            from megatron_recipes.config import ChatTemplateConfig
-            from megatron_recipes.data.rl_prompts import PromptStream
-
-            stream = PromptStream(self.prompt_config(HELD_OUT_SEED, self.size.eval_questions), ChatTemplateConfig())
-            rows = [
-                {"question": r.question, "answer": f"{r.question} is {r.answer}.\n#### {r.answer}"}
-                for r in stream.take(0, self.size.eval_questions)
-            ]
-            _write_jsonl(held_out, rows)
-        return {"champ": champ, "arithmetic_heldout": held_out}
-
-    @staticmethod
-    def prompt_config(seed: int, limit: int | None):
-        from megatron_recipes.config import PromptSourceConfig
-
-        return PromptSourceConfig(
-            tasks=[ARITHMETIC_TASK], seed=seed, limit=limit, question_template=PromptSourceConfig.question_template
-        )
-
-    def arithmetic_text(self) -> Path:
-        """Plain arithmetic text for the pretraining mixture (the tiny model's "non-web" source):
-        worked sums phrased like the SFT answers, from reasoning-gym with its own seed."""
-        path = self.inputs / "arithmetic_text.jsonl"
-        if not path.exists():
-            from megatron_recipes.config import ChatTemplateConfig
-            from megatron_recipes.data.rl_prompts import PromptStream
-
-            stream = PromptStream(self.prompt_config(7, None), ChatTemplateConfig())
-            rows = [
-                {
-                    "id": f"arith-{i}",
-                    "text": f"{r.question} {r.question[len('Calculate ') :].rstrip('.')} = {r.answer}.",
-                }
-                for i, r in enumerate(stream.take(0, self.size.arithmetic_documents))
-            ]
-            _write_jsonl(path, rows)
-        return path
-
-    # -- the stages' commands ----------------------------------------------------------------------
-    def commands(self, stage: str) -> list[list[str]]:
-        w, size = str(self.work), self.size
-        corpus = [f"corpus.work_dir={w}", f"beam={self.config.beam_preset}", *self.config.beam_overrides]
-        tokenizer = str(self.path("tokenizer"))
-        if stage == "prepare":
-            return [
-                [
-                    "beam_pipelines.prepare",
-                    *corpus,
-                    f"corpus.sample_max_math_pages={size.sample_math_pages}",
-                    f"corpus.sample_max_other_pages={size.sample_other_pages}",
-                ]
-            ]
-        if stage == "dedup":
-            return [["beam_pipelines.dedup", *corpus]]
-        if stage == "recall":
-            # The sample pool is ~1,000x smaller than the paper's: more epochs and a smaller model
-            # than its 3 epochs / dim 256, and a selection sized to the pool (about half its tokens
-            # are math). recall_unattended approves URL prefixes by a stated policy.
-            return [
-                [
-                    "beam_pipelines.recall",
-                    *corpus,
-                    "+experiment=recall_unattended",
-                    f"training.seed_positives=[{self.seed_positives()}]",
-                    "fasttext.epoch=25",
-                    "fasttext.dim=64",
-                    "fasttext.bucket=50000",
-                    "selection.pool_token_fractions=[0.55]",
-                    f"max_rounds={size.recall_max_rounds}",
-                ]
-            ]
-        if stage == "decontaminate":
-            files = self.benchmark_files()
-            listing = ",".join(f"{{name:{name},path:'{path}',format:gsm8k}}" for name, path in files.items())
-            return [["beam_pipelines.decontaminate", *corpus, f"benchmarks=[{listing}]"]]
-        if stage == "train_tokenizer":
-            return [
-                ["beam_pipelines.train_tokenizer", f"corpus.work_dir={w}", f"vocab_size={size.tokenizer_vocab_size}"]
-            ]
-        if stage == "tokenize":
-            arithmetic = self.arithmetic_text()
-            return [
-                ["beam_pipelines.tokenize", *corpus, f"tokenizer.path={tokenizer}"],
-                [
-                    "beam_pipelines.tokenize",
-                    *corpus,
-                    f"tokenizer.path={tokenizer}",
-                    "source=common_crawl",
-                    "source.name=arithmetic",
-                    f"source.input={arithmetic}",
-                    "source.id_field=id",
-                ],
-            ]
-        if stage == "pretrain":
-            return [
-                [
-                    "megatron_recipes.pretrain",
-                    "+experiment=tiny_cpu",
-                    f"corpus.work_dir={w}",
-                    f"data.tokenizer={tokenizer}",
-                    f"+data.sources.arithmetic=[{w}/tokenized/arithmetic]",
-                    "data.weights.math_corpus=0.7",
-                    "+data.weights.arithmetic=0.3",
-                    f"trainer.train_steps={size.pretrain_steps}",
-                    "optimizer.warmup_steps=10",
-                    f"trainer.output_dir={self.path('pretrain')}",
-                    f"checkpoint.save_interval={size.pretrain_steps}",
-                    "trainer.log_interval=10",
-                ]
-            ]
-        if stage == "sft":
-            data = self.inputs / f"sft-{size.sft_examples}.jsonl"
-            generate = [
-                "megatron_recipes.data.rl_prompts",
-                "--out",
-                str(data),
-                "--count",
-                str(size.sft_examples),
-                "--seed",
-                "99",
-                ARITHMETIC_TASK,
-            ]
-            return [
-                generate,
-                [
-                    "megatron_recipes.sft",
-                    "+experiment=sft_tiny_cpu",
-                    f"sft_data.paths=[{data}]",
-                    f"sft_data.tokenizer={tokenizer}",
-                    "sft_data.seq_length=160",
-                    f"checkpoint.init_from={self.path('pretrain', 'checkpoints')}",
-                    f"trainer.train_steps={size.sft_steps}",
-                    "trainer.global_batch_size=16",
-                    "trainer.micro_batch_size=16",
-                    "optimizer.lr=3e-3",
-                    f"trainer.output_dir={self.path('sft')}",
-                    f"checkpoint.save_interval={size.sft_steps}",
-                    "trainer.log_interval=25",
-                ],
-            ]
-        if stage in ("evaluate_sft", "evaluate_grpo"):
-            run = stage.split("_")[1]
-            held_out = self.benchmark_files()["arithmetic_heldout"]
-            return [
-                [
-                    "megatron_recipes.evaluate",
-                    "dataset=gsm8k",
-                    f"dataset.path={held_out}",
-                    "prompt_style=zero_shot",
-                    "generator=megatron",
-                    f"generator.checkpoint={self.path(run, 'checkpoints')}",
-                    "sampling.max_new_tokens=24",
-                    f"output_dir={self.path('evaluate', run)}",
-                ]
-            ]
-        if stage == "grpo":
-            return [
-                [
-                    "megatron_recipes.grpo",
-                    "+experiment=grpo_tiny_cpu",
-                    f"checkpoint.init_from={self.path('sft', 'checkpoints')}",
-                    f"trainer.train_steps={size.grpo_steps}",
-                    f"trainer.output_dir={self.path('grpo')}",
-                    f"checkpoint.save_interval={size.grpo_steps}",
-                    f'prompts.tasks=["{ARITHMETIC_TASK}"]',
-                    f'eval_prompts.tasks=["{ARITHMETIC_TASK}"]',
-                    "rl.eval_interval=10",
-                    "rl.eval_temperature=1.0",
-                    "rl.eval_samples=4",
-                    "trainer.log_interval=5",
-                ]
-            ]
-        raise AssertionError(stage)
-
-    # -- running -----------------------------------------------------------------------------------
-    def run_command(self, stage: str, index: int, module_and_args: list[str], log) -> None:
-        module, *arguments = module_and_args
-        if index == len(self.commands_cache[stage]) - 1 and not module.endswith("rl_prompts"):
-            arguments = [*arguments, *self.config.overrides.get(stage, [])]
-        command = [sys.executable, "-m", module, *arguments]
-        log.write(f"$ {' '.join(command)}\n")
-        log.flush()
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), environment.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep
-        )
-        environment.setdefault("OMP_NUM_THREADS", str(max(1, os.cpu_count() or 1)))
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
-        tail: list[str] = []
-        for line in process.stdout:
-            log.write(line)
-            tail = (tail + [line.rstrip()])[-15:]
-            if self.config.verbose or _is_progress(line):
-                print(f"    {line.rstrip()}", flush=True)
-        code = process.wait()
-        log.flush()
-        if code != 0:
-            last = next((line for line in reversed(tail) if line.strip()), "")
-            raise StageFailed(f"stage {stage} failed (exit {code}): {last.strip()[:300]} | log: {log.name}")
-
-    def run(self) -> int:
-        config = self.config
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(parents=True, exist_ok=True)
-        redo_from = min(
-            [STAGES.index(s) for s in [*config.force, *([config.from_stage] if config.from_stage else [])]],
-            default=None,
-        )
-        self.commands_cache: dict[str, list] = {}
-        started = time.time()
-        print(f"[chain] work dir {self.work} | sizes {self.size.name} | stages {' -> '.join(STAGES)}", flush=True)
-        for number, stage in enumerate(STAGES, 1):
-            prefix = f"[chain] {number:2d}/{len(STAGES)} {stage:<15}"
-            if stage in config.skip:
-                print(f"{prefix} skipped (skip=)", flush=True)
-                continue
-            if redo_from is not None and number - 1 >= redo_from:
-                for output in self.outputs_of(stage):
-                    shutil.rmtree(output, ignore_errors=True)
-            elif self.done(stage):
-                print(f"{prefix} skipped (done: {self.marker_text(stage)}) | {self.describe(stage)}", flush=True)
-                continue
-            print(f"{prefix} running ...", flush=True)
-            stage_start = time.time()
-            self.commands_cache[stage] = self.commands(stage)
-            log_path = self.logs / f"{number:02d}_{stage}.log"
-            try:
-                with open(log_path, "a", encoding="utf-8") as log:
-                    for index, command in enumerate(self.commands_cache[stage]):
-                        self.run_command(stage, index, command, log)
-            except StageFailed as error:
-                print(f"[chain] error: {error}", file=sys.stderr, flush=True)
-                return 1
-            if not self.done(stage):
-                print(
-                    f"[chain] error: stage {stage} exited 0 but its completion marker is missing ({self.marker_text(stage)}) | log: {log_path}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return 1
-            seconds = time.time() - stage_start
-            self.timings[stage] = {"seconds": round(seconds, 1)}
-            print(f"{prefix} done in {seconds:.1f} s | {self.describe(stage)}", flush=True)
-        summary = self.summary(time.time() - started)
-        (self.work / "chain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self.write_report(summary)
-        self.print_summary(summary)
-        return 0
-
-    def marker_text(self, stage: str) -> str:
-        return {
-            "prepare": "pool/summary.json",
-            "dedup": "pool_near_dedup/summary.json",
-            "recall": "recall/final/summary.json",
-            "decontaminate": "corpus/summary.json",
-            "train_tokenizer": "tokenizer/tokenizer.json",
-            "tokenize": "tokenized/<source>/summary.json",
-            "pretrain": "pretrain/checkpoints/exit_status.json",
-            "sft": "sft/checkpoints/exit_status.json",
-            "evaluate_sft": "evaluate/sft/results.json",
-            "grpo": "grpo/checkpoints/exit_status.json",
-            "evaluate_grpo": "evaluate/grpo/results.json",
-        }[stage]
-
-    # -- reading the stages' outputs ---------------------------------------------------------------
-    def read_json(self, *parts: str) -> dict:
-        return json.loads(self.path(*parts).read_text())
-
-    def metrics(self, run: str) -> dict[int, dict]:
-        from megatron_recipes.training.metrics import read_metrics
-
-        path = self.path(run, "metrics.jsonl")
-        return read_metrics(path) if path.exists() else {}
-
-    def describe(self, stage: str) -> str:
-        try:
-            if stage in ("prepare", "dedup", "decontaminate"):
-                directory = {"prepare": "pool", "dedup": "pool_near_dedup", "decontaminate": "corpus"}[stage]
-                totals = self.read_json(directory, "summary.json")["totals"]
-                return (
-                    f"{totals['in']:,} in -> {totals['kept']:,} kept, {totals.get('dropped', 0):,} removed, "
-                    f"{totals.get('dead_lettered', 0):,} dead-lettered"
-                )
-            if stage == "recall":
-                final = self.read_json("recall", "final", "summary.json")
-                return (
-                    f"{len(final['rounds'])} rounds (stopped: {final['stop_reason']}), {final['totals']['kept']:,} of "
-                    f"{final['totals']['in']:,} pages selected, {final['selected_tokens']:,} tokens"
-                )
-            if stage == "train_tokenizer":
-                vocabulary = json.loads(self.path("tokenizer", "tokenizer.json").read_text())["model"]["vocab"]
-                return f"byte-level BPE, {len(vocabulary):,} tokens"
-            if stage == "tokenize":
-                parts = [
-                    f"{name} {self.read_json('tokenized', name, 'summary.json')['dataset']['tokens']:,} tokens"
-                    for name in ("math_corpus", "arithmetic")
-                ]
-                return ", ".join(parts)
-            if stage in ("pretrain", "sft", "grpo"):
-                rows = self.metrics(stage)
-                steps = sorted(step for step, row in rows.items() if "loss" in row)
-                text = (
-                    f"{steps[-1] if steps else 0} steps, loss {rows[steps[0]]['loss']:.3f} -> {rows[steps[-1]]['loss']:.3f}"
-                    if steps
-                    else "no metrics"
-                )
-                if stage == "grpo":
-                    validation = [
-                        (s, r["validation_accuracy"]) for s, r in sorted(rows.items()) if "validation_accuracy" in r
-                    ]
-                    rewards = [rows[s]["reward_mean"] for s in steps if "reward_mean" in rows[s]]
-                    text = (
-                        f"{len(steps)} steps, reward {rewards[0]:.3f} -> {rewards[-1]:.3f}, held-out accuracy "
-                        f"{validation[0][1]:.3f} -> {validation[-1][1]:.3f}"
-                    )
-                return text
-            if stage.startswith("evaluate"):
-                result = self.read_json("evaluate", stage.split("_")[1], "results.json")["summary"]
-                return f"accuracy {result['accuracy']:.3f} on {result['problems']} held-out problems"
-        except (OSError, KeyError, IndexError, ValueError) as error:
-            return f"(no figures: {type(error).__name__}: {error})"
-        return ""
-
-    def summary(self, seconds: float) -> dict:
-        out: dict = {
-            "work_dir": str(self.work),
-            "sizes": self.size.name,
-            "seconds": round(seconds, 1),
-            "stage_seconds": self.timings,
-            "stages": {stage: self.describe(stage) for stage in STAGES if stage not in self.config.skip},
-        }
-        try:
-            pool, dedup = self.read_json("pool", "summary.json"), self.read_json("pool_near_dedup", "summary.json")
-            final, corpus = self.read_json("recall", "final", "summary.json"), self.read_json("corpus", "summary.json")
-            out["pages"] = {
-                "warc_html_records": pool["totals"]["in"],
-                "pool": pool["totals"]["kept"],
-                "after_near_dedup": dedup["totals"]["kept"],
-                "selected_by_recall": final["totals"]["kept"],
-                "after_decontamination": corpus["totals"]["kept"],
-            }
-            out["recall"] = {
-                "rounds": final["rounds"],
-                "stop_reason": final["stop_reason"],
-                "report": str(self.path("recall", "report.html")),
-            }
-            out["tokens"] = {
-                name: self.read_json("tokenized", name, "summary.json")["dataset"]["tokens"]
-                for name in ("math_corpus", "arithmetic")
-            }
-        except (OSError, KeyError) as error:
-            out["corpus_error"] = str(error)
-        curves = {}
-        for run, key in (("pretrain", "loss"), ("sft", "loss"), ("grpo", "reward_mean")):
-            rows = self.metrics(run)
-            curves[run] = [[step, row[key]] for step, row in sorted(rows.items()) if key in row]
-        curves["grpo_heldout_accuracy"] = [
-            [s, r["validation_accuracy"]] for s, r in sorted(self.metrics("grpo").items()) if "validation_accuracy" in r
-        ]
-        out["curves"] = curves
-        evaluation = {}
-        for run in ("sft", "grpo"):
-            path = self.path("evaluate", run, "results.json")
-            if path.exists():
-                evaluation[f"after_{run}"] = json.loads(path.read_text())["summary"]["accuracy"]
-        out["evaluation_accuracy"] = evaluation
-        out["tensorboard"] = [str(self.path(run, "tensorboard")) for run in ("pretrain", "sft", "grpo")]
-        out["report"] = str(self.work / "chain_report.html")
-        return out
-
-    def write_report(self, summary: dict) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axes = plt.subplots(1, 4, figsize=(18, 3.6))
-        titles = {
-            "pretrain": "pretrain loss",
-            "sft": "SFT loss",
-            "grpo": "GRPO mean reward",
-            "grpo_heldout_accuracy": "GRPO held-out accuracy",
-        }
-        for axis, (name, title) in zip(axes, titles.items()):
-            points = summary["curves"].get(name) or []
-            if points:
-                axis.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
-            axis.set_title(title)
-            axis.set_xlabel("step")
-            axis.grid(alpha=0.3)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=90)
-        plt.close(figure)
-        (self.work / "chain_curves.png").write_bytes(buffer.getvalue())
-        image = base64.b64encode(buffer.getvalue()).decode()
-        rows = "".join(
-            f"<tr><td>{stage}</td><td>{summary['stage_seconds'].get(stage, {}).get('seconds', 'skipped')}</td>"
-            f"<td>{_escape(text)}</td></tr>"
-            for stage, text in summary["stages"].items()
-        )
-        pages = "".join(f"<tr><td>{k}</td><td>{v:,}</td></tr>" for k, v in summary.get("pages", {}).items())
-        recall = summary.get("recall", {})
-        rounds = "".join(
-            f"<tr><td>{r['round']}</td><td>{r['selected_pages']}</td><td>{r['selected_tokens']:,}</td>"
-            f"<td>{_fraction(r['overlap_fraction'])}</td></tr>"
-            for r in recall.get("rounds", [])
-        )
-        html = f"""<!doctype html><html><head><meta charset="utf-8"><title>chain report</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse;margin-bottom:1.5em}}</style></head><body>
-<h1>DeepSeekMath chain on {_escape(summary["work_dir"])}</h1>
-<p>sizes {summary["sizes"]}, {summary["seconds"]:.0f} s. Evaluation accuracy on the held-out set: {_escape(json.dumps(summary["evaluation_accuracy"]))}.</p>
-<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>result</th></tr>{rows}</table>
-<h2>Pages</h2><table>{pages}</table>
-<h2>Recall rounds (stopped: {_escape(str(recall.get("stop_reason")))}; <a href="recall/report.html">corpus report</a>)</h2>
-<table><tr><th>round</th><th>selected pages</th><th>tokens</th><th>overlap with previous</th></tr>{rounds}</table>
-<h2>Training</h2><img src="data:image/png;base64,{image}" alt="training curves">
-<p>TensorBoard: <code>tensorboard --logdir {_escape(str(self.work))}</code></p></body></html>"""
-        (self.work / "chain_report.html").write_text(html)
-
-    def print_summary(self, summary: dict) -> None:
-        print(f"[chain] finished in {summary['seconds']:.0f} s", flush=True)
-        pages = summary.get("pages", {})
-        if pages:
-            print("[chain] pages: " + " -> ".join(f"{k} {v:,}" for k, v in pages.items()))
-            recall = summary["recall"]
-            print(
-                f"[chain] recall: {len(recall['rounds'])} rounds, stopped by {recall['stop_reason']}; report {recall['report']}"
-            )
-            print("[chain] tokens: " + ", ".join(f"{k} {v:,}" for k, v in summary["tokens"].items()))
-        for run in ("pretrain", "sft"):
-            curve = summary["curves"].get(run) or []
-            if curve:
-                print(
-                    f"[chain] {run} loss: {curve[0][1]:.3f} (step {curve[0][0]}) -> {curve[-1][1]:.3f} (step {curve[-1][0]})"
-                )
-        rewards, accuracy = summary["curves"].get("grpo") or [], summary["curves"].get("grpo_heldout_accuracy") or []
-        if rewards:
-            print(
-                f"[chain] GRPO mean reward: {rewards[0][1]:.3f} -> {rewards[-1][1]:.3f}; held-out accuracy during GRPO: "
-                + ", ".join(f"{a:.3f}@{s}" for s, a in accuracy)
-            )
-        evaluation = summary["evaluation_accuracy"]
-        if evaluation:
-            print(
-                "[chain] evaluation (greedy, held-out arithmetic): "
-                + ", ".join(f"{k} {v:.3f}" for k, v in evaluation.items())
-            )
-        print(
-            f"[chain] report {summary['report']}; summary {self.work / 'chain_summary.json'}; "
-            f"TensorBoard: tensorboard --logdir {self.work}",
-            flush=True,
-        )
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    partial.replace(path)
-
-
-def _fraction(value) -> str:
-    return "" if value is None else f"{value:.3f}"
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-_PIPELINE_LINE = re.compile(r"^\[[a-z_]+\] ")  # "[recall] round 2: ...", not Hydra's "[2026-..." log lines
-
-
-def _is_progress(line: str) -> bool:
-    # The corpus pipelines' own progress lines ("[recall] round 2: ...") and the trainers' step and
-    # validation lines; Beam's and libraries' chatter stays in the log.
-    return (
-        bool(_PIPELINE_LINE.match(line)) or " step " in line or "validation at step" in line or line.startswith("error")
-    )
-
-
 def main(config: ChainConfig) -> None:
     config.validate()
-    sys.exit(Chain(config).run())
+    from launch.local.chain_runner import Chain  # noqa: PLC0415  Beam, torch: after the config checks
+
+    sys.exit(Chain(config, STAGES).run())
 
 
 if __name__ == "__main__":
-    from beam_pipelines.cli import hydra_entry_point
-
     hydra_entry_point("chain", register_chain_configs)(main)()

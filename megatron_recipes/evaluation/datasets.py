@@ -24,9 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import champ_dataset
+
 from megatron_recipes.rewards.extraction import extract_boxed
+from stack_common.errors import ConfigError
 
 DATASETS = ("champ", "gsm8k", "math")
+# Shipped inside a package (offline, any machine); every other dataset reads local files.
+BUNDLED_DATASETS = ("champ",)
 
 
 @dataclass
@@ -45,8 +50,8 @@ class Problem:
         return self.answers[0] if self.answers else ""
 
 
-class DatasetError(ValueError):
-    pass
+class DatasetError(ConfigError):
+    """A benchmark file that is missing or unreadable (entry points: one line, exit status 2)."""
 
 
 def gsm8k_final_answer(solution: str) -> str:
@@ -159,12 +164,6 @@ def champ_answers(raw: str) -> list[str]:
 
 
 def load_champ() -> list[Problem]:
-    try:
-        import champ_dataset
-    except ImportError:
-        raise DatasetError(
-            "the champ dataset needs the PyPI package champ-dataset (pip install champ-dataset)"
-        ) from None
     path = Path(champ_dataset.__file__).parent / "dataset_files" / "v0.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     problems = []
@@ -184,6 +183,11 @@ def load_champ() -> list[Problem]:
     return problems
 
 
+def reads_local_files(name: str) -> bool:
+    """Whether dataset `name` needs a path to the user's copy of its files."""
+    return name in DATASETS and name not in BUNDLED_DATASETS
+
+
 def load_problems(
     name: str,
     path: str | None = None,
@@ -194,7 +198,7 @@ def load_problems(
     """Problems of dataset `name` (champ | gsm8k | math), filtered by subject/level, first `limit`."""
     if name == "champ":
         problems = load_champ()
-    elif name in ("gsm8k", "math"):
+    elif reads_local_files(name):
         if not path:
             raise DatasetError(
                 f"dataset={name} reads a local file: set dataset.path=/path/to/{name} (no dataset hub is reached)"

@@ -27,29 +27,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
+from stack_common.checks import require_at_least, require_non_negative, require_range
+from stack_common.errors import ConfigError
+
 FINISH_STOP = "stop"  # a stop string or end-of-document token ended it
 FINISH_LENGTH = "length"  # max_new_tokens reached
 
 
-@dataclass(frozen=True)
+@dataclass
 class SamplingParams:
-    """How to sample. temperature 0 means greedy; `n` samples per prompt; `seed` makes sampling
-    reproducible (sample i of a prompt uses seed + i where the backend supports it)."""
+    """How to sample; also the evaluation recipe's `sampling` section (its defaults live here only).
+    temperature 0 means greedy; `n` samples per prompt; `seed` makes sampling reproducible (sample i
+    of a prompt uses seed + i where the backend supports it). Callers derive variants with
+    `dataclasses.replace`, never by assignment."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 1024
-    stop: tuple[str, ...] | list[str] = ()
+    stop: list[str] = field(default_factory=list)
     n: int = 1
     seed: int = 0
 
-    def validate(self) -> None:
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.max_new_tokens < 1 or self.n < 1:
-            raise ValueError("max_new_tokens and n must be >= 1")
+    def validate(self, section: str = "sampling") -> None:
+        """`section`: the key these settings sit under, for the messages."""
+        require_non_negative(f"{section}.temperature", self.temperature)
+        require_range(f"{section}.top_p", self.top_p, 0, 1, low_inclusive=False)
+        require_at_least(f"{section}.max_new_tokens", self.max_new_tokens, 1)
+        require_at_least(f"{section}.n", self.n, 1)
 
 
 @dataclass
@@ -79,8 +83,8 @@ class Generator(Protocol):
         ...
 
 
-class GeneratorUnavailable(RuntimeError):
-    """The configured generator cannot be built here (one-line message)."""
+class GeneratorUnavailable(ConfigError):
+    """The configured generator cannot be built here (entry points: one line, exit status 2)."""
 
 
 def prompt_key(prompt: str) -> str:
@@ -173,7 +177,10 @@ def generator_unavailable_reason(name: str) -> str | None:
         return None
     if name in _PLUGIN_MODULES:
         if importlib.util.find_spec(_PLUGIN_MODULES[name]) is None:
-            return f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use generator=precomputed"
+            return (
+                f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use "
+                "generator=precomputed"
+            )
         return None
     return f"unknown generator {name!r}; available: {', '.join(sorted([*GENERATORS, *_PLUGIN_MODULES]))}"
 
@@ -186,7 +193,8 @@ def build_generator(name: str, **options) -> Generator:
         except ModuleNotFoundError as error:
             if error.name and _PLUGIN_MODULES[name].startswith(error.name):
                 raise GeneratorUnavailable(
-                    f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use generator=precomputed"
+                    f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use "
+                    "generator=precomputed"
                 ) from None
             raise
     if name not in GENERATORS:

@@ -3,8 +3,8 @@ the padded tensors the GRPO loss trains on.
 
     samples = generate_rollouts(generator, records, group_size, params, tokenizer, template,
                                 tool_runner=None, max_tool_calls=4)
-    score_rollouts(samples, reward_names, reward_weights, checker, step_reward=None)
-    batch = rollout_batch(samples, tokenizer.eod, estimator="outcome", epsilon=1e-4)
+    compute_rewards(samples, reward_names, reward_weights, checker, step_reward=None)
+    batch = rollout_batch(samples, tokenizer.eod, rl.advantage_estimator, rl.advantage_epsilon)
 
 Tool-integrated reasoning (rl.tool_use): generation stops when a sample closes a ```python block
 (or at EOD / the length budget); `tool_runner(codes) -> outputs` runs the blocks (the sandbox
@@ -37,7 +37,9 @@ from typing import Callable, Sequence
 import torch
 
 from megatron_recipes.generation.interface import SamplingParams
-from megatron_recipes.rl.grpo import AdvantageInputs, get_advantage_estimator
+from megatron_recipes.rewards import get_reward
+from megatron_recipes.rl.objectives import AdvantageInputs, get_advantage_estimator
+from megatron_recipes.rl.step_rewards import get_step_reward, step_end_tokens
 
 _CLOSED_PYTHON_BLOCK = re.compile(r"```python[ \t]*\n(.*?)\n?```", re.DOTALL)
 
@@ -156,16 +158,16 @@ def _generate_with_budgets(generator, contexts, budgets, params, stop_at_code_bl
     return outputs
 
 
-def score_rollouts(
+def compute_rewards(
     samples: Sequence[RolloutSample],
     reward_names: Sequence[str],
     reward_weights: Sequence[float],
     checker=None,
     step_reward: str | None = None,
 ) -> None:
-    """Fill each sample's rewards (per name), total reward (None if ungradable) and steps."""
-    from megatron_recipes.rewards import get_reward
-
+    """Fill each sample's rewards (per name), total reward (None if ungradable) and, with a
+    `step_reward` (process supervision), its steps. The one scorer of rollouts and of the
+    held-out check (which asks for its first reward only)."""
     texts = [sample.text for sample in samples]
     references = [sample.reference for sample in samples]
     per_name: dict[str, list] = {}
@@ -180,8 +182,6 @@ def score_rollouts(
             None if any(v is None for v in values) else float(sum(w * v for w, v in zip(reward_weights, values)))
         )
     if step_reward is not None:
-        from megatron_recipes.rl.step_rewards import get_step_reward
-
         function = get_step_reward(step_reward)
         first = reward_names[0]
         for sample in samples:
@@ -231,8 +231,8 @@ class RolloutBatch:
 def rollout_batch(
     samples: Sequence[RolloutSample],
     pad_id: int,
-    estimator: str = "outcome",
-    epsilon: float = 1e-4,
+    estimator: str,
+    epsilon: float,
     decode: Callable[[Sequence[int]], str] | None = None,
     multiple: int = 8,
 ) -> RolloutBatch:
@@ -255,8 +255,6 @@ def rollout_batch(
         if sample.response_ids:
             mask[row, first : first + len(sample.response_ids)] = torch.tensor(sample.trained, dtype=torch.float32)
         if estimator == "process" and sample.steps and sample.response_ids:
-            from megatron_recipes.rl.step_rewards import step_end_tokens
-
             if decode is None:
                 raise ValueError("process supervision needs `decode` to map step ends to tokens")
             for step, position in zip(sample.steps, step_end_tokens(sample.steps, sample.response_ids, decode)):
@@ -266,7 +264,7 @@ def rollout_batch(
     ungradable = torch.tensor([s.group in ungradable_groups for s in samples], dtype=torch.bool)
     rewards = torch.tensor([s.reward if s.reward is not None else 0.0 for s in samples], dtype=torch.float32)
     # Ungradable groups are left out of the statistics: give them their own (masked) values.
-    inputs = AdvantageInputs(rewards, group, mask, step_rewards, step_mask, epsilon)
+    inputs = AdvantageInputs(rewards, group, mask, epsilon, step_rewards, step_mask)
     advantages = get_advantage_estimator(estimator)(inputs)
     tokens_advantages = torch.where(ungradable.unsqueeze(1), torch.zeros_like(advantages.tokens), advantages.tokens)
     zero_variance = advantages.zero_variance & ~ungradable

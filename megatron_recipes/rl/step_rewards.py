@@ -6,7 +6,7 @@ A step-reward function scores each reasoning step of one response:
 
 `end` is the character offset in `response` where the step ends (exclusive); steps are in order.
 The rollout driver maps each end to the token that completes it (`step_end_tokens`) and the
-`process` advantage estimator (rl/grpo.py) normalises the rewards over the group and gives every
+`process` advantage estimator (rl/objectives.py) normalises the rewards over the group and gives every
 token the sum of the normalised rewards of the steps ending at or after it. A reward model
 (a PRM) plugs in by registering a function with this signature.
 
@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Sequence
+
+from megatron_recipes.rewards import get_reward
 
 STEP_REWARDS: dict[str, Callable[..., list["Step"]]] = {}
 
@@ -106,8 +108,6 @@ def arithmetic_steps(response: str, reference: str | None = None, outcome: float
             steps.append(Step(end, 1.0 if all(verdicts) else 0.0))
         offset += len(line)
     if outcome is None:
-        from megatron_recipes.rewards import get_reward
-
         outcome = (get_reward("math_accuracy")([response], [reference])[0] or 0.0) if reference is not None else 0.0
     final = len(response)
     if steps and steps[-1].end == final:

@@ -3,8 +3,8 @@ log-probs -> clipped-surrogate updates, with iterative reference resets, held-ou
 metrics, checkpoints and graceful stops.
 
     trainer = GrpoTrainer(config, session, tokenizer, reference_model, prompts, eval_prompts)
-    outcome = trainer.run()                      # until trainer.train_steps GRPO steps
-    metrics = trainer.step()                     # one GRPO step (used by run)
+    outcome = trainer.run()                      # training/loop.run_loop over GRPO steps
+    metrics = trainer.step()                     # one GRPO step (the step run_loop calls)
     losses = grpo_updates(session, batch, ...)   # the update part alone (the TP test drives it)
 
 One step on every data-parallel rank r of D: questions [i x Q + r x Q/D, ...) of the prompt
@@ -44,11 +44,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.logprobs import vocab_parallel_entropy, vocab_parallel_log_probs
-from megatron_recipes.rl.grpo import GrpoLossSettings, grpo_loss
-from megatron_recipes.rl.rollout import RolloutBatch, generate_rollouts, rollout_batch, score_rollouts
+from megatron_recipes.generation.megatron import MegatronGenerator
+from megatron_recipes.rl.objectives import GrpoLossSettings, grpo_loss
+from megatron_recipes.rl.rollout import RolloutBatch, compute_rewards, generate_rollouts, rollout_batch
+from megatron_recipes.sandbox import format_output
+from megatron_recipes.training.checkpointing import save_checkpoint
+from megatron_recipes.training.loop import (
+    StepRecord,
+    TrainOutcome,
+    forward_only,
+    run_loop,
+    save_training_checkpoint,
+    train_step,
+)
+from megatron_recipes.training.metrics import memory_gib
 
 log = logging.getLogger("grpo")
 
@@ -84,8 +99,6 @@ def sequence_log_probs(
     model, batch: RolloutBatch, micro_batch_size: int, temperature: float, vocab_size: int
 ) -> torch.Tensor:
     """log pi(label) [N, S] of every row by forward passes of `model` (a session or chunks)."""
-    from megatron_recipes.training.loop import forward_only
-
     micro_batches = [
         batch.rows(torch.arange(start, min(start + micro_batch_size, len(batch))))
         for start in range(0, len(batch), micro_batch_size)
@@ -95,9 +108,6 @@ def sequence_log_probs(
 
 
 def _data_parallel_max(value: int) -> int:
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if not dist.is_initialized() or parallel_state.get_data_parallel_world_size() == 1:
         return value
     tensor = torch.tensor([value], dtype=torch.long, device=_collective_device())
@@ -129,8 +139,6 @@ def grpo_updates(
     """The optimisation part of a GRPO step on this rank's rollout batch (old/ref log-probs
     filled). `outputs_per_update` = trainer.global_batch_size / data-parallel size. Returns the
     StepResult of every optimizer update (skipped updates are absent)."""
-    from megatron_recipes.training.loop import train_step
-
     loss_fn = grpo_loss_function(settings, temperature, session.vocab_size)
     micro = session.trainer.micro_batch_size
     keep = trainable_rows(batch, skip_zero_variance)
@@ -160,9 +168,6 @@ class StepSums:
     values: dict[str, float]
 
     def reduced(self) -> dict[str, float]:
-        import torch.distributed as dist
-        from megatron.core import parallel_state
-
         names = sorted(self.values)
         tensor = torch.tensor([self.values[name] for name in names], dtype=torch.float64, device=_collective_device())
         if dist.is_initialized() and parallel_state.get_data_parallel_world_size() > 1:
@@ -172,9 +177,6 @@ class StepSums:
 
 def _broadcast_in_tensor_parallel_group(value: Any) -> Any:
     """Rank 0 of the tensor-parallel group decides; the others take its value."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if not dist.is_initialized() or parallel_state.get_tensor_model_parallel_world_size() == 1:
         return value
     holder = [value]
@@ -191,8 +193,6 @@ class GrpoTrainer:
     `reference` the frozen reference chunks (None when rl.kl_coefficient == 0)."""
 
     def __init__(self, config, session, tokenizer, reference, prompts, eval_prompts=None, checker=None, sandbox=None):
-        from megatron_recipes.generation.megatron import MegatronGenerator
-
         self.config = config
         self.rl = config.rl
         self.session = session
@@ -225,7 +225,6 @@ class GrpoTrainer:
     def _tool_runner(self):
         if not self.rl.tool_use:
             return None
-        from megatron_recipes.sandbox import format_output
 
         def run(codes: list[str]) -> list[str]:
             outputs = None
@@ -237,16 +236,12 @@ class GrpoTrainer:
 
         return run
 
-    def _score(self, samples) -> None:
+    def score_samples(self, samples, reward_names, reward_weights, step_reward: str | None = None) -> None:
+        """rollout.compute_rewards on the first rank of the tensor-parallel group, its results
+        broadcast inside the group (rollouts and the held-out check both score this way)."""
         decided = None
         if self.is_tensor_parallel_source:
-            score_rollouts(
-                samples,
-                self.rl.rewards,
-                self.rl.reward_weights,
-                self.checker,
-                self.rl.step_reward if self.rl.advantage_estimator == "process" else None,
-            )
+            compute_rewards(samples, reward_names, reward_weights, self.checker, step_reward)
             decided = [(s.rewards, s.reward, s.steps) for s in samples]
         decided = _broadcast_in_tensor_parallel_group(decided)
         for sample, (rewards, reward, steps) in zip(samples, decided):
@@ -275,7 +270,12 @@ class GrpoTrainer:
             self._tool_runner(),
             self.rl.max_tool_calls,
         )
-        self._score(samples)
+        self.score_samples(
+            samples,
+            self.rl.rewards,
+            self.rl.reward_weights,
+            self.rl.step_reward if self.rl.advantage_estimator == "process" else None,
+        )
         batch = rollout_batch(
             samples,
             self.tokenizer.eod,
@@ -401,15 +401,9 @@ class GrpoTrainer:
             self._tool_runner(),
             self.rl.max_tool_calls,
         )
-        decided = None
-        if self.is_tensor_parallel_source:
-            from megatron_recipes.rewards import get_reward
-
-            name = self.rl.rewards[0]
-            options = {"checker": self.checker} if self.checker is not None and name.endswith("_accuracy") else {}
-            decided = get_reward(name)([s.text for s in samples], [s.reference for s in samples], **options)
-        decided = _broadcast_in_tensor_parallel_group(decided)
-        gradable = [value for value in decided if value is not None]
+        accuracy = self.rl.rewards[0]
+        self.score_samples(samples, [accuracy], [1.0])
+        gradable = [s.rewards[accuracy] for s in samples if s.rewards[accuracy] is not None]
         sums = StepSums(
             {
                 "correct": sum(gradable),
@@ -435,8 +429,6 @@ class GrpoTrainer:
         self.session.state.extra["reference_saved"] = False
 
     def save_reference_if_needed(self) -> None:
-        from megatron_recipes.training.checkpointing import save_checkpoint
-
         extra = self.session.state.extra
         if self.reference is None or extra.get("reference_saved", True) or not self.session.checkpoint.dir:
             return
@@ -452,81 +444,44 @@ class GrpoTrainer:
         extra["reference_saved"] = True
 
     def save(self):
-        from megatron_recipes.training.loop import save_training_checkpoint
-
         self.save_reference_if_needed()
         return save_training_checkpoint(self.session)
 
     # ------------------------------------------------------------------ the loop
-    def run(self):
-        from megatron_recipes.training.loop import TrainOutcome, write_exit_status
-        from megatron_recipes.training.metrics import ProgressLogger, memory_gib
-        from megatron_recipes.training.signals import GracefulStop
+    def loop_step(self) -> StepRecord:
+        """One GRPO step as training/loop.run_loop takes it."""
+        values = self.step()
+        values["memory_gib"] = memory_gib(self.session.runtime.device)
+        return StepRecord(values, self.rl.questions_per_step, int(values["tokens"]))
 
-        session, trainer, state, runtime = self.session, self.session.trainer, self.session.state, self.session.runtime
-        total = self.config.trainer.train_steps
-        logger = ProgressLogger(
-            trainer.output_dir, total, trainer.log_interval, runtime.is_logging_rank, trainer.tensorboard
-        )
-        stop = GracefulStop(trainer.exit_signals, trainer.exit_duration_minutes, enabled=trainer.exit_signal_handler)
+    def after_step(self, iteration: int) -> None:
+        if self.rl.reference_reset_interval and iteration % self.rl.reference_reset_interval == 0:
+            self.reset_reference()
+            if self.session.runtime.is_logging_rank:
+                log.info("step %d: reference model reset to the policy (iterative GRPO)", iteration)
+
+    def run(self) -> TrainOutcome:
+        """GRPO steps until trainer.train_steps (run_loop: stops, checkpoints, exit status);
+        held-out accuracy at step 0, every rl.eval_interval steps and at the end."""
+        total = self.config.trainer.train_steps  # the session's trainer counts optimizer updates
+
+        def heldout(iteration: int) -> dict[str, float] | None:
+            if iteration % self.rl.eval_interval == 0 or iteration == total:
+                return self.evaluate_heldout()
+            return None
+
         evaluate = self.eval_prompts is not None and self.rl.eval_interval > 0
-        last_saved = None
-        outcome = None
-        first_iteration = state.iteration
-        try:
-            if evaluate and state.iteration == 0:
-                logger.record_evaluation(0, self.evaluate_heldout())
-            while state.iteration < total:
-                values = self.step()
-                state.iteration += 1
-                state.consumed_samples += self.rl.questions_per_step
-                state.consumed_tokens += int(values["tokens"])
-                values["memory_gib"] = memory_gib(runtime.device)
-                logger.record_step(state.iteration, values)
-                if self.rl.reference_reset_interval and state.iteration % self.rl.reference_reset_interval == 0:
-                    self.reset_reference()
-                    if runtime.is_logging_rank:
-                        log.info("step %d: reference model reset to the policy (iterative GRPO)", state.iteration)
-                if evaluate and (state.iteration % self.rl.eval_interval == 0 or state.iteration == total):
-                    logger.record_evaluation(state.iteration, self.evaluate_heldout())
-                reason, signal_name = stop.agreed_reason(runtime.torch_device())
-                periodic = session.checkpoint.save_interval and state.iteration % session.checkpoint.save_interval == 0
-                if periodic or reason is not None:
-                    last_saved = self.save()
-                if reason is not None:
-                    outcome = TrainOutcome(
-                        reason,
-                        state.iteration,
-                        trainer.signal_exit_code,
-                        signal_name,
-                        str(last_saved) if last_saved else None,
-                    )
-                    break
-            if outcome is None:
-                already = last_saved is not None and last_saved.name == f"iter_{state.iteration:07d}"
-                if session.checkpoint.save_at_end and state.iteration > first_iteration and not already:
-                    last_saved = self.save()
-                outcome = TrainOutcome(
-                    "finished", state.iteration, 0, None, str(last_saved) if last_saved else session.restored_from
-                )
-            write_exit_status(session, outcome)
-            return outcome
-        except Exception as error:
-            write_exit_status(
-                session,
-                TrainOutcome("error", state.iteration, 1, None, None),
-                detail=f"{type(error).__name__}: {error}",
-            )
-            raise
-        finally:
-            stop.restore()
-            logger.close()
+        return run_loop(
+            self.session,
+            self.loop_step,
+            total_steps=total,
+            validation=heldout if evaluate else None,
+            after_step=self.after_step,
+            save=self.save,
+        )
 
 
 def _data_parallel_max_float(value: float) -> float:
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if not dist.is_initialized() or parallel_state.get_data_parallel_world_size() == 1:
         return value
     tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device())
@@ -540,8 +495,6 @@ def _mean(values: list[float]) -> float:
 
 
 def _current_lr(session) -> float:
-    from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
-
     value = get_canonical_lr_for_logging(session.optimizer.param_groups)
     return float(value) if value is not None else math.nan
 

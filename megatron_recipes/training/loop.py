@@ -1,4 +1,5 @@
-"""The training loop, shared by pretraining, SFT and GRPO.
+"""The training loop, shared by every recipe (pretraining, SFT, GRPO; reward models and the R1
+stages supply their own step to the same `run_loop`).
 
 A micro-batch is a dict of tensors for this data-parallel rank, at least
     tokens [b, s] int64, labels [b, s] int64, loss_mask [b, s] float, position_ids [b, s] int64
@@ -8,7 +9,9 @@ spec, or anything a custom forward/loss function reads: GRPO's advantages, old l
 Two pluggable functions (defaults: `gpt_forward`, `masked_token_loss`):
 - `forward_fn(model_chunk, micro_batch) -> Tensor`: runs one model chunk. On the last pipeline
   stage GPTModel given `labels` returns the per-token cross-entropy [b, s] = -log p(label),
-  computed exactly over the tensor-parallel vocabulary shards (GRPO: negate for log-probs).
+  computed exactly over the tensor-parallel vocabulary shards. (GRPO's forward passes no labels
+  and takes the logits [b, s, V/TP]: its loss needs log-probs at a sampling temperature and the
+  entropy, rl/trainer.py.)
 - `loss_fn(micro_batch, output) -> (numerator, denominator, metrics)`: numerator a scalar
   tensor with gradient, denominator an int tensor (e.g. the number of loss tokens); metrics
   maps names to 2-element tensors [sum, count]. The optimized loss of a step is
@@ -20,16 +23,17 @@ Functions:
     train_step(session, micro_batches, loss_fn=..., forward_fn=...) -> StepResult
     evaluate(session, micro_batches, loss_fn=..., forward_fn=...) -> dict[str, float]
     forward_only(session, micro_batches, output_fn, forward_fn=...) -> list   # e.g. log-probs
-    train(session, batches, loss_fn=..., forward_fn=..., hooks=(), validation_batches=None) -> TrainOutcome
+    run_loop(session, step, validation=None, after_step=None, save=None) -> TrainOutcome
+    train(session, batches, loss_fn=..., forward_fn=..., validation_batches=None) -> TrainOutcome
 
-`train` runs until trainer.train_steps: per step it takes `session.num_microbatches`
-micro-batches from `batches` (an iterator already positioned at session.state, see
-data.pretraining), calls hooks `hook(session, result) -> dict | None` (their dicts are logged),
-logs, validates every `trainer.eval_interval` steps, saves every `checkpoint.save_interval`
-steps and at the end, and stops early - checkpoint, exit_status.json, `outcome.exit_code` -
-on the signals of `trainer.exit_signals` or after `trainer.exit_duration_minutes`
-(training/signals.py). Recipes with their own outer loop (GRPO: rollouts, then several
-updates) call `train_step`, `save_training_checkpoint` and `GracefulStop` themselves.
+`run_loop` is the lifecycle of a run: `step() -> StepRecord` (metrics, samples and tokens
+consumed) until trainer.train_steps, logging each step, validating, saving every
+`checkpoint.save_interval` steps and at the end, and stopping early - checkpoint,
+exit_status.json, `outcome.exit_code` - on the signals of `trainer.exit_signals` or after
+`trainer.exit_duration_minutes` (training/signals.py). A recipe supplies only its step: `train`
+(pretraining, SFT) takes `session.num_microbatches` micro-batches from `batches` (an iterator
+already positioned at session.state, see data.pretraining) per `train_step` and validates every
+`trainer.eval_interval` steps; GRPO's step is a rollout and several updates (rl/trainer.py).
 
 Notes on correctness: the schedule divides the loss tensor in place, so reported values are
 clones taken before; metrics are reduced over data-parallel ranks and sent from the last
@@ -48,18 +52,24 @@ import time
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
+from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from megatron_recipes.training.checkpointing import save_checkpoint
+from megatron_recipes.training.metrics import ProgressLogger, memory_gib, peak_tflops_per_device
 from megatron_recipes.training.session import TrainingSession
+from megatron_recipes.training.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
 Batch = dict  # str -> Tensor
 LossFunction = Callable[[Batch, torch.Tensor], tuple]
 ForwardFunction = Callable[[Any, Batch], torch.Tensor]
-Hook = Callable[[TrainingSession, "StepResult"], "Mapping[str, float] | None"]
 
 EXIT_STATUS_FILE = "exit_status.json"
 
@@ -137,8 +147,6 @@ def _run_schedule(
     forward_fn: ForwardFunction,
     forward_only: bool,
 ) -> list[dict]:
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
     first = micro_batches[0]["tokens"]
     return get_forward_backward_func()(
         forward_step_func=_forward_step_function(loss_fn, forward_fn, session.runtime.torch_device()),
@@ -154,9 +162,6 @@ def _run_schedule(
 
 def _reduce_metrics(session: TrainingSession, per_microbatch: list[dict]) -> dict[str, tuple[float, float]]:
     """{name: (sum, count)} over the global batch, identical on every rank."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     totals: dict[str, torch.Tensor] = {}
     for reported in per_microbatch:
         for name, value in reported.items():
@@ -196,7 +201,6 @@ def train_step(
         chunk.train()
         chunk.zero_grad_buffer()
     session.optimizer.zero_grad()
-    from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 
     learning_rate = get_canonical_lr_for_logging(session.optimizer.param_groups)  # the rate this update uses
     per_microbatch = _run_schedule(session, micro_batches, loss_fn, forward_fn, forward_only=False)
@@ -245,9 +249,8 @@ def forward_only(
     """`output_fn(micro_batch, output)` for each micro-batch, on the last pipeline stage (an empty
     list on other stages), without gradients. `model` is a session or a list of model chunks of
     the current layout (e.g. a frozen reference model from build_model + load_model_weights).
-    GRPO's old/reference log-probs: output_fn = lambda batch, per_token_loss: -per_token_loss."""
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
+    Log-probs from the loss: output_fn = lambda batch, per_token_loss: -per_token_loss (GRPO
+    passes a logits forward and computes them at its temperature: rl/trainer.sequence_log_probs)."""
     chunks = model.model if isinstance(model, TrainingSession) else list(model)
     device = next(chunks[0].parameters()).device
 
@@ -284,8 +287,6 @@ def forward_only(
 
 def save_training_checkpoint(session: TrainingSession) -> Path | None:
     """Save the session's full state under checkpoint.dir at its current iteration."""
-    from megatron_recipes.training.checkpointing import save_checkpoint
-
     if not session.checkpoint.dir:
         return None
     return save_checkpoint(
@@ -334,72 +335,67 @@ def _take(batches: Iterator[Batch], count: int) -> list[Batch]:
     return taken
 
 
-def train(
-    session: TrainingSession,
-    batches: Iterator[Batch],
-    loss_fn: LossFunction = masked_token_loss,
-    forward_fn: ForwardFunction = gpt_forward,
-    hooks: Sequence[Hook] = (),
-    validation_batches: Callable[[], Iterable[Batch]] | None = None,
-    samples_per_step: int | None = None,
-    tokens_per_sample: int | None = None,
-    flops_per_token: float | None = None,
-) -> TrainOutcome:
-    """Run the loop described in the module docstring; returns how it ended."""
-    from megatron_recipes.training.metrics import ProgressLogger, memory_gib, peak_tflops_per_device
-    from megatron_recipes.training.signals import GracefulStop
+@dataclass
+class StepRecord:
+    """What one step of a recipe reports to `run_loop`."""
 
+    values: dict[str, float]  # its row of metrics.jsonl (and the console line), in this order
+    samples: int  # samples it consumed (train_state.consumed_samples: the data position)
+    tokens: int  # tokens it consumed (train_state.consumed_tokens)
+
+
+def run_loop(
+    session: TrainingSession,
+    step: Callable[[], StepRecord],
+    *,
+    total_steps: int | None = None,
+    validation: Callable[[int], "Mapping[str, float] | None"] | None = None,
+    after_step: Callable[[int], None] | None = None,
+    save: Callable[[], Path | None] | None = None,
+    logger=None,
+) -> TrainOutcome:
+    """The lifecycle every recipe shares: call `step()` until `total_steps` (default
+    trainer.train_steps) steps are done, counting them in session.state, and stop early,
+    checkpointed, on the signals of trainer.exit_signals or after trainer.exit_duration_minutes.
+
+    Per step: `step()`; state.iteration, consumed_samples and consumed_tokens advance; the
+    record's values are logged; `after_step(iteration)`; `validation(iteration)` (also called
+    once before the first step of a fresh run, at iteration 0), whose dict, if any, is logged as
+    validation metrics; a checkpoint by `save()` (default: save_training_checkpoint) every
+    checkpoint.save_interval steps, on a stop, and at the end (checkpoint.save_at_end).
+    Returns the TrainOutcome and writes it to exit_status.json; an exception writes reason
+    `error` there (a launcher must not requeue a run that fails by itself) and propagates.
+    `logger` (a ProgressLogger; default: one for trainer.output_dir) is closed on return.
+    """
     trainer, state, runtime = session.trainer, session.state, session.runtime
-    samples_per_step = samples_per_step or trainer.global_batch_size
-    peak = peak_tflops_per_device(trainer.peak_tflops_per_device, runtime.device, session.precision)
-    logger = ProgressLogger(
-        trainer.output_dir,
-        trainer.train_steps,
-        trainer.log_interval,
-        runtime.is_logging_rank,
-        trainer.tensorboard,
-        flops_per_token=flops_per_token,
-        peak_flops_total=peak * 1e12 * runtime.world_size if peak else None,
-    )
+    total_steps = trainer.train_steps if total_steps is None else total_steps
+    if logger is None:
+        logger = ProgressLogger(
+            trainer.output_dir, total_steps, trainer.log_interval, runtime.is_logging_rank, trainer.tensorboard
+        )
+    save = save or functools.partial(save_training_checkpoint, session)
     stop = GracefulStop(trainer.exit_signals, trainer.exit_duration_minutes, enabled=trainer.exit_signal_handler)
     device = runtime.torch_device()
     last_saved: Path | None = None
     outcome: TrainOutcome | None = None
     first_iteration = state.iteration
     try:
-        while state.iteration < trainer.train_steps:
-            micro_batches = _take(batches, session.num_microbatches)
-            step_tokens = samples_per_step * (tokens_per_sample or micro_batches[0]["tokens"].shape[1])
-            result = train_step(session, micro_batches, loss_fn, forward_fn)
+        if validation is not None and state.iteration == 0:
+            _record_validation(logger, 0, validation(0))
+        while state.iteration < total_steps:
+            record = step()
             state.iteration += 1
-            state.consumed_samples += samples_per_step
-            state.consumed_tokens += step_tokens
-            values = {
-                "loss": result.loss,
-                "lr": result.learning_rate,
-                "grad_norm": result.grad_norm,
-                "tokens": result.tokens,
-                "step_seconds": result.seconds,
-                "memory_gib": memory_gib(runtime.device),
-                "skipped": float(not result.update_successful),
-                **logger.throughput(step_tokens, result.seconds),
-                **result.metrics,
-            }
-            for hook in hooks:
-                values.update(hook(session, result) or {})
-            logger.record_step(state.iteration, values)
-            if (
-                validation_batches is not None
-                and trainer.eval_interval
-                and state.iteration % trainer.eval_interval == 0
-            ):
-                logger.record_evaluation(
-                    state.iteration, evaluate(session, list(validation_batches()), loss_fn, forward_fn)
-                )
+            state.consumed_samples += record.samples
+            state.consumed_tokens += record.tokens
+            logger.record_step(state.iteration, record.values)
+            if after_step is not None:
+                after_step(state.iteration)
+            if validation is not None:
+                _record_validation(logger, state.iteration, validation(state.iteration))
             reason, signal_name = stop.agreed_reason(device)
             periodic = session.checkpoint.save_interval and state.iteration % session.checkpoint.save_interval == 0
             if periodic or reason is not None:
-                last_saved = save_training_checkpoint(session)
+                last_saved = save()
             if reason is not None:
                 outcome = TrainOutcome(
                     reason,
@@ -422,14 +418,13 @@ def train(
             trained = state.iteration > first_iteration
             already_saved = last_saved is not None and last_saved.name == f"iter_{state.iteration:07d}"
             if session.checkpoint.save_at_end and trained and not already_saved:
-                last_saved = save_training_checkpoint(session)
+                last_saved = save()
             outcome = TrainOutcome(
                 "finished", state.iteration, 0, None, str(last_saved) if last_saved else session.restored_from
             )
         write_exit_status(session, outcome)
         return outcome
     except Exception as error:
-        # A launcher must not requeue a run that fails by itself: say so where it looks.
         write_exit_status(
             session, TrainOutcome("error", state.iteration, 1, None, None), detail=f"{type(error).__name__}: {error}"
         )
@@ -437,3 +432,59 @@ def train(
     finally:
         stop.restore()
         logger.close()
+
+
+def _record_validation(logger, iteration: int, values: "Mapping[str, float] | None") -> None:
+    if values is not None:
+        logger.record_evaluation(iteration, values)
+
+
+def train(
+    session: TrainingSession,
+    batches: Iterator[Batch],
+    loss_fn: LossFunction = masked_token_loss,
+    forward_fn: ForwardFunction = gpt_forward,
+    validation_batches: Callable[[], Iterable[Batch]] | None = None,
+    samples_per_step: int | None = None,
+    tokens_per_sample: int | None = None,
+    flops_per_token: float | None = None,
+) -> TrainOutcome:
+    """`run_loop` with the step of pretraining and SFT: `session.num_microbatches` micro-batches
+    from `batches` through `train_step`; validation every trainer.eval_interval steps."""
+    trainer, runtime = session.trainer, session.runtime
+    samples_per_step = samples_per_step or trainer.global_batch_size
+    peak = peak_tflops_per_device(trainer.peak_tflops_per_device, runtime.device, session.precision)
+    logger = ProgressLogger(
+        trainer.output_dir,
+        trainer.train_steps,
+        trainer.log_interval,
+        runtime.is_logging_rank,
+        trainer.tensorboard,
+        flops_per_token=flops_per_token,
+        peak_flops_total=peak * 1e12 * runtime.world_size if peak else None,
+    )
+
+    def step() -> StepRecord:
+        micro_batches = _take(batches, session.num_microbatches)
+        step_tokens = samples_per_step * (tokens_per_sample or micro_batches[0]["tokens"].shape[1])
+        result = train_step(session, micro_batches, loss_fn, forward_fn)
+        values = {
+            "loss": result.loss,
+            "lr": result.learning_rate,
+            "grad_norm": result.grad_norm,
+            "tokens": result.tokens,
+            "step_seconds": result.seconds,
+            "memory_gib": memory_gib(runtime.device),
+            "skipped": float(not result.update_successful),
+            **logger.throughput(step_tokens, result.seconds),
+            **result.metrics,
+        }
+        return StepRecord(values, samples_per_step, step_tokens)
+
+    def validation(iteration: int) -> dict[str, float] | None:
+        if iteration == 0 or iteration % trainer.eval_interval:
+            return None
+        return evaluate(session, list(validation_batches()), loss_fn, forward_fn)
+
+    periodic_validation = validation_batches is not None and trainer.eval_interval
+    return run_loop(session, step, validation=validation if periodic_validation else None, logger=logger)

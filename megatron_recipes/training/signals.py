@@ -24,13 +24,13 @@ Cost: one all-reduce of one integer per step.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 import time
 from typing import Any
 
-log = logging.getLogger(__name__)
+import torch
+import torch.distributed as dist
 
 REASON_CODES = {0: None, 1: "duration", 2: "signal"}
 
@@ -68,9 +68,6 @@ class GracefulStop:
     def agreed_reason(self, device: Any = None) -> tuple[str | None, str | None]:
         """Collective over all ranks: (the strongest local reason, signal > duration > none; the
         name of the signal any rank received, if any)."""
-        import torch
-        import torch.distributed as dist
-
         local = self.local_reason()
         number = int(getattr(signal, self.received_signal)) if self.received_signal else 0
         if not dist.is_initialized():

@@ -1,14 +1,17 @@
 """Every conf/ composition of the corpus entry points composes, renders options, and a bad
 override fails before any work with one line."""
 
+import subprocess
 import sys
 
 import pytest
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from beam_pipelines.cli import compose_config
-from beam_pipelines.config import ConfigError, PrepareConfig, register_configs
+from beam_pipelines.config import PrepareConfig, register_configs
 from beam_pipelines.options import describe_runner, pipeline_options, render_pipeline_args, unaccepted_pipeline_args
-from tests.support import REPO_ROOT, run_module
+from stack_common.cli import compose_config
+from stack_common.errors import ConfigError
+from tests.support import REPO_ROOT, run_module, subprocess_env
 
 BEAM_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "beam").glob("*.yaml"))
 CORPUS_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "corpus").glob("*.yaml"))
@@ -66,8 +69,6 @@ def test_flink_and_spark_render_portable_options():
 
 
 def test_rendered_options_are_accepted_by_beam():
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
-
     args = render_pipeline_args(
         compose_config("prepare", ["beam=dataflow", *REQUIRED["dataflow"]], register_configs).beam
     )
@@ -78,8 +79,6 @@ def test_rendered_options_are_accepted_by_beam():
 
 @pytest.mark.parametrize("beam_preset", BEAM_PRESETS)
 def test_every_preset_renders_options_the_installed_beam_parses(beam_preset):
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
     config = compose_config("prepare", [f"beam={beam_preset}", *REQUIRED.get(beam_preset, [])], register_configs)
     args = render_pipeline_args(config.beam, "prepare")
     # Beam's own parser: no flag unknown (dropped with a warning) and no value it refuses.
@@ -183,10 +182,6 @@ def test_missing_input_is_one_line(tmp_path):
 
 def test_beam_submission_scripts_validate_and_print_the_command(tmp_path):
     """The launch/beam scripts compose a valid config: run them with --cfg job (no submission)."""
-    import subprocess
-
-    from tests.support import subprocess_env
-
     env = subprocess_env(
         PYTHON=sys.executable,
         GCP_PROJECT="p",

@@ -1,11 +1,15 @@
 """Quality signals (vectorised) agree with a readable reference, and each rule fires as intended."""
 
+import inspect
+import json
 import random
+import textwrap
+import urllib.parse
 from collections import Counter
 
 import pytest
 
-from beam_pipelines.config import QualityConfig
+from beam_pipelines.transforms.config import QualityConfig
 from beam_pipelines.transforms.extract import strip_math
 from beam_pipelines.transforms.quality import quality_signals, quality_verdict
 
@@ -18,11 +22,6 @@ PROSE = (
 
 def varied_prose(words: int = 300) -> str:
     """Real, non-repetitive English: docstrings of standard-library functions."""
-    import inspect
-    import json
-    import textwrap
-    import urllib.parse
-
     text = " ".join(
         inspect.getdoc(f)
         for f in (json.dumps, json.loads, textwrap.wrap, textwrap.dedent, urllib.parse.urlsplit, inspect.signature)

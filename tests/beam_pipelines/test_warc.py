@@ -8,8 +8,8 @@ import pytest
 from beam_pipelines.accounting import DeadLetter
 from beam_pipelines.io.warc import (
     HtmlPage,
-    PageError,
     SkippedResponse,
+    WarcReadError,
     WarcRecord,
     decode_html,
     iter_warc_records,
@@ -135,10 +135,10 @@ def test_non_html_and_error_statuses_are_skipped_not_errors():
 
 
 def test_bad_http_header_raises_page_error():
-    with pytest.raises(PageError) as error:
+    with pytest.raises(WarcReadError) as error:
         parse_http_response(b"NOT HTTP AT ALL\r\n\r\nbody")
     assert error.value.kind == "bad_http_header"
-    with pytest.raises(PageError):
+    with pytest.raises(WarcReadError):
         parse_http_response(b"HTTP/1.1 200 OK\r\nno blank line ever")
 
 
@@ -183,6 +183,6 @@ def test_charset_decoding(payload, declared, expected_text, expected_charset):
 
 def test_undecodable_bytes_raise_page_error():
     garbage = bytes(range(128, 256)) * 50
-    with pytest.raises(PageError) as error:
+    with pytest.raises(WarcReadError) as error:
         decode_html(garbage, "utf-8", max_replacement_fraction=0.0)
     assert error.value.kind == "undecodable"

@@ -6,13 +6,18 @@ chain with its name and log."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+from megatron_recipes.config import register_configs
+from megatron_recipes.training.checkpointing import read_checkpoint_info
+from stack_common.cli import compose_config
 from tests.support import REPO_ROOT, subprocess_env
 
 CHAIN = REPO_ROOT / "launch" / "local" / "chain.py"
@@ -54,6 +59,21 @@ def read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def dry_run_commands(stdout: str) -> dict[str, list[list[str]]]:
+    """The commands of a dry run's shell script, by stage (stages a run would skip included)."""
+    commands: dict[str, list[list[str]]] = {}
+    stage = ""
+    for line in stdout.splitlines():
+        if line.startswith("# ") and "/11 " in line:  # "#  3/11 recall" or "# 10/11 grpo (skipped: ...)"
+            stage = line.split("/11 ", 1)[1].split()[0]
+            commands[stage] = []
+        elif stage and line.strip():
+            words = shlex.split(line.removeprefix("# "))
+            assert words[:2] == [sys.executable, "-m"], line
+            commands[stage].append(words[2:])
+    return commands
+
+
 @pytest.mark.integration
 def test_every_stage_hands_its_output_to_the_next(chain):
     work, result = chain
@@ -76,7 +96,6 @@ def test_every_stage_hands_its_output_to_the_next(chain):
 
     # Tokenization: one indexed document per decontaminated document; the token total in the
     # summary is what megatron-core's IndexedDataset reads back.
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     tokens = read(work / "tokenized" / "math_corpus" / "summary.json")["dataset"]
     dataset = IndexedDataset(str(work / "tokenized" / "math_corpus"))
@@ -86,7 +105,6 @@ def test_every_stage_hands_its_output_to_the_next(chain):
     assert arithmetic["documents"] == len((work / "inputs" / "arithmetic_text.jsonl").read_text().splitlines())
 
     # Training: each run finished its steps and started from the previous stage's checkpoint.
-    from megatron_recipes.training.checkpointing import read_checkpoint_info
 
     for run, steps in (("pretrain", 30), ("sft", 120), ("grpo", 10)):
         status = read(work / run / "checkpoints" / "exit_status.json")
@@ -143,6 +161,64 @@ def test_a_failing_stage_stops_the_chain_with_its_name_and_log(chain):
     assert str(work / "logs" / "11_evaluate_grpo.log") in error
     assert not (work / "evaluate" / "grpo" / "results.json").exists()  # forced: its old output is gone
     assert "10/11 grpo            skipped (done:" in failed.stdout
+
+
+@pytest.mark.integration
+def test_a_dry_run_prints_the_commands_the_run_ran(chain):
+    work, _ = chain
+    # from_stage=prepare: a run would redo every stage; a dry run only prints their commands.
+    dry = run_chain("chain_size=ci", f"work_dir={work}", "from_stage=prepare", "dry_run=true", timeout=120)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    printed = dry_run_commands(dry.stdout)
+    assert list(printed) == list(STAGES)
+    for number, stage in enumerate(STAGES, 1):
+        log = (work / "logs" / f"{number:02d}_{stage}.log").read_text().splitlines()
+        ran = [line[2:].split()[2:] for line in log if line.startswith("$ ")]
+        assert ran[: len(printed[stage])] == printed[stage], stage
+    assert (work / "pool" / "summary.json").exists() and (work / "grpo" / "checkpoints").is_dir()
+
+
+def test_a_dry_run_prints_every_stage_and_writes_nothing(tmp_path):
+    work = tmp_path / "work"
+    dry = run_chain(
+        "chain_size=ci", f"work_dir={work}", "dry_run=true", "skip=[dedup]", "overrides.sft=['optimizer.lr=2e-3']"
+    )
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    printed = dry_run_commands(dry.stdout)
+    assert list(printed) == list(STAGES)
+    assert [len(commands) for commands in printed.values()] == [1, 1, 1, 1, 1, 2, 1, 2, 1, 1, 1]
+    assert "#  2/11 dedup (skipped: skip=)" in dry.stdout.splitlines()
+    # Every stage's settings come from its preset; the user's overrides go last on its last command.
+    assert printed["sft"][0][0] == "megatron_recipes.data.rl_prompts"
+    assert printed["sft"][1][:2] == ["megatron_recipes.sft", "+experiment=chain_sft"]
+    assert printed["sft"][1][-1] == "optimizer.lr=2e-3"
+    assert printed["grpo"][0][:2] == ["megatron_recipes.grpo", "+experiment=chain_grpo"]
+    assert "trainer.train_steps=30" in printed["pretrain"][0]
+    assert not work.exists()
+
+
+def test_every_stage_command_composes_with_its_preset(tmp_path):
+    work = tmp_path / "work"
+    (work / "tokenizer").mkdir(parents=True)  # tokenize checks that its tokenizer exists
+    dry = run_chain("chain_size=ci", f"work_dir={work}", "dry_run=true")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    configs = {}
+    for stage, commands in dry_run_commands(dry.stdout).items():
+        for module, *overrides in commands:
+            if module != "megatron_recipes.data.rl_prompts":
+                configs[stage] = compose_config(module.rsplit(".", 1)[-1], overrides, register_configs)
+    assert configs["recall"].fasttext.dim == 64 and configs["recall"].max_rounds == 2
+    assert configs["tokenize"].source.name == "arithmetic" and configs["tokenize"].source.format == "jsonl"
+    pretrain = configs["pretrain"]
+    assert pretrain.data.weights == {"math_corpus": 0.7, "arithmetic": 0.3}
+    assert pretrain.data.sources["arithmetic"] == [f"{work}/tokenized/arithmetic"]
+    for stage, steps in (("pretrain", 30), ("sft", 120), ("grpo", 10)):
+        trainer, checkpoint = configs[stage].trainer, configs[stage].checkpoint
+        assert trainer.train_steps == checkpoint.save_interval == steps, stage
+        assert trainer.output_dir == str(work / stage), stage
+    assert configs["sft"].checkpoint.init_from == str(work / "pretrain" / "checkpoints")
+    assert configs["grpo"].checkpoint.init_from == str(work / "sft" / "checkpoints")
+    assert configs["evaluate_grpo"].dataset.name == "gsm8k" and configs["evaluate_grpo"].generator.name == "megatron"
 
 
 def test_unknown_stage_names_are_one_line_errors(tmp_path):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from beam_pipelines.cli import compose_config
-from beam_pipelines.config import ConfigError
 from megatron_recipes.config import PretrainConfig, register_configs
+from stack_common.cli import compose_config
+from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT, run_module
 
 CONF = REPO_ROOT / "conf"
@@ -141,9 +140,9 @@ def test_paper_experiments():
         (["trainer.device=tpu"], "trainer.device='tpu' is not one of"),
         (["trainer=cpu", "trainer.precision=bf16"], "not supported on the CPU"),
         (["trainer.fp8=hybrid", "model.transformer_impl=local"], "trainer.fp8 needs"),
-        (["trainer.exit_signals=[SIGKILL]"], "exit_signals entry 'SIGKILL'"),
+        (["trainer.exit_signals=[SIGKILL]"], "trainer.exit_signals[0]='SIGKILL' is not one of SIGTERM"),
         (["optimizer.lr_schedule=exponential"], "optimizer.lr_schedule='exponential' is not one of"),
-        (["optimizer.multistep_factors=[0.5]"], "same length"),
+        (["optimizer.multistep_factors=[0.5]"], "optimizer.multistep_factors has 1"),
         (["checkpoint.optimizer_format=zero3"], "checkpoint.optimizer_format='zero3'"),
         (["model=does_not_exist"], "model"),
         (["trainer.not_a_key=1"], "not_a_key"),
@@ -173,7 +172,7 @@ def test_entry_point_refuses_before_any_process_group(tmp_path):
         or lines[-1].startswith("error: ")
         and len(lines) == 1
     ), result.stderr
-    # Missing data is found before megatron starts too (the sample corpus is not built here).
+    # Missing data is found before any process group too (the sample corpus is not built here).
     missing = run_module("megatron_recipes.pretrain", f"corpus.work_dir={tmp_path}/nothing", timeout=120)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from beam_pipelines.accounting import Drop
-from beam_pipelines.config import ConfigError
 from beam_pipelines.document import Document
 from beam_pipelines.transforms.decontaminate import (
     CONTAMINATED_REASON,
@@ -17,6 +16,7 @@ from beam_pipelines.transforms.decontaminate import (
     read_benchmark,
     split_segments,
 )
+from stack_common.errors import ConfigError
 from tests.beam_pipelines.dedup.decontamination_fixtures import (
     CLEAN,
     CLEANED_GSM8K_ANSWER,

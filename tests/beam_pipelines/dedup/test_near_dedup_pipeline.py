@@ -9,12 +9,11 @@ import random
 import numpy as np
 import pytest
 
-from beam_pipelines.cli import compose_config
 from beam_pipelines.config import register_configs
-from beam_pipelines.dedup import run_dedup
-from beam_pipelines.dedup_sample import generate_documents
 from beam_pipelines.document import Document
+from beam_pipelines.stages.dedup import run_dedup
 from beam_pipelines.transforms.minhash import better, survivor_rank
+from stack_common.cli import compose_config
 from tests.beam_pipelines.dedup.neardedup_support import (
     brute_force_jaccard,
     read_jsonl,
@@ -23,6 +22,7 @@ from tests.beam_pipelines.dedup.neardedup_support import (
     same_cluster_pairs,
     write_stage,
 )
+from tests.planted_duplicates import generate_documents
 
 THRESHOLD = 0.8
 
@@ -52,7 +52,7 @@ def _run(root, name, *overrides):
         [f"corpus.work_dir={root}", f"output_dir={root}/{name}", "beam=direct_single", *overrides],
         register_configs,
     )
-    summary = run_dedup(config, progress=lambda _: None)
+    summary = run_dedup(config)
     kept = read_rows(root / name / "documents")
     removed = read_rows(root / name / "removed" / "07_minhash")
     return summary, kept, removed

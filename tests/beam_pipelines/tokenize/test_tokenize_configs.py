@@ -3,11 +3,15 @@ any pipeline work."""
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines.cli import compose_config
-from beam_pipelines.config import ConfigError, TextSourceConfig, TokenizeConfig, TrainTokenizerConfig, register_configs
+from beam_pipelines.config import TokenizeConfig, TrainTokenizerConfig, register_configs
+from beam_pipelines.io.config import TextSourceConfig
 from beam_pipelines.io.text_sources import check_source
+from stack_common.cli import compose_config
+from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT
 
 SOURCE_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "source").glob("*.yaml"))
@@ -53,10 +57,10 @@ def test_every_train_tokenizer_composition(source):
         ("tokenize", ["source=github_code"], "source.input is required for source 'github_code'"),
         ("tokenize", ["source.format=csv"], "source.format='csv' is not one of"),
         ("tokenize", ["source.name=../escape"], "source.name='../escape' must be a file name"),
-        ("tokenize", ["batch_documents=0"], "batch_documents must be positive"),
-        ("tokenize", ["source.text_field="], "source.text_field must not be empty"),
+        ("tokenize", ["batch_documents=0"], "batch_documents=0 must be positive"),
+        ("tokenize", ["source.text_field="], "source.text_field is empty"),
         ("tokenize", ["tokenizer.no_such_key=1"], "no_such_key"),
-        ("train_tokenizer", ["vocab_size=100"], "vocab_size must exceed"),
+        ("train_tokenizer", ["vocab_size=100"], "vocab_size=100 must be >= 258"),
     ],
 )
 def test_bad_settings_fail_in_one_line(name, overrides, message):
@@ -66,9 +70,6 @@ def test_bad_settings_fail_in_one_line(name, overrides, message):
 
 
 def test_inputs_are_checked_before_the_pipeline(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     with pytest.raises(ConfigError, match="no files match"):
         check_source(TextSourceConfig(input=str(tmp_path / "missing")))
     with pytest.raises(ConfigError, match="matches no file"):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from beam_pipelines.accounting import DeadLetter, Drop
-from beam_pipelines.config import ConfigError
 from beam_pipelines.document import Document
 from beam_pipelines.io.megatron import EncodedDocument
 from beam_pipelines.io.text_sources import document_from_record, parse_json_line
@@ -20,6 +19,7 @@ from beam_pipelines.transforms.tokenize import (
     load_tokenizer,
     resolve_eod,
 )
+from stack_common.errors import ConfigError
 from tests.beam_pipelines.tokenize.tokenize_inputs import EOD_TEXT, stdlib_sources
 
 DEEPSEEK_EOD_ID = 1

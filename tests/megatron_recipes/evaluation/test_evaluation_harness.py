@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from beam_pipelines.cli import compose_config
 from megatron_recipes.config import register_configs
 from megatron_recipes.evaluation.datasets import load_champ, load_gsm8k, load_math
 from megatron_recipes.evaluation.harness import run_evaluation, write_report
@@ -14,6 +13,7 @@ from megatron_recipes.evaluation.prompts import PROMPT_STYLES, get_prompt_style
 from megatron_recipes.generation.interface import Generation, PrecomputedGenerations, SamplingParams
 from megatron_recipes.rewards import AnswerChecker, DeadlineWorkerPool
 from megatron_recipes.sandbox import SandboxLimits, SandboxPool
+from stack_common.cli import compose_config
 from tests.megatron_recipes.evaluation.test_evaluation_datasets import write_gsm8k, write_math_tree
 from tests.support import run_module
 
@@ -141,7 +141,8 @@ def test_gsm8k_program_of_thought_runs_in_the_sandbox(tmp_path, checker):
         "gsm8k-3": "```python\nwhile True:\n    pass\n```",
     }
     generator = PrecomputedGenerations(write_generations(tmp_path / "g.jsonl", [(k, [v]) for k, v in programs.items()]))
-    with SandboxPool(2, SandboxLimits(wall_seconds=5, cpu_seconds=1)) as sandbox:
+    # 1 CPU second against 120 wall seconds: the busy loop hits the CPU limit however loaded the machine.
+    with SandboxPool(2, SandboxLimits(wall_seconds=120, cpu_seconds=1)) as sandbox:
         report = run_evaluation(
             problems, generator, get_prompt_style("program_of_thought"), SamplingParams(), checker, sandbox
         )
@@ -193,13 +194,13 @@ def test_entry_point_end_to_end_and_one_line_errors(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "results.json").read_text())["summary"]
     assert summary["problems"] == 6 and summary["accuracy"] == 1.0
-    assert "| accuracy | 1.0000 |" in result.stdout
+    assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == 6
     for arguments, message in [
         (["generator=megatron"], "generator=megatron needs generator.checkpoint"),  # the megatron generator exists now
         (["generator.path=/g.jsonl", "prompt_style=nope"], "prompt_style='nope' is not one of"),
         (
             ["generator.path=/g.jsonl", "sampling.n=2", "k_values=[4]"],
-            "k_values [4] must be between 1 and sampling.n=2",
+            "k_values[0]=4 must lie between 1 and sampling.n=2",
         ),
         (["dataset=gsm8k", "generator.path=/g.jsonl"], "dataset=gsm8k reads local files"),
     ]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from beam_pipelines.cli import compose_config
-from megatron_recipes.config import ConfigError, register_configs
-from megatron_recipes.models import (
+from megatron_recipes.config import register_configs
+from megatron_recipes.models.llama import (
     architecture_parameter_count,
     build_model,
     choose_layer_spec,
@@ -14,6 +14,8 @@ from megatron_recipes.models import (
     parameter_count,
     training_flops_per_token,
 )
+from stack_common.cli import compose_config
+from stack_common.errors import ConfigError
 
 
 def preset(name: str):
@@ -74,3 +76,14 @@ def test_vocabulary_padding_and_flops():
     matmul = 30 * (4096 * 3 * 4096 + 4096 * 4096 + 3 * 4096 * 11008) + 102400 * 4096
     assert flops == 6 * matmul + 12 * 30 * 4096 * 4096
     assert 4.49e10 < flops < 4.51e10
+
+
+def test_a_fractional_rotary_base_reaches_the_rope_tables_unrounded(single_process_groups):
+    """model.rotary_base (HF rope_theta) is a float from the command line to megatron's RoPE."""
+    config = compose_config("pretrain", ["model.rotary_base=1234.75"], register_configs)
+    assert config.model.rotary_base == 1234.75
+    chunks = build_model(config.model, config.parallelism, vocab_size=1000, device="cpu")
+    head_size = config.model.hidden_size // config.model.num_attention_heads
+    exponents = torch.arange(0, head_size, 2, dtype=torch.float32) / head_size
+    assert torch.allclose(chunks[0].rotary_pos_emb.inv_freq, 1.0 / 1234.75**exponents, rtol=1e-6)
+    assert not torch.allclose(chunks[0].rotary_pos_emb.inv_freq, 1.0 / 1234**exponents, rtol=1e-6)

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from megatron_recipes.rl.grpo import (
+from megatron_recipes.rl.config import RlConfig
+from megatron_recipes.rl.objectives import (
     ADVANTAGE_ESTIMATORS,
     KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
@@ -34,6 +35,7 @@ GROUP = [0, 1, 0, 1, 2, 2]
 REWARDS = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]  # group 2 has zero variance
 SPANS = [(1, 4), (3, 2), (0, 5), (6, 1), (2, 3), (4, 0)]
 LENGTH = 7
+EPSILON = RlConfig().advantage_epsilon
 
 
 def ragged_mask() -> torch.Tensor:
@@ -69,13 +71,15 @@ def test_registries_hold_the_documented_names_and_fail_with_one_line():
 
 def test_outcome_advantages_match_the_reference_on_ragged_groups():
     mask = ragged_mask()
-    result = get_advantage_estimator("outcome")(AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask))
-    expected = reference_outcome_advantages(REWARDS, GROUP, as_lists(mask))
+    result = get_advantage_estimator("outcome")(
+        AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask, EPSILON)
+    )
+    expected = reference_outcome_advantages(REWARDS, GROUP, as_lists(mask), EPSILON)
     assert torch.allclose(result.tokens, torch.tensor(expected), atol=1e-6)
     assert result.tokens.shape == mask.shape
     assert result.zero_variance.tolist() == [False, False, False, False, True, True]
     # The values themselves: group 0 = {1, 0}: mean 0.5, unbiased std 0.7071 -> +-0.7070 on every token.
-    value = 0.5 / (math.sqrt(0.5) + 1e-4)
+    value = 0.5 / (math.sqrt(0.5) + EPSILON)
     assert result.tokens[0, 1:5].tolist() == pytest.approx([value] * 4, abs=1e-6)
     assert result.tokens[2, 0:5].tolist() == pytest.approx([-value] * 5, abs=1e-6)
     assert (result.tokens[mask == 0] == 0).all()  # padding and prompt positions carry nothing
@@ -83,7 +87,7 @@ def test_outcome_advantages_match_the_reference_on_ragged_groups():
 
 def test_outcome_advantages_of_a_singleton_group_are_zero():
     result = get_advantage_estimator("outcome")(
-        AdvantageInputs(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([5, 7, 7]), torch.ones(3, 2))
+        AdvantageInputs(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([5, 7, 7]), torch.ones(3, 2), EPSILON)
     )
     assert result.zero_variance.tolist() == [True, False, False]
     assert result.tokens[0].tolist() == [0.0, 0.0]
@@ -98,20 +102,20 @@ def test_process_advantages_match_the_reference_and_sum_future_steps():
     for row, row_steps in enumerate(steps):
         for position, reward in row_steps:
             step_rewards[row, position], step_mask[row, position] = reward, 1.0
-    inputs = AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask, step_rewards, step_mask)
+    inputs = AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask, EPSILON, step_rewards, step_mask)
     result = get_advantage_estimator("process")(inputs)
-    expected = reference_process_advantages(steps, GROUP, as_lists(mask))
+    expected = reference_process_advantages(steps, GROUP, as_lists(mask), EPSILON)
     assert torch.allclose(result.tokens, torch.tensor(expected), atol=1e-6)
     # Group 2's step rewards are all 1.0: zero variance.
     assert result.zero_variance.tolist() == [False, False, False, False, True, True]
     # By hand for output 0 (group 0: step rewards 1, 0, 0.5, 1, 0 -> mean 0.5, std sqrt(0.25)):
-    std = math.sqrt(sum((v - 0.5) ** 2 for v in (1, 0, 0.5, 1, 0)) / 4) + 1e-4
+    std = math.sqrt(sum((v - 0.5) ** 2 for v in (1, 0, 0.5, 1, 0)) / 4) + EPSILON
     assert result.tokens[0, 1].item() == pytest.approx(
         (0.5 - 0.5) / std, abs=1e-6
     )  # both steps ahead: +0.5/std, -0.5/std
     assert result.tokens[0, 3].item() == pytest.approx(-0.5 / std, abs=1e-6)  # only the last step (reward 0) ahead
     with pytest.raises(ValueError, match="needs step_rewards"):
-        get_advantage_estimator("process")(AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask))
+        get_advantage_estimator("process")(AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask, EPSILON))
 
 
 @pytest.mark.parametrize("name", ["k1", "k2", "k3"])
@@ -155,7 +159,7 @@ def random_case(seed: int, spread: float):
     logp = old + (torch.rand(6, LENGTH, generator=generator) - 0.5) * spread  # ratios up to ~e^(spread/2)
     ref = old + (torch.rand(6, LENGTH, generator=generator) - 0.5) * 0.4
     advantages = get_advantage_estimator("outcome")(
-        AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask)
+        AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask, EPSILON)
     ).tokens
     advantages = advantages + (torch.rand(6, LENGTH, generator=generator) - 0.5) * mask  # vary per token too
     return logp, old, ref, advantages, mask
@@ -212,10 +216,10 @@ def test_sequence_mean_weighs_outputs_and_token_mean_weighs_tokens():
 def test_gradient_flows_only_through_unclipped_tokens():
     logp, old, ref, advantages, mask = random_case(seed=5, spread=1.5)
     logp = logp.clone().requires_grad_(True)
-    settings = GrpoLossSettings(kl_coefficient=0.0, loss_aggregation="token_mean")
+    settings = GrpoLossSettings.from_config(RlConfig(kl_coefficient=0.0, loss_aggregation="token_mean"))
     result = grpo_loss(logp, old, None, advantages, mask, settings)
     (result.numerator / result.denominator).backward()
-    _, ratio, clipped = clipped_surrogate(logp.detach(), old, advantages)
+    _, ratio, clipped = clipped_surrogate(logp.detach(), old, advantages, settings.epsilon_low, settings.epsilon_high)
     expected = -(ratio * advantages) * mask * (~clipped) / mask.sum()
     assert torch.allclose(logp.grad, expected, atol=1e-6)
     assert (logp.grad[clipped & (mask > 0)] == 0).all() and clipped[mask > 0].any()

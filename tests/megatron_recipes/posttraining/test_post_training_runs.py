@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from megatron_recipes.data.config import HELD_OUT_PROMPT_SEED, ChatTemplateConfig
+from megatron_recipes.data.rl_prompts import PromptStream
 from megatron_recipes.training.checkpointing import latest_iteration, read_checkpoint_info
 from megatron_recipes.training.metrics import read_metrics
-from tests.megatron_recipes.posttraining.arithmetic import chat_texts, train_small_tokenizer, write_arithmetic_sft
+from tests.megatron_recipes.posttraining.arithmetic import (
+    chat_texts,
+    prompt_config,
+    train_small_tokenizer,
+    write_arithmetic_sft,
+)
 from tests.megatron_recipes.posttraining.conftest import (
     GRPO_STEPS,
     SFT_STEPS,
@@ -23,7 +30,7 @@ from tests.megatron_recipes.posttraining.conftest import (
     grpo_overrides,
     sft_overrides,
 )
-from tests.support import REPO_ROOT, run_module, subprocess_env
+from tests.support import REPO_ROOT, metric_row_steps, run_module, subprocess_env
 
 DRIVER = Path(__file__).with_name("grpo_layout_driver.py")
 IMPROVEMENT = 0.15
@@ -35,10 +42,12 @@ def test_sft_entry_point_trains_and_resumes(sft_run):
     info = read_checkpoint_info(sft_run.checkpoints)
     assert info["train_state"]["consumed_samples"] == SFT_STEPS * 16
     assert info["train_state"]["extra"]["tokenizer"].startswith(str(sft_run.tokenizer))
-    log = sft_run.second.stderr + sft_run.second.stdout
-    assert f"resumed from {sft_run.checkpoints / f'iter_{SFT_STEPS_FIRST:07d}'} at iteration {SFT_STEPS_FIRST}" in log
-    first_log = sft_run.first.stderr + sft_run.first.stdout
-    assert "3000 examples (cot 3000) -> " in first_log and "attention mask" in first_log
+    data = info["train_state"]["extra"]["sft_data"]
+    assert (data["examples"], data["kinds"], data["attention"]) == (3000, {"cot": 3000}, "mask")
+    assert data["sequences"] > 0 and data["trained_tokens"] > 0
+    # The second command resumed from the first one's last checkpoint: its first row is the next step.
+    steps = metric_row_steps(sft_run.output_dir / "metrics.jsonl")
+    assert steps[: SFT_STEPS_FIRST + 1] == [*range(1, SFT_STEPS_FIRST + 1), SFT_STEPS_FIRST + 1]
     rows = read_metrics(sft_run.output_dir / "metrics.jsonl")
     assert sorted(rows) == list(range(1, SFT_STEPS + 1))
     # The loss is over response tokens only and it learned: far below its start.
@@ -133,11 +142,7 @@ def test_grpo_unlearns_wrong_answers_taught_by_sft(tmp_path):
 
 @pytest.mark.integration
 def test_evaluate_scores_checkpoints_with_the_megatron_generator(sft_run, grpo_run, tmp_path):
-    from megatron_recipes.config import ChatTemplateConfig
-    from megatron_recipes.data.rl_prompts import PromptStream
-    from tests.megatron_recipes.posttraining.arithmetic import prompt_config
-
-    held_out = PromptStream(prompt_config(seed=4321, limit=32), ChatTemplateConfig()).take(0, 32)
+    held_out = PromptStream(prompt_config(seed=HELD_OUT_PROMPT_SEED, limit=32), ChatTemplateConfig()).take(0, 32)
     path = tmp_path / "heldout.jsonl"
     path.write_text(
         "".join(
@@ -226,8 +231,6 @@ def test_tensor_parallel_grpo_losses_equal_tensor_parallel_1(sft_run, tmp_path):
 
 @pytest.mark.integration
 def test_grpo_resumes_with_the_reset_reference_of_iterative_grpo(sft_run, tmp_path):
-    from tests.megatron_recipes.posttraining.conftest import grpo_overrides
-
     def run(steps: int):
         overrides = [
             *grpo_overrides(sft_run.checkpoints, tmp_path / "grpo", steps),
@@ -243,9 +246,12 @@ def test_grpo_resumes_with_the_reset_reference_of_iterative_grpo(sft_run, tmp_pa
     run(4)
     checkpoints = tmp_path / "grpo" / "checkpoints"
     assert latest_iteration(checkpoints) == 4 and latest_iteration(checkpoints / "reference") == 4
-    resumed = run(6)
-    assert f"reference model: {checkpoints / 'reference' / 'iter_0000004'}" in resumed.stderr
-    assert "resumed from" in resumed.stderr and "at iteration 4" in resumed.stderr
+    # The checkpoint a resumed run starts from names the reset reference it reloads.
+    extra = read_checkpoint_info(checkpoints)["train_state"]["extra"]
+    assert extra["reference_checkpoint"] == str(checkpoints / "reference" / "iter_0000004")
+    assert extra["reference_iteration"] == 4 and extra["reference_saved"]
+    run(6)
+    assert metric_row_steps(tmp_path / "grpo" / "metrics.jsonl") == [1, 2, 3, 4, 5, 6]  # resumed at step 4
     kl = {step: row["kl"] for step, row in read_metrics(tmp_path / "grpo" / "metrics.jsonl").items()}
     # Right after each reset the policy starts from the reference again: KL falls back.
     assert kl[3] < kl[2] and kl[5] < kl[4], kl

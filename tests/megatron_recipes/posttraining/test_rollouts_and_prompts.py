@@ -11,12 +11,16 @@ import math
 import pytest
 import torch
 
-from megatron_recipes.config import ChatTemplateConfig, ConfigError, PromptSourceConfig
-from megatron_recipes.data.rl_prompts import PromptStream, parse_task_spec, sft_records
+from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig
+from megatron_recipes.data.rl_prompts import PromptRecord, PromptStream, _main, parse_task_spec, sft_records
+from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.megatron import FINISH_TOOL, SampledSequence
-from megatron_recipes.rl.rollout import RolloutSample, generate_rollouts, rollout_batch, score_rollouts
+from megatron_recipes.rl.config import RlConfig
+from megatron_recipes.rl.rollout import RolloutSample, compute_rewards, generate_rollouts, rollout_batch
 from megatron_recipes.rl.step_rewards import Step, arithmetic_steps, equation_holds, step_end_tokens
-from tests.megatron_recipes.posttraining.arithmetic import TASK, prompt_config
+from megatron_recipes.sandbox import SandboxPool, format_output
+from stack_common.errors import ConfigError
+from tests.megatron_recipes.posttraining.arithmetic import prompt_config
 
 TEMPLATE = ChatTemplateConfig()
 
@@ -37,8 +41,8 @@ def test_reasoning_gym_stream_is_a_pure_function_of_the_index():
     assert stream.take(10, 5) == again.take(10, 5)
     record = stream.record(3)
     assert (
-        record.prompt
-        == f"User: {record.question}\nPlease reason step by step, and put your final answer within \\boxed{{}}.\n\nAssistant:"
+        record.prompt == f"User: {record.question}\nPlease reason step by step, and put your final answer within "
+        f"\\boxed{{}}.\n\nAssistant:"
     )
     a, b = (int(x) for x in record.question.removeprefix("Calculate ").rstrip(".").split(" + "))
     assert int(record.answer) == a + b
@@ -66,12 +70,10 @@ def test_file_streams_reshuffle_every_pass(tmp_path):
 
 
 def test_sft_records_and_the_cli(tmp_path):
-    from megatron_recipes.data.rl_prompts import _main
-
     records = sft_records(PromptStream(prompt_config(), TEMPLATE), 3)
     assert records[0]["messages"][1]["content"].startswith("The answer is $\\boxed{") and records[0]["kind"] == "cot"
     out = tmp_path / "sft.jsonl"
-    _main(["--out", str(out), "--count", "4", TASK])
+    _main(["--out", str(out), "--count", "4", ARITHMETIC_TASK])
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 4 and all(line["messages"][0]["role"] == "user" for line in lines)
 
@@ -100,10 +102,6 @@ class ScriptedPolicy:
 
 
 def test_tool_integrated_rollouts_run_code_and_mask_its_output(small_tokenizer):
-    from megatron_recipes.data.rl_prompts import PromptRecord
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.sandbox import SandboxPool, format_output
-
     rounds = ["Let me compute.\n```python\nprint(6 * 7 + 1)\n```", "So the answer is $\\boxed{43}$."]
     policy = ScriptedPolicy(small_tokenizer, rounds)
     record = PromptRecord("q", "What is 6 * 7 + 1?", "43", "User: What is 6 * 7 + 1?\n\nAssistant:")
@@ -129,9 +127,10 @@ def test_tool_integrated_rollouts_run_code_and_mask_its_output(small_tokenizer):
         len(sample.trained) - first_round - len(output_ids)
     )
     assert all(math.isnan(v) for v in sample.sampler_logprobs[first_round : first_round + len(output_ids)])
-    score_rollouts(samples, ["math_accuracy"], [1.0])
+    compute_rewards(samples, ["math_accuracy"], [1.0])
     assert [s.reward for s in samples] == [1.0, 1.0]
-    batch = rollout_batch(samples, small_tokenizer.eod)
+    rl = RlConfig()
+    batch = rollout_batch(samples, small_tokenizer.eod, rl.advantage_estimator, rl.advantage_epsilon)
     start = len(sample.prompt_ids) - 1
     assert (
         batch.mask[0, start : start + first_round].all()
@@ -156,7 +155,8 @@ def test_rollout_batch_aligns_labels_masks_and_ungradable_groups():
         make_sample(2, [20, 21], [22], 1.0),
         make_sample(2, [20, 21], [23, 24], 1.0),
     ]
-    batch = rollout_batch(samples, pad_id=0, multiple=4)
+    rl = RlConfig()
+    batch = rollout_batch(samples, 0, rl.advantage_estimator, rl.advantage_epsilon, multiple=4)
     assert batch.tokens.shape == (6, 4)  # longest sequence 4 tokens -> 3 positions, padded to 4
     assert batch.tokens[0].tolist() == [5, 6, 7, 8] and batch.labels[0].tolist() == [6, 7, 8, 9]
     assert batch.mask[0].tolist() == [0, 0, 1, 1]  # labels 8 and 9 are the response
@@ -181,7 +181,7 @@ def test_arithmetic_step_rewards_and_their_tokens():
     # Process advantages on the token grid of a rollout batch: a correct step is rewarded at its end.
     samples = [make_sample(0, [1, 2], tokens, 1.0), make_sample(0, [1, 2], tokens[:20], 0.0)]
     samples[0].steps, samples[1].steps = steps, arithmetic_steps(response[:20], "14")
-    batch = rollout_batch(samples, 0, estimator="process", decode=decode)
+    batch = rollout_batch(samples, 0, "process", RlConfig().advantage_epsilon, decode=decode)
     row = batch.advantages[0]
     first = 1  # label position of the first response token
     assert row[first] == pytest.approx(row[first + 15].item())  # all steps still ahead

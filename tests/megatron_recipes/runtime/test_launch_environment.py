@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from megatron_recipes.config import ConfigError
 from megatron_recipes.runtime.distributed import first_slurm_host, launch_environment
+from stack_common.errors import ConfigError
 
 
 def test_torchrun_variables():

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from megatron_recipes.config import OptimizerConfig
+from megatron_recipes.training.config import OptimizerConfig
 from megatron_recipes.training.optimizer import learning_rate_at
 from megatron_recipes.training.signals import GracefulStop
 

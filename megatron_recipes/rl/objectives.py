@@ -42,6 +42,9 @@ from typing import Callable
 
 import torch
 
+from megatron_recipes.rl.config import RlConfig
+from stack_common.checks import require_choice
+
 # ------------------------------------------------------------------------------------------------
 # Registries
 # ------------------------------------------------------------------------------------------------
@@ -92,6 +95,14 @@ def get_loss_aggregation(name: str):
     return _lookup(LOSS_AGGREGATIONS, "loss aggregation", name)
 
 
+def check_objective_names(rl: RlConfig) -> None:
+    """ConfigError (one line) unless the `rl` section's estimator and aggregation names are
+    registered. RlConfig.validate checks the rest; this part needs the registries, hence torch."""
+    require_choice("rl.advantage_estimator", rl.advantage_estimator, ADVANTAGE_ESTIMATORS)
+    require_choice("rl.kl_estimator", rl.kl_estimator, KL_ESTIMATORS)
+    require_choice("rl.loss_aggregation", rl.loss_aggregation, LOSS_AGGREGATIONS)
+
+
 # ------------------------------------------------------------------------------------------------
 # Advantages
 # ------------------------------------------------------------------------------------------------
@@ -106,9 +117,10 @@ class AdvantageInputs:
     rewards: torch.Tensor
     group: torch.Tensor
     mask: torch.Tensor
+    # Added to the group's std before dividing (rl.advantage_epsilon).
+    epsilon: float
     step_rewards: torch.Tensor | None = None
     step_mask: torch.Tensor | None = None
-    epsilon: float = 1e-4
 
 
 @dataclass
@@ -155,7 +167,7 @@ def outcome_advantages(inputs: AdvantageInputs) -> Advantages:
 
 
 def reference_outcome_advantages(
-    rewards: list[float], group: list[int], mask: list[list[float]], epsilon: float = 1e-4
+    rewards: list[float], group: list[int], mask: list[list[float]], epsilon: float
 ) -> list[list[float]]:
     """Readable reference of `outcome_advantages`."""
     members: dict[int, list[float]] = {}
@@ -187,7 +199,7 @@ def process_advantages(inputs: AdvantageInputs) -> Advantages:
 
 
 def reference_process_advantages(
-    step_rewards: list[list[tuple[int, float]]], group: list[int], mask: list[list[float]], epsilon: float = 1e-4
+    step_rewards: list[list[tuple[int, float]]], group: list[int], mask: list[list[float]], epsilon: float
 ) -> list[list[float]]:
     """Readable reference of `process_advantages`: step_rewards[i] = [(end position, reward), ...]."""
     pooled: dict[int, list[float]] = {}
@@ -251,8 +263,8 @@ def clipped_surrogate(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
     advantages: torch.Tensor,
-    epsilon_low: float = 0.2,
-    epsilon_high: float = 0.2,
+    epsilon_low: float,
+    epsilon_high: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped objective per token. All inputs [N, T]. Returns (objective [N, T],
     ratio [N, T], clipped [N, T] bool)."""
@@ -265,13 +277,20 @@ def clipped_surrogate(
     return objective, ratio, was_clipped
 
 
-@dataclass
+@dataclass(frozen=True)
 class GrpoLossSettings:
-    kl_coefficient: float = 0.04
-    kl_estimator: str = "k3"
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.2
-    loss_aggregation: str = "sequence_mean"
+    """The loss's settings, taken from the `rl` section (megatron_recipes.rl.config.RlConfig), whose
+    defaults are the only ones: `GrpoLossSettings.from_config(config.rl)`."""
+
+    kl_coefficient: float
+    kl_estimator: str
+    epsilon_low: float
+    epsilon_high: float
+    loss_aggregation: str
+
+    @classmethod
+    def from_config(cls, rl: RlConfig) -> "GrpoLossSettings":
+        return cls(rl.kl_coefficient, rl.kl_estimator, rl.epsilon_low, rl.epsilon_high, rl.loss_aggregation)
 
 
 @dataclass

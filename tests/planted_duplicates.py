@@ -24,12 +24,14 @@ million documents stream with constant memory.
 from __future__ import annotations
 
 import functools
+import pydoc_data.topics
 import random
 import re
 from dataclasses import dataclass
 from typing import Iterator
 
 from beam_pipelines.document import Document
+from beam_pipelines.sample import collect_sample_pages
 
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
@@ -38,12 +40,8 @@ _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 @functools.lru_cache(maxsize=1)
 def sentence_pool() -> tuple[str, ...]:
     """Distinct prose sentences (6-60 words, mostly letters) from Python's own documentation."""
-    import pydoc_data.topics
-
     texts = [text for _, text in sorted(pydoc_data.topics.topics.items())]
     try:
-        from beam_pipelines.sample import collect_sample_pages
-
         texts += [page.docstring for page in collect_sample_pages(0, 100_000)]
     except Exception:  # the topics alone are enough; docstrings only add variety
         pass
@@ -166,5 +164,8 @@ def _boilerplate(rng: random.Random, pool: tuple[str, ...]) -> tuple[str, str]:
         for _ in range(6)
     )
     header = f"{menu}\n{pool[rng.randrange(len(pool))]}"
-    footer = f"{pool[rng.randrange(len(pool))]} {pool[rng.randrange(len(pool))]}\nCopyright {rng.randint(2001, 2024)} All rights reserved. Privacy | Terms | Cookies"
+    footer = (
+        f"{pool[rng.randrange(len(pool))]} {pool[rng.randrange(len(pool))]}\n"
+        f"Copyright {rng.randint(2001, 2024)} All rights reserved. Privacy | Terms | Cookies"
+    )
     return header, footer

@@ -1,10 +1,17 @@
 """Hydra entry points for every `python -m ...` command of the project (both packages use it).
 
-`hydra_entry_point(config_name, register)` wraps a `main(config)` that takes the *typed* config
-object (a dataclass, interpolations resolved). Before Hydra starts the job, the composition is
-checked: an unknown key, a wrong type or a value that `validate()` refuses prints one line,
-`error: ...`, and exits with status 2, before any heavy import or work. Everything else is plain
-Hydra: `--cfg job`, `-m` sweeps, `hydra.run.dir=...`, the saved `.hydra/config.yaml`.
+`hydra_entry_point(config_name, register, console=...)` wraps a `main(config)` that takes the
+*typed* config object (a dataclass, interpolations resolved). Before Hydra starts the job, the
+composition is checked: an unknown key, a wrong type or a value that `validate()` refuses prints
+one line, `error: ...`, and exits with status 2, before any heavy import or work. In the job the
+wrapper sets up logging (stack_common.logs), runs `main`, and
+- turns an int that `main` returns into the process's exit status (a training run stopped by a
+  signal returns 75: the launcher requeues it);
+- turns a user-facing error raised later (ConfigError, a missing input file, and the entry
+  point's own `user_errors`) into the same one line and status 2.
+The `error: ...` line is printed, not logged: it is the command's answer, and appears even
+before logging exists. Everything else is plain Hydra: `--cfg job`, `-m` sweeps,
+`hydra.run.dir=...`, the saved `.hydra/config.yaml`.
 
 The config directory is `conf/` at the repository root (or `$DEEPSEEKMATH_CONF_DIR`).
 """
@@ -12,16 +19,22 @@ The config directory is `conf/` at the repository root (or `$DEEPSEEKMATH_CONF_D
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
-from beam_pipelines.config import ConfigError
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from stack_common.errors import ConfigError
+from stack_common.logs import PIPELINE_CONSOLE, ConsoleLayout, configure_logging
 
 # Errors caused by what the user asked for (not bugs): printed as one line, exit status 2.
-UserFacingError = (ConfigError, FileNotFoundError)
+USER_FACING_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+USAGE_EXIT_CODE = 2
 
 
 def conf_dir() -> str:
@@ -48,10 +61,6 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), register: Ca
 
     Returns the typed config object. Raises ConfigError with a one-line message.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
     if register is not None:
         register()
     try:
@@ -69,20 +78,6 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), register: Ca
         raise ConfigError(one_line(error)) from None
     finally:
         GlobalHydra.instance().clear()
-
-
-class _DropBenignBeamNoise(logging.Filter):
-    # The portable runner relays each local worker's start-up and shutdown chatter (and a
-    # warning about a directory that only exists on remote workers) as WARN/INFO lines.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "semi_persistent_directory" not in record.getMessage()
-
-
-def quiet_library_logs() -> None:
-    """Keep the console for our progress lines: libraries log warnings and errors only."""
-    for name in ("apache_beam", "absl", "urllib3", "matplotlib", "numexpr", "torch.distributed.elastic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(_DropBenignBeamNoise())
 
 
 # Hydra's own flags: these take a value as the next argument.
@@ -118,7 +113,7 @@ _SKIP_PRECHECK = {
 }
 
 
-def _overrides_only(argv: Sequence[str]) -> list[str] | None:
+def overrides_only(argv: Sequence[str]) -> list[str] | None:
     """The override arguments of a Hydra command line, or None when it should not be prechecked."""
     overrides: list[str] = []
     skip_next = False
@@ -136,42 +131,52 @@ def _overrides_only(argv: Sequence[str]) -> list[str] | None:
     return overrides
 
 
+def exit_with_error(error: BaseException | str) -> NoReturn:
+    """The one-line answer to a command that cannot run: `error: ...` on stderr, status 2."""
+    if isinstance(error, KeyError) and error.args:
+        error = error.args[0]  # a KeyError's str() is the repr of its message
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(USAGE_EXIT_CODE)
+
+
 def hydra_entry_point(
-    config_name: str, register: Callable[[], None]
+    config_name: str,
+    register: Callable[[], None],
+    *,
+    console: ConsoleLayout = PIPELINE_CONSOLE,
+    user_errors: tuple[type[BaseException], ...] = (),
 ) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
     """Decorator for an entry point's `main(config)`; the result is called with no arguments
-    from `if __name__ == "__main__":` and reads `sys.argv` like any Hydra app."""
+    from `if __name__ == "__main__":` (or with an argument list) and reads `sys.argv` like any
+    Hydra app. `user_errors`: more exception types that mean a bad input, not a bug."""
+    expected = USER_FACING_ERRORS + tuple(user_errors)
 
     def decorator(task: Callable[[Any], Any]) -> Callable[..., Any]:
         @functools.wraps(task)
-        def entry(argv: Sequence[str] | None = None) -> Any:
-            import hydra
-            from omegaconf import OmegaConf
-
+        def entry(argv: Sequence[str] | None = None) -> None:
             arguments = list(sys.argv[1:] if argv is None else argv)
             register()
-            overrides = _overrides_only(arguments)
+            overrides = overrides_only(arguments)
             if overrides is not None:
                 try:
                     compose_config(config_name, overrides)
                 except ConfigError as error:
-                    print(f"error: {error}", file=sys.stderr)
-                    sys.exit(2)
+                    exit_with_error(error)
 
             @hydra.main(version_base="1.3", config_path=conf_dir(), config_name=config_name)
             def run(cfg):
-                quiet_library_logs()
+                configure_logging(console)
                 try:
-                    return task(OmegaConf.to_object(cfg))
-                except UserFacingError as error:
-                    # Inputs the user named that do not exist, configs that cannot run: one line.
-                    print(f"error: {error}", file=sys.stderr)
-                    sys.exit(2)
+                    status = task(OmegaConf.to_object(cfg))
+                except expected as error:
+                    exit_with_error(error)
+                if isinstance(status, int) and not isinstance(status, bool) and status != 0:
+                    sys.exit(status)
 
             saved = sys.argv
             sys.argv = [saved[0], *arguments]
             try:
-                return run()
+                run()
             finally:
                 sys.argv = saved
 
