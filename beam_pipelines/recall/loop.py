@@ -54,7 +54,7 @@ from beam_pipelines.io.parquet import (
     read_json,
     write_json,
 )
-from beam_pipelines.options import pipeline_options
+from beam_pipelines.options import describe_runner, pipeline_options
 from beam_pipelines.recall import domains as domain_rules
 from beam_pipelines.recall.config import POLICY_AUTO_PREFIX_EVIDENCE, POLICY_AUTO_PREFIX_FRACTION, RecallConfig
 from beam_pipelines.recall.domains import ApprovedPrefixes, hash_unit
@@ -847,7 +847,7 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     write_json(paths.approvals, {"rounds": approvals_by_round, "cumulative": all_approvals.prefixes})
 
     # 2. Training set.
-    log.info(f"[recall] round {number}: building the training set (Beam, runner {config.beam.runner})")
+    log.info(f"[recall] round {number}: building the training set (Beam, runner: {describe_runner(config.beam)})")
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name=f"recall-round-{number}-training"))
     build_training_pipeline(
         pipeline,
