@@ -235,3 +235,18 @@ def apply_cpu_runtime() -> None:
 
 def cpu_runtime_applied() -> bool:
     return _applied
+
+
+@contextlib.contextmanager
+def device_rewrites_suspended(enabled: bool = True):
+    """Run the block without the device-rewriting torch function mode (when it is the innermost
+    mode of this thread): for code of our own that names no CUDA device, such as the generator's
+    cached decoder, whose hundreds of small torch calls per token would each pay the mode's
+    Python dispatch. A no-op when the layer is not installed or `enabled` is false."""
+    from torch.overrides import _get_current_function_mode, _pop_mode_temporarily
+
+    if not enabled or _device_mode is None or _get_current_function_mode() is not _device_mode:
+        yield
+        return
+    with _pop_mode_temporarily():
+        yield

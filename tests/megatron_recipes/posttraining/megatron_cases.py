@@ -3,7 +3,10 @@ test_megatron_paths.py runs this file as its own pytest process. Not collected d
 file name does not start with test_).
 
 Covered: KV-cache generation equals a no-cache greedy reference token for token (ragged prompts,
-several batches); sampler log-probs equal a forward pass's; stop strings, EOD, max_new_tokens;
+several batches); the lean cached decoder samples what megatron's static inference path samples
+(the kept reference path: greedy and seeded sampling, top-p, stop strings, shared prefills,
+finished rows dropped); a row's samples do not depend on its batch; sampler log-probs equal a
+forward pass's; stop strings, EOD, max_new_tokens;
 seeded sampling; the shared Generator interface; packed SFT attention is blocked across
 examples; the GRPO loss wired through megatron's schedule equals the readable reference.
 """
@@ -62,10 +65,12 @@ def model(runtime, tokenizer):
     return chunks
 
 
-def generator_for(model, tokenizer, batch_size=3):
+def generator_for(model, tokenizer, batch_size=3, decoder="auto"):
     from megatron_recipes.generation.megatron import MegatronGenerator
 
-    return MegatronGenerator(model, tokenizer, tokenizer.vocab_size, context_length=256, max_batch_size=batch_size)
+    return MegatronGenerator(
+        model, tokenizer, tokenizer.vocab_size, context_length=256, max_batch_size=batch_size, decoder=decoder
+    )
 
 
 PROMPTS = [
@@ -108,6 +113,52 @@ def test_kv_cache_greedy_equals_the_no_cache_reference(model, tokenizer):
         assert len(reference) == 20 or reference[-1] == tokenizer.eod
         continuations.add(tuple(reference))
     assert len(continuations) >= 3  # not one degenerate continuation for every prompt
+
+
+SAMPLING_CASES = [
+    dict(temperature=0.0, max_new_tokens=30),
+    dict(temperature=0.0, max_new_tokens=30, stop=[" +", "\n"]),
+    dict(temperature=1.0, max_new_tokens=30, seed=4),
+    dict(temperature=0.7, top_p=0.9, max_new_tokens=30, stop=["="], seed=5),
+]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_cached_decoder_samples_what_megatrons_static_path_samples(model, tokenizer, batch_size):
+    from megatron_recipes.generation.interface import SamplingParams
+
+    # Every prompt twice: rows with the same prompt share one prefill in the cached decoder.
+    prompt_ids = [tokenizer.encode(p) for p in PROMPTS] * 2
+    cached = generator_for(model, tokenizer, batch_size)
+    static = generator_for(model, tokenizer, batch_size, decoder="megatron_static")
+    assert cached.decoder.name == "cached" and static.decoder.name == "megatron_static"
+    reasons = set()
+    for case in SAMPLING_CASES:
+        params = SamplingParams(**case)
+        fast, reference = cached.generate_ids(prompt_ids, params), static.generate_ids(prompt_ids, params)
+        for ours, theirs in zip(fast, reference):
+            assert (ours.token_ids, ours.finish_reason, ours.text, ours.stop) == (
+                theirs.token_ids,
+                theirs.finish_reason,
+                theirs.text,
+                theirs.stop,
+            )
+            assert torch.allclose(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), atol=1e-4)
+        reasons |= {(s.finish_reason, len(s.token_ids) < 30) for s in fast}
+    # The cases stop rows early (stop strings: finished rows leave the cache) and run some to the end.
+    assert ("stop", True) in reasons and ("length", False) in reasons
+
+
+def test_a_rows_samples_do_not_depend_on_its_batch(model, tokenizer):
+    from megatron_recipes.generation.interface import SamplingParams
+
+    prompt_ids = [tokenizer.encode(p) for p in PROMPTS] * 2
+    params = SamplingParams(1.0, 1.0, 16, stop=["="], seed=8)
+    one_by_one = generator_for(model, tokenizer, 1).generate_ids(prompt_ids, params)
+    together = generator_for(model, tokenizer, 8).generate_ids(prompt_ids, params)
+    assert [s.token_ids for s in one_by_one] == [s.token_ids for s in together]
+    # Identical prompts are different rows of the request: their samples differ.
+    assert len({tuple(s.token_ids) for s in together}) > len(PROMPTS)
 
 
 @pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)])
