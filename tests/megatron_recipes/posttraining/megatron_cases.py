@@ -338,3 +338,48 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
     )
     assert float(numerator / denominator) == pytest.approx(expected, abs=1e-5)
     assert metrics["clip_fraction"][0] > 0 and not math.isnan(float(metrics["entropy"][0]))
+
+
+@pytest.mark.parametrize("query_groups", [4, 2])
+def test_fused_core_attention_computes_megatrons_attention(model, query_groups):
+    import dataclasses
+
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    from megatron.core.transformer.enums import AttnMaskType
+
+    from megatron_recipes.models.attention import FusedDotProductAttention
+
+    assert isinstance(model[0].decoder.layers[0].self_attention.core_attention, FusedDotProductAttention)
+    config = dataclasses.replace(model[0].config, num_query_groups=query_groups, attention_dropout=0.0)
+    ours = FusedDotProductAttention(config, 1, AttnMaskType.causal, "self")
+    megatrons = DotProductAttention(config, 1, AttnMaskType.causal, "self")
+    generator = torch.Generator().manual_seed(3)
+    heads, head_dim = config.num_attention_heads, config.kv_channels
+
+    def inputs(queries: int, keys: int):
+        shapes = [(queries, 3, heads, head_dim), (keys, 3, query_groups, head_dim), (keys, 3, query_groups, head_dim)]
+        return [torch.randn(shape, generator=generator).requires_grad_() for shape in shapes]
+
+    def run(module, tensors, mask=None):
+        copies = [t.detach().clone().requires_grad_() for t in tensors]
+        output = module(*copies, mask)
+        output.backward(torch.ones_like(output) + torch.arange(output.numel()).reshape(output.shape) / 100)
+        return output.detach(), [c.grad for c in copies]
+
+    # The fused cases: the causal training step, and one query against a cache (no mask).
+    for queries, keys in [(12, 12), (1, 9)]:
+        tensors = inputs(queries, keys)
+        assert ours._fused_applies(tensors[0], tensors[1], None, None, None)
+        (fused, fused_grads), (reference, grads) = run(ours, tensors), run(megatrons, tensors)
+        assert fused.shape == reference.shape == (queries, 3, heads * head_dim)
+        assert torch.allclose(fused, reference, atol=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(fused_grads, grads))
+    # An explicit mask (SFT's packed block-causal masks) runs megatron's own code: equal bit for bit.
+    tensors = inputs(12, 12)
+    mask = torch.ones(12, 12, dtype=torch.bool).tril().logical_not().view(1, 1, 12, 12)
+    mask[..., 6:, :6] = True
+    assert not ours._fused_applies(tensors[0], tensors[1], mask, None, None)
+    (fused, fused_grads), (reference, grads) = run(ours, tensors, mask), run(megatrons, tensors, mask)
+    assert torch.equal(fused, reference) and all(torch.equal(a, b) for a, b in zip(fused_grads, grads))
+    # Negative control: the block mask changes the result, so the comparison above can fail.
+    assert not torch.allclose(reference, run(megatrons, tensors)[0], atol=1e-3)
