@@ -23,11 +23,15 @@ steps after the first (warm-up). Per step:
   optimizer steps with their generation, rewards, log-prob passes and logging);
 - rollout: generation alone (ours: MegatronGenerator.generate_ids; TRL: model.generate), with
   the sampled tokens it returned (TRL: up to and including the first EOS of each row), so
-  rollout tokens per CPU second pair each count with its own timing.
+  rollout tokens per CPU second pair each count with its own timing;
+- ours also breaks its step down (parts_cpu_seconds_least): generation, rewards and the padded
+  batch, the two log-prob passes (pi_old, pi_ref over all 64 outputs), the two updates, and the
+  rest (metrics row, logging).
 Prints ONE JSON line; ratios > 1 mean ours is faster.
 
     python benchmarks/grpo_step.py                   # 8 timed steps each, interleaved
     python benchmarks/grpo_step.py --steps 12 --max-new-tokens 32
+    python benchmarks/grpo_step.py --old-logp-from-sampler   # ours: pi_old from the sampler (TRL: a forward)
 """
 
 from __future__ import annotations
@@ -89,11 +93,12 @@ class CommandChannel:
         return sys.stdin.readline().strip() or "stop"
 
 
-def our_worker(work: Path, max_new_tokens: int, steps: int) -> None:
+def our_worker(work: Path, max_new_tokens: int, steps: int, old_logp_from_sampler: bool) -> None:
     import torch
 
     from megatron_recipes.config import register_configs
     from megatron_recipes.grpo import build_reference_model, plan_grpo
+    from megatron_recipes.rl import trainer as rl_trainer
     from megatron_recipes.rl.trainer import GrpoTrainer
     from megatron_recipes.training.metrics import ProgressLogger
     from megatron_recipes.training.session import setup_training
@@ -117,6 +122,7 @@ def our_worker(work: Path, max_new_tokens: int, steps: int) -> None:
             "optimizer.lr=1e-5",
             # Equal work with TRL, which trains on zero-variance groups (see the module docstring).
             "rl.skip_zero_variance_groups=false",
+            f"rl.old_logp_from_sampler={str(old_logp_from_sampler).lower()}",
         ],
         register_configs,
     )
@@ -137,9 +143,25 @@ def our_worker(work: Path, max_new_tokens: int, steps: int) -> None:
         return samples
 
     trainer.generator.generate_ids = timed_generate_ids
+    # Where our step's time goes: CPU seconds of its parts (the rest is metrics and logging).
+    parts = {"collect": 0.0, "log_prob_passes": 0.0, "updates": 0.0}
+
+    def timed(name, function):
+        def run(*args, **kwargs):
+            started = time.process_time()
+            result = function(*args, **kwargs)
+            parts[name] += time.process_time() - started
+            return result
+
+        return run
+
+    trainer.collect = timed("collect", trainer.collect)
+    trainer.fill_log_probs = timed("log_prob_passes", trainer.fill_log_probs)
+    rl_trainer.grpo_updates = timed("updates", rl_trainer.grpo_updates)
     channel.send({"ready": True, "decoder": trainer.generator.decoder.name})
     while channel.next_command() == "step":
         rollout.update(cpu=0.0, tokens=0)
+        parts.update(dict.fromkeys(parts, 0.0))
         started = time.process_time()
         values = trainer.loop_step().values  # the step run_loop takes, with its metrics row
         session.state.iteration += 1
@@ -154,6 +176,13 @@ def our_worker(work: Path, max_new_tokens: int, steps: int) -> None:
                 "updates": int(values["updates"]),
                 "trained_outputs": int(values["trained_outputs"]),
                 "reward_mean": values["reward_mean"],
+                "parts_cpu": {
+                    "generation": rollout["cpu"],
+                    "rewards_and_batch": parts["collect"] - rollout["cpu"],
+                    "log_prob_passes": parts["log_prob_passes"],
+                    "updates": parts["updates"],
+                    "metrics_and_rest": seconds - parts["collect"] - parts["log_prob_passes"] - parts["updates"],
+                },
             }
         )
     logger.close()
@@ -300,6 +329,7 @@ class Worker:
             str(arguments.steps),
             "--max-new-tokens",
             str(arguments.max_new_tokens),
+            *(["--old-logp-from-sampler"] if arguments.old_logp_from_sampler else []),
             "--vocab",
             str(vocab),
         ]
@@ -363,6 +393,15 @@ def summary(rows: list[dict]) -> dict:
         "updates_per_step": sorted({row["updates"] for row in timed}),
         "trained_outputs_per_step": sorted({row["trained_outputs"] for row in timed}),
         "reward_mean": round(statistics.mean(row["reward_mean"] for row in timed), 4),
+        **(
+            {
+                "parts_cpu_seconds_least": {
+                    name: round(min(row["parts_cpu"][name] for row in timed), 4) for name in timed[0]["parts_cpu"]
+                }
+            }
+            if "parts_cpu" in timed[0]
+            else {}
+        ),
         "steps_timed": len(timed),
     }
 
@@ -374,10 +413,15 @@ def main() -> None:
     parser.add_argument("--side", choices=["both", "ours", "trl"], default="both")
     parser.add_argument("--work", default=None)
     parser.add_argument("--vocab", type=int, default=0)
+    parser.add_argument(
+        "--old-logp-from-sampler",
+        action="store_true",
+        help="our side takes pi_old from the sampler's log-probs (rl.old_logp_from_sampler): one forward pass fewer",
+    )
     arguments = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[grpo_step] %(message)s")
     if arguments.side == "ours":
-        our_worker(Path(arguments.work), arguments.max_new_tokens, arguments.steps)
+        our_worker(Path(arguments.work), arguments.max_new_tokens, arguments.steps, arguments.old_logp_from_sampler)
         return
     if arguments.side == "trl":
         trl_worker(Path(arguments.work), arguments.max_new_tokens, arguments.steps, arguments.vocab)
@@ -413,6 +457,7 @@ def main() -> None:
                 "group_size": GROUP,
                 "max_new_tokens": arguments.max_new_tokens,
                 "our_decoder": workers[0].ready.get("decoder"),
+                "our_old_logp": "sampler" if arguments.old_logp_from_sampler else "forward pass",
                 "ours": ours,
                 f"trl_{trl_package.__version__}": peer,
                 "equal_work": ours["updates_per_step"] == peer["updates_per_step"]

@@ -11,8 +11,9 @@ One step on every data-parallel rank r of D: questions [i x Q + r x Q/D, ...) of
 stream (i = the step), G samples each from the current policy (generation/megatron.py), rewards
 checked on the first rank of each tensor-parallel group and broadcast inside it (a checker or a
 sandbox timeout must not make two tensor-parallel ranks disagree), advantages per group (groups
-never span ranks). pi_old is recomputed by a forward pass of the policy (not the sampler's
-log-probs), pi_ref by the frozen reference model. Then `rl.updates_per_rollout` passes over the
+never span ranks). pi_old is recomputed by a forward pass of the policy (or, with
+rl.old_logp_from_sampler, taken from the sampler's log-probs of the same weights), pi_ref by the
+frozen reference model. Then `rl.updates_per_rollout` passes over the
 rollout in a seeded order, each split into mini-batches of trainer.global_batch_size outputs (one
 optimizer step each); outputs of zero-variance and ungradable groups are left out; ranks agree on
 the number of micro-batches (padding with fully-masked ones) and skip an update that has no
@@ -293,7 +294,12 @@ class GrpoTrainer:
 
     def fill_log_probs(self, batch: RolloutBatch) -> None:
         micro = self.session.trainer.micro_batch_size
-        batch.old_logp = sequence_log_probs(self.session, batch, micro, self.rl.temperature, self.session.vocab_size)
+        if self.rl.old_logp_from_sampler and batch.sampler_logp is not None:
+            batch.old_logp = batch.sampler_logp  # the sampler ran the current weights (rl.old_logp_from_sampler)
+        else:
+            batch.old_logp = sequence_log_probs(
+                self.session, batch, micro, self.rl.temperature, self.session.vocab_size
+            )
         if self.reference is not None:
             batch.ref_logp = sequence_log_probs(
                 self.reference, batch, micro, self.rl.temperature, self.session.vocab_size

@@ -317,6 +317,9 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
         assert torch.allclose(
             old[row, first : first + len(sample.response_ids)], torch.tensor(sample.sampler_logprobs), atol=2e-4
         )
+    # ... so rl.old_logp_from_sampler may take pi_old from the batch without the forward pass.
+    assert torch.allclose(batch.sampler_logp * batch.mask, old * batch.mask, atol=2e-4)
+    assert batch.sampler_logp[batch.mask == 0].eq(0).all()
     assert (batch.mask.sum(dim=1) == torch.tensor([len(s.response_ids) for s in samples], dtype=torch.float32)).all()
     batch.old_logp = old - 0.1 * batch.mask  # pretend the policy moved: ratios e^0.1 > 1 + eps for some
     batch.ref_logp = old + 0.05
