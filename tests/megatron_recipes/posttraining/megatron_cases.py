@@ -386,3 +386,28 @@ def test_fused_core_attention_computes_megatrons_attention(model, query_groups):
     assert torch.equal(fused, reference) and all(torch.equal(a, b) for a, b in zip(fused_grads, grads))
     # Negative control: the block mask changes the result, so the comparison above can fail.
     assert not torch.allclose(reference, run(megatrons, tensors)[0], atol=1e-3)
+
+
+def test_response_log_probs_equal_the_full_pass_where_the_loss_reads_them(runtime):
+    from megatron_recipes.generation.logprobs import vocab_parallel_log_probs
+    from megatron_recipes.rl.trainer import response_log_probs
+
+    generator = torch.Generator().manual_seed(9)
+    logits = torch.randn(4, 10, 64, generator=generator)
+    labels = torch.randint(0, 50, (4, 10), generator=generator)
+    selected = torch.zeros(4, 10, dtype=torch.bool)
+    selected[0, 3:7], selected[2, 5:10] = True, True  # row 1 and 3: fully masked (filler rows)
+    weights = torch.rand(4, 10, generator=generator)
+
+    def values_and_gradient(function):
+        leaf = logits.clone().requires_grad_()
+        values = function(leaf)
+        (values * selected * weights).sum().backward()
+        return values.detach(), leaf.grad
+
+    ours, our_gradient = values_and_gradient(lambda x: response_log_probs(x, labels, selected, 0.7, 50))
+    full, full_gradient = values_and_gradient(lambda x: vocab_parallel_log_probs(x, labels, 0.7, 50))
+    assert torch.equal(ours[selected], full[selected]) and not ours[~selected].any()
+    assert torch.allclose(our_gradient, full_gradient, atol=1e-7) and our_gradient[1].abs().sum() == 0
+    empty = response_log_probs(logits, labels, torch.zeros_like(selected), 0.7, 50)
+    assert empty.shape == (4, 10) and not empty.any()
