@@ -45,6 +45,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 CPU = torch.device("cpu")
+# The tensor methods the device mode rewrites even without keyword arguments.
+_TO, _CUDA, _TYPE, _PIN_MEMORY = torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.type, torch.Tensor.pin_memory
 
 _lock = threading.Lock()
 _applied = False
@@ -68,7 +70,11 @@ class CudaCallsOnCpu(TorchFunctionMode):
     """Rewrites every torch call that names a CUDA device so that it runs on the CPU."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        if not kwargs:
+            # Most calls (the model's arithmetic) name no device: straight through.
+            if not (func is _TO or func is _CUDA or func is _TYPE or func is _PIN_MEMORY):
+                return func(*args)
+            kwargs = {}
         if func is torch.Tensor.cuda or func is torch.Tensor.pin_memory:
             return args[0]
         if func is torch.Tensor.type:
