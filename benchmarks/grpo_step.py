@@ -48,8 +48,28 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+import trl as trl_package
+from datasets import Dataset
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from beam_pipelines.config import TrainTokenizerConfig  # noqa: E402
+from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe  # noqa: E402
+from megatron_recipes.config import register_configs  # noqa: E402
+from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig  # noqa: E402
+from megatron_recipes.data.rl_prompts import PromptStream  # noqa: E402
+from megatron_recipes.models.llama import padded_vocab_size  # noqa: E402
+from megatron_recipes.recipes.grpo import build_reference_model, plan_grpo  # noqa: E402
+from megatron_recipes.rewards import get_reward  # noqa: E402
+from megatron_recipes.rl import trainer as rl_trainer  # noqa: E402
+from megatron_recipes.rl.trainer import GrpoTrainer  # noqa: E402
+from megatron_recipes.training.metrics import ProgressLogger  # noqa: E402
+from megatron_recipes.training.session import setup_training  # noqa: E402
+from stack_common.cli import compose_config  # noqa: E402
 
 SIZES = {"hidden_size": 64, "num_layers": 4, "num_attention_heads": 4, "ffn_hidden_size": 176}
 QUESTIONS, GROUP, OUTPUTS_PER_UPDATE = 8, 8, 32
@@ -59,10 +79,6 @@ log = logging.getLogger("grpo_step")
 
 def prepare(work: Path, questions: int) -> dict:
     """The shared tokenizer (trained on the prompts) and the prompt list."""
-    from beam_pipelines.config import TrainTokenizerConfig
-    from beam_pipelines.train_tokenizer import build_byte_level_bpe
-    from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig
-    from megatron_recipes.data.rl_prompts import PromptStream
 
     # The questions of grpo_tiny_cpu's `prompts: arithmetic` preset (our side draws the same).
     stream = PromptStream(PromptSourceConfig(tasks=[ARITHMETIC_TASK]), ChatTemplateConfig())
@@ -94,16 +110,6 @@ class CommandChannel:
 
 
 def our_worker(work: Path, max_new_tokens: int, steps: int, old_logp_from_sampler: bool) -> None:
-    import torch
-
-    from megatron_recipes.config import register_configs
-    from megatron_recipes.grpo import build_reference_model, plan_grpo
-    from megatron_recipes.rl import trainer as rl_trainer
-    from megatron_recipes.rl.trainer import GrpoTrainer
-    from megatron_recipes.training.metrics import ProgressLogger
-    from megatron_recipes.training.session import setup_training
-    from stack_common.cli import compose_config
-
     torch.set_num_threads(1)
     channel = CommandChannel()
     config = compose_config(
@@ -189,14 +195,6 @@ def our_worker(work: Path, max_new_tokens: int, steps: int, old_logp_from_sample
 
 
 def trl_worker(work: Path, max_new_tokens: int, steps: int, vocab: int) -> None:
-    import torch
-    from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    from megatron_recipes.models import padded_vocab_size
-    from megatron_recipes.rewards import get_reward
-
     torch.set_num_threads(1)
     channel = CommandChannel()
     torch.manual_seed(1234)
@@ -426,7 +424,6 @@ def main() -> None:
     if arguments.side == "trl":
         trl_worker(Path(arguments.work), arguments.max_new_tokens, arguments.steps, arguments.vocab)
         return
-    import trl as trl_package
 
     with tempfile.TemporaryDirectory(prefix="grpo_step_") as directory:
         work = Path(directory)

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from beam_pipelines.config import register_configs  # noqa: E402
 from beam_pipelines.io.warc import write_html_warc  # noqa: E402
-from beam_pipelines.prepare import run_prepare  # noqa: E402
+from beam_pipelines.stages.prepare import run_prepare  # noqa: E402
 from stack_common.cli import compose_config  # noqa: E402
 from tests.support import chinese_man_pages, debian_doc_pages  # noqa: E402
 

@@ -44,7 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from megatron.core.distributed import finalize_model_grads  # noqa: E402
 from torch import nn  # noqa: E402
+
+from megatron_recipes.config import register_configs  # noqa: E402
+from megatron_recipes.models.llama import padded_vocab_size  # noqa: E402
+from megatron_recipes.runtime.cpu import device_rewrites_suspended  # noqa: E402
+from megatron_recipes.training.loop import _run_schedule, gpt_forward, masked_token_loss, train_step  # noqa: E402
+from megatron_recipes.training.session import setup_training  # noqa: E402
+from stack_common.cli import compose_config  # noqa: E402
 
 
 class RMSNorm(nn.Module):
@@ -182,9 +190,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from megatron_recipes.config import register_configs
-    from stack_common.cli import compose_config
-
     config = compose_config(
         "pretrain",
         [
@@ -206,13 +211,6 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     sample = torch.randint(0, args.vocab, (args.batch, args.seq_length + 1), generator=generator)
     tokens, labels = sample[:, :-1].contiguous(), sample[:, 1:].contiguous()
-
-    from megatron.core.distributed import finalize_model_grads
-
-    from megatron_recipes.models import padded_vocab_size
-    from megatron_recipes.runtime.cpu import device_rewrites_suspended
-    from megatron_recipes.training.loop import _run_schedule, gpt_forward, masked_token_loss, train_step
-    from megatron_recipes.training.session import setup_training
 
     session = setup_training(
         config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, vocab_size=args.vocab

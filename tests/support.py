@@ -22,6 +22,22 @@ DEBIAN_DOCS = {
     "python-mpmath-doc": ("usr/share/doc/python-mpmath-doc/html", "https://mpmath.org/doc/current/"),
     "python3.11-doc": ("usr/share/doc/python3.11/html", "https://docs.python.org/3.11/"),
     "git-doc": ("usr/share/doc/git-doc", "https://git-scm.com/docs/"),
+    # The multi-site crawls of the unattended-recall check (tests/recall_crawl.py). Math:
+    "octave-doc": ("usr/share/doc/octave", "https://docs.octave.org/v7.3.0/"),
+    "maxima-doc": ("usr/share/doc/maxima-doc/html", "https://maxima.sourceforge.io/docs/manual/"),
+    "gap-doc": ("usr/share/gap/doc", "https://docs.gap-system.org/doc/"),
+    "libflint-doc": ("usr/share/doc/libflint-dev/html", "https://flintlib.org/doc/"),
+    "libflint-arb-doc": ("usr/share/doc/libflint-arb-dev/html", "https://arblib.org/"),
+    "libfftw3-doc": ("usr/share/doc/libfftw3-dev/html", "https://www.fftw.org/fftw3_doc/"),
+    "python-sympy-doc": ("usr/share/doc/python-sympy-doc/html", "https://docs.sympy.org/latest/"),
+    "euler-doc": ("usr/share/doc/euler-doc", "https://euler-math-toolbox.de/"),
+    # ... and not math:
+    "python-django-doc": ("usr/share/doc/python-django-doc/html", "https://docs.djangoproject.com/en/3.2/"),
+    "python-celery-doc": ("usr/share/doc/python-celery-doc/html", "https://docs.celeryq.dev/en/stable/"),
+    "python-flask-doc": ("usr/share/doc/python-flask-doc/html", "https://flask.palletsprojects.com/en/2.2.x/"),
+    "python-werkzeug-doc": ("usr/share/doc/python-werkzeug-doc/html", "https://werkzeug.palletsprojects.com/en/2.2.x/"),
+    "python-requests-doc": ("usr/share/doc/python-requests-doc/html", "https://requests.readthedocs.io/en/latest/"),
+    "h2o-doc": ("usr/share/doc/h2o", "https://h2o.examp1e.net/"),
 }
 
 

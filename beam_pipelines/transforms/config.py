@@ -163,6 +163,20 @@ class MinHashConfig:
                 )
 
 
+# The public formats the benchmark reader knows (transforms/decontaminate.py):
+# (question fields, answer fields). Values may be strings, numbers or lists.
+FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gsm8k": (("question",), ("answer",)),
+    "math": (("problem",), ("solution", "answer")),
+    "cmath": (("question",), ("golden",)),
+    "agieval": (("passage", "question", "options"), ("answer",)),
+    "mmlu": (("question", "choices"), ()),
+    "mathqa": (("Problem", "options"), ("Rationale",)),
+}
+# `benchmarks[i].format`: a named public format, or `auto` (the usual field names are tried).
+BENCHMARK_FORMATS = ("auto", *FORMAT_FIELDS)
+
+
 @dataclass
 class BenchmarkSource:
     """One benchmark read from local files in its public format (a .jsonl/.json file, a glob,

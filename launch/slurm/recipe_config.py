@@ -32,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from megatron_recipes.config import register_configs  # noqa: E402
+from megatron_recipes.data.mixture import plan_pretraining_data  # noqa: E402
 from stack_common.cli import USER_FACING_ERRORS, compose_config, conf_dir, exit_with_error, one_line, overrides_only  # noqa: E402
 from stack_common.errors import ConfigError  # noqa: E402
 
@@ -54,14 +56,10 @@ def output_dir_of(config) -> str:
 def check_pretraining_data(config) -> None:
     """The first thing a pretraining job would trip on after hours in the queue: its data and
     tokenizer (missing files, a vocabulary too small, datasets made by another tokenizer)."""
-    from megatron_recipes.pretrain import plan_pretraining_data
-
     plan_pretraining_data(config)
 
 
 def resolve(recipe: str, arguments: list[str]) -> dict[str, object]:
-    from megatron_recipes.config import register_configs
-
     module = f"megatron_recipes.{recipe}"
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"{module} is not in this checkout (recipes: pretrain, sft, grpo, evaluate)")

@@ -41,17 +41,27 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.dist_checkpointing.mapping import ShardedTensor, apply_factories
+
 from megatron_recipes.convert.architecture import ConversionError, HFArchitecture, hf_architecture
 from megatron_recipes.convert.hf_checkpoint import FLOAT_DTYPES, HFCheckpoint
 from megatron_recipes.convert.mapping import (
     EMBEDDING,
+    HF_EMBEDDING,
     HF_IGNORED_SUFFIXES,
     HF_OUTPUT,
     MegatronTensor,
     TensorMapping,
     read_region,
 )
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model, padded_vocab_size
 from megatron_recipes.runtime.config import PRECISIONS, ParallelismConfig
+from megatron_recipes.runtime.cpu import apply_cpu_runtime
+from megatron_recipes.training.checkpointing import _unwrap, latest_iteration, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +69,6 @@ _SAFETENSORS_TO_PRECISION = {"BF16": "bf16", "F16": "fp16", "F32": "fp32", "F64"
 
 
 def torch_dtype(precision: str):
-    import torch
-
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
@@ -97,8 +105,6 @@ def check_hf_tensors(source: HFCheckpoint, mapping: TensorMapping) -> None:
 
 def source_precision(source: HFCheckpoint) -> str:
     """The checkpoint's own dtype, taken from its embedding tensor."""
-    from megatron_recipes.convert.mapping import HF_EMBEDDING
-
     return _SAFETENSORS_TO_PRECISION.get(source.tensors[HF_EMBEDDING].dtype, "fp32")
 
 
@@ -117,8 +123,6 @@ def open_hf_checkpoint(hf_dir: str | os.PathLike) -> tuple[HFCheckpoint, HFArchi
 
 def _sharded_tensors(state: Any) -> Iterator[tuple[Any, Any, Any]]:
     """(container, key-or-index, ShardedTensor) for every ShardedTensor in a nested state dict."""
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
-
     items = state.items() if isinstance(state, dict) else enumerate(state)
     for name, value in list(items):
         if isinstance(value, ShardedTensor):
@@ -129,8 +133,6 @@ def _sharded_tensors(state: Any) -> Iterator[tuple[Any, Any, Any]]:
 
 def _model_state(chunk, metadata: dict | None = None) -> dict:
     """A GPTModel's sharded state dict with its factories (the fused fc1 halves) applied."""
-    from megatron.core.dist_checkpointing.mapping import apply_factories
-
     state = chunk.sharded_state_dict(metadata=metadata)
     apply_factories(state)
     return state
@@ -180,8 +182,6 @@ def _fill(
     """Fill every ShardedTensor of `state` from `source`; `allocate(sharded) -> tensor` gives it
     a new buffer first (import), or None to copy into the model's own parameters (init).
     Returns the number of elements written."""
-    import torch
-
     mapping = TensorMapping(architecture, _padded_vocab_of(state, architecture))
     entries = list(_sharded_tensors(state))
     located = [(container, name, sharded, *_locate(sharded, mapping)) for container, name, sharded in entries]
@@ -215,8 +215,6 @@ def load_hf_weights(hf_dir: str | os.PathLike, model: list) -> HFArchitecture:
     """Copy an HF checkpoint into this rank's model chunks (any TP/PP/VP layout, DDP-wrapped or
     not). Every rank calls it; each reads only the HF rows of its own shards. Call
     `optimizer.reload_model_params()` afterwards when an optimizer holds copies of the weights."""
-    from megatron_recipes.training.checkpointing import _unwrap
-
     started = time.perf_counter()
     source, architecture = open_hf_checkpoint(hf_dir)
     elements = 0
@@ -242,13 +240,7 @@ def single_process_parallel_state() -> Iterator[None]:
     """A one-process gloo group and megatron's TP=1/PP=1 parallel state for the duration (kept if
     the caller already has them). Conversions run in one process, on CPU tensors, on any machine;
     without CUDA, megatron's checkpoint writer needs the CPU runtime layer (its CUDA syncs)."""
-    import torch
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if not torch.cuda.is_available():
-        from megatron_recipes.runtime.cpu import apply_cpu_runtime
-
         apply_cpu_runtime()
     created_group = not dist.is_initialized()
     if created_group:
@@ -300,10 +292,6 @@ def import_hf_checkpoint(
 ) -> Path:
     """Convert `hf_dir` into a weights-only megatron checkpoint under `megatron_dir` (a run
     directory: `iter_0000000/` + `latest`). Returns the iteration directory."""
-    from megatron_recipes.models import build_model, padded_vocab_size
-    from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.training.checkpointing import latest_iteration, save_checkpoint
-
     started = time.perf_counter()
     source, architecture = open_hf_checkpoint(hf_dir)
     precision = resolve_import_precision(dtype, source)
@@ -328,7 +316,6 @@ def import_hf_checkpoint(
         "converted_from": str(Path(hf_dir).resolve()),
         "hf_config": source.config,
     }
-    import torch  # after the checks: a bad input fails in a second, before torch and megatron load
 
     target_dtype = torch_dtype(precision)
     log.info(

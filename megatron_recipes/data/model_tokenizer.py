@@ -22,6 +22,7 @@ import json
 import os
 from pathlib import Path
 
+from megatron_recipes.training.checkpoint_files import CheckpointError, read_checkpoint_info
 from stack_common.errors import ConfigError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -30,8 +31,6 @@ SUMMARY_FILE = "summary.json"
 
 def recorded_tokenizer(checkpoint: str) -> str:
     """The tokenizer a megatron checkpoint (run directory or iter_* directory) recorded, or ""."""
-    from megatron_recipes.training.checkpointing import CheckpointError, read_checkpoint_info
-
     try:
         info = read_checkpoint_info(checkpoint)
     except (CheckpointError, FileNotFoundError, ValueError) as error:

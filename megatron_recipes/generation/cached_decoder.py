@@ -37,29 +37,28 @@ Cost per forward: O(rows x tokens x (parameters + cached length x kv width)); th
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.inference.contexts import StaticInferenceContext
+from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
+from megatron.core.transformer.dot_product_attention import DotProductAttention
+from megatron.core.transformer.identity_op import IdentityOp
+from megatron.core.transformer.mlp import MLP
 
 
 def _tensor_parallel_group(world_size: int):
     if world_size == 1:
         return None
-    from megatron.core import parallel_state
-
     return parallel_state.get_tensor_model_parallel_group()
 
 
 def _is_identity(module) -> bool:
-    from megatron.core.transformer.identity_op import IdentityOp
-
     return module is None or isinstance(module, IdentityOp)
 
 
 def cached_decoder_unsupported(model) -> str | None:
     """Why CachedDecoder cannot run `model` (a bare GPTModel), or None when it can."""
-    from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
-    from megatron.core.transformer.dot_product_attention import DotProductAttention
-    from megatron.core.transformer.mlp import MLP
-
     config = model.config
     checks = (
         (getattr(model, "position_embedding_type", None) == "rope", "position embeddings are not plain rotary"),
@@ -192,8 +191,6 @@ class CachedDecoder:
 
     def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.group is not None:
-            import torch.distributed as dist
-
             dist.all_reduce(tensor, group=self.group)
         return tensor
 
@@ -211,8 +208,6 @@ class CachedDecoder:
         logits = F.linear(hidden, self.output_weight)
         if self.group is None:
             return logits
-        import torch.distributed as dist
-
         shards = [torch.empty_like(logits) for _ in range(self.world_size)]
         dist.all_gather(shards, logits.contiguous(), group=self.group)
         return torch.cat(shards, dim=-1)
@@ -275,8 +270,6 @@ class MegatronStaticDecoder:
         self.context = None
 
     def start(self, batch_size: int, max_length: int) -> None:
-        from megatron.core.inference.contexts import StaticInferenceContext
-
         self.context = StaticInferenceContext(batch_size, max_length)
 
     def select_rows(self, index: torch.Tensor) -> bool:

@@ -52,11 +52,14 @@ max_new_tokens) x kv-hidden values per batch.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
 
 from megatron_recipes.generation.cached_decoder import CachedDecoder, build_decoder
 from megatron_recipes.generation.interface import (
@@ -68,7 +71,14 @@ from megatron_recipes.generation.interface import (
     register_generator,
 )
 from megatron_recipes.generation.sampling import row_uniforms, sample_next_tokens
+from megatron_recipes.generation.tokenizer import load_text_tokenizer
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model, resolve_precision
+from megatron_recipes.runtime.config import ParallelismConfig
 from megatron_recipes.runtime.cpu import device_rewrites_suspended
+from megatron_recipes.runtime.distributed import initialize_runtime
+from megatron_recipes.training.checkpointing import CheckpointError, _unwrap, load_model_weights, read_checkpoint_info
+from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +110,6 @@ def closes_python_block(token_ids: Sequence[int], tokenizer) -> bool:
 
 def dynamic_engine_available() -> bool:
     """megatron-core's DynamicInferenceEngine needs CUDA and flash-attn."""
-    import importlib.util
-
     return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
@@ -133,8 +141,6 @@ class MegatronGenerator:
         max_batch_size: int = 32,
         decoder: str = "auto",
     ):
-        from megatron_recipes.training.checkpointing import _unwrap
-
         chunks = list(model) if isinstance(model, (list, tuple)) else [model]
         if len(chunks) != 1:
             raise ValueError(
@@ -186,7 +192,8 @@ class MegatronGenerator:
                 raise ValueError("an empty prompt cannot be continued (no token to condition on)")
             if len(ids) >= self.context_length:
                 raise ValueError(
-                    f"a prompt of {len(ids)} tokens leaves no room to generate within the context length {self.context_length}"
+                    f"a prompt of {len(ids)} tokens leaves no room to generate within the context length "
+                    f"{self.context_length}"
                 )
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         results: list[SampledSequence | None] = [None] * len(prompt_ids)
@@ -204,11 +211,7 @@ class MegatronGenerator:
         return results  # type: ignore[return-value]
 
     def _broadcast_in_tensor_parallel_group(self, tokens: torch.Tensor) -> torch.Tensor:
-        from megatron.core import parallel_state
-
         if parallel_state.model_parallel_is_initialized() and parallel_state.get_tensor_model_parallel_world_size() > 1:
-            import torch.distributed as dist
-
             dist.broadcast(
                 tokens,
                 src=parallel_state.get_tensor_model_parallel_src_rank(),
@@ -387,14 +390,6 @@ def build_megatron_generator(
     recorded in the checkpoint (checkpoint_info.json), load its weights at this layout, and wrap
     it. `tokenizer` defaults to the one the checkpoint's run recorded (train_state.extra.tokenizer),
     else DeepSeek's."""
-    from megatron_recipes.generation.tokenizer import load_text_tokenizer
-    from megatron_recipes.models import build_model, resolve_precision
-    from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.runtime import initialize_runtime
-    from megatron_recipes.runtime.config import ParallelismConfig
-    from megatron_recipes.training.checkpointing import CheckpointError, load_model_weights, read_checkpoint_info
-    from stack_common.errors import ConfigError
-
     if not checkpoint:
         raise GeneratorUnavailable("generator=megatron needs generator.checkpoint=/path/to/run_or_iter_dir")
     try:
@@ -410,7 +405,8 @@ def build_megatron_generator(
     text_tokenizer = load_text_tokenizer(tokenizer_path)
     if text_tokenizer.vocab_size > vocab_size:
         raise ConfigError(
-            f"the tokenizer {text_tokenizer.path} has {text_tokenizer.vocab_size} tokens but the model only {vocab_size}"
+            f"the tokenizer {text_tokenizer.path} has {text_tokenizer.vocab_size} tokens but the model only "
+            f"{vocab_size}"
         )
     parallelism = ParallelismConfig(
         tensor_model_parallel_size=tensor_model_parallel_size, use_distributed_optimizer=False

@@ -41,8 +41,13 @@ import threading
 import time
 from typing import Any
 
+import megatron.core.pipeline_parallel.p2p_communication as p2p
+import megatron.core.tensor_parallel.random as megatron_random
 import torch
-from torch.overrides import TorchFunctionMode
+import torch.cuda.nvtx as nvtx
+import torch.distributed as dist
+from megatron.core.transformer.torch_norm import WrappedTorchNorm
+from torch.overrides import TorchFunctionMode, _get_current_function_mode, _pop_mode_temporarily
 
 CPU = torch.device("cpu")
 # The tensor methods the device mode rewrites even without keyword arguments.
@@ -118,8 +123,6 @@ class CpuEvent:
 
 
 def _serve_torch_cuda_from_cpu() -> None:
-    import torch.cuda.nvtx as nvtx
-
     torch.cuda.current_device = lambda: CPU
     torch.cuda.synchronize = lambda device=None: None
     torch.cuda.Event = CpuEvent
@@ -137,8 +140,6 @@ class _DropExpectedForkWarning(logging.Filter):
 
 
 def _serve_cuda_rng_from_cpu_generator() -> None:
-    import megatron.core.tensor_parallel.random as megatron_random
-
     def get_state(device: Any = "cuda", clone: bool = False, graph_safe: bool = False) -> torch.Tensor:
         return torch.get_rng_state()
 
@@ -176,8 +177,6 @@ def batched_p2p_ops_with_direction_tags(
     next_pipeline_rank: int,
 ) -> list:
     """megatron's `_batched_p2p_ops`, with a tag per direction (see the module docstring)."""
-    import torch.distributed as dist
-
     planned = (
         (dist.isend, tensor_send_prev, prev_pipeline_rank, GRADIENT_TAG),
         (dist.irecv, tensor_recv_prev, prev_pipeline_rank, ACTIVATION_TAG),
@@ -194,15 +193,12 @@ untagged_batched_p2p_ops = None
 
 def _tag_pipeline_directions() -> None:
     global untagged_batched_p2p_ops
-    import megatron.core.pipeline_parallel.p2p_communication as p2p
 
     untagged_batched_p2p_ops = p2p._batched_p2p_ops
     p2p._batched_p2p_ops = batched_p2p_ops_with_direction_tags
 
 
 def _allow_sequence_parallel_torch_norm() -> None:
-    from megatron.core.transformer.torch_norm import WrappedTorchNorm
-
     original_new = WrappedTorchNorm.__new__
 
     def build_norm(cls, config, hidden_size, eps=1e-5, **kwargs):
@@ -249,8 +245,6 @@ def device_rewrites_suspended(enabled: bool = True):
     mode of this thread): for code of our own that names no CUDA device, such as the generator's
     cached decoder, whose hundreds of small torch calls per token would each pay the mode's
     Python dispatch. A no-op when the layer is not installed or `enabled` is false."""
-    from torch.overrides import _get_current_function_mode, _pop_mode_temporarily
-
     if not enabled or _device_mode is None or _get_current_function_mode() is not _device_mode:
         yield
         return

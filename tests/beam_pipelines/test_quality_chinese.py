@@ -20,7 +20,7 @@ import pytest
 from beam_pipelines.config import register_configs
 from beam_pipelines.io.parquet import iter_documents
 from beam_pipelines.io.warc import write_html_warc
-from beam_pipelines.prepare import run_prepare
+from beam_pipelines.stages.prepare import run_prepare
 from beam_pipelines.text_units import CJK_CHARACTERS_PER_WORD, TextUnits
 from beam_pipelines.transforms.config import QualityConfig
 from beam_pipelines.transforms.extract import extract_text

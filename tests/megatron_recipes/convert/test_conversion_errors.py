@@ -8,6 +8,8 @@ import shutil
 import struct
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from megatron_recipes.convert import ConversionError, hf_to_megatron
 from tests.support import run_module
@@ -43,8 +45,6 @@ def weight_map(directory):
 
 def rewrite_shard(directory, tensor_name, change):
     """Re-save the shard holding `tensor_name` after `change(tensors)` edits its dict."""
-    from safetensors.torch import load_file, save_file
-
     path = directory / weight_map(directory)[tensor_name]
     tensors = load_file(path)
     change(tensors)
@@ -93,8 +93,6 @@ def test_corrupt_header(broken):
 
 
 def test_wrong_shape_names_tensor_file_and_shapes(broken):
-    import torch
-
     directory, run_import = broken
     name = "model.layers.3.self_attn.k_proj.weight"
     shard = rewrite_shard(directory, name, lambda tensors: tensors.update({name: torch.zeros(16, 64)}))
@@ -110,8 +108,6 @@ def test_config_that_does_not_match_the_weights(broken):
 
 
 def test_missing_and_unexpected_tensors(broken):
-    import torch
-
     directory, run_import = broken
     index = json.loads((directory / INDEX).read_text())
     holder = index["weight_map"].pop("model.layers.0.post_attention_layernorm.weight")

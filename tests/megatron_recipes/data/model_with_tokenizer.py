@@ -8,12 +8,18 @@ checkpoint's tokenizer differs from the 129,280-id default just as DeepSeekMath 
 
 from __future__ import annotations
 
+import collections
 import inspect
 import json
+import os.path
 import shutil
+import textwrap
 from pathlib import Path
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from beam_pipelines.config import register_configs
+from beam_pipelines.stages.tokenize import run_tokenize
 from stack_common.cli import compose_config
 from tests.megatron_recipes.convert.tiny_models import GQA_UNTIED, write_tiny_llama
 
@@ -22,13 +28,8 @@ END_OF_TEXT = "<|endoftext|>"
 
 def real_texts(count: int = 60) -> list[str]:
     """Docstrings of standard-library functions: real English prose."""
-    import collections
-    import json as json_module
-    import os.path
-    import textwrap
-
     texts = []
-    for module in (os.path, textwrap, json_module, collections, inspect, shutil):
+    for module in (os.path, textwrap, json, collections, inspect, shutil):
         for _, member in inspect.getmembers(module, callable):
             doc = inspect.getdoc(member)
             if doc and len(doc) > 80 and doc not in texts:
@@ -39,8 +40,6 @@ def real_texts(count: int = 60) -> list[str]:
 def write_checkpoint_with_tokenizer(directory: Path, sizes: dict = GQA_UNTIED) -> Path:
     """A tiny LLaMA (default: GQA_UNTIED, vocabulary 300) and a tokenizer.json of that many ids
     beside its weights."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     write_tiny_llama(directory, sizes, seed=3)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -67,8 +66,6 @@ def write_text_source(path: Path) -> Path:
 def tokenize_source(work_dir: Path, name: str, jsonl: Path, tokenizer_path: str = "") -> dict:
     """`python -m beam_pipelines.tokenize` (in process, one worker) of `jsonl` into
     `<work_dir>/tokenized/<name>`; returns its summary."""
-    from beam_pipelines.tokenize import run_tokenize
-
     overrides = [
         f"corpus.work_dir={work_dir}",
         "beam=direct_single",

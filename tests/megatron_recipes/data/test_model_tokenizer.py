@@ -12,7 +12,11 @@ import pytest
 
 from beam_pipelines.transforms.tokenize import embedded_tokenizer_file
 from megatron_recipes.config import register_configs
+from megatron_recipes.convert.hf_to_megatron import import_hf_checkpoint
+from megatron_recipes.data.mixture import plan_pretraining_data
+from megatron_recipes.training.checkpoint_files import read_checkpoint_info
 from stack_common.cli import compose_config
+from stack_common.errors import ConfigError
 from tests.megatron_recipes.data.model_with_tokenizer import (
     END_OF_TEXT,
     copy_source,
@@ -63,8 +67,6 @@ def test_each_tokenized_source_records_its_tokenizer_identity(setting):
 
 
 def test_a_run_from_an_hf_checkpoint_trains_with_its_tokenizer(setting):
-    from megatron_recipes.pretrain import plan_pretraining_data
-
     config = pretrain_config(setting["own"], f"model.init_from_hf={setting['checkpoint']}")
     plan = plan_pretraining_data(config)
     assert plan.tokenizer.path == str(setting["checkpoint"] / "tokenizer.json")
@@ -93,10 +95,6 @@ def test_data_made_by_another_tokenizer_is_refused_in_one_line(setting):
 
 
 def test_an_imported_checkpoint_carries_its_tokenizer_to_the_runs_that_start_from_it(setting, tmp_path):
-    from megatron_recipes.convert.hf_to_megatron import import_hf_checkpoint
-    from megatron_recipes.pretrain import plan_pretraining_data
-    from megatron_recipes.training.checkpointing import read_checkpoint_info
-
     megatron_dir = tmp_path / "megatron"
     import_hf_checkpoint(setting["checkpoint"], megatron_dir)
     recorded = read_checkpoint_info(megatron_dir)["train_state"]["extra"]["tokenizer"]
@@ -115,16 +113,11 @@ def test_a_checkpoint_without_a_tokenizer_is_refused_in_one_line(setting, tmp_pa
     for path in setting["checkpoint"].iterdir():
         if not path.name.startswith("tokenizer"):
             (bare / path.name).write_bytes(path.read_bytes())
-    from megatron_recipes.pretrain import plan_pretraining_data
-    from stack_common.errors import ConfigError
-
     with pytest.raises(ConfigError, match="has no tokenizer.json"):
         plan_pretraining_data(pretrain_config(setting["own"], f"model.init_from_hf={bare}"))
 
 
 def test_a_second_source_name_for_the_same_data_passes_the_check(setting):
-    from megatron_recipes.pretrain import plan_pretraining_data
-
     copy_source(setting["own"], "math_corpus", "arxiv")
     config = pretrain_config(
         setting["own"],

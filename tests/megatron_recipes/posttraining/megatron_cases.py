@@ -13,11 +13,35 @@ examples; the GRPO loss wired through megatron's schedule equals the readable re
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
+from megatron.core.transformer.dot_product_attention import DotProductAttention
+from megatron.core.transformer.enums import AttnMaskType
 
+from megatron_recipes.data.config import ChatTemplateConfig
+from megatron_recipes.data.rl_prompts import PromptRecord
+from megatron_recipes.data.sft import block_causal_mask
+from megatron_recipes.generation.interface import Generation, Generator, SamplingParams
+from megatron_recipes.generation.logprobs import vocab_parallel_log_probs
+from megatron_recipes.generation.megatron import MegatronGenerator, top_p_filter
+from megatron_recipes.generation.tokenizer import TextTokenizer
+from megatron_recipes.models.attention import FusedDotProductAttention
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model
+from megatron_recipes.rl.config import RlConfig
+from megatron_recipes.rl.objectives import GrpoLossSettings, reference_grpo_loss
+from megatron_recipes.rl.rollout import generate_rollouts, rollout_batch
+from megatron_recipes.rl.trainer import (
+    grpo_loss_function,
+    policy_forward,
+    response_log_probs,
+    sequence_log_probs,
+)
+from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime
 from tests.megatron_recipes.posttraining.arithmetic import (
     CODE_TEXTS,
     chat_texts,
@@ -30,17 +54,12 @@ VOCAB = 400
 
 @pytest.fixture(scope="module")
 def runtime():
-    from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
-    from megatron_recipes.runtime.config import ParallelismConfig
-
     yield initialize_runtime("cpu", ParallelismConfig(), seed=11)
     shutdown_runtime()
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from megatron_recipes.generation.tokenizer import TextTokenizer
-
     work = tmp_path_factory.mktemp("tok")
     records = write_arithmetic_sft(work / "c.jsonl", 300)
     return TextTokenizer(str(train_small_tokenizer(work / "tok", chat_texts(records) + CODE_TEXTS * 10, VOCAB)))
@@ -48,10 +67,6 @@ def tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(runtime, tokenizer):
-    from megatron_recipes.models import build_model
-    from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.runtime.config import ParallelismConfig
-
     # Large initial weights: a random model whose greedy continuations differ between prompts.
     config = ModelConfig(
         num_layers=2,
@@ -66,8 +81,6 @@ def model(runtime, tokenizer):
 
 
 def generator_for(model, tokenizer, batch_size=3, decoder="auto"):
-    from megatron_recipes.generation.megatron import MegatronGenerator
-
     return MegatronGenerator(
         model, tokenizer, tokenizer.vocab_size, context_length=256, max_batch_size=batch_size, decoder=decoder
     )
@@ -92,8 +105,6 @@ def full_forward_logits(model, ids: list[int]) -> torch.Tensor:
 
 
 def test_kv_cache_greedy_equals_the_no_cache_reference(model, tokenizer):
-    from megatron_recipes.generation.interface import SamplingParams
-
     prompt_ids = [tokenizer.encode(p) for p in PROMPTS]
     assert len({len(p) for p in prompt_ids}) >= 4  # ragged prompt lengths
     generator = generator_for(model, tokenizer, batch_size=3)  # 5 prompts -> two batches
@@ -125,8 +136,6 @@ SAMPLING_CASES = [
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
 def test_cached_decoder_samples_what_megatrons_static_path_samples(model, tokenizer, batch_size):
-    from megatron_recipes.generation.interface import SamplingParams
-
     # Every prompt twice: rows with the same prompt share one prefill in the cached decoder.
     prompt_ids = [tokenizer.encode(p) for p in PROMPTS] * 2
     cached = generator_for(model, tokenizer, batch_size)
@@ -150,8 +159,6 @@ def test_cached_decoder_samples_what_megatrons_static_path_samples(model, tokeni
 
 
 def test_a_rows_samples_do_not_depend_on_its_batch(model, tokenizer):
-    from megatron_recipes.generation.interface import SamplingParams
-
     prompt_ids = [tokenizer.encode(p) for p in PROMPTS] * 2
     params = SamplingParams(1.0, 1.0, 16, stop=["="], seed=8)
     one_by_one = generator_for(model, tokenizer, 1).generate_ids(prompt_ids, params)
@@ -163,9 +170,6 @@ def test_a_rows_samples_do_not_depend_on_its_batch(model, tokenizer):
 
 @pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)])
 def test_sampler_log_probs_equal_a_forward_pass(model, tokenizer, temperature, top_p):
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.generation.logprobs import vocab_parallel_log_probs
-
     prompt_ids = [tokenizer.encode(p) for p in PROMPTS[:3]]
     samples = generator_for(model, tokenizer, 8).generate_ids(
         prompt_ids * 2, SamplingParams(temperature, top_p, 16, seed=5)
@@ -181,8 +185,6 @@ def test_sampler_log_probs_equal_a_forward_pass(model, tokenizer, temperature, t
 
 
 def test_seeded_sampling_is_reproducible_and_seeds_differ(model, tokenizer):
-    from megatron_recipes.generation.interface import SamplingParams
-
     generator = generator_for(model, tokenizer, 4)
     first = [
         s.token_ids
@@ -201,8 +203,6 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(model, tokenizer):
 
 
 def test_stop_strings_end_generation_and_are_cut_from_the_text(model, tokenizer):
-    from megatron_recipes.generation.interface import SamplingParams
-
     generator = generator_for(model, tokenizer, 4)
     prompt = tokenizer.encode(PROMPTS[0])
     free = generator.generate_ids([prompt], SamplingParams(0.0, max_new_tokens=24))[0]
@@ -221,9 +221,6 @@ def test_stop_strings_end_generation_and_are_cut_from_the_text(model, tokenizer)
 
 
 def test_end_of_document_token_ends_generation(model, tokenizer):
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.generation.tokenizer import TextTokenizer
-
     prompt = tokenizer.encode(PROMPTS[1])
     free = generator_for(model, tokenizer).generate_ids([prompt], SamplingParams(0.0, max_new_tokens=24))[0]
     # Declare the 5th greedy token the end-of-document token (a real tokenizer option).
@@ -237,8 +234,6 @@ def test_end_of_document_token_ends_generation(model, tokenizer):
 
 
 def test_shared_generator_interface_groups_n_samples_per_prompt(model, tokenizer):
-    from megatron_recipes.generation.interface import Generation, Generator, SamplingParams
-
     generator = generator_for(model, tokenizer, 8)
     assert isinstance(generator, Generator)
     results = generator.generate(PROMPTS[:2], SamplingParams(temperature=1.0, max_new_tokens=8, n=3, seed=1))
@@ -247,8 +242,6 @@ def test_shared_generator_interface_groups_n_samples_per_prompt(model, tokenizer
 
 
 def test_top_p_keeps_the_smallest_set_reaching_the_mass():
-    from megatron_recipes.generation.megatron import top_p_filter
-
     probabilities = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.05, 0.9, 0.0]])
     kept = top_p_filter(probabilities, 0.75)
     assert torch.equal(kept > 0, torch.tensor([[True, True, False, False], [False, False, True, False]]))
@@ -257,8 +250,6 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass():
 
 
 def test_packed_examples_do_not_attend_to_each_other(model, tokenizer):
-    from megatron_recipes.data.sft import block_causal_mask
-
     chunk = model[0]
     chunk.eval()
     generator = torch.Generator().manual_seed(0)
@@ -287,14 +278,6 @@ def test_packed_examples_do_not_attend_to_each_other(model, tokenizer):
 
 
 def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
-    from megatron_recipes.data.config import ChatTemplateConfig
-    from megatron_recipes.data.rl_prompts import PromptRecord
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.rl.config import RlConfig
-    from megatron_recipes.rl.objectives import GrpoLossSettings, reference_grpo_loss
-    from megatron_recipes.rl.rollout import generate_rollouts, rollout_batch
-    from megatron_recipes.rl.trainer import grpo_loss_function, policy_forward, sequence_log_probs
-
     records = [PromptRecord(f"q{i}", f"q{i}", str(i), p) for i, p in enumerate(PROMPTS[:3])]
     samples = generate_rollouts(
         generator_for(model, tokenizer, 8),
@@ -345,13 +328,6 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
 
 @pytest.mark.parametrize("query_groups", [4, 2])
 def test_fused_core_attention_computes_megatrons_attention(model, query_groups):
-    import dataclasses
-
-    from megatron.core.transformer.dot_product_attention import DotProductAttention
-    from megatron.core.transformer.enums import AttnMaskType
-
-    from megatron_recipes.models.attention import FusedDotProductAttention
-
     assert isinstance(model[0].decoder.layers[0].self_attention.core_attention, FusedDotProductAttention)
     config = dataclasses.replace(model[0].config, num_query_groups=query_groups, attention_dropout=0.0)
     ours = FusedDotProductAttention(config, 1, AttnMaskType.causal, "self")
@@ -389,9 +365,6 @@ def test_fused_core_attention_computes_megatrons_attention(model, query_groups):
 
 
 def test_response_log_probs_equal_the_full_pass_where_the_loss_reads_them(runtime):
-    from megatron_recipes.generation.logprobs import vocab_parallel_log_probs
-    from megatron_recipes.rl.trainer import response_log_probs
-
     generator = torch.Generator().manual_seed(9)
     logits = torch.randn(4, 10, 64, generator=generator)
     labels = torch.randint(0, 50, (4, 10), generator=generator)

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from megatron_recipes.config import EvaluateConfig, GrpoConfig, SftConfig, register_configs
+from megatron_recipes.rl.objectives import check_objective_names
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT, run_module
@@ -106,9 +107,7 @@ def test_evaluate_with_the_megatron_generator_composes():
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["rl.kl_estimator=k4"], "rl.kl_estimator='k4' is not one of k1, k2, k3"),
         (["rl.group_size=1"], "rl.group_size=1 must be >= 2"),
-        (["rl.loss_aggregation=mean"], "rl.loss_aggregation='mean' is not one of sequence_mean, token_mean"),
         (["rl.rewards=[no_such_reward]"], "rl.rewards[0]='no_such_reward' is not one of"),
         (["rl.advantage_estimator=process"], "needs rl.step_reward"),
         (
@@ -157,6 +156,21 @@ def test_bad_grpo_values_fail_with_one_line(overrides, message):
     )
     with pytest.raises(ConfigError, match=re.escape(message)):
         grpo(*base, *overrides)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("rl.kl_estimator=k4", "rl.kl_estimator='k4' is not one of k1, k2, k3"),
+        ("rl.loss_aggregation=mean", "rl.loss_aggregation='mean' is not one of sequence_mean, token_mean"),
+        ("rl.advantage_estimator=ppo", "rl.advantage_estimator='ppo' is not one of outcome, process"),
+    ],
+)
+def test_unregistered_objective_names_fail_with_one_line(override, message):
+    """These names are checked against the torch registries when python -m megatron_recipes.grpo starts."""
+    config = grpo("trainer.global_batch_size=32", "trainer.micro_batch_size=8", override)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_objective_names(config.rl)
 
 
 @pytest.mark.parametrize(
