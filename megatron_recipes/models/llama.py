@@ -16,7 +16,8 @@ Layer spec, chosen explicitly and logged:
 - Transformer Engine spec (fused norm+linear, TE attention, bf16, optional FP8) when the
   process runs on CUDA and `transformer_engine` imports;
 - megatron-core's local spec otherwise (always on the CPU: importing TE without CUDA breaks
-  every megatron import, so it is never tried there).
+  every megatron import, so it is never tried there), its core attention computed by torch's
+  fused scaled-dot-product kernel where that is exactly megatron's function (models/attention.py).
 Both specs produce the same checkpoint keys (the local spec maps its norms onto TE's fused
 names), so checkpoints move between GPU (TE) and CPU (local) runs.
 
@@ -42,6 +43,7 @@ from megatron.core.models.gpt.gpt_layer_specs import (
 )
 from megatron.core.transformer import TransformerConfig
 
+from megatron_recipes.models.attention import with_fused_core_attention
 from megatron_recipes.models.config import ModelConfig
 from megatron_recipes.runtime.config import ParallelismConfig
 from stack_common.errors import ConfigError
@@ -101,7 +103,8 @@ def choose_layer_spec(model: ModelConfig, device: str, fp8: str | None = None) -
     else:
         if fp8 is not None:
             raise ConfigError("trainer.fp8 needs the Transformer Engine layer spec (CUDA + transformer_engine)")
-        spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+        # megatron's local layers, attention scores by torch's fused kernel (models/attention.py).
+        spec = with_fused_core_attention(get_gpt_layer_local_spec(normalization="RMSNorm"))
     return LayerSpecChoice(implementation, reason, spec)
 
 

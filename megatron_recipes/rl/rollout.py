@@ -21,7 +21,9 @@ RolloutBatch (this rank's share; N outputs, S = longest prompt + response - 1, p
 multiple of 8): tokens / labels [N, S] int64 (labels[t] = tokens[t + 1] of the sequence),
 position_ids [N, S], mask [N, S] float (1 where the label is a trained response token),
 advantages [N, S] float, group [N] int64, zero_variance [N] bool, ungradable [N] bool,
-rewards [N] float; old_logp / ref_logp [N, S] are filled by the trainer's forward passes.
+rewards [N] float; sampler_logp [N, S] the sampler's log-probs at the response positions (0
+elsewhere and at tool-output tokens; None when a sample's response has tokens without one);
+old_logp / ref_logp [N, S] are filled by the trainer (forward passes, or old_logp = sampler_logp).
 
 Cost: generation dominates (see generation/megatron.py); rewards are checked in one batch; the
 tensors are O(N x S).
@@ -201,6 +203,7 @@ class RolloutBatch:
     rewards: torch.Tensor
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    sampler_logp: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -246,6 +249,8 @@ def rollout_batch(
     step_rewards = torch.zeros(count, length) if estimator == "process" else None
     step_mask = torch.zeros(count, length) if estimator == "process" else None
     ungradable_groups = {s.group for s in samples if s.reward is None}
+    has_sampler_logp = all(len(s.sampler_logprobs) == len(s.response_ids) for s in samples)
+    sampler_logp = torch.zeros(count, length) if has_sampler_logp else None
     for row, sample in enumerate(samples):
         sequence = torch.tensor(sample.prompt_ids + sample.response_ids, dtype=torch.long)
         used = len(sequence) - 1
@@ -254,6 +259,9 @@ def rollout_batch(
         first = len(sample.prompt_ids) - 1  # label position of the first response token
         if sample.response_ids:
             mask[row, first : first + len(sample.response_ids)] = torch.tensor(sample.trained, dtype=torch.float32)
+            if sampler_logp is not None:  # tool-output tokens (NaN) are masked from the loss: 0 keeps ratios finite
+                values = torch.tensor(sample.sampler_logprobs, dtype=torch.float32).nan_to_num(0.0)
+                sampler_logp[row, first : first + len(sample.response_ids)] = values
         if estimator == "process" and sample.steps and sample.response_ids:
             if decode is None:
                 raise ValueError("process supervision needs `decode` to map step ends to tokens")
@@ -270,5 +278,14 @@ def rollout_batch(
     zero_variance = advantages.zero_variance & ~ungradable
     position_ids = torch.arange(length).unsqueeze(0).expand(count, -1).contiguous()
     return RolloutBatch(
-        tokens, labels, position_ids, mask, tokens_advantages, group, zero_variance, ungradable, rewards
+        tokens,
+        labels,
+        position_ids,
+        mask,
+        tokens_advantages,
+        group,
+        zero_variance,
+        ungradable,
+        rewards,
+        sampler_logp=sampler_logp,
     )

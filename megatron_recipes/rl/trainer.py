@@ -11,8 +11,9 @@ One step on every data-parallel rank r of D: questions [i x Q + r x Q/D, ...) of
 stream (i = the step), G samples each from the current policy (generation/megatron.py), rewards
 checked on the first rank of each tensor-parallel group and broadcast inside it (a checker or a
 sandbox timeout must not make two tensor-parallel ranks disagree), advantages per group (groups
-never span ranks). pi_old is recomputed by a forward pass of the policy (not the sampler's
-log-probs), pi_ref by the frozen reference model. Then `rl.updates_per_rollout` passes over the
+never span ranks). pi_old is recomputed by a forward pass of the policy (or, with
+rl.old_logp_from_sampler, taken from the sampler's log-probs of the same weights), pi_ref by the
+frozen reference model. Then `rl.updates_per_rollout` passes over the
 rollout in a seeded order, each split into mini-batches of trainer.global_batch_size outputs (one
 optimizer step each); outputs of zero-variance and ungradable groups are left out; ranks agree on
 the number of micro-batches (padding with fully-masked ones) and skip an update that has no
@@ -73,9 +74,20 @@ def policy_forward(model_chunk, batch: dict) -> torch.Tensor:
     return model_chunk(batch["tokens"], batch["position_ids"], None)
 
 
+def response_log_probs(
+    logits: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor, temperature: float, vocab_size: int
+) -> torch.Tensor:
+    """log pi(labels) [b, s] at the `selected` positions ([b, s] bool: the loss mask's), 0 elsewhere.
+    Every use of GRPO's log-probs is masked, and the prompt is most of a sequence: the softmax
+    over the vocabulary runs only where it is read (same values there, row by row)."""
+    values = vocab_parallel_log_probs(logits[selected], labels[selected], temperature, vocab_size)
+    return torch.zeros(selected.shape, dtype=values.dtype, device=values.device).index_put((selected,), values)
+
+
 def log_prob_output(temperature: float, vocab_size: int) -> Callable:
     def output(batch: dict, logits: torch.Tensor) -> torch.Tensor:
-        return vocab_parallel_log_probs(logits, batch["labels"], temperature, vocab_size).detach()
+        selected = batch["loss_mask"] > 0
+        return response_log_probs(logits, batch["labels"], selected, temperature, vocab_size).detach()
 
     return output
 
@@ -84,12 +96,14 @@ def grpo_loss_function(settings: GrpoLossSettings, temperature: float, vocab_siz
     """loss_fn(batch, logits) -> (numerator, denominator, metrics) for training/loop.train_step."""
 
     def loss(batch: dict, logits: torch.Tensor):
-        logp = vocab_parallel_log_probs(logits, batch["labels"], temperature, vocab_size)
+        selected = batch["loss_mask"] > 0
+        logp = response_log_probs(logits, batch["labels"], selected, temperature, vocab_size)
         mask = batch["loss_mask"].to(logp.dtype)
         result = grpo_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], mask, settings)
         metrics = {name: torch.stack([total.float(), count.float()]) for name, (total, count) in result.sums.items()}
-        entropy = vocab_parallel_entropy(logits.detach(), temperature, vocab_size)
-        metrics["entropy"] = torch.stack([(entropy * mask).sum(), mask.sum()])
+        # The entropy metric averages over trained tokens: computed at those positions only.
+        entropy = vocab_parallel_entropy(logits.detach()[selected], temperature, vocab_size)
+        metrics["entropy"] = torch.stack([(entropy * mask[selected]).sum(), mask.sum()])
         return result.numerator, result.denominator, metrics
 
     return loss
@@ -98,7 +112,8 @@ def grpo_loss_function(settings: GrpoLossSettings, temperature: float, vocab_siz
 def sequence_log_probs(
     model, batch: RolloutBatch, micro_batch_size: int, temperature: float, vocab_size: int
 ) -> torch.Tensor:
-    """log pi(label) [N, S] of every row by forward passes of `model` (a session or chunks)."""
+    """log pi(label) [N, S] of every row by forward passes of `model` (a session or chunks), at the
+    batch's loss-mask positions (0 elsewhere: see response_log_probs)."""
     micro_batches = [
         batch.rows(torch.arange(start, min(start + micro_batch_size, len(batch))))
         for start in range(0, len(batch), micro_batch_size)
@@ -287,7 +302,12 @@ class GrpoTrainer:
 
     def fill_log_probs(self, batch: RolloutBatch) -> None:
         micro = self.session.trainer.micro_batch_size
-        batch.old_logp = sequence_log_probs(self.session, batch, micro, self.rl.temperature, self.session.vocab_size)
+        if self.rl.old_logp_from_sampler and batch.sampler_logp is not None:
+            batch.old_logp = batch.sampler_logp  # the sampler ran the current weights (rl.old_logp_from_sampler)
+        else:
+            batch.old_logp = sequence_log_probs(
+                self.session, batch, micro, self.rl.temperature, self.session.vocab_size
+            )
         if self.reference is not None:
             batch.ref_logp = sequence_log_probs(
                 self.reference, batch, micro, self.rl.temperature, self.session.vocab_size
@@ -504,6 +524,7 @@ __all__ = [
     "grpo_loss_function",
     "grpo_updates",
     "log_prob_output",
+    "response_log_probs",
     "policy_forward",
     "sequence_log_probs",
     "trainable_rows",
