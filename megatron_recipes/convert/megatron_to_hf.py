@@ -49,7 +49,7 @@ from megatron_recipes.convert.hf_checkpoint import (
     write_config,
 )
 from megatron_recipes.convert.hf_to_megatron import single_process_parallel_state, torch_dtype
-from megatron_recipes.convert.mapping import EMBEDDING, FINAL_NORM, OUTPUT, MegatronTensor, TensorMapping
+from megatron_recipes.convert.mapping import EMBEDDING, FINAL_NORM, OUTPUT, SCORE_HEAD, MegatronTensor, TensorMapping
 from megatron_recipes.runtime.config import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -192,9 +192,14 @@ def export_megatron_checkpoint(
     max_shard_size: str | int = "5GB",
     hf_template: str | os.PathLike | None = None,
     overwrite: bool = False,
+    config_overrides: dict[str, Any] | None = None,
+    companion_files: tuple[str | os.PathLike, ...] = (),
 ) -> Path:
-    """Write `hf_dir` (config.json + safetensors, loadable with AutoModelForCausalLM) from a
-    megatron checkpoint. Returns hf_dir."""
+    """Write `hf_dir` (config.json + safetensors, loadable with AutoModelForCausalLM, or with
+    AutoModelForSequenceClassification / AutoModelForTokenClassification for a reward model's
+    checkpoint, whose model_config names its `hf_class`) from a megatron checkpoint. Returns
+    hf_dir. `config_overrides` are written into config.json last (e.g. a reward model's
+    pad_token_id); `companion_files` (e.g. the run's tokenizer.json) are copied along."""
     from megatron.core import dist_checkpointing
 
     from megatron_recipes.training.checkpointing import (
@@ -267,7 +272,9 @@ def export_megatron_checkpoint(
             writer = ShardedSafetensorsWriter(staging, plan)
             groups = [mapping.layer_tensors(None)[:1]]  # the embedding first (HF order)
             groups += [mapping.layer_tensors(layer) for layer in range(architecture.num_layers)]
-            groups.append([tensor for tensor in mapping.layer_tensors(None) if tensor.key in (FINAL_NORM, OUTPUT)])
+            groups.append(
+                [tensor for tensor in mapping.layer_tensors(None) if tensor.key in (FINAL_NORM, OUTPUT, SCORE_HEAD)]
+            )
             for index, group in enumerate(groups):
                 loaded = _load_group(directory, group, stored, architecture.num_layers)
                 for name, tensor in _hf_tensors(mapping, group, loaded, target_dtype).items():
@@ -279,11 +286,14 @@ def export_megatron_checkpoint(
                 if 0 < index <= layers and (index == layers or index % max(1, layers // 10) == 0):
                     log.info("exported layer %d/%d (%.1f s)", index, layers, time.perf_counter() - started)
             writer.finish()
-            write_config(staging, hf_config_for_export(architecture, torch_dtype_name(target_dtype), template))
+            config = hf_config_for_export(architecture, torch_dtype_name(target_dtype), template)
+            write_config(staging, {**config, **(config_overrides or {})})
             if companion_directory is not None:
                 for file_name in COMPANION_FILES:
                     if (companion_directory / file_name).is_file():
                         shutil.copy2(companion_directory / file_name, staging / file_name)
+            for file in companion_files:
+                shutil.copy2(file, staging / Path(file).name)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # never leave a half-written model behind
             raise

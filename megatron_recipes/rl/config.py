@@ -51,9 +51,24 @@ class RlConfig:
     advantage_epsilon: float = 1e-4
     # Process supervision: a step-reward function name (rl/step_rewards.py), for advantage_estimator=process.
     step_reward: str | None = None
+    # A trained reward model's checkpoint (python -m megatron_recipes.reward_model), loaded beside
+    # the policy at its parallel layout; its kind (recorded in the checkpoint) decides its use:
+    # an ORM's score (a probability) joins the rewards with reward_model_weight (outcome
+    # supervision, and PPO); a PRM's step scores are the steps of process supervision.
+    reward_model: str | None = None
+    reward_model_weight: float = 1.0
     # Groups whose rewards are all equal have zero advantage: leave them out of the loss (and its
     # denominator) instead of training their KL term only.
     skip_zero_variance_groups: bool = True
+    # PPO (advantage_estimator=gae): discount and GAE lambda, the critic's learning rate, its
+    # clipped value loss range, its initial weights (null = the policy's checkpoint.init_from; a
+    # reward model's checkpoint is a common choice), advantages whitened over the rollout.
+    gae_gamma: float = 1.0
+    gae_lambda: float = 0.95
+    critic_lr: float = 1.0e-5
+    value_clip: float = 0.2
+    critic_init_from: str | None = None
+    whiten_advantages: bool = True
     kl_coefficient: float = 0.04
     kl_estimator: str = "k3"
     epsilon_low: float = 0.2
@@ -98,11 +113,23 @@ class RlConfig:
             require_choice(f"rl.rewards[{index}]", name, sorted(REWARD_FUNCTIONS))
         require_choice("rl.advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS)
         if self.advantage_estimator == "process":
-            if self.step_reward is None:
+            if self.step_reward is None and self.reward_model is None:
                 raise ConfigError(
-                    f"rl.advantage_estimator=process needs rl.step_reward, one of {', '.join(sorted(STEP_REWARDS))}"
+                    "rl.advantage_estimator=process needs step rewards: rl.reward_model=<a PRM checkpoint> or"
+                    f" rl.step_reward, one of {', '.join(sorted(STEP_REWARDS))}"
                 )
-            require_choice("rl.step_reward", self.step_reward, sorted(STEP_REWARDS))
+            if self.step_reward is not None and self.reward_model is not None:
+                raise ConfigError(
+                    f"rl.step_reward={self.step_reward} and rl.reward_model={self.reward_model} both give step"
+                    " rewards: set one of them"
+                )
+            if self.step_reward is not None:
+                require_choice("rl.step_reward", self.step_reward, sorted(STEP_REWARDS))
+        require_range("rl.gae_gamma", self.gae_gamma, 0, 1)
+        require_range("rl.gae_lambda", self.gae_lambda, 0, 1)
+        require_positive("rl.critic_lr", self.critic_lr)
+        require_positive("rl.value_clip", self.value_clip)
+        require_non_negative("rl.reward_model_weight", self.reward_model_weight)
         require_choice("rl.kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         require_choice("rl.loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
         require_non_negative("rl.kl_coefficient", self.kl_coefficient)
