@@ -41,7 +41,7 @@ from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.models.config import ModelConfig
 from megatron_recipes.reward_models.config import LabelConfig, RewardModelSettings
 from megatron_recipes.rewards.config import AnswerCheckConfig
-from megatron_recipes.rl.config import RlConfig
+from megatron_recipes.rl.config import IterativeConfig, RlConfig
 from megatron_recipes.runtime.config import DEVICES, PRECISIONS, ParallelismConfig
 from megatron_recipes.sandbox.config import SandboxConfig
 from megatron_recipes.training.config import (
@@ -268,6 +268,17 @@ class LabelStepsConfig:
 
 
 @dataclass
+class IterativeRlConfig:
+    """python -m megatron_recipes.iterative_rl (conf/iterative_rl.yaml): iterative RL, each stage a
+    run of the grpo, label_steps and reward_model entry points (rl/iterative.py)."""
+
+    iterative: IterativeConfig = field(default_factory=IterativeConfig)
+
+    def validate(self) -> None:
+        self.iterative.validate()
+
+
+@dataclass
 class EvaluateConfig:
     """python -m megatron_recipes.evaluate (conf/evaluate.yaml)."""
 
@@ -300,6 +311,7 @@ def register_configs() -> None:
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="reward_model_schema", node=RewardModelConfig)
     store.store(name="label_steps_schema", node=LabelStepsConfig)
+    store.store(name="iterative_rl_schema", node=IterativeRlConfig)
     store.store(name="convert_schema", node=ConvertConfig)
     store.store(group="model", name="model_schema", node=ModelConfig)
     store.store(group="parallelism", name="parallelism_schema", node=ParallelismConfig)

@@ -139,3 +139,54 @@ class RlConfig:
         require_non_negative("rl.reference_reset_interval", self.reference_reset_interval)
         require_non_negative("rl.eval_interval", self.eval_interval)
         require_non_negative("rl.max_tool_calls", self.max_tool_calls)
+
+
+@dataclass
+class IterativeConfig:
+    """Iterative RL (DeepSeekMath section 4.1.4), driven by rl/iterative.py: `iterations` times
+    {GRPO for `grpo_steps` steps with the current reward model -> sample solutions of the current
+    policy and label them (outcome labels for an ORM, Math-Shepherd step labels for a PRM) ->
+    continue training the reward model on them with `replay_fraction` of every batch replayed from
+    all earlier data -> reset the reference model to the current policy}.
+
+    Each stage is a real entry point run as a subprocess (`launcher` + `-m <module>`; empty =
+    this Python), with the stage's overrides (`grpo_overrides`, `label_overrides`,
+    `reward_model_overrides`: presets and settings) followed by the paths and step counts the loop sets. Everything lives under
+    `work_dir`; a rerun continues after the last finished stage (see rl/iterative.py)."""
+
+    iterations: int = 2
+    grpo_steps: int = 100
+    reward_model_steps: int = 100
+    replay_fraction: float = 0.1
+    # The starting policy (the SFT model; also the Math-Shepherd completer), the starting reward
+    # model and the data it was trained on (replayed in every later round).
+    policy: str | None = None
+    reward_model: str | None = None
+    reward_model_data: list[str] = field(default_factory=list)
+    # The Math-Shepherd completer; null = the starting policy (the SFT model).
+    completer: str | None = None
+    # The question source (prompts.*), given to both GRPO and label_steps: the policy is trained
+    # and sampled on the same questions (label_steps draws another order each iteration).
+    prompt_overrides: list[str] = field(default_factory=list)
+    grpo_overrides: list[str] = field(default_factory=list)
+    label_overrides: list[str] = field(default_factory=list)
+    reward_model_overrides: list[str] = field(default_factory=list)
+    launcher: list[str] = field(default_factory=list)
+    work_dir: str = "outputs/iterative_rl"
+
+    def validate(self) -> None:
+        require_at_least("iterative.iterations", self.iterations, 1)
+        require_at_least("iterative.grpo_steps", self.grpo_steps, 1)
+        require_at_least("iterative.reward_model_steps", self.reward_model_steps, 1)
+        require_range("iterative.replay_fraction", self.replay_fraction, 0, 1, high_inclusive=False)
+        if not self.policy:
+            raise ConfigError("iterative.policy must name the starting policy's checkpoint (the SFT model)")
+        if not self.reward_model:
+            raise ConfigError(
+                "iterative.reward_model must name the starting reward model's checkpoint"
+                " (python -m megatron_recipes.reward_model)"
+            )
+        if self.replay_fraction and not self.reward_model_data:
+            raise ConfigError(
+                "iterative.reward_model_data must list the starting reward model's data (replayed in later rounds)"
+            )
