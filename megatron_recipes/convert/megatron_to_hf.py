@@ -15,6 +15,11 @@ each `model-0000k-of-0000n.safetensors` as soon as its planned tensors are compl
 memory: one shard (`max_shard_size`) plus one layer. Files go to `<hf_dir>.incomplete/` and
 are renamed to `hf_dir` when complete.
 
+A reward model's checkpoint (model_config names its `hf_class`) exports as
+LlamaForSequenceClassification (ORM) or LlamaForTokenClassification (PRM) with num_labels 1 and
+its `score.weight`; pad_token_id is its run's end-of-document token and the run's tokenizer.json
+is copied along.
+
 config.json: the architecture from the checkpoint; the other fields (token ids, ...) from a
 template, the first of: `hf_template`'s config.json, the HF config an import stored in the
 checkpoint, the config.json of the run's `model.init_from_hf`. Tokenizer and generation files
@@ -50,6 +55,7 @@ from megatron_recipes.convert.hf_checkpoint import (
 )
 from megatron_recipes.convert.hf_to_megatron import single_process_parallel_state, torch_dtype
 from megatron_recipes.convert.mapping import EMBEDDING, FINAL_NORM, OUTPUT, SCORE_HEAD, MegatronTensor, TensorMapping
+from megatron_recipes.generation.tokenizer import load_text_tokenizer
 from megatron_recipes.runtime.config import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -223,6 +229,16 @@ def export_megatron_checkpoint(
     model_config = dict(info.get("model_config") or {})
     architecture = HFArchitecture.from_model_config(model_config)
     template, companion_directory = _template(model_config, hf_template)
+    config_overrides = dict(config_overrides or {})
+    companion_files = tuple(companion_files)
+    recorded_tokenizer = (info.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", "")
+    if architecture.has_score_head and recorded_tokenizer:
+        # A reward model's classifier pools the last non-padding token: padding is the run's
+        # end-of-document token, which never occurs inside a scored sequence.
+        tokenizer = load_text_tokenizer(recorded_tokenizer)
+        config_overrides.setdefault("pad_token_id", tokenizer.eod)
+        config_overrides.setdefault("eos_token_id", tokenizer.eod)
+        companion_files = (*companion_files, tokenizer.path)
     hf_dir = Path(hf_dir)
     if hf_dir.exists() and any(hf_dir.iterdir()) and not overwrite:
         raise ConversionError(f"{hf_dir} exists and is not empty: choose another directory or set overwrite=true")
