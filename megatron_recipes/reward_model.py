@@ -113,7 +113,11 @@ def plan_reward_model(config: RewardModelConfig) -> RewardModelPlan:
     train, train_summary = reader(settings.train_paths, "reward_model.train_paths")
     replay, replay_summary = reader(settings.replay_paths, "reward_model.replay_paths")
     if settings.validation_paths:
-        validation, validation_summary = reader(settings.validation_paths, "reward_model.validation_paths")
+        validation, validation_summary = reader(
+            settings.validation_paths,
+            "reward_model.validation_paths",
+            step_field=settings.validation_step_label_field or settings.step_label_field,
+        )
     else:
         train, validation = split_by_question(train, settings.validation_fraction, settings.seed)
         validation_summary = None

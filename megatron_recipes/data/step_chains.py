@@ -24,10 +24,13 @@ Splits: a question belongs to the held-out split when a hash of its text says so
 (`is_heldout`), so training questions and held-out questions can never coincide whatever seed
 or count draws them; `check_disjoint` verifies it for any two files before a run uses them.
 
-    python -m megatron_recipes.data.step_chains --out DIR [--sft 4000 --train 1000 --heldout 200]
-writes DIR/sft.jsonl (chat records with slips), DIR/train_questions.jsonl and
+    python -m megatron_recipes.data.step_chains --out DIR [--sft 20000 --train 1000 --heldout 200]
+    python -m megatron_recipes.data.step_chains annotate LABEL_DIR
+The first writes DIR/sft.jsonl (chat records with slips), DIR/train_questions.jsonl and
 DIR/heldout_questions.jsonl (GSM8K format: question + "...\\n#### answer", readable by
-`prompts.source=gsm8k`) and prints a JSON summary.
+`prompts.source=gsm8k`) and prints a JSON summary; `annotate` adds the ground-truth step labels
+to label_steps' output (`true_step_labels`, a PRM can train on them) and prints how well the
+Math-Shepherd labels there agree with them (`annotate_true_labels`).
 
 Cost: each question and solution is O(steps) to generate and to check.
 """
@@ -39,6 +42,7 @@ import hashlib
 import json
 import random
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -237,7 +241,7 @@ def _write_jsonl(path: Path, records: Iterable[dict]) -> int:
 
 def write_task(
     out: str | Path,
-    sft: int = 4000,
+    sft: int = 20000,
     train: int = 1000,
     heldout: int = 200,
     seed: int = 0,
@@ -269,10 +273,58 @@ def write_task(
     }
 
 
+TRUE_LABEL_FIELD = "true_step_labels"
+
+
+def annotate_true_labels(directory: str | Path) -> dict:
+    """Add the ground-truth step labels (`true_step_labels`) to every record of label_steps'
+    output in `directory` (its shard files are rewritten in place, atomically) and measure how
+    well the automatic Math-Shepherd labels agree with them, over every step of every record:
+    hard_agreement (hard label == truth), soft_agreement ((soft >= 0.5) == truth), soft_auc (the
+    soft label as a score of the truth), and the same for the outcome label of the last step."""
+    from megatron_recipes.reward_models.objectives import roc_auc  # torch: only for the agreement figures
+
+    truth_all: list[float] = []
+    hard_all: list[float] = []
+    soft_all: list[float] = []
+    records = 0
+    for shard in sorted(Path(directory).glob("shard_*.jsonl")):
+        rows = [json.loads(line) for line in shard.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for row in rows:
+            labels = true_step_labels(row["question"], row["response"])
+            row[TRUE_LABEL_FIELD] = labels
+            records += 1
+            if labels is not None and "hard_step_labels" in row and len(row["hard_step_labels"]) == len(labels):
+                truth_all += labels
+                hard_all += row["hard_step_labels"]
+                soft_all += row["soft_step_labels"]
+        temporary = shard.with_name(shard.name + ".tmp")
+        temporary.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+        temporary.replace(shard)
+    steps = len(truth_all)
+    return {
+        "records": records,
+        "steps": steps,
+        "true_positive_fraction": sum(truth_all) / steps if steps else None,
+        "hard_agreement": sum(h == t for h, t in zip(hard_all, truth_all)) / steps if steps else None,
+        "soft_agreement": sum((s >= 0.5) == (t >= 0.5) for s, t in zip(soft_all, truth_all)) / steps if steps else None,
+        "soft_auc": roc_auc(soft_all, truth_all) if steps else None,
+        "hard_false_positive_rate": (
+            sum(1 for h, t in zip(hard_all, truth_all) if h and not t) / max(1, sum(1 for t in truth_all if not t))
+        )
+        if steps
+        else None,
+    }
+
+
 def _main(argv: Sequence[str] | None = None) -> None:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "annotate":
+        # python -m megatron_recipes.data.step_chains annotate LABEL_DIR
+        print(json.dumps(annotate_true_labels(sys.argv[2])))
+        return
     parser = argparse.ArgumentParser(description="Write the step-chain task: SFT data and question files.")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--sft", type=int, default=4000)
+    parser.add_argument("--sft", type=int, default=20000)
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--heldout", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)

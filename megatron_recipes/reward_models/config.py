@@ -46,6 +46,9 @@ class RewardModelSettings:
     validation_fraction: float = 0.1
     outcome_field: str = "correct"
     step_label_field: str = "step_labels"
+    # The held-out records' step labels (null = step_label_field): e.g. train on Math-Shepherd's
+    # automatic labels and measure against ground-truth ones.
+    validation_step_label_field: str | None = None
     step_separator: str = "\n"
     # Prompt + response tokens longer than this are dropped (counted, written to dead_letter.jsonl).
     seq_length: int = 1024

@@ -151,8 +151,9 @@ class IterativeConfig:
 
     Each stage is a real entry point run as a subprocess (`launcher` + `-m <module>`; empty =
     this Python), with the stage's overrides (`grpo_overrides`, `label_overrides`,
-    `reward_model_overrides`: presets and settings) followed by the paths and step counts the loop sets. Everything lives under
-    `work_dir`; a rerun continues after the last finished stage (see rl/iterative.py)."""
+    `reward_model_overrides`: presets and settings) followed by the paths and step counts the
+    loop sets. Everything lives under `work_dir`; a rerun continues after the last finished
+    stage (see rl/iterative.py)."""
 
     iterations: int = 2
     grpo_steps: int = 100
