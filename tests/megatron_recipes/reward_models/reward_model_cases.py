@@ -191,3 +191,22 @@ def test_export_to_hugging_face_has_logit_parity_and_imports_back(runtime, token
     again = build_reward_model(model_config(), ParallelismConfig(), tokenizer.vocab_size, kind=kind)
     load_model_weights(imported, again)
     assert torch.allclose(scores_of(again, tokens), ours_scores, atol=1e-6)
+
+
+def test_initialised_from_a_hugging_face_base_model(runtime, tmp_path):
+    """model.init_from_hf on a reward model: every weight from the HF causal LM, the head new."""
+    from megatron_recipes.convert import load_hf_weights
+    from megatron_recipes.models.config import ModelConfig
+    from megatron_recipes.reward_models.model import NEW_MODULES, build_reward_model
+    from megatron_recipes.runtime.config import ParallelismConfig
+    from tests.megatron_recipes.convert.tiny_models import TIED, write_tiny_llama
+
+    hf = write_tiny_llama(tmp_path / "hf", TIED, seed=4)
+    config = ModelConfig(init_from_hf=str(tmp_path / "hf"))
+    config.adopt_init_from_hf()
+    chunks = build_reward_model(config, ParallelismConfig(), TIED["vocab_size"], kind="prm")
+    load_hf_weights(tmp_path / "hf", chunks, new_modules=NEW_MODULES)
+    state = chunks[0].state_dict()
+    assert torch.equal(state["embedding.word_embeddings.weight"][: TIED["vocab_size"]], hf.model.embed_tokens.weight)
+    assert torch.equal(state["decoder.final_layernorm.weight"], hf.model.norm.weight)
+    assert state["reward_head.weight"].shape == (1, TIED["hidden_size"])
