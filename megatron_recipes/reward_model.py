@@ -119,7 +119,10 @@ def plan_reward_model(config: RewardModelConfig) -> RewardModelPlan:
             step_field=settings.validation_step_label_field or settings.step_label_field,
         )
     else:
+        # The same split of every file by question: a question held out of the new data is held
+        # out of the replayed data too (iterative RL samples the same questions every round).
         train, validation = split_by_question(train, settings.validation_fraction, settings.seed)
+        replay, _ = split_by_question(replay, settings.validation_fraction, settings.seed)
         validation_summary = None
     check_no_shared_questions(validation, train, replay)
     batches = RewardBatches(

@@ -32,7 +32,8 @@ class RewardModelSettings:
     labels `step_label_field`, steps separated by `step_separator`). Binary cross-entropy on the
     scored positions; a label may be a probability (Math-Shepherd's soft labels).
     Held-out split: `validation_paths` when given, else `validation_fraction` of the questions
-    (all records of a question fall on one side; the two sides never share a question).
+    (all records of a question fall on one side, in the training and the replay data alike; the
+    two sides never share a question, which is checked).
     Iterative RL: each global batch holds exactly replay_fraction x trainer.global_batch_size
     records drawn from `replay_paths` (the earlier iterations' data), the rest from `train_paths`.
     """
