@@ -30,7 +30,8 @@ into advantages, and the critic takes a clipped value-loss step for every policy
 
 Iterative GRPO: every `rl.reference_reset_interval` steps the reference model takes the policy's
 weights; the next checkpoint also writes the reference (weights only) under
-`<checkpoint.dir>/reference/` (keeping checkpoint.keep_last of them, all by default), and a resumed run reloads it from there (train_state.extra).
+`<checkpoint.dir>/reference/` (keeping checkpoint.keep_last of them, all by default), and a
+resumed run reloads it from there (train_state.extra).
 
 Metrics per step (console line, metrics.jsonl, TensorBoard under train/): loss, reward_mean,
 reward_std, accuracy, kl, clip_fraction, entropy, ratio, response_length, zero_variance_groups
