@@ -56,7 +56,12 @@ _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
 
 
 def _environment() -> dict:
-    env = dict(os.environ)
+    # A stage starts its own process group: not the one this process made for scoring.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("OMP_NUM_THREADS", "1")
     env["TOKENIZERS_PARALLELISM"] = "false"
