@@ -50,7 +50,13 @@ from megatron_recipes.data.step_chains import (  # noqa: E402
     read_questions,
     write_task,
 )
+from megatron_recipes.generation.tokenizer import load_text_tokenizer  # noqa: E402
+from megatron_recipes.reward_models.objectives import roc_auc  # noqa: E402
+from megatron_recipes.reward_models.scoring import RewardModelScorer  # noqa: E402
+from megatron_recipes.runtime import initialize_runtime, shutdown_runtime  # noqa: E402
+from megatron_recipes.runtime.config import ParallelismConfig  # noqa: E402
 from megatron_recipes.training.metrics import read_metrics  # noqa: E402
+from tests.megatron_recipes.posttraining.arithmetic import chat_texts, train_small_tokenizer  # noqa: E402
 
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
 
@@ -96,8 +102,6 @@ def read_records(directory: Path) -> list[dict]:
 def prepare(work: Path, args) -> tuple[Path, Path]:
     task = work / "task"
     if not (task / "tokenizer" / "tokenizer.json").exists():
-        from tests.megatron_recipes.posttraining.arithmetic import chat_texts, train_small_tokenizer
-
         write_task(task, sft=args.sft_examples, train=args.train_questions, heldout=args.heldout_questions, seed=0)
         records = [json.loads(line) for line in (task / "sft.jsonl").read_text().splitlines()]
         train_small_tokenizer(task / "tokenizer", chat_texts(records))
@@ -207,27 +211,26 @@ def grpo(work: Path, name: str, task: Path, init: Path, steps: int, *overrides: 
 
 
 def score_heldout(
-    records: list[dict], checkpoints: dict[str, Path], tokenizer_path: Path
+    work: Path, records: list[dict], checkpoints: dict[str, Path], tokenizer_path: Path
 ) -> dict[str, list[list[float]]]:
-    from megatron_recipes.generation.tokenizer import load_text_tokenizer
-    from megatron_recipes.reward_models.scoring import RewardModelScorer
-    from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
-    from megatron_recipes.runtime.config import ParallelismConfig
-
-    tokenizer = load_text_tokenizer(str(tokenizer_path))
-    initialize_runtime("cpu", ParallelismConfig(), seed=3)
-    items = [(tokenizer.encode(r["prompt"]), tokenizer.encode(r["response"]), r["response"]) for r in records]
-    scores = {}
-    for name, checkpoint in checkpoints.items():
-        scorer = RewardModelScorer.load(str(checkpoint), ParallelismConfig(), "cpu", "fp32", 32, tokenizer)
-        scores[name] = scorer.score(items)
-    shutdown_runtime()
+    """Each reward model's scores of the held-out solutions, kept in work/heldout_scores.json
+    (a model whose scores are there is not scored again)."""
+    cache = work / "heldout_scores.json"
+    scores = json.loads(cache.read_text()) if cache.exists() else {}
+    missing = {name: checkpoint for name, checkpoint in checkpoints.items() if name not in scores}
+    if missing:
+        tokenizer = load_text_tokenizer(str(tokenizer_path))
+        initialize_runtime("cpu", ParallelismConfig(), seed=3)
+        items = [(tokenizer.encode(r["prompt"]), tokenizer.encode(r["response"]), r["response"]) for r in records]
+        for name, checkpoint in missing.items():
+            scorer = RewardModelScorer.load(str(checkpoint), ParallelismConfig(), "cpu", "fp32", 32, tokenizer)
+            scores[name] = scorer.score(items)
+            cache.write_text(json.dumps(scores))
+        shutdown_runtime()
     return scores
 
 
 def auc(values: list[float], labels: list[float]) -> float:
-    from megatron_recipes.reward_models.objectives import roc_auc
-
     return round(roc_auc(values, labels), 4)
 
 
@@ -286,7 +289,7 @@ def main() -> None:
     )
     records = read_records(heldout)
     scores = score_heldout(
-        records, {"orm": orm, "prm_truth": prm_truth, "prm_shepherd": prm_shepherd}, task / "tokenizer"
+        work, records, {"orm": orm, "prm_truth": prm_truth, "prm_shepherd": prm_shepherd}, task / "tokenizer"
     )
     true_steps = [label for r in records for label in r[TRUE_LABEL_FIELD]]
     figures = {

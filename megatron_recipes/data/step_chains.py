@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from megatron_recipes.reward_models.objectives import roc_auc
 from stack_common.errors import ConfigError
 
 STEP_SEPARATOR = "\n"
@@ -282,8 +283,6 @@ def annotate_true_labels(directory: str | Path) -> dict:
     well the automatic Math-Shepherd labels agree with them, over every step of every record:
     hard_agreement (hard label == truth), soft_agreement ((soft >= 0.5) == truth), soft_auc (the
     soft label as a score of the truth), and the same for the outcome label of the last step."""
-    from megatron_recipes.reward_models.objectives import roc_auc  # torch: only for the agreement figures
-
     truth_all: list[float] = []
     hard_all: list[float] = []
     soft_all: list[float] = []
