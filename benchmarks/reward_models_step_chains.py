@@ -11,8 +11,9 @@ so a rerun continues (delete a directory under --work to redo it):
                    questions (ORM data), Math-Shepherd labels (hard and soft) on a subset of them
                    (PRM data), and 16 solutions of every held-out question (evaluation); the
                    ground-truth step labels are added to each (step_chains annotate)
-  orm, prm_truth, prm_shepherd   megatron_recipes.reward_model: an ORM, a PRM on ground-truth step
-                   labels, a PRM on Math-Shepherd soft labels, all from the SFT checkpoint
+  orm, prm_truth, prm_shepherd   megatron_recipes.reward_model: an ORM (outcome labels), a PRM on
+                   the ground-truth step labels of the same solutions, a PRM on Math-Shepherd soft
+                   labels, all from the SFT checkpoint
   grpo_orm, grpo_prm, ppo_orm    megatron_recipes.grpo from the SFT checkpoint with the ORM
                    (outcome supervision), the Shepherd PRM (process supervision), and PPO
                    (rl.advantage_estimator=gae) with the ORM; held-out accuracy at temperature 1
@@ -272,6 +273,7 @@ def main() -> None:
     parser.add_argument("--orm-questions", type=int, default=1000)
     parser.add_argument("--prm-questions", type=int, default=400)
     parser.add_argument("--reward-model-steps", type=int, default=400)
+    parser.add_argument("--prm-truth-steps", type=int, default=600)
     parser.add_argument("--grpo-steps", type=int, default=40)
     args = parser.parse_args()
     work = Path(args.work)
@@ -283,7 +285,9 @@ def main() -> None:
     shepherd = label(work, "labels_train_shepherd", sft, train_questions, args.prm_questions, 4, "math_shepherd", 12)
     heldout = label(work, "labels_heldout", sft, heldout_questions, args.heldout_questions, 16, "outcome", 13)
     orm = train_reward_model(work, "orm", sft, outcome, "orm", "step_labels", args.reward_model_steps)
-    prm_truth = train_reward_model(work, "prm_truth", sft, shepherd, "prm", TRUE_LABEL_FIELD, args.reward_model_steps)
+    # Ground-truth step labels cost nothing to compute: the PRM on them learns from every
+    # outcome-labelled solution (2.5x the Math-Shepherd set, whose labels cost completions).
+    prm_truth = train_reward_model(work, "prm_truth", sft, outcome, "prm", TRUE_LABEL_FIELD, args.prm_truth_steps)
     prm_shepherd = train_reward_model(
         work, "prm_shepherd", sft, shepherd, "prm", "soft_step_labels", args.reward_model_steps
     )
