@@ -130,11 +130,13 @@ def train_reward_model(run: ChainRun, name: str, data: str, kind: str, field: st
 
 @pytest.fixture(scope="session")
 def chain_reward_models(chain_policy, chain_labels) -> dict:
-    """An ORM on the outcome labels and a PRM on the Math-Shepherd soft labels, from the SFT
-    policy; both validated on the held-out questions' solutions (ground-truth step labels for
-    the PRM's held-out steps)."""
+    """An ORM on the outcome labels and a PRM on the ground-truth step labels of the same
+    solutions, from the SFT policy; both validated on the held-out questions' solutions
+    (ground-truth step labels for the PRM's held-out steps). The Math-Shepherd labels (240
+    solutions here) are checked against the ground truth in the label_steps test; a PRM on so few
+    overfits, and the benchmark trains one on its larger set."""
     run = chain_policy
     return {
         "orm": train_reward_model(run, "orm", "labels_outcome", "orm", "step_labels"),
-        "prm": train_reward_model(run, "prm", "labels_shepherd", "prm", "soft_step_labels"),
+        "prm": train_reward_model(run, "prm", "labels_outcome", "prm", "true_step_labels"),
     }
