@@ -158,7 +158,7 @@ def run_ours(pairs, group_size: int) -> dict:
 
 def _math_verify():
     try:
-        from math_verify import parse, verify  # optional: the dev extra installs it
+        from math_verify import parse, verify  # noqa: PLC0415  optional peer: the dev extra installs it
     except ImportError:
         return None
     return parse, verify

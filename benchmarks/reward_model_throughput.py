@@ -30,8 +30,8 @@ import torch  # noqa: E402
 from megatron_recipes.models import build_model  # noqa: E402
 from megatron_recipes.models.config import ModelConfig  # noqa: E402
 from megatron_recipes.reward_models.model import build_reward_model  # noqa: E402
-from megatron_recipes.runtime import initialize_runtime, shutdown_runtime  # noqa: E402
 from megatron_recipes.runtime.config import ParallelismConfig  # noqa: E402
+from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime  # noqa: E402
 
 PRESETS = {"tiny": {}, "small_cpu": {"name": "small_cpu", "hidden_size": 128, "ffn_hidden_size": 352}}
 

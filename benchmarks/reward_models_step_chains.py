@@ -54,8 +54,8 @@ from megatron_recipes.data.step_chains import (  # noqa: E402
 from megatron_recipes.generation.tokenizer import load_text_tokenizer  # noqa: E402
 from megatron_recipes.reward_models.objectives import roc_auc  # noqa: E402
 from megatron_recipes.reward_models.scoring import RewardModelScorer  # noqa: E402
-from megatron_recipes.runtime import initialize_runtime, shutdown_runtime  # noqa: E402
 from megatron_recipes.runtime.config import ParallelismConfig  # noqa: E402
+from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime  # noqa: E402
 from megatron_recipes.training.metrics import read_metrics  # noqa: E402
 from tests.megatron_recipes.posttraining.arithmetic import chat_texts, train_small_tokenizer  # noqa: E402
 

@@ -24,7 +24,6 @@ import logging
 import sys
 
 from megatron_recipes.config import IterativeRlConfig, register_configs
-from megatron_recipes.rl.iterative import IterativeRl, StageFailed
 from stack_common.cli import hydra_entry_point
 from stack_common.logs import TRAINING_CONSOLE
 
@@ -33,9 +32,11 @@ log = logging.getLogger("iterative_rl")
 
 @hydra_entry_point("iterative_rl", register_configs, console=TRAINING_CONSOLE)
 def main(config: IterativeRlConfig) -> int:
+    from megatron_recipes.rl import iterative  # noqa: PLC0415  torch/megatron load after the config checks
+
     try:
-        summary = IterativeRl(config.iterative).run()
-    except StageFailed as error:
+        summary = iterative.IterativeRl(config.iterative).run()
+    except iterative.StageFailed as error:
         log.error("%s", error)
         return 1
     print(json.dumps(summary), file=sys.stdout)  # the command's machine-readable answer

@@ -38,6 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.mapping import ShardedTensor
+from torch.distributed.checkpoint import FileSystemReader
+
 from megatron_recipes.convert.architecture import (
     CONFIG_FILE,
     ConversionError,
@@ -46,10 +51,10 @@ from megatron_recipes.convert.architecture import (
     read_hf_config,
     torch_dtype_name,
 )
+from megatron_recipes.convert.config import parse_size
 from megatron_recipes.convert.hf_checkpoint import (
     DTYPE_SIZES,
     ShardedSafetensorsWriter,
-    parse_size,
     plan_shards,
     write_config,
 )
@@ -57,6 +62,12 @@ from megatron_recipes.convert.hf_to_megatron import single_process_parallel_stat
 from megatron_recipes.convert.mapping import EMBEDDING, FINAL_NORM, OUTPUT, SCORE_HEAD, MegatronTensor, TensorMapping
 from megatron_recipes.generation.tokenizer import load_text_tokenizer
 from megatron_recipes.runtime.config import PRECISIONS
+from megatron_recipes.training.checkpointing import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    read_checkpoint_info,
+    resolve_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +87,6 @@ _BYTES_PER_ELEMENT = {"bf16": DTYPE_SIZES["BF16"], "fp16": DTYPE_SIZES["F16"], "
 
 
 def _precision_of(dtype) -> str:
-    import torch
-
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 
@@ -126,8 +135,6 @@ def _check_stored(stored: dict[str, Any], mapping: TensorMapping, where: Path) -
 def _check_storage_files(directory: Path, keys: set[str]) -> None:
     """Every byte range the checkpoint's metadata assigns to the model tensors lies in a file that
     exists and is long enough (a lost or truncated .distcp file is named with its tensors)."""
-    from torch.distributed.checkpoint import FileSystemReader
-
     try:
         storage = FileSystemReader(str(directory)).read_metadata().storage_data
     except Exception as error:
@@ -151,10 +158,6 @@ def _check_storage_files(directory: Path, keys: set[str]) -> None:
 
 def _load_group(directory: Path, tensors: list[MegatronTensor], stored: dict[str, Any], num_layers: int) -> dict:
     """Load whole per-layer tensors of one group with megatron's loader -> {(key, layer): tensor}."""
-    import torch
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
-
     request = {}
     for tensor in tensors:
         if tensor.layer is None:
@@ -182,8 +185,6 @@ def _load_group(directory: Path, tensors: list[MegatronTensor], stored: dict[str
 
 def _hf_tensors(mapping: TensorMapping, group: list[MegatronTensor], loaded: dict, dtype) -> dict[str, Any]:
     """Split the loaded megatron tensors of a group into HF tensors (padding rows dropped)."""
-    import torch
-
     out = {}
     for name, parts in mapping.hf_sources(group).items():
         pieces = [loaded[(tensor.key, tensor.layer)][offset : offset + block.rows] for tensor, offset, block in parts]
@@ -206,15 +207,6 @@ def export_megatron_checkpoint(
     checkpoint, whose model_config names its `hf_class`) from a megatron checkpoint. Returns
     hf_dir. `config_overrides` are written into config.json last (e.g. a reward model's
     pad_token_id); `companion_files` (e.g. the run's tokenizer.json) are copied along."""
-    from megatron.core import dist_checkpointing
-
-    from megatron_recipes.training.checkpointing import (
-        CHECKPOINT_FORMAT,
-        CheckpointError,
-        read_checkpoint_info,
-        resolve_checkpoint,
-    )
-
     started = time.perf_counter()
     if dtype not in PRECISIONS:
         raise ConversionError(f"dtype={dtype!r} is not one of {', '.join(PRECISIONS)}")

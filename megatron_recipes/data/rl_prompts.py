@@ -25,13 +25,18 @@ file sources hold the problem list in memory (an evaluation-sized set).
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import reasoning_gym
+import yaml
 
+from megatron_recipes.data.chat import render_prompt
 from megatron_recipes.data.config import ChatTemplateConfig, PromptSourceConfig
+from megatron_recipes.evaluation.datasets import DatasetError, load_problems
 from stack_common.errors import ConfigError
 
 
@@ -45,8 +50,6 @@ class PromptRecord:
 
 
 def _scalar(text: str) -> Any:
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -71,8 +74,6 @@ class PromptStream:
     """Question i of a run as a pure function of the config (see module docstring)."""
 
     def __init__(self, config: PromptSourceConfig, template: ChatTemplateConfig):
-        from megatron_recipes.data.sft import render_prompt
-
         self.config = config
         self.template = template
         self._render = render_prompt
@@ -82,8 +83,6 @@ class PromptStream:
         if config.source == "reasoning_gym":
             self._load_reasoning_gym()
         else:
-            from megatron_recipes.evaluation.datasets import DatasetError, load_problems
-
             try:
                 self._problems = load_problems(config.source, config.path, None)
             except DatasetError as error:
@@ -95,12 +94,6 @@ class PromptStream:
             self.distinct = min(self.distinct, config.limit)
 
     def _load_reasoning_gym(self) -> None:
-        try:
-            import reasoning_gym
-        except ImportError:
-            raise ConfigError(
-                "prompts.source=reasoning_gym needs the reasoning-gym package (pip install reasoning-gym)"
-            ) from None
         for index, spec in enumerate(self.config.tasks):
             name, options = parse_task_spec(spec)
             try:
@@ -160,8 +153,6 @@ def sft_records(
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description="Write chat-form SFT records from reasoning-gym questions.")
     parser.add_argument("--out", required=True)
     parser.add_argument("--count", type=int, default=1000)

@@ -37,8 +37,8 @@ from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.utils import ensure_metadata_has_dp_cp_group
 
-from megatron_recipes.models import build_model
 from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model
 from megatron_recipes.reward_models.kinds import get_reward_model_kind
 from megatron_recipes.runtime.config import ParallelismConfig
 

@@ -27,12 +27,16 @@ from typing import Sequence
 
 import torch
 
-from megatron_recipes.convert import model_config_from_checkpoint
 from megatron_recipes.reward_models.data import scored_positions
 from megatron_recipes.reward_models.kinds import get_reward_model_kind
 from megatron_recipes.reward_models.model import build_reward_model, reward_forward
 from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
-from megatron_recipes.training.checkpointing import CheckpointError, load_model_weights, read_checkpoint_info
+from megatron_recipes.training.checkpointing import (
+    CheckpointError,
+    load_model_weights,
+    model_config_from_checkpoint,
+    read_checkpoint_info,
+)
 from megatron_recipes.training.loop import forward_only
 from stack_common.errors import ConfigError
 

@@ -43,6 +43,7 @@ from typing import Callable, Sequence
 import torch
 
 from megatron_recipes.generation.interface import SamplingParams
+from megatron_recipes.rewards import get_reward
 from megatron_recipes.rl.objectives import AdvantageInputs, get_advantage_estimator
 from megatron_recipes.rl.step_rewards import Step, get_step_reward, split_steps, step_end_tokens
 
@@ -188,8 +189,6 @@ def compute_rewards(
     """Fill each sample's rewards (per name), total reward (None if ungradable) and, with a
     `step_reward` or a process reward model's scores (process supervision), its steps. The one
     scorer of rollouts and of the held-out check (which asks for its first reward only)."""
-    from megatron_recipes.rewards import get_reward
-
     texts = [sample.text for sample in samples]
     references = [sample.reference for sample in samples]
     per_name: dict[str, list] = {}

@@ -14,8 +14,9 @@ config.json also fixed the architecture); else the model keeps its seeded random
 `model_builder(model_cfg, parallelism, vocab_size, device, precision, fp8) -> list[GPTModel]`
 may replace the default LLaMA builder (a recipe with another architecture, e.g. a reward model);
 it must build this rank's chunks. `new_modules` (key prefixes) name parts of that model which
-an init checkpoint may lack (a reward head on a policy): they keep their initial values. SFT and GRPO call `setup_training` as pretraining does; a frozen reference
-model is built with `build_model` + `load_model_weights` (no optimizer, no DDP needed).
+an init checkpoint may lack (a reward head on a policy): they keep their initial values. SFT
+and GRPO call `setup_training` as pretraining does; a frozen reference model is built with
+`build_model` + `load_model_weights` (no optimizer, no DDP needed).
 
 Cost: one model, its gradients and optimizer state on this rank's share of the layout.
 """
@@ -26,10 +27,17 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+from megatron.core.transformer.module import Float16Module
+
+from megatron_recipes.convert.hf_to_megatron import load_hf_weights
 from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model, choose_layer_spec, parameter_count, resolve_precision
 from megatron_recipes.runtime.config import ParallelismConfig
-from megatron_recipes.runtime.distributed import Runtime
+from megatron_recipes.runtime.distributed import Runtime, initialize_runtime
+from megatron_recipes.training.checkpointing import _unwrap, latest_iteration, load_checkpoint, load_model_weights
 from megatron_recipes.training.config import CheckpointConfig, OptimizerConfig, TrainerConfig
+from megatron_recipes.training.optimizer import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +92,6 @@ class TrainingSession:
         return self.trainer.global_batch_size // (self.trainer.micro_batch_size * self.runtime.data_parallel_size)
 
     def unwrapped_model(self) -> list:
-        from megatron_recipes.training.checkpointing import _unwrap
-
         return [_unwrap(chunk) for chunk in self.model]
 
     def model_config_record(self) -> dict[str, Any]:
@@ -96,8 +102,6 @@ class TrainingSession:
 def wrap_for_training(chunks: list, transformer_config, parallelism: ParallelismConfig) -> list:
     """megatron DDP around each chunk (gradient buffers, reduce-scatter for the distributed
     optimizer), and the schedule hooks Megatron-LM sets on the model config."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
         overlap_grad_reduce=parallelism.overlap_grad_reduce,
@@ -141,11 +145,6 @@ def setup_training(
     model_record: dict[str, Any] | None = None,
 ) -> TrainingSession:
     """Everything a training loop needs, restored from checkpoints where there are any."""
-    from megatron_recipes.models import build_model, choose_layer_spec, parameter_count, resolve_precision
-    from megatron_recipes.runtime import initialize_runtime
-    from megatron_recipes.training.checkpointing import latest_iteration, load_checkpoint, load_model_weights
-    from megatron_recipes.training.optimizer import build_optimizer, build_scheduler
-
     model_config.adopt_init_from_hf()  # the HF architecture, if any (idempotent, before building)
     runtime = runtime or initialize_runtime(
         trainer.device, parallelism, seed=trainer.seed, timeout_minutes=trainer.distributed_timeout_minutes
@@ -165,8 +164,6 @@ def setup_training(
     else:
         chunks = model_builder(model_config, parallelism, vocab_size, runtime.device, precision, trainer.fp8)
     if precision in ("bf16", "fp16"):
-        from megatron.core.transformer.module import Float16Module
-
         chunks = [Float16Module(chunk.config, chunk) for chunk in chunks]
     transformer_config = chunks[0].config
     model = wrap_for_training(chunks, transformer_config, parallelism)
@@ -218,8 +215,6 @@ def setup_training(
         if runtime.is_logging_rank:
             log.info("initialised model weights from %s", loaded.path)
     elif model_config.init_from_hf:
-        from megatron_recipes.convert import load_hf_weights
-
         load_hf_weights(model_config.init_from_hf, model, new_modules=new_modules)
         optimizer.reload_model_params()
         session.restored_from = str(model_config.init_from_hf)

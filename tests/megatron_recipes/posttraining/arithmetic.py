@@ -17,12 +17,16 @@ import random
 import re
 from pathlib import Path
 
+from beam_pipelines.config import TrainTokenizerConfig
+from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe
+from megatron_recipes.data.chat import conversation_from_record, render_conversation
+from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig
+from megatron_recipes.data.rl_prompts import PromptStream, sft_records
+
 SOLUTION_TEMPLATE = "The answer is $\\boxed{{answer}}$."
 
 
 def prompt_config(seed: int = 99, limit: int | None = None):
-    from megatron_recipes.data.config import ARITHMETIC_TASK, PromptSourceConfig
-
     return PromptSourceConfig(tasks=[ARITHMETIC_TASK], seed=seed, limit=limit)
 
 
@@ -31,9 +35,6 @@ def write_arithmetic_sft(
 ) -> list[dict]:
     """SFT records from reasoning-gym questions; a `noise` fraction answered off by one, an
     `ungraded_style` fraction answered as "So a + b = N." (no final-answer marker)."""
-    from megatron_recipes.data.config import ChatTemplateConfig
-    from megatron_recipes.data.rl_prompts import PromptStream, sft_records
-
     records = sft_records(PromptStream(prompt_config(seed), ChatTemplateConfig()), count, SOLUTION_TEMPLATE)
     rng = random.Random(seed)
     for record in records:
@@ -55,9 +56,6 @@ def write_arithmetic_sft(
 
 def train_small_tokenizer(directory: Path, texts: list[str], vocab_size: int = 400) -> Path:
     """A byte-level BPE (the project's train_tokenizer builder) on `texts`; returns its directory."""
-    from beam_pipelines.config import TrainTokenizerConfig
-    from beam_pipelines.train_tokenizer import build_byte_level_bpe
-
     tokenizer, trainer = build_byte_level_bpe(TrainTokenizerConfig(vocab_size=vocab_size, min_frequency=2))
     tokenizer.train_from_iterator(texts, trainer=trainer)
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,9 +64,6 @@ def train_small_tokenizer(directory: Path, texts: list[str], vocab_size: int = 4
 
 
 def chat_texts(records: list[dict]) -> list[str]:
-    from megatron_recipes.data.config import ChatTemplateConfig
-    from megatron_recipes.data.sft import conversation_from_record, render_conversation
-
     template = ChatTemplateConfig()
     return [
         "".join(piece.text for piece in render_conversation(conversation_from_record(r, "")[0], template))

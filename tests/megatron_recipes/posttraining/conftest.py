@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from megatron_recipes.generation.tokenizer import TextTokenizer
 from tests.megatron_recipes.posttraining.arithmetic import (
     CODE_TEXTS,
     chat_texts,
     train_small_tokenizer,
     write_arithmetic_sft,
 )
+from tests.support import run_module
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +24,6 @@ def tokenizer_directory(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_tokenizer(tokenizer_directory):
-    from megatron_recipes.generation.tokenizer import TextTokenizer
-
     return TextTokenizer(str(tokenizer_directory))
 
 
@@ -64,8 +64,6 @@ def sft_overrides(data, tokenizer, output_dir, steps: int) -> list[str]:
 def sft_run(tmp_path_factory):
     """The tiny model SFT'd on arithmetic by the real entry point: 200 steps, then the same
     command with 250 steps resumes from the step-200 checkpoint (about a minute in all)."""
-    from tests.support import run_module
-
     work = tmp_path_factory.mktemp("sft_run")
     data = work / "sft.jsonl"
     records = write_arithmetic_sft(data, 3000, ungraded_style=0.5)
@@ -110,8 +108,6 @@ def grpo_overrides(init, output_dir, steps: int) -> list[str]:
 @pytest.fixture(scope="session")
 def grpo_run(sft_run, tmp_path_factory):
     """GRPO from the session's SFT checkpoint by the real entry point (about half a minute)."""
-    from tests.support import run_module
-
     output_dir = tmp_path_factory.mktemp("grpo_run") / "grpo"
     result = run_module(
         "megatron_recipes.grpo", *grpo_overrides(sft_run.checkpoints, output_dir, GRPO_STEPS), OMP_NUM_THREADS="1"

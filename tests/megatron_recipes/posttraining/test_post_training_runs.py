@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from megatron_recipes.data.config import HELD_OUT_PROMPT_SEED, ChatTemplateConfig
+from megatron_recipes.data.rl_prompts import PromptStream
 from megatron_recipes.training.checkpointing import latest_iteration, read_checkpoint_info
 from megatron_recipes.training.metrics import read_metrics
-from tests.megatron_recipes.posttraining.arithmetic import chat_texts, train_small_tokenizer, write_arithmetic_sft
+from tests.megatron_recipes.posttraining.arithmetic import (
+    chat_texts,
+    prompt_config,
+    train_small_tokenizer,
+    write_arithmetic_sft,
+)
 from tests.megatron_recipes.posttraining.conftest import (
     GRPO_STEPS,
     SFT_STEPS,
@@ -135,10 +142,6 @@ def test_grpo_unlearns_wrong_answers_taught_by_sft(tmp_path):
 
 @pytest.mark.integration
 def test_evaluate_scores_checkpoints_with_the_megatron_generator(sft_run, grpo_run, tmp_path):
-    from megatron_recipes.data.config import HELD_OUT_PROMPT_SEED, ChatTemplateConfig
-    from megatron_recipes.data.rl_prompts import PromptStream
-    from tests.megatron_recipes.posttraining.arithmetic import prompt_config
-
     held_out = PromptStream(prompt_config(seed=HELD_OUT_PROMPT_SEED, limit=32), ChatTemplateConfig()).take(0, 32)
     path = tmp_path / "heldout.jsonl"
     path.write_text(
@@ -228,8 +231,6 @@ def test_tensor_parallel_grpo_losses_equal_tensor_parallel_1(sft_run, tmp_path):
 
 @pytest.mark.integration
 def test_grpo_resumes_with_the_reset_reference_of_iterative_grpo(sft_run, tmp_path):
-    from tests.megatron_recipes.posttraining.conftest import grpo_overrides
-
     def run(steps: int):
         overrides = [
             *grpo_overrides(sft_run.checkpoints, tmp_path / "grpo", steps),

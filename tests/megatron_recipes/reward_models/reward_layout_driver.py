@@ -15,19 +15,35 @@ updates (TP=2 and DP=2 against TP=1).
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import sys
 from pathlib import Path
+
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+from megatron_recipes.config import register_configs
+from megatron_recipes.recipes.grpo import build_reference_model, plan_grpo
+from megatron_recipes.recipes.reward_model import model_record, plan_reward_model
+from megatron_recipes.reward_models.data import evaluation_batches
+from megatron_recipes.reward_models.model import NEW_MODULES, build_reward_model, reward_forward
+from megatron_recipes.reward_models.scoring import RewardModelScorer
+from megatron_recipes.reward_models.trainer import RewardModelTrainer, gather_scores
+from megatron_recipes.rl.rollout import RolloutSample, rollout_batch
+from megatron_recipes.rl.trainer import GrpoTrainer, grpo_updates
+from megatron_recipes.runtime.distributed import shutdown_runtime
+from megatron_recipes.training.loop import forward_only
+from megatron_recipes.training.session import setup_training
+from stack_common.cli import compose_config
 
 REWARD_LAYOUTS = {"tp2": "tp2", "tp2_sequence_parallel": "tp2_sp", "pp2": "pp2", "dp2": "single"}
 GRPO_LAYOUTS = {"tp2": "tp2", "dp2": "single"}
 
 
 def reward_config(prm: str, data: str, parallelism: str):
-    from megatron_recipes.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config(
         "reward_model",
         [
@@ -48,17 +64,6 @@ def reward_config(prm: str, data: str, parallelism: str):
 
 
 def reward_step(prm: str, data: str, parallelism: str) -> dict:
-    import functools
-
-    from megatron.core import parallel_state
-
-    from megatron_recipes.reward_model import model_record, plan_reward_model
-    from megatron_recipes.reward_models.data import evaluation_batches
-    from megatron_recipes.reward_models.model import NEW_MODULES, build_reward_model, reward_forward
-    from megatron_recipes.reward_models.trainer import RewardModelTrainer, gather_scores
-    from megatron_recipes.training.loop import forward_only
-    from megatron_recipes.training.session import setup_training
-
     config = reward_config(prm, data, parallelism)
     plan = plan_reward_model(config)
     session = setup_training(
@@ -97,9 +102,6 @@ def reward_step(prm: str, data: str, parallelism: str) -> dict:
 
 
 def grpo_config(policy: str, prm: str, parallelism: str, questions: str):
-    from megatron_recipes.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config(
         "grpo",
         [
@@ -125,11 +127,6 @@ def grpo_config(policy: str, prm: str, parallelism: str, questions: str):
 
 
 def grpo_trainer(policy: str, prm: str, parallelism: str, questions: str):
-    from megatron_recipes.grpo import build_reference_model, plan_grpo
-    from megatron_recipes.reward_models.scoring import RewardModelScorer
-    from megatron_recipes.rl.trainer import GrpoTrainer
-    from megatron_recipes.training.session import setup_training
-
     config = grpo_config(policy, prm, parallelism, questions)
     plan = plan_grpo(config)
     session = setup_training(
@@ -143,9 +140,6 @@ def grpo_trainer(policy: str, prm: str, parallelism: str, questions: str):
 
 
 def grpo_step(trainer, samples) -> dict:
-    from megatron_recipes.rl.rollout import rollout_batch
-    from megatron_recipes.rl.trainer import grpo_updates
-
     rl = trainer.rl
     trainer.score_samples(samples, rl.rewards, rl.reward_weights, None, use_reward_model=True)
     batch = rollout_batch(
@@ -187,14 +181,10 @@ def _samples_to_json(samples) -> list[dict]:
 
 
 def _samples_from_json(rows) -> list:
-    from megatron_recipes.rl.rollout import RolloutSample
-
     return [RolloutSample(**row) for row in rows]
 
 
 def reference(work: Path, policy: str, prm: str, data: str, questions: str) -> None:
-    from megatron_recipes.runtime import shutdown_runtime
-
     result = {"reward": reward_step(prm, data, "single")}
     shutdown_runtime()
     trainer = grpo_trainer(policy, prm, "single", questions)
@@ -206,10 +196,6 @@ def reference(work: Path, policy: str, prm: str, data: str, questions: str) -> N
 
 
 def layouts(work: Path, policy: str, prm: str, data: str, questions: str) -> None:
-    import torch.distributed as dist
-
-    from megatron_recipes.runtime import shutdown_runtime
-
     results = {"reward": {}, "grpo": {}}
     for name, parallelism in REWARD_LAYOUTS.items():
         results["reward"][name] = reward_step(prm, data, parallelism)
@@ -236,8 +222,6 @@ def layouts(work: Path, policy: str, prm: str, data: str, questions: str) -> Non
 
 
 if __name__ == "__main__":
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     mode = sys.argv[1]
     options = {key: sys.argv[sys.argv.index(f"--{key}") + 1] for key in ("work", "policy", "prm", "data", "questions")}

@@ -11,9 +11,24 @@ export back gives our scores again.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
+import transformers
 
+from megatron_recipes.convert.hf_to_megatron import import_hf_checkpoint, load_hf_weights
+from megatron_recipes.convert.megatron_to_hf import export_megatron_checkpoint
+from megatron_recipes.generation.tokenizer import TextTokenizer
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model
+from megatron_recipes.reward_models.kinds import get_reward_model_kind
+from megatron_recipes.reward_models.model import HEAD_INIT_SEED, NEW_MODULES, build_reward_model
+from megatron_recipes.reward_models.scoring import RewardModelScorer
+from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime
+from megatron_recipes.training.checkpointing import load_model_weights, read_checkpoint_info, save_checkpoint
+from tests.megatron_recipes.convert.tiny_models import TIED, write_tiny_llama
 from tests.megatron_recipes.posttraining.arithmetic import chat_texts, train_small_tokenizer, write_arithmetic_sft
 
 SIZES = dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4, max_position_embeddings=128)
@@ -21,9 +36,6 @@ SIZES = dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_he
 
 @pytest.fixture(scope="module")
 def runtime():
-    from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
-    from megatron_recipes.runtime.config import ParallelismConfig
-
     yield initialize_runtime("cpu", ParallelismConfig(), seed=11)
     shutdown_runtime()
 
@@ -37,25 +49,15 @@ def tokenizer_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(tokenizer_path):
-    from megatron_recipes.generation.tokenizer import TextTokenizer
-
     return TextTokenizer(tokenizer_path)
 
 
 def model_config():
-    from megatron_recipes.models.config import ModelConfig
-
     # Large initial weights: scores that differ clearly between positions and sequences.
     return ModelConfig(**SIZES, init_method_std=0.2)
 
 
 def save_policy(directory, tokenizer):
-    from dataclasses import asdict
-
-    from megatron_recipes.models import build_model
-    from megatron_recipes.runtime.config import ParallelismConfig
-    from megatron_recipes.training.checkpointing import save_checkpoint
-
     chunks = build_model(model_config(), ParallelismConfig(), tokenizer.vocab_size)
     record = {**asdict(model_config()), "vocab_size": tokenizer.vocab_size}
     save_checkpoint(directory, 0, chunks, model_config=record, train_state={"extra": {"tokenizer": tokenizer.path}})
@@ -63,10 +65,6 @@ def save_policy(directory, tokenizer):
 
 
 def reward_model_from(path, kind, tokenizer):
-    from megatron_recipes.reward_models.model import NEW_MODULES, build_reward_model
-    from megatron_recipes.runtime.config import ParallelismConfig
-    from megatron_recipes.training.checkpointing import load_model_weights
-
     chunks = build_reward_model(model_config(), ParallelismConfig(), tokenizer.vocab_size, kind=kind)
     load_model_weights(path, chunks, new_modules=NEW_MODULES)
     return chunks
@@ -97,8 +95,6 @@ TEXTS = [
 
 
 def test_initialised_from_a_policy_with_a_fresh_head(runtime, tokenizer, tmp_path):
-    from megatron_recipes.reward_models.model import HEAD_INIT_SEED
-
     policy = save_policy(tmp_path / "policy", tokenizer)
     reward = reward_model_from(tmp_path / "policy", "orm", tokenizer)
     policy_state, reward_state = policy[0].state_dict(), reward[0].state_dict()
@@ -119,8 +115,6 @@ def test_initialised_from_a_policy_with_a_fresh_head(runtime, tokenizer, tmp_pat
 
 
 def test_scorer_reads_the_documented_positions(runtime, tokenizer, tmp_path):
-    from megatron_recipes.reward_models.scoring import RewardModelScorer
-
     save_policy(tmp_path / "policy", tokenizer)
     for kind in ("orm", "prm"):
         chunks = reward_model_from(tmp_path / "policy", kind, tokenizer)
@@ -141,14 +135,6 @@ def test_scorer_reads_the_documented_positions(runtime, tokenizer, tmp_path):
 
 @pytest.mark.parametrize("kind", ["orm", "prm"])
 def test_export_to_hugging_face_has_logit_parity_and_imports_back(runtime, tokenizer, tmp_path, kind):
-    import transformers
-
-    from megatron_recipes.convert import export_megatron_checkpoint, import_hf_checkpoint
-    from megatron_recipes.reward_models.kinds import get_reward_model_kind
-    from megatron_recipes.reward_models.model import build_reward_model
-    from megatron_recipes.runtime.config import ParallelismConfig
-    from megatron_recipes.training.checkpointing import load_model_weights, read_checkpoint_info, save_checkpoint
-
     save_policy(tmp_path / "policy", tokenizer)
     ours = reward_model_from(tmp_path / "policy", kind, tokenizer)
     with torch.no_grad():  # a trained-looking head, not the small initial one
@@ -195,12 +181,6 @@ def test_export_to_hugging_face_has_logit_parity_and_imports_back(runtime, token
 
 def test_initialised_from_a_hugging_face_base_model(runtime, tmp_path):
     """model.init_from_hf on a reward model: every weight from the HF causal LM, the head new."""
-    from megatron_recipes.convert import load_hf_weights
-    from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.reward_models.model import NEW_MODULES, build_reward_model
-    from megatron_recipes.runtime.config import ParallelismConfig
-    from tests.megatron_recipes.convert.tiny_models import TIED, write_tiny_llama
-
     hf = write_tiny_llama(tmp_path / "hf", TIED, seed=4)
     config = ModelConfig(init_from_hf=str(tmp_path / "hf"))
     config.adopt_init_from_hf()
