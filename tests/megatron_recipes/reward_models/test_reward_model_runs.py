@@ -168,10 +168,15 @@ def test_reward_model_and_grpo_with_a_prm_at_tp2_equal_tp1(chain_policy, chain_r
     grpo = expected["grpo"]
     assert len(grpo["losses"]) == 2 and grpo["advantage_sum"] > 0  # the PRM's step scores drove the advantages
     for name, result in results["grpo"].items():
-        assert result["step_scores"] == pytest.approx(grpo["step_scores"], rel=1e-4, abs=1e-5), name
+        assert [len(row) for row in result["step_scores"]] == [len(row) for row in grpo["step_scores"]], name
+        assert _flat(result["step_scores"]) == pytest.approx(_flat(grpo["step_scores"]), rel=1e-4, abs=1e-5), name
         assert result["advantage_sum"] == pytest.approx(grpo["advantage_sum"], rel=1e-5), name
         for key in ("losses", "grad_norms"):
             assert result[key] == pytest.approx(grpo[key], rel=1e-5, abs=1e-6), (name, key)
+
+
+def _flat(rows: list[list[float]]) -> list[float]:
+    return [value for row in rows for value in row]
 
 
 def _iterative_command(chain_policy, chain_reward_models, work: Path) -> list[str]:
