@@ -1,11 +1,12 @@
-"""The recipes' top-level schemas (one per entry point: pretrain, sft, grpo, evaluate) and the
-Hydra registration of every schema. Each section's schema, with its defaults and checks, lives
-beside the component it configures:
+"""The recipes' top-level schemas (one per entry point: pretrain, sft, grpo, evaluate,
+reward_model, label_steps, iterative_rl) and the Hydra registration of every schema. Each
+section's schema, with its defaults and checks, lives beside the component it configures:
 
     model        models/config.py      parallelism  runtime/config.py
     optimizer, trainer, checkpoint     training/config.py
     data, sft_data, chat_template, prompts, eval_prompts    data/config.py
     rl           rl/config.py          answer_check rewards/config.py
+    reward_model, label   reward_models/config.py
     sandbox      sandbox/config.py     generator    generation/config.py
     sampling     generation/interface.py (SamplingParams)
     dataset, harness, suite            evaluation/config.py
@@ -40,9 +41,10 @@ from megatron_recipes.evaluation.prompts import PROMPT_STYLES
 from megatron_recipes.generation.config import GeneratorConfig
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.reward_models.config import LabelConfig, RewardModelSettings
 from megatron_recipes.rewards.config import AnswerCheckConfig
-from megatron_recipes.rl.config import RlConfig
-from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.rl.config import IterativeConfig, RlConfig
+from megatron_recipes.runtime.config import DEVICES, PRECISIONS, ParallelismConfig
 from megatron_recipes.sandbox.config import SandboxConfig
 from megatron_recipes.training.config import (
     CheckpointConfig,
@@ -52,7 +54,7 @@ from megatron_recipes.training.config import (
     validate_training_layout,
     validate_warmup_fits,
 )
-from stack_common.checks import require_choice
+from stack_common.checks import require_at_least, require_choice
 from stack_common.errors import ConfigError
 
 # launch/local/chain.py imports these two from here; they live in data/config.py.
@@ -188,6 +190,97 @@ class GrpoConfig:
 
 
 @dataclass
+class RewardModelConfig:
+    """python -m megatron_recipes.reward_model (conf/reward_model.yaml): an outcome or process
+    reward model (reward_model.kind) trained from a policy or base checkpoint (checkpoint.init_from,
+    or model.init_from_hf); the scalar head is new, every other weight comes from there."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    reward_model: RewardModelSettings = field(default_factory=RewardModelSettings)
+    # tokenizer.json or its directory; empty = the one the init checkpoint's run recorded, else DeepSeek's.
+    tokenizer: str = ""
+
+    def validate(self) -> None:
+        for section in (
+            self.model,
+            self.parallelism,
+            self.optimizer,
+            self.trainer,
+            self.checkpoint,
+            self.reward_model,
+        ):
+            section.validate()
+        validate_init_sources(self.model, self.checkpoint)
+        validate_training_layout(self.model, self.parallelism, self.trainer, self.reward_model.seq_length)
+        validate_warmup_fits(self.optimizer, self.trainer)
+        self.reward_model.replayed_per_batch(self.trainer.global_batch_size)
+        if self.reward_model.seq_length > self.model.max_position_embeddings:
+            raise ConfigError(
+                f"reward_model.seq_length={self.reward_model.seq_length} exceeds "
+                f"model.max_position_embeddings={self.model.max_position_embeddings}"
+            )
+
+
+@dataclass
+class LabelStepsConfig:
+    """python -m megatron_recipes.label_steps (conf/label_steps.yaml): sample solutions from a
+    policy checkpoint and label them (label.method: outcome, or Math-Shepherd step labels from a
+    completer checkpoint), written as sharded JSONL that reward_model.train_paths reads."""
+
+    # The checkpoint solutions are sampled from (a run or iter_* directory).
+    policy: str | None = None
+    # The checkpoint that completes step prefixes (Math-Shepherd); null = the policy (the SFT
+    # model in a first round; iterative RL passes the SFT model explicitly).
+    completer: str | None = None
+    # tokenizer.json or its directory; empty = the one the policy's run recorded.
+    tokenizer: str = ""
+    prompts: PromptSourceConfig = field(default_factory=PromptSourceConfig)
+    chat_template: ChatTemplateConfig = field(default_factory=ChatTemplateConfig)
+    samples_per_question: int = 4
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=1024))
+    label: LabelConfig = field(default_factory=LabelConfig)
+    answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
+    output_dir: str = "outputs/label_steps"
+    # Questions per output shard: a shard is the unit of resumption and of data-parallel work.
+    questions_per_shard: int = 64
+    device: str = "auto"
+    precision: str = "auto"
+    tensor_model_parallel_size: int = 1
+    max_batch_size: int = 64
+    seed: int = 1234
+
+    def validate(self) -> None:
+        if not self.policy:
+            raise ConfigError("label_steps needs policy=/path/to/checkpoints (the model whose solutions are labelled)")
+        self.prompts.validate()
+        self.chat_template.validate()
+        self.sampling.validate()
+        self.label.validate()
+        self.answer_check.validate()
+        require_at_least("samples_per_question", self.samples_per_question, 1)
+        require_at_least("questions_per_shard", self.questions_per_shard, 1)
+        require_choice("device", self.device, DEVICES)
+        require_choice("precision", self.precision, PRECISIONS)
+        require_at_least("tensor_model_parallel_size", self.tensor_model_parallel_size, 1)
+        require_at_least("max_batch_size", self.max_batch_size, 1)
+
+
+@dataclass
+class IterativeRlConfig:
+    """python -m megatron_recipes.iterative_rl (conf/iterative_rl.yaml): iterative RL, each stage a
+    run of the grpo, label_steps and reward_model entry points (rl/iterative.py)."""
+
+    iterative: IterativeConfig = field(default_factory=IterativeConfig)
+
+    def validate(self) -> None:
+        self.iterative.validate()
+
+
+@dataclass
 class EvaluateConfig:
     """python -m megatron_recipes.evaluate (conf/evaluate.yaml): one benchmark (`dataset`), or a
     suite of benchmarks x checkpoints (`suite=NAME`, evaluation/suite.py)."""
@@ -247,6 +340,9 @@ def register_configs() -> None:
     store.store(name="sft_schema", node=SftConfig)
     store.store(name="grpo_schema", node=GrpoConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="reward_model_schema", node=RewardModelConfig)
+    store.store(name="label_steps_schema", node=LabelStepsConfig)
+    store.store(name="iterative_rl_schema", node=IterativeRlConfig)
     store.store(name="convert_schema", node=ConvertConfig)
     store.store(group="model", name="model_schema", node=ModelConfig)
     store.store(group="parallelism", name="parallelism_schema", node=ParallelismConfig)

@@ -20,7 +20,16 @@ from typing import Any
 
 from stack_common.errors import ConfigError
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+CAUSAL_LM = "LlamaForCausalLM"
+# The Hugging Face classes a LLaMA-layout model converts to and from. Besides the language model,
+# the two score heads of reward models (megatron_recipes/reward_models): one bias-free scalar per
+# position (`score`, megatron's `reward_head`), pooled at the last non-padding token
+# (LlamaForSequenceClassification: outcome reward models) or read at every token
+# (LlamaForTokenClassification with token_classification_bias=false: process reward models, values).
+SEQUENCE_CLASSIFICATION = "LlamaForSequenceClassification"
+TOKEN_CLASSIFICATION = "LlamaForTokenClassification"
+SCORE_HEAD_ARCHITECTURES = (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION)
+SUPPORTED_ARCHITECTURES = (CAUSAL_LM, *SCORE_HEAD_ARCHITECTURES)
 SUPPORTED_MODEL_TYPES = ("llama",)
 CONFIG_FILE = "config.json"
 # Fields a converted checkpoint's architecture is made of (ModelConfig names).
@@ -58,6 +67,12 @@ class HFArchitecture:
     rotary_base: float
     norm_epsilon: float
     tie_word_embeddings: bool
+    # One of SUPPORTED_ARCHITECTURES: the language-model head, or a scalar score head.
+    hf_class: str = CAUSAL_LM
+
+    @property
+    def has_score_head(self) -> bool:
+        return self.hf_class in SCORE_HEAD_ARCHITECTURES
 
     @property
     def head_dim(self) -> int:
@@ -86,7 +101,8 @@ class HFArchitecture:
 
     @classmethod
     def from_model_config(cls, fields: dict[str, Any]) -> "HFArchitecture":
-        """From a megatron checkpoint's `model_config` record (ModelConfig fields + vocab_size)."""
+        """From a megatron checkpoint's `model_config` record (ModelConfig fields + vocab_size, and
+        `hf_class` for a reward model's checkpoint)."""
         missing = [name for name in ARCHITECTURE_FIELDS if name not in fields and name != "num_query_groups"]
         if missing or fields.get("vocab_size") is None:
             raise ConversionError(f"the checkpoint's model_config lacks {', '.join(missing or ['vocab_size'])}")
@@ -102,6 +118,7 @@ class HFArchitecture:
             rotary_base=float(fields["rotary_base"]),
             norm_epsilon=float(fields["norm_epsilon"]),
             tie_word_embeddings=not bool(fields["untie_embeddings_and_output_weights"]),
+            hf_class=str(fields.get("hf_class") or CAUSAL_LM),
         )
 
 
@@ -148,9 +165,8 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
     where = f"{source}/{CONFIG_FILE}" if Path(str(source)).name != CONFIG_FILE else str(source)
     architectures = config.get("architectures") or []
     model_type = config.get("model_type")
-    if (architectures and not set(architectures) & set(SUPPORTED_ARCHITECTURES)) or (
-        model_type is not None and model_type not in SUPPORTED_MODEL_TYPES
-    ):
+    known = [name for name in architectures if name in SUPPORTED_ARCHITECTURES]
+    if (architectures and not known) or (model_type is not None and model_type not in SUPPORTED_MODEL_TYPES):
         raise ConversionError(
             f"{where}: architecture {architectures or model_type!r} (model_type {model_type!r}) is not supported:"
             f" the converter reads {', '.join(SUPPORTED_ARCHITECTURES)} checkpoints (model_type llama, the layout of"
@@ -177,6 +193,11 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
         raise ConversionError(
             f"{where}: num_attention_heads={heads} is not divisible by num_key_value_heads={kv_heads}"
         )
+    hf_class = known[0] if known else CAUSAL_LM
+    if hf_class in SCORE_HEAD_ARCHITECTURES:
+        labels = config.get("num_labels") or len(config.get("id2label") or {}) or 2
+        if labels != 1:
+            raise ConversionError(f"{where}: num_labels={labels}: a reward model's score head has one output")
     head_dim = config.get("head_dim") or hidden // heads
     if head_dim != hidden // heads:
         raise ConversionError(
@@ -194,6 +215,7 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
         rotary_base=_rope_settings(config, where),
         norm_epsilon=float(config.get("rms_norm_eps", 1e-6)),
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        hf_class=hf_class,
     )
 
 
@@ -237,7 +259,7 @@ def hf_config_for_export(
         )
     config.update(
         {
-            "architectures": list(SUPPORTED_ARCHITECTURES),
+            "architectures": [architecture.hf_class],
             "model_type": "llama",
             "hidden_act": "silu",
             "attention_bias": False,
@@ -265,6 +287,15 @@ def hf_config_for_export(
     else:
         config["rope_theta"] = architecture.rotary_base
         config["rope_scaling"] = None
+    if architecture.has_score_head:
+        config.update(
+            {
+                "num_labels": 1,
+                "id2label": {"0": "LABEL_0"},
+                "label2id": {"LABEL_0": 0},
+                "token_classification_bias": False,
+            }
+        )
     # Both spellings of the dtype: transformers 4 reads torch_dtype, 5 reads dtype.
     config["torch_dtype"] = dtype_name
     config["dtype"] = dtype_name

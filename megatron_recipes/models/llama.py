@@ -181,8 +181,12 @@ def build_model(
     fp8: str | None = None,
     meta_device: bool = False,
     layer_spec: LayerSpecChoice | None = None,
+    model_class: type | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> list:
-    """GPTModel chunks of this rank (one per virtual pipeline stage). Parallel groups must exist."""
+    """GPTModel chunks of this rank (one per virtual pipeline stage). Parallel groups must exist.
+    `model_class` (a GPTModel subclass, e.g. reward_models.model.RewardModel) and its extra
+    constructor `model_options` replace GPTModel itself."""
     config = transformer_config(model, parallelism, precision, fp8, device, meta_device)
     choice = layer_spec or choose_layer_spec(model, device, fp8)
     log.info("layer spec: %s (%s)", choice.name, choice.reason)
@@ -193,7 +197,7 @@ def build_model(
     with placement:
         for stage in range(virtual_stages):
             vp_stage = stage if virtual_stages > 1 else None
-            chunk = GPTModel(
+            chunk = (model_class or GPTModel)(
                 config=config,
                 transformer_layer_spec=choice.spec,
                 vocab_size=padded,
@@ -204,6 +208,7 @@ def build_model(
                 position_embedding_type="rope",
                 rotary_base=model.rotary_base,  # a float: a fractional RoPE theta (HF rope_theta) stays exact
                 vp_stage=vp_stage,
+                **(model_options or {}),
             )
             if device == "cuda" and not meta_device:
                 chunk.cuda(torch.cuda.current_device())
