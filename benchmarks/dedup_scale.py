@@ -1,4 +1,5 @@
-"""Near-dedup at scale: our Beam graph on the direct runner vs a plain in-process datasketch loop.
+"""Near-dedup at scale: our Beam graph on the direct runner (and, with `--runner dask`, on a
+Dask cluster) vs a plain in-process datasketch loop.
 
 For each size (default 100k and 1M documents of ~2 KB, generated from real prose with planted
 near-duplicates by `tests/planted_duplicates.py`, written to Parquet first and not timed):
@@ -14,6 +15,14 @@ then ours/reference ratios and how each side's time grows from the smallest to t
 
     python benchmarks/dedup_scale.py                         # 100k and 1M
     python benchmarks/dedup_scale.py --sizes 100000 --workers 2 --work-dir /tmp/dedup_scale
+    python benchmarks/dedup_scale.py --runner dask --sizes 100000,1000000 --dask-memory-limit 4GB
+
+`--runner dask` adds a third side: the same `python -m beam_pipelines.dedup` with beam=dask on a
+local cluster (scheduler + `--dask-workers` worker processes under nannies, one thread each,
+`--dask-memory-limit` each, started per size and stopped by PID). It reports wall, CPU seconds of
+the driver and every cluster process, docs per CPU second, the peak RSS of each worker against
+its limit (`within_memory_limit`, and `worker_restarts`: a nanny restarts a worker that dies or
+outgrows the limit), and checks it removed exactly what the direct runner removed.
 
 The reference is what one machine can do when everything fits in its memory; its index grows
 with the corpus. Ours pays for a shuffle (in the direct runner: in the driver's memory) and
@@ -40,9 +49,11 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import xxhash
+from dask.utils import parse_bytes
 from datasketch import MinHash, MinHashLSH
 
 from beam_pipelines.document import documents_to_table
+from beam_pipelines.runners.dask_cluster import ClusterSampler, LocalDaskCluster
 from beam_pipelines.transforms.config import MinHashConfig
 from beam_pipelines.transforms.minhash import MinHashSettings, Signer
 from tests.planted_duplicates import generate_documents
@@ -248,8 +259,23 @@ def measure_size(count: int, args, env: dict) -> dict:
         "component_rounds": summary["components"]["rounds"],
         "balanced": summary["balanced"],
     }
+    if args.runner == "dask":
+        dask = measure_dask(count, data, args, env)
+        if dask["removed"] != ours["removed"]:
+            raise RuntimeError(f"beam=dask removed {dask['removed']} documents, the direct runner {ours['removed']}")
     if not args.keep:
         shutil.rmtree(data, ignore_errors=True)
+    extra = {}
+    if args.runner == "dask":
+        extra = {
+            "dask": dask,
+            "ratio_dask_to_direct_docs_per_cpu_second": round(
+                dask["docs_per_cpu_second"] / ours["docs_per_cpu_second"], 3
+            ),
+            "ratio_dask_to_reference_docs_per_cpu_second": round(
+                dask["docs_per_cpu_second"] / reference["docs_per_cpu_second"], 3
+            ),
+        }
     return {
         "documents": count,
         "input_mb": round(size_bytes / 2**20, 1),
@@ -262,7 +288,67 @@ def measure_size(count: int, args, env: dict) -> dict:
         ),
         "ratio_docs_per_cpu_second": round(ours["docs_per_cpu_second"] / reference["docs_per_cpu_second"], 3),
         "ratio_peak_rss": round(ours["peak_rss_mb"] / reference["peak_rss_mb"], 3),
+        **extra,
     }
+
+
+def measure_dask(count: int, data: Path, args, env: dict) -> dict:
+    """The dedup stage with beam=dask on a fresh local cluster; the driver's process tree and
+    every cluster process are sampled."""
+    output = data / "pool_near_dedup_dask"
+    cluster = LocalDaskCluster(
+        data / "dask-cluster", workers=args.dask_workers, memory_limit=args.dask_memory_limit
+    ).start()
+    try:
+        log.info("beam=dask on %d documents (%d workers, %s each)", count, args.dask_workers, args.dask_memory_limit)
+        sampler = ClusterSampler(cluster).start()
+        partitions = [f"beam.dask_partitions={args.dask_partitions}"] if args.dask_partitions else []
+        measured, wall, _ = run_measured(
+            [
+                sys.executable,
+                "-m",
+                "beam_pipelines.dedup",
+                f"input_dir={data / 'pool'}",
+                f"output_dir={output}",
+                f"work_dir={data / 'dask-work'}",
+                "beam=dask",
+                f"beam.dask_scheduler_file={cluster.scheduler_file}",
+                *partitions,
+                f"hydra.run.dir={data / 'hydra-dask'}",
+            ],
+            env,
+        )
+        cluster_measured = sampler.stop()
+    finally:
+        cluster.stop()
+    summary = json.loads((output / "summary.json").read_text())
+    limit_mb = _bytes(args.dask_memory_limit) / 2**20
+    cpu_seconds = measured["cpu_seconds"] + cluster_measured["cpu_seconds"]
+    return {
+        "wall_seconds": round(wall, 1),
+        "pipeline_seconds": summary["elapsed_seconds"],
+        "stage_seconds": {
+            "candidates": summary["lsh"]["seconds"],
+            "components": summary["components"]["seconds"],
+            "removal": summary["clusters"]["seconds"],
+        },
+        "cpu_seconds": round(cpu_seconds, 1),
+        "driver_cpu_seconds": measured["cpu_seconds"],
+        "workers": args.dask_workers,
+        "docs_per_second_per_worker": round(count / wall / args.dask_workers, 1),
+        "docs_per_cpu_second": round(count / max(cpu_seconds, 1e-9), 1),
+        "driver_peak_rss_mb": measured["peak_rss_mb"],
+        "peak_rss_mb_per_worker": cluster_measured["peak_rss_mb_per_worker"],
+        "memory_limit_mb_per_worker": round(limit_mb, 1),
+        "within_memory_limit": all(rss < limit_mb for rss in cluster_measured["peak_rss_mb_per_worker"]),
+        "worker_restarts": cluster_measured["worker_restarts"],
+        "removed": summary["totals"]["dropped"],
+        "balanced": summary["balanced"],
+    }
+
+
+def _bytes(text: str) -> float:
+    return float(parse_bytes(text))
 
 
 def main() -> None:
@@ -273,6 +359,10 @@ def main() -> None:
     parser.add_argument("--work-dir", default="/tmp/dedup_scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep generated data and outputs")
+    parser.add_argument("--runner", choices=["direct", "dask"], default="direct", help="dask: also run beam=dask")
+    parser.add_argument("--dask-workers", type=int, default=2)
+    parser.add_argument("--dask-memory-limit", default="4GB", help="per worker")
+    parser.add_argument("--dask-partitions", type=int, default=0, help="beam.dask_partitions (0: the runner's default)")
     parser.add_argument("--role", choices=["driver", "reference"], default="driver", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -297,6 +387,11 @@ def main() -> None:
                 large["reference"]["peak_rss_mb"] / small["reference"]["peak_rss_mb"], 2
             ),
         }
+        if args.runner == "dask":
+            growth["dask_wall_factor"] = round(large["dask"]["wall_seconds"] / small["dask"]["wall_seconds"], 2)
+            growth["dask_peak_worker_rss_factor"] = round(
+                max(large["dask"]["peak_rss_mb_per_worker"]) / max(small["dask"]["peak_rss_mb_per_worker"]), 2
+            )
     print(
         json.dumps(
             {

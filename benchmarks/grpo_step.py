@@ -6,24 +6,40 @@ embeddings, the same padded vocabulary), the same byte-level tokenizer, the same
 (reasoning-gym one-digit sums in the DeepSeekMath chat format), G = 8 samples for 8 questions per
 step, at most 16 new tokens at temperature 1, the same reward (math_accuracy), KL 0.04 (k3),
 epsilon 0.2, the paper's loss aggregation, and two optimizer updates of 32 outputs per rollout
-(TRL: generation_batch_size 64, per-device batch 32). Both start from random weights and have a
-reference model. Each side runs in its own process (our CPU runtime layer is process-wide),
-one after the other in this run, with OMP_NUM_THREADS=1; prints ONE JSON line:
+(TRL: generation_batch_size 64, per-device batch 32). Both sides start from random weights and
+have a reference model.
 
-    python benchmarks/grpo_step.py                   # 10 GRPO steps each, the first not timed
-    python benchmarks/grpo_step.py --steps 20 --max-new-tokens 32
+Equal work: a random model earns no reward, so every group has zero variance; TRL trains on such
+groups anyway (zero advantages, the KL term), and so does our side here
+(`rl.skip_zero_variance_groups=false`): both make two optimizer updates over all 64 outputs per
+step. The JSON line prints each side's updates, trained outputs and sampled tokens per step.
 
-Figures per side: median seconds per GRPO step (rollout + reward + 2 updates; ours from the
-entry point's metrics.jsonl, TRL's from the wall time between every second optimizer step) and
-rollout tokens per second (sampled tokens / generation wall time; TRL's generate() is timed by
-its own profiling hooks). Ratios > 1 mean ours is faster. The machine is shared: only the ratios
-of one run mean something.
+How it is measured: each side runs in its own process (our CPU runtime layer is process-wide)
+that waits for a command before each GRPO step (TRL: a callback holds the Trainer loop between
+steps), and the two processes take turns, step by step. Every figure is CPU time
+(time.process_time of the worker: all its threads); each side keeps its least time over the
+steps after the first (warm-up). Per step:
+- step: the whole GRPO step (ours: GrpoTrainer.step and the metrics row; TRL: the Trainer's two
+  optimizer steps with their generation, rewards, log-prob passes and logging);
+- rollout: generation alone (ours: MegatronGenerator.generate_ids; TRL: model.generate), with
+  the sampled tokens it returned (TRL: up to and including the first EOS of each row), so
+  rollout tokens per CPU second pair each count with its own timing;
+- ours also breaks its step down (parts_cpu_seconds_least): generation, rewards and the padded
+  batch, the two log-prob passes (pi_old, pi_ref over all 64 outputs), the two updates, and the
+  rest (metrics row, logging).
+Prints ONE JSON line; ratios > 1 mean ours is faster.
+
+    python benchmarks/grpo_step.py                   # 8 timed steps each, interleaved
+    python benchmarks/grpo_step.py --steps 12 --max-new-tokens 32
+    python benchmarks/grpo_step.py --old-logp-from-sampler   # ours: pi_old from the sampler (TRL: a forward)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
 import statistics
 import subprocess
@@ -37,24 +53,34 @@ import trl as trl_package
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
-from trl.extras import profiling
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from beam_pipelines.config import TrainTokenizerConfig  # noqa: E402
 from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe  # noqa: E402
+from megatron_recipes.config import register_configs  # noqa: E402
 from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig  # noqa: E402
 from megatron_recipes.data.rl_prompts import PromptStream  # noqa: E402
 from megatron_recipes.models.llama import padded_vocab_size  # noqa: E402
+from megatron_recipes.recipes.grpo import build_reference_model, plan_grpo  # noqa: E402
 from megatron_recipes.rewards import get_reward  # noqa: E402
+from megatron_recipes.rl import trainer as rl_trainer  # noqa: E402
+from megatron_recipes.rl.trainer import GrpoTrainer  # noqa: E402
+from megatron_recipes.training.metrics import ProgressLogger  # noqa: E402
+from megatron_recipes.training.session import setup_training  # noqa: E402
+from stack_common.cli import compose_config  # noqa: E402
 
 SIZES = {"hidden_size": 64, "num_layers": 4, "num_attention_heads": 4, "ffn_hidden_size": 176}
+QUESTIONS, GROUP, OUTPUTS_PER_UPDATE = 8, 8, 32
+
+log = logging.getLogger("grpo_step")
 
 
 def prepare(work: Path, questions: int) -> dict:
     """The shared tokenizer (trained on the prompts) and the prompt list."""
-    # The questions of grpo_tiny_cpu's `prompts: arithmetic` preset (its run below draws the same).
+
+    # The questions of grpo_tiny_cpu's `prompts: arithmetic` preset (our side draws the same).
     stream = PromptStream(PromptSourceConfig(tasks=[ARITHMETIC_TASK]), ChatTemplateConfig())
     records = stream.take(0, questions)
     tokenizer, trainer = build_byte_level_bpe(TrainTokenizerConfig(vocab_size=400, min_frequency=2))
@@ -67,40 +93,110 @@ def prepare(work: Path, questions: int) -> dict:
     return {"vocab": tokenizer.get_vocab_size()}
 
 
-def run_ours(work: Path, steps: int, max_new_tokens: int) -> dict:
-    output = work / "ours"
-    command = [
-        sys.executable,
-        "-m",
-        "megatron_recipes.grpo",
-        "+experiment=grpo_tiny_cpu",
-        f"tokenizer={work / 'tokenizer'}",
-        f"trainer.train_steps={steps}",
-        f"trainer.output_dir={output}",
-        "checkpoint.dir=null",
-        "trainer.tensorboard=false",
-        "rl.eval_interval=0",
-        f"rl.max_new_tokens={max_new_tokens}",
-        "trainer.global_batch_size=32",
-        "trainer.micro_batch_size=32",
-        "optimizer.lr=1e-5",
-    ]
-    result = subprocess.run(command, cwd=REPO, env=_environment(), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"our GRPO run failed: {result.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    timed = [row for row in rows if row["step"] > 1]
-    return {
-        "seconds_per_step": statistics.median(row["step_seconds"] for row in timed),
-        "rollout_tokens_per_second": statistics.median(row["rollout_tokens_per_second"] for row in timed),
-        "rollout_seconds_per_step": statistics.median(row["rollout_seconds"] for row in timed),
-        "mean_response_tokens": statistics.mean(row["response_length"] for row in timed),
-        "steps_timed": len(timed),
-    }
+class CommandChannel:
+    """The worker's side of the protocol: a JSON line per finished step on stdout, then wait
+    for the next command on stdin ("step" or "stop")."""
+
+    def __init__(self):
+        self.out = sys.stdout
+        sys.stdout = sys.stderr  # libraries' prints must not mix with the protocol
+
+    def send(self, message: dict) -> None:
+        self.out.write(json.dumps(message) + "\n")
+        self.out.flush()
+
+    def next_command(self) -> str:
+        return sys.stdin.readline().strip() or "stop"
 
 
-def trl_side(work: Path, steps: int, max_new_tokens: int, vocab: int) -> dict:
-    """Runs inside its own process (`--side trl`)."""
+def our_worker(work: Path, max_new_tokens: int, steps: int, old_logp_from_sampler: bool) -> None:
+    torch.set_num_threads(1)
+    channel = CommandChannel()
+    config = compose_config(
+        "grpo",
+        [
+            "+experiment=grpo_tiny_cpu",
+            f"tokenizer={work / 'tokenizer'}",
+            f"trainer.train_steps={steps + 1}",
+            f"trainer.output_dir={work / 'ours'}",
+            "checkpoint.dir=null",
+            "trainer.tensorboard=false",
+            "rl.eval_interval=0",
+            f"rl.max_new_tokens={max_new_tokens}",
+            f"trainer.global_batch_size={OUTPUTS_PER_UPDATE}",
+            f"trainer.micro_batch_size={OUTPUTS_PER_UPDATE}",
+            "optimizer.lr=1e-5",
+            # Equal work with TRL, which trains on zero-variance groups (see the module docstring).
+            "rl.skip_zero_variance_groups=false",
+            f"rl.old_logp_from_sampler={str(old_logp_from_sampler).lower()}",
+        ],
+        register_configs,
+    )
+    plan = plan_grpo(config)
+    session = setup_training(
+        config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, plan.vocab_size
+    )
+    trainer = GrpoTrainer(config, session, plan.tokenizer, build_reference_model(config, session), plan.prompts)
+    logger = ProgressLogger(config.trainer.output_dir, steps + 1, 1, True, False)
+    rollout = {"cpu": 0.0, "tokens": 0}
+    generate_ids = trainer.generator.generate_ids
+
+    def timed_generate_ids(*args, **kwargs):
+        started = time.process_time()
+        samples = generate_ids(*args, **kwargs)
+        rollout["cpu"] += time.process_time() - started
+        rollout["tokens"] += sum(len(sample.token_ids) for sample in samples)
+        return samples
+
+    trainer.generator.generate_ids = timed_generate_ids
+    # Where our step's time goes: CPU seconds of its parts (the rest is metrics and logging).
+    parts = {"collect": 0.0, "log_prob_passes": 0.0, "updates": 0.0}
+
+    def timed(name, function):
+        def run(*args, **kwargs):
+            started = time.process_time()
+            result = function(*args, **kwargs)
+            parts[name] += time.process_time() - started
+            return result
+
+        return run
+
+    trainer.collect = timed("collect", trainer.collect)
+    trainer.fill_log_probs = timed("log_prob_passes", trainer.fill_log_probs)
+    rl_trainer.grpo_updates = timed("updates", rl_trainer.grpo_updates)
+    channel.send({"ready": True, "decoder": trainer.generator.decoder.name})
+    while channel.next_command() == "step":
+        rollout.update(cpu=0.0, tokens=0)
+        parts.update(dict.fromkeys(parts, 0.0))
+        started = time.process_time()
+        values = trainer.loop_step().values  # the step run_loop takes, with its metrics row
+        session.state.iteration += 1
+        logger.record_step(session.state.iteration, values)
+        seconds = time.process_time() - started
+        channel.send(
+            {
+                "step_cpu": seconds,
+                "rollout_cpu": rollout["cpu"],
+                "sampled_tokens": rollout["tokens"],
+                "sequences": QUESTIONS * GROUP,
+                "updates": int(values["updates"]),
+                "trained_outputs": int(values["trained_outputs"]),
+                "reward_mean": values["reward_mean"],
+                "parts_cpu": {
+                    "generation": rollout["cpu"],
+                    "rewards_and_batch": parts["collect"] - rollout["cpu"],
+                    "log_prob_passes": parts["log_prob_passes"],
+                    "updates": parts["updates"],
+                    "metrics_and_rest": seconds - parts["collect"] - parts["log_prob_passes"] - parts["updates"],
+                },
+            }
+        )
+    logger.close()
+
+
+def trl_worker(work: Path, max_new_tokens: int, steps: int, vocab: int) -> None:
+    torch.set_num_threads(1)
+    channel = CommandChannel()
     torch.manual_seed(1234)
     prompts = json.loads((work / "prompts.json").read_text())
     tokenizer = PreTrainedTokenizerFast(
@@ -134,33 +230,59 @@ def trl_side(work: Path, steps: int, max_new_tokens: int, vocab: int) -> dict:
     def accuracy(completions, answer, **_):
         return [r if r is not None else 0.0 for r in get_reward("math_accuracy")(completions, answer)]
 
-    generation_times: list[float] = []
-    original_log = profiling.ProfilingContext._log_metrics
+    rollout = {"cpu": 0.0, "tokens": 0, "sequences": 0}
+    generate = LlamaForCausalLM.generate
+    eos = tokenizer.eos_token_id
 
-    def record(self, duration):
-        if self.name.endswith("transformers.generate"):
-            generation_times.append(duration)
-        return original_log(self, duration)
+    def timed_generate(self, *args, **kwargs):
+        started = time.process_time()
+        output = generate(self, *args, **kwargs)
+        rollout["cpu"] += time.process_time() - started
+        prompt_length = kwargs["input_ids"].shape[1]
+        for row in output[:, prompt_length:].tolist():
+            rollout["tokens"] += row.index(eos) + 1 if eos in row else len(row)
+            rollout["sequences"] += 1
+        return output
 
-    profiling.ProfilingContext._log_metrics = record
-    step_ends: list[float] = []
-    lengths: list[float] = []
+    LlamaForCausalLM.generate = timed_generate
 
-    class Timer(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            step_ends.append(time.perf_counter())
+    class StepByStep(TrainerCallback):
+        """Reports each GRPO step (two optimizer steps) and waits for the next command."""
+
+        def __init__(self):
+            self.started = time.process_time()
+            self.rewards: list[float] = []
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "completions/mean_length" in logs:
-                lengths.append(logs["completions/mean_length"])
+            if logs and "reward" in logs:
+                self.rewards.append(logs["reward"])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % 2:
+                return
+            channel.send(
+                {
+                    "step_cpu": time.process_time() - self.started,
+                    "rollout_cpu": rollout["cpu"],
+                    "sampled_tokens": rollout["tokens"],
+                    "sequences": rollout["sequences"],
+                    "updates": 2,
+                    "trained_outputs": rollout["sequences"],
+                    "reward_mean": self.rewards[-1] if self.rewards else math.nan,
+                }
+            )
+            if channel.next_command() != "step":
+                control.should_training_stop = True
+            rollout.update(cpu=0.0, tokens=0, sequences=0)
+            self.started = time.process_time()
 
     config = GRPOConfig(
         output_dir=str(work / "trl"),
-        max_steps=2 * steps,
+        max_steps=2 * (steps + 2),
         learning_rate=1e-5,
-        per_device_train_batch_size=32,
-        generation_batch_size=64,
-        num_generations=8,
+        per_device_train_batch_size=OUTPUTS_PER_UPDATE,
+        generation_batch_size=QUESTIONS * GROUP,
+        num_generations=GROUP,
         max_completion_length=max_new_tokens,
         temperature=1.0,
         top_p=1.0,
@@ -178,29 +300,72 @@ def trl_side(work: Path, steps: int, max_new_tokens: int, vocab: int) -> dict:
         dataloader_num_workers=0,
         disable_dropout=True,
     )
-    dataset = Dataset.from_list(prompts)
     trainer = GRPOTrainer(
         model=str(model_dir),
         reward_funcs=accuracy,
         args=config,
-        train_dataset=dataset,
+        train_dataset=Dataset.from_list(prompts),
         processing_class=tokenizer,
-        callbacks=[Timer()],
+        callbacks=[StepByStep()],
     )
-    started = time.perf_counter()
-    trainer.train()
-    ends = [started, *step_ends]
-    # A GRPO step = one generation + two optimizer steps; the first is not timed (warm-up).
-    per_step = [ends[i + 2] - ends[i] for i in range(0, len(ends) - 2, 2)][1:]
-    generated = [length * 64 for length in lengths[::2]][1:]
-    times = generation_times[1:]
-    return {
-        "seconds_per_step": statistics.median(per_step),
-        "rollout_tokens_per_second": statistics.median(g / t for g, t in zip(generated, times)),
-        "rollout_seconds_per_step": statistics.median(times),
-        "mean_response_tokens": statistics.mean(lengths[2:]),
-        "steps_timed": len(per_step),
-    }
+    channel.send({"ready": True})
+    if channel.next_command() == "step":
+        trainer.callback_handler.callbacks[-1].started = time.process_time()
+        trainer.train()
+
+
+class Worker:
+    def __init__(self, side: str, work: Path, arguments, vocab: int):
+        command = [
+            sys.executable,
+            __file__,
+            "--side",
+            side,
+            "--work",
+            str(work),
+            "--steps",
+            str(arguments.steps),
+            "--max-new-tokens",
+            str(arguments.max_new_tokens),
+            *(["--old-logp-from-sampler"] if arguments.old_logp_from_sampler else []),
+            "--vocab",
+            str(vocab),
+        ]
+        self.side = side
+        self.log = open(work / f"{side}.log", "w")
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=_environment(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        self.ready = self.receive()
+
+    def receive(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self.log.flush()
+            tail = (Path(self.log.name).read_text())[-3000:]
+            raise RuntimeError(f"the {self.side} worker stopped (status {self.process.returncode}): {tail}")
+        return json.loads(line)
+
+    def step(self) -> dict:
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        return self.receive()
+
+    def stop(self) -> None:
+        try:
+            self.process.stdin.write("stop\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass
+        self.process.wait(timeout=600)
+        self.log.close()
 
 
 def _environment() -> dict:
@@ -211,64 +376,97 @@ def _environment() -> dict:
     return env
 
 
+def summary(rows: list[dict]) -> dict:
+    """Least and median CPU figures over the timed steps (the first step is the warm-up)."""
+    timed = rows[1:]
+    rates = [row["sampled_tokens"] / row["rollout_cpu"] for row in timed]
+    return {
+        "step_cpu_seconds_least": round(min(row["step_cpu"] for row in timed), 4),
+        "step_cpu_seconds_median": round(statistics.median(row["step_cpu"] for row in timed), 4),
+        "rollout_cpu_seconds_least": round(min(row["rollout_cpu"] for row in timed), 4),
+        "rollout_tokens_per_cpu_second_best": round(max(rates)),
+        "rollout_tokens_per_cpu_second_median": round(statistics.median(rates)),
+        "sampled_tokens_per_step": round(statistics.mean(row["sampled_tokens"] for row in timed), 1),
+        "sequences_per_step": sorted({row["sequences"] for row in timed}),
+        "updates_per_step": sorted({row["updates"] for row in timed}),
+        "trained_outputs_per_step": sorted({row["trained_outputs"] for row in timed}),
+        "reward_mean": round(statistics.mean(row["reward_mean"] for row in timed), 4),
+        **(
+            {
+                "parts_cpu_seconds_least": {
+                    name: round(min(row["parts_cpu"][name] for row in timed), 4) for name in timed[0]["parts_cpu"]
+                }
+            }
+            if "parts_cpu" in timed[0]
+            else {}
+        ),
+        "steps_timed": len(timed),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=8, help="timed GRPO steps per side (after one warm-up step)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--side", choices=["both", "trl"], default="both")
+    parser.add_argument("--side", choices=["both", "ours", "trl"], default="both")
     parser.add_argument("--work", default=None)
     parser.add_argument("--vocab", type=int, default=0)
+    parser.add_argument(
+        "--old-logp-from-sampler",
+        action="store_true",
+        help="our side takes pi_old from the sampler's log-probs (rl.old_logp_from_sampler): one forward pass fewer",
+    )
     arguments = parser.parse_args()
-    if arguments.side == "trl":
-        print(json.dumps(trl_side(Path(arguments.work), arguments.steps, arguments.max_new_tokens, arguments.vocab)))
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[grpo_step] %(message)s")
+    if arguments.side == "ours":
+        our_worker(Path(arguments.work), arguments.max_new_tokens, arguments.steps, arguments.old_logp_from_sampler)
         return
+    if arguments.side == "trl":
+        trl_worker(Path(arguments.work), arguments.max_new_tokens, arguments.steps, arguments.vocab)
+        return
+
     with tempfile.TemporaryDirectory(prefix="grpo_step_") as directory:
         work = Path(directory)
-        info = prepare(work, 8 * arguments.steps)
-        ours = run_ours(work, arguments.steps, arguments.max_new_tokens)
-        trl = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--side",
-                "trl",
-                "--work",
-                str(work),
-                "--steps",
-                str(arguments.steps),
-                "--max-new-tokens",
-                str(arguments.max_new_tokens),
-                "--vocab",
-                str(info["vocab"]),
-            ],
-            cwd=REPO,
-            env=_environment(),
-            capture_output=True,
-            text=True,
-        )
-        if trl.returncode != 0:
-            raise RuntimeError(f"TRL run failed: {trl.stderr[-3000:]}")
-        peer = json.loads(trl.stdout.strip().splitlines()[-1])
-
+        info = prepare(work, QUESTIONS * (arguments.steps + 3))
+        workers = [Worker("ours", work, arguments, info["vocab"]), Worker("trl", work, arguments, info["vocab"])]
+        rows: dict[str, list[dict]] = {worker.side: [] for worker in workers}
+        try:
+            for step in range(arguments.steps + 1):
+                # Alternate who goes first, so that neither side always follows the other.
+                for worker in workers if step % 2 == 0 else workers[::-1]:
+                    rows[worker.side].append(worker.step())
+                log.info("step %d: %s", step, {side: round(r[-1]["step_cpu"], 3) for side, r in rows.items()})
+        finally:
+            for worker in workers:
+                worker.stop()
+    ours, peer = summary(rows["ours"]), summary(rows["trl"])
     print(
         json.dumps(
             {
                 "benchmark": "grpo_step",
-                "device": "cpu (shared 2-core machine; ratios only)",
+                "device": "cpu",
+                "measure": "CPU seconds of each worker process (process_time), sides interleaved step by step, "
+                "least over the timed steps",
+                "load_average": [round(value, 2) for value in os.getloadavg()],
                 "threads": 1,
                 "model": {**SIZES, "vocab": info["vocab"]},
-                "questions_per_step": 8,
-                "group_size": 8,
+                "questions_per_step": QUESTIONS,
+                "group_size": GROUP,
                 "max_new_tokens": arguments.max_new_tokens,
-                "updates_per_step": 2,
-                "ours": {key: round(value, 4) if isinstance(value, float) else value for key, value in ours.items()},
-                f"trl_{trl_package.__version__}": {
-                    key: round(value, 4) if isinstance(value, float) else value for key, value in peer.items()
-                },
-                "step_time_ratio_trl_over_ours": round(peer["seconds_per_step"] / ours["seconds_per_step"], 3),
-                "rollout_tokens_per_second_ratio_ours_over_trl": round(
-                    ours["rollout_tokens_per_second"] / peer["rollout_tokens_per_second"], 3
+                "our_decoder": workers[0].ready.get("decoder"),
+                "our_old_logp": "sampler" if arguments.old_logp_from_sampler else "forward pass",
+                "ours": ours,
+                f"trl_{trl_package.__version__}": peer,
+                "equal_work": ours["updates_per_step"] == peer["updates_per_step"]
+                and ours["trained_outputs_per_step"] == peer["trained_outputs_per_step"]
+                and ours["sequences_per_step"] == peer["sequences_per_step"],
+                "step_time_ratio_trl_over_ours": round(
+                    peer["step_cpu_seconds_least"] / ours["step_cpu_seconds_least"], 3
                 ),
+                "rollout_tokens_per_second_ratio_ours_over_trl": round(
+                    ours["rollout_tokens_per_cpu_second_best"] / peer["rollout_tokens_per_cpu_second_best"], 3
+                ),
+                "targets": {"step_time_ratio": 2.0, "rollout_tokens_per_second_ratio": 2.0},
             }
         )
     )

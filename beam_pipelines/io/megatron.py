@@ -16,19 +16,28 @@ list, computes offsets in a Python loop and, when concatenating (`add_index`), l
 shard's whole index; its memory grows with the dataset. Here a shard keeps 4 bytes per document
 (`array('i')`) and is capped by `max_documents_per_shard`, and the merge streams.
 
-Beam side: `WriteIndexedDataset` writes shards from each bundle (no shuffle of token data), then
-one worker merges the shard list (a few hundred bytes per shard) into `<prefix>.bin/.idx`.
-Cost of the merge: one sequential pass over the shard files - the .bin bytes are copied once
-(2 bytes per token for uint16, 4 for int32) and each shard's .idx is read once per section
-(12 bytes per document + 8 per document-index entry); memory is one copy buffer. It runs on a
-single worker per dataset, so its wall time is total bytes / disk (or object-store) throughput:
-e.g. 100 B int32 tokens = 400 GB, about 14 minutes at 500 MB/s. Paths may be local or any Beam
+Beam side: `WriteIndexedDataset` writes shards from each bundle (no shuffle of token data), each
+shard sorted by document id (with a `.ids` sidecar, one JSON string per line), then one worker
+merges the shard list (a few hundred bytes per shard) into `<prefix>.bin/.idx` in document-id
+order. The dataset's bytes are thus a function of its documents only, not of how a runner cut
+them into bundles: the direct runner, a Dask cluster and a rerun write the same files. (Equal
+ids keep the order of their shards, sorted by first id then shard name, which is random: give
+sources unique ids.)
+Cost: a bundle buffers at most `max_documents_per_shard` documents or SHARD_BUFFER_BYTES of
+tokens before it sorts and writes them. The merge is one k-way pass over the shards (k = shard
+count): each shard's .bin, .ids and lengths are read sequentially, interleaved, with one read
+buffer per shard; a heap of k ids picks the next document, so its CPU is O(documents x log k)
+in Python (about a million documents a minute) and its bytes are copied once (2 bytes per token
+for uint16, 4 for int32). Memory: k read buffers. It runs on a single worker per dataset. Paths may be local or any Beam
 FileSystems URL (gs://, s3://); megatron-core itself reads local (or its object-store) paths.
 """
 
 from __future__ import annotations
 
 import array
+import heapq
+import io
+import json
 import struct
 import uuid
 from dataclasses import dataclass
@@ -49,6 +58,9 @@ _HEADER_SIZE = len(INDEX_HEADER) + 8 + 1 + 8 + 8  # 34 bytes before the arrays
 # uint32 code). We keep its threshold so our files match what its own preprocessing writes.
 UINT16_VOCAB_LIMIT = 65500
 COPY_CHUNK_BYTES = 16 * 1024 * 1024
+# A bundle sorts its documents by id in memory before writing a shard: at most this many token bytes.
+SHARD_BUFFER_BYTES = 256 * 1024 * 1024
+MERGE_READ_BUFFER_BYTES = 1024 * 1024
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -68,6 +80,10 @@ def bin_path(prefix: str) -> str:
 
 def idx_path(prefix: str) -> str:
     return f"{prefix}.idx"
+
+
+def ids_path(prefix: str) -> str:
+    return f"{prefix}.ids"
 
 
 def _create(path: str):
@@ -274,6 +290,114 @@ def merge_indexed_datasets(
     return DatasetInfo(output_prefix, dtype.name, sequence_count, sum(shard_tokens))
 
 
+def write_sorted_shard(prefix: str, documents: list[tuple[str, np.ndarray]], dtype: np.dtype) -> DatasetInfo:
+    """Write `(id, tokens)` documents as a shard in id order, with its `.ids` sidecar."""
+    documents = sorted(documents, key=lambda document: document[0])
+    writer = IndexedDatasetWriter(prefix, dtype)
+    with _create(ids_path(prefix)) as ids:
+        for document_id, tokens in documents:
+            writer.add_document(tokens, document_id)
+            ids.write(json.dumps(document_id).encode("utf-8") + b"\n")
+    return writer.close()
+
+
+class _SortedShardReader:
+    """One id-sorted shard read front to back: its ids, lengths and token bytes."""
+
+    def __init__(self, prefix: str, header: IndexHeader, chunk_items: int):
+        self.prefix = prefix
+        self.itemsize = header.dtype.itemsize
+        self._ids = io.TextIOWrapper(io.BufferedReader(_open(ids_path(prefix))), encoding="utf-8")
+        self._index = _open(idx_path(prefix))
+        self._lengths = (
+            int(length)
+            for chunk in _read_array(self._index, header.lengths_offset, header.sequence_count, np.int32, chunk_items)
+            for length in chunk
+        )
+        self._data = io.BufferedReader(_open(bin_path(prefix)), buffer_size=MERGE_READ_BUFFER_BYTES)
+        self.remaining = header.sequence_count
+
+    def next_id(self) -> str:
+        line = self._ids.readline()
+        if not line:
+            raise ValueError(f"{ids_path(self.prefix)} has fewer ids than its index has documents")
+        return json.loads(line)
+
+    def next_document(self) -> bytes:
+        length = next(self._lengths)
+        data = self._data.read(length * self.itemsize)
+        if len(data) != length * self.itemsize:
+            raise ValueError(f"{bin_path(self.prefix)} is shorter than its index says")
+        self.remaining -= 1
+        return data
+
+    def close(self) -> None:
+        for handle in (self._ids, self._index, self._data):
+            handle.close()
+
+
+def merge_sorted_shards(
+    shard_prefixes: Sequence[str], output_prefix: str, dtype: np.dtype, chunk_items: int = 1 << 20
+) -> DatasetInfo:
+    """Merge id-sorted shards (`write_sorted_shard`) into one dataset in document-id order (equal
+    ids: the earlier shard in `shard_prefixes` first), streaming; written under temporary names
+    and renamed, index last."""
+    dtype = np.dtype(dtype)
+    headers = [read_index_header(prefix) for prefix in shard_prefixes]
+    for prefix, header in zip(shard_prefixes, headers):
+        if header.dtype != dtype:
+            raise ValueError(f"shard {prefix} is {header.dtype}, the dataset is {dtype}")
+    sequence_count = sum(h.sequence_count for h in headers)
+    partial = f"{output_prefix}.partial-{uuid.uuid4().hex[:8]}"
+    lengths_file = f"{partial}.lengths"
+    readers = [_SortedShardReader(prefix, header, chunk_items) for prefix, header in zip(shard_prefixes, headers)]
+    tokens = 0
+    try:
+        heap = [(reader.next_id(), index) for index, reader in enumerate(readers) if reader.remaining]
+        heapq.heapify(heap)
+        with _create(bin_path(partial)) as data, _create(lengths_file) as lengths_out:
+            lengths = array.array("i")
+            while heap:
+                _, index = heap[0]
+                reader = readers[index]
+                document = reader.next_document()
+                data.write(document)
+                lengths.append(len(document) // dtype.itemsize)
+                tokens += lengths[-1]
+                if len(lengths) >= chunk_items:
+                    lengths_out.write(lengths.tobytes())
+                    del lengths[:]
+                if reader.remaining:
+                    heapq.heapreplace(heap, (reader.next_id(), index))
+                else:
+                    heapq.heappop(heap)
+            lengths_out.write(lengths.tobytes())
+    finally:
+        for reader in readers:
+            reader.close()
+
+    with _create(idx_path(partial)) as out:
+        out.write(_header_bytes(dtype, sequence_count, sequence_count + 1))
+        with _open(lengths_file) as handle:
+            for chunk in _read_array(handle, 0, sequence_count, np.int32, chunk_items):
+                out.write(chunk.tobytes())
+        byte_offset = 0
+        with _open(lengths_file) as handle:
+            for chunk in _read_array(handle, 0, sequence_count, np.int32, chunk_items):
+                ends = np.cumsum(chunk.astype(np.int64) * dtype.itemsize) + byte_offset
+                out.write(np.concatenate(([byte_offset], ends[:-1])).astype(np.int64).tobytes())
+                byte_offset = int(ends[-1])
+        for start in range(0, sequence_count + 1, chunk_items):
+            out.write(np.arange(start, min(start + chunk_items, sequence_count + 1), dtype=np.int64).tobytes())
+    FileSystems.delete([lengths_file])
+    for final in (bin_path(output_prefix), idx_path(output_prefix)):
+        if FileSystems.exists(final):
+            FileSystems.delete([final])
+    FileSystems.rename([bin_path(partial)], [bin_path(output_prefix)])
+    FileSystems.rename([idx_path(partial)], [idx_path(output_prefix)])
+    return DatasetInfo(output_prefix, dtype.name, sequence_count, tokens)
+
+
 def delete_dataset(prefix: str) -> None:
     existing = [path for path in (bin_path(prefix), idx_path(prefix)) if FileSystems.exists(path)]
     if existing:
@@ -293,8 +417,9 @@ class EncodedDocument:
 
 
 class WriteShardsDoFn(beam.DoFn):
-    """EncodedDocument -> shards `<shards_dir>/<uuid>.bin/.idx`; emits one DatasetInfo per shard
-    when it is complete (at the end of a bundle, or every `max_documents_per_shard` documents).
+    """EncodedDocument -> id-sorted shards `<shards_dir>/<uuid>.bin/.idx/.ids`; emits one
+    DatasetInfo per shard when it is complete (at the end of a bundle, or every
+    `max_documents_per_shard` documents or SHARD_BUFFER_BYTES of tokens).
 
     A retried bundle leaves its partial shard behind under an unused name; only shards whose
     DatasetInfo was emitted by a committed bundle are merged, and the merge then removes the
@@ -309,11 +434,13 @@ class WriteShardsDoFn(beam.DoFn):
         self._writer: IndexedDatasetWriter | None = None
 
     def start_bundle(self):
-        self._writer = None
+        self._pending: list[tuple[str, np.ndarray]] = []
+        self._pending_bytes = 0
 
     def _close(self) -> DatasetInfo:
-        info = self._writer.close()
-        self._writer = None
+        prefix = f"{self.shards_dir}/{uuid.uuid4().hex}"
+        info = write_sorted_shard(prefix, self._pending, np.dtype(self.dtype_name))
+        self._pending, self._pending_bytes = [], 0
         shard = info.prefix.rsplit("/", 1)[-1]
         # Runs in Beam's worker processes, whose logging Beam's worker harness sets up (its own
         # format, on stderr, or relayed to the runner): the progress line goes to stdout as is.
@@ -321,15 +448,13 @@ class WriteShardsDoFn(beam.DoFn):
         return info
 
     def process(self, document: EncodedDocument):
-        if self._writer is None:
-            prefix = f"{self.shards_dir}/{uuid.uuid4().hex}"
-            self._writer = IndexedDatasetWriter(prefix, np.dtype(self.dtype_name))
-        self._writer.add_document(document.tokens, document.id)
-        if self._writer.documents >= self.max_documents_per_shard:
+        self._pending.append((document.id, document.tokens))
+        self._pending_bytes += document.tokens.nbytes
+        if len(self._pending) >= self.max_documents_per_shard or self._pending_bytes >= SHARD_BUFFER_BYTES:
             yield self._close()
 
     def finish_bundle(self):
-        if self._writer is not None:
+        if self._pending:
             yield GlobalWindows.windowed_value(self._close())
 
 
@@ -342,7 +467,7 @@ def merge_shards(
     same bytes.
     """
     ordered = sorted(shards, key=lambda info: (info.first_document_id, info.prefix))
-    merged = merge_indexed_datasets([info.prefix for info in ordered], output_prefix, np.dtype(dtype_name))
+    merged = merge_sorted_shards([info.prefix for info in ordered], output_prefix, np.dtype(dtype_name))
     if not keep_shards and FileSystems.exists(shards_dir):
         FileSystems.delete([shards_dir])
     return {

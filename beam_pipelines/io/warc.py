@@ -17,8 +17,10 @@ Robustness rules (each has a test):
 from __future__ import annotations
 
 import codecs
+import hashlib
 import io
 import re
+import uuid
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator
@@ -674,27 +676,39 @@ def match_inputs(patterns: Iterable[str]) -> list[str]:
 
 
 def write_html_warc(
-    path: str, pages: Iterable[tuple[str, bytes, str]], gzip: bool = True, date: str = "2024-01-01T00:00:00Z"
+    path: str,
+    pages: Iterable[tuple[str, bytes, str]],
+    gzip: bool = True,
+    date: str = "2024-01-01T00:00:00Z",
+    stable_record_ids: bool = False,
 ) -> int:
     """Write (url, html bytes, content type header) pages as request-less response records.
 
     Returns the number of records written. Uses warcio, so the files are what real tools make.
+    warcio gives each record a random WARC-Record-ID, and document ids derive from it; with
+    `stable_record_ids` the id is a UUID5 of the file's name, the record's position, URL and body
+    instead, so writing the same pages again gives the same ids (and the same hash samples
+    downstream).
     """
     count = 0
     with open(path, "wb") as output:
         writer = WARCWriter(output, gzip=gzip)
         writer.write_record(writer.create_warcinfo_record(path.rsplit("/", 1)[-1], {"software": "deepseekmath-stack"}))
-        for url, body, content_type in pages:
+        for index, (url, body, content_type) in enumerate(pages):
             http_headers = StatusAndHeaders(
                 "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))], protocol="HTTP/1.1"
             )
+            warc_headers = {"WARC-Date": date}
+            if stable_record_ids:
+                name = f"{path.rsplit('/', 1)[-1]}\x1f{index}\x1f{url}\x1f{hashlib.sha256(body).hexdigest()}"
+                warc_headers["WARC-Record-ID"] = f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}>"
             record = writer.create_warc_record(
                 url,
                 "response",
                 payload=io.BytesIO(body),
                 length=len(body),
                 http_headers=http_headers,
-                warc_headers_dict={"WARC-Date": date},
+                warc_headers_dict=warc_headers,
             )
             writer.write_record(record)
             count += 1

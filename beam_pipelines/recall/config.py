@@ -20,7 +20,11 @@ from stack_common.checks import (
 )
 from stack_common.errors import ConfigError
 
-APPROVAL_POLICIES = ("annotations_only", "annotations_and_auto_prefix_fraction")
+# The approval policies (RecallApprovalConfig.policy); domains.py and evidence.py implement the rules.
+POLICY_ANNOTATIONS_ONLY = "annotations_only"
+POLICY_AUTO_PREFIX_FRACTION = "annotations_and_auto_prefix_fraction"
+POLICY_AUTO_PREFIX_EVIDENCE = "annotations_and_auto_prefix_evidence"
+APPROVAL_POLICIES = (POLICY_ANNOTATIONS_ONLY, POLICY_AUTO_PREFIX_FRACTION, POLICY_AUTO_PREFIX_EVIDENCE)
 FASTTEXT_LOSSES = ("softmax", "ns", "hs", "ova")
 SEED_POSITIVE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
 
@@ -72,6 +76,9 @@ class RecallTrainingConfig:
     # Pages discovered under approved URL prefixes in earlier rounds (all of them, up to this).
     discovered_positive_samples: int = 500_000
     negative_samples: int = 500_000
+    # Pages under prefixes an unattended policy rejected in earlier rounds (the classifier's
+    # confident mistakes), sampled as negatives besides `negative_samples` (up to this many).
+    rejected_negative_samples: int = 100_000
     # Class balance: the paper's training set is 1:1. When one class is smaller (a few hundred
     # seed pages against a pool of thousands), each of its training lines is written
     # round(larger/smaller) times, at most this many; 1 trains on the set as drawn. Without it a
@@ -113,6 +120,7 @@ class RecallTrainingConfig:
                 )
         require_positive("training.positive_samples", self.positive_samples)
         require_positive("training.negative_samples", self.negative_samples)
+        require_non_negative("training.rejected_negative_samples", self.rejected_negative_samples)
         require_non_negative("training.discovered_positive_samples", self.discovered_positive_samples)
         require_range(
             "training.holdout_fraction", self.holdout_fraction, 0, 0.5, low_inclusive=False, high_inclusive=False
@@ -192,15 +200,30 @@ class RecallDomainsConfig:
 @dataclass
 class RecallApprovalConfig:
     """Which URL prefixes count as math: a reviewer's `annotations_dir/round_<k>.yaml`, and for
-    unattended runs, optionally, an explicit automatic policy."""
+    unattended runs, optionally, an explicit automatic policy (a reviewer's `rejected` list
+    always wins over a policy)."""
 
     annotations_dir: str = "${output_dir}/annotations"
-    # annotations_only: only what a reviewer wrote. annotations_and_auto_prefix_fraction: also
-    # approve, unattended, every reviewed prefix whose selected fraction and pool pages reach the
-    # two thresholds below (a reviewer's `rejected` list still wins).
-    policy: str = "annotations_only"
+    # annotations_only: only what a reviewer wrote (the paper's loop).
+    # annotations_and_auto_prefix_fraction: also approve every reviewed prefix with at least
+    #   `auto_min_prefix_pool_pages` pool pages of which at least `auto_min_prefix_selected_fraction`
+    #   were selected. Trusts the classifier alone: it approves non-math sites whose pages look
+    #   like the seed and never a math site the classifier ranks below the cut.
+    # annotations_and_auto_prefix_evidence: a reviewed prefix with at least
+    #   `auto_min_prefix_pool_pages` pool pages that the classifier flags (more than
+    #   domains.candidate_min_selected_fraction of its pages selected, the paper's domain rule) is
+    #   approved when its pages' math-word rate (evidence.py) reaches `auto_evidence_position` of
+    #   the way from the unselected pool pages' rate to the seed positives' rate (log scale), and
+    #   no reviewed prefix under it with that many pages falls short; otherwise it is rejected
+    #   and, next round, its pages are sampled as negatives on top of the random ones.
+    policy: str = POLICY_ANNOTATIONS_ONLY
     auto_min_prefix_selected_fraction: float = 0.5
     auto_min_prefix_pool_pages: int = 10
+    # 0: the unselected pages' rate; 1: the seed positives' rate; 0.5: their geometric mean.
+    auto_evidence_position: float = 0.5
+    # Unselected pool pages (a hash sample) whose math-word rate is the policy's low reference;
+    # a rate needs a sample, not the pool, and this bounds the extra pass at paper scale.
+    evidence_reference_pages: int = 100_000
 
     def validate(self) -> None:
         require_choice("approval.policy", self.policy, APPROVAL_POLICIES)
@@ -212,6 +235,8 @@ class RecallApprovalConfig:
             low_inclusive=False,
         )
         require_at_least("approval.auto_min_prefix_pool_pages", self.auto_min_prefix_pool_pages, 1)
+        require_range("approval.auto_evidence_position", self.auto_evidence_position, 0, 1)
+        require_at_least("approval.evidence_reference_pages", self.evidence_reference_pages, 1)
 
 
 @dataclass

@@ -9,9 +9,11 @@ become positives of the next round. Here:
 - `url_prefixes` names the path prefixes of a page ("docs.scipy.org", "docs.scipy.org/doc", ...);
   `PrefixStatsFn` sums the same counts per (domain, prefix) of candidate domains and keeps a few
   sample pages, selected and not, chosen by a hash so every runner picks the same ones.
-- Approvals: `load_annotations` reads a reviewer's `round_<k>.yaml` (format in annotations/README.md),
-  `auto_approved_prefixes` is the explicit unattended policy (a prefix whose selected fraction
-  and pool pages reach the configured thresholds), `ApprovedPrefixes.match` tests a page.
+- Approvals: `load_annotations` reads a reviewer's `round_<k>.yaml` (format in annotations/README.md);
+  two explicit unattended policies: `auto_approved_prefixes` (a prefix whose selected fraction
+  and pool pages reach the configured thresholds) and `evidence_decisions` (a flagged prefix
+  whose pages' math-word rate, evidence.py, clears a threshold set by the seed positives and the
+  unselected pages); `ApprovedPrefixes.match` tests a page.
 
 Cost: the statistics are sums per key (combined on workers, one row per domain or reviewed
 prefix at the end); samples are bounded per prefix; prefixes per page are at most max_depth + 1.
@@ -29,6 +31,7 @@ import xxhash
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines.recall.evidence import math_word_counts, rate
 from stack_common.errors import ConfigError
 
 
@@ -208,6 +211,66 @@ def auto_approved_prefixes(
     return sorted(set(approved))
 
 
+def _is_under(prefix: tuple[str, tuple[str, ...]], ancestor: tuple[str, tuple[str, ...]]) -> bool:
+    """Whether parsed `prefix` lies strictly under parsed `ancestor`."""
+    (domain, segments), (ancestor_domain, ancestor_segments) = prefix, ancestor
+    return (
+        domain == ancestor_domain
+        and len(segments) > len(ancestor_segments)
+        and segments[: len(ancestor_segments)] == ancestor_segments
+    )
+
+
+def _shortest(prefixes: Iterable[str]) -> list[str]:
+    """The prefixes that lie under no other prefix of the set, sorted (compared within a domain,
+    shortest first)."""
+    kept_by_domain: dict[str, list] = {}
+    for domain, segments in sorted({parse_prefix(p) for p in prefixes}, key=lambda d: (d[0], len(d[1]), d[1])):
+        kept = kept_by_domain.setdefault(domain, [])
+        if not any(_is_under((domain, segments), other) for other in kept):
+            kept.append((domain, segments))
+    return sorted(format_prefix(*parsed) for kept in kept_by_domain.values() for parsed in kept)
+
+
+def evidence_decisions(
+    review_rows: Iterable[dict],
+    threshold: float,
+    min_pool_pages: int,
+    min_selected_fraction: float,
+    rejected: Iterable[str] = (),
+) -> tuple[list[str], list[str]]:
+    """The evidence policy: (approved, rejected) prefixes, each list reduced to its shortest.
+
+    Among reviewed prefixes with at least `min_pool_pages` pool pages (and not at or under one a
+    reviewer rejected), a prefix is *evident* when its `math_word_rate` reaches `threshold`, and
+    *flagged* when more than `min_selected_fraction` of its pages were selected. Approved: the
+    flagged, evident prefixes under which every such reviewed prefix is evident too (a site whose
+    /help folder reads like help pages is approved folder by folder, not whole). Rejected: the
+    flagged prefixes that are not evident."""
+    rejected_by_reviewer = ApprovedPrefixes(rejected)
+    rows = [
+        row
+        for row in review_rows
+        if row["pool_pages"] >= min_pool_pages and not rejected_by_reviewer.covers(row["prefix"])
+    ]
+    not_evident_by_domain: dict[str, list] = {}
+    for row in rows:
+        if row["math_word_rate"] < threshold:
+            parsed = parse_prefix(row["prefix"])
+            not_evident_by_domain.setdefault(parsed[0], []).append(parsed)
+    approved, refused = [], []
+    for row in rows:
+        if row["selected_fraction"] <= min_selected_fraction:
+            continue
+        if row["math_word_rate"] < threshold:
+            refused.append(row["prefix"])
+            continue
+        parsed = parse_prefix(row["prefix"])
+        if not any(_is_under(low, parsed) for low in not_evident_by_domain.get(parsed[0], ())):
+            approved.append(row["prefix"])
+    return _shortest(approved), _shortest(refused)
+
+
 # ----------------------------------------------------------------------------------------------
 # Domain statistics
 
@@ -269,13 +332,17 @@ class PrefixAccumulator:
     pool_tokens: int = 0
     selected_pages: int = 0
     selected_tokens: int = 0
+    # Words of the math vocabulary and all words of the prefix's pages (evidence.py).
+    math_words: int = 0
+    words: int = 0
     # (hash, url, title, score) of the pages with the smallest hashes: a stable sample.
     selected_samples: list = field(default_factory=list)
     unselected_samples: list = field(default_factory=list)
 
 
 class PrefixStatsFn(beam.CombineFn):
-    """(selected, tokens, sample) per page -> counts and a few stable sample pages per prefix."""
+    """(selected, tokens, math words, words, sample) per page -> counts and a few stable sample
+    pages per prefix."""
 
     def __init__(self, samples: int):
         self.samples = samples
@@ -284,9 +351,11 @@ class PrefixStatsFn(beam.CombineFn):
         return PrefixAccumulator()
 
     def add_input(self, accumulator, element):
-        selected, tokens, sample = element
+        selected, tokens, math_words, words, sample = element
         accumulator.pool_pages += 1
         accumulator.pool_tokens += tokens
+        accumulator.math_words += math_words
+        accumulator.words += words
         if selected:
             accumulator.selected_pages += 1
             accumulator.selected_tokens += tokens
@@ -307,6 +376,8 @@ class PrefixStatsFn(beam.CombineFn):
             merged.pool_tokens += other.pool_tokens
             merged.selected_pages += other.selected_pages
             merged.selected_tokens += other.selected_tokens
+            merged.math_words += other.math_words
+            merged.words += other.words
             merged.selected_samples = self._keep(merged.selected_samples, other.selected_samples)
             merged.unselected_samples = self._keep(merged.unselected_samples, other.unselected_samples)
         return merged
@@ -316,8 +387,8 @@ class PrefixStatsFn(beam.CombineFn):
 
 
 def prefix_entries(document, selected: bool, candidate_domains: frozenset, max_depth: int) -> Iterator[tuple]:
-    """((domain, prefix), (selected, tokens, sample)) for each reviewable prefix of a page of a
-    candidate domain; nothing for other domains."""
+    """((domain, prefix), (selected, tokens, math words, words, sample)) for each reviewable prefix
+    of a page of a candidate domain; nothing for other domains."""
     if document.domain not in candidate_domains:
         return
     sample = (
@@ -326,8 +397,9 @@ def prefix_entries(document, selected: bool, candidate_domains: frozenset, max_d
         document.title[:200],
         round(float(document.math_score or 0.0), 4),
     )
-    for depth, prefix in enumerate(url_prefixes(document.domain, document.url, max_depth)):
-        yield (document.domain, prefix), (selected, document.token_estimate, sample)
+    math_words, words = math_word_counts(document.text)
+    for prefix in url_prefixes(document.domain, document.url, max_depth):
+        yield (document.domain, prefix), (selected, document.token_estimate, math_words, words, sample)
 
 
 def review_row(key: tuple[str, str], accumulator: PrefixAccumulator) -> dict:
@@ -343,6 +415,9 @@ def review_row(key: tuple[str, str], accumulator: PrefixAccumulator) -> dict:
         "selected_tokens": accumulator.selected_tokens,
         "unselected_pages": pool_pages - accumulator.selected_pages,
         "selected_fraction": accumulator.selected_pages / pool_pages if pool_pages else 0.0,
+        "math_words": accumulator.math_words,
+        "words": accumulator.words,
+        "math_word_rate": rate(accumulator.math_words, accumulator.words),
         "selected_samples": [_sample_dict(s) for s in accumulator.selected_samples],
         "unselected_samples": [_sample_dict(s) for s in accumulator.unselected_samples],
     }

@@ -54,10 +54,11 @@ from beam_pipelines.io.parquet import (
     read_json,
     write_json,
 )
-from beam_pipelines.options import pipeline_options
+from beam_pipelines.options import describe_runner, pipeline_options
 from beam_pipelines.recall import domains as domain_rules
-from beam_pipelines.recall.config import RecallConfig
+from beam_pipelines.recall.config import POLICY_AUTO_PREFIX_EVIDENCE, POLICY_AUTO_PREFIX_FRACTION, RecallConfig
 from beam_pipelines.recall.domains import ApprovedPrefixes, hash_unit
+from beam_pipelines.recall.evidence import EvidenceThreshold, math_word_counts, rate, sum_word_counts
 from beam_pipelines.recall.fasttext_model import (
     LABEL_MATH,
     LABEL_OTHER,
@@ -370,6 +371,7 @@ def build_training_pipeline(
     all_approvals: ApprovedPrefixes,
     earlier_positive_patterns: list[str],
     previous_selected_pages: int,
+    policy_rejections: ApprovedPrefixes,
 ) -> None:
     training = config.training
     normalization = TextNormalization.from_config(config.fasttext)
@@ -378,6 +380,14 @@ def build_training_pipeline(
     seeds, seed_dead_letters = read_seed_positives(pipeline, seed_files)
     seed_dead_letters | "Write seed dead letters" >> beam.io.WriteToText(
         f"{paths.dead_letter}/seed_positives/part", file_name_suffix=".jsonl"
+    )
+    _write_json_lines(
+        seeds
+        | "Seed math words" >> beam.Map(lambda d: math_word_counts(d.text))
+        | "Sum seed math words" >> beam.CombineGlobally(sum_word_counts)
+        | "Seed evidence row" >> beam.Map(_evidence_row),
+        paths.stat("seed_evidence.json"),
+        "Seed evidence",
     )
     positives = [
         seeds
@@ -432,9 +442,26 @@ def build_training_pipeline(
         candidates = pool | "Not under approved prefixes" >> beam.Filter(
             lambda d: all_approvals.match(d.domain, d.url) is None
         )
+    if policy_rejections:
+        # Learning from rejected prefixes: the policy's rejections are the classifier's confident
+        # mistakes, so they are sampled as negatives on their own, besides the random ones (in a
+        # pool smaller than the samples both take every page, and nothing changes).
+        rejected_pages = candidates | "Under rejected prefixes" >> beam.Filter(
+            lambda d: policy_rejections.match(d.domain, d.url) is not None
+        )
+        candidates = candidates | "Not under rejected prefixes" >> beam.Filter(
+            lambda d: policy_rejections.match(d.domain, d.url) is None
+        )
     sampled = candidates | "Sample negatives" >> SampleByHash(
         training.negative_samples, f"negative-{salt}", previous_selected_pages if exclude_previous else 0
     )
+    if policy_rejections:
+        sampled = (
+            sampled,
+            rejected_pages
+            | "Sample rejected-prefix negatives" >> SampleByHash(training.rejected_negative_samples, f"rejected-{salt}")
+            | "Count rejected-prefix negatives" >> beam.Map(_count("negatives_rejected_prefix")),
+        ) | "Random and rejected-prefix negatives" >> beam.Flatten()
     join_inputs = {
         "negative": sampled | "Key negatives by URL" >> beam.Map(lambda d: (join_key(d), d)),
         "seed": seeds
@@ -503,6 +530,26 @@ def build_scoring_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, bu
         "Histogram",
     )
     cut_side = beam.pvalue.AsSingleton(cut)
+
+    # The low reference of the evidence policy: the math-word rate of (a hash sample of) the
+    # pages this round did not select.
+    reference_pages = config.approval.evidence_reference_pages
+    _write_json_lines(
+        scored
+        | "Unselected sample"
+        >> beam.Filter(
+            lambda d, c: (
+                not c.keeps(d.math_score)
+                and hash_unit(d.id, "evidence") < reference_pages / max(1, c.pool_pages - c.selected_pages)
+            ),
+            cut_side,
+        )
+        | "Unselected math words" >> beam.Map(lambda d: math_word_counts(d.text))
+        | "Sum unselected math words" >> beam.CombineGlobally(sum_word_counts)
+        | "Unselected evidence row" >> beam.Map(_evidence_row),
+        paths.stat("unselected_evidence.json"),
+        "Unselected evidence",
+    )
 
     # Domain statistics and candidate math domains.
     domain_rows = (
@@ -577,6 +624,11 @@ def build_scoring_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, bu
             paths.stat("overlap.jsonl"),
             "Overlap",
         )
+
+
+def _evidence_row(counts: tuple[int, int]) -> dict:
+    math_words, words = counts
+    return {"math_words": math_words, "words": words, "math_word_rate": rate(math_words, words)}
 
 
 def read_json_lines(path: str) -> list[dict]:
@@ -684,16 +736,44 @@ def _upload(local: str, destination: str) -> None:
 
 
 def round_approvals(config: RecallConfig, number: int) -> dict:
-    """The prefixes approved after round `number` (reviewer + unattended policy), with their origin."""
+    """The prefixes approved after round `number` (reviewer + unattended policy), with their
+    origin; `automatic_rejected`: prefixes the evidence policy rejected (negatives next round)."""
     annotations = domain_rules.load_annotations(config.approval.annotations_dir, number)
+    approval = config.approval
     automatic: list[str] = []
-    if config.approval.policy == "annotations_and_auto_prefix_fraction":
-        review = read_json_lines(RoundPaths(config.output_dir, number).stat("review.jsonl"))
+    automatic_rejected: list[str] = []
+    rule = ""
+    evidence = None
+    paths = RoundPaths(config.output_dir, number)
+    if approval.policy == POLICY_AUTO_PREFIX_FRACTION:
+        review = read_json_lines(paths.stat("review.jsonl"))
         automatic = domain_rules.auto_approved_prefixes(
             review,
-            config.approval.auto_min_prefix_selected_fraction,
-            config.approval.auto_min_prefix_pool_pages,
+            approval.auto_min_prefix_selected_fraction,
+            approval.auto_min_prefix_pool_pages,
             rejected=annotations.rejected,
+        )
+        rule = (
+            f"prefix selected fraction >= {approval.auto_min_prefix_selected_fraction} and "
+            f"pool pages >= {approval.auto_min_prefix_pool_pages}"
+        )
+    elif approval.policy == POLICY_AUTO_PREFIX_EVIDENCE:
+        threshold = evidence_threshold(config, paths)
+        evidence = threshold.as_dict()
+        min_fraction = config.domains.candidate_min_selected_fraction
+        if threshold.usable:
+            automatic, automatic_rejected = domain_rules.evidence_decisions(
+                read_json_lines(paths.stat("review.jsonl")),
+                threshold.value,
+                approval.auto_min_prefix_pool_pages,
+                min_fraction,
+                rejected=annotations.rejected,
+            )
+        rule = (
+            f"pool pages >= {approval.auto_min_prefix_pool_pages}, selected fraction > {min_fraction} and "
+            f"math-word rate >= {threshold.value:.4f} (position {approval.auto_evidence_position} from the "
+            f"unselected pages' {threshold.unselected_rate:.4f} to the seeds' {threshold.seed_rate:.4f}), "
+            f"also every reviewed prefix under it with that many pages"
         )
     return {
         "after_round": number,
@@ -702,16 +782,24 @@ def round_approvals(config: RecallConfig, number: int) -> dict:
         "reviewer": annotations.reviewer,
         "from_annotations": annotations.approved,
         "rejected": annotations.rejected,
-        "policy": config.approval.policy,
-        "auto_rule": (
-            f"prefix selected fraction >= {config.approval.auto_min_prefix_selected_fraction} and "
-            f"pool pages >= {config.approval.auto_min_prefix_pool_pages}"
-        )
-        if automatic or config.approval.policy != "annotations_only"
-        else "",
+        "policy": approval.policy,
+        "auto_rule": rule,
+        "evidence": evidence,
         "automatic": automatic,
+        "automatic_rejected": automatic_rejected,
         "approved": sorted(set(annotations.approved) | set(automatic)),
     }
+
+
+def evidence_threshold(config: RecallConfig, paths: RoundPaths) -> EvidenceThreshold:
+    """The evidence policy's threshold after a round, from its seed and unselected-page rates."""
+    seed = read_json_lines(paths.stat("seed_evidence.json"))
+    unselected = read_json_lines(paths.stat("unselected_evidence.json"))
+    return EvidenceThreshold(
+        seed_rate=seed[0]["math_word_rate"] if seed else 0.0,
+        unselected_rate=unselected[0]["math_word_rate"] if unselected else 0.0,
+        position=config.approval.auto_evidence_position,
+    )
 
 
 def clear_round(config: RecallConfig, number: int) -> str | None:
@@ -739,6 +827,7 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     approvals_by_round = [round_approvals(config, k) for k in range(1, number)]
     new_approvals = ApprovedPrefixes(approvals_by_round[-1]["approved"] if approvals_by_round else [])
     all_approvals = ApprovedPrefixes([p for a in approvals_by_round for p in a["approved"]])
+    policy_rejections = ApprovedPrefixes([p for a in approvals_by_round for p in a["automatic_rejected"]])
     earlier_positive_patterns = [
         documents_pattern(RoundPaths(config.output_dir, k).new_positives)
         for k in range(2, number)
@@ -751,12 +840,14 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
         log.info(
             f"[recall] round {number}: {len(latest['approved'])} prefix(es) approved after round {number - 1} "
             f"({len(latest['from_annotations'])} from {source}, "
-            f"{len(latest['automatic'])} by policy {config.approval.policy})"
+            f"{len(latest['automatic'])} by policy {config.approval.policy}"
+            + (f", {len(latest['automatic_rejected'])} rejected by it" if latest["automatic_rejected"] else "")
+            + ")"
         )
     write_json(paths.approvals, {"rounds": approvals_by_round, "cumulative": all_approvals.prefixes})
 
     # 2. Training set.
-    log.info(f"[recall] round {number}: building the training set (Beam, runner {config.beam.runner})")
+    log.info(f"[recall] round {number}: building the training set (Beam, runner: {describe_runner(config.beam)})")
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name=f"recall-round-{number}-training"))
     build_training_pipeline(
         pipeline,
@@ -767,6 +858,7 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
         all_approvals,
         earlier_positive_patterns,
         int(previous_marker.get("selected_pages", 0)),
+        policy_rejections,
     )
     result = pipeline.run()
     result.wait_until_finish()
@@ -824,6 +916,11 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
         },
         "top_domains": sorted(read_json_lines(paths.stat("top_domains.json"))[0], key=lambda r: -r["selected_pages"]),
         "approvals_applied": approvals_by_round[-1] if approvals_by_round else None,
+        # References of the evidence policy (and of the math-word rates in review.yaml).
+        "math_evidence": {
+            "seed": (read_json_lines(paths.stat("seed_evidence.json")) or [None])[0],
+            "unselected": (read_json_lines(paths.stat("unselected_evidence.json")) or [None])[0],
+        },
         "scoring": {
             "scored": scoring_counts.other.get("scored", 0) if scoring_counts else 0,
             "score_errors": scoring_counts.other.get("score_errors", 0) if scoring_counts else 0,

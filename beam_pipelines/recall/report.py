@@ -204,6 +204,7 @@ def review_section(review_rows: list[dict]) -> str:
             "selected",
             "not selected",
             "selected fraction",
+            "math-word rate",
             "sample selected pages",
             "sample pages not selected",
         ],
@@ -214,6 +215,7 @@ def review_section(review_rows: list[dict]) -> str:
                 r["selected_pages"],
                 r["unselected_pages"],
                 r["selected_fraction"],
+                r.get("math_word_rate", ""),
                 _samples_html(r["selected_samples"]),
                 _samples_html(r["unselected_samples"]),
             ]
@@ -283,6 +285,12 @@ def write_round_report(paths, metrics: dict, review_rows: list[dict]) -> None:
                 f"{_e(approvals['policy'])}).</p>"
             )
         )
+    if approvals and approvals.get("automatic_rejected"):
+        approvals_html += (
+            f"<p>Rejected by policy {_e(approvals['policy'])} (its pages are sampled as negatives): "
+            + ", ".join(f"<code>{_e(p)}</code>" for p in approvals["automatic_rejected"])
+            + "</p>"
+        )
     training = metrics.get("training") or {}
     model = metrics["classifier"]["model"]
     sections = [
@@ -316,6 +324,18 @@ def write_round_report(paths, metrics: dict, review_rows: list[dict]) -> None:
     _write_text(paths.report, _page(f"Recall round {number}", sections))
 
 
+def _evidence_header(metrics: dict) -> str:
+    references = metrics.get("math_evidence") or {}
+    seed, unselected = references.get("seed"), references.get("unselected")
+    if not seed or not unselected:
+        return ""
+    return (
+        "# math_word_rate: share of a prefix's words that are math vocabulary (beam_pipelines/recall/evidence.py);\n"
+        f"#   seed positives {seed['math_word_rate']:.4f}, "
+        f"pages this round did not select {unselected['math_word_rate']:.4f}.\n"
+    )
+
+
 def write_review_files(config, paths, metrics: dict, review_rows: list[dict]) -> None:
     """review.yaml (everything a reviewer needs) and annotations_template.yaml (to edit)."""
     number = metrics["round"]
@@ -331,6 +351,7 @@ def write_review_files(config, paths, metrics: dict, review_rows: list[dict]) ->
                     "selected_pages",
                     "unselected_pages",
                     "selected_fraction",
+                    "math_word_rate",
                     "selected_samples",
                     "unselected_samples",
                 )
@@ -350,6 +371,7 @@ def write_review_files(config, paths, metrics: dict, review_rows: list[dict]) ->
         f"# A candidate domain has more than {config.domains.candidate_min_selected_fraction:.0%} of its pool pages "
         "selected.\n"
         f"# Pages under a prefix you approve that this round did not select become positives of round {number + 1}.\n"
+        f"{_evidence_header(metrics)}"
         f"# Approve by writing {target}\n"
         f"# (start from {paths.template}; format: annotations/README.md).\n"
     )

@@ -20,7 +20,7 @@ from beam_pipelines.io.parquet import (
     documents_pattern,
     write_json,
 )
-from beam_pipelines.options import pipeline_options
+from beam_pipelines.options import describe_runner, pipeline_options
 from beam_pipelines.transforms.decontaminate import (
     DECONTAMINATE_STEP,
     MATCHES,
@@ -113,12 +113,13 @@ def run_decontaminate(config: DecontaminateConfig) -> dict:
     items, sources = load_benchmarks(config)
     index = ContaminationIndex.build(items, settings.ngram, settings.min_item_ngram, settings.short_item_match)
     log.info(
-        "[decontaminate] %d benchmark items from %d benchmark(s) -> %d indexed n-grams; %s -> %s",
+        "[decontaminate] %d benchmark items from %d benchmark(s) -> %d indexed n-grams; %s -> %s (runner: %s)",
         len(items),
         sum(not s["missing"] for s in sources.values()),
         index.ngram_count,
         input_pattern,
         config.output_dir,
+        describe_runner(config.beam),
     )
     output_dir = config.output_dir.rstrip("/")
     clear_stage_dir(output_dir)

@@ -22,7 +22,7 @@ from beam_pipelines.io.parquet import (
     documents_pattern,
     write_json,
 )
-from beam_pipelines.options import pipeline_options
+from beam_pipelines.options import describe_runner, pipeline_options
 from beam_pipelines.transforms.connected_components import read_edges, run_component_rounds, write_edges
 from beam_pipelines.transforms.minhash import (
     LSH_NAMESPACE,
@@ -139,7 +139,9 @@ def run_dedup(config: DedupConfig) -> dict:
     def make_pipeline(job_name: str):
         return beam.Pipeline(options=pipeline_options(config.beam, job_name=job_name))
 
-    log.info("[dedup] %s -> %s (runner: %s; %s)", input_pattern, output_dir, config.beam.runner, settings.record())
+    log.info(
+        "[dedup] %s -> %s (runner: %s; %s)", input_pattern, output_dir, describe_runner(config.beam), settings.record()
+    )
     clear_stage_dir(output_dir)
     _delete(work_dir)
 

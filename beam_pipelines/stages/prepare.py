@@ -14,7 +14,7 @@ from beam_pipelines.config import PrepareConfig
 from beam_pipelines.document import removed_row
 from beam_pipelines.io.parquet import SUMMARY_FILE, WriteDocuments, clear_stage_dir, documents_pattern, write_json
 from beam_pipelines.io.warc import READ_STEP, ReadWarcPages, match_inputs
-from beam_pipelines.options import pipeline_options
+from beam_pipelines.options import describe_runner, pipeline_options
 from beam_pipelines.sample import ensure_sample_warc
 from beam_pipelines.transforms.exact_dedup import EXACT_DEDUP_STEP, ExactDedup
 from beam_pipelines.transforms.extract import ExtractDoFn, page_document
@@ -83,7 +83,12 @@ def run_prepare(config: PrepareConfig) -> dict:
     """Run prepare and write summary.json; returns the summary."""
     started = time.time()
     input_files = resolve_inputs(config)
-    log.info("[prepare] %d WARC file(s) -> %s (runner: %s)", len(input_files), config.output_dir, config.beam.runner)
+    log.info(
+        "[prepare] %d WARC file(s) -> %s (runner: %s)",
+        len(input_files),
+        config.output_dir,
+        describe_runner(config.beam),
+    )
     clear_stage_dir(config.output_dir)
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name="prepare"))
     build_prepare_pipeline(pipeline, config, input_files)

@@ -14,7 +14,7 @@ from beam_pipelines.config import TokenizeConfig
 from beam_pipelines.io.megatron import WriteIndexedDataset, bin_path, delete_dataset, idx_path, token_dtype
 from beam_pipelines.io.parquet import SUMMARY_FILE, read_json, write_json
 from beam_pipelines.io.text_sources import TOKENIZE_STEP, ReadTextSource, check_source, source_pattern
-from beam_pipelines.options import pipeline_options
+from beam_pipelines.options import describe_runner, pipeline_options
 from beam_pipelines.transforms.tokenize import (
     TokenizeDoFn,
     load_tokenizer,
@@ -93,7 +93,7 @@ def run_tokenize(config: TokenizeConfig) -> dict:
         dtype.name,
         eod_token,
         eod_id,
-        config.beam.runner,
+        describe_runner(config.beam),
     )
     clear_source_outputs(prefix)
     pipeline = beam.Pipeline(options=pipeline_options(config.beam, job_name=f"tokenize-{source.name}"))

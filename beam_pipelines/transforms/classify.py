@@ -4,6 +4,8 @@ Pure core: `score_document(model, normalization, document)` fills `Document.math
 P(math) of the normalised text. Beam wrapper: `MathScoreDoFn` loads the model once per worker
 process in `setup()` (a process-wide cache keyed by path, so the threads of one SDK worker share
 one copy of a model that can be hundreds of MB) and counts scored documents and score bands.
+The cache entry also records the file's size and modification time: workers that outlive a
+pipeline (a Dask cluster, Flink task managers) reload a model that a rerun wrote anew.
 
 A document the model cannot score (fastText raising on broken Unicode, say) gets score 0.0 and
 bumps `score_errors`: it stays in the pool, unselected, and is counted, never lost.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import threading
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.document import Document
@@ -32,12 +35,15 @@ def score_document(model, normalization: TextNormalization, document: Document) 
 
 
 def shared_model(model_path: str):
-    """(model, normalization) for `model_path`, loaded at most once per process."""
+    """(model, normalization) for `model_path`, loaded at most once per process and version of
+    the file (one version kept per path)."""
+    metadata = FileSystems.match([model_path])[0].metadata_list[0]
+    version = (metadata.size_in_bytes, metadata.last_updated_in_seconds)
     with _MODELS_LOCK:
-        loaded = _MODELS.get(model_path)
-        if loaded is None:
-            loaded = _MODELS[model_path] = load_model(model_path)
-        return loaded
+        cached = _MODELS.get(model_path)
+        if cached is None or cached[0] != version:
+            cached = _MODELS[model_path] = (version, load_model(model_path))
+        return cached[1]
 
 
 class MathScoreDoFn(beam.DoFn):

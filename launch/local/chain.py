@@ -6,6 +6,7 @@
     python launch/local/chain.py "overrides.sft=['optimizer.lr=2e-3']"   # extra Hydra overrides for one stage
     python launch/local/chain.py dry_run=true                     # print every stage's command, run nothing
     python launch/local/chain.py chain=r1                         # DeepSeek-R1's stages instead (below)
+    python launch/local/chain.py beam_preset=dask "beam_overrides=['beam.dask_scheduler_file=/tmp/dask/scheduler.json']"
 
 Every stage is a real subprocess, `python -m <entry point> <Hydra overrides>`: the same commands a
 cluster user runs (the README's "The chain at real scale" lists them with the 7B presets). A stage's
@@ -133,7 +134,11 @@ class ChainConfig:
     work_dir: str = "outputs/chain"
     # Beam preset of the corpus stages. One worker: on a 2-core machine and a sample this small,
     # worker start-up costs more than a second process gains (benchmarks/prepare_throughput.py).
-    beam: str = "direct_single"
+    # (Not named `beam`: Hydra would read `beam=...` as the corpus entry points' config group.)
+    beam_preset: str = "direct_single"
+    # Extra `beam.*` overrides for every corpus command, e.g. with beam_preset=dask:
+    # "beam_overrides=['beam.dask_scheduler_file=/shared/scheduler.json']"
+    beam_overrides: list[str] = field(default_factory=list)
     skip: list[str] = field(default_factory=list)
     force: list[str] = field(default_factory=list)
     from_stage: str = ""
@@ -158,6 +163,9 @@ class ChainConfig:
         ]
         if unknown:
             raise ConfigError(f"unknown stage(s) {', '.join(map(repr, unknown))}: stages are {', '.join(stages)}")
+        for override in self.beam_overrides:
+            if not override.startswith("beam.") or "=" not in override:
+                raise ConfigError(f"beam_overrides entry {override!r} must look like beam.KEY=VALUE")
         size = self.chain_size
         for item in fields(size):
             if item.type == "int":

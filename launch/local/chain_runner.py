@@ -172,7 +172,7 @@ class Chain:
         """`[module, *arguments]` per command of `stage`: the preset that holds the stage's settings,
         then paths and sizes. The user's `overrides.<stage>` are added by `with_user_overrides`."""
         w, size = str(self.work), self.size
-        corpus = [f"corpus.work_dir={w}", f"beam={self.config.beam}"]
+        corpus = [f"corpus.work_dir={w}", f"beam={self.config.beam_preset}", *self.config.beam_overrides]
         tokenizer = str(self.path("tokenizer"))
         if stage == "prepare":
             return [

@@ -25,10 +25,25 @@ from typing import Any
 
 from stack_common.errors import ConfigError
 
+CAUSAL_LM = "LlamaForCausalLM"
+QWEN2_CAUSAL_LM = "Qwen2ForCausalLM"
+# The Hugging Face classes a LLaMA-layout model converts to and from. Besides the language model,
+# the two score heads of reward models (megatron_recipes/reward_models): one bias-free scalar per
+# position (`score`, megatron's `reward_head`), pooled at the last non-padding token
+# (LlamaForSequenceClassification: outcome reward models) or read at every token
+# (LlamaForTokenClassification with token_classification_bias=false: process reward models, values).
+SEQUENCE_CLASSIFICATION = "LlamaForSequenceClassification"
+TOKEN_CLASSIFICATION = "LlamaForTokenClassification"
+SCORE_HEAD_ARCHITECTURES = (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION)
 # Architecture name -> model_type; Qwen2 adds biases to the q/k/v projections (add_qkv_bias).
-FAMILIES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
+FAMILIES = {
+    CAUSAL_LM: "llama",
+    QWEN2_CAUSAL_LM: "qwen2",
+    SEQUENCE_CLASSIFICATION: "llama",
+    TOKEN_CLASSIFICATION: "llama",
+}
 SUPPORTED_ARCHITECTURES = tuple(FAMILIES)
-SUPPORTED_MODEL_TYPES = tuple(FAMILIES.values())
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 CONFIG_FILE = "config.json"
 # Fields a converted checkpoint's architecture is made of (ModelConfig names).
 ARCHITECTURE_FIELDS = (
@@ -68,10 +83,19 @@ class HFArchitecture:
     tie_word_embeddings: bool
     # Biases on the query, key and value projections: Qwen2ForCausalLM (False: LlamaForCausalLM).
     qkv_bias: bool = False
+    # The head: the language model's (CAUSAL_LM) or a reward model's scalar score head.
+    hf_class: str = CAUSAL_LM
+
+    @property
+    def has_score_head(self) -> bool:
+        return self.hf_class in SCORE_HEAD_ARCHITECTURES
 
     @property
     def architecture_name(self) -> str:
-        return "Qwen2ForCausalLM" if self.qkv_bias else "LlamaForCausalLM"
+        """The Hugging Face class an export writes."""
+        if self.has_score_head:
+            return self.hf_class
+        return QWEN2_CAUSAL_LM if self.qkv_bias else CAUSAL_LM
 
     @property
     def head_dim(self) -> int:
@@ -101,7 +125,8 @@ class HFArchitecture:
 
     @classmethod
     def from_model_config(cls, fields: dict[str, Any]) -> "HFArchitecture":
-        """From a megatron checkpoint's `model_config` record (ModelConfig fields + vocab_size)."""
+        """From a megatron checkpoint's `model_config` record (ModelConfig fields + vocab_size, and
+        `hf_class` for a reward model's checkpoint)."""
         # num_query_groups may be absent (null), add_qkv_bias too (checkpoints from before Qwen2 support).
         optional = ("num_query_groups", "add_qkv_bias")
         missing = [name for name in ARCHITECTURE_FIELDS if name not in fields and name not in optional]
@@ -120,6 +145,7 @@ class HFArchitecture:
             norm_epsilon=float(fields["norm_epsilon"]),
             tie_word_embeddings=not bool(fields["untie_embeddings_and_output_weights"]),
             qkv_bias=bool(fields.get("add_qkv_bias", False)),
+            hf_class=str(fields.get("hf_class") or CAUSAL_LM),
         )
 
 
@@ -206,6 +232,11 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
         raise ConversionError(
             f"{where}: num_attention_heads={heads} is not divisible by num_key_value_heads={kv_heads}"
         )
+    hf_class = known[0] if known else CAUSAL_LM
+    if hf_class in SCORE_HEAD_ARCHITECTURES:
+        labels = config.get("num_labels") or len(config.get("id2label") or {}) or 2
+        if labels != 1:
+            raise ConversionError(f"{where}: num_labels={labels}: a reward model's score head has one output")
     head_dim = config.get("head_dim") or hidden // heads
     if head_dim != hidden // heads:
         raise ConversionError(
@@ -224,6 +255,7 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
         norm_epsilon=float(config.get("rms_norm_eps", 1e-6)),
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
         qkv_bias=family == "qwen2",
+        hf_class=hf_class,
     )
 
 
@@ -313,6 +345,15 @@ def hf_config_for_export(
         config.pop("mlp_bias", None)
         if isinstance(config.get("layer_types"), list):
             config["layer_types"] = ["full_attention"] * architecture.num_layers
+    if architecture.has_score_head:
+        config.update(
+            {
+                "num_labels": 1,
+                "id2label": {"0": "LABEL_0"},
+                "label2id": {"LABEL_0": 0},
+                "token_classification_bias": False,
+            }
+        )
     # Both spellings of the dtype: transformers 4 reads torch_dtype, 5 reads dtype.
     config["torch_dtype"] = dtype_name
     config["dtype"] = dtype_name

@@ -59,6 +59,8 @@ from megatron_recipes.convert.mapping import (
 )
 from megatron_recipes.models.config import ModelConfig
 from megatron_recipes.models.llama import build_model, padded_vocab_size
+from megatron_recipes.reward_models.kinds import kind_of_hf_class
+from megatron_recipes.reward_models.model import build_reward_model
 from megatron_recipes.runtime.config import PRECISIONS, ParallelismConfig
 from megatron_recipes.runtime.cpu import apply_cpu_runtime
 from megatron_recipes.training.checkpointing import _unwrap, latest_iteration, save_checkpoint
@@ -178,12 +180,18 @@ def _fill(
     architecture: HFArchitecture,
     allocate: Callable[[Any], Any] | None,
     progress: Callable[[int, int], None] | None = None,
+    new_modules: tuple[str, ...] = (),
 ) -> int:
     """Fill every ShardedTensor of `state` from `source`; `allocate(sharded) -> tensor` gives it
     a new buffer first (import), or None to copy into the model's own parameters (init).
-    Returns the number of elements written."""
+    Tensors whose key starts with one of `new_modules` and that the HF model lacks keep their
+    initial values (a reward model's new head on a language model). Returns the elements written."""
     mapping = TensorMapping(architecture, _padded_vocab_of(state, architecture))
-    entries = list(_sharded_tensors(state))
+    entries = [
+        entry
+        for entry in _sharded_tensors(state)
+        if not (entry[2].key.startswith(new_modules) and mapping.lookup(entry[2].key, None) is None)
+    ]
     located = [(container, name, sharded, *_locate(sharded, mapping)) for container, name, sharded in entries]
     # Layer order: a layer's HF tensors usually share a shard, so reads stay local.
     located.sort(key=lambda entry: (-1 if entry[3].layer is None else entry[3].layer, entry[3].key))
@@ -211,15 +219,16 @@ def _fill(
 # ---------------------------------------------------------------------------------------------
 
 
-def load_hf_weights(hf_dir: str | os.PathLike, model: list) -> HFArchitecture:
+def load_hf_weights(hf_dir: str | os.PathLike, model: list, new_modules: tuple[str, ...] = ()) -> HFArchitecture:
     """Copy an HF checkpoint into this rank's model chunks (any TP/PP/VP layout, DDP-wrapped or
     not). Every rank calls it; each reads only the HF rows of its own shards. Call
-    `optimizer.reload_model_params()` afterwards when an optimizer holds copies of the weights."""
+    `optimizer.reload_model_params()` afterwards when an optimizer holds copies of the weights.
+    `new_modules`: key prefixes of the model's own new parts (see `_fill`)."""
     started = time.perf_counter()
     source, architecture = open_hf_checkpoint(hf_dir)
     elements = 0
     for chunk in model:
-        elements += _fill(_model_state(_unwrap(chunk)), source, architecture, allocate=None)
+        elements += _fill(_model_state(_unwrap(chunk)), source, architecture, allocate=None, new_modules=new_modules)
     log.info("loaded %s weights on this rank from %s in %.1f s", f"{elements:,}", hf_dir, time.perf_counter() - started)
     return architecture
 
@@ -315,6 +324,7 @@ def import_hf_checkpoint(
         "dtype": precision,
         "converted_from": str(Path(hf_dir).resolve()),
         "hf_config": source.config,
+        **({"hf_class": architecture.hf_class} if architecture.has_score_head else {}),
     }
 
     target_dtype = torch_dtype(precision)
@@ -344,7 +354,14 @@ def import_hf_checkpoint(
         # Built with `padded` rows (a multiple of the divisor, so build_model keeps it at TP=1).
         # The local spec's checkpoint keys are the Transformer Engine spec's (training/checkpointing.py).
         layout_model = dataclasses.replace(model_config, transformer_impl="local")
-        chunks = build_model(layout_model, parallelism, padded, device="cpu", precision=precision, meta_device=True)
+        if architecture.has_score_head:
+            kind = kind_of_hf_class(architecture.hf_class)
+            record["reward_model_kind"] = kind
+            chunks = build_reward_model(
+                layout_model, parallelism, padded, "cpu", precision, None, kind=kind, meta_device=True
+            )
+        else:
+            chunks = build_model(layout_model, parallelism, padded, device="cpu", precision=precision, meta_device=True)
         tokenizer = copy_tokenizer(Path(hf_dir), megatron_dir)
         # Training from this checkpoint (checkpoint.init_from) tokenizes with the model's own tokenizer.
         train_state = {"iteration": 0, "extra": {"tokenizer": tokenizer}} if tokenizer else None

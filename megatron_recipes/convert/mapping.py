@@ -13,7 +13,9 @@ and, for Qwen2 (`add_qkv_bias`), `decoder.layers.self_attention.linear_qkv.bias`
 biases, fused like the weights' rows; with the layers stacked on a leading axis of the
 checkpoint's global tensors, plus
 `embedding.word_embeddings.weight` (model.embed_tokens), `decoder.final_layernorm.weight`
-(model.norm) and `output_layer.weight` (lm_head; absent when the embeddings are tied).
+(model.norm) and `output_layer.weight` (lm_head; absent when the embeddings are tied). A reward
+model has `reward_head.weight` [1, hidden] (HF `score.weight` of LlamaForSequenceClassification /
+LlamaForTokenClassification) instead of the output layer.
 
 Fusions, all along dim 0 (output rows), so every megatron tensor is a list of row blocks:
 - QKV, per key/value group g (GQA: heads_per_group query heads share one key/value head):
@@ -49,12 +51,15 @@ FC1 = "decoder.layers.mlp.linear_fc1.weight"
 FC2 = "decoder.layers.mlp.linear_fc2.weight"
 FINAL_NORM = "decoder.final_layernorm.weight"
 OUTPUT = "output_layer.weight"
+# A reward model's (or value function's) scalar head on the final hidden states: [1, hidden].
+SCORE_HEAD = "reward_head.weight"
 LAYER_KEYS = (QKV_NORM, QKV, QKV_BIAS, PROJECTION, FC1_NORM, FC1, FC2)
 VOCABULARY_KEYS = (EMBEDDING, OUTPUT)
 
 HF_EMBEDDING = "model.embed_tokens.weight"
 HF_FINAL_NORM = "model.norm.weight"
 HF_OUTPUT = "lm_head.weight"
+HF_SCORE_HEAD = "score.weight"
 # Buffers some older HF checkpoints saved; recomputed by every loader, never converted.
 HF_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -148,7 +153,9 @@ class TensorMapping:
             )
             yield MegatronTensor(FC2, layer, (h, f), (RowBlock(hf_layer_name(layer, "mlp.down_proj"), 0, h),))
         yield MegatronTensor(FINAL_NORM, None, (h,), (RowBlock(HF_FINAL_NORM, 0, h),))
-        if not a.tie_word_embeddings:
+        if a.has_score_head:
+            yield MegatronTensor(SCORE_HEAD, None, (1, h), (RowBlock(HF_SCORE_HEAD, 0, 1),))
+        elif not a.tie_word_embeddings:
             yield self._vocabulary(OUTPUT, HF_OUTPUT)
 
     def lookup(self, key: str, layer: int | None) -> MegatronTensor | None:
@@ -178,7 +185,9 @@ class TensorMapping:
             shapes[hf_layer_name(layer, "input_layernorm")] = (h,)
             shapes[hf_layer_name(layer, "post_attention_layernorm")] = (h,)
         shapes[HF_FINAL_NORM] = (h,)
-        if not a.tie_word_embeddings:
+        if a.has_score_head:
+            shapes[HF_SCORE_HEAD] = (1, h)
+        elif not a.tie_word_embeddings:
             shapes[HF_OUTPUT] = (a.vocab_size, h)
         return shapes
 

@@ -15,6 +15,11 @@ each `model-0000k-of-0000n.safetensors` as soon as its planned tensors are compl
 memory: one shard (`max_shard_size`) plus one layer. Files go to `<hf_dir>.incomplete/` and
 are renamed to `hf_dir` when complete.
 
+A reward model's checkpoint (model_config names its `hf_class`) exports as
+LlamaForSequenceClassification (ORM) or LlamaForTokenClassification (PRM) with num_labels 1 and
+its `score.weight`; pad_token_id is its run's end-of-document token and the run's tokenizer.json
+is copied along.
+
 config.json: the architecture from the checkpoint; the other fields (token ids, ...) from a
 template, the first of: `hf_template`'s config.json, the HF config an import stored in the
 checkpoint, the config.json of the run's `model.init_from_hf`. Tokenizer and generation files
@@ -54,7 +59,8 @@ from megatron_recipes.convert.hf_checkpoint import (
     write_config,
 )
 from megatron_recipes.convert.hf_to_megatron import single_process_parallel_state, torch_dtype
-from megatron_recipes.convert.mapping import EMBEDDING, FINAL_NORM, OUTPUT, MegatronTensor, TensorMapping
+from megatron_recipes.convert.mapping import EMBEDDING, FINAL_NORM, OUTPUT, SCORE_HEAD, MegatronTensor, TensorMapping
+from megatron_recipes.generation.tokenizer import load_text_tokenizer
 from megatron_recipes.runtime.config import PRECISIONS
 from megatron_recipes.training.checkpointing import (
     CHECKPOINT_FORMAT,
@@ -193,9 +199,14 @@ def export_megatron_checkpoint(
     max_shard_size: str | int = "5GB",
     hf_template: str | os.PathLike | None = None,
     overwrite: bool = False,
+    config_overrides: dict[str, Any] | None = None,
+    companion_files: tuple[str | os.PathLike, ...] = (),
 ) -> Path:
-    """Write `hf_dir` (config.json + safetensors, loadable with AutoModelForCausalLM) from a
-    megatron checkpoint. Returns hf_dir."""
+    """Write `hf_dir` (config.json + safetensors, loadable with AutoModelForCausalLM, or with
+    AutoModelForSequenceClassification / AutoModelForTokenClassification for a reward model's
+    checkpoint, whose model_config names its `hf_class`) from a megatron checkpoint. Returns
+    hf_dir. `config_overrides` are written into config.json last (e.g. a reward model's
+    pad_token_id); `companion_files` (e.g. the run's tokenizer.json) are copied along."""
     started = time.perf_counter()
     if dtype not in PRECISIONS:
         raise ConversionError(f"dtype={dtype!r} is not one of {', '.join(PRECISIONS)}")
@@ -210,6 +221,16 @@ def export_megatron_checkpoint(
     model_config = dict(info.get("model_config") or {})
     architecture = HFArchitecture.from_model_config(model_config)
     template, companion_directory = _template(model_config, hf_template)
+    config_overrides = dict(config_overrides or {})
+    companion_files = tuple(companion_files)
+    recorded_tokenizer = (info.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", "")
+    if architecture.has_score_head and recorded_tokenizer:
+        # A reward model's classifier pools the last non-padding token: padding is the run's
+        # end-of-document token, which never occurs inside a scored sequence.
+        tokenizer = load_text_tokenizer(recorded_tokenizer)
+        config_overrides.setdefault("pad_token_id", tokenizer.eod)
+        config_overrides.setdefault("eos_token_id", tokenizer.eod)
+        companion_files = (*companion_files, tokenizer.path)
     hf_dir = Path(hf_dir)
     if hf_dir.exists() and any(hf_dir.iterdir()) and not overwrite:
         raise ConversionError(f"{hf_dir} exists and is not empty: choose another directory or set overwrite=true")
@@ -259,7 +280,9 @@ def export_megatron_checkpoint(
             writer = ShardedSafetensorsWriter(staging, plan)
             groups = [mapping.layer_tensors(None)[:1]]  # the embedding first (HF order)
             groups += [mapping.layer_tensors(layer) for layer in range(architecture.num_layers)]
-            groups.append([tensor for tensor in mapping.layer_tensors(None) if tensor.key in (FINAL_NORM, OUTPUT)])
+            groups.append(
+                [tensor for tensor in mapping.layer_tensors(None) if tensor.key in (FINAL_NORM, OUTPUT, SCORE_HEAD)]
+            )
             for index, group in enumerate(groups):
                 loaded = _load_group(directory, group, stored, architecture.num_layers)
                 for name, tensor in _hf_tensors(mapping, group, loaded, target_dtype).items():
@@ -271,11 +294,14 @@ def export_megatron_checkpoint(
                 if 0 < index <= layers and (index == layers or index % max(1, layers // 10) == 0):
                     log.info("exported layer %d/%d (%.1f s)", index, layers, time.perf_counter() - started)
             writer.finish()
-            write_config(staging, hf_config_for_export(architecture, torch_dtype_name(target_dtype), template))
+            config = hf_config_for_export(architecture, torch_dtype_name(target_dtype), template)
+            write_config(staging, {**config, **(config_overrides or {})})
             if companion_directory is not None:
                 for file_name in COMPANION_FILES:
                     if (companion_directory / file_name).is_file():
                         shutil.copy2(companion_directory / file_name, staging / file_name)
+            for file in companion_files:
+                shutil.copy2(file, staging / Path(file).name)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # never leave a half-written model behind
             raise

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from megatron_recipes.data.think_template import COLD_START_RESPONSE
 from megatron_recipes.evaluation.datasets import DATASETS, reads_local_files
+from megatron_recipes.evaluation.problems import KIND_ANSWER
 from stack_common.checks import (
     require_at_least,
     require_choice,
@@ -19,8 +20,9 @@ from stack_common.checks import (
 from stack_common.errors import ConfigError
 
 LONG_EXAMPLE_POLICIES = ("truncate", "drop")
-# reasoning-gym generates questions on the fly; the evaluation datasets serve as question files.
-PROMPT_SOURCES = ("reasoning_gym", *DATASETS)
+# reasoning-gym generates questions on the fly; the evaluation datasets with free-form final
+# answers serve as question files (multiple-choice and code benchmarks have no such answer).
+PROMPT_SOURCES = ("reasoning_gym", *(name for name, spec in DATASETS.items() if spec.kind == KIND_ANSWER))
 # One-digit sums phrased by reasoning-gym ("Calculate -4 + 7."): the task the tiny CPU presets are
 # tuned for. conf/experiment/grpo_tiny_cpu.yaml picks it as the registered `prompts: arithmetic`.
 ARITHMETIC_TASK = (

@@ -9,21 +9,30 @@ Registered as `megatron` in the generation interface: `python -m megatron_recipe
 generator=megatron generator.checkpoint=DIR` builds the model from the checkpoint's recorded
 config (`build_megatron_generator`).
 
-How a batch is sampled (megatron-core's static batching, the KV cache of `StaticInferenceContext`
-kept by every attention layer):
+How a batch is sampled (static batching, lock-step decoding):
 - prompts are right-padded; the first forward pass (prefill) encodes the first `min(prompt
   lengths)` tokens of every row, then each step feeds one token per row and samples the next;
   a row whose prompt is longer than the current position gets its own prompt token instead of
   the sample (megatron's legacy static engine does the same). Positions are therefore exact for
   every row and no attention mask is needed: causal in the prefill, the cache afterwards.
   Requests are sorted by prompt length before batching, so rows of a batch have similar lengths.
-- sampling: temperature 0 is greedy; otherwise softmax(logits / T) restricted to the smallest set
-  of tokens whose probability reaches top_p, drawn with a torch.Generator seeded with
-  `params.seed` (reproducible for the same requests and max_batch_size).
-- a row stops at the end-of-document token, when its decoded tail contains a stop string, at
-  max_new_tokens, or at the model's context length. `token_ids` hold every sampled token up to
-  and including the one that ended it (EOD or the token completing the stop string); `text` is
-  the decoded continuation without EOD and cut before the first stop string.
+- the forward passes run through generation/cached_decoder.py: a lean KV-cache decoder over the
+  model's own weights where it covers the architecture (the local layer spec: every CPU run),
+  else megatron-core's static inference path (`StaticInferenceContext`); both compute the same
+  function and are tested to sample the same tokens. With the lean decoder, rows whose prefilled
+  prefix is the same (GRPO's G samples of one question) share one prefill, whose cache rows are
+  then repeated, and finished rows are dropped from the cache once they are an eighth of it, so
+  long rollouts stop paying for rows that are done.
+- sampling (generation/sampling.py): temperature 0 is greedy; otherwise softmax(logits / T)
+  restricted to the smallest set of tokens whose probability reaches top_p, drawn by inverse
+  transform sampling. Every request row has its own uniform stream derived from `params.seed`
+  and its index in the request, so a row's samples do not depend on the other rows, on
+  max_batch_size or on which rows finished first (reproducible for the same seed and requests).
+- a row stops at the end-of-document token, when its decoded tail contains a stop string (the
+  tails of all rows are decoded in one call per step), at max_new_tokens, or at the model's
+  context length. `token_ids` hold every sampled token up to and including the one that ended
+  it (EOD or the token completing the stop string); `text` is the decoded continuation without
+  EOD and cut before the first stop string.
 - `logprobs` are log pi(token) of the sampled tokens under the policy distribution defined in
   generation/logprobs.py (softmax of logits / T over the real vocabulary, before top-p; T = 1 for
   greedy), the same quantity a trainer forward pass computes for those tokens.
@@ -31,13 +40,14 @@ kept by every attention layer):
   tensor-parallel group sample identically and the sampled tokens are broadcast from the first
   rank of the group so that they can never diverge. Pipeline parallelism is not supported here
   (one model chunk holding every layer).
-- megatron-core's dynamic engine (paged cache, continuous batching) needs flash-attn on a GPU;
-  `dynamic_engine_available()` says whether it could be used. This generator uses the static
-  context everywhere, so the same code runs on the CPU and on GPUs.
+- megatron-core's dynamic engine (paged cache, continuous batching, CUDA graphs) needs flash-attn
+  on a GPU; `dynamic_engine_available()` says whether it could be used. This generator uses the
+  cached decoder or the static context, so the same code runs on the CPU and on GPUs.
 
-Cost: one prefill of batch x min-prompt tokens, then one forward of batch x 1 token per step
-(max prompt length - min prompt length + longest generation steps); the KV cache holds
-2 x layers x batch x (prompt + max_new_tokens) x kv-hidden values per batch.
+Cost: one prefill of (distinct prefixes) x min-prompt tokens, then one forward of (running rows)
+x 1 token per step (max prompt length - min prompt length + longest generation steps), plus
+O(rows x vocab) sampling per step; the KV cache holds 2 x layers x batch x (prompt +
+max_new_tokens) x kv-hidden values per batch.
 """
 
 from __future__ import annotations
@@ -50,8 +60,8 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
-from megatron.core.inference.contexts import StaticInferenceContext
 
+from megatron_recipes.generation.cached_decoder import CachedDecoder, build_decoder
 from megatron_recipes.generation.interface import (
     FINISH_LENGTH,
     FINISH_STOP,
@@ -60,11 +70,12 @@ from megatron_recipes.generation.interface import (
     SamplingParams,
     register_generator,
 )
-from megatron_recipes.generation.logprobs import full_vocab_log_probs
+from megatron_recipes.generation.sampling import row_uniforms, sample_next_tokens
 from megatron_recipes.generation.tokenizer import load_text_tokenizer
 from megatron_recipes.models.config import ModelConfig
 from megatron_recipes.models.llama import build_model, resolve_precision
 from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.runtime.cpu import device_rewrites_suspended
 from megatron_recipes.runtime.distributed import initialize_runtime
 from megatron_recipes.training.checkpointing import CheckpointError, _unwrap, load_model_weights, read_checkpoint_info
 from stack_common.errors import ConfigError
@@ -121,7 +132,15 @@ class MegatronGenerator:
     vocab_size: the model's unpadded vocabulary; context_length: the longest prompt + generation.
     """
 
-    def __init__(self, model, tokenizer, vocab_size: int, context_length: int, max_batch_size: int = 32):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        vocab_size: int,
+        context_length: int,
+        max_batch_size: int = 32,
+        decoder: str = "auto",
+    ):
         chunks = list(model) if isinstance(model, (list, tuple)) else [model]
         if len(chunks) != 1:
             raise ValueError(
@@ -143,6 +162,8 @@ class MegatronGenerator:
         self.context_length = context_length
         self.max_batch_size = max_batch_size
         self.device = next(self.model.parameters()).device
+        # auto: the lean cached decoder where it covers the model, else megatron's static path.
+        self.decoder = build_decoder(self.model, decoder)
         self.stats = {"batches": 0, "forward_passes": 0, "generated_tokens": 0}
 
     # ------------------------------------------------------------------ the shared interface
@@ -175,33 +196,19 @@ class MegatronGenerator:
                     f"{self.context_length}"
                 )
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-        # On the model's device: sampling never copies probabilities to the host.
-        generator = torch.Generator(device=self.device).manual_seed(int(params.seed))
         results: list[SampledSequence | None] = [None] * len(prompt_ids)
         was_training = self.wrapped.training
         self.wrapped.eval()
         try:
-            for start in range(0, len(order), self.max_batch_size):
-                batch = order[start : start + self.max_batch_size]
-                rows = [list(prompt_ids[i]) for i in batch]
-                for index, sample in zip(batch, self._generate_batch(rows, params, generator, stop_at_code_block)):
-                    results[index] = sample
+            with torch.no_grad(), device_rewrites_suspended(self.decoder.name == CachedDecoder.name):
+                for start in range(0, len(order), self.max_batch_size):
+                    batch = order[start : start + self.max_batch_size]
+                    rows = [list(prompt_ids[i]) for i in batch]
+                    for index, sample in zip(batch, self._generate_batch(rows, batch, params, stop_at_code_block)):
+                        results[index] = sample
         finally:
             self.wrapped.train(was_training)
         return results  # type: ignore[return-value]
-
-    def _sample(
-        self, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next tokens [b] and their log pi [b] from last-position logits [b, V_padded]."""
-        temperature = params.temperature if params.temperature > 0 else 1.0
-        log_probs = full_vocab_log_probs(logits, temperature, self.vocab_size)
-        if params.temperature == 0:
-            tokens = log_probs.argmax(dim=-1)
-        else:
-            probabilities = top_p_filter(log_probs.exp(), params.top_p)
-            tokens = torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
-        return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
     def _broadcast_in_tensor_parallel_group(self, tokens: torch.Tensor) -> torch.Tensor:
         if parallel_state.model_parallel_is_initialized() and parallel_state.get_tensor_model_parallel_world_size() > 1:
@@ -212,72 +219,150 @@ class MegatronGenerator:
             )
         return tokens
 
-    @torch.no_grad()
+    def _decode_many(self, sequences: list[list[int]]) -> list[str]:
+        batched = getattr(self.tokenizer, "decode_batch", None)
+        return batched(sequences) if batched is not None else [self.tokenizer.decode(ids) for ids in sequences]
+
     def _generate_batch(
         self,
         prompts: list[list[int]],
+        request_rows: list[int],
         params: SamplingParams,
-        generator: torch.Generator,
         stop_at_code_block: bool = False,
     ) -> list[SampledSequence]:
+        """Lock-step decoding of one batch (see the module docstring); `request_rows` are the
+        rows' indices in the request (their sampling streams)."""
+        device = self.device
         batch_size = len(prompts)
         lengths = [len(p) for p in prompts]
         total = min(max(lengths) + params.max_new_tokens, self.context_length)
         tokens = torch.zeros(batch_size, total, dtype=torch.long)
         for row, prompt in enumerate(prompts):
             tokens[row, : len(prompt)] = torch.tensor(prompt[:total], dtype=torch.long)
-        tokens = tokens.to(self.device)
-        prompt_lengths = torch.tensor(lengths, device=self.device)
-        samples = [SampledSequence(prompt_ids=list(p)) for p in prompts]
-        done = [False] * batch_size
+        tokens = tokens.to(device)
+        prompt_lengths = torch.tensor(lengths, device=device)
+        budget = min(params.max_new_tokens, total - min(lengths))
+        uniforms = row_uniforms(params.seed, request_rows, budget, device) if params.temperature > 0 else None
+        sampled = torch.zeros(batch_size, budget, dtype=torch.long, device=device)
+        sampled_log_probs = torch.zeros(batch_size, budget, dtype=torch.float32, device=device)
+        produced = torch.zeros(batch_size, dtype=torch.long, device=device)
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        reasons = [FINISH_LENGTH] * batch_size
         stops = [s for s in params.stop if s]
         tail_tokens = max((len(s) for s in stops), default=0) + 8
-        context = StaticInferenceContext(batch_size, total)
-        previous = 0
-        position = min(lengths)
-        while position < total and not all(done):
-            chunk = tokens[:, previous:position]
-            positions = torch.arange(previous, position, device=self.device).unsqueeze(0).expand(batch_size, -1)
-            if previous == 0:
-                context.enable_prefill_mode()
+        eod = self.tokenizer.eod
+        # `live`: the request rows held in the decoder's cache, in cache order.
+        live = torch.arange(batch_size, device=device)
+        previous, position = 0, min(lengths)
+        # Rows whose prefilled prefix is the same (GRPO's G samples of a question) share one
+        # prefill: the distinct prefixes are encoded once and their cache rows repeated.
+        prefixes: dict[tuple[int, ...], int] = {}
+        prefix_of_row = [prefixes.setdefault(tuple(prompt[:position]), len(prefixes)) for prompt in prompts]
+        shared_prefill = self.decoder.can_select_rows and len(prefixes) < batch_size
+        while position < total and live.numel() > 0:
+            if previous == 0 and shared_prefill:
+                representatives = torch.tensor([prefix_of_row.index(i) for i in range(len(prefixes))], device=device)
+                repeat = torch.tensor(prefix_of_row, device=device)
+                self.decoder.start(len(prefixes), total)
+                logits = self.decoder.forward(tokens[representatives, :position], 0)[repeat]
+                self.decoder.select_rows(repeat)
+            elif previous == 0:
+                self.decoder.start(batch_size, total)
+                logits = self.decoder.forward(tokens[:, :position], 0)
             else:
-                context.enable_decode_mode()
-            logits = self.model(chunk, positions, None, inference_context=context, runtime_gather_output=True)
-            context.increment_sequence_len_offset(chunk.size(1))
+                logits = self.decoder.forward(tokens[live, previous:position], previous)
             self.stats["forward_passes"] += 1
-            next_tokens, next_log_probs = self._sample(logits[:, -1, :], params, generator)
+            steps = produced[live].clamp(max=budget - 1)
+            row_uniform = uniforms[live, steps] if uniforms is not None else None
+            next_tokens, next_log_probs = sample_next_tokens(
+                logits, params.temperature, params.top_p, self.vocab_size, row_uniform
+            )
             next_tokens = self._broadcast_in_tensor_parallel_group(next_tokens.contiguous())
-            generating = position >= prompt_lengths  # rows past their prompt take the sample
-            tokens[:, position] = torch.where(generating, next_tokens, tokens[:, position])
-            chosen, chosen_log_probs = next_tokens.tolist(), next_log_probs.tolist()
-            for row in range(batch_size):
-                if done[row] or position < lengths[row]:
-                    continue
-                sample = samples[row]
-                sample.token_ids.append(chosen[row])
-                sample.logprobs.append(chosen_log_probs[row])
-                if chosen[row] == self.tokenizer.eod:
-                    done[row], sample.finish_reason = True, FINISH_STOP
-                elif stops and any(s in self.tokenizer.decode(sample.token_ids[-tail_tokens:]) for s in stops):
-                    done[row], sample.finish_reason = True, FINISH_STOP
-                elif stop_at_code_block and closes_python_block(sample.token_ids, self.tokenizer):
-                    done[row], sample.finish_reason = True, FINISH_TOOL
-                elif len(sample.token_ids) >= params.max_new_tokens or position + 1 >= total:
-                    done[row], sample.finish_reason = True, FINISH_LENGTH
+            # Rows past their prompt take the sample; the others feed their own next prompt token.
+            generating = (position >= prompt_lengths[live]) & ~finished[live]
+            rows = live[generating]
+            if rows.numel():
+                chosen = next_tokens[generating]
+                tokens[rows, position] = chosen
+                slots = produced[rows]
+                sampled[rows, slots] = chosen
+                sampled_log_probs[rows, slots] = next_log_probs[generating]
+                produced[rows] = slots + 1
+                ended = self._finished_rows(
+                    rows, chosen, produced, sampled, stops, tail_tokens, stop_at_code_block, eod, reasons
+                )
+                at_limit = (produced[rows] >= params.max_new_tokens) | (position + 1 >= total)
+                finished[rows] = ended | at_limit
+            # Drop finished rows from the cache once they are an eighth of it (bounded waste,
+            # few copies); a decoder that cannot drop rows keeps decoding them.
+            running = ~finished[live]
+            dead = live.numel() - int(running.sum())
+            if dead and dead * 8 >= live.numel() and self.decoder.select_rows(running.nonzero().squeeze(-1)):
+                live = live[running]
+            elif dead == live.numel():
+                break
             previous, position = position, position + 1
-        for sample in samples:
-            self._finish_text(sample, stops)
+        counts = produced.tolist()
+        token_lists = [ids[:count] for ids, count in zip(sampled.tolist(), counts)]
+        log_prob_lists = [values[:count] for values, count in zip(sampled_log_probs.tolist(), counts)]
+        samples = [
+            SampledSequence(prompt_ids=list(prompt), token_ids=ids, logprobs=values, finish_reason=reason)
+            for prompt, ids, values, reason in zip(prompts, token_lists, log_prob_lists, reasons)
+        ]
+        texts = self._decode_many(
+            [s.token_ids[:-1] if s.token_ids and s.token_ids[-1] == eod else s.token_ids for s in samples]
+        )
+        for sample, text in zip(samples, texts):
+            self._cut_at_stop(sample, text, stops)
         self.stats["batches"] += 1
-        self.stats["generated_tokens"] += sum(len(s.token_ids) for s in samples)
+        self.stats["generated_tokens"] += sum(counts)
         return samples
 
-    def _finish_text(self, sample: SampledSequence, stops: list[str]) -> None:
-        ids = (
-            sample.token_ids[:-1]
-            if sample.token_ids and sample.token_ids[-1] == self.tokenizer.eod
-            else sample.token_ids
-        )
-        text = self.tokenizer.decode(ids)
+    def _finished_rows(
+        self,
+        rows: torch.Tensor,
+        chosen: torch.Tensor,
+        produced: torch.Tensor,
+        sampled: torch.Tensor,
+        stops: list[str],
+        tail_tokens: int,
+        stop_at_code_block: bool,
+        eod: int,
+        reasons: list[str],
+    ) -> torch.Tensor:
+        """Which of `rows` (that just sampled `chosen`) end here, and why (in `reasons`): EOD, then
+        a stop string in the decoded tail, then a closed ```python block; the length limits are
+        the caller's. Stop strings are checked in one batched decode of the rows' tails."""
+        ended = chosen == eod
+        if not stops and not stop_at_code_block:
+            for row in rows[ended].tolist():
+                reasons[row] = FINISH_STOP
+            return ended
+        row_list, ended_list, counts = rows.tolist(), ended.tolist(), produced[rows].tolist()
+        for row, is_eod in zip(row_list, ended_list):
+            if is_eod:
+                reasons[row] = FINISH_STOP
+        checked = [index for index, is_eod in enumerate(ended_list) if not is_eod]
+        if stops and checked:
+            tails = [
+                sampled[row_list[index], max(0, counts[index] - tail_tokens) : counts[index]].tolist()
+                for index in checked
+            ]
+            stopped = [any(stop in text for stop in stops) for text in self._decode_many(tails)]
+            for index, hit in zip(checked, stopped):
+                if hit:
+                    ended_list[index] = True
+                    reasons[row_list[index]] = FINISH_STOP
+            checked = [index for index in checked if not ended_list[index]]
+        if stop_at_code_block:
+            for index in checked:
+                row = row_list[index]
+                if closes_python_block(sampled[row, : counts[index]].tolist(), self.tokenizer):
+                    ended_list[index] = True
+                    reasons[row] = FINISH_TOOL
+        return torch.tensor(ended_list, dtype=torch.bool, device=rows.device)
+
+    def _cut_at_stop(self, sample: SampledSequence, text: str, stops: list[str]) -> None:
         cut = len(text)
         for stop in stops:
             found = text.find(stop)

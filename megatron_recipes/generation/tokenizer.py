@@ -3,6 +3,7 @@
     tokenizer = load_text_tokenizer(path="")   # tokenizer.json or a directory holding one; "" = DeepSeek's
     tokenizer.encode(text) -> list[int]         # no BOS, no template tokens; special-token strings as text
     tokenizer.decode(ids) -> str                # special tokens (EOD) dropped
+    tokenizer.decode_batch([ids, ...]) -> [str]  # the same, one call for many sequences
     tokenizer.eod, tokenizer.vocab_size, tokenizer.path
 
 The rules are those of the tokenize step (beam_pipelines/transforms/tokenize.py): no BOS, one
@@ -82,6 +83,11 @@ class TextTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids if int(i) not in self.special_ids], skip_special_tokens=False)
+
+    def decode_batch(self, sequences: Sequence[Sequence[int]]) -> list[str]:
+        """`decode` of each sequence, in one call into the tokenizer."""
+        kept = [[int(i) for i in ids if int(i) not in self.special_ids] for ids in sequences]
+        return self.tokenizer.decode_batch(kept, skip_special_tokens=False)
 
 
 @functools.lru_cache(maxsize=4)

@@ -17,7 +17,8 @@ Layer spec, chosen explicitly and logged:
 - Transformer Engine spec (fused norm+linear, TE attention, bf16, optional FP8) when the
   process runs on CUDA and `transformer_engine` imports;
 - megatron-core's local spec otherwise (always on the CPU: importing TE without CUDA breaks
-  every megatron import, so it is never tried there).
+  every megatron import, so it is never tried there), its core attention computed by torch's
+  fused scaled-dot-product kernel where that is exactly megatron's function (models/attention.py).
 Both specs produce the same checkpoint keys (the local spec maps its norms onto TE's fused
 names), so checkpoints move between GPU (TE) and CPU (local) runs.
 
@@ -43,6 +44,7 @@ from megatron.core.models.gpt.gpt_layer_specs import (
 )
 from megatron.core.transformer import TransformerConfig
 
+from megatron_recipes.models.attention import with_fused_core_attention
 from megatron_recipes.models.config import ModelConfig
 from megatron_recipes.runtime.config import ParallelismConfig
 from stack_common.errors import ConfigError
@@ -102,7 +104,8 @@ def choose_layer_spec(model: ModelConfig, device: str, fp8: str | None = None) -
     else:
         if fp8 is not None:
             raise ConfigError("trainer.fp8 needs the Transformer Engine layer spec (CUDA + transformer_engine)")
-        spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+        # megatron's local layers, attention scores by torch's fused kernel (models/attention.py).
+        spec = with_fused_core_attention(get_gpt_layer_local_spec(normalization="RMSNorm"))
     return LayerSpecChoice(implementation, reason, spec)
 
 
@@ -180,8 +183,12 @@ def build_model(
     fp8: str | None = None,
     meta_device: bool = False,
     layer_spec: LayerSpecChoice | None = None,
+    model_class: type | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> list:
-    """GPTModel chunks of this rank (one per virtual pipeline stage). Parallel groups must exist."""
+    """GPTModel chunks of this rank (one per virtual pipeline stage). Parallel groups must exist.
+    `model_class` (a GPTModel subclass, e.g. reward_models.model.RewardModel) and its extra
+    constructor `model_options` replace GPTModel itself."""
     config = transformer_config(model, parallelism, precision, fp8, device, meta_device)
     choice = layer_spec or choose_layer_spec(model, device, fp8)
     log.info("layer spec: %s (%s)", choice.name, choice.reason)
@@ -192,7 +199,7 @@ def build_model(
     with placement:
         for stage in range(virtual_stages):
             vp_stage = stage if virtual_stages > 1 else None
-            chunk = GPTModel(
+            chunk = (model_class or GPTModel)(
                 config=config,
                 transformer_layer_spec=choice.spec,
                 vocab_size=padded,
@@ -203,6 +210,7 @@ def build_model(
                 position_embedding_type="rope",
                 rotary_base=model.rotary_base,  # a float: a fractional RoPE theta (HF rope_theta) stays exact
                 vp_stage=vp_stage,
+                **(model_options or {}),
             )
             if device == "cuda" and not meta_device:
                 chunk.cuda(torch.cuda.current_device())

@@ -12,7 +12,10 @@ from megatron_recipes.data.model_tokenizer import training_tokenizer_path
 from megatron_recipes.data.rl_prompts import PromptStream
 from megatron_recipes.generation.tokenizer import load_text_tokenizer
 from megatron_recipes.models.llama import build_model
+from megatron_recipes.reward_models.kinds import get_reward_model_kind
+from megatron_recipes.reward_models.scoring import RewardModelScorer, read_reward_model_record
 from megatron_recipes.rewards import AnswerChecker, DeadlineWorkerPool
+from megatron_recipes.rl.critic import build_critic
 from megatron_recipes.rl.trainer import GrpoTrainer
 from megatron_recipes.runtime.distributed import resolve_device, shutdown_runtime
 from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
@@ -35,6 +38,7 @@ class GrpoPlan:
     vocab_size: int
     prompts: object
     eval_prompts: object | None
+    reward_model: dict | None = None  # the reward model's record (reward_models/scoring.py)
 
 
 def _recorded(path: str | None) -> dict:
@@ -78,7 +82,30 @@ def plan_grpo(config: GrpoConfig) -> GrpoPlan:
         )
     prompts = PromptStream(config.prompts, config.chat_template)
     eval_prompts = PromptStream(config.eval_prompts, config.chat_template) if config.rl.eval_interval else None
-    return GrpoPlan(tokenizer, int(vocab_size), prompts, eval_prompts)
+    reward_model = check_reward_model(config, tokenizer) if config.rl.reward_model else None
+    return GrpoPlan(tokenizer, int(vocab_size), prompts, eval_prompts, reward_model)
+
+
+def check_reward_model(config: GrpoConfig, tokenizer) -> dict:
+    """The reward model's record, checked against the run: its kind fits the advantage
+    estimator (an ORM for outcome supervision and PPO, a PRM for process supervision) and it
+    reads the policy's tokens (the same vocabulary)."""
+    record = read_reward_model_record(config.rl.reward_model)
+    per_step = get_reward_model_kind(record["kind"]).per_step
+    if per_step != (config.rl.advantage_estimator == "process"):
+        wanted = "a process reward model (prm)" if not per_step else "an outcome reward model (orm)"
+        raise ConfigError(
+            f"rl.reward_model={config.rl.reward_model} is a {record['kind']} but"
+            f" rl.advantage_estimator={config.rl.advantage_estimator} needs {wanted}"
+        )
+    if record["tokenizer"] and load_text_tokenizer(record["tokenizer"]).tokenizer.get_vocab() != (
+        tokenizer.tokenizer.get_vocab()
+    ):
+        raise ConfigError(
+            f"rl.reward_model={config.rl.reward_model} was trained with the tokenizer {record['tokenizer']},"
+            f" not the policy's {tokenizer.path}: train the reward model from the policy's tokens"
+        )
+    return record
 
 
 def build_reference_model(config: GrpoConfig, session):
@@ -144,8 +171,31 @@ def run_grpo(config: GrpoConfig, plan: GrpoPlan):
                 f"{len(plan.prompts):,}",
                 plan.tokenizer.path,
             )
+        scorer = critic = None
+        if config.rl.reward_model:
+            scorer = RewardModelScorer.load(
+                config.rl.reward_model,
+                config.parallelism,
+                session.runtime.device,
+                session.precision,
+                config.trainer.micro_batch_size,
+                plan.tokenizer,
+            )
+            if session.runtime.is_logging_rank:
+                log.info("reward model: %s (%s)", config.rl.reward_model, plan.reward_model["kind"])
+        if config.rl.advantage_estimator == "gae":
+            critic = build_critic(config, session)
         trainer = GrpoTrainer(
-            config, session, plan.tokenizer, reference, plan.prompts, plan.eval_prompts, checker, sandbox
+            config,
+            session,
+            plan.tokenizer,
+            reference,
+            plan.prompts,
+            plan.eval_prompts,
+            checker,
+            sandbox,
+            reward_scorer=scorer,
+            critic=critic,
         )
         return trainer.run()
     finally:

@@ -60,9 +60,29 @@ class RlConfig:
     advantage_epsilon: float = 1e-4
     # Process supervision: a step-reward function name (rl/step_rewards.py), for advantage_estimator=process.
     step_reward: str | None = None
+    # A trained reward model's checkpoint (python -m megatron_recipes.reward_model), loaded beside
+    # the policy at its parallel layout; its kind (recorded in the checkpoint) decides its use:
+    # an ORM's score (a probability) joins the rewards with reward_model_weight (outcome
+    # supervision, and PPO); a PRM's step scores are the steps of process supervision.
+    reward_model: str | None = None
+    reward_model_weight: float = 1.0
     # Groups whose rewards are all equal have zero advantage: leave them out of the loss (and its
     # denominator) instead of training their KL term only.
     skip_zero_variance_groups: bool = True
+    # pi_old from the sampler's own log-probs instead of a forward pass of the policy: one pass
+    # over the rollout fewer (of three before the updates). Exact only where the sampler computes
+    # what the training forward computes (fp32 and the cached decoder: within 2e-4 in tests); off
+    # by default because bf16 / Transformer Engine inference numerics differ from training's.
+    old_logp_from_sampler: bool = False
+    # PPO (advantage_estimator=gae): discount and GAE lambda, the critic's learning rate, its
+    # clipped value loss range, its initial weights (null = the policy's checkpoint.init_from; a
+    # reward model's checkpoint is a common choice), advantages whitened over the rollout.
+    gae_gamma: float = 1.0
+    gae_lambda: float = 0.95
+    critic_lr: float = 1.0e-5
+    value_clip: float = 0.2
+    critic_init_from: str | None = None
+    whiten_advantages: bool = True
     kl_coefficient: float = 0.04
     kl_estimator: str = "k3"
     epsilon_low: float = 0.2
@@ -106,11 +126,23 @@ class RlConfig:
             if not isinstance(options, dict):
                 raise ConfigError(f"rl.reward_options.{name}={options!r} must map option names to values")
         if self.advantage_estimator == "process":
-            if self.step_reward is None:
+            if self.step_reward is None and self.reward_model is None:
                 raise ConfigError(
-                    f"rl.advantage_estimator=process needs rl.step_reward, one of {', '.join(sorted(STEP_REWARDS))}"
+                    "rl.advantage_estimator=process needs step rewards: rl.reward_model=<a PRM checkpoint> or"
+                    f" rl.step_reward, one of {', '.join(sorted(STEP_REWARDS))}"
                 )
-            require_choice("rl.step_reward", self.step_reward, sorted(STEP_REWARDS))
+            if self.step_reward is not None and self.reward_model is not None:
+                raise ConfigError(
+                    f"rl.step_reward={self.step_reward} and rl.reward_model={self.reward_model} both give step"
+                    " rewards: set one of them"
+                )
+            if self.step_reward is not None:
+                require_choice("rl.step_reward", self.step_reward, sorted(STEP_REWARDS))
+        require_range("rl.gae_gamma", self.gae_gamma, 0, 1)
+        require_range("rl.gae_lambda", self.gae_lambda, 0, 1)
+        require_positive("rl.critic_lr", self.critic_lr)
+        require_positive("rl.value_clip", self.value_clip)
+        require_non_negative("rl.reward_model_weight", self.reward_model_weight)
         require_non_negative("rl.kl_coefficient", self.kl_coefficient)
         require_range("rl.epsilon_low", self.epsilon_low, 0, 1, high_inclusive=False)
         require_non_negative("rl.epsilon_high", self.epsilon_high)
@@ -118,3 +150,55 @@ class RlConfig:
         require_non_negative("rl.reference_reset_interval", self.reference_reset_interval)
         require_non_negative("rl.eval_interval", self.eval_interval)
         require_non_negative("rl.max_tool_calls", self.max_tool_calls)
+
+
+@dataclass
+class IterativeConfig:
+    """Iterative RL (DeepSeekMath section 4.1.4), driven by rl/iterative.py: `iterations` times
+    {GRPO for `grpo_steps` steps with the current reward model -> sample solutions of the current
+    policy and label them (outcome labels for an ORM, Math-Shepherd step labels for a PRM) ->
+    continue training the reward model on them with `replay_fraction` of every batch replayed from
+    all earlier data -> reset the reference model to the current policy}.
+
+    Each stage is a real entry point run as a subprocess (`launcher` + `-m <module>`; empty =
+    this Python), with the stage's overrides (`grpo_overrides`, `label_overrides`,
+    `reward_model_overrides`: presets and settings) followed by the paths and step counts the
+    loop sets. Everything lives under `work_dir`; a rerun continues after the last finished
+    stage (see rl/iterative.py)."""
+
+    iterations: int = 2
+    grpo_steps: int = 100
+    reward_model_steps: int = 100
+    replay_fraction: float = 0.1
+    # The starting policy (the SFT model; also the Math-Shepherd completer), the starting reward
+    # model and the data it was trained on (replayed in every later round).
+    policy: str | None = None
+    reward_model: str | None = None
+    reward_model_data: list[str] = field(default_factory=list)
+    # The Math-Shepherd completer; null = the starting policy (the SFT model).
+    completer: str | None = None
+    # The question source (prompts.*), given to both GRPO and label_steps: the policy is trained
+    # and sampled on the same questions (label_steps draws another order each iteration).
+    prompt_overrides: list[str] = field(default_factory=list)
+    grpo_overrides: list[str] = field(default_factory=list)
+    label_overrides: list[str] = field(default_factory=list)
+    reward_model_overrides: list[str] = field(default_factory=list)
+    launcher: list[str] = field(default_factory=list)
+    work_dir: str = "outputs/iterative_rl"
+
+    def validate(self) -> None:
+        require_at_least("iterative.iterations", self.iterations, 1)
+        require_at_least("iterative.grpo_steps", self.grpo_steps, 1)
+        require_at_least("iterative.reward_model_steps", self.reward_model_steps, 1)
+        require_range("iterative.replay_fraction", self.replay_fraction, 0, 1, high_inclusive=False)
+        if not self.policy:
+            raise ConfigError("iterative.policy must name the starting policy's checkpoint (the SFT model)")
+        if not self.reward_model:
+            raise ConfigError(
+                "iterative.reward_model must name the starting reward model's checkpoint"
+                " (python -m megatron_recipes.reward_model)"
+            )
+        if self.replay_fraction and not self.reward_model_data:
+            raise ConfigError(
+                "iterative.reward_model_data must list the starting reward model's data (replayed in later rounds)"
+            )

@@ -16,6 +16,13 @@ Advantage estimators (ADVANTAGE_ESTIMATORS, `rl.advantage_estimator`), f(inputs)
             sum of the normalised rewards of the steps ending at or after it.
   Groups whose rewards all agree (std == 0) get advantage 0 and are flagged `zero_variance`:
   the trainer drops them from the loss (rl.skip_zero_variance_groups) and counts them.
+  gae       PPO's baseline (the paper's comparison, section 4.1): per-token rewards r_t (the
+            outcome reward at the last response token minus beta x KL_k1 at every token, the
+            trainer builds them) and a critic's values V_t at each trained position;
+            delta_t = r_t + gamma V_{t'} - V_t (t' the next trained position, V = 0 after the
+            last), A_t = delta_t + gamma lambda A_{t'}; returns R_t = A_t + V_t train the critic.
+            The policy sees A whitened over the rank's rollout (mean 0, std 1 over trained tokens).
+            Needs values (`needs_values`): the trainer calls it after the critic's forward pass.
 KL estimators (KL_ESTIMATORS, `rl.kl_estimator`) of KL(pi_theta || pi_ref) per token, from
 log-probs logp = log pi_theta and ref = log pi_ref, [N, T] -> [N, T]:
   k1 = logp - ref;  k2 = (logp - ref)^2 / 2;  k3 = pi_ref/pi - log(pi_ref/pi) - 1 (the paper's,
@@ -121,15 +128,23 @@ class AdvantageInputs:
     epsilon: float
     step_rewards: torch.Tensor | None = None
     step_mask: torch.Tensor | None = None
+    # PPO (gae): per-token rewards [N, T], the critic's values [N, T], discount and GAE lambda.
+    token_rewards: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten: bool = True
 
 
 @dataclass
 class Advantages:
     """tokens [N, T] per-token advantages (0 outside mask); zero_variance [N] bool (the output's
-    group had identical rewards, so its advantages are 0)."""
+    group had identical rewards, so its advantages are 0); returns [N, T] the critic's targets
+    (gae only)."""
 
     tokens: torch.Tensor
     zero_variance: torch.Tensor
+    returns: torch.Tensor | None = None
 
 
 def _group_statistics(
@@ -219,6 +234,73 @@ def reference_process_advantages(
             tokens.append(total * m)
         advantages.append(tokens)
     return advantages
+
+
+@register_advantage_estimator("gae")
+def gae_advantages(inputs: AdvantageInputs) -> Advantages:
+    """PPO's generalized advantage estimation over the trained positions of each output (module docstring)."""
+    if inputs.token_rewards is None or inputs.values is None:
+        raise ValueError("the gae advantage estimator needs token_rewards and the critic's values")
+    mask = inputs.mask.double()
+    rewards, values = inputs.token_rewards.double() * mask, inputs.values.double() * mask
+    count, length = mask.shape
+    advantages = torch.zeros(count, length, dtype=torch.float64)
+    next_value = torch.zeros(count, dtype=torch.float64)
+    running = torch.zeros(count, dtype=torch.float64)
+    for t in range(length - 1, -1, -1):
+        trained = mask[:, t] > 0
+        delta = rewards[:, t] + inputs.gamma * next_value - values[:, t]
+        updated = delta + inputs.gamma * inputs.lam * running
+        running = torch.where(trained, updated, running)
+        next_value = torch.where(trained, values[:, t], next_value)
+        advantages[:, t] = torch.where(trained, updated, torch.zeros_like(updated))
+    returns = (advantages + values) * mask
+    tokens = advantages
+    if inputs.whiten and mask.sum() > 1:
+        mean = (advantages * mask).sum() / mask.sum()
+        std = (((advantages - mean) ** 2 * mask).sum() / (mask.sum() - 1)).sqrt()
+        tokens = (advantages - mean) / (std + inputs.epsilon) * mask
+    zero_variance = torch.zeros(count, dtype=torch.bool)
+    return Advantages(tokens.to(torch.float32), zero_variance, returns.to(torch.float32))
+
+
+gae_advantages.needs_values = True
+
+
+def reference_gae_advantages(
+    token_rewards: list[list[float]], values: list[list[float]], mask: list[list[float]], gamma: float, lam: float
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Readable reference of `gae_advantages` without whitening: (advantages, returns)."""
+    advantages, returns = [], []
+    for rewards, row_values, row_mask in zip(token_rewards, values, mask):
+        positions = [t for t, m in enumerate(row_mask) if m]
+        row_advantages = [0.0] * len(row_mask)
+        following, next_value = 0.0, 0.0
+        for t in reversed(positions):
+            delta = rewards[t] + gamma * next_value - row_values[t]
+            following = delta + gamma * lam * following
+            row_advantages[t] = following
+            next_value = row_values[t]
+        advantages.append(row_advantages)
+        returns.append([a + v if m else 0.0 for a, v, m in zip(row_advantages, row_values, row_mask)])
+    return advantages, returns
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped value loss per token: 0.5 max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2),
+    and whether the clipped term was the larger one. All [N, T]."""
+    clipped_values = old_values + (values - old_values).clamp(-clip, clip)
+    unclipped_loss = (values - returns) ** 2
+    clipped_loss = (clipped_values - returns) ** 2
+    return 0.5 * torch.maximum(unclipped_loss, clipped_loss), clipped_loss > unclipped_loss
+
+
+def reference_clipped_value_loss(value: float, old_value: float, target: float, clip: float) -> float:
+    """Readable reference of `clipped_value_loss` for one token."""
+    clipped = old_value + min(max(value - old_value, -clip), clip)
+    return 0.5 * max((value - target) ** 2, (clipped - target) ** 2)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ the padded tensors the GRPO loss trains on.
 
     samples = generate_rollouts(generator, records, group_size, params, tokenizer, template,
                                 tool_runner=None, max_tool_calls=4)
-    compute_rewards(samples, reward_names, reward_weights, checker, step_reward=None, reward_options=None)
+    compute_rewards(samples, reward_names, reward_weights, checker, step_reward=None, reward_options=None,
+                    model_scores=None)
     batch = rollout_batch(samples, tokenizer.eod, rl.advantage_estimator, rl.advantage_epsilon)
 
 Tool-integrated reasoning (rl.tool_use): generation stops when a sample closes a ```python block
@@ -18,12 +19,20 @@ Rewards: the sum over `reward_names` of weight x reward; a reward function retur
 left out of the loss and counted. The first reward is reported as `accuracy`. Rewards registered
 with `inputs=("questions",)` (language consistency, a reward model) also receive each sample's
 question text; `reward_options[name]` (rl.reward_options) is passed to reward `name` as keywords.
+A learned reward model (rl.reward_model) adds its scores (`ModelScores`, probabilities from
+reward_models/scoring.py) with rl.reward_model_weight: an outcome reward model's score joins the
+sum (outcome supervision: the group normalises the total); a process reward model's step
+scores become the sample's steps (process supervision), the weighted rule-based sum added to
+the last step. `rewards["reward_model"]` records the score (a PRM's: its lowest step score).
 
 RolloutBatch (this rank's share; N outputs, S = longest prompt + response - 1, padded to a
 multiple of 8): tokens / labels [N, S] int64 (labels[t] = tokens[t + 1] of the sequence),
 position_ids [N, S], mask [N, S] float (1 where the label is a trained response token),
 advantages [N, S] float, group [N] int64, zero_variance [N] bool, ungradable [N] bool,
-rewards [N] float; old_logp / ref_logp [N, S] are filled by the trainer's forward passes.
+rewards [N] float; sampler_logp [N, S] the sampler's log-probs at the response positions (0
+elsewhere and at tool-output tokens; None when a sample's response has tokens without one);
+old_logp / ref_logp [N, S] are filled by the trainer (forward passes, or old_logp = sampler_logp) and,
+for PPO, old_values / returns [N, S] and the advantages after the critic's.
 
 Cost: generation dominates (see generation/megatron.py); rewards are checked in one batch; the
 tensors are O(N x S).
@@ -41,7 +50,10 @@ import torch
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.rewards import get_reward, reward_inputs
 from megatron_recipes.rl.objectives import AdvantageInputs, get_advantage_estimator
-from megatron_recipes.rl.step_rewards import get_step_reward, step_end_tokens
+from megatron_recipes.rl.step_rewards import Step, get_step_reward, split_steps, step_end_tokens
+
+# The key of a learned reward model's score in a sample's `rewards`.
+MODEL_REWARD = "reward_model"
 
 _CLOSED_PYTHON_BLOCK = re.compile(r"```python[ \t]*\n(.*?)\n?```", re.DOTALL)
 
@@ -164,6 +176,17 @@ def _generate_with_budgets(generator, contexts, budgets, params, stop_at_code_bl
     return outputs
 
 
+@dataclass(frozen=True)
+class ModelScores:
+    """A reward model's probabilities for a batch of samples: `scores[i]` is [p] (outcome) or one
+    p per step of sample i's text (per_step: steps split at `separator`)."""
+
+    per_step: bool
+    scores: Sequence[Sequence[float]]
+    weight: float = 1.0
+    separator: str = "\n"
+
+
 def compute_rewards(
     samples: Sequence[RolloutSample],
     reward_names: Sequence[str],
@@ -171,10 +194,11 @@ def compute_rewards(
     checker=None,
     step_reward: str | None = None,
     reward_options: dict | None = None,
+    model_scores: ModelScores | None = None,
 ) -> None:
     """Fill each sample's rewards (per name), total reward (None if ungradable) and, with a
-    `step_reward` (process supervision), its steps. The one scorer of rollouts and of the
-    held-out check."""
+    `step_reward` or a process reward model's scores (process supervision), its steps. The one
+    scorer of rollouts and of the held-out check."""
     texts = [sample.text for sample in samples]
     references = [sample.reference for sample in samples]
     per_name: dict[str, list] = {}
@@ -191,11 +215,36 @@ def compute_rewards(
         sample.reward = (
             None if any(v is None for v in values) else float(sum(w * v for w, v in zip(reward_weights, values)))
         )
+    if model_scores is not None:
+        _add_model_scores(samples, model_scores)
     if step_reward is not None:
         function = get_step_reward(step_reward)
         first = reward_names[0]
         for sample in samples:
             sample.steps = function(sample.text, sample.reference, outcome=sample.rewards.get(first))
+
+
+def _add_model_scores(samples: Sequence[RolloutSample], model_scores: ModelScores) -> None:
+    if len(model_scores.scores) != len(samples):
+        raise ValueError(f"{len(model_scores.scores)} reward-model scores for {len(samples)} samples")
+    for sample, scores in zip(samples, model_scores.scores):
+        scores = list(scores)
+        if not model_scores.per_step:
+            sample.rewards[MODEL_REWARD] = scores[0] if scores else 0.0
+            if sample.reward is not None:
+                sample.reward += model_scores.weight * sample.rewards[MODEL_REWARD]
+            continue
+        sample.rewards[MODEL_REWARD] = min(scores) if scores else 0.0
+        ends = [step.end for step in split_steps(sample.text, model_scores.separator)]
+        if len(ends) != len(scores):
+            raise ValueError(f"{len(scores)} step scores for {len(ends)} steps of a sample")
+        rule_based = sample.reward or 0.0
+        steps = [Step(end, model_scores.weight * score) for end, score in zip(ends, scores)]
+        if steps:
+            steps[-1] = Step(steps[-1].end, steps[-1].reward + rule_based)
+        else:
+            steps = [Step(len(sample.text), rule_based)]
+        sample.steps = steps
 
 
 @dataclass
@@ -211,6 +260,10 @@ class RolloutBatch:
     rewards: torch.Tensor
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    sampler_logp: torch.Tensor | None = None
+    # PPO (rl.advantage_estimator=gae): the critic's values before the update and its targets.
+    old_values: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -228,6 +281,10 @@ class RolloutBatch:
             batch["old_logp"] = self.old_logp[indices]
         if self.ref_logp is not None:
             batch["ref_logp"] = self.ref_logp[indices]
+        if self.old_values is not None:
+            batch["old_values"] = self.old_values[indices]
+        if self.returns is not None:
+            batch["returns"] = self.returns[indices]
         return batch
 
     def state(self) -> dict[str, torch.Tensor | None]:
@@ -256,6 +313,8 @@ def rollout_batch(
     step_rewards = torch.zeros(count, length) if estimator == "process" else None
     step_mask = torch.zeros(count, length) if estimator == "process" else None
     ungradable_groups = {s.group for s in samples if s.reward is None}
+    has_sampler_logp = all(len(s.sampler_logprobs) == len(s.response_ids) for s in samples)
+    sampler_logp = torch.zeros(count, length) if has_sampler_logp else None
     for row, sample in enumerate(samples):
         sequence = torch.tensor(sample.prompt_ids + sample.response_ids, dtype=torch.long)
         used = len(sequence) - 1
@@ -264,6 +323,9 @@ def rollout_batch(
         first = len(sample.prompt_ids) - 1  # label position of the first response token
         if sample.response_ids:
             mask[row, first : first + len(sample.response_ids)] = torch.tensor(sample.trained, dtype=torch.float32)
+            if sampler_logp is not None:  # tool-output tokens (NaN) are masked from the loss: 0 keeps ratios finite
+                values = torch.tensor(sample.sampler_logprobs, dtype=torch.float32).nan_to_num(0.0)
+                sampler_logp[row, first : first + len(sample.response_ids)] = values
         if estimator == "process" and sample.steps and sample.response_ids:
             if decode is None:
                 raise ValueError("process supervision needs `decode` to map step ends to tokens")
@@ -273,12 +335,36 @@ def rollout_batch(
     group = torch.tensor([s.group for s in samples], dtype=torch.long)
     ungradable = torch.tensor([s.group in ungradable_groups for s in samples], dtype=torch.bool)
     rewards = torch.tensor([s.reward if s.reward is not None else 0.0 for s in samples], dtype=torch.float32)
+    position_ids = torch.arange(length).unsqueeze(0).expand(count, -1).contiguous()
+    function = get_advantage_estimator(estimator)
+    if getattr(function, "needs_values", False):
+        # PPO: the trainer fills the advantages after the critic's forward pass (rl/trainer.py).
+        return RolloutBatch(
+            tokens,
+            labels,
+            position_ids,
+            mask,
+            torch.zeros(count, length),
+            group,
+            torch.zeros(count, dtype=torch.bool),
+            ungradable,
+            rewards,
+            sampler_logp=sampler_logp,
+        )
     # Ungradable groups are left out of the statistics: give them their own (masked) values.
     inputs = AdvantageInputs(rewards, group, mask, epsilon, step_rewards, step_mask)
-    advantages = get_advantage_estimator(estimator)(inputs)
+    advantages = function(inputs)
     tokens_advantages = torch.where(ungradable.unsqueeze(1), torch.zeros_like(advantages.tokens), advantages.tokens)
     zero_variance = advantages.zero_variance & ~ungradable
-    position_ids = torch.arange(length).unsqueeze(0).expand(count, -1).contiguous()
     return RolloutBatch(
-        tokens, labels, position_ids, mask, tokens_advantages, group, zero_variance, ungradable, rewards
+        tokens,
+        labels,
+        position_ids,
+        mask,
+        tokens_advantages,
+        group,
+        zero_variance,
+        ungradable,
+        rewards,
+        sampler_logp=sampler_logp,
     )

@@ -117,6 +117,18 @@ def arithmetic_steps(response: str, reference: str | None = None, outcome: float
     return steps
 
 
+def split_steps(response: str, separator: str = "\n") -> list[Step]:
+    """One Step(end, 0.0) per non-empty piece of `response` split at `separator` (end: the offset
+    after its last character). The step format of reward models (reward_models/data.py)."""
+    steps, offset = [], 0
+    for piece in response.split(separator):
+        end = offset + len(piece)
+        if piece.strip():
+            steps.append(Step(end, 0.0))
+        offset = end + len(separator)
+    return steps
+
+
 def step_end_tokens(
     steps: Sequence[Step], token_ids: Sequence[int], decode: Callable[[Sequence[int]], str]
 ) -> list[int]:

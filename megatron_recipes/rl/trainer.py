@@ -11,16 +11,28 @@ One step on every data-parallel rank r of D: questions [i x Q + r x Q/D, ...) of
 stream (i = the step), G samples each from the current policy (generation/megatron.py), rewards
 checked on the first rank of each tensor-parallel group and broadcast inside it (a checker or a
 sandbox timeout must not make two tensor-parallel ranks disagree), advantages per group (groups
-never span ranks). pi_old is recomputed by a forward pass of the policy (not the sampler's
-log-probs), pi_ref by the frozen reference model. Then `rl.updates_per_rollout` passes over the
+never span ranks). pi_old is recomputed by a forward pass of the policy (or, with
+rl.old_logp_from_sampler, taken from the sampler's log-probs of the same weights), pi_ref by the
+frozen reference model. Then `rl.updates_per_rollout` passes over the
 rollout in a seeded order, each split into mini-batches of trainer.global_batch_size outputs (one
 optimizer step each); outputs of zero-variance and ungradable groups are left out; ranks agree on
 the number of micro-batches (padding with fully-masked ones) and skip an update that has no
 output at all.
 
+Learned rewards (rl.reward_model, a checkpoint of python -m megatron_recipes.reward_model): the
+reward model sits beside the policy at its tensor-parallel layout and scores every rollout on all
+ranks of the group before the rule-based rewards are checked; an outcome reward model's score
+joins the rewards (outcome supervision normalises the total within the group), a process reward
+model's step scores are the steps of the `process` advantage estimator (rollout.compute_rewards).
+
+PPO (rl.advantage_estimator=gae, the paper's baseline): a critic (rl/critic.py) gives a value per
+response token; per-token rewards carry the KL penalty (so the loss has none), GAE turns them
+into advantages, and the critic takes a clipped value-loss step for every policy mini-batch.
+
 Iterative GRPO: every `rl.reference_reset_interval` steps the reference model takes the policy's
 weights; the next checkpoint also writes the reference (weights only) under
-`<checkpoint.dir>/reference/`, and a resumed run reloads it from there (train_state.extra).
+`<checkpoint.dir>/reference/` (keeping checkpoint.keep_last of them, all by default), and a
+resumed run reloads it from there (train_state.extra).
 
 Metrics per step (console line, metrics.jsonl, TensorBoard under train/): loss, reward_mean,
 reward_std, accuracy, kl, clip_fraction, entropy, ratio, response_length, zero_variance_groups
@@ -29,7 +41,9 @@ rollout wall time), training_tokens_per_second (sequence tokens through the upda
 log-prob passes / their wall time), tokens_per_second (all tokens / step time), lr, grad_norm;
 with several rewards, `reward_<name>` (each reward's mean over gradable outputs; R1-Zero watches
 reward_think_format); reflection_rate (the share of outputs that revise themselves,
-rl.reflection_phrases, reasoning_metrics.py).
+rl.reflection_phrases, reasoning_metrics.py);
+reward_model_score (mean score, with rl.reward_model); value_loss, value_clip_fraction and
+value_error (PPO).
 Held-out accuracy (rl.eval_interval): `validation_accuracy` in metrics.jsonl at step 0, every
 interval and at the end; with several rewards also `validation_reward_<name>` (each one's mean).
 
@@ -44,7 +58,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -54,9 +68,16 @@ from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.logprobs import vocab_parallel_entropy, vocab_parallel_log_probs
 from megatron_recipes.generation.megatron import MegatronGenerator
-from megatron_recipes.rl.objectives import GrpoLossSettings, grpo_loss
+from megatron_recipes.rl.objectives import AdvantageInputs, GrpoLossSettings, get_advantage_estimator, grpo_loss
 from megatron_recipes.rl.reasoning_metrics import revises_itself
-from megatron_recipes.rl.rollout import RolloutBatch, compute_rewards, generate_rollouts, rollout_batch
+from megatron_recipes.rl.rollout import (
+    MODEL_REWARD,
+    ModelScores,
+    RolloutBatch,
+    compute_rewards,
+    generate_rollouts,
+    rollout_batch,
+)
 from megatron_recipes.sandbox import format_output
 from megatron_recipes.training.checkpointing import save_checkpoint
 from megatron_recipes.training.loop import (
@@ -77,9 +98,20 @@ def policy_forward(model_chunk, batch: dict) -> torch.Tensor:
     return model_chunk(batch["tokens"], batch["position_ids"], None)
 
 
+def response_log_probs(
+    logits: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor, temperature: float, vocab_size: int
+) -> torch.Tensor:
+    """log pi(labels) [b, s] at the `selected` positions ([b, s] bool: the loss mask's), 0 elsewhere.
+    Every use of GRPO's log-probs is masked, and the prompt is most of a sequence: the softmax
+    over the vocabulary runs only where it is read (same values there, row by row)."""
+    values = vocab_parallel_log_probs(logits[selected], labels[selected], temperature, vocab_size)
+    return torch.zeros(selected.shape, dtype=values.dtype, device=values.device).index_put((selected,), values)
+
+
 def log_prob_output(temperature: float, vocab_size: int) -> Callable:
     def output(batch: dict, logits: torch.Tensor) -> torch.Tensor:
-        return vocab_parallel_log_probs(logits, batch["labels"], temperature, vocab_size).detach()
+        selected = batch["loss_mask"] > 0
+        return response_log_probs(logits, batch["labels"], selected, temperature, vocab_size).detach()
 
     return output
 
@@ -88,12 +120,14 @@ def grpo_loss_function(settings: GrpoLossSettings, temperature: float, vocab_siz
     """loss_fn(batch, logits) -> (numerator, denominator, metrics) for training/loop.train_step."""
 
     def loss(batch: dict, logits: torch.Tensor):
-        logp = vocab_parallel_log_probs(logits, batch["labels"], temperature, vocab_size)
+        selected = batch["loss_mask"] > 0
+        logp = response_log_probs(logits, batch["labels"], selected, temperature, vocab_size)
         mask = batch["loss_mask"].to(logp.dtype)
         result = grpo_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], mask, settings)
         metrics = {name: torch.stack([total.float(), count.float()]) for name, (total, count) in result.sums.items()}
-        entropy = vocab_parallel_entropy(logits.detach(), temperature, vocab_size)
-        metrics["entropy"] = torch.stack([(entropy * mask).sum(), mask.sum()])
+        # The entropy metric averages over trained tokens: computed at those positions only.
+        entropy = vocab_parallel_entropy(logits.detach()[selected], temperature, vocab_size)
+        metrics["entropy"] = torch.stack([(entropy * mask[selected]).sum(), mask.sum()])
         return result.numerator, result.denominator, metrics
 
     return loss
@@ -102,7 +136,8 @@ def grpo_loss_function(settings: GrpoLossSettings, temperature: float, vocab_siz
 def sequence_log_probs(
     model, batch: RolloutBatch, micro_batch_size: int, temperature: float, vocab_size: int
 ) -> torch.Tensor:
-    """log pi(label) [N, S] of every row by forward passes of `model` (a session or chunks)."""
+    """log pi(label) [N, S] of every row by forward passes of `model` (a session or chunks), at the
+    batch's loss-mask positions (0 elsewhere: see response_log_probs)."""
     micro_batches = [
         batch.rows(torch.arange(start, min(start + micro_batch_size, len(batch))))
         for start in range(0, len(batch), micro_batch_size)
@@ -144,9 +179,18 @@ def grpo_updates(
     filled). `outputs_per_update` = trainer.global_batch_size / data-parallel size. Returns the
     StepResult of every optimizer update (skipped updates are absent)."""
     loss_fn = grpo_loss_function(settings, temperature, session.vocab_size)
-    micro = session.trainer.micro_batch_size
     keep = trainable_rows(batch, skip_zero_variance)
-    results = []
+    plan = minibatch_plan(batch, keep, updates, outputs_per_update, session.trainer.micro_batch_size, seed)
+    return [train_step(session, micro_batches, loss_fn, policy_forward) for micro_batches in plan]
+
+
+def minibatch_plan(
+    batch: RolloutBatch, keep: torch.Tensor, updates: int, outputs_per_update: int, micro: int, seed: int
+) -> Iterator[list[dict]]:
+    """The micro-batches of every optimizer update: `updates` passes over the rollout in a seeded
+    order, mini-batches of `outputs_per_update` rows of which the `keep` ones are trained; the
+    data-parallel ranks agree on the number of micro-batches (fully masked fillers) and skip a
+    mini-batch that has no row anywhere. PPO's critic follows the same plan."""
     for epoch in range(updates):
         order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed * 1009 + epoch))
         for start in range(0, len(batch), outputs_per_update):
@@ -161,8 +205,7 @@ def grpo_updates(
                 filler = batch.rows(rows[:1])
                 filler["loss_mask"] = torch.zeros_like(filler["loss_mask"])
                 micro_batches.append(filler)
-            results.append(train_step(session, micro_batches, loss_fn, policy_forward))
-    return results
+            yield micro_batches
 
 
 @dataclass
@@ -196,7 +239,19 @@ class GrpoTrainer:
     """See the module docstring. `config` is a GrpoConfig; `session` a TrainingSession of the policy;
     `reference` the frozen reference chunks (None when rl.kl_coefficient == 0)."""
 
-    def __init__(self, config, session, tokenizer, reference, prompts, eval_prompts=None, checker=None, sandbox=None):
+    def __init__(
+        self,
+        config,
+        session,
+        tokenizer,
+        reference,
+        prompts,
+        eval_prompts=None,
+        checker=None,
+        sandbox=None,
+        reward_scorer=None,
+        critic=None,
+    ):
         self.config = config
         self.rl = config.rl
         self.session = session
@@ -206,6 +261,8 @@ class GrpoTrainer:
         self.eval_prompts = eval_prompts
         self.checker = checker
         self.sandbox = sandbox
+        self.reward_scorer = reward_scorer
+        self.critic = critic
         self.generator = MegatronGenerator(
             session.model,
             tokenizer,
@@ -214,7 +271,8 @@ class GrpoTrainer:
             self.rl.generation_batch_size,
         )
         self.settings = GrpoLossSettings(
-            self.rl.kl_coefficient,
+            # PPO puts the KL penalty into the per-token rewards instead of the loss.
+            0.0 if critic is not None else self.rl.kl_coefficient,
             self.rl.kl_estimator,
             self.rl.epsilon_low,
             self.rl.epsilon_high,
@@ -240,12 +298,24 @@ class GrpoTrainer:
 
         return run
 
-    def score_samples(self, samples, reward_names, reward_weights, step_reward: str | None = None) -> None:
+    def score_samples(
+        self, samples, reward_names, reward_weights, step_reward: str | None = None, use_reward_model: bool = False
+    ) -> None:
         """rollout.compute_rewards on the first rank of the tensor-parallel group, its results
-        broadcast inside the group (rollouts and the held-out check both score this way)."""
+        broadcast inside the group (rollouts and the held-out check both score this way). With
+        `use_reward_model`, the reward model (rl.reward_model) scores the samples first, on
+        every rank (a collective forward pass at the policy's layout)."""
+        model_scores = None
+        if use_reward_model and self.reward_scorer is not None:
+            scores = self.reward_scorer.score([(s.prompt_ids, s.response_ids, s.text) for s in samples])
+            model_scores = ModelScores(
+                self.reward_scorer.per_step, scores, self.rl.reward_model_weight, self.reward_scorer.separator
+            )
         decided = None
         if self.is_tensor_parallel_source:
-            compute_rewards(samples, reward_names, reward_weights, self.checker, step_reward, self.rl.reward_options)
+            compute_rewards(
+                samples, reward_names, reward_weights, self.checker, step_reward, self.rl.reward_options, model_scores
+            )
             decided = [(s.rewards, s.reward, s.steps) for s in samples]
         decided = _broadcast_in_tensor_parallel_group(decided)
         for sample, (rewards, reward, steps) in zip(samples, decided):
@@ -279,6 +349,7 @@ class GrpoTrainer:
             self.rl.rewards,
             self.rl.reward_weights,
             self.rl.step_reward if self.rl.advantage_estimator == "process" else None,
+            use_reward_model=True,
         )
         batch = rollout_batch(
             samples,
@@ -291,11 +362,42 @@ class GrpoTrainer:
 
     def fill_log_probs(self, batch: RolloutBatch) -> None:
         micro = self.session.trainer.micro_batch_size
-        batch.old_logp = sequence_log_probs(self.session, batch, micro, self.rl.temperature, self.session.vocab_size)
+        if self.rl.old_logp_from_sampler and batch.sampler_logp is not None:
+            batch.old_logp = batch.sampler_logp  # the sampler ran the current weights (rl.old_logp_from_sampler)
+        else:
+            batch.old_logp = sequence_log_probs(
+                self.session, batch, micro, self.rl.temperature, self.session.vocab_size
+            )
         if self.reference is not None:
             batch.ref_logp = sequence_log_probs(
                 self.reference, batch, micro, self.rl.temperature, self.session.vocab_size
             )
+
+    def fill_critic_advantages(self, batch: RolloutBatch) -> None:
+        """PPO: the critic's values, per-token rewards (the outcome at the last response token,
+        minus beta x (log pi_old - log pi_ref) at every token), GAE advantages and returns."""
+        values = self.critic.values(batch)
+        mask = batch.mask
+        token_rewards = torch.zeros_like(mask)
+        if batch.ref_logp is not None:
+            token_rewards -= self.rl.kl_coefficient * (batch.old_logp - batch.ref_logp) * mask
+        positions = torch.arange(mask.shape[1]).unsqueeze(0)
+        last = (positions * (mask > 0)).argmax(dim=1)
+        answered = (mask.sum(dim=1) > 0) & ~batch.ungradable
+        token_rewards[answered, last[answered]] += batch.rewards[answered]
+        inputs = AdvantageInputs(
+            batch.rewards,
+            batch.group,
+            mask * ~batch.ungradable.unsqueeze(1),
+            self.rl.advantage_epsilon,
+            token_rewards=token_rewards,
+            values=values,
+            gamma=self.rl.gae_gamma,
+            lam=self.rl.gae_lambda,
+            whiten=self.rl.whiten_advantages,
+        )
+        advantages = get_advantage_estimator(self.rl.advantage_estimator)(inputs)
+        batch.advantages, batch.returns, batch.old_values = advantages.tokens, advantages.returns, values
 
     # ------------------------------------------------------------------ one step
     def step(self) -> dict[str, float]:
@@ -305,6 +407,8 @@ class GrpoTrainer:
         rollout_seconds = time.perf_counter() - started
         training_started = time.perf_counter()
         self.fill_log_probs(batch)
+        if self.critic is not None:
+            self.fill_critic_advantages(batch)
         results = grpo_updates(
             self.session,
             batch,
@@ -315,6 +419,11 @@ class GrpoTrainer:
             self.rl.skip_zero_variance_groups,
             self.rl.seed + state.iteration,
         )
+        critic_results = []
+        if self.critic is not None:
+            critic_results = self.critic.update(
+                batch, self.rl.updates_per_rollout, self.outputs_per_update, self.rl.seed + state.iteration
+            )
         training_seconds = time.perf_counter() - training_started
         step_seconds = time.perf_counter() - started
 
@@ -346,6 +455,7 @@ class GrpoTrainer:
                 "tool_calls": sum(s.tool_calls for s in samples),
                 "reflections": sum(revises_itself(s.text, self.rl.reflection_phrases) for s in samples),
                 **{f"reward_sum_{name}": sum(s.rewards[name] or 0.0 for s in gradable) for name in self.rl.rewards},
+                "reward_model_sum": sum(s.rewards.get(MODEL_REWARD) or 0.0 for s in gradable),
                 "trained_outputs": trained_rows,
                 "training_tokens": training_tokens,
                 "all_tokens": sequence_tokens,
@@ -381,6 +491,12 @@ class GrpoTrainer:
                 )
         if self.rl.tool_use:
             values["tool_calls"] = sums["tool_calls"] / sums["outputs"]
+        if self.reward_scorer is not None:
+            values["reward_model_score"] = sums["reward_model_sum"] / sums["gradable"] if sums["gradable"] else math.nan
+        if self.critic is not None:
+            values["value_loss"] = _mean([r.loss for r in critic_results])
+            for name in ("value_clip_fraction", "value_error"):
+                values[name] = _mean([r.metrics[name] for r in critic_results if name in r.metrics])
         for name in ("kl", "clip_fraction", "entropy", "ratio"):
             measured = [r.metrics[name] for r in results if name in r.metrics]
             values[name] = _mean(measured)
@@ -458,13 +574,15 @@ class GrpoTrainer:
             int(extra.get("reference_iteration", 0)),
             self.reference,
             model_config=self.session.model_config_record(),
-            keep_last=1,
+            keep_last=self.session.checkpoint.keep_last,
         )
         extra["reference_checkpoint"] = str(path)
         extra["reference_saved"] = True
 
     def save(self):
         self.save_reference_if_needed()
+        if self.critic is not None:  # first: a policy checkpoint always has its critic
+            self.critic.save(self.session.state.iteration)
         return save_training_checkpoint(self.session)
 
     # ------------------------------------------------------------------ the loop
@@ -524,6 +642,7 @@ __all__ = [
     "grpo_loss_function",
     "grpo_updates",
     "log_prob_output",
+    "response_log_probs",
     "policy_forward",
     "sequence_log_probs",
     "trainable_rows",

@@ -47,9 +47,11 @@ import torch
 import torch.cuda.nvtx as nvtx
 import torch.distributed as dist
 from megatron.core.transformer.torch_norm import WrappedTorchNorm
-from torch.overrides import TorchFunctionMode
+from torch.overrides import TorchFunctionMode, _get_current_function_mode, _pop_mode_temporarily
 
 CPU = torch.device("cpu")
+# The tensor methods the device mode rewrites even without keyword arguments.
+_TO, _CUDA, _TYPE, _PIN_MEMORY = torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.type, torch.Tensor.pin_memory
 
 _lock = threading.Lock()
 _applied = False
@@ -73,7 +75,11 @@ class CudaCallsOnCpu(TorchFunctionMode):
     """Rewrites every torch call that names a CUDA device so that it runs on the CPU."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        if not kwargs:
+            # Most calls (the model's arithmetic) name no device: straight through.
+            if not (func is _TO or func is _CUDA or func is _TYPE or func is _PIN_MEMORY):
+                return func(*args)
+            kwargs = {}
         if func is torch.Tensor.cuda or func is torch.Tensor.pin_memory:
             return args[0]
         if func is torch.Tensor.type:
@@ -231,3 +237,16 @@ def apply_cpu_runtime() -> None:
 
 def cpu_runtime_applied() -> bool:
     return _applied
+
+
+@contextlib.contextmanager
+def device_rewrites_suspended(enabled: bool = True):
+    """Run the block without the device-rewriting torch function mode (when it is the innermost
+    mode of this thread): for code of our own that names no CUDA device, such as the generator's
+    cached decoder, whose hundreds of small torch calls per token would each pay the mode's
+    Python dispatch. A no-op when the layer is not installed or `enabled` is false."""
+    if not enabled or _device_mode is None or _get_current_function_mode() is not _device_mode:
+        yield
+        return
+    with _pop_mode_temporarily():
+        yield

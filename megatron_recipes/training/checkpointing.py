@@ -41,7 +41,7 @@ API:
     save_checkpoint(root, iteration, model, optimizer=None, scheduler=None, train_state=None,
                     model_config=None, optimizer_format="fully_reshardable", keep_last=0) -> Path
     load_checkpoint(path, model, optimizer=None, scheduler=None) -> LoadedCheckpoint
-    load_model_weights(path, model) -> LoadedCheckpoint     # weights only, e.g. a converted HF
+    load_model_weights(path, model, new_modules=()) -> LoadedCheckpoint   # weights only, e.g. a converted HF
     latest_iteration(root) -> int | None ; resolve_checkpoint(path) -> Path ; read_checkpoint_info(path)
                                                             # from checkpoint_files.py (no torch)
 `path` is a run directory (its `latest` is used) or one `iter_*` directory. `model` is the list
@@ -287,11 +287,32 @@ def _drop_absent_extra_states(request: dict[str, Any], directory: Path) -> list[
     return dropped
 
 
-def _load_model_request(model: list, metadata: dict[str, Any], directory: Path) -> dict[str, Any]:
+def _drop_absent_new_modules(request: dict[str, Any], directory: Path, new_modules: tuple[str, ...]) -> list[str]:
+    """Tensors of the model's own new parts (key prefixes `new_modules`, e.g. a reward model's
+    head on a policy checkpoint) that the checkpoint does not hold keep their initial values."""
+    if not new_modules:
+        return []
+    available = {item.key for item in load_sharded_metadata(str(directory)).values()}
+    dropped: list[str] = []
+    for chunk_state in request.values():
+        for name in list(chunk_state):
+            key = getattr(chunk_state[name], "key", name)
+            if key.startswith(new_modules) and key not in available:
+                dropped.append(key)
+                del chunk_state[name]
+    return dropped
+
+
+def _load_model_request(
+    model: list, metadata: dict[str, Any], directory: Path, new_modules: tuple[str, ...] = ()
+) -> dict[str, Any]:
     request = _model_sharded_state(model, metadata)
     dropped = _drop_absent_extra_states(request, directory)
     if dropped:
         log.info("%d module extra states not in %s are re-initialised (e.g. TE FP8 metadata)", len(dropped), directory)
+    fresh = _drop_absent_new_modules(request, directory, new_modules)
+    if fresh:
+        log.info("%s not in %s: initialised, not loaded", ", ".join(sorted(set(fresh))), directory)
     return request
 
 
@@ -315,14 +336,15 @@ def _dist_load(request: dict[str, Any], directory: Path) -> dict[str, Any]:
     return loaded
 
 
-def load_model_weights(path: str | os.PathLike, model: list) -> LoadedCheckpoint:
+def load_model_weights(path: str | os.PathLike, model: list, new_modules: tuple[str, ...] = ()) -> LoadedCheckpoint:
     """Load only the model weights (any layout): init from a converted checkpoint, a frozen
     reference model, evaluation. Call `optimizer.reload_model_params()` afterwards if an
-    optimizer already holds copies of the parameters."""
+    optimizer already holds copies of the parameters. `new_modules`: key prefixes of parts this
+    model adds to the checkpoint's (a reward model's head): initialised when absent there."""
     directory = resolve_checkpoint(path)
     common = _checked_common_state(directory)
     metadata = _sharding_metadata("fully_reshardable")
-    loaded = _dist_load(_load_model_request(model, metadata, directory), directory)
+    loaded = _dist_load(_load_model_request(model, metadata, directory, new_modules), directory)
     _apply_model_state(model, loaded)
     log.info("loaded model weights from %s (saved at %s)", directory, common.get("layout"))
     return LoadedCheckpoint(

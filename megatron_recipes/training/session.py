@@ -12,9 +12,11 @@ from that Hugging Face directory straight into this layout (megatron_recipes.con
 config.json also fixed the architecture); else the model keeps its seeded random init.
 
 `model_builder(model_cfg, parallelism, vocab_size, device, precision, fp8) -> list[GPTModel]`
-may replace the default LLaMA builder (a recipe with another architecture); it must build
-this rank's chunks. SFT and GRPO call `setup_training` as pretraining does; a frozen reference
-model is built with `build_model` + `load_model_weights` (no optimizer, no DDP needed).
+may replace the default LLaMA builder (a recipe with another architecture, e.g. a reward model);
+it must build this rank's chunks. `new_modules` (key prefixes) name parts of that model which
+an init checkpoint may lack (a reward head on a policy): they keep their initial values. SFT
+and GRPO call `setup_training` as pretraining does; a frozen reference model is built with
+`build_model` + `load_model_weights` (no optimizer, no DDP needed).
 
 Cost: one model, its gradients and optimizer state on this rank's share of the layout.
 """
@@ -82,6 +84,8 @@ class TrainingSession:
     layer_spec: str
     state: TrainState = field(default_factory=TrainState)
     restored_from: str | None = None
+    # Recorded with model_config beside the ModelConfig fields (e.g. a reward model's kind).
+    model_record: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_microbatches(self) -> int:
@@ -92,7 +96,7 @@ class TrainingSession:
 
     def model_config_record(self) -> dict[str, Any]:
         """What a checkpoint stores so that tools can rebuild the model."""
-        return {**asdict(self.model_config), "vocab_size": self.vocab_size}
+        return {**asdict(self.model_config), "vocab_size": self.vocab_size, **self.model_record}
 
 
 def wrap_for_training(chunks: list, transformer_config, parallelism: ParallelismConfig) -> list:
@@ -137,6 +141,8 @@ def setup_training(
     vocab_size: int,
     runtime: Runtime | None = None,
     model_builder: Callable[..., list] | None = None,
+    new_modules: tuple[str, ...] = (),
+    model_record: dict[str, Any] | None = None,
 ) -> TrainingSession:
     """Everything a training loop needs, restored from checkpoints where there are any."""
     model_config.adopt_init_from_hf()  # the HF architecture, if any (idempotent, before building)
@@ -188,6 +194,7 @@ def setup_training(
         vocab_size,
         precision,
         choice.name,
+        model_record=dict(model_record or {}),
     )
     resumable = checkpoint.dir and checkpoint.resume and latest_iteration(checkpoint.dir) is not None
     if resumable:
@@ -202,13 +209,13 @@ def setup_training(
                 "restored" if loaded.rng_restored else "reseeded: layout changed",
             )
     elif checkpoint.init_from:
-        loaded = load_model_weights(checkpoint.init_from, model)
+        loaded = load_model_weights(checkpoint.init_from, model, new_modules=new_modules)
         optimizer.reload_model_params()
         session.restored_from = str(loaded.path)
         if runtime.is_logging_rank:
             log.info("initialised model weights from %s", loaded.path)
     elif model_config.init_from_hf:
-        load_hf_weights(model_config.init_from_hf, model)
+        load_hf_weights(model_config.init_from_hf, model, new_modules=new_modules)
         optimizer.reload_model_params()
         session.restored_from = str(model_config.init_from_hf)
         if runtime.is_logging_rank:

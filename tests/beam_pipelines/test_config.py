@@ -8,7 +8,7 @@ import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from beam_pipelines.config import PrepareConfig, register_configs
-from beam_pipelines.options import render_pipeline_args
+from beam_pipelines.options import describe_runner, pipeline_options, render_pipeline_args, unaccepted_pipeline_args
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT, run_module, subprocess_env
@@ -16,6 +16,7 @@ from tests.support import REPO_ROOT, run_module, subprocess_env
 BEAM_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "beam").glob("*.yaml"))
 CORPUS_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "corpus").glob("*.yaml"))
 REQUIRED = {
+    "dask": ["beam.dask_scheduler_file=/shared/dask/scheduler.json"],
     "dataflow": ["beam.project=my-project", "beam.region=us-central1", "beam.temp_location=gs://bucket/tmp"],
     "flink": ["beam.flink_master=flink-jm:8081"],
     "spark": ["beam.spark_master_url=spark://spark-master:7077"],
@@ -76,6 +77,72 @@ def test_rendered_options_are_accepted_by_beam():
     assert options.view_as(GoogleCloudOptions).project == "my-project"
 
 
+@pytest.mark.parametrize("beam_preset", BEAM_PRESETS)
+def test_every_preset_renders_options_the_installed_beam_parses(beam_preset):
+    config = compose_config("prepare", [f"beam={beam_preset}", *REQUIRED.get(beam_preset, [])], register_configs)
+    args = render_pipeline_args(config.beam, "prepare")
+    # Beam's own parser: no flag unknown (dropped with a warning) and no value it refuses.
+    assert unaccepted_pipeline_args(args) == []
+    parsed = pipeline_options(config.beam, "prepare").get_all_options(retain_unknown_options=True)
+    for arg in args:
+        name, _, value = arg.removeprefix("--").partition("=")
+        if name.startswith("no_"):
+            assert parsed[name.removeprefix("no_")] is False, arg
+        elif value and name not in ("extra_package", "dataflow_service_options"):
+            assert (
+                str(
+                    parsed[
+                        {
+                            "dask_client_address": "address",
+                            "dask_scheduler_file": "scheduler_file",
+                            "dask_npartitions": "npartitions",
+                        }.get(name, name)
+                    ]
+                )
+                == value
+            ), arg
+    assert PipelineOptions(args).view_as(StandardOptions).runner == args[0].removeprefix("--runner=")
+
+
+def test_an_option_the_installed_beam_refuses_is_one_config_error():
+    # What the flink preset rendered before: apache-beam 2.78 knows Flink 1.19 and later only.
+    config = compose_config(
+        "prepare", ["beam=flink", *REQUIRED["flink"], "beam.flink_version='1.18'"], register_configs
+    )
+    with pytest.raises(ConfigError) as error:
+        pipeline_options(config.beam)
+    assert "--flink_version=1.18: argument --flink_version: invalid choice: '1.18'" in str(error.value)
+    assert "\n" not in str(error.value)
+    assert unaccepted_pipeline_args(["--no_such_flag=1"]) == [
+        "--no_such_flag=1: not a flag of apache-beam's PipelineOptions"
+    ]
+
+
+def test_dask_renders_the_dask_runner_and_needs_one_scheduler():
+    config = compose_config(
+        "prepare",
+        ["beam=dask", "beam.dask_scheduler_address=tcp://10.0.0.1:8786", "beam.dask_partitions=64"],
+        register_configs,
+    )
+    assert render_pipeline_args(config.beam) == [
+        "--runner=beam_pipelines.runners.dask.DaskRunner",
+        "--dask_client_address=tcp://10.0.0.1:8786",
+        "--dask_npartitions=64",
+    ]
+    assert describe_runner(config.beam) == "DaskRunner on tcp://10.0.0.1:8786"
+    for overrides, given in (
+        ([], "neither"),
+        (
+            ["beam.dask_scheduler_address=tcp://a:1", "beam.dask_scheduler_file=/s.json"],
+            "dask_scheduler_address, dask_scheduler_file",
+        ),
+    ):
+        with pytest.raises(ConfigError) as error:
+            compose_config("prepare", ["beam=dask", *overrides], register_configs)
+        assert str(error.value).startswith("beam=dask needs exactly one of beam.dask_scheduler_address=")
+        assert f"(given: {given})" in str(error.value)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -97,7 +164,7 @@ def test_bad_override_on_the_command_line_is_one_line_and_exit_2():
     result = run_module("beam_pipelines.prepare", "beam.runner=nope", timeout=120)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == ["error: beam.runner='nope' is not one of direct, dataflow, flink, spark"], result.stderr
+    assert lines == ["error: beam.runner='nope' is not one of direct, dask, dataflow, flink, spark"], result.stderr
 
 
 def test_missing_input_is_one_line(tmp_path):
@@ -122,8 +189,10 @@ def test_beam_submission_scripts_validate_and_print_the_command(tmp_path):
         GCS_BUCKET="b",
         FLINK_MASTER="jm:8081",
         SPARK_MASTER_URL="spark://m:7077",
+        DASK_SCHEDULER_ADDRESS="tcp://scheduler:8786",
     )
     for script, expected in (
+        ("dask", "dask_scheduler_address: tcp://scheduler:8786"),
         ("dataflow", "runner: dataflow"),
         ("flink", "flink_master: jm:8081"),
         ("spark", "spark_master_url: spark://m:7077"),

@@ -57,6 +57,22 @@ def test_reads_every_record_with_provenance(tmp_path, gzip_records):
     assert page.fetch_date == "2024-01-01T00:00:00Z"
 
 
+def test_stable_record_ids_repeat_when_the_same_pages_are_written_again(tmp_path):
+    def response_ids(pages, stable: bool, name: str = "a.warc.gz") -> list[str]:
+        path = tmp_path / name
+        write_html_warc(str(path), pages, stable_record_ids=stable)
+        records, dead = read(path.read_bytes())
+        assert not dead
+        return [r.record_id for r in records if r.record_type == "response"]
+
+    first = response_ids(PAGES, stable=True)
+    assert first == response_ids(PAGES, stable=True) and len(set(first)) == len(PAGES)
+    assert all(record_id.startswith("<urn:uuid:") for record_id in first)
+    changed = [PAGES[0], (PAGES[1][0], PAGES[1][1] + b" ", PAGES[1][2])]  # same URL, other body
+    assert response_ids(changed, stable=True)[1] != first[1]
+    assert response_ids(PAGES, stable=False) != response_ids(PAGES, stable=False)  # warcio's random ids
+
+
 def test_gzip_offsets_point_at_members(tmp_path):
     data = warc_bytes(tmp_path)
     records, _ = read(data)

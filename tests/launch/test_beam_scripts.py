@@ -19,12 +19,20 @@ CLUSTERS = {
     "GCS_BUCKET": "bucket",
     "FLINK_MASTER": "jm:8081",
     "SPARK_MASTER_URL": "spark://master:7077",
+    "DASK_SCHEDULER_ADDRESS": "tcp://scheduler:8786",
 }
 
 
 def submit(runner: str, pipeline: str, *overrides: str, **knobs: str) -> subprocess.CompletedProcess:
     env = subprocess_env(PYTHON=sys.executable)
-    for name in (*CLUSTERS, "FLINK_JOB_SERVER_JAR", "FLINK_PARALLELISM", "SPARK_JOB_SERVER_JAR"):
+    for name in (
+        *CLUSTERS,
+        "FLINK_JOB_SERVER_JAR",
+        "FLINK_PARALLELISM",
+        "SPARK_JOB_SERVER_JAR",
+        "DASK_SCHEDULER_FILE",
+        "DASK_PARTITIONS",
+    ):
         env.pop(name, None)
     env.update(knobs)
     return subprocess.run(
@@ -64,6 +72,12 @@ def submit(runner: str, pipeline: str, *overrides: str, **knobs: str) -> subproc
             ["runner: spark", "spark_master_url: spark://master:7077", "spark_job_server_jar: /opt/spark-js.jar"],
         ),
         (
+            "dask",
+            "recall",
+            ["training.seed_positives=[/shared/owm/*.parquet]"],
+            ["runner: dask", "dask_scheduler_address: tcp://scheduler:8786", "dask_partitions: 48"],
+        ),
+        (
             "dataflow",
             "tokenize",
             ["source=arxiv", "source.input=gs://bucket/arxiv/*.jsonl.zst"],
@@ -81,6 +95,7 @@ def test_every_pipeline_composes_for_its_runner(tmp_path, runner, pipeline, over
         FLINK_JOB_SERVER_JAR="/opt/flink-js.jar",
         FLINK_PARALLELISM="32",
         SPARK_JOB_SERVER_JAR="/opt/spark-js.jar",
+        DASK_PARTITIONS="48",
     )
     assert result.returncode == 0, result.stderr
     for text in expected:
@@ -90,7 +105,13 @@ def test_every_pipeline_composes_for_its_runner(tmp_path, runner, pipeline, over
 
 
 @pytest.mark.parametrize(
-    "runner, knob", [("flink", "FLINK_MASTER"), ("spark", "SPARK_MASTER_URL"), ("dataflow", "GCP_PROJECT")]
+    "runner, knob",
+    [
+        ("flink", "FLINK_MASTER"),
+        ("spark", "SPARK_MASTER_URL"),
+        ("dataflow", "GCP_PROJECT"),
+        ("dask", "DASK_SCHEDULER_ADDRESS"),
+    ],
 )
 def test_a_missing_cluster_knob_is_named(runner, knob):
     knobs = {name: value for name, value in CLUSTERS.items() if name != knob}

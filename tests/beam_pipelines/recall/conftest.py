@@ -3,7 +3,7 @@
 Four Debian documentation packages, each served from its own site in one WARC file, go through
 the real `prepare` pipeline: python-scipy-doc and python-mpmath-doc are the math sites,
 python3.11-doc and git-doc the others. The pool is cached under the test-data cache, keyed by a
-hash of the code that makes it, so a second session (or a recall-only change) skips the build.
+hash of the code that makes it (this file included), so a second session (or a recall-only change) skips the build.
 """
 
 from __future__ import annotations
@@ -49,11 +49,13 @@ def _code_fingerprint() -> str:
         sorted((REPO_ROOT / "beam_pipelines").glob("*.py"))
         + sorted((REPO_ROOT / "beam_pipelines" / "io").glob("*.py"))
         + sorted((REPO_ROOT / "beam_pipelines" / "transforms").glob("*.py"))
+        + sorted((REPO_ROOT / "beam_pipelines" / "stages").glob("*.py"))  # prepare's body
     )
     for path in sources:
         if path.name not in ("classify.py", "recall.py"):
             digest.update(path.name.encode() + path.read_bytes())
     digest.update((REPO_ROOT / "tests" / "support.py").read_bytes())
+    digest.update(Path(__file__).read_bytes())  # how this file builds the pool
     return digest.hexdigest()[:16]
 
 
@@ -62,7 +64,9 @@ def _build_pool(target: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     pages = [page for package in MATH_PACKAGES + OTHER_PACKAGES for page in debian_doc_pages(package)]
-    write_html_warc(str(staging / "debian-docs.warc.gz"), pages)
+    # Record ids derived from the pages: a rebuilt pool has the same document ids, hence the same
+    # hash samples (seeds, hold-out, negatives) and the same loop results.
+    write_html_warc(str(staging / "debian-docs.warc.gz"), pages, stable_record_ids=True)
     config = compose_config(
         "prepare",
         [

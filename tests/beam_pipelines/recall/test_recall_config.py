@@ -54,8 +54,8 @@ def test_unattended_preset_names_its_policy():
         "beam.temp_location=gs://b/tmp",
         "corpus=commoncrawl",
     )
-    assert config.approval.policy == "annotations_and_auto_prefix_fraction"
-    assert config.approval.auto_min_prefix_selected_fraction == 0.5
+    assert config.approval.policy == "annotations_and_auto_prefix_evidence"
+    assert config.approval.auto_evidence_position == 0.5 and config.approval.auto_min_prefix_pool_pages == 10
     assert config.input_dir == "gs://YOUR_BUCKET/deepseekmath-corpus/pool_near_dedup"
 
 
@@ -70,6 +70,8 @@ def test_unattended_preset_names_its_policy():
         ((SEEDS, "fasttext.dim=0"), "fasttext.dim"),
         (("training.seed_positives=[/data/seeds.csv]",), ".parquet, .jsonl"),
         ((SEEDS, "fasttext.dimension=3"), "fasttext.dimension"),
+        ((SEEDS, "approval.auto_evidence_position=1.5"), "approval.auto_evidence_position=1.5"),
+        ((SEEDS, "training.rejected_negative_samples=-1"), "training.rejected_negative_samples"),
     ],
 )
 def test_bad_values_fail_with_one_line(overrides, message):

@@ -18,6 +18,7 @@ budget = the tokens of the math packages' pages (the size a user would aim for).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +33,7 @@ import yaml
 from beam_pipelines.config import register_configs
 from beam_pipelines.io.parquet import iter_documents, read_json
 from beam_pipelines.recall.domains import ApprovedPrefixes, parse_prefix
+from beam_pipelines.recall.evidence import math_word_counts, rate, sum_word_counts
 from beam_pipelines.recall.fasttext_model import load_model, math_probability
 from beam_pipelines.recall.loop import read_json_lines, round_approvals, run_recall
 from stack_common.cli import compose_config
@@ -301,10 +303,11 @@ def test_review_file_annotation_template_and_reports(loop_run):
     assert "docs.scipy.org/doc/scipy/reference" in round_report and round_report.count("<img") >= 3
 
 
-def test_unattended_policy_is_the_stated_rule_and_respects_rejections(loop_run):
-    """The explicit auto-approval policy, applied to round 1's real review and the reviewer's
+def test_fraction_policy_is_the_stated_rule_and_respects_rejections(loop_run):
+    """The older auto-approval policy (selected fraction alone), applied to round 1's real review and the reviewer's
     file (which rejects the non-math candidate domains)."""
-    config = compose(loop_run.pool, str(loop_run.output_dir), "+experiment=recall_unattended")
+
+    config = compose(loop_run.pool, str(loop_run.output_dir), "approval.policy=annotations_and_auto_prefix_fraction")
     approvals = round_approvals(config, 1)
     assert approvals["policy"] == "annotations_and_auto_prefix_fraction"
     assert approvals["auto_rule"] == "prefix selected fraction >= 0.5 and pool pages >= 10"
@@ -323,6 +326,52 @@ def test_unattended_policy_is_the_stated_rule_and_respects_rejections(loop_run):
     assert "docs.scipy.org/doc/scipy/reference" in approvals["automatic"]
     assert {parse_prefix(p)[0] for p in approvals["automatic"]} <= MATH_DOMAINS
     assert approvals["approved"] == sorted(set(approvals["automatic"]) | set(APPROVED_AFTER_ROUND_1))
+
+
+def test_evidence_policy_decides_on_math_word_rates_measured_from_the_pages(loop_run, tmp_path):
+    """The unattended preset's policy after round 1: its references, recomputed here from the seed
+    file and the pool pages round 1 left out, and its decisions, alone and beside the reviewer."""
+    output_dir = loop_run.output_dir
+    alone = compose(
+        loop_run.pool, str(output_dir), "+experiment=recall_unattended", f"approval.annotations_dir={tmp_path}"
+    )
+    approvals = round_approvals(alone, 1)
+    assert approvals["policy"] == "annotations_and_auto_prefix_evidence" and not approvals["annotations_file_found"]
+
+    with open(loop_run.pool.seed_file, encoding="utf-8") as lines:
+        seed_counts = sum_word_counts(math_word_counts(json.loads(line)["text"]) for line in lines)
+    selected = selected_ids(output_dir / "round_1")
+    pool = iter_documents(loop_run.pool.pool_dir, columns=["id", "text"])
+    unselected_counts = sum_word_counts(math_word_counts(d.text) for d in pool if d.id not in selected)
+    evidence = approvals["evidence"]
+    assert evidence["seed_rate"] == pytest.approx(rate(*seed_counts), abs=1e-6)
+    assert evidence["unselected_rate"] == pytest.approx(rate(*unselected_counts), abs=1e-6)
+    assert evidence["threshold"] == pytest.approx(
+        (evidence["seed_rate"] * evidence["unselected_rate"]) ** 0.5, abs=1e-6
+    )
+    assert evidence["unselected_rate"] < evidence["threshold"] < evidence["seed_rate"]
+
+    # Alone: it approves documentation of both math sites and nothing else. It rejects a flagged
+    # non-math site, and inside a math site only a folder whose own pages are not math (on this
+    # pool SciPy's developer guide, docs.scipy.org/doc/scipy/dev), never one under an approval.
+    review = {r["prefix"]: r for r in read_json_lines(str(output_dir / "round_1" / "stats" / "review.jsonl"))}
+    assert {parse_prefix(p)[0] for p in approvals["automatic"]} == MATH_DOMAINS
+    assert {parse_prefix(p)[0] for p in approvals["automatic_rejected"]} & OTHER_DOMAINS
+    for prefix in approvals["automatic"]:
+        row = review[prefix]
+        assert row["math_word_rate"] >= evidence["threshold"] and row["selected_fraction"] > 0.1
+        assert row["pool_pages"] >= 10
+    automatic = ApprovedPrefixes(approvals["automatic"])
+    for prefix in approvals["automatic_rejected"]:
+        domain, segments = parse_prefix(prefix)
+        assert domain in OTHER_DOMAINS or (segments and not automatic.covers(prefix)), prefix
+        assert review[prefix]["math_word_rate"] < evidence["threshold"]
+
+    # Beside the reviewer's file, which rejects the non-math candidates: those are the reviewer's,
+    # not the policy's, and the approvals add the reviewer's prefixes.
+    beside = round_approvals(compose(loop_run.pool, str(output_dir), "+experiment=recall_unattended"), 1)
+    assert beside["rejected"] and not set(beside["automatic_rejected"]) & set(beside["rejected"])
+    assert beside["approved"] == sorted(set(beside["automatic"]) | set(APPROVED_AFTER_ROUND_1))
 
 
 def test_round_k_redoes_one_round_and_the_result_is_reproducible(loop_run):

@@ -18,6 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines.document import Document
 from beam_pipelines.recall import domains
+from beam_pipelines.recall.evidence import EvidenceThreshold, math_word_counts
 from beam_pipelines.recall.fasttext_model import (
     LABEL_MATH,
     LABEL_OTHER,
@@ -310,14 +311,61 @@ def test_candidate_rule_and_auto_approval_policy():
 
 def test_prefix_stats_combine_counts_and_stable_samples():
     combine = domains.PrefixStatsFn(samples=2)
-    pages = [(i % 3 == 0, 10 * i, (domains.hash_unit(str(i)), f"u{i}", f"t{i}", 0.5)) for i in range(30)]
+    pages = [(i % 3 == 0, 10 * i, i, 100, (domains.hash_unit(str(i)), f"u{i}", f"t{i}", 0.5)) for i in range(30)]
     whole = combine.extract_output(combine.add_inputs(combine.create_accumulator(), pages))
     halves = [combine.add_inputs(combine.create_accumulator(), part) for part in (pages[:13], pages[13:])]
     merged = combine.extract_output(combine.merge_accumulators(halves))
     assert (merged.pool_pages, merged.selected_pages, merged.pool_tokens) == (30, 10, sum(10 * i for i in range(30)))
+    assert (merged.math_words, merged.words) == (sum(range(30)), 3000)
     assert merged.selected_samples == whole.selected_samples and len(merged.unselected_samples) == 2
     row = domains.review_row(("x.org", "x.org/a/b"), merged)
     assert row["depth"] == 2 and row["unselected_pages"] == 20 and row["selected_samples"][0]["url"].startswith("u")
+    assert row["math_word_rate"] == pytest.approx(435 / 3000)
+
+
+def test_math_word_counts_and_the_evidence_threshold():
+    assert math_word_counts("Let p be a Polynomial; its roots are real. See the docs.") == (3, 12)
+    assert math_word_counts("") == (0, 0)
+    assert math_word_counts("Configure the middleware, then restart the server.") == (0, 7)
+    between = EvidenceThreshold(seed_rate=0.08, unselected_rate=0.005, position=0.5)
+    assert between.value == pytest.approx(0.02)  # the geometric mean
+    assert EvidenceThreshold(0.08, 0.005, 0.0).value == pytest.approx(0.005)
+    assert EvidenceThreshold(0.08, 0.005, 1.0).value == pytest.approx(0.08)
+    assert between.usable and not EvidenceThreshold(0.01, 0.02, 0.5).usable
+    assert EvidenceThreshold(0.08, 0.0, 0.5).value == pytest.approx((0.08 * 1e-6) ** 0.5)  # a rate of 0 is floored
+
+
+def _prefix_row(prefix: str, pool_pages: int, selected_fraction: float, math_word_rate: float) -> dict:
+    return {
+        "prefix": prefix,
+        "pool_pages": pool_pages,
+        "selected_fraction": selected_fraction,
+        "math_word_rate": math_word_rate,
+    }
+
+
+def test_evidence_policy_approves_evident_flagged_prefixes_and_rejects_the_rest():
+    review = [
+        _prefix_row("math.org", 50, 0.3, 0.05),  # evident and flagged, but /help under it is not evident
+        _prefix_row("math.org/questions", 40, 0.4, 0.06),
+        _prefix_row("math.org/questions/old", 10, 0.05, 0.04),  # under an approved prefix: covered
+        _prefix_row("math.org/help", 10, 0.0, 0.005),
+        _prefix_row("math.org/tiny", 3, 1.0, 0.001),  # too few pages to count either way
+        _prefix_row("docs.org", 30, 0.6, 0.004),  # flagged, not evident: rejected
+        _prefix_row("docs.org/api", 20, 0.7, 0.003),  # covered by the rejected domain
+        _prefix_row("manual.org", 25, 0.12, 0.03),  # flagged (> 10%) and evident: whole site
+        _prefix_row("manual.org/a", 12, 0.0, 0.03),
+        _prefix_row("quiet.org", 30, 0.1, 0.09),  # evident but not flagged ("more than" 10%)
+    ]
+    approved, rejected = domains.evidence_decisions(review, 0.02, 10, 0.1)
+    assert approved == ["manual.org", "math.org/questions"]
+    assert rejected == ["docs.org"]
+    # A reviewer's rejection wins, and the rows under it no longer count.
+    approved, rejected = domains.evidence_decisions(review, 0.02, 10, 0.1, rejected=["math.org/help", "docs.org"])
+    assert approved == ["manual.org", "math.org"] and rejected == []
+    # A higher threshold: manual.org is no longer evident and is rejected.
+    approved, rejected = domains.evidence_decisions(review, 0.035, 10, 0.1)
+    assert approved == ["math.org/questions"] and rejected == ["docs.org", "manual.org"]
 
 
 def test_seed_records_become_documents_or_dead_letters(tmp_path):

@@ -18,6 +18,7 @@ SOURCE_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "source").glob("*.
 BEAM_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "beam").glob("*.yaml"))
 CORPUS_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "corpus").glob("*.yaml"))
 BEAM_REQUIRED = {
+    "dask": ["beam.dask_scheduler_address=tcp://scheduler:8786"],
     "dataflow": ["beam.project=p", "beam.region=r", "beam.temp_location=gs://b/tmp"],
     "flink": ["beam.flink_master=jm:8081"],
     "spark": ["beam.spark_master_url=spark://m:7077"],

@@ -1,5 +1,6 @@
-"""Our .bin/.idx writer and streaming merge against megatron-core's own IndexedDatasetBuilder:
-same bytes, and megatron's IndexedDataset reads them back."""
+"""Our .bin/.idx writer and streaming merges against megatron-core's own IndexedDatasetBuilder:
+same bytes, and megatron's IndexedDataset reads them back. The id-ordered merge gives the same
+bytes however the documents were cut into shards."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from beam_pipelines.io.megatron import (
     UINT16_VOCAB_LIMIT,
     IndexedDatasetWriter,
     merge_indexed_datasets,
+    merge_sorted_shards,
     read_index_header,
     token_dtype,
     write_indexed_dataset,
+    write_sorted_shard,
 )
 
 
@@ -72,6 +75,29 @@ def test_streaming_merge_matches_megatron_add_index(tmp_path, dtype, monkeypatch
     assert (merged.documents, merged.tokens) == (31, sum(len(d) for d in documents))
     dataset = IndexedDataset(str(tmp_path / "merged"))
     assert all(np.array_equal(dataset[i], documents[i]) for i in range(31))
+    assert not list(tmp_path.glob("*partial*")), "temporary files are renamed away"
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_id_ordered_merge_is_the_same_bytes_whatever_the_shards(tmp_path, dtype):
+    documents = random_documents(dtype, 40, seed=2)
+    ids = [f"doc-{(i * 7919) % 1000:04d}" for i in range(40)]  # distinct, not in arrival order
+    by_id = [tokens for _, tokens in sorted(zip(ids, documents), key=lambda pair: pair[0])]
+    megatron_dataset(tmp_path / "megatron", by_id, dtype)
+    rng = np.random.default_rng(3)
+    for layout in range(3):  # three different ways a runner could have cut the documents
+        order = rng.permutation(40)
+        cuts = sorted(rng.choice(np.arange(1, 40), size=layout * 3 + 1, replace=False))
+        prefixes = []
+        for number, part in enumerate(np.split(order, cuts)):
+            prefix = str(tmp_path / f"layout{layout}-shard{number}")
+            write_sorted_shard(prefix, [(ids[i], documents[i]) for i in part], np.dtype(dtype))
+            prefixes.append(prefix)
+        merged = merge_sorted_shards(prefixes, str(tmp_path / f"merged{layout}"), np.dtype(dtype), chunk_items=7)
+        assert same_files(tmp_path / "megatron", tmp_path / f"merged{layout}"), layout
+        assert (merged.documents, merged.tokens) == (40, sum(len(d) for d in documents))
+    dataset = IndexedDataset(str(tmp_path / "merged0"))
+    assert all(np.array_equal(dataset[i], by_id[i]) for i in range(40))
     assert not list(tmp_path.glob("*partial*")), "temporary files are renamed away"
 
 

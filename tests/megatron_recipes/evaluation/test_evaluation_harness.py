@@ -9,11 +9,13 @@ from megatron_recipes.config import register_configs
 from megatron_recipes.evaluation.datasets import load_champ, load_gsm8k, load_math
 from megatron_recipes.evaluation.harness import run_evaluation, write_report
 from megatron_recipes.evaluation.metrics import majority_index, pass_at_k
-from megatron_recipes.evaluation.prompts import PROMPT_STYLES, get_prompt_style
+from megatron_recipes.evaluation.problems import DatasetError, Problem
+from megatron_recipes.evaluation.prompts import PROMPT_STYLES, get_prompt_style, load_exemplars
 from megatron_recipes.generation.interface import Generation, PrecomputedGenerations, SamplingParams
 from megatron_recipes.rewards import AnswerChecker, DeadlineWorkerPool
 from megatron_recipes.sandbox import SandboxLimits, SandboxPool
 from stack_common.cli import compose_config
+from stack_common.errors import ConfigError
 from tests.megatron_recipes.evaluation.test_evaluation_datasets import write_gsm8k, write_math_tree
 from tests.support import run_module
 
@@ -118,14 +120,17 @@ def test_math_breakdown_by_subject_and_level(tmp_path, checker):
     report = run_evaluation(problems, generator, get_prompt_style("math_cot_4shot"), SamplingParams(), checker)
     assert report.summary["accuracy"] == pytest.approx(2 / 3)
     assert report.by_subject == {
-        "Algebra": {"samples": 2, "accuracy": 1.0},
-        "Geometry": {"samples": 1, "accuracy": 0.0},
+        "Algebra": {"problems": 2, "samples": 2, "accuracy": 1.0},
+        "Geometry": {"problems": 1, "samples": 1, "accuracy": 0.0},
     }
-    assert report.by_level == {"Level 1": {"samples": 1, "accuracy": 1.0}, "Level 3": {"samples": 2, "accuracy": 0.5}}
+    assert report.by_level == {
+        "Level 1": {"problems": 1, "samples": 1, "accuracy": 1.0},
+        "Level 3": {"problems": 2, "samples": 2, "accuracy": 0.5},
+    }
     paths = write_report(report, tmp_path / "out")
     assert json.loads(paths["results"].read_text())["summary"]["problems"] == 3
     assert len(paths["records"].read_text().splitlines()) == 3
-    assert "| Geometry | 1 | 0.0000 |" in paths["table"].read_text()
+    assert "| Geometry | 1 | 1 | 0.0000 |" in paths["table"].read_text()
 
 
 def test_gsm8k_program_of_thought_runs_in_the_sandbox(tmp_path, checker):
@@ -147,7 +152,9 @@ def test_gsm8k_program_of_thought_runs_in_the_sandbox(tmp_path, checker):
             problems, generator, get_prompt_style("program_of_thought"), SamplingParams(), checker, sandbox
         )
     assert [r["samples"][0]["correct"] for r in report.records] == [True, True, False]
-    assert report.records[2]["samples"][0]["execution"]["limit_hit"] == "cpu_time"
+    # CPU seconds run out first on an idle machine, wall seconds on a loaded one.
+    assert report.records[2]["samples"][0]["execution"]["limit_hit"] in ("cpu_time", "wall_time")
+    assert report.records[2]["samples"][0]["timed_out"] and report.summary["samples_timed_out"] == 1
     assert "```python" in PROMPT_STYLES["program_of_thought"].build("q")
 
 
@@ -160,6 +167,28 @@ def test_few_shot_prompts_have_the_standard_shape():
     )
     math = get_prompt_style("math_cot_4shot").build("Compute $1+1$.")
     assert math.count("Problem:") == 5 and math.count("\\boxed{") == 4
+
+
+def test_exemplars_from_a_file_verbatim_or_as_records(tmp_path):
+    published = tmp_path / "prompt.txt"
+    published.write_text("Question: 1 + 1?\nAnswer: 1 + 1 = 2. The answer is 2.\n\n")
+    style = get_prompt_style("gsm8k_cot_8shot")
+    prompt = style.build("What is 3 + 4?", load_exemplars(published))
+    assert prompt == published.read_text() + "Question: What is 3 + 4?\nAnswer:"
+    records = tmp_path / "shots.jsonl"
+    records.write_text(
+        json.dumps({"question": "Which is even?", "choices": ["3", "4"], "solution": "4 = 2 x 2.", "answer": "B"})
+        + "\n"
+    )
+    odd = Problem(id="o", question="Which is odd?", answers=["A"], kind="choice", choices=["5", "6"])
+    prompt = get_prompt_style("mc_cot_4shot").build(odd, load_exemplars(records))
+    assert prompt.startswith("Question: Which is even?\n(A) 3\n(B) 4\nAnswer: 4 = 2 x 2. The answer is (B).\n\n")
+    assert prompt.endswith("Question: Which is odd?\n(A) 5\n(B) 6\nAnswer:") and prompt.count("Question:") == 2
+    with pytest.raises(ConfigError, match="zero-shot: it takes no exemplars"):
+        get_prompt_style("zero_shot").build("q", load_exemplars(records))
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
+    with pytest.raises(DatasetError, match=r"bad.jsonl:1: an exemplar needs 'question', 'solution' and 'answer'"):
+        load_exemplars(tmp_path / "bad.jsonl")
 
 
 @pytest.mark.parametrize(
@@ -178,7 +207,18 @@ def test_few_shot_prompts_have_the_standard_shape():
 )
 def test_config_compositions(overrides):
     config = compose_config("evaluate", ["generator.path=/g.jsonl", *overrides], register_configs)
-    assert config.generator.name == "precomputed" and config.output_dir.startswith("outputs/evaluate/")
+    assert config.generator.name == "precomputed" and config.resolved_output_dir().startswith("outputs/evaluate/")
+
+
+@pytest.mark.parametrize(
+    "suite, columns", [("deepseekmath", 10), ("deepseekmath_instruct", 6), ("r1", 5), ("chain", 2)]
+)
+def test_suite_compositions(suite, columns):
+    config = compose_config("evaluate", [f"suite={suite}", "suite.checkpoints=[/c]"], register_configs)
+    assert config.suite.name == suite and len(config.suite.benchmarks) == columns
+    assert config.resolved_output_dir() == f"outputs/evaluate/suite-{suite}"
+    chain = compose_config("evaluate", ["+experiment=chain_suite", "suite.chain_dir=/w"], register_configs)
+    assert (chain.suite.name, chain.generator.name, chain.sampling.max_new_tokens) == ("chain", "megatron", 24)
 
 
 def test_entry_point_end_to_end_and_one_line_errors(tmp_path):
@@ -208,3 +248,28 @@ def test_entry_point_end_to_end_and_one_line_errors(tmp_path):
         assert failed.returncode == 2 and message in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, (
             failed.stderr
         )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["dataset=sat", "dataset.path=/s.jsonl", "prompt_style=math_cot_4shot"],
+            "prompt_style=math_cot_4shot cannot ask sat's choice problems",
+        ),
+        (["exemplars=/e.txt"], "exemplars=/e.txt but prompt_style=zero_shot is zero-shot"),
+        (["dataset.date_from=last year"], "dataset.date_from='last year' is not an ISO date"),
+        (["harness.chunk_size=0"], "harness.chunk_size=0"),
+        (["suite=r1"], "a suite needs the rows to evaluate"),
+        (["suite=r1", "suite.checkpoints=[a,b]", "suite.names=[x]"], "suite.names has 1 names for 2"),
+        (["suite=r1", "suite.checkpoints=[a]", "suite.benchmarks.0.metrics=[cons@65]"], "needs K between 1 and n=64"),
+        (
+            ["suite=deepseekmath", "suite.checkpoints=[a]", "suite.benchmarks.3.prompt_style=pal_4shot"],
+            "cannot ask sat",
+        ),
+    ],
+)
+def test_bad_settings_fail_with_one_line(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        compose_config("evaluate", ["generator.path=/g.jsonl", *overrides], register_configs)
+    assert message in str(error.value) and "\n" not in str(error.value), str(error.value)

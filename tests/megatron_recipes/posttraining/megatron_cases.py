@@ -3,17 +3,23 @@ test_megatron_paths.py runs this file as its own pytest process. Not collected d
 file name does not start with test_).
 
 Covered: KV-cache generation equals a no-cache greedy reference token for token (ragged prompts,
-several batches); sampler log-probs equal a forward pass's; stop strings, EOD, max_new_tokens;
+several batches); the lean cached decoder samples what megatron's static inference path samples
+(the kept reference path: greedy and seeded sampling, top-p, stop strings, shared prefills,
+finished rows dropped); a row's samples do not depend on its batch; sampler log-probs equal a
+forward pass's; stop strings, EOD, max_new_tokens;
 seeded sampling; the shared Generator interface; packed SFT attention is blocked across
 examples; the GRPO loss wired through megatron's schedule equals the readable reference.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
+from megatron.core.transformer.dot_product_attention import DotProductAttention
+from megatron.core.transformer.enums import AttnMaskType
 
 from megatron_recipes.data.config import ChatTemplateConfig
 from megatron_recipes.data.rl_prompts import PromptRecord
@@ -22,12 +28,18 @@ from megatron_recipes.generation.interface import Generation, Generator, Samplin
 from megatron_recipes.generation.logprobs import vocab_parallel_log_probs
 from megatron_recipes.generation.megatron import MegatronGenerator, top_p_filter
 from megatron_recipes.generation.tokenizer import TextTokenizer
+from megatron_recipes.models.attention import FusedDotProductAttention
 from megatron_recipes.models.config import ModelConfig
 from megatron_recipes.models.llama import build_model
 from megatron_recipes.rl.config import RlConfig
 from megatron_recipes.rl.objectives import GrpoLossSettings, reference_grpo_loss
 from megatron_recipes.rl.rollout import generate_rollouts, rollout_batch
-from megatron_recipes.rl.trainer import grpo_loss_function, policy_forward, sequence_log_probs
+from megatron_recipes.rl.trainer import (
+    grpo_loss_function,
+    policy_forward,
+    response_log_probs,
+    sequence_log_probs,
+)
 from megatron_recipes.runtime.config import ParallelismConfig
 from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime
 from tests.megatron_recipes.posttraining.arithmetic import (
@@ -68,8 +80,10 @@ def model(runtime, tokenizer):
     return chunks
 
 
-def generator_for(model, tokenizer, batch_size=3):
-    return MegatronGenerator(model, tokenizer, tokenizer.vocab_size, context_length=256, max_batch_size=batch_size)
+def generator_for(model, tokenizer, batch_size=3, decoder="auto"):
+    return MegatronGenerator(
+        model, tokenizer, tokenizer.vocab_size, context_length=256, max_batch_size=batch_size, decoder=decoder
+    )
 
 
 PROMPTS = [
@@ -110,6 +124,48 @@ def test_kv_cache_greedy_equals_the_no_cache_reference(model, tokenizer):
         assert len(reference) == 20 or reference[-1] == tokenizer.eod
         continuations.add(tuple(reference))
     assert len(continuations) >= 3  # not one degenerate continuation for every prompt
+
+
+SAMPLING_CASES = [
+    dict(temperature=0.0, max_new_tokens=30),
+    dict(temperature=0.0, max_new_tokens=30, stop=[" +", "\n"]),
+    dict(temperature=1.0, max_new_tokens=30, seed=4),
+    dict(temperature=0.7, top_p=0.9, max_new_tokens=30, stop=["="], seed=5),
+]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_cached_decoder_samples_what_megatrons_static_path_samples(model, tokenizer, batch_size):
+    # Every prompt twice: rows with the same prompt share one prefill in the cached decoder.
+    prompt_ids = [tokenizer.encode(p) for p in PROMPTS] * 2
+    cached = generator_for(model, tokenizer, batch_size)
+    static = generator_for(model, tokenizer, batch_size, decoder="megatron_static")
+    assert cached.decoder.name == "cached" and static.decoder.name == "megatron_static"
+    reasons = set()
+    for case in SAMPLING_CASES:
+        params = SamplingParams(**case)
+        fast, reference = cached.generate_ids(prompt_ids, params), static.generate_ids(prompt_ids, params)
+        for ours, theirs in zip(fast, reference):
+            assert (ours.token_ids, ours.finish_reason, ours.text, ours.stop) == (
+                theirs.token_ids,
+                theirs.finish_reason,
+                theirs.text,
+                theirs.stop,
+            )
+            assert torch.allclose(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), atol=1e-4)
+        reasons |= {(s.finish_reason, len(s.token_ids) < 30) for s in fast}
+    # The cases stop rows early (stop strings: finished rows leave the cache) and run some to the end.
+    assert ("stop", True) in reasons and ("length", False) in reasons
+
+
+def test_a_rows_samples_do_not_depend_on_its_batch(model, tokenizer):
+    prompt_ids = [tokenizer.encode(p) for p in PROMPTS] * 2
+    params = SamplingParams(1.0, 1.0, 16, stop=["="], seed=8)
+    one_by_one = generator_for(model, tokenizer, 1).generate_ids(prompt_ids, params)
+    together = generator_for(model, tokenizer, 8).generate_ids(prompt_ids, params)
+    assert [s.token_ids for s in one_by_one] == [s.token_ids for s in together]
+    # Identical prompts are different rows of the request: their samples differ.
+    assert len({tuple(s.token_ids) for s in together}) > len(PROMPTS)
 
 
 @pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)])
@@ -244,6 +300,9 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
         assert torch.allclose(
             old[row, first : first + len(sample.response_ids)], torch.tensor(sample.sampler_logprobs), atol=2e-4
         )
+    # ... so rl.old_logp_from_sampler may take pi_old from the batch without the forward pass.
+    assert torch.allclose(batch.sampler_logp * batch.mask, old * batch.mask, atol=2e-4)
+    assert batch.sampler_logp[batch.mask == 0].eq(0).all()
     assert (batch.mask.sum(dim=1) == torch.tensor([len(s.response_ids) for s in samples], dtype=torch.float32)).all()
     batch.old_logp = old - 0.1 * batch.mask  # pretend the policy moved: ratios e^0.1 > 1 + eps for some
     batch.ref_logp = old + 0.05
@@ -265,3 +324,63 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
     )
     assert float(numerator / denominator) == pytest.approx(expected, abs=1e-5)
     assert metrics["clip_fraction"][0] > 0 and not math.isnan(float(metrics["entropy"][0]))
+
+
+@pytest.mark.parametrize("query_groups", [4, 2])
+def test_fused_core_attention_computes_megatrons_attention(model, query_groups):
+    assert isinstance(model[0].decoder.layers[0].self_attention.core_attention, FusedDotProductAttention)
+    config = dataclasses.replace(model[0].config, num_query_groups=query_groups, attention_dropout=0.0)
+    ours = FusedDotProductAttention(config, 1, AttnMaskType.causal, "self")
+    megatrons = DotProductAttention(config, 1, AttnMaskType.causal, "self")
+    generator = torch.Generator().manual_seed(3)
+    heads, head_dim = config.num_attention_heads, config.kv_channels
+
+    def inputs(queries: int, keys: int):
+        shapes = [(queries, 3, heads, head_dim), (keys, 3, query_groups, head_dim), (keys, 3, query_groups, head_dim)]
+        return [torch.randn(shape, generator=generator).requires_grad_() for shape in shapes]
+
+    def run(module, tensors, mask=None):
+        copies = [t.detach().clone().requires_grad_() for t in tensors]
+        output = module(*copies, mask)
+        output.backward(torch.ones_like(output) + torch.arange(output.numel()).reshape(output.shape) / 100)
+        return output.detach(), [c.grad for c in copies]
+
+    # The fused cases: the causal training step, and one query against a cache (no mask).
+    for queries, keys in [(12, 12), (1, 9)]:
+        tensors = inputs(queries, keys)
+        assert ours._fused_applies(tensors[0], tensors[1], None, None, None)
+        (fused, fused_grads), (reference, grads) = run(ours, tensors), run(megatrons, tensors)
+        assert fused.shape == reference.shape == (queries, 3, heads * head_dim)
+        assert torch.allclose(fused, reference, atol=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(fused_grads, grads))
+    # An explicit mask (SFT's packed block-causal masks) runs megatron's own code: equal bit for bit.
+    tensors = inputs(12, 12)
+    mask = torch.ones(12, 12, dtype=torch.bool).tril().logical_not().view(1, 1, 12, 12)
+    mask[..., 6:, :6] = True
+    assert not ours._fused_applies(tensors[0], tensors[1], mask, None, None)
+    (fused, fused_grads), (reference, grads) = run(ours, tensors, mask), run(megatrons, tensors, mask)
+    assert torch.equal(fused, reference) and all(torch.equal(a, b) for a, b in zip(fused_grads, grads))
+    # Negative control: the block mask changes the result, so the comparison above can fail.
+    assert not torch.allclose(reference, run(megatrons, tensors)[0], atol=1e-3)
+
+
+def test_response_log_probs_equal_the_full_pass_where_the_loss_reads_them(runtime):
+    generator = torch.Generator().manual_seed(9)
+    logits = torch.randn(4, 10, 64, generator=generator)
+    labels = torch.randint(0, 50, (4, 10), generator=generator)
+    selected = torch.zeros(4, 10, dtype=torch.bool)
+    selected[0, 3:7], selected[2, 5:10] = True, True  # row 1 and 3: fully masked (filler rows)
+    weights = torch.rand(4, 10, generator=generator)
+
+    def values_and_gradient(function):
+        leaf = logits.clone().requires_grad_()
+        values = function(leaf)
+        (values * selected * weights).sum().backward()
+        return values.detach(), leaf.grad
+
+    ours, our_gradient = values_and_gradient(lambda x: response_log_probs(x, labels, selected, 0.7, 50))
+    full, full_gradient = values_and_gradient(lambda x: vocab_parallel_log_probs(x, labels, 0.7, 50))
+    assert torch.equal(ours[selected], full[selected]) and not ours[~selected].any()
+    assert torch.allclose(our_gradient, full_gradient, atol=1e-7) and our_gradient[1].abs().sum() == 0
+    empty = response_log_probs(logits, labels, torch.zeros_like(selected), 0.7, 50)
+    assert empty.shape == (4, 10) and not empty.any()

@@ -50,7 +50,7 @@ def as_lists(tensor: torch.Tensor) -> list[list[float]]:
 
 
 def test_registries_hold_the_documented_names_and_fail_with_one_line():
-    assert {"outcome", "process"} <= set(ADVANTAGE_ESTIMATORS)
+    assert {"outcome", "process", "gae"} <= set(ADVANTAGE_ESTIMATORS)
     assert {"k1", "k2", "k3"} <= set(KL_ESTIMATORS)
     assert {"sequence_mean", "token_mean"} <= set(LOSS_AGGREGATIONS)
     with pytest.raises(KeyError, match="unknown KL estimator 'k4'; registered: k1, k2, k3"):
@@ -58,7 +58,7 @@ def test_registries_hold_the_documented_names_and_fail_with_one_line():
     with pytest.raises(KeyError, match="unknown loss aggregation"):
         get_loss_aggregation("mean_of_means")
     with pytest.raises(KeyError, match="unknown advantage estimator"):
-        get_advantage_estimator("gae")
+        get_advantage_estimator("vtrace")
 
     @register_loss_aggregation("test_sum_only")
     def sum_only(per_token, mask):

@@ -113,7 +113,10 @@ def test_evaluate_with_the_megatron_generator_composes():
     [
         (["rl.group_size=1"], "rl.group_size=1 must be >= 2"),
         (["rl.rewards=[no_such_reward]"], "rl.rewards[0]='no_such_reward' is not one of"),
-        (["rl.advantage_estimator=process"], "needs rl.step_reward"),
+        (
+            ["rl.advantage_estimator=process"],
+            "needs step rewards: rl.reward_model=<a PRM checkpoint> or rl.step_reward",
+        ),
         (
             ["trainer.global_batch_size=48", "trainer.micro_batch_size=8"],
             "is not a multiple of trainer.global_batch_size=48",

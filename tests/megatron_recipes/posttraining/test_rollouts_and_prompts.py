@@ -137,6 +137,22 @@ def test_tool_integrated_rollouts_run_code_and_mask_its_output(small_tokenizer):
         and not batch.mask[0, start + first_round : start + first_round + len(output_ids)].any()
     )
     assert batch.zero_variance.all()  # both samples right: no signal
+    # The sampler's log-probs sit where the loss reads pi_old: the model's tokens carry theirs,
+    # tool-output tokens (masked) and everything outside the response are 0, never NaN.
+    sampler_logp = batch.sampler_logp[0]
+    response = len(sample.response_ids)
+    assert torch.equal(
+        sampler_logp[start : start + response],
+        torch.tensor(sample.sampler_logprobs, dtype=torch.float32).nan_to_num(0.0),
+    )
+    assert (sampler_logp[start : start + first_round] == -0.5).all()
+    assert not sampler_logp[:start].any() and not sampler_logp[start + response :].any()
+    assert not sampler_logp[start + first_round : start + first_round + len(output_ids)].any()
+    # A response token without a sampler log-prob: no sampler_logp (pi_old comes from a forward pass).
+    samples[1].sampler_logprobs.pop()
+    assert (
+        rollout_batch(samples, small_tokenizer.eod, rl.advantage_estimator, rl.advantage_epsilon).sampler_logp is None
+    )
 
 
 def make_sample(group, prompt, response, reward, trained=None):

@@ -1,0 +1,337 @@
+"""Reward models on the step-chain task (megatron_recipes/data/step_chains.py), end to end on the
+CPU: the evidence figures of outcome and process reward models, Math-Shepherd labels,
+best-of-16 reranking, GRPO with learned rewards and GRPO vs PPO.
+
+Every stage is a real entry point run as a subprocess; a stage whose output exists is skipped,
+so a rerun continues (delete a directory under --work to redo it):
+
+  task, tokenizer  step_chains.write_task (SFT data with slips, training and held-out questions)
+  sft              megatron_recipes.sft: the tiny policy, imperfect by construction
+  labels_*         megatron_recipes.label_steps from the SFT policy: outcome labels on the training
+                   questions (ORM data), Math-Shepherd labels (hard and soft) on a subset of them
+                   (PRM data), and 16 solutions of every held-out question (evaluation); the
+                   ground-truth step labels are added to each (step_chains annotate)
+  orm, prm_truth, prm_shepherd   megatron_recipes.reward_model: an ORM (outcome labels), a PRM on
+                   the ground-truth step labels of the same solutions, a PRM on Math-Shepherd soft
+                   labels, all from the SFT checkpoint
+  grpo_orm, grpo_prm, ppo_orm    megatron_recipes.grpo from the SFT checkpoint with the ORM
+                   (outcome supervision), the Shepherd PRM (process supervision), and PPO
+                   (rl.advantage_estimator=gae) with the ORM; held-out accuracy at temperature 1
+
+Then, in this process, the held-out solutions are scored by each reward model: AUCs against
+final correctness (ORM) and ground-truth step labels (PRMs), and the best-of-16 table (random
+choice, self-consistency = majority vote, ORM, PRM with a solution's lowest step score as
+Math-Shepherd ranks). Held-out questions are checked to be disjoint from the SFT and RL
+training questions. Prints ONE JSON line with every figure.
+
+    python benchmarks/reward_models_step_chains.py --work /tmp/rm_bench
+    python benchmarks/reward_models_step_chains.py --work /tmp/rm_bench --grpo-steps 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from megatron_recipes.data.step_chains import (  # noqa: E402
+    TRUE_LABEL_FIELD,
+    annotate_true_labels,
+    check_disjoint,
+    read_questions,
+    write_task,
+)
+from megatron_recipes.generation.tokenizer import load_text_tokenizer  # noqa: E402
+from megatron_recipes.reward_models.objectives import roc_auc  # noqa: E402
+from megatron_recipes.reward_models.scoring import RewardModelScorer  # noqa: E402
+from megatron_recipes.runtime.config import ParallelismConfig  # noqa: E402
+from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime  # noqa: E402
+from megatron_recipes.training.metrics import read_metrics  # noqa: E402
+from tests.megatron_recipes.posttraining.arithmetic import chat_texts, train_small_tokenizer  # noqa: E402
+
+_BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
+
+
+def _environment() -> dict:
+    # A stage starts its own process group: not the one this process made for scoring.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+    }
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
+def run(module: str, *arguments: str, log: Path) -> None:
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        result = subprocess.run(
+            [sys.executable, "-m", module, *arguments], cwd=REPO, env=_environment(), stdout=handle, stderr=handle
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"{module} failed (exit {result.returncode}); see {log}")
+    print(f"[bench] {module} {log.stem}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def finished(run_dir: Path) -> bool:
+    status = run_dir / "checkpoints" / "exit_status.json"
+    return status.exists() and json.loads(status.read_text()).get("reason") == "finished"
+
+
+def read_records(directory: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for shard in sorted(directory.glob("shard_*.jsonl"))
+        for line in shard.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+def prepare(work: Path, args) -> tuple[Path, Path]:
+    task = work / "task"
+    if not (task / "tokenizer" / "tokenizer.json").exists():
+        write_task(task, sft=args.sft_examples, train=args.train_questions, heldout=args.heldout_questions, seed=0)
+        records = [json.loads(line) for line in (task / "sft.jsonl").read_text().splitlines()]
+        train_small_tokenizer(task / "tokenizer", chat_texts(records))
+    sft_questions = [json.loads(line)["messages"][0]["content"].split("\n")[0] for line in (task / "sft.jsonl").open()]
+    check_disjoint(
+        read_questions(task / "heldout_questions.jsonl"), sft_questions, read_questions(task / "train_questions.jsonl")
+    )
+    sft = work / "sft"
+    if not finished(sft):
+        run(
+            "megatron_recipes.sft",
+            "+experiment=sft_tiny_cpu",
+            f"sft_data.paths=[{task / 'sft.jsonl'}]",
+            f"sft_data.tokenizer={task / 'tokenizer'}",
+            "sft_data.seq_length=256",
+            "model.vocab_size=512",
+            f"trainer.train_steps={args.sft_steps}",
+            "trainer.global_batch_size=16",
+            "trainer.micro_batch_size=16",
+            "optimizer.lr=3e-3",
+            f"trainer.output_dir={sft}",
+            "checkpoint.save_interval=0",
+            "trainer.log_interval=50",
+            "trainer.tensorboard=false",
+            log=work / "sft.log",
+        )
+    return task, sft / "checkpoints"
+
+
+def label(
+    work: Path, name: str, policy: Path, questions: Path, limit: int, samples: int, method: str, seed: int
+) -> Path:
+    output = work / name
+    if not (output / "summary.json").exists():
+        run(
+            "megatron_recipes.label_steps",
+            f"policy={policy}",
+            "device=cpu",
+            "prompts.source=gsm8k",
+            f"prompts.path={questions}",
+            f"prompts.limit={limit}",
+            f"samples_per_question={samples}",
+            "sampling.max_new_tokens=48",
+            f"label.method={method}",
+            "label.completions=8",
+            "label.completion_max_new_tokens=48",
+            "questions_per_shard=100",
+            f"output_dir={output}",
+            f"seed={seed}",
+            log=work / f"{name}.log",
+        )
+    if not (output / "agreement.json").exists():
+        (output / "agreement.json").write_text(json.dumps(annotate_true_labels(output)))
+    return output
+
+
+def train_reward_model(work: Path, name: str, init: Path, data: Path, kind: str, field: str, steps: int) -> Path:
+    output = work / name
+    if not finished(output):
+        run(
+            "megatron_recipes.reward_model",
+            "+experiment=reward_model_tiny_cpu",
+            f"checkpoint.init_from={init}",
+            f"reward_model.kind={kind}",
+            f"reward_model.train_paths=[{data}]",
+            f"reward_model.step_label_field={field}",
+            f"trainer.train_steps={steps}",
+            f"trainer.output_dir={output}",
+            "checkpoint.save_interval=0",
+            "trainer.tensorboard=false",
+            log=work / f"{name}.log",
+        )
+    return output / "checkpoints"
+
+
+def grpo(work: Path, name: str, task: Path, init: Path, steps: int, *overrides: str) -> dict:
+    output = work / name
+    if not finished(output):
+        run(
+            "megatron_recipes.grpo",
+            "+experiment=grpo_tiny_cpu",
+            f"checkpoint.init_from={init}",
+            "prompts.source=gsm8k",
+            f"prompts.path={task / 'train_questions.jsonl'}",
+            "eval_prompts.source=gsm8k",
+            f"eval_prompts.path={task / 'heldout_questions.jsonl'}",
+            "eval_prompts.limit=100",
+            "rl.max_new_tokens=48",
+            "rl.eval_temperature=1.0",
+            "rl.eval_samples=4",
+            f"rl.eval_interval={steps}",
+            f"trainer.train_steps={steps}",
+            f"trainer.output_dir={output}",
+            "checkpoint.save_interval=0",
+            "trainer.tensorboard=false",
+            *overrides,
+            log=work / f"{name}.log",
+        )
+    rows = read_metrics(output / "metrics.jsonl")
+    return {
+        "heldout_accuracy_before": rows[0]["validation_accuracy"],
+        "heldout_accuracy_after": rows[steps]["validation_accuracy"],
+        "gain_points": 100 * (rows[steps]["validation_accuracy"] - rows[0]["validation_accuracy"]),
+        "peak_memory_gib": max(row.get("memory_gib", 0.0) for row in rows.values()),
+        "seconds_per_step": sum(row["step_seconds"] for row in rows.values() if "step_seconds" in row) / steps,
+    }
+
+
+def score_heldout(
+    work: Path, records: list[dict], checkpoints: dict[str, Path], tokenizer_path: Path
+) -> dict[str, list[list[float]]]:
+    """Each reward model's scores of the held-out solutions, kept in work/heldout_scores.json
+    (a model whose scores are there is not scored again)."""
+    cache = work / "heldout_scores.json"
+    scores = json.loads(cache.read_text()) if cache.exists() else {}
+    missing = {name: checkpoint for name, checkpoint in checkpoints.items() if name not in scores}
+    if missing:
+        tokenizer = load_text_tokenizer(str(tokenizer_path))
+        initialize_runtime("cpu", ParallelismConfig(), seed=3)
+        items = [(tokenizer.encode(r["prompt"]), tokenizer.encode(r["response"]), r["response"]) for r in records]
+        for name, checkpoint in missing.items():
+            scorer = RewardModelScorer.load(str(checkpoint), ParallelismConfig(), "cpu", "fp32", 32, tokenizer)
+            scores[name] = scorer.score(items)
+            cache.write_text(json.dumps(scores))
+        shutdown_runtime()
+    return scores
+
+
+def auc(values: list[float], labels: list[float]) -> float:
+    return round(roc_auc(values, labels), 4)
+
+
+def best_of_n(records: list[dict], scores: dict[str, list[list[float]]], n: int, seed: int = 0) -> dict:
+    by_question: dict[str, list[int]] = collections.defaultdict(list)
+    for index, record in enumerate(records):
+        by_question[record["question"]].append(index)
+    rng = random.Random(seed)
+    table = collections.Counter()
+    questions = 0
+    for indices in by_question.values():
+        indices = indices[:n]
+        if len(indices) < n:
+            continue
+        questions += 1
+        correct = [records[i]["correct"] for i in indices]
+        table["random"] += sum(correct) / n
+        answers = [(_BOXED.search(records[i]["response"]) or [None, None])[1] for i in indices]
+        votes = collections.Counter(a for a in answers if a is not None)
+        if votes:
+            top = max(votes.values())
+            winners = [a for a, count in votes.items() if count == top]
+            winner = rng.choice(sorted(winners))
+            table["self_consistency"] += correct[answers.index(winner)]
+        table["pass_at_n"] += max(correct)
+        table["orm"] += correct[max(range(n), key=lambda j: scores["orm"][indices[j]][0])]
+        for name in ("prm_truth", "prm_shepherd"):
+            table[name] += correct[max(range(n), key=lambda j: min(scores[name][indices[j]] or [0.0]))]
+    return {"questions": questions, **{name: round(value / questions, 4) for name, value in table.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--sft-examples", type=int, default=20000)
+    parser.add_argument("--train-questions", type=int, default=1000)
+    parser.add_argument("--heldout-questions", type=int, default=200)
+    parser.add_argument("--sft-steps", type=int, default=800)
+    parser.add_argument("--orm-questions", type=int, default=1000)
+    parser.add_argument("--prm-questions", type=int, default=400)
+    parser.add_argument("--reward-model-steps", type=int, default=400)
+    parser.add_argument("--prm-truth-steps", type=int, default=600)
+    parser.add_argument("--grpo-steps", type=int, default=40)
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    task, sft = prepare(work, args)
+    train_questions, heldout_questions = task / "train_questions.jsonl", task / "heldout_questions.jsonl"
+    outcome = label(work, "labels_train_outcome", sft, train_questions, args.orm_questions, 4, "outcome", 11)
+    shepherd = label(work, "labels_train_shepherd", sft, train_questions, args.prm_questions, 4, "math_shepherd", 12)
+    heldout = label(work, "labels_heldout", sft, heldout_questions, args.heldout_questions, 16, "outcome", 13)
+    orm = train_reward_model(work, "orm", sft, outcome, "orm", "step_labels", args.reward_model_steps)
+    # Ground-truth step labels cost nothing to compute: the PRM on them learns from every
+    # outcome-labelled solution (2.5x the Math-Shepherd set, whose labels cost completions).
+    prm_truth = train_reward_model(work, "prm_truth", sft, outcome, "prm", TRUE_LABEL_FIELD, args.prm_truth_steps)
+    prm_shepherd = train_reward_model(
+        work, "prm_shepherd", sft, shepherd, "prm", "soft_step_labels", args.reward_model_steps
+    )
+    records = read_records(heldout)
+    scores = score_heldout(
+        work, records, {"orm": orm, "prm_truth": prm_truth, "prm_shepherd": prm_shepherd}, task / "tokenizer"
+    )
+    true_steps = [label for r in records for label in r[TRUE_LABEL_FIELD]]
+    figures = {
+        "sft_heldout_accuracy_temperature_1": round(sum(r["correct"] for r in records) / len(records), 4),
+        "orm_heldout_auc_final_correctness": auc([s[0] for s in scores["orm"]], [r["correct"] for r in records]),
+        "prm_truth_heldout_step_auc": auc([v for s in scores["prm_truth"] for v in s], true_steps),
+        "prm_shepherd_heldout_step_auc": auc([v for s in scores["prm_shepherd"] for v in s], true_steps),
+        "shepherd_label_agreement": json.loads((shepherd / "agreement.json").read_text()),
+        "best_of_16": best_of_n(records, scores, 16),
+        "grpo_orm": grpo(
+            work, "grpo_orm", task, sft, args.grpo_steps, f"rl.reward_model={orm}", "rl.reward_weights=[0.0]"
+        ),
+        "grpo_prm": grpo(
+            work,
+            "grpo_prm",
+            task,
+            sft,
+            args.grpo_steps,
+            "rl.advantage_estimator=process",
+            f"rl.reward_model={prm_shepherd}",
+            "rl.reward_weights=[0.0]",
+        ),
+        "ppo_orm": grpo(
+            work,
+            "ppo_orm",
+            task,
+            sft,
+            args.grpo_steps,
+            "rl.advantage_estimator=gae",
+            f"rl.reward_model={orm}",
+            "rl.reward_weights=[0.0]",
+            f"rl.critic_init_from={orm}",
+            "rl.critic_lr=1e-3",
+        ),
+        "seconds": round(time.perf_counter() - started),
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
