@@ -83,7 +83,7 @@ class HFArchitecture:
     tie_word_embeddings: bool
     # Biases on the query, key and value projections: Qwen2ForCausalLM (False: LlamaForCausalLM).
     qkv_bias: bool = False
-    # The head: the language model's (CAUSAL_LM) or a reward model's scalar score head.
+    # The head: the language model's (CAUSAL_LM, whichever family) or a reward model's score head.
     hf_class: str = CAUSAL_LM
 
     @property
@@ -232,7 +232,8 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
         raise ConversionError(
             f"{where}: num_attention_heads={heads} is not divisible by num_key_value_heads={kv_heads}"
         )
-    hf_class = known[0] if known else CAUSAL_LM
+    # The head only: a causal LM's family (LLaMA or Qwen2) is qkv_bias's to say.
+    hf_class = known[0] if known and known[0] in SCORE_HEAD_ARCHITECTURES else CAUSAL_LM
     if hf_class in SCORE_HEAD_ARCHITECTURES:
         labels = config.get("num_labels") or len(config.get("id2label") or {}) or 2
         if labels != 1:
