@@ -11,6 +11,7 @@ section's schema, with its defaults and checks, lives beside the component it co
     sampling     generation/interface.py (SamplingParams)
     dataset, harness, suite            evaluation/config.py
     convert      convert/config.py (its entry point's schema)
+    acceptance, filters                rejection/config.py
     corpus       beam_pipelines/io/config.py
 
 YAML files under `conf/` pick presets and set only what differs from these defaults. The CLI
@@ -35,12 +36,14 @@ from megatron_recipes.data.config import (
     PromptSourceConfig,
     SftDataConfig,
 )
+from megatron_recipes.data.think_template import THINK_QUESTION_TEMPLATE
 from megatron_recipes.evaluation.config import EvalDatasetConfig, HarnessConfig, SuiteConfig
 from megatron_recipes.evaluation.datasets import DATASETS
 from megatron_recipes.evaluation.prompts import PROMPT_STYLES
 from megatron_recipes.generation.config import GeneratorConfig
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.rejection.config import AcceptanceConfig, FilterConfig
 from megatron_recipes.reward_models.config import LabelConfig, RewardModelSettings
 from megatron_recipes.rewards.config import AnswerCheckConfig
 from megatron_recipes.rl.config import IterativeConfig, RlConfig
@@ -332,6 +335,37 @@ class EvaluateConfig:
                 raise ConfigError(f"k_values[{index}]={k} must lie between 1 and sampling.n={self.sampling.n}")
 
 
+@dataclass
+class RejectionSampleConfig:
+    """python -m megatron_recipes.rejection_sample (conf/rejection_sample.yaml): `sampling.n`
+    samples per prompt of `prompts` from `generator` (a checkpoint, or precomputed generations),
+    judged by `acceptance` and `filters`, written as SFT data under output_dir
+    (megatron_recipes/rejection/sampler.py)."""
+
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    prompts: PromptSourceConfig = field(default_factory=PromptSourceConfig)
+    chat_template: ChatTemplateConfig = field(default_factory=ChatTemplateConfig)
+    # R1 samples several answers per prompt at temperature 1 and keeps the correct ones.
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=1.0, n=16))
+    acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
+    # Prompts per resumable unit of work (one output shard per chunk and rank).
+    prompts_per_chunk: int = 64
+    # The first max_prompts questions of the stream (null = all it holds).
+    max_prompts: int | None = None
+    output_dir: str = "outputs/rejection_sample"
+
+    def validate(self) -> None:
+        for section in (self.generator, self.chat_template, self.acceptance, self.filters, self.answer_check):
+            section.validate()
+        self.prompts.validate("prompts")
+        self.sampling.validate("sampling")
+        require_at_least("prompts_per_chunk", self.prompts_per_chunk, 1)
+        if self.max_prompts is not None:
+            require_at_least("max_prompts", self.max_prompts, 1)
+
+
 def register_configs() -> None:
     """Register every schema (idempotent). Group YAML files name them in their defaults lists."""
     register_corpus_configs()  # the `corpus` group, shared with the Beam pipelines
@@ -344,6 +378,7 @@ def register_configs() -> None:
     store.store(name="label_steps_schema", node=LabelStepsConfig)
     store.store(name="iterative_rl_schema", node=IterativeRlConfig)
     store.store(name="convert_schema", node=ConvertConfig)
+    store.store(name="rejection_sample_schema", node=RejectionSampleConfig)
     store.store(group="model", name="model_schema", node=ModelConfig)
     store.store(group="parallelism", name="parallelism_schema", node=ParallelismConfig)
     store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
@@ -355,3 +390,18 @@ def register_configs() -> None:
     store.store(group="generator", name="generator_schema", node=GeneratorConfig)
     # `- /prompts: arithmetic` in an experiment: reasoning-gym's one-digit sums (data/config.py).
     store.store(group="prompts", name="arithmetic", node=PromptSourceConfig(tasks=[ARITHMETIC_TASK]))
+    # The R1 presets' questions in the R1 prompt (data/think_template.py, the one copy of its
+    # wording): a question file (`- /prompts: r1_questions`, then prompts.path=...; also
+    # `- /prompts@eval_prompts: r1_questions`) or reasoning-gym's sums (`r1_arithmetic`).
+    store.store(
+        group="prompts",
+        name="r1_questions",
+        node=PromptSourceConfig(source="jsonl", question_template=THINK_QUESTION_TEMPLATE),
+    )
+    store.store(
+        group="prompts",
+        name="r1_arithmetic",
+        node=PromptSourceConfig(tasks=[ARITHMETIC_TASK], question_template=THINK_QUESTION_TEMPLATE),
+    )
+    # SFT data whose user turns are put in the R1 prompt (`- /sft_data: r1_think`).
+    store.store(group="sft_data", name="r1_think", node=SftDataConfig(question_template=THINK_QUESTION_TEMPLATE))

@@ -5,6 +5,7 @@
     python launch/local/chain.py force=[pretrain]                 # redo pretrain and everything after it
     python launch/local/chain.py "overrides.sft=['optimizer.lr=2e-3']"   # extra Hydra overrides for one stage
     python launch/local/chain.py dry_run=true                     # print every stage's command, run nothing
+    python launch/local/chain.py chain=r1                         # DeepSeek-R1's stages instead (below)
     python launch/local/chain.py beam_preset=dask "beam_overrides=['beam.dask_scheduler_file=/tmp/dask/scheduler.json']"
 
 Every stage is a real subprocess, `python -m <entry point> <Hydra overrides>`: the same commands a
@@ -34,6 +35,11 @@ stages. `force=[stage]` (or `from_stage=stage`) deletes that stage's outputs and
 stage after it, whose inputs it changes. A failing stage stops the chain with one line naming the
 stage and its log (`<work_dir>/logs/<NN>_<stage>.log`); the exit code is 1.
 At the end: `<work_dir>/chain_summary.json` and `<work_dir>/chain_report.html` (plots).
+
+`chain=r1`: DeepSeek-R1's pipeline on the R1 CPU task (launch/local/r1_chain_runner.py): task ->
+tokenize -> pretrain -> cold_start -> reasoning_rl -> rejection_sample -> sft -> final_rl, then
+student_pretrain -> distill -> evaluate_distill -> student_rl; sizes from the `r1_*` fields of
+chain_size; the same markers, resume, force/skip, logs, dry run, summary and report.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from stack_common.checks import require_positive  # noqa: E402
+from stack_common.checks import require_choice, require_positive  # noqa: E402
 from stack_common.cli import hydra_entry_point  # noqa: E402
 from stack_common.errors import ConfigError  # noqa: E402
 
@@ -65,6 +71,22 @@ STAGES = (
     "grpo",
     "evaluate_grpo",
 )
+# chain=r1: DeepSeek-R1's stages (launch/local/r1_chain_runner.py).
+R1_STAGES = (
+    "task",
+    "tokenize",
+    "pretrain",
+    "cold_start",
+    "reasoning_rl",
+    "rejection_sample",
+    "sft",
+    "final_rl",
+    "student_pretrain",
+    "distill",
+    "evaluate_distill",
+    "student_rl",
+)
+CHAIN_STAGES = {"deepseekmath": STAGES, "r1": R1_STAGES}
 
 
 @dataclass
@@ -83,10 +105,31 @@ class ChainSizeConfig:
     sft_steps: int = 250
     grpo_steps: int = 40
     eval_questions: int = 64
+    # chain=r1: the R1 task's files (megatron_recipes/data/r1_tasks.py) and its stages.
+    r1_pretrain_documents: int = 6000
+    r1_train_prompts: int = 2000
+    r1_heldout_questions: int = 64
+    r1_cold_start_chains: int = 400
+    r1_tokenizer_vocab_size: int = 512
+    r1_pretrain_steps: int = 300
+    r1_cold_start_steps: int = 100
+    r1_rl_steps: int = 30
+    r1_rejection_prompts: int = 256
+    r1_sft_steps: int = 100
+    r1_final_rl_steps: int = 20
+    r1_student_pretrain_steps: int = 300
+    # The student's budget: distillation's SFT steps and GRPO's steps on the student (equal).
+    r1_student_steps: int = 40
+    # Every generation of the R1 stages (RL rollouts, held-out checks, rejection samples, evaluation).
+    r1_max_new_tokens: int = 96
+    # Questions per RL step (8 samples each).
+    r1_rollout_questions: int = 8
 
 
 @dataclass
 class ChainConfig:
+    # Which chain: deepseekmath (the stages above) or r1 (DeepSeek-R1's stages on the R1 task).
+    chain: str = "deepseekmath"
     chain_size: ChainSizeConfig = field(default_factory=ChainSizeConfig)
     work_dir: str = "outputs/chain"
     # Beam preset of the corpus stages. One worker: on a 2-core machine and a sample this small,
@@ -100,20 +143,26 @@ class ChainConfig:
     force: list[str] = field(default_factory=list)
     from_stage: str = ""
     # Extra Hydra overrides per stage, appended last: {sft: ["optimizer.lr=2e-3"], ...}.
-    overrides: dict[str, list[str]] = field(default_factory=lambda: {stage: [] for stage in STAGES})
+    overrides: dict[str, list[str]] = field(
+        default_factory=lambda: {stage: [] for stage in dict.fromkeys([*STAGES, *R1_STAGES])}
+    )
     # Echo every line of every stage (default: progress lines only; the logs hold everything).
     verbose: bool = False
     # Print every stage's commands (as a shell script) and stop: no stage runs, work_dir is untouched.
     dry_run: bool = False
 
     def validate(self) -> None:
+        require_choice("chain", self.chain, tuple(CHAIN_STAGES))
+        stages = CHAIN_STAGES[self.chain]
+        # `overrides` lists every stage of both chains (empty) by default: only a non-empty entry names one.
+        named = [stage for stage, extra in self.overrides.items() if extra]
         unknown = [
             s
-            for s in [*self.skip, *self.force, *self.overrides, *([self.from_stage] if self.from_stage else [])]
-            if s not in STAGES
+            for s in [*self.skip, *self.force, *named, *([self.from_stage] if self.from_stage else [])]
+            if s not in stages
         ]
         if unknown:
-            raise ConfigError(f"unknown stage(s) {', '.join(map(repr, unknown))}: stages are {', '.join(STAGES)}")
+            raise ConfigError(f"unknown stage(s) {', '.join(map(repr, unknown))}: stages are {', '.join(stages)}")
         for override in self.beam_overrides:
             if not override.startswith("beam.") or "=" not in override:
                 raise ConfigError(f"beam_overrides entry {override!r} must look like beam.KEY=VALUE")
@@ -134,8 +183,10 @@ def register_chain_configs() -> None:
 def main(config: ChainConfig) -> None:
     config.validate()
     from launch.local.chain_runner import Chain  # noqa: PLC0415  Beam, torch: after the config checks
+    from launch.local.r1_chain_runner import R1Chain  # noqa: PLC0415  the same, for chain=r1
 
-    sys.exit(Chain(config, STAGES).run())
+    runner = R1Chain if config.chain == "r1" else Chain
+    sys.exit(runner(config, CHAIN_STAGES[config.chain]).run())
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def check_pretraining_data(config) -> None:
 def resolve(recipe: str, arguments: list[str]) -> dict[str, object]:
     module = f"megatron_recipes.{recipe}"
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"{module} is not in this checkout (recipes: pretrain, sft, grpo, evaluate)")
+        recipes = "pretrain, sft, grpo, evaluate, rejection_sample"
+        raise ConfigError(f"{module} is not in this checkout (recipes: {recipes})")
     if not (Path(conf_dir()) / f"{recipe}.yaml").exists():
         raise ConfigError(f"conf/{recipe}.yaml is not in this checkout")
     world_size = os.environ.get("JOB_WORLD_SIZE")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Submit a training recipe to Slurm, its shape and place from environment knobs.
 #
-#   launch/slurm/submit.sh RECIPE [--dry-run] [hydra overrides...]      RECIPE: pretrain sft grpo evaluate
+#   launch/slurm/submit.sh RECIPE [--dry-run] [hydra overrides...]      RECIPE: pretrain sft grpo evaluate rejection_sample
 #
 #   NODES=4 GPUS_PER_NODE=8 TIME_LIMIT=48:00:00 PARTITION=gpu ACCOUNT=math \
 #     launch/slurm/submit.sh pretrain +experiment=deepseekmath_base_7b corpus.work_dir=/data/dsm
@@ -26,7 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 recipe=${1:-}
 script=$REPO_ROOT/launch/slurm/$recipe.sbatch
 if [ -z "$recipe" ] || [ ! -f "$script" ]; then
-  echo "usage: $0 {pretrain|sft|grpo|evaluate} [--dry-run] [hydra overrides...]" >&2
+  echo "usage: $0 {pretrain|sft|grpo|evaluate|rejection_sample} [--dry-run] [hydra overrides...]" >&2
   exit 2
 fi
 shift

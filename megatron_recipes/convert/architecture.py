@@ -1,10 +1,15 @@
 """Hugging Face `config.json` <-> the recipes' `ModelConfig`, for LLaMA-layout checkpoints.
 
+Two families share the layout: `LlamaForCausalLM` (no biases) and `Qwen2ForCausalLM` (the same
+decoder with biases on the query, key and value projections, megatron's `add_qkv_bias`). An
+exported checkpoint is a Qwen2 model exactly when its `model.add_qkv_bias` is set.
+
 Reads both spellings of the rotary settings: transformers 4.x (`rope_theta`, `rope_scaling`) and
 5.x (`rope_parameters: {rope_theta, rope_type}`). What the recipes' model cannot represent is
-refused with one line naming the field: another architecture, biases, an activation other than
-SiLU, a head size other than hidden/heads, and rotary scaling (linear, dynamic, yarn, llama3...),
-since megatron's GPTModel here is built with plain RoPE of base `rope_theta`.
+refused with one line naming the field: another architecture, LLaMA biases (`attention_bias`,
+`mlp_bias`), Qwen2's sliding-window attention, an activation other than SiLU, a head size other
+than hidden/heads, and rotary scaling (linear, dynamic, yarn, llama3...), since megatron's
+GPTModel here is built with plain RoPE of base `rope_theta`.
 
 Pure JSON work (no torch): `ModelConfig.validate()` calls `adopt_hf_architecture` when
 `model.init_from_hf` is set, before any process group exists. Cost: reading one small file.
@@ -21,6 +26,7 @@ from typing import Any
 from stack_common.errors import ConfigError
 
 CAUSAL_LM = "LlamaForCausalLM"
+QWEN2_CAUSAL_LM = "Qwen2ForCausalLM"
 # The Hugging Face classes a LLaMA-layout model converts to and from. Besides the language model,
 # the two score heads of reward models (megatron_recipes/reward_models): one bias-free scalar per
 # position (`score`, megatron's `reward_head`), pooled at the last non-padding token
@@ -29,8 +35,15 @@ CAUSAL_LM = "LlamaForCausalLM"
 SEQUENCE_CLASSIFICATION = "LlamaForSequenceClassification"
 TOKEN_CLASSIFICATION = "LlamaForTokenClassification"
 SCORE_HEAD_ARCHITECTURES = (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION)
-SUPPORTED_ARCHITECTURES = (CAUSAL_LM, *SCORE_HEAD_ARCHITECTURES)
-SUPPORTED_MODEL_TYPES = ("llama",)
+# Architecture name -> model_type; Qwen2 adds biases to the q/k/v projections (add_qkv_bias).
+FAMILIES = {
+    CAUSAL_LM: "llama",
+    QWEN2_CAUSAL_LM: "qwen2",
+    SEQUENCE_CLASSIFICATION: "llama",
+    TOKEN_CLASSIFICATION: "llama",
+}
+SUPPORTED_ARCHITECTURES = tuple(FAMILIES)
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 CONFIG_FILE = "config.json"
 # Fields a converted checkpoint's architecture is made of (ModelConfig names).
 ARCHITECTURE_FIELDS = (
@@ -44,6 +57,7 @@ ARCHITECTURE_FIELDS = (
     "rotary_base",
     "norm_epsilon",
     "untie_embeddings_and_output_weights",
+    "add_qkv_bias",
 )
 
 
@@ -67,12 +81,21 @@ class HFArchitecture:
     rotary_base: float
     norm_epsilon: float
     tie_word_embeddings: bool
-    # One of SUPPORTED_ARCHITECTURES: the language-model head, or a scalar score head.
+    # Biases on the query, key and value projections: Qwen2ForCausalLM (False: LlamaForCausalLM).
+    qkv_bias: bool = False
+    # The head: the language model's (CAUSAL_LM, whichever family) or a reward model's score head.
     hf_class: str = CAUSAL_LM
 
     @property
     def has_score_head(self) -> bool:
         return self.hf_class in SCORE_HEAD_ARCHITECTURES
+
+    @property
+    def architecture_name(self) -> str:
+        """The Hugging Face class an export writes."""
+        if self.has_score_head:
+            return self.hf_class
+        return QWEN2_CAUSAL_LM if self.qkv_bias else CAUSAL_LM
 
     @property
     def head_dim(self) -> int:
@@ -97,13 +120,16 @@ class HFArchitecture:
             "rotary_base": self.rotary_base,
             "norm_epsilon": self.norm_epsilon,
             "untie_embeddings_and_output_weights": not self.tie_word_embeddings,
+            "add_qkv_bias": self.qkv_bias,
         }
 
     @classmethod
     def from_model_config(cls, fields: dict[str, Any]) -> "HFArchitecture":
         """From a megatron checkpoint's `model_config` record (ModelConfig fields + vocab_size, and
         `hf_class` for a reward model's checkpoint)."""
-        missing = [name for name in ARCHITECTURE_FIELDS if name not in fields and name != "num_query_groups"]
+        # num_query_groups may be absent (null), add_qkv_bias too (checkpoints from before Qwen2 support).
+        optional = ("num_query_groups", "add_qkv_bias")
+        missing = [name for name in ARCHITECTURE_FIELDS if name not in fields and name not in optional]
         if missing or fields.get("vocab_size") is None:
             raise ConversionError(f"the checkpoint's model_config lacks {', '.join(missing or ['vocab_size'])}")
         heads = int(fields["num_attention_heads"])
@@ -118,6 +144,7 @@ class HFArchitecture:
             rotary_base=float(fields["rotary_base"]),
             norm_epsilon=float(fields["norm_epsilon"]),
             tie_word_embeddings=not bool(fields["untie_embeddings_and_output_weights"]),
+            qkv_bias=bool(fields.get("add_qkv_bias", False)),
             hf_class=str(fields.get("hf_class") or CAUSAL_LM),
         )
 
@@ -165,12 +192,18 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
     where = f"{source}/{CONFIG_FILE}" if Path(str(source)).name != CONFIG_FILE else str(source)
     architectures = config.get("architectures") or []
     model_type = config.get("model_type")
-    known = [name for name in architectures if name in SUPPORTED_ARCHITECTURES]
+    known = [name for name in architectures if name in FAMILIES]
     if (architectures and not known) or (model_type is not None and model_type not in SUPPORTED_MODEL_TYPES):
         raise ConversionError(
             f"{where}: architecture {architectures or model_type!r} (model_type {model_type!r}) is not supported:"
-            f" the converter reads {', '.join(SUPPORTED_ARCHITECTURES)} checkpoints (model_type llama, the layout of"
-            " DeepSeek LLM / DeepSeek-Coder-v1.5 / DeepSeekMath)"
+            f" the converter reads {', '.join(SUPPORTED_ARCHITECTURES)} checkpoints (model_type"
+            f" {' or '.join(SUPPORTED_MODEL_TYPES)}: the layout of DeepSeek LLM / DeepSeek-Coder-v1.5 / DeepSeekMath,"
+            " and Qwen2 with its q/k/v biases)"
+        )
+    family = FAMILIES[known[0]] if known else model_type or "llama"
+    if model_type is not None and model_type != family:
+        raise ConversionError(
+            f"{where}: architecture {known[0]} does not match model_type {model_type!r} (expected {family!r})"
         )
     required = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
     missing = [name for name in required if not isinstance(config.get(name), int) or config[name] <= 0]
@@ -183,7 +216,13 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
         )
     for flag in ("attention_bias", "mlp_bias"):
         if config.get(flag):
-            raise ConversionError(f"{where}: {flag}=true is not supported (the recipes' models have no biases)")
+            raise ConversionError(
+                f"{where}: {flag}=true is not supported (the recipes' models have no biases besides Qwen2's q/k/v ones)"
+            )
+    if family == "qwen2" and config.get("use_sliding_window"):
+        raise ConversionError(
+            f"{where}: use_sliding_window=true is not supported (the recipes' models attend over the whole context)"
+        )
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads") or heads
     hidden = config["hidden_size"]
@@ -193,7 +232,8 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
         raise ConversionError(
             f"{where}: num_attention_heads={heads} is not divisible by num_key_value_heads={kv_heads}"
         )
-    hf_class = known[0] if known else CAUSAL_LM
+    # The head only: a causal LM's family (LLaMA or Qwen2) is qkv_bias's to say.
+    hf_class = known[0] if known and known[0] in SCORE_HEAD_ARCHITECTURES else CAUSAL_LM
     if hf_class in SCORE_HEAD_ARCHITECTURES:
         labels = config.get("num_labels") or len(config.get("id2label") or {}) or 2
         if labels != 1:
@@ -215,6 +255,7 @@ def hf_architecture(config: dict[str, Any], source: str | os.PathLike = "config.
         rotary_base=_rope_settings(config, where),
         norm_epsilon=float(config.get("rms_norm_eps", 1e-6)),
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        qkv_bias=family == "qwen2",
         hf_class=hf_class,
     )
 
@@ -241,12 +282,22 @@ def torch_dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+# Fields a template of the other family may lend an export (token ids, not architecture knobs).
+_FAMILY_NEUTRAL_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "initializer_range", "use_cache")
+
+
 def hf_config_for_export(
     architecture: HFArchitecture, dtype_name: str, template: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """config.json of an exported model: the template's other fields (token ids, ...) kept, the
-    architecture written from the megatron checkpoint. The rotary base is written in the
-    template's spelling (`rope_parameters` for transformers 5 files, `rope_theta` otherwise)."""
+    architecture written from the megatron checkpoint (LlamaForCausalLM, or Qwen2ForCausalLM when
+    it has q/k/v biases). The rotary base is written in the template's spelling (`rope_parameters`
+    for transformers 5 files, `rope_theta` otherwise)."""
+    family = FAMILIES[architecture.architecture_name]
+    if template and template.get("model_type") not in (None, family):
+        # A template of the other family (say a LLaMA teacher's config for a Qwen2-style student):
+        # keep its token ids, not its family's own fields.
+        template = {key: value for key, value in template.items() if key in _FAMILY_NEUTRAL_FIELDS}
     config: dict[str, Any] = {
         "bos_token_id": None,
         "eos_token_id": None,
@@ -259,11 +310,9 @@ def hf_config_for_export(
         )
     config.update(
         {
-            "architectures": [architecture.hf_class],
-            "model_type": "llama",
+            "architectures": [architecture.architecture_name],
+            "model_type": family,
             "hidden_act": "silu",
-            "attention_bias": False,
-            "mlp_bias": False,
             "hidden_size": architecture.hidden_size,
             "intermediate_size": architecture.ffn_hidden_size,
             "num_hidden_layers": architecture.num_layers,
@@ -287,6 +336,16 @@ def hf_config_for_export(
     else:
         config["rope_theta"] = architecture.rotary_base
         config["rope_scaling"] = None
+    if family == "llama":
+        config.update({"attention_bias": False, "mlp_bias": False})
+    else:  # Qwen2's q/k/v biases are implied by its architecture; no sliding window here
+        config["use_sliding_window"] = False
+        if "head_dim" not in (template or {}):  # Qwen2 configs derive it from hidden/heads
+            config.pop("head_dim")
+        config.pop("attention_bias", None)
+        config.pop("mlp_bias", None)
+        if isinstance(config.get("layer_types"), list):
+            config["layer_types"] = ["full_attention"] * architecture.num_layers
     if architecture.has_score_head:
         config.update(
             {

@@ -95,9 +95,9 @@ def check_hf_tensors(source: HFCheckpoint, mapping: TensorMapping) -> None:
         if name in expected or name.endswith(HF_IGNORED_SUFFIXES) or (tied_output and name == HF_OUTPUT):
             continue
         reason = (
-            "biases are not supported"
+            "biases are not supported besides Qwen2's q/k/v biases"
             if name.endswith(".bias")
-            else f"not part of a {mapping.architecture.hf_class} with this config.json"
+            else f"not part of a {mapping.architecture.architecture_name} with this config.json"
         )
         problems.append(f"unexpected tensor {name} in {info.file.name} ({reason})")
     if problems:

@@ -9,7 +9,9 @@ megatron-core's GPTModel (local and Transformer Engine specs alike) stores a LLa
     decoder.layers.mlp.linear_fc1.weight                         <- gate_proj, up_proj, fused
     decoder.layers.mlp.linear_fc2.weight                         <- down_proj
 
-with the layers stacked on a leading axis of the checkpoint's global tensors, plus
+and, for Qwen2 (`add_qkv_bias`), `decoder.layers.self_attention.linear_qkv.bias` <- the q, k and v
+biases, fused like the weights' rows; with the layers stacked on a leading axis of the
+checkpoint's global tensors, plus
 `embedding.word_embeddings.weight` (model.embed_tokens), `decoder.final_layernorm.weight`
 (model.norm) and `output_layer.weight` (lm_head; absent when the embeddings are tied). A reward
 model has `reward_head.weight` [1, hidden] (HF `score.weight` of LlamaForSequenceClassification /
@@ -42,6 +44,7 @@ from megatron_recipes.convert.architecture import HFArchitecture
 EMBEDDING = "embedding.word_embeddings.weight"
 QKV_NORM = "decoder.layers.self_attention.linear_qkv.layer_norm_weight"
 QKV = "decoder.layers.self_attention.linear_qkv.weight"
+QKV_BIAS = "decoder.layers.self_attention.linear_qkv.bias"
 PROJECTION = "decoder.layers.self_attention.linear_proj.weight"
 FC1_NORM = "decoder.layers.mlp.linear_fc1.layer_norm_weight"
 FC1 = "decoder.layers.mlp.linear_fc1.weight"
@@ -50,7 +53,7 @@ FINAL_NORM = "decoder.final_layernorm.weight"
 OUTPUT = "output_layer.weight"
 # A reward model's (or value function's) scalar head on the final hidden states: [1, hidden].
 SCORE_HEAD = "reward_head.weight"
-LAYER_KEYS = (QKV_NORM, QKV, PROJECTION, FC1_NORM, FC1, FC2)
+LAYER_KEYS = (QKV_NORM, QKV, QKV_BIAS, PROJECTION, FC1_NORM, FC1, FC2)
 VOCABULARY_KEYS = (EMBEDDING, OUTPUT)
 
 HF_EMBEDDING = "model.embed_tokens.weight"
@@ -61,8 +64,8 @@ HF_SCORE_HEAD = "score.weight"
 HF_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def hf_layer_name(layer: int, part: str) -> str:
-    return f"model.layers.{layer}.{part}.weight"
+def hf_layer_name(layer: int, part: str, kind: str = "weight") -> str:
+    return f"model.layers.{layer}.{part}.{kind}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,12 @@ class TensorMapping:
             qkv_rows = (a.num_attention_heads + 2 * a.num_key_value_heads) * d
             yield MegatronTensor(QKV_NORM, layer, (h,), (RowBlock(hf_layer_name(layer, "input_layernorm"), 0, h),))
             yield MegatronTensor(QKV, layer, (qkv_rows, h), tuple(qkv_blocks))
+            if a.qkv_bias:  # the same row blocks, from the bias vectors
+                bias_blocks = tuple(
+                    RowBlock(block.hf_name.removesuffix(".weight") + ".bias", block.hf_row, block.rows)
+                    for block in qkv_blocks
+                )
+                yield MegatronTensor(QKV_BIAS, layer, (qkv_rows,), bias_blocks)
             yield MegatronTensor(
                 PROJECTION,
                 layer,
@@ -165,6 +174,10 @@ class TensorMapping:
             shapes[hf_layer_name(layer, "self_attn.q_proj")] = (a.num_attention_heads * d, h)
             shapes[hf_layer_name(layer, "self_attn.k_proj")] = (a.num_key_value_heads * d, h)
             shapes[hf_layer_name(layer, "self_attn.v_proj")] = (a.num_key_value_heads * d, h)
+            if a.qkv_bias:
+                shapes[hf_layer_name(layer, "self_attn.q_proj", "bias")] = (a.num_attention_heads * d,)
+                shapes[hf_layer_name(layer, "self_attn.k_proj", "bias")] = (a.num_key_value_heads * d,)
+                shapes[hf_layer_name(layer, "self_attn.v_proj", "bias")] = (a.num_key_value_heads * d,)
             shapes[hf_layer_name(layer, "self_attn.o_proj")] = (h, a.num_attention_heads * d)
             shapes[hf_layer_name(layer, "mlp.gate_proj")] = (f, h)
             shapes[hf_layer_name(layer, "mlp.up_proj")] = (f, h)

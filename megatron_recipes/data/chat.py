@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from megatron_recipes.data.config import ChatTemplateConfig
+from megatron_recipes.data.think_template import COLD_START_RESPONSE, cold_start_response
 
 TOOL_ROLES = ("tool", "ipython", "output")
 PAIR_KEYS = (("prompt", "response"), ("question", "answer"), ("problem", "solution"), ("question", "response"))
+QUESTION_KEYS = ("question", "prompt", "problem")
 
 
 class SftDataError(ValueError):
@@ -28,9 +30,17 @@ class Piece:
     trained: bool
 
 
-def conversation_from_record(record: dict, where: str) -> tuple[list[dict], str]:
+def conversation_from_record(
+    record: dict, where: str, reasoning_template: str = COLD_START_RESPONSE
+) -> tuple[list[dict], str]:
     """The list of {"role", "content"} turns of a record, and its kind."""
     kind = str(record.get("kind", ""))
+    if "reasoning" in record and "summary" in record:
+        question = next((record[key] for key in QUESTION_KEYS if key in record), None)
+        if not isinstance(question, str) or not isinstance(record["reasoning"], str):
+            raise SftDataError(f"{where}: a reasoning/summary record needs a string question (or prompt/problem)")
+        response = cold_start_response(record["reasoning"], str(record["summary"]), reasoning_template)
+        return [{"role": "user", "content": question}, {"role": "assistant", "content": response}], kind or "cold_start"
     if "messages" in record:
         messages = record["messages"]
         if not isinstance(messages, list) or not messages:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from megatron_recipes.data.think_template import COLD_START_RESPONSE
 from megatron_recipes.evaluation.datasets import DATASETS, reads_local_files
 from megatron_recipes.evaluation.problems import KIND_ANSWER
 from stack_common.checks import (
@@ -144,6 +145,11 @@ class SftDataConfig:
     # An example longer than seq_length + 1 tokens is truncated (its response tail is lost) or dropped.
     long_examples: str = "truncate"
     max_examples: int | None = None
+    # Reasoning/summary records (cold-start data): their assistant turn, {reasoning} and {summary} filled in.
+    reasoning_template: str = COLD_START_RESPONSE
+    # Every user turn as it is trained: {question} replaced by the record's text (the R1 presets
+    # wrap it in THINK_QUESTION_TEMPLATE so SFT sees the prompts RL and evaluation send).
+    question_template: str = "{question}"
     # Fraction of examples held out for the validation loss (trainer.eval_interval > 0).
     validation_fraction: float = 0.0
     seed: int = 1234
@@ -156,6 +162,11 @@ class SftDataConfig:
         if self.max_examples is not None:  # null = all
             require_at_least("sft_data.max_examples", self.max_examples, 1)
         require_range("sft_data.validation_fraction", self.validation_fraction, 0, 1, high_inclusive=False)
+        for name, field_name in (("{reasoning}", "reasoning_template"), ("{summary}", "reasoning_template")):
+            if name not in getattr(self, field_name):
+                raise ConfigError(f"sft_data.{field_name}={getattr(self, field_name)!r} must contain {name}")
+        if "{question}" not in self.question_template:
+            raise ConfigError(f"sft_data.question_template={self.question_template!r} must contain {{question}}")
 
 
 @dataclass

@@ -9,7 +9,12 @@ Record forms (one JSON object per line; unreadable lines raise one error naming 
                   {"role": "assistant", "content": "... \\boxed{42}"}],
      "kind": "cot" | "pot" | "tool"}                             # optional, counted in the summary
     {"prompt": "question", "response": "solution"}               # also question/answer, problem/solution
+    {"question": "...", "reasoning": "a long chain of thought", "summary": "the readable answer"}
+                                                                 # cold start (R1): also prompt/problem
 
+A reasoning/summary record (DeepSeek-R1's cold-start data: a long chain of thought, then a
+summary for the reader) becomes one assistant turn through `sft_data.reasoning_template`
+(data/think_template.py: the reasoning inside <think> tags, the summary inside <answer> tags).
 Chain-of-thought and program-of-thought solutions are one assistant turn (a program-of-thought
 turn holds a ```python block); tool-integrated solutions alternate assistant turns that end with
 a code block and tool turns holding the block's output (roles `tool`, `ipython` or `output`).
@@ -56,6 +61,7 @@ from megatron.core.packed_seq_params import PackedSeqParams
 from megatron_recipes.data.chat import Piece, SftDataError, conversation_from_record, render_conversation
 from megatron_recipes.data.config import ChatTemplateConfig, SftDataConfig
 from megatron_recipes.data.pretraining import DataParallelSampler
+from megatron_recipes.data.think_template import COLD_START_RESPONSE
 from stack_common.errors import ConfigError
 
 
@@ -106,7 +112,12 @@ def jsonl_files(paths: Sequence[str]) -> list[Path]:
 
 
 def read_examples(
-    paths: Sequence[str], template: ChatTemplateConfig, tokenizer, max_examples: int | None = None
+    paths: Sequence[str],
+    template: ChatTemplateConfig,
+    tokenizer,
+    max_examples: int | None = None,
+    reasoning_template: str = COLD_START_RESPONSE,
+    question_template: str = "{question}",
 ) -> list[Example]:
     """Every record of the JSONL files, rendered and tokenized."""
     examples: list[Example] = []
@@ -122,7 +133,14 @@ def read_examples(
                     raise SftDataError(f"{where}: not JSON ({error.msg})") from None
                 if not isinstance(record, dict):
                     raise SftDataError(f"{where}: a record must be a JSON object")
-                turns, kind = conversation_from_record(record, where)
+                turns, kind = conversation_from_record(record, where, reasoning_template)
+                if question_template != "{question}":
+                    turns = [
+                        {**turn, "content": question_template.replace("{question}", turn["content"])}
+                        if turn["role"] == "user"
+                        else turn
+                        for turn in turns
+                    ]
                 pieces = render_conversation(turns, template, where)
                 examples.append(tokenize_pieces(pieces, tokenizer, template.append_eod, kind))
                 if max_examples is not None and len(examples) >= max_examples:
@@ -303,7 +321,9 @@ def build_sft_datasets(
     config: SftDataConfig, template: ChatTemplateConfig, tokenizer
 ) -> tuple[SftDataset, SftDataset | None]:
     """Train (and optional validation) datasets from the config."""
-    examples = read_examples(config.paths, template, tokenizer, config.max_examples)
+    examples = read_examples(
+        config.paths, template, tokenizer, config.max_examples, config.reasoning_template, config.question_template
+    )
     validation = None
     if config.validation_fraction > 0:
         order = np.random.default_rng(config.seed + 1).permutation(len(examples))

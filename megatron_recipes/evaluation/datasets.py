@@ -70,6 +70,31 @@ def _records(path: str | Path, suffixes=(".jsonl", ".json", ".parquet")):
         yield from read_rows(file)
 
 
+def load_jsonl(path: str | Path) -> list[Problem]:
+    """Any question set as JSONL: {"question": ..., "answer": "7" or ["7", "seven"], optional "id",
+    "subject", "level"} (generated sets: the R1 chain's bilingual questions, general prompts)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"question file {path} not found (JSONL with 'question' and 'answer')")
+    problems = []
+    for number, (where, record) in enumerate(_records(path), 1):
+        answers = record.get("answer")
+        answers = answers if isinstance(answers, list) else [answers]
+        if not isinstance(record.get("question"), str) or not answers or not all(isinstance(a, str) for a in answers):
+            raise DatasetError(f"{where}: a record needs a string 'question' and an 'answer' (string or list)")
+        problems.append(
+            Problem(
+                id=str(record.get("id", f"{path.stem}-{number}")),
+                question=record["question"],
+                answers=list(answers),
+                subject=str(record.get("subject", "")),
+                level=str(record.get("level", "")),
+                source="jsonl",
+            )
+        )
+    return problems
+
+
 def load_gsm8k(path: str | Path) -> list[Problem]:
     path = Path(path)
     if not path.exists():
@@ -331,6 +356,7 @@ DATASETS: dict[str, BenchmarkSpec] = {
             ("aime_2024", "aime2024.jsonl", "aime_2024.jsonl", "aime_2024.parquet"),
             "r1",
         ),
+        BenchmarkSpec("jsonl", "Question file (JSONL)", KIND_ANSWER, load_jsonl, (), "zero_shot"),
         BenchmarkSpec("ocw", "OCW", KIND_ANSWER, load_ocw, ("ocw/test.jsonl",), "math_cot_4shot"),
         BenchmarkSpec("cmath", "CMATH", KIND_ANSWER, load_cmath, ("cmath/test.jsonl",), "zh_cot_4shot", "zh"),
         BenchmarkSpec(

@@ -17,6 +17,8 @@
                            fed back as ```output blocks, up to harness.tool_max_steps executions
       r1                   R1's template: reasoning inside <think></think>, then the answer inside
                            <answer></answer> (every problem kind)
+      think                the R1 recipes' format (data/think_template.py): reasoning in <think>, the
+                           answer after </think> (the R1 chain's held-out questions)
 
 Exemplar files (`exemplars=PATH`): a .txt file is used verbatim as the few-shot prefix (so a
 published prompt can be pasted as it is), the test problem follows in the style's format; a
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from megatron_recipes.data.think_template import think_prompt
 from megatron_recipes.evaluation.problems import (
     CHOICE_LETTERS,
     KIND_ANSWER,
@@ -389,6 +392,8 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
             "tool_integrated", (KIND_ANSWER,), _user_turn(MODE_TOOL), STYLE_STRATEGIES["math"], ("\nUser:",), MODE_TOOL
         ),
         PromptStyle("r1", KINDS, _r1, STYLE_STRATEGIES["math"], ("\nUser:",)),
+        # The R1 recipes' own format (data/think_template.py): reasoning in <think>, the answer after </think>.
+        PromptStyle("think", (KIND_ANSWER,), lambda p: think_prompt(p.text()), STYLE_STRATEGIES["think"], ("\nUser:",)),
     )
 }
 

@@ -16,7 +16,8 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 
 @dataclass
 class ModelConfig:
-    """A LLaMA-style decoder (RMSNorm, SwiGLU, RoPE, no biases); presets in conf/model/.
+    """A LLaMA-style decoder (RMSNorm, SwiGLU, RoPE, no biases; `add_qkv_bias` gives the Qwen2
+    variant with biases on the query/key/value projections); presets in conf/model/.
 
     Built by `megatron_recipes.models.build_model` into a megatron-core TransformerConfig and
     GPTModel. `vocab_size: null` takes the tokenizer's size (data.tokenizer); the embedding is
@@ -39,6 +40,8 @@ class ModelConfig:
     rotary_base: float = 10000.0
     norm_epsilon: float = 1e-6
     untie_embeddings_and_output_weights: bool = True
+    # Biases on the query, key and value projections (Qwen2ForCausalLM; megatron's add_qkv_bias).
+    add_qkv_bias: bool = False
     init_method_std: float = 0.02
     attention_dropout: float = 0.0
     hidden_dropout: float = 0.0
@@ -49,9 +52,9 @@ class ModelConfig:
     # uniform block).
     recompute: str = "none"
     recompute_num_layers: int = 1
-    # A Hugging Face LLaMA-layout model directory (config.json + safetensors). When set, the
-    # architecture fields above come from its config.json (validate() adopts them) and a fresh
-    # run starts from its weights, read straight into the run's own TP/PP layout
+    # A Hugging Face LLaMA-layout model directory (LlamaForCausalLM or Qwen2ForCausalLM: config.json
+    # + safetensors). When set, the architecture fields above come from its config.json
+    # (validate() adopts them) and a fresh run starts from its weights, read straight into the run's own TP/PP layout
     # (convert.hf_to_megatron.load_hf_weights); a resumed run uses its checkpoint. null = off.
     init_from_hf: str | None = None
 

@@ -2,7 +2,8 @@
 
 The architecture of DeepSeek-Coder-v1.5 / DeepSeekMath and DeepSeek LLM: pre-norm RMSNorm,
 SwiGLU MLP, rotary position embeddings, no biases, untied input/output embeddings,
-optional grouped-query attention. Presets (conf/model/*.yaml) only change sizes.
+optional grouped-query attention; `add_qkv_bias` adds Qwen2's query/key/value biases.
+Presets (conf/model/*.yaml) only change sizes.
 
     choice = choose_layer_spec(model, device="cuda", fp8=None)     # logged: TE or local, and why
     config = transformer_config(model, parallelism, precision="bf16")
@@ -140,6 +141,7 @@ def transformer_config(
         gated_linear_unit=True,
         activation_func=F.silu,
         add_bias_linear=False,
+        add_qkv_bias=model.add_qkv_bias,
         init_method_std=model.init_method_std,
         attention_dropout=model.attention_dropout,
         hidden_dropout=model.hidden_dropout,
@@ -235,6 +237,8 @@ def architecture_parameter_count(model: ModelConfig, vocab_size: int) -> int:
     head_dim = h // model.num_attention_heads
     kv = (model.num_query_groups or model.num_attention_heads) * head_dim
     per_layer = h * (h + 2 * kv) + h * h + 3 * h * f + 2 * h  # qkv, out, gated MLP, 2 norms
+    if model.add_qkv_bias:
+        per_layer += h + 2 * kv
     embeddings = vocab_size * h * (2 if model.untie_embeddings_and_output_weights else 1)
     return layers * per_layer + embeddings + h  # + final norm
 

@@ -15,9 +15,12 @@ entry point is `worker_tasks.py`):
     answers_equal(prediction, reference) -> bool
     DeadlineWorkerPool(num_workers, task_timeout_s, ...)       the sympy process pool
     get_reward(name)(completions, references, **options) -> list[float | None]
-    register_reward(name), REWARD_FUNCTIONS
+    register_reward(name, inputs=()), REWARD_FUNCTIONS, reward_inputs(name)
+    consistency_score(text, target, languages), chain_of_thought(completion)   (language.py)
+    parse_test_cases(reference), run_test_suite(program, suite)                (code_execution.py)
 """
 
+from megatron_recipes.rewards.code_execution import parse_test_cases, run_test_suite
 from megatron_recipes.rewards.equivalence import (
     EQUAL,
     NOT_EQUAL,
@@ -33,7 +36,16 @@ from megatron_recipes.rewards.extraction import (
     find_boxed,
     follows_think_format,
 )
-from megatron_recipes.rewards.functions import REWARD_FUNCTIONS, get_reward, reference_answer, register_reward
+from megatron_recipes.rewards.functions import (
+    GENERAL_REFERENCE_PREFIX,
+    REWARD_FUNCTIONS,
+    get_reward,
+    is_general_reference,
+    reference_answer,
+    register_reward,
+    reward_inputs,
+)
+from megatron_recipes.rewards.language import chain_of_thought, consistency_score
 from megatron_recipes.rewards.normalization import normalize_answer, parse_number
 from megatron_recipes.rewards.worker_pool import DeadlineWorkerPool, default_pool
 
@@ -50,7 +62,14 @@ __all__ = [
     "find_boxed",
     "follows_think_format",
     "REWARD_FUNCTIONS",
+    "GENERAL_REFERENCE_PREFIX",
     "get_reward",
+    "is_general_reference",
+    "reward_inputs",
+    "parse_test_cases",
+    "run_test_suite",
+    "chain_of_thought",
+    "consistency_score",
     "reference_answer",
     "register_reward",
     "normalize_answer",

@@ -6,6 +6,8 @@ Strategies, tried in the order a style names them:
   gsm8k        the last `#### N` line
   choice       a multiple-choice letter: "(B)", "answer is C", `\\boxed{D}`
   last_number  the last number in the text (GSM8K-style fallback; off for MATH-style grading)
+  think_answer R1 format: nothing unless `</think>` closed the reasoning; then, in the answer
+               part, a box, an "answer is" phrase, else the last number
 
 Only the text after the last `</think>` is searched when one is present, so numbers scribbled in the
 reasoning of an R1-Zero style completion never count as its answer.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-EXTRACTION_STRATEGIES = ("boxed", "answer_is", "gsm8k", "choice", "last_number")
+EXTRACTION_STRATEGIES = ("boxed", "answer_is", "gsm8k", "choice", "last_number", "think_answer")
 
 # Styles name strategy orders; `last_number` only where the style allows it.
 STYLE_STRATEGIES: dict[str, tuple[str, ...]] = {
@@ -27,6 +29,8 @@ STYLE_STRATEGIES: dict[str, tuple[str, ...]] = {
     "gsm8k": ("gsm8k", "boxed", "answer_is", "last_number"),
     "multiple_choice": ("choice",),
     "boxed_only": ("boxed",),
+    # R1 format: the answer part after </think> only (none without it).
+    "think": ("think_answer",),
 }
 
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)\b\s*")
@@ -159,6 +163,22 @@ def extract_last_number(text: str) -> str | None:
     return matches[-1].replace(",", "")
 
 
+_THINK_ANSWER_ORDER = ("boxed", "answer_is", "last_number")
+
+
+def extract_think_answer(text: str) -> str | None:
+    """The answer part of an R1-format completion: it exists only once `</think>` closed the
+    reasoning; inside it (or its <answer> tags) a box, an "answer is" phrase, else the last number."""
+    if _THINK_END not in text:
+        return None
+    region = answer_region(text)
+    for strategy in _THINK_ANSWER_ORDER:
+        answer = extract_boxed(region, "last") if strategy == "boxed" else _EXTRACTORS[strategy](region)
+        if answer:
+            return answer
+    return None
+
+
 _EXTRACTORS = {
     "answer_is": extract_answer_is,
     "gsm8k": extract_gsm8k,
@@ -186,6 +206,11 @@ def extract_answer(
         return None
     region = answer_region(text)
     order = list(strategies)
+    if "think_answer" in order:  # reads the whole completion: it must see whether </think> is there
+        answer = extract_think_answer(text)
+        if answer:
+            return answer
+        order.remove("think_answer")
     if last_number_fallback and "last_number" not in order:
         order.append("last_number")
     for strategy in order:

@@ -13,8 +13,23 @@ must drop such samples, not treat them as wrong). Format rewards ignore referenc
 
 Registered: math_accuracy (boxed / "answer is"; no last-number fallback), gsm8k_accuracy
 (#### / boxed / "answer is" / last number), multiple_choice_accuracy (letters), think_format
-(R1-Zero `<think>...</think> answer`), think_answer_format (`<think>...</think><answer>...</answer>`).
-`register_reward(name)` adds more; `get_reward(name)` looks one up with a one-line error.
+(R1-Zero `<think>...</think> answer`), think_answer_format (`<think>...</think><answer>...</answer>`),
+think_accuracy (R1: the answer part after `</think>` only), language_consistency (R1: the share
+of the chain of thought in the question's language, language.py), code_pass_rate / code_all_pass
+(R1's coding reward: the program run against test cases in the sandbox, code_execution.py),
+general_preference (the final R1 stage's score for general prompts: a reference-overlap stand-in
+that a learned reward model replaces by being registered under its own name and named in
+rl.rewards).
+`register_reward(name, inputs=())` adds more; `get_reward(name)` looks one up with a one-line error.
+
+Extra inputs: a reward registered with `inputs=("questions",)` also receives `questions=[...]`
+(the question text of each completion's prompt, rollout.compute_rewards passes it); options from
+the config (`rl.reward_options.<name>`) arrive as keyword arguments.
+
+Scenarios: a reference that starts with GENERAL_REFERENCE_PREFIX ("[general]") marks a general
+(non-reasoning) prompt whose reference response follows. Accuracy-style rewards score such
+samples 0.0 and general_preference scores every other sample 0.0, so one weighted sum serves a
+batch that mixes reasoning and general prompts (R1's final RL stage).
 
 Cost: extraction is linear in completion length; equivalence as in `equivalence.py` (most pairs
 decided in-process, the rest in the worker pool, in parallel across a batch).
@@ -22,30 +37,51 @@ decided in-process, the rest in the worker pool, in parallel across a batch).
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
+from megatron_recipes.rewards.code_execution import code_rewards
 from megatron_recipes.rewards.equivalence import EQUAL, UNPARSEABLE_REFERENCE, AnswerChecker
 from megatron_recipes.rewards.extraction import (
     STYLE_STRATEGIES,
+    answer_region,
     extract_answer,
     extract_boxed,
     extract_choice,
     extract_gsm8k,
     follows_think_format,
 )
+from megatron_recipes.rewards.language import DEFAULT_LANGUAGES, chain_of_thought, consistency_score, question_language
 
 RewardFunction = Callable[..., list]
 REWARD_FUNCTIONS: dict[str, RewardFunction] = {}
+# name -> the extra per-sample inputs it takes ("questions").
+REWARD_INPUTS: dict[str, tuple[str, ...]] = {}
+GENERAL_REFERENCE_PREFIX = "[general]"
 
 
-def register_reward(name: str) -> Callable[[RewardFunction], RewardFunction]:
+def register_reward(name: str, inputs: Sequence[str] = ()) -> Callable[[RewardFunction], RewardFunction]:
     def decorator(function: RewardFunction) -> RewardFunction:
         if name in REWARD_FUNCTIONS and REWARD_FUNCTIONS[name] is not function:
             raise ValueError(f"reward {name!r} is already registered")
         REWARD_FUNCTIONS[name] = function
+        REWARD_INPUTS[name] = tuple(inputs)
         return function
 
     return decorator
+
+
+def reward_inputs(name: str) -> tuple[str, ...]:
+    """The extra per-sample inputs reward `name` takes (e.g. ("questions",))."""
+    return REWARD_INPUTS.get(name, ())
+
+
+def is_general_reference(reference: str | None) -> bool:
+    return reference is not None and str(reference).lstrip().startswith(GENERAL_REFERENCE_PREFIX)
+
+
+def general_reference_text(reference: str) -> str:
+    return str(reference).lstrip()[len(GENERAL_REFERENCE_PREFIX) :].strip()
 
 
 def get_reward(name: str) -> RewardFunction:
@@ -152,3 +188,106 @@ def think_answer_format_reward(
 ) -> list[float | None]:
     """Strict R1 format: `<think>...</think>` then `<answer>...</answer>` and nothing else."""
     return [1.0 if follows_think_format(c, require_answer_tags=True) else 0.0 for c in completions]
+
+
+@register_reward("think_accuracy")
+def think_accuracy_reward(
+    completions: Sequence[str],
+    references: Sequence[str | None],
+    *,
+    checker: AnswerChecker | None = None,
+) -> list[float | None]:
+    """R1's accuracy: the answer is read from the answer part only (after `</think>`, inside
+    <answer> tags when present: a box, "the answer is", else its last number); a completion that
+    never closed its reasoning has no answer (0.0). General-prompt samples score 0.0."""
+    rewards: list[float | None] = [0.0] * len(completions)
+    graded = [i for i, reference in enumerate(references) if not is_general_reference(reference)]
+    if len(completions) != len(references):
+        raise ValueError(f"{len(completions)} completions but {len(references)} references")
+    scored = _accuracy(
+        [completions[i] for i in graded],
+        [references[i] for i in graded],
+        STYLE_STRATEGIES["think"],
+        "last",
+        False,
+        checker,
+    )
+    for index, value in zip(graded, scored):
+        rewards[index] = value
+    return rewards
+
+
+@register_reward("language_consistency", inputs=("questions",))
+def language_consistency_reward(
+    completions: Sequence[str],
+    references: Sequence[str | None] | None = None,
+    *,
+    questions: Sequence[str] | None = None,
+    target_language: str = "auto",
+    languages: Sequence[str] = DEFAULT_LANGUAGES,
+    **_: object,
+) -> list[float | None]:
+    """R1's language-consistency reward: the share of the chain of thought's words (CJK:
+    characters) in the target language (language.py). target_language "auto": the language of
+    each sample's question (needs `questions`), else a fixed code such as "en"."""
+    candidates = tuple(languages)
+    if target_language == "auto" and questions is None:
+        raise ValueError("language_consistency with target_language=auto needs the questions")
+    rewards: list[float | None] = []
+    for index, completion in enumerate(completions):
+        target = question_language(questions[index], candidates) if target_language == "auto" else target_language
+        rewards.append(
+            0.0 if target is None else consistency_score(chain_of_thought(completion or ""), target, candidates)
+        )
+    return rewards
+
+
+@register_reward("code_pass_rate")
+def code_pass_rate_reward(
+    completions: Sequence[str], references: Sequence[str | None], **_: object
+) -> list[float | None]:
+    """The share of the reference's test cases the completion's program passes (code_execution.py)."""
+    return code_rewards(completions, references, all_pass=False)
+
+
+@register_reward("code_all_pass")
+def code_all_pass_reward(
+    completions: Sequence[str], references: Sequence[str | None], **_: object
+) -> list[float | None]:
+    """1.0 when the completion's program passes every test case of the reference, else 0.0."""
+    return code_rewards(completions, references, all_pass=True)
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _overlap_f1(answer: str, reference: str) -> float:
+    predicted, expected = _WORD.findall(answer.lower()), _WORD.findall(reference.lower())
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum(min(predicted.count(word), expected.count(word)) for word in set(expected))
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+@register_reward("general_preference", inputs=("questions",))
+def general_preference_reward(
+    completions: Sequence[str],
+    references: Sequence[str | None],
+    *,
+    questions: Sequence[str] | None = None,
+    **_: object,
+) -> list[float | None]:
+    """The final R1 stage's reward for general prompts, rule-based until a learned reward model is
+    registered and named instead: word-overlap F1 between the answer part (after `</think>`) and
+    the reference response. Samples of reasoning prompts score 0.0."""
+    if len(completions) != len(references):
+        raise ValueError(f"{len(completions)} completions but {len(references)} references")
+    return [
+        _overlap_f1(answer_region(completion or ""), general_reference_text(reference))
+        if is_general_reference(reference)
+        else 0.0
+        for completion, reference in zip(completions, references)
+    ]

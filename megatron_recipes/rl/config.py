@@ -7,8 +7,10 @@ before megatron loads (those registries hold torch functions; config checks must
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from megatron_recipes.rewards.functions import REWARD_FUNCTIONS
+from megatron_recipes.rl.reasoning_metrics import DEFAULT_REFLECTION_PHRASES
 from megatron_recipes.rl.step_rewards import STEP_REWARDS
 from stack_common.checks import (
     require_at_least,
@@ -48,6 +50,11 @@ class RlConfig:
     # accuracy that the metrics report.
     rewards: list[str] = field(default_factory=lambda: ["math_accuracy"])
     reward_weights: list[float] = field(default_factory=lambda: [1.0])
+    # Keyword options per reward name, e.g. {language_consistency: {languages: [en, zh]}}.
+    reward_options: dict[str, Any] = field(default_factory=dict)
+    # A response "revises itself" when it holds one of these (case-insensitive): the share of such
+    # responses is logged per step as reflection_rate (R1-Zero's self-reflection, measured).
+    reflection_phrases: list[str] = field(default_factory=lambda: list(DEFAULT_REFLECTION_PHRASES))
     advantage_estimator: str = "outcome"
     # Added to the group's reward std before dividing by it.
     advantage_epsilon: float = 1e-4
@@ -114,6 +121,10 @@ class RlConfig:
             )
         for index, name in enumerate(self.rewards):
             require_choice(f"rl.rewards[{index}]", name, sorted(REWARD_FUNCTIONS))
+        for name, options in self.reward_options.items():
+            require_choice("rl.reward_options", name, list(self.rewards))
+            if not isinstance(options, dict):
+                raise ConfigError(f"rl.reward_options.{name}={options!r} must map option names to values")
         if self.advantage_estimator == "process":
             if self.step_reward is None and self.reward_model is None:
                 raise ConfigError(

@@ -3,7 +3,8 @@ the padded tensors the GRPO loss trains on.
 
     samples = generate_rollouts(generator, records, group_size, params, tokenizer, template,
                                 tool_runner=None, max_tool_calls=4)
-    compute_rewards(samples, reward_names, reward_weights, checker, step_reward=None, model_scores=None)
+    compute_rewards(samples, reward_names, reward_weights, checker, step_reward=None, reward_options=None,
+                    model_scores=None)
     batch = rollout_batch(samples, tokenizer.eod, rl.advantage_estimator, rl.advantage_epsilon)
 
 Tool-integrated reasoning (rl.tool_use): generation stops when a sample closes a ```python block
@@ -15,7 +16,9 @@ and output tokens together).
 
 Rewards: the sum over `reward_names` of weight x reward; a reward function returning None
 (the reference answer itself cannot be parsed) makes the sample ungradable: its whole group is
-left out of the loss and counted. The first reward is reported as `accuracy`.
+left out of the loss and counted. The first reward is reported as `accuracy`. Rewards registered
+with `inputs=("questions",)` (language consistency, a reward model) also receive each sample's
+question text; `reward_options[name]` (rl.reward_options) is passed to reward `name` as keywords.
 A learned reward model (rl.reward_model) adds its scores (`ModelScores`, probabilities from
 reward_models/scoring.py) with rl.reward_model_weight: an outcome reward model's score joins the
 sum (outcome supervision: the group normalises the total); a process reward model's step
@@ -45,7 +48,7 @@ from typing import Callable, Sequence
 import torch
 
 from megatron_recipes.generation.interface import SamplingParams
-from megatron_recipes.rewards import get_reward
+from megatron_recipes.rewards import get_reward, reward_inputs
 from megatron_recipes.rl.objectives import AdvantageInputs, get_advantage_estimator
 from megatron_recipes.rl.step_rewards import Step, get_step_reward, split_steps, step_end_tokens
 
@@ -70,6 +73,7 @@ class RolloutSample:
     rewards: dict[str, float | None] = field(default_factory=dict)
     reward: float | None = None
     steps: list | None = None  # process supervision: [Step(end, reward)] on `text`
+    question: str = ""  # the question text of the prompt (for rewards that read it)
 
     @property
     def generated_tokens(self) -> int:
@@ -100,7 +104,10 @@ def generate_rollouts(
     samples = []
     for group, record in enumerate(records):
         prompt_ids = tokenizer.encode(record.prompt)
-        samples.extend(RolloutSample(group, record.id, record.answer, list(prompt_ids)) for _ in range(group_size))
+        samples.extend(
+            RolloutSample(group, record.id, record.answer, list(prompt_ids), question=record.question)
+            for _ in range(group_size)
+        )
     active = list(range(len(samples)))
     round_params = params
     calls_left = max_tool_calls if tool_runner is not None else 0
@@ -186,17 +193,21 @@ def compute_rewards(
     reward_weights: Sequence[float],
     checker=None,
     step_reward: str | None = None,
+    reward_options: dict | None = None,
     model_scores: ModelScores | None = None,
 ) -> None:
     """Fill each sample's rewards (per name), total reward (None if ungradable) and, with a
     `step_reward` or a process reward model's scores (process supervision), its steps. The one
-    scorer of rollouts and of the held-out check (which asks for its first reward only)."""
+    scorer of rollouts and of the held-out check."""
     texts = [sample.text for sample in samples]
     references = [sample.reference for sample in samples]
     per_name: dict[str, list] = {}
     for name in reward_names:
         function = get_reward(name)
         options = {"checker": checker} if checker is not None and name.endswith("_accuracy") else {}
+        if "questions" in reward_inputs(name):
+            options["questions"] = [sample.question for sample in samples]
+        options.update((reward_options or {}).get(name) or {})
         per_name[name] = function(texts, references, **options)
     for index, sample in enumerate(samples):
         sample.rewards = {name: per_name[name][index] for name in reward_names}

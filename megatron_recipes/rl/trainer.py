@@ -39,10 +39,13 @@ reward_std, accuracy, kl, clip_fraction, entropy, ratio, response_length, zero_v
 (fraction of groups), ungradable_groups, updates, rollout_tokens_per_second (sampled tokens /
 rollout wall time), training_tokens_per_second (sequence tokens through the updates and
 log-prob passes / their wall time), tokens_per_second (all tokens / step time), lr, grad_norm;
+with several rewards, `reward_<name>` (each reward's mean over gradable outputs; R1-Zero watches
+reward_think_format); reflection_rate (the share of outputs that revise themselves,
+rl.reflection_phrases, reasoning_metrics.py);
 reward_model_score (mean score, with rl.reward_model); value_loss, value_clip_fraction and
 value_error (PPO).
 Held-out accuracy (rl.eval_interval): `validation_accuracy` in metrics.jsonl at step 0, every
-interval and at the end.
+interval and at the end; with several rewards also `validation_reward_<name>` (each one's mean).
 
 Cost per step: generation of Q x G x (prompt + response) tokens, two forward passes (pi_old,
 pi_ref) and updates_per_rollout forward+backward passes over the rollout.
@@ -66,6 +69,7 @@ from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.logprobs import vocab_parallel_entropy, vocab_parallel_log_probs
 from megatron_recipes.generation.megatron import MegatronGenerator
 from megatron_recipes.rl.objectives import AdvantageInputs, GrpoLossSettings, get_advantage_estimator, grpo_loss
+from megatron_recipes.rl.reasoning_metrics import revises_itself
 from megatron_recipes.rl.rollout import (
     MODEL_REWARD,
     ModelScores,
@@ -309,7 +313,9 @@ class GrpoTrainer:
             )
         decided = None
         if self.is_tensor_parallel_source:
-            compute_rewards(samples, reward_names, reward_weights, self.checker, step_reward, model_scores)
+            compute_rewards(
+                samples, reward_names, reward_weights, self.checker, step_reward, self.rl.reward_options, model_scores
+            )
             decided = [(s.rewards, s.reward, s.steps) for s in samples]
         decided = _broadcast_in_tensor_parallel_group(decided)
         for sample, (rewards, reward, steps) in zip(samples, decided):
@@ -447,6 +453,8 @@ class GrpoTrainer:
                 "zero_variance_groups": zero_variance_groups,
                 "ungradable_groups": ungradable_groups,
                 "tool_calls": sum(s.tool_calls for s in samples),
+                "reflections": sum(revises_itself(s.text, self.rl.reflection_phrases) for s in samples),
+                **{f"reward_sum_{name}": sum(s.rewards[name] or 0.0 for s in gradable) for name in self.rl.rewards},
                 "reward_model_sum": sum(s.rewards.get(MODEL_REWARD) or 0.0 for s in gradable),
                 "trained_outputs": trained_rows,
                 "training_tokens": training_tokens,
@@ -475,6 +483,12 @@ class GrpoTrainer:
             "step_seconds": step_seconds,
             "tokens": float(sum(r.tokens for r in results)),
         }
+        values["reflection_rate"] = sums["reflections"] / sums["outputs"]
+        if len(self.rl.rewards) > 1:
+            for name in self.rl.rewards:
+                values[f"reward_{name}"] = (
+                    sums[f"reward_sum_{name}"] / sums["gradable"] if sums["gradable"] else math.nan
+                )
         if self.rl.tool_use:
             values["tool_calls"] = sums["tool_calls"] / sums["outputs"]
         if self.reward_scorer is not None:
@@ -515,21 +529,29 @@ class GrpoTrainer:
             self._tool_runner(),
             self.rl.max_tool_calls,
         )
-        accuracy = self.rl.rewards[0]
-        self.score_samples(samples, [accuracy], [1.0])
+        accuracy, *others = self.rl.rewards
+        # The other rewards are measured on the held-out answers too (R1 watches the format and the
+        # language consistency there): validation_reward_<name>.
+        self.score_samples(samples, [accuracy, *others], [1.0] * (1 + len(others)))
         gradable = [s.rewards[accuracy] for s in samples if s.rewards[accuracy] is not None]
-        sums = StepSums(
-            {
-                "correct": sum(gradable),
-                "count": len(gradable),
-                "length": sum(len(s.response_ids) for s in samples),
-                "samples": len(samples),
-            }
-        ).reduced()
+        totals = {
+            "correct": sum(gradable),
+            "count": len(gradable),
+            "length": sum(len(s.response_ids) for s in samples),
+            "samples": len(samples),
+        }
+        for name in others:
+            scored = [s.rewards[name] for s in samples if s.rewards[name] is not None]
+            totals[f"{name}/sum"], totals[f"{name}/count"] = sum(scored), len(scored)
+        sums = StepSums(totals).reduced()
         return {
             "accuracy": sums["correct"] / sums["count"] if sums["count"] else math.nan,
             "response_length": sums["length"] / max(sums["samples"], 1),
             "problems": sums["count"],
+            **{
+                f"reward_{name}": sums[f"{name}/sum"] / sums[f"{name}/count"] if sums[f"{name}/count"] else math.nan
+                for name in others
+            },
         }
 
     # ------------------------------------------------------------------ reference model

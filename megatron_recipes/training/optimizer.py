@@ -13,7 +13,9 @@ multi-step decay.
 Distributed optimizer with torch's Adam. Without Transformer Engine or Apex (always the case on
 the CPU; also on a GPU without them) megatron-core falls back to `torch.optim.AdamW`, whose
 per-parameter `step` counter the distributed optimizer's checkpoint code does not expect:
-(a) building the load request on a fresh optimizer asserts (no state yet);
+(a) building the load request on a fresh optimizer asserts (no state yet), and so does saving
+    before the first optimizer step (a GRPO run whose every update was skipped: all groups had
+    one reward); both get the zero state a first step would create;
 (b) `fully_reshardable` checkpoints carry no per-parameter `step` (KeyError on load), and
     `dp_reshardable` ones bring it back as 0;
 (c) loading puts ONE `step` tensor into every parameter's state, so AdamW advances it once per
@@ -159,7 +161,7 @@ def _make_distributed_optimizer_checkpoints_exact() -> None:
         original_load_state_dict = DistributedOptimizer.load_state_dict
 
         def sharded_state_dict(self, model_sharded_state_dict=None, is_loading=False, *args, **kwargs):
-            if is_loading and len(self.optimizer.state) == 0:  # (a)
+            if len(self.optimizer.state) == 0:  # (a)
                 for group in self.optimizer.param_groups:
                     for parameter in group["params"]:
                         self.optimizer.state[parameter].update(

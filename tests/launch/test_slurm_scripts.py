@@ -202,9 +202,33 @@ def test_post_training_scripts_dry_run_once_their_entry_point_exists(tmp_path, r
     else:  # the entry point is being written: the script says so in one line
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() in (
-            [f"error: megatron_recipes.{recipe} is not in this checkout (recipes: pretrain, sft, grpo, evaluate)"],
+            [
+                f"error: megatron_recipes.{recipe} is not in this checkout "
+                "(recipes: pretrain, sft, grpo, evaluate, rejection_sample)"
+            ],
             [f"error: conf/{recipe}.yaml is not in this checkout"],
         )
+
+
+def test_rejection_sampling_submits_one_task_per_device_and_resumes_by_chunk(tmp_path):
+    result = submit_dry_run(
+        tmp_path,
+        "rejection_sample",
+        "+experiment=r1_rejection_tiny_cpu",
+        f"generator.checkpoint={tmp_path}/checkpoints",
+        f"prompts.path={tmp_path}/prompts.jsonl",
+        **CPU_JOB,
+    )
+    assert result.returncode == 0, result.stderr
+    launch = line(result.stdout, "launch: ")
+    assert "srun --nodes=1 --ntasks=2 --ntasks-per-node=2 " in launch
+    assert "-m megatron_recipes.rejection_sample " in launch and "+experiment=r1_rejection_tiny_cpu" in launch
+    assert line(result.stdout, "outputs: ") == f"outputs: {tmp_path}/outputs/r1/rejection_tiny_cpu"
+    assert "checkpoints:" not in result.stdout
+    # It writes no checkpoint: nothing to save on the preemption warning; a resubmission resumes
+    # after its last finished chunk.
+    script = (SLURM_DIR / "rejection_sample.sbatch").read_text()
+    assert "#SBATCH --signal" not in script and 'run_recipe rejection_sample "$@"' in script
 
 
 @pytest.mark.parametrize("recipe", ["pretrain", "sft", "grpo"])

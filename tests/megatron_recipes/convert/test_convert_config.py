@@ -12,9 +12,9 @@ from megatron_recipes.convert.architecture import hf_config_for_export
 from megatron_recipes.convert.config import ConvertConfig, parse_size
 from megatron_recipes.convert.hf_checkpoint import plan_shards
 from megatron_recipes.convert.hf_to_megatron import _locate, _model_state, _sharded_tensors
-from megatron_recipes.convert.mapping import QKV, TensorMapping
+from megatron_recipes.convert.mapping import QKV, QKV_BIAS, TensorMapping
 from megatron_recipes.models.config import ModelConfig
-from megatron_recipes.models.llama import build_model
+from megatron_recipes.models.llama import architecture_parameter_count, build_model, parameter_count
 from megatron_recipes.runtime.config import ParallelismConfig
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
@@ -75,7 +75,11 @@ def test_transformers_5_rope_parameters_are_read():
         ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "'llama3'"),
         ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "yarn", "factor": 4.0}}, "'yarn'"),
         ({"architectures": ["MistralForCausalLM"], "model_type": "mistral"}, "MistralForCausalLM"),
-        ({"architectures": ["Qwen2ForCausalLM"]}, "Qwen2ForCausalLM"),
+        ({"architectures": ["Qwen2ForCausalLM"]}, "Qwen2ForCausalLM does not match model_type 'llama'"),
+        (
+            {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "use_sliding_window": True},
+            "use_sliding_window",
+        ),
         ({"attention_bias": True}, "attention_bias"),
         ({"hidden_act": "gelu"}, "hidden_act"),
         ({"head_dim": 64}, "head_dim"),
@@ -99,6 +103,64 @@ def test_export_config_keeps_template_fields_and_spelling():
     assert "rope_theta" not in hf_config_for_export(architecture, "bfloat16", v5)
     # The record a checkpoint stores rebuilds the same architecture.
     assert HFArchitecture.from_model_config(architecture.model_config_fields()) == architecture
+
+
+# A Qwen2 config.json (transformers 4 spelling, Qwen2-0.5B's sizes): q/k/v biases, tied embeddings.
+QWEN2_0P5B = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_act": "silu",
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "max_window_layers": 24,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "sliding_window": 32768,
+    "use_sliding_window": False,
+    "tie_word_embeddings": True,
+    "vocab_size": 151936,
+    "bos_token_id": 151643,
+    "eos_token_id": 151643,
+}
+
+
+def test_qwen2_config_gives_qkv_biases_and_exports_as_qwen2():
+    architecture = hf_architecture(QWEN2_0P5B)
+    assert architecture.qkv_bias and architecture.architecture_name == "Qwen2ForCausalLM"
+    fields = architecture.model_config_fields()
+    assert fields["add_qkv_bias"] is True and fields["num_query_groups"] == 2
+    assert fields["untie_embeddings_and_output_weights"] is False
+    exported = hf_config_for_export(architecture, "bfloat16", QWEN2_0P5B)
+    assert exported["architectures"] == ["Qwen2ForCausalLM"] and exported["model_type"] == "qwen2"
+    assert "attention_bias" not in exported and exported["use_sliding_window"] is False
+    assert exported["max_window_layers"] == 24 and exported["bos_token_id"] == 151643
+    assert hf_architecture(exported) == architecture
+    assert HFArchitecture.from_model_config(fields) == architecture
+    # A LLaMA architecture written with a Qwen2 template keeps only the token ids of the template.
+    llama = hf_config_for_export(hf_architecture(DEEPSEEK_MATH_7B), "bfloat16", QWEN2_0P5B)
+    assert llama["model_type"] == "llama" and "use_sliding_window" not in llama and llama["eos_token_id"] == 151643
+    # A checkpoint recorded before Qwen2 support (no add_qkv_bias) reads as LLaMA.
+    legacy = {k: v for k, v in hf_architecture(DEEPSEEK_MATH_7B).model_config_fields().items() if k != "add_qkv_bias"}
+    assert HFArchitecture.from_model_config(legacy).qkv_bias is False
+
+
+def test_qwen2_bias_rows_follow_the_weight_rows():
+    config = {**QWEN2_0P5B, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 96}
+    config.update(num_hidden_layers=1, vocab_size=300)
+    mapping = TensorMapping(hf_architecture(config), padded_vocab_size=384)
+    weight_rows = [(b.hf_name.removesuffix(".weight"), b.hf_row, b.rows) for b in mapping.lookup(QKV, 0).blocks]
+    bias = mapping.lookup(QKV_BIAS, 0)
+    assert bias.shape == (64 + 2 * 2 * 16,)
+    assert [(b.hf_name.removesuffix(".bias"), b.hf_row, b.rows) for b in bias.blocks] == weight_rows
+    assert mapping.hf_shapes()["model.layers.0.self_attn.k_proj.bias"] == (32,)
+    llama = TensorMapping(
+        hf_architecture({**DEEPSEEK_MATH_7B, **{k: config[k] for k in ("hidden_size", "num_hidden_layers")}}), 102400
+    )
+    assert llama.lookup(QKV_BIAS, 0) is None
 
 
 def test_qkv_rows_interleave_query_groups():
@@ -136,6 +198,24 @@ def test_mapping_covers_every_tensor_of_the_7b_model(single_process_groups):
     }
     assert located == set(mapping.tensors)
     assert len(located) == 6 * 30 + 3
+
+
+def test_mapping_covers_every_tensor_of_a_qwen2_model(single_process_groups):
+    """megatron-core's GPTModel with add_qkv_bias stores a linear_qkv.bias per layer; the table has
+    it, and nothing else is added (tied embeddings: no output layer)."""
+
+    architecture = hf_architecture(QWEN2_0P5B)
+    model = ModelConfig(**architecture.model_config_fields())
+    chunk = build_model(model, ParallelismConfig(world_size=1), 151936, meta_device=True)[0]
+    mapping = TensorMapping(architecture, 151936)
+    located = {
+        (_locate(sharded, mapping)[0].key, _locate(sharded, mapping)[0].layer)
+        for _, _, sharded in _sharded_tensors(_model_state(chunk))
+    }
+    assert located == set(mapping.tensors)
+    assert len(located) == 7 * 24 + 2
+    # Qwen2-0.5B: 494M parameters (its model card), q/k/v biases included.
+    assert parameter_count([chunk]) == architecture_parameter_count(model, 151936) == 494_032_768
 
 
 def test_shard_plan_and_sizes():

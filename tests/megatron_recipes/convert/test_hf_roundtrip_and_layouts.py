@@ -1,7 +1,9 @@
-"""HF -> megatron -> HF on tiny random LlamaForCausalLM models, with real processes throughout.
+"""HF -> megatron -> HF on tiny random LlamaForCausalLM and Qwen2ForCausalLM models, with real
+processes throughout.
 
 One module fixture runs the real entry points: `python -m megatron_recipes.convert mode=import`
-on a GQA model stored in many small shards and on a tied-embedding model stored as one file;
+on a GQA model stored in many small shards, on a tied-embedding model stored as one file and on
+a Qwen2 model (q/k/v biases, GQA, tied embeddings);
 one torchrun launch (2 processes, layout_driver.py) that loads them at TP=1 (x DP=2), TP=2 and
 PP=2, both from the converted checkpoint and straight from the HF files, computes logits and
 greedy generations, and saves the PP=2 / TP=2 models again at that layout; then
@@ -45,7 +47,7 @@ def convert(*arguments: str):
 @pytest.fixture(scope="module")
 def converted(tiny_hf, tmp_path_factory):
     work = tmp_path_factory.mktemp("convert")
-    for name in ("gqa", "tied"):
+    for name in ("gqa", "tied", "qwen2"):
         convert("mode=import", f"hf_dir={tiny_hf[name]}", f"megatron_dir={work / f'megatron_{name}'}")
     cases = []
     for layout, (tp, pp) in LAYOUTS.items():
@@ -64,6 +66,22 @@ def converted(tiny_hf, tmp_path_factory):
         {"name": "tied_pp2_checkpoint", "tp": 1, "pp": 2, "source": "checkpoint", "path": str(work / "megatron_tied")},
         {"name": "tied_pp2_hf", "tp": 1, "pp": 2, "source": "hf", "path": str(tiny_hf["tied"])},
         {"name": "gqa_tp1_random", "tp": 1, "pp": 1, "source": "none", "path": str(work / "megatron_gqa")},
+        {
+            "name": "qwen2_tp1_checkpoint",
+            "tp": 1,
+            "pp": 1,
+            "source": "checkpoint",
+            "path": str(work / "megatron_qwen2"),
+        },
+        {"name": "qwen2_tp2_hf", "tp": 2, "pp": 1, "source": "hf", "path": str(tiny_hf["qwen2"])},
+        {
+            "name": "qwen2_pp2_checkpoint",
+            "tp": 1,
+            "pp": 2,
+            "source": "checkpoint",
+            "path": str(work / "megatron_qwen2"),
+            "save_to": str(work / "resaved_qwen2_pp2"),
+        },
     ]
     (work / "cases.json").write_text(json.dumps(cases))
     torch.save(torch.randint(0, 256, (2, 6), generator=torch.Generator().manual_seed(1)), work / "prompts.pt")
@@ -93,6 +111,12 @@ def converted(tiny_hf, tmp_path_factory):
         f"max_shard_size={EXPORT_SHARD}",
     )
     convert("mode=export", f"megatron_dir={work / 'resaved_tied_tp2'}", f"hf_dir={work / 'hf_tied'}")
+    convert(
+        "mode=export",
+        f"megatron_dir={work / 'resaved_qwen2_pp2'}",
+        f"hf_dir={work / 'hf_qwen2'}",
+        f"max_shard_size={EXPORT_SHARD}",
+    )
     return work
 
 
@@ -112,6 +136,9 @@ MEGATRON_CASES = [f"gqa_{layout}_{source}" for layout in LAYOUTS for source in (
     "tied_tp2_checkpoint",
     "tied_pp2_checkpoint",
     "tied_pp2_hf",
+    "qwen2_tp1_checkpoint",
+    "qwen2_tp2_hf",
+    "qwen2_pp2_checkpoint",
 ]
 
 
@@ -156,13 +183,14 @@ CONFIG_FIELDS = (
     "hidden_act",
     "attention_bias",
     "mlp_bias",
+    "use_sliding_window",
     "bos_token_id",
     "eos_token_id",
 )
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["gqa", "tied"])
+@pytest.mark.parametrize("name", ["gqa", "tied", "qwen2"])
 def test_round_trip_reproduces_every_tensor_and_the_config(tiny_hf, converted, name):
     original, exported = safetensors_of(tiny_hf[name]), safetensors_of(converted / f"hf_{name}")
     assert sorted(exported) == sorted(original)
@@ -196,7 +224,7 @@ def test_export_is_sharded_by_size_with_an_index(converted):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["gqa", "tied"])
+@pytest.mark.parametrize("name", ["gqa", "tied", "qwen2"])
 def test_transformers_loads_the_export_with_identical_logits(converted, reference, name):
     model = AutoModelForCausalLM.from_pretrained(converted / f"hf_{name}").eval()
     with torch.no_grad():

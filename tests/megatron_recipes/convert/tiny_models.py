@@ -1,7 +1,8 @@
-"""Tiny random LlamaForCausalLM checkpoints made with transformers, offline (no hub).
+"""Tiny random LlamaForCausalLM and Qwen2ForCausalLM checkpoints made with transformers, offline (no hub).
 
-Norm weights are drawn at random too (transformers initialises them to ones), so a converter
-that swapped the two norms of a layer, or the final norm, would change the logits.
+Norm weights and biases are drawn at random too (transformers initialises them to ones and
+zeros), so a converter that swapped the two norms of a layer, or the final norm, or dropped or
+misplaced Qwen2's q/k/v biases, would change the logits.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 # GQA (4 query heads, 2 key/value heads), 4 layers (2 per stage at PP=2), a vocabulary whose
 # padding differs between TP=1 (384 rows) and TP=2 (512 rows), non-default theta and epsilon.
@@ -40,15 +41,37 @@ TIED = dict(
 )
 
 
-def write_tiny_llama(directory: Path, sizes: dict, seed: int = 0, max_shard_size: str = "5GB"):
-    """Save a random LlamaForCausalLM with these sizes to `directory`; returns the model (eval)."""
-    config = LlamaConfig(**sizes, initializer_range=0.1, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+# Qwen2: q/k/v biases, GQA (4 query heads, 2 key/value heads) and tied embeddings (as the small
+# Qwen2 models), 4 layers for PP=2, stored in small shards.
+QWEN2_TIED_GQA = dict(
+    vocab_size=300,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+)
+
+
+def write_tiny_llama(directory: Path, sizes: dict, seed: int = 0, max_shard_size: str = "5GB", family: str = "llama"):
+    """Save a random LlamaForCausalLM (family "qwen2": Qwen2ForCausalLM) with these sizes to
+    `directory`; returns the model (eval)."""
+    config_class, model_class = (
+        (Qwen2Config, Qwen2ForCausalLM) if family == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    )
+    config = config_class(**sizes, initializer_range=0.1, bos_token_id=None, eos_token_id=None, pad_token_id=None)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
+    model = model_class(config).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "norm" in name:
                 parameter.uniform_(0.5, 1.5)
+            elif name.endswith(".bias"):
+                parameter.uniform_(-0.5, 0.5)
     model.save_pretrained(directory, max_shard_size=max_shard_size)
     return model
 

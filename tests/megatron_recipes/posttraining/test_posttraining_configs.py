@@ -14,7 +14,7 @@ from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT, run_module
 
 CONF = REPO_ROOT / "conf"
-RL_PRESETS = ["iterative", "paper", "process", "tiny_cpu"]
+RL_PRESETS = ["iterative", "paper", "process", "r1_zero", "r1_zero_tiny_cpu", "tiny_cpu"]
 
 
 def sft(*overrides: str) -> SftConfig:
@@ -47,9 +47,13 @@ def test_sft_defaults_and_the_paper_preset():
 
 @pytest.mark.parametrize("preset", RL_PRESETS)
 def test_every_rl_preset_composes(preset):
-    # The 7B model's 4K context holds the paper's 1,024-token answers.
+    # The 7B architecture with a 40K context: it holds DeepSeekMath's 1,024-token answers and R1's 32K ones.
     config = grpo(
-        f"rl={preset}", "model=deepseek_math_7b", "trainer.global_batch_size=64", "trainer.micro_batch_size=8"
+        f"rl={preset}",
+        "model=deepseek_math_7b",
+        "model.max_position_embeddings=40960",
+        "trainer.global_batch_size=64",
+        "trainer.micro_batch_size=8",
     )
     assert config.rl.name == preset
 
