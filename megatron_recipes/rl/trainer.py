@@ -2,7 +2,7 @@
 log-probs -> clipped-surrogate updates, with iterative reference resets, held-out checks,
 metrics, checkpoints and graceful stops.
 
-    trainer = GrpoTrainer(config, session, tokenizer, reference_model, prompts, eval_prompts)
+    trainer = GrpoTrainer(config, session, tokenizer, reference_model, prompts, held_out_records)
     outcome = trainer.run()                      # training/loop.run_loop over GRPO steps
     metrics = trainer.step()                     # one GRPO step (the step run_loop calls)
     losses = grpo_updates(session, batch, ...)   # the update part alone (the TP test drives it)
@@ -195,7 +195,7 @@ class GrpoTrainer:
     """See the module docstring. `config` is a GrpoConfig; `session` a TrainingSession of the policy;
     `reference` the frozen reference chunks (None when rl.kl_coefficient == 0)."""
 
-    def __init__(self, config, session, tokenizer, reference, prompts, eval_prompts=None, checker=None, sandbox=None):
+    def __init__(self, config, session, tokenizer, reference, prompts, held_out=None, checker=None, sandbox=None):
         from megatron_recipes.generation.megatron import MegatronGenerator
 
         self.config = config
@@ -204,7 +204,8 @@ class GrpoTrainer:
         self.tokenizer = tokenizer
         self.reference = reference
         self.prompts = prompts
-        self.eval_prompts = eval_prompts
+        # Held-out PromptRecords (grpo.held_out_questions: none of them a training question).
+        self.held_out = held_out
         self.checker = checker
         self.sandbox = sandbox
         self.generator = MegatronGenerator(
@@ -386,7 +387,7 @@ class GrpoTrainer:
         runtime = self.session.runtime
         records = [
             r
-            for index, r in enumerate(self.eval_prompts.take(0, len(self.eval_prompts)))
+            for index, r in enumerate(self.held_out)
             if index % runtime.data_parallel_size == runtime.data_parallel_rank
         ]
         params = SamplingParams(
@@ -478,7 +479,7 @@ class GrpoTrainer:
                 return self.evaluate_heldout()
             return None
 
-        evaluate = self.eval_prompts is not None and self.rl.eval_interval > 0
+        evaluate = bool(self.held_out) and self.rl.eval_interval > 0
         return run_loop(
             self.session,
             self.loop_step,
