@@ -282,8 +282,11 @@ class Chain:
         record: candidates, kept, removed per training set, the size of each training set."""
         from megatron_recipes.data.rl_prompts import PromptStream, distinct_records, drop_overlapping
 
-        source = replace(self.grpo_config.eval_prompts, limit=self.size.eval_questions)
-        candidates = distinct_records(PromptStream(source, ChatTemplateConfig()).take(0, self.size.eval_questions))
+        # The task repeats questions within a stream (a few thousand distinct ones): draw four times
+        # as many and keep the first eval_questions distinct ones.
+        wanted = self.size.eval_questions
+        source = replace(self.grpo_config.eval_prompts, limit=4 * wanted)
+        candidates = distinct_records(PromptStream(source, ChatTemplateConfig()).take(0, 4 * wanted))[:wanted]
         training = {
             name: [r.question for r in PromptStream(training_source, ChatTemplateConfig()).take(0, count)]
             for name, (training_source, count) in self.training_sources().items()
