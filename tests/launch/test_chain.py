@@ -187,7 +187,9 @@ def test_a_failing_stage_stops_the_chain_with_its_name_and_log(chain):
     error = failed.stderr.strip().splitlines()[-1]
     assert error.startswith("[chain] error: stage evaluate_grpo failed (exit 2)")
     assert str(work / "logs" / "11_evaluate_grpo.log") in error
-    assert not (work / "evaluate" / "grpo").exists()  # forced: its old output is gone
+    # Forced: its old output is gone. The override goes on the stage's last command (the sampled
+    # evaluation); the greedy one ran before it.
+    assert not (work / "evaluate" / "grpo" / "sampled").exists()
     assert "10/11 grpo            skipped (done:" in failed.stdout
 
 
