@@ -165,7 +165,7 @@ def test_grpo_unlearns_wrong_answers_taught_by_sft(tmp_path):
     assert grpo.returncode == 0, grpo.stderr[-4000:]
     rows = read_metrics(tmp_path / "grpo" / "metrics.jsonl")
     before, after = rows[0]["validation_accuracy"], rows[steps]["validation_accuracy"]
-    rewards = [row["reward_mean"] for row in rows if "reward_mean" in row]
+    rewards = [rows[step]["reward_mean"] for step in range(1, steps + 1)]
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
     print(f"held-out accuracy (noisy SFT) {before:.3f} -> {after:.3f}; training reward {first:.3f} -> {last:.3f}")
     assert len(rewards) == steps and last - first >= NOISY_SFT_REWARD_GAIN, (first, last)
