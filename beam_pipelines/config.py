@@ -23,6 +23,7 @@ from beam_pipelines.io.config import CorpusConfig, ReadConfig, TextSourceConfig
 from beam_pipelines.options import BeamConfig
 from beam_pipelines.recall.config import RecallConfig
 from beam_pipelines.transforms.config import (
+    BENCHMARK_FORMATS,
     BenchmarkSource,
     DecontaminationConfig,
     ExtractConfig,
@@ -124,9 +125,6 @@ class DecontaminateConfig:
     num_shards: int = 0
 
     def validate(self) -> None:
-        # Beam comes with the benchmark readers' format registry: loaded for this command only.
-        from beam_pipelines.transforms.decontaminate import BENCHMARK_FORMATS
-
         for section in (self.corpus, self.beam, self.decontamination):
             section.validate()
         names = [source.name for source in self.benchmarks]
@@ -211,3 +209,4 @@ def register_configs() -> None:
     store.store(group="beam", name="beam_schema", node=BeamConfig)
     store.store(group="corpus", name="corpus_schema", node=CorpusConfig)
     store.store(group="source", name="source_schema", node=TextSourceConfig)
+    store.store(group="quality", name="quality_schema", node=QualityConfig)

@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from beam_pipelines.text_units import TextUnits
+
 
 @dataclass(slots=True)
 class Document:
@@ -127,6 +129,6 @@ def stable_id(*parts: str) -> str:
 
 
 def estimate_tokens(text: str) -> int:
-    # ~1.3 BPE tokens per whitespace word for English web text with math (measured on the
-    # DeepSeek tokenizer; the tokenize step reports exact counts later).
-    return int(len(text.split()) * 1.3)
+    """About as many tokens as the DeepSeek tokenizer gives (the tokenize step reports exact
+    counts later): per space-delimited word and per CJK character (beam_pipelines/text_units.py)."""
+    return TextUnits.of(text).token_estimate

@@ -23,6 +23,7 @@ import html
 import importlib
 import inspect
 import io
+import json
 import os
 import pkgutil
 import re
@@ -30,6 +31,13 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+import matplotlib
+from sympy.parsing.latex import parse_latex
+from sympy.printing.mathml import mathml
+
+from beam_pipelines.io.warc import write_html_warc
+from beam_pipelines.transforms.extract import extract_text
 
 MATH_FORMS = ("mathjax_span", "mathjax_script", "mathml_annotated", "mathml_bare", "katex", "imgmath", "dollar")
 
@@ -112,10 +120,6 @@ def ensure_sample_seed_positives(directory: str, max_math_pages: int = 400, coun
     after its first `max_math_pages`), rendered with `$..$` math and extracted by the real
     extractor. Like OpenWebMath for Common Crawl, they resemble the math in the pool without being
     its pages. Built once; returns the path."""
-    import json
-
-    from beam_pipelines.transforms.extract import extract_text
-
     path = Path(sample_seed_positives_path(directory, max_math_pages, count))
     if path.exists() and path.stat().st_size > 0:
         return str(path)
@@ -255,14 +259,18 @@ def render_page(page: SamplePage, form: str | None = None) -> str:
     body = _render_docstring(page.docstring, form)
     head_script = ""
     if form.startswith("mathjax"):
-        head_script = '<script async src="https://cdn.jsdelivr.net/npm/mathjax@2/MathJax.js?config=TeX-AMS-MML_HTMLorMML"></script>'
+        head_script = (
+            "<script async "
+            'src="https://cdn.jsdelivr.net/npm/mathjax@2/MathJax.js?config=TeX-AMS-MML_HTMLorMML"></script>'
+        )
     elif form == "katex":
         head_script = '<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/katex/dist/katex.min.css">'
     title = html.escape(page.title)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title>{head_script}</head><body>"
-        '<nav class="sidebar"><a href="/">Home</a> | <a href="/genindex.html">Index</a> | <a href="/search.html">Search</a></nav>'
+        '<nav class="sidebar"><a href="/">Home</a> | <a href="/genindex.html">Index</a> | <a '
+        'href="/search.html">Search</a></nav>'
         f'<div class="document"><div class="body" role="main"><h1>{title}</h1>'
         f'<p class="signature"><code>{html.escape(page.title.rsplit(".", 1)[-1] + page.signature)}</code></p>'
         f"{body}</div></div>"
@@ -313,7 +321,8 @@ def _render_math(tex: str, display: bool, form: str) -> str:
     if form == "mathml_annotated":
         attribute = ' display="block"' if display else ""
         return (
-            f'<math xmlns="http://www.w3.org/1998/Math/MathML"{attribute}><semantics><mrow><mtext>{escaped}</mtext></mrow>'
+            "<math "
+            f'xmlns="http://www.w3.org/1998/Math/MathML"{attribute}><semantics><mrow><mtext>{escaped}</mtext></mrow>'
             f'<annotation encoding="application/x-tex">{escaped}</annotation></semantics></math>'
         )
     if form == "mathml_bare":
@@ -340,9 +349,6 @@ def _presentation_mathml(tex: str) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from sympy.parsing.latex import parse_latex
-            from sympy.printing.mathml import mathml
-
             expression = parse_latex(tex, backend="lark")
             return mathml(expression, printer="presentation")
     except Exception:
@@ -355,8 +361,6 @@ def _presentation_mathml(tex: str) -> str | None:
 
 def _png_bytes() -> bytes | None:
     try:
-        import matplotlib
-
         images = Path(matplotlib.get_data_path()) / "images"
         for candidate in sorted(images.glob("*.png")):
             return candidate.read_bytes()
@@ -366,8 +370,6 @@ def _png_bytes() -> bytes | None:
 
 
 def write_sample_warc(path: str, pages: list[SamplePage]) -> int:
-    from beam_pipelines.io.warc import write_html_warc
-
     def records():
         for index, page in enumerate(pages):
             body = render_page(page).encode("utf-8")

@@ -1,16 +1,25 @@
-"""Answer checks per second per core on a realistic mix, side by side with math-verify.
+"""Answer checking side by side with math-verify: accuracy on the labelled suite, and checks per
+second per core on a realistic mix.
 
-    python benchmarks/answer_check.py [--pairs 3000] [--seed 0]
+    python benchmarks/answer_check.py [--suite tests/assets/answer_pairs.jsonl] [--pairs 3000] [--seed 0]
 
-The mix imitates what a GRPO step on MATH/GSM8K-style problems sees: one reference per group and
+Accuracy: every pair of the labelled suite (MATH/GSM8K answer styles, `tests/assets/answer_pairs.jsonl`)
+is checked in both orders by both checkers: ours through `AnswerChecker.check_batch`, math-verify
+through `verify(parse(reference), parse(prediction))` (an answer is wrapped in `$...$`; a solution
+with `\\boxed{}` or `####` is parsed as it is). Printed per side: accuracy, false "equal" (labelled
+not equal, judged equal), misses, pairs whose verdict changes when the two sides are swapped, and
+accuracy per category.
+
+Speed: the mix imitates what a GRPO step on MATH/GSM8K-style problems sees: one reference per group and
 many completions, about half right (in varied spellings: \\dfrac vs /, decimals, \\left(, units,
 reordered sets, `x = ...`), half wrong (near misses: another integer, a sign, an off-by-one
 exponent), over answer kinds weighted like MATH's test set (integers most, then fractions,
 radicals, pi, expressions in a variable, tuples, intervals, words). Completions are short
-chain-of-thought texts ending in `\\boxed{}`, so extraction is timed too.
+chain-of-thought texts ending in `\\boxed{}`, so extraction is timed too. Per-core figure: checks
+divided by the CPU seconds of every process involved (ours: the caller plus its one sympy worker;
+math-verify: the caller).
 
-Per-core figure: checks divided by the CPU seconds of every process involved (ours: the caller
-plus its one sympy worker; math-verify: the caller). Prints one JSON line.
+Both sides do the same work (the same pairs, counted and printed). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -21,9 +30,17 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from megatron_recipes.rewards import EQUAL, DeadlineWorkerPool, extract_answer, get_reward  # noqa: E402
+from megatron_recipes.rewards.equivalence import AnswerChecker  # noqa: E402
+
+DEFAULT_SUITE = Path(__file__).resolve().parents[1] / "tests" / "assets" / "answer_pairs.jsonl"
 
 # (reference, [equivalent spellings], [wrong answers]) families; the generator fills numbers in.
 
@@ -114,11 +131,6 @@ def _cpu_seconds(processes) -> float:
 
 
 def run_ours(pairs, group_size: int) -> dict:
-    import psutil
-
-    from megatron_recipes.rewards import DeadlineWorkerPool, get_reward
-    from megatron_recipes.rewards.equivalence import AnswerChecker
-
     pool = DeadlineWorkerPool(num_workers=1, task_timeout_s=5.0)
     pool.warm_up()
     workers = [psutil.Process(w.process.pid) for w in pool._all]
@@ -144,11 +156,19 @@ def run_ours(pairs, group_size: int) -> dict:
     }
 
 
-def run_math_verify(pairs) -> dict:
+def _math_verify():
     try:
-        from math_verify import parse, verify
+        from math_verify import parse, verify  # noqa: PLC0415  optional peer: the dev extra installs it
     except ImportError:
+        return None
+    return parse, verify
+
+
+def run_math_verify(pairs) -> dict:
+    functions = _math_verify()
+    if functions is None:
         return {"error": "math-verify is not installed (pip install 'math-verify[antlr4_9_3]')"}
+    parse, verify = functions
     start_cpu = time.process_time()
     wall = time.perf_counter()
     verdicts = []
@@ -164,35 +184,106 @@ def run_math_verify(pairs) -> dict:
     }
 
 
-def main() -> None:  # noqa: C901
+# ---------------------------------------------------------------------------------------------
+# Accuracy on the labelled suite
+# ---------------------------------------------------------------------------------------------
+
+
+def load_suite(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def suite_figures(suite: list[dict], forward: list[bool], swapped: list[bool]) -> dict:
+    """Accuracy figures from one side's verdicts (True = judged equal) in both orders."""
+    right = [verdict == pair["equal"] for pair, verdict in zip(suite, forward)]
+    per_category: dict[str, list[int]] = {}
+    for pair, correct in zip(suite, right):
+        tally = per_category.setdefault(pair["category"], [0, 0])
+        tally[0] += correct
+        tally[1] += 1
+    return {
+        "pairs_checked": len(forward) + len(swapped),
+        "accuracy": round(sum(right) / len(suite), 4),
+        "accuracy_swapped": round(sum(v == p["equal"] for p, v in zip(suite, swapped)) / len(suite), 4),
+        "false_equal": sum(v and not p["equal"] for p, v in zip(suite, forward)),
+        "missed_equal": sum(p["equal"] and not v for p, v in zip(suite, forward)),
+        "asymmetric": sum(a != b for a, b in zip(forward, swapped)),
+        "per_category": {name: round(c / n, 3) for name, (c, n) in sorted(per_category.items())},
+    }
+
+
+def suite_ours(suite: list[dict]) -> dict:
+    with DeadlineWorkerPool(num_workers=2, task_timeout_s=3.0) as pool:
+        pool.warm_up()
+        checker = AnswerChecker(pool=pool)
+        predictions = [pair["prediction"] for pair in suite]
+        references = [pair["reference"] for pair in suite]
+        forward = [v == EQUAL for v in checker.check_batch(predictions, references)]
+        swapped = [v == EQUAL for v in checker.check_batch(references, predictions)]
+        figures = suite_figures(suite, forward, swapped)
+        figures["timeouts"] = pool.stats.timeouts
+    return figures
+
+
+def suite_math_verify(suite: list[dict]) -> dict:
+    functions = _math_verify()
+    if functions is None:
+        return {"error": "math-verify is not installed (pip install 'math-verify[antlr4_9_3]')"}
+    parse, verify = functions
+
+    def read(text: str):
+        return parse(text if "\\boxed" in text or "####" in text else f"${text}$")
+
+    def judged_equal(prediction: str, reference: str) -> bool:
+        try:
+            return bool(verify(read(reference), read(prediction)))
+        except Exception:  # a crash of the peer on a pair counts as "not equal"
+            return False
+
+    forward = [judged_equal(pair["prediction"], pair["reference"]) for pair in suite]
+    swapped = [judged_equal(pair["reference"], pair["prediction"]) for pair in suite]
+    return suite_figures(suite, forward, swapped)
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pairs", type=int, default=3000)
+    parser.add_argument("--suite", type=Path, default=DEFAULT_SUITE, help="labelled pairs (JSON lines)")
+    parser.add_argument("--pairs", type=int, default=3000, help="pairs of the speed mix (0: skip the speed part)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--group-size", type=int, default=64, help="completions per reward call (a GRPO group)")
     args = parser.parse_args()
-    from megatron_recipes.rewards import extract_answer
 
-    pairs = build_mix(args.pairs, args.seed)
-    ours = run_ours(pairs, args.group_size)
-    peer = run_math_verify(pairs)
-    ratio = None
-    if "checks_per_cpu_second" in peer:
-        ratio = round(ours["checks_per_cpu_second"] / peer["checks_per_cpu_second"], 2)
-    print(
-        json.dumps(
-            {
-                "benchmark": "answer_check",
-                "pairs": len(pairs),
-                "cores_visible": os.cpu_count(),
-                # Ours caches verdicts per (answer, reference) as in a GRPO group; math-verify does not.
-                "distinct_answer_reference_pairs": len({(extract_answer(c), r) for c, r, _ in pairs}),
-                "ours": ours,
-                "math_verify": peer,
-                "speedup_per_core": ratio,
-                "note": "per-core = checks / CPU seconds of all processes involved; machine may be shared",
-            }
-        )
-    )
+    suite = load_suite(args.suite)
+    category_counts = Counter(pair["category"] for pair in suite)
+    report = {
+        "benchmark": "answer_check",
+        "cores_visible": os.cpu_count(),
+        "suite": {
+            "path": str(args.suite),
+            "pairs": len(suite),
+            "labelled_equal": sum(pair["equal"] for pair in suite),
+            "categories": len(category_counts),
+            "ours": suite_ours(suite),
+            "math_verify": suite_math_verify(suite),
+        },
+    }
+    if args.pairs > 0:
+        pairs = build_mix(args.pairs, args.seed)
+        ours = run_ours(pairs, args.group_size)
+        peer = run_math_verify(pairs)
+        ratio = None
+        if "checks_per_cpu_second" in peer:
+            ratio = round(ours["checks_per_cpu_second"] / peer["checks_per_cpu_second"], 2)
+        report["speed"] = {
+            "pairs": len(pairs),
+            # Ours caches verdicts per (answer, reference) as in a GRPO group; math-verify does not.
+            "distinct_answer_reference_pairs": len({(extract_answer(c), r) for c, r, _ in pairs}),
+            "ours": ours,
+            "math_verify": peer,
+            "speedup_per_core": ratio,
+            "note": "per-core = checks / CPU seconds of all processes involved; machine may be shared",
+        }
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,8 +52,6 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--vocab", type=int, default=32000)
     args = parser.parse_args()
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     with tempfile.TemporaryDirectory() as scratch:
         hf_dir, megatron_dir, export_dir = Path(scratch, "hf"), Path(scratch, "megatron"), Path(scratch, "export")

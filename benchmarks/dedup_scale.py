@@ -27,12 +27,25 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+import xxhash
+from datasketch import MinHash, MinHashLSH
+
+from beam_pipelines.document import documents_to_table
+from beam_pipelines.transforms.config import MinHashConfig
+from beam_pipelines.transforms.minhash import MinHashSettings, Signer
+from tests.planted_duplicates import generate_documents
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARD_DOCUMENTS = 10_000
@@ -44,11 +57,6 @@ log = logging.getLogger("dedup_scale")
 
 def generate(directory: Path, count: int, seed: int) -> float:
     """Write `count` generated documents as Parquet shards; returns seconds spent."""
-    import pyarrow.parquet as pq
-
-    from beam_pipelines.document import documents_to_table
-    from tests.planted_duplicates import generate_documents
-
     started = time.time()
     target = directory / "documents"
     target.mkdir(parents=True, exist_ok=True)
@@ -76,9 +84,6 @@ _SHINGLE_SIZE, _NUM_PERM, _BANDS, _ROWS, _SEED = 5, 120, 20, 6, 1
 
 
 def _plain_shingles(text: str) -> set[bytes]:
-    import re
-    import unicodedata
-
     tokens = re.findall(rf"[{_CJK}]|\d+|[^\W\d_{_CJK}]+", unicodedata.normalize("NFKC", text).lower())
     if len(tokens) <= _SHINGLE_SIZE:
         return {" ".join(tokens).encode()} if tokens else set()
@@ -86,17 +91,11 @@ def _plain_shingles(text: str) -> set[bytes]:
 
 
 def _plain_template():
-    import xxhash
-    from datasketch import MinHash
-
     return MinHash(num_perm=_NUM_PERM, seed=_SEED, hashfunc=xxhash.xxh32_intdigest, scheme="affine32")
 
 
 def reference_loop(directory: Path) -> dict:
     """The in-process datasketch loop (runs inside its own subprocess)."""
-    import pyarrow.parquet as pq
-    from datasketch import MinHashLSH
-
     template = _plain_template()
     lsh = MinHashLSH(num_perm=_NUM_PERM, params=(_BANDS, _ROWS))
     started = time.time()
@@ -122,12 +121,6 @@ def reference_loop(directory: Path) -> dict:
 def check_same_signatures(directory: Path, sample: int = 300) -> bool:
     """Both sides compute the same signatures (so the comparison is of the dataflow, not of
     different work)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from beam_pipelines.transforms.config import MinHashConfig
-    from beam_pipelines.transforms.minhash import MinHashSettings, Signer
-
     config = MinHashConfig()
     assert (config.num_perm, config.bands, config.rows, config.seed, config.shingle_size) == (
         _NUM_PERM,
@@ -151,8 +144,6 @@ class TreeSampler:
     """Peak RSS (sum over a process and its descendants) and their CPU seconds."""
 
     def __init__(self, pid: int, interval: float = 0.2):
-        import psutil
-
         self.root = psutil.Process(pid)
         self.interval = interval
         self.peak_rss = 0
@@ -162,8 +153,6 @@ class TreeSampler:
         self._thread.start()
 
     def _run(self) -> None:
-        import psutil
-
         while not self._stop.is_set():
             try:
                 processes = [self.root] + self.root.children(recursive=True)
@@ -312,8 +301,10 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "dedup_scale",
-                "machine": f"{os.cpu_count()} cores, shared with other jobs (timings noisy; compare ratios within this run)",
-                "settings": "num_perm=120, bands=20, rows=6, 5-word shingles, xxh32 + update_batch; ours verifies candidates by exact Jaccard >= 0.8",
+                "machine": f"{os.cpu_count()} cores, shared with other jobs (timings noisy; compare ratios within "
+                "this run)",
+                "settings": "num_perm=120, bands=20, rows=6, 5-word shingles, xxh32 + update_batch; ours verifies "
+                "candidates by exact Jaccard >= 0.8",
                 "sizes": results,
                 "growth": growth,
             }

@@ -57,10 +57,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from beam_pipelines.config import TrainTokenizerConfig  # noqa: E402
-from beam_pipelines.train_tokenizer import build_byte_level_bpe  # noqa: E402
+from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe  # noqa: E402
+from megatron_recipes.data.chat import conversation_from_record, render_conversation  # noqa: E402
 from megatron_recipes.data.config import ChatTemplateConfig, PromptSourceConfig  # noqa: E402
 from megatron_recipes.data.rl_prompts import PromptStream, drop_overlapping, sft_records  # noqa: E402
-from megatron_recipes.data.sft import conversation_from_record, render_conversation  # noqa: E402
 from stack_common.reproducible import reproducible_cpu_environment  # noqa: E402
 
 log = logging.getLogger("grpo_heldout_gain")

@@ -32,19 +32,28 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+import trl as trl_package
+from datasets import Dataset
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+from trl.extras import profiling
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from beam_pipelines.config import TrainTokenizerConfig  # noqa: E402
+from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe  # noqa: E402
+from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig  # noqa: E402
+from megatron_recipes.data.rl_prompts import PromptStream  # noqa: E402
+from megatron_recipes.models.llama import padded_vocab_size  # noqa: E402
+from megatron_recipes.rewards import get_reward  # noqa: E402
 
 SIZES = {"hidden_size": 64, "num_layers": 4, "num_attention_heads": 4, "ffn_hidden_size": 176}
 
 
 def prepare(work: Path, questions: int) -> dict:
     """The shared tokenizer (trained on the prompts) and the prompt list."""
-    from beam_pipelines.config import TrainTokenizerConfig
-    from beam_pipelines.train_tokenizer import build_byte_level_bpe
-    from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig
-    from megatron_recipes.data.rl_prompts import PromptStream
-
     # The questions of grpo_tiny_cpu's `prompts: arithmetic` preset (its run below draws the same).
     stream = PromptStream(PromptSourceConfig(tasks=[ARITHMETIC_TASK]), ChatTemplateConfig())
     records = stream.take(0, questions)
@@ -92,15 +101,6 @@ def run_ours(work: Path, steps: int, max_new_tokens: int) -> dict:
 
 def trl_side(work: Path, steps: int, max_new_tokens: int, vocab: int) -> dict:
     """Runs inside its own process (`--side trl`)."""
-    import torch
-    from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-    from trl.extras import profiling
-
-    from megatron_recipes.models import padded_vocab_size
-    from megatron_recipes.rewards import get_reward
-
     torch.manual_seed(1234)
     prompts = json.loads((work / "prompts.json").read_text())
     tokenizer = PreTrainedTokenizerFast(
@@ -249,7 +249,6 @@ def main() -> None:
         if trl.returncode != 0:
             raise RuntimeError(f"TRL run failed: {trl.stderr[-3000:]}")
         peer = json.loads(trl.stdout.strip().splitlines()[-1])
-    import trl as trl_package
 
     print(
         json.dumps(

@@ -34,6 +34,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from beam_pipelines.config import register_configs  # noqa: E402
+from beam_pipelines.io.warc import HtmlPage, iter_warc_records, to_html_page, write_html_warc  # noqa: E402
+from beam_pipelines.stages.prepare import run_prepare  # noqa: E402
+from beam_pipelines.transforms.exact_dedup import content_hash  # noqa: E402
+from beam_pipelines.transforms.extract import extract_text  # noqa: E402
+from beam_pipelines.transforms.langid import LanguageIdentifier  # noqa: E402
+from beam_pipelines.transforms.quality import quality_signals, quality_verdict  # noqa: E402
+from beam_pipelines.transforms.url_dedup import normalize_url  # noqa: E402
+from stack_common.cli import compose_config  # noqa: E402
+from tests.support import debian_doc_pages  # noqa: E402
+
 
 def cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -42,13 +53,6 @@ def cpu_seconds() -> float:
 
 
 def run_kernels(warc: str, config) -> tuple[int, float]:
-    from beam_pipelines.io.warc import HtmlPage, iter_warc_records, to_html_page
-    from beam_pipelines.transforms.exact_dedup import content_hash
-    from beam_pipelines.transforms.extract import extract_text
-    from beam_pipelines.transforms.langid import LanguageIdentifier
-    from beam_pipelines.transforms.quality import quality_signals, quality_verdict
-    from beam_pipelines.transforms.url_dedup import normalize_url
-
     identifier = LanguageIdentifier(config.language.max_characters)
     start = cpu_seconds()
     documents = 0
@@ -70,10 +74,6 @@ def run_kernels(warc: str, config) -> tuple[int, float]:
 
 
 def run_pipeline(warc: str, work_dir: str, beam_preset: str) -> tuple[int, float, float]:
-    from beam_pipelines.config import register_configs
-    from beam_pipelines.prepare import run_prepare
-    from stack_common.cli import compose_config
-
     config = compose_config(
         "prepare",
         [f"beam={beam_preset}", f"corpus.work_dir={work_dir}", f"corpus.warc_inputs=[{warc}]"],
@@ -85,11 +85,6 @@ def run_pipeline(warc: str, work_dir: str, beam_preset: str) -> tuple[int, float
 
 
 def main() -> None:
-    from beam_pipelines.config import register_configs
-    from beam_pipelines.io.warc import write_html_warc
-    from stack_common.cli import compose_config
-    from tests.support import debian_doc_pages
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--packages", nargs="+", default=["python-scipy-doc", "python3.11-doc"])
     parser.add_argument("--limit", type=int, default=None, help="pages per package")

@@ -29,7 +29,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import apache_beam as beam
+import pyarrow.parquet as pq
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from beam_pipelines.document import Document, documents_to_table, estimate_tokens, stable_id  # noqa: E402
+from beam_pipelines.io.parquet import ReadDocuments  # noqa: E402
+from beam_pipelines.recall.config import RecallFastTextConfig  # noqa: E402
+from beam_pipelines.recall.fasttext_model import (  # noqa: E402
+    LABEL_MATH,
+    LABEL_OTHER,
+    TextNormalization,
+    load_model,
+    train_classifier,
+    write_model_metadata,
+)
+from beam_pipelines.transforms.classify import MathScoreDoFn  # noqa: E402
+from beam_pipelines.transforms.extract import domain_of, extract_text  # noqa: E402
+from tests.support import debian_doc_pages  # noqa: E402
 
 MATH_PACKAGES = ("python-scipy-doc", "python-mpmath-doc")
 PACKAGES = MATH_PACKAGES + ("python3.11-doc", "git-doc")
@@ -40,10 +58,6 @@ log = logging.getLogger("recall_scoring")
 
 
 def real_documents(per_package: int):
-    from beam_pipelines.document import Document, estimate_tokens, stable_id
-    from beam_pipelines.transforms.extract import domain_of, extract_text
-    from tests.support import debian_doc_pages
-
     documents = []
     for package in PACKAGES:
         for url, html, _ in debian_doc_pages(package, limit=per_package):
@@ -72,22 +86,6 @@ def main() -> None:
     parser.add_argument("--per-package", type=int, default=400, help="distinct pages extracted per package")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
-
-    import apache_beam as beam
-    import pyarrow.parquet as pq
-
-    from beam_pipelines.document import documents_to_table
-    from beam_pipelines.io.parquet import ReadDocuments
-    from beam_pipelines.recall.config import RecallFastTextConfig
-    from beam_pipelines.recall.fasttext_model import (
-        LABEL_MATH,
-        LABEL_OTHER,
-        TextNormalization,
-        load_model,
-        train_classifier,
-        write_model_metadata,
-    )
-    from beam_pipelines.transforms.classify import MathScoreDoFn
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="recall-scoring-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+import sympy
+from tokenizers import Tokenizer
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from beam_pipelines.config import register_configs  # noqa: E402
+from beam_pipelines.document import Document, documents_to_table, stable_id  # noqa: E402
+from beam_pipelines.stages.tokenize import run_tokenize  # noqa: E402
+from beam_pipelines.transforms.tokenize import tokenizer_file  # noqa: E402
+from stack_common.cli import compose_config  # noqa: E402
+
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per encoder, as in the pipeline workers
 
 
@@ -41,8 +52,6 @@ def cpu_seconds() -> float:
 
 
 def real_texts(megabytes: float) -> list[str]:
-    import sympy
-
     budget = int(megabytes * 1e6)
     texts: list[str] = []
     for root in (os.path.dirname(sympy.__file__), sysconfig.get_paths()["stdlib"]):
@@ -64,10 +73,6 @@ def real_texts(megabytes: float) -> list[str]:
 
 
 def write_stage(texts: list[str], stage_dir: Path) -> None:
-    import pyarrow.parquet as pq
-
-    from beam_pipelines.document import Document, documents_to_table, stable_id
-
     (stage_dir / "documents").mkdir(parents=True)
     chunk = max(1, len(texts) // 4)  # a few files, as a real stage has
     for number, start in enumerate(range(0, len(texts), chunk)):
@@ -79,10 +84,6 @@ def write_stage(texts: list[str], stage_dir: Path) -> None:
 
 
 def reference(tokenizer_path: str, texts: list[str], batch: int, method: str) -> tuple[int, float]:
-    from tokenizers import Tokenizer
-
-    from beam_pipelines.transforms.tokenize import tokenizer_file
-
     # A fresh tokenizer each time: its BPE word cache must start as cold as the pipeline's.
     tokenizer = Tokenizer.from_file(tokenizer_file(tokenizer_path))
     tokenizer.encode_special_tokens = True
@@ -111,10 +112,6 @@ def progress_to_stderr():
 
 
 def pipeline(work_dir: Path, stage_dir: Path, tokenizer_path: str, beam_preset: str) -> tuple[dict, float, float]:
-    from beam_pipelines.config import register_configs
-    from beam_pipelines.tokenize import run_tokenize
-    from stack_common.cli import compose_config
-
     config = compose_config(
         "tokenize",
         [
@@ -132,9 +129,6 @@ def pipeline(work_dir: Path, stage_dir: Path, tokenizer_path: str, beam_preset: 
 
 
 def main() -> None:
-    from beam_pipelines.config import register_configs
-    from stack_common.cli import compose_config
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--megabytes", type=float, default=8.0)
     parser.add_argument(

@@ -34,6 +34,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from megatron_recipes.config import register_configs  # noqa: E402
+from megatron_recipes.models.llama import padded_vocab_size  # noqa: E402
+from megatron_recipes.training.loop import train_step  # noqa: E402
+from megatron_recipes.training.session import setup_training  # noqa: E402
+from stack_common.cli import compose_config  # noqa: E402
+
 
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float):
@@ -160,9 +166,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from megatron_recipes.config import register_configs
-    from stack_common.cli import compose_config
-
     config = compose_config(
         "pretrain",
         [
@@ -189,10 +192,6 @@ def main() -> None:
     plain_step, plain_parameters = plain_step_function(config.model, args.vocab, tokens, labels)
     durations(plain_step, args.warmup)
     without_layer_ms = median_ms(durations(plain_step, args.steps))
-
-    from megatron_recipes.models import padded_vocab_size
-    from megatron_recipes.training.loop import train_step
-    from megatron_recipes.training.session import setup_training
 
     session = setup_training(
         config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, vocab_size=args.vocab
@@ -237,7 +236,8 @@ def main() -> None:
                     "recipe": round(tokens.numel() / recipe_ms * 1000),
                     "plain_pytorch": round(tokens.numel() / plain_ms * 1000),
                 },
-                "note": "median of timed steps after warm-up; shared 2-core machine: compare the ratio, not absolute times",
+                "note": "median of timed steps after warm-up; shared 2-core machine: compare the ratio, not absolute "
+                "times",
             }
         )
     )

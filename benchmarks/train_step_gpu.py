@@ -25,8 +25,17 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from megatron_recipes.config import register_configs  # noqa: E402
+from megatron_recipes.models.llama import training_flops_per_token, transformer_engine_importable  # noqa: E402
+from megatron_recipes.training.loop import train_step  # noqa: E402
+from megatron_recipes.training.metrics import memory_gib, peak_tflops_per_device  # noqa: E402
+from megatron_recipes.training.session import setup_training  # noqa: E402
+from stack_common.cli import compose_config  # noqa: E402
 
 MEGATRON_LM_PUBLISHED_MFU_H100 = 0.47
 
@@ -54,15 +63,6 @@ def arguments(argv=None):
 
 def measure(args, spec: str) -> dict:
     """Build the preset with one layer spec and time train steps (runs in a fresh process)."""
-    import torch
-
-    from megatron_recipes.config import register_configs
-    from megatron_recipes.models import training_flops_per_token
-    from megatron_recipes.training.loop import train_step
-    from megatron_recipes.training.metrics import memory_gib, peak_tflops_per_device
-    from megatron_recipes.training.session import setup_training
-    from stack_common.cli import compose_config
-
     device_overrides = (
         ["trainer=cpu", "model=tiny", "model.vocab_size=512"]
         if args.cpu_smoke
@@ -142,7 +142,6 @@ def measure(args, spec: str) -> dict:
 def spec_available(spec: str) -> tuple[bool, str]:
     if spec == "local":
         return True, ""
-    from megatron_recipes.models.llama import transformer_engine_importable
 
     return (True, "") if transformer_engine_importable() else (False, "transformer_engine does not import here")
 
@@ -152,7 +151,6 @@ def main(argv=None) -> int:
     if args.one_spec:
         print(json.dumps(measure(args, args.one_spec)))
         return 0
-    import torch
 
     if not args.cpu_smoke and not torch.cuda.is_available():
         print(

@@ -60,8 +60,7 @@ def read_warcio(path: str) -> tuple[int, int]:
 
 
 def read_fastwarc(path: str) -> tuple[int, int]:
-    # Optional peer, not a dependency of the project (see the module docstring).
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
+    from fastwarc.warc import ArchiveIterator, WarcRecordType  # noqa: PLC0415  optional peer, not a dependency
 
     records = block_bytes = 0
     with open(path, "rb") as stream:
@@ -73,7 +72,7 @@ def read_fastwarc(path: str) -> tuple[int, int]:
 
 def fastwarc_installed() -> bool:
     try:
-        import fastwarc  # noqa: F401  (optional peer: only whether it imports)
+        import fastwarc  # noqa: F401, PLC0415  optional peer: only whether it imports
     except ImportError:
         return False
     return True

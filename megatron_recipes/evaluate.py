@@ -34,6 +34,13 @@ import logging
 from dataclasses import asdict
 
 from megatron_recipes.config import EvaluateConfig, register_configs
+from megatron_recipes.evaluation.datasets import load_problems
+from megatron_recipes.evaluation.harness import format_table, run_evaluation, write_report
+from megatron_recipes.evaluation.prompts import get_prompt_style
+from megatron_recipes.generation.interface import SamplingParams, build_generator
+from megatron_recipes.rewards.equivalence import AnswerChecker
+from megatron_recipes.rewards.worker_pool import DeadlineWorkerPool
+from megatron_recipes.sandbox import SandboxPool
 from stack_common.cli import hydra_entry_point
 from stack_common.logs import process_rank
 
@@ -42,13 +49,6 @@ log = logging.getLogger("megatron_recipes.evaluate")
 
 def evaluate(config: EvaluateConfig) -> dict:
     """Run one evaluation from a typed config; returns the summary metrics."""
-    from megatron_recipes.evaluation.datasets import load_problems
-    from megatron_recipes.evaluation.harness import format_table, run_evaluation, write_report
-    from megatron_recipes.evaluation.prompts import get_prompt_style
-    from megatron_recipes.generation.interface import SamplingParams, build_generator
-    from megatron_recipes.rewards.equivalence import AnswerChecker
-    from megatron_recipes.rewards.worker_pool import DeadlineWorkerPool
-
     problems = load_problems(
         config.dataset.name, config.dataset.path, config.dataset.limit, config.dataset.subjects, config.dataset.levels
     )
@@ -72,8 +72,6 @@ def evaluate(config: EvaluateConfig) -> dict:
         checker = AnswerChecker(config.answer_check.options(), pool=pool)
         try:
             if style.program_of_thought:
-                from megatron_recipes.sandbox import SandboxPool
-
                 sandbox = SandboxPool(config.sandbox.max_workers, config.sandbox.limits())
             report = run_evaluation(problems, generator, style, params, checker, sandbox, config.k_values)
         finally:

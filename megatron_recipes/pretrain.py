@@ -12,8 +12,10 @@ On a cluster (one process per GPU; torchrun per node, or srun with one task per 
         checkpoint.init_from=/ckpt/coder_v15      # or model.init_from_hf=/models/deepseek-coder-7b-base-v1.5
     srun --ntasks-per-node 8 --gpus-per-task 1 python -m megatron_recipes.pretrain +experiment=corpus_comparison_1p3b
 Impossible settings (heads vs TP, layers vs PP, batch vs micro-batch x DP, missing data,
-vocabulary too small for the tokenizer) fail before any process group exists, with one line
-`error: ...` and exit status 2.
+vocabulary too small for the tokenizer, data tokenized with another tokenizer) fail before any
+process group exists, with one line `error: ...` and exit status 2. The tokenizer follows the
+model: with model.init_from_hf the checkpoint's own tokenizer.json is used (and recorded in this
+run's checkpoints), so the tokenize step must use it too (tokenizer.path=<the HF checkpoint>).
 
 Restarting the same command resumes from `<checkpoint.dir>/latest` (model, optimizer, lr
 schedule, RNG, data position), at any TP/PP/DP layout. SIGTERM/SIGUSR1 make it checkpoint and
@@ -28,114 +30,17 @@ indices are built once (O(samples)) and cached.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
 from megatron_recipes.config import PretrainConfig, register_configs
 from stack_common.cli import hydra_entry_point
-from stack_common.errors import ConfigError
 from stack_common.logs import TRAINING_CONSOLE
-
-log = logging.getLogger("pretrain")
-
-
-@dataclass
-class PretrainPlan:
-    """Everything checked before any process group: device, data files, tokenizer, vocabulary."""
-
-    mixture: object | None
-    tokenizer: object
-    vocab_size: int
-    cache_dir: str | None
-
-
-def plan_pretraining(config: PretrainConfig) -> PretrainPlan:
-    """Resolve data and tokenizer; raise ConfigError with one line if the run cannot work."""
-    from megatron_recipes.data.pretraining import SyntheticTokenizer, load_tokenizer, resolve_mixture
-    from megatron_recipes.runtime.distributed import resolve_device
-
-    resolve_device(config.trainer.device)  # trainer.device=cuda without CUDA, cpu with CUDA
-    data, model = config.data, config.model
-    for name, (old, new) in model.adopt_init_from_hf().items():
-        log.info("model.%s = %s from %s/config.json (preset: %s)", name, new, model.init_from_hf, old)
-    if data.mock:
-        vocab_size = model.vocab_size or 32000
-        tokenizer = SyntheticTokenizer(vocab_size)
-        mixture = None
-    else:
-        tokenizer = load_tokenizer(data.tokenizer)
-        vocab_size = model.vocab_size or tokenizer.vocab_size
-        if tokenizer.vocab_size > vocab_size:
-            raise ConfigError(
-                f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}:"
-                " set data.tokenizer to the model's tokenizer (or model.vocab_size=null)"
-            )
-        mixture = resolve_mixture(data)
-    return PretrainPlan(mixture, tokenizer, vocab_size, data.cache_dir or None)
-
-
-def run_pretraining(config: PretrainConfig, plan: PretrainPlan):
-    """Set up, train, tear down; returns the TrainOutcome (exit code, reason, iteration)."""
-    from megatron_recipes.data.pretraining import build_pretraining_datasets, pretraining_batches, validation_batches
-    from megatron_recipes.models import training_flops_per_token
-    from megatron_recipes.runtime import shutdown_runtime
-    from megatron_recipes.training.loop import train
-    from megatron_recipes.training.session import setup_training
-
-    trainer = config.trainer
-    session = setup_training(
-        config.model, config.parallelism, config.optimizer, trainer, config.checkpoint, vocab_size=plan.vocab_size
-    )
-    try:
-        runtime = session.runtime
-        if plan.mixture is not None:
-            # Recorded like SFT and GRPO do, so SFT, evaluation and generation from this checkpoint
-            # find the tokenizer its data was made with.
-            session.state.extra["tokenizer"] = plan.tokenizer.path
-        if runtime.is_logging_rank and plan.mixture is not None:
-            log.info("data mixture: %s", plan.mixture.describe())
-        evaluations = trainer.train_steps // trainer.eval_interval if trainer.eval_interval else 0
-        datasets = build_pretraining_datasets(
-            config.data,
-            plan.mixture,
-            plan.tokenizer,
-            train_samples=trainer.train_steps * trainer.global_batch_size,
-            validation_samples=trainer.eval_steps * trainer.global_batch_size if evaluations else 0,
-            cache_dir=plan.cache_dir,
-        )
-        batches = pretraining_batches(
-            datasets.train,
-            trainer.micro_batch_size,
-            runtime.data_parallel_rank,
-            runtime.data_parallel_size,
-            session.state.consumed_samples,
-            config.data.num_workers,
-            worker_ignored_signals=tuple(trainer.exit_signals),
-        )
-        validation = None
-        if evaluations and datasets.validation is not None:
-            fixed = validation_batches(
-                datasets.validation,
-                trainer.micro_batch_size,
-                runtime.data_parallel_rank,
-                runtime.data_parallel_size,
-                trainer.eval_steps * session.num_microbatches,
-            )
-            validation = lambda: fixed  # noqa: E731 - the same validation set every time
-        return train(
-            session,
-            batches,
-            validation_batches=validation,
-            flops_per_token=training_flops_per_token(config.model, plan.vocab_size, config.data.seq_length),
-        )
-    finally:
-        shutdown_runtime()
 
 
 @hydra_entry_point("pretrain", register_configs, console=TRAINING_CONSOLE)
 def main(config: PretrainConfig) -> int:
     """Returns the exit status: 0, or trainer.signal_exit_code after a signal or time limit."""
-    return run_pretraining(config, plan_pretraining(config)).exit_code
+    from megatron_recipes.recipes import pretrain  # noqa: PLC0415  torch/megatron load after the config checks
+
+    return pretrain.run_pretraining(config, pretrain.plan_pretraining(config)).exit_code
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 
 
@@ -37,9 +38,12 @@ QUIET_LIBRARIES = ("apache_beam", "absl", "urllib3", "matplotlib", "numexpr", "t
 
 class _DropBenignBeamNoise(logging.Filter):
     # The portable runner relays each local worker's start-up and shutdown chatter (and a
-    # warning about a directory that only exists on remote workers) as WARN/INFO lines.
+    # warning about a directory that only exists on remote workers) as WARN/INFO lines; Beam's
+    # import warns on the root logger that the GCP client libraries are absent (they come with the
+    # `dataflow` extra, which only Dataflow runs need).
     def filter(self, record: logging.LogRecord) -> bool:
-        return "semi_persistent_directory" not in record.getMessage()
+        message = record.getMessage()
+        return "semi_persistent_directory" not in message and not message.startswith("apitools not found")
 
 
 class _ProgressFormatter(logging.Formatter):
@@ -59,9 +63,14 @@ def quiet_library_logs() -> None:
     """Keep the console for our own progress lines: libraries log warnings and errors only."""
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
-    beam_job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
-    if not any(isinstance(existing, _DropBenignBeamNoise) for existing in beam_job_service.filters):
-        beam_job_service.addFilter(_DropBenignBeamNoise())
+    # megatron-core says at import, in five UserWarnings, that Transformer Engine and Apex are absent:
+    # the expected set-up without them (models/llama.py logs the layer spec it picks, and why), and
+    # on stderr it would precede a command's one-line `error: ...`.
+    warnings.filterwarnings("ignore", "(Transformer Engine and Apex are|Apex is) not installed", UserWarning)
+    for name in ("apache_beam.runners.portability.local_job_service", ""):
+        beam_logger = logging.getLogger(name)
+        if not any(isinstance(existing, _DropBenignBeamNoise) for existing in beam_logger.filters):
+            beam_logger.addFilter(_DropBenignBeamNoise())
 
 
 def configure_logging(layout: ConsoleLayout = TRAINING_CONSOLE) -> None:

@@ -10,15 +10,11 @@ from stack_common.reproducible import REPRODUCIBLE_CPU_VARIABLES
 os.environ.update(REPRODUCIBLE_CPU_VARIABLES)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402  after the thread settings above
+
 
 def pytest_collection_modifyitems(config, items):
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except Exception:
-        has_cuda = False
-    if has_cuda:
+    if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:

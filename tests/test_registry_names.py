@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from megatron_recipes.rl.config import RlConfig
-from megatron_recipes.rl.objectives import register_kl_estimator
+from megatron_recipes.rl.objectives import check_objective_names, register_kl_estimator
 from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT
 
@@ -30,7 +30,7 @@ REGISTRIES = {
     "prompt styles": ("megatron_recipes.evaluation.prompts", ("PROMPT_STYLES",)),
     "evaluation datasets": ("megatron_recipes.evaluation.datasets", ("DATASETS",)),
     "answer extraction strategies": ("megatron_recipes.rewards.extraction", ("EXTRACTION_STRATEGIES",)),
-    "benchmark formats": ("beam_pipelines.transforms.decontaminate", ("FORMAT_FIELDS",)),
+    "benchmark formats": ("beam_pipelines.transforms.config", ("FORMAT_FIELDS",)),
     "Beam runners": ("beam_pipelines.options", ("RUNNERS",)),
 }
 
@@ -116,12 +116,12 @@ def test_every_registration_function_belongs_to_a_listed_registry():
 
 def test_the_rl_config_accepts_exactly_what_the_registries_hold():
     with pytest.raises(ConfigError, match="rl.kl_estimator='k_test' is not one of k1, k2, k3"):
-        RlConfig(kl_estimator="k_test").validate()
+        check_objective_names(RlConfig(kl_estimator="k_test"))
 
     @register_kl_estimator("k_test")
     def zero_kl(logp, ref_logp):
         return (logp - ref_logp) * 0
 
-    RlConfig(kl_estimator="k_test").validate()
+    check_objective_names(RlConfig(kl_estimator="k_test"))
     with pytest.raises(ConfigError, match=r"rl.rewards\[1\]='no_such_reward' is not one of .*math_accuracy"):
         RlConfig(rewards=["math_accuracy", "no_such_reward"], reward_weights=[1.0, 1.0]).validate()

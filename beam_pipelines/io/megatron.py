@@ -36,6 +36,8 @@ from typing import Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
@@ -69,16 +71,10 @@ def idx_path(prefix: str) -> str:
 
 
 def _create(path: str):
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def _open(path: str):
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
@@ -213,8 +209,6 @@ def merge_indexed_datasets(
     Files are written under temporary names and renamed, index last, so a reader never sees a
     half-written dataset under the final name.
     """
-    from apache_beam.io.filesystems import FileSystems
-
     dtype = np.dtype(dtype)
     headers = [read_index_header(prefix) for prefix in shard_prefixes]
     for prefix, header in zip(shard_prefixes, headers):
@@ -281,8 +275,6 @@ def merge_indexed_datasets(
 
 
 def delete_dataset(prefix: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
     existing = [path for path in (bin_path(prefix), idx_path(prefix)) if FileSystems.exists(path)]
     if existing:
         FileSystems.delete(existing)
@@ -349,8 +341,6 @@ def merge_shards(
     Shards are ordered by their first document id, so a rerun over the same bundles writes the
     same bytes.
     """
-    from apache_beam.io.filesystems import FileSystems
-
     ordered = sorted(shards, key=lambda info: (info.first_document_id, info.prefix))
     merged = merge_indexed_datasets([info.prefix for info in ordered], output_prefix, np.dtype(dtype_name))
     if not keep_shards and FileSystems.exists(shards_dir):

@@ -15,6 +15,7 @@ import json
 from typing import Any, Iterator
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.document import DOCUMENT_SCHEMA, Document
@@ -60,8 +61,6 @@ class ReadDocuments(beam.PTransform):
 
 def iter_documents(stage_dir_or_pattern: str, columns: list[str] | None = None) -> Iterator[Document]:
     """Read documents without Beam (reports, tests, small tools), shard by shard."""
-    import pyarrow.parquet as pq
-
     pattern = (
         stage_dir_or_pattern if stage_dir_or_pattern.endswith(".parquet") else documents_pattern(stage_dir_or_pattern)
     )
@@ -73,8 +72,6 @@ def iter_documents(stage_dir_or_pattern: str, columns: list[str] | None = None) 
 
 
 def count_rows(pattern: str) -> int:
-    import pyarrow.parquet as pq
-
     total = 0
     for metadata in FileSystems.match([pattern])[0].metadata_list:
         with FileSystems.open(metadata.path) as handle:

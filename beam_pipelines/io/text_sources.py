@@ -20,10 +20,13 @@ import json
 from typing import Any, Iterator
 
 import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.accounting import DEAD_LETTER, DeadLetter, StepCounters, bytes_preview
 from beam_pipelines.document import Document, stable_id
 from beam_pipelines.io.config import TextSourceConfig
+from beam_pipelines.io.parquet import documents_pattern
 from stack_common.errors import ConfigError
 
 TOKENIZE_STEP = "09_tokenize"
@@ -125,8 +128,6 @@ class _RecordsToDocuments(beam.DoFn):
 
 def source_pattern(source: TextSourceConfig) -> str:
     if source.format == "documents":
-        from beam_pipelines.io.parquet import documents_pattern
-
         return source.input if source.input.endswith(".parquet") else documents_pattern(source.input)
     return source.input
 
@@ -135,8 +136,6 @@ def source_columns(source: TextSourceConfig) -> list[str] | None:
     """The Parquet columns to read (None for JSONL); checked against the first file's schema."""
     if source.format == "jsonl":
         return None
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
 
     matches = FileSystems.match([source_pattern(source)])[0].metadata_list
     if not matches:
@@ -145,7 +144,8 @@ def source_columns(source: TextSourceConfig) -> list[str] | None:
         names = set(pq.read_schema(handle).names)
     if source.text_field not in names:
         raise ConfigError(
-            f"source.text_field={source.text_field!r} is not a column of {matches[0].path} (columns: {', '.join(sorted(names))})"
+            f"source.text_field={source.text_field!r} is not a column of {matches[0].path} (columns: "
+            f"{', '.join(sorted(names))})"
         )
     columns = [source.text_field]
     if source.id_field and source.id_field in names:
@@ -155,8 +155,6 @@ def source_columns(source: TextSourceConfig) -> list[str] | None:
 
 def check_source(source: TextSourceConfig) -> None:
     """Fail before the pipeline (one line) when the input matches nothing or lacks the column."""
-    from apache_beam.io.filesystems import FileSystems
-
     if source.format == "jsonl":
         if not FileSystems.match([source.input])[0].metadata_list:
             raise ConfigError(f"source.input={source.input!r} matches no file")
@@ -189,9 +187,6 @@ class ReadTextSource(beam.PTransform):
 def iter_source_texts(source: TextSourceConfig, max_characters: int | None = None) -> Iterator[str]:
     """The source's texts in file order, without Beam, stopping after `max_characters`.
     Records that would be dead letters are skipped."""
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
     paths = sorted(m.path for m in FileSystems.match([source_pattern(source)])[0].metadata_list)
     seen = 0
 

@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator
 
 import apache_beam as beam
+from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
+from resiliparse.parse.encoding import detect_encoding
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
 
 from beam_pipelines.accounting import DeadLetter, StepCounters, bytes_preview
 
@@ -511,8 +515,6 @@ def _meta_charset(payload: bytes) -> str:
 
 
 def _detected_charset(payload: bytes) -> str:
-    from resiliparse.parse.encoding import detect_encoding
-
     return detect_encoding(payload[:65536]) or ""
 
 
@@ -637,8 +639,6 @@ class ReadWarcPages(beam.PTransform):
         self.max_replacement_fraction = max_replacement_fraction
 
     def expand(self, pipeline):
-        from apache_beam.io import fileio
-
         outputs = (
             pipeline
             | "Patterns" >> beam.Create(self.patterns)
@@ -680,9 +680,6 @@ def write_html_warc(
 
     Returns the number of records written. Uses warcio, so the files are what real tools make.
     """
-    from warcio.statusandheaders import StatusAndHeaders
-    from warcio.warcwriter import WARCWriter
-
     count = 0
     with open(path, "wb") as output:
         writer = WARCWriter(output, gzip=gzip)

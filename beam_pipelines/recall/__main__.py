@@ -31,7 +31,7 @@ from stack_common.cli import hydra_entry_point
 
 @hydra_entry_point("recall", register_configs)
 def main(config: RecallConfig) -> None:
-    from beam_pipelines.recall.loop import run_recall
+    from beam_pipelines.recall.loop import run_recall  # noqa: PLC0415  Beam loads after the config checks
 
     run_recall(config)
 

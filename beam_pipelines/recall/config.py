@@ -38,8 +38,10 @@ class RecallFastTextConfig:
     # keeps n-gram collisions rare on 1M documents and the model near 200 MB.
     bucket: int = 200_000
     loss: str = "softmax"
-    # 0 = all cores. fastText's Hogwild training is only reproducible with one thread.
-    threads: int = 0
+    # One thread: fastText's Hogwild SGD with several threads races on shared weights, so the same
+    # training file gives a different model (and selection) on every run. 0 = all cores: faster
+    # on paper-scale samples, but a round is then not reproducible (metrics.json says so).
+    threads: int = 1
     seed: int = 0
     # Text normalisation, applied identically when training and scoring (the settings are saved
     # next to the model and the scorer reads them from there, not from the current config).
@@ -70,6 +72,11 @@ class RecallTrainingConfig:
     # Pages discovered under approved URL prefixes in earlier rounds (all of them, up to this).
     discovered_positive_samples: int = 500_000
     negative_samples: int = 500_000
+    # Class balance: the paper's training set is 1:1. When one class is smaller (a few hundred
+    # seed pages against a pool of thousands), each of its training lines is written
+    # round(larger/smaller) times, at most this many; 1 trains on the set as drawn. Without it a
+    # 1:20 set teaches fastText to call every page "other" (hold-out F1 0 on the test pool).
+    balance_max_repeat: int = 50
     # Part of the training set held out to measure precision/recall/F1 and the PR curve.
     holdout_fraction: float = 0.1
     # From round 2 on, do not draw negatives from pages the previous round selected. Off by
@@ -82,6 +89,16 @@ class RecallTrainingConfig:
     # Bounded-memory shuffle of the training file: lines are spread over this many buckets on
     # disk, each bucket is shuffled in memory.
     shuffle_buckets: int = 64
+    # A classifier that cannot separate math from the rest stops the loop before it scores the
+    # pool (and before any prefix is approved on its noise): a hold-out score spread (90th minus
+    # 10th percentile) below `min_score_spread`, or, when set, hold-out F1 at 0.5 below
+    # `min_holdout_f1`. 0 switches a check off. The paper's settings on a pool of ~1k pages put
+    # every score within 0.0003 of 0.5; a working model spreads over most of [0, 1].
+    # F1 is off by default because the hold-out negatives are pool pages, labelled "other"
+    # whatever they are: on a pool that is largely math (the Debian-docs test pool is 82% SciPy)
+    # a model that ranks well scores F1 < 0.1. A low F1 is logged as a warning instead.
+    min_holdout_f1: float = 0.0
+    min_score_spread: float = 0.05
 
     def validate(self) -> None:
         if not self.seed_positives:
@@ -101,6 +118,9 @@ class RecallTrainingConfig:
             "training.holdout_fraction", self.holdout_fraction, 0, 0.5, low_inclusive=False, high_inclusive=False
         )
         require_at_least("training.shuffle_buckets", self.shuffle_buckets, 1)
+        require_at_least("training.balance_max_repeat", self.balance_max_repeat, 1)
+        require_range("training.min_holdout_f1", self.min_holdout_f1, 0, 1)
+        require_range("training.min_score_spread", self.min_score_spread, 0, 1)
 
 
 @dataclass

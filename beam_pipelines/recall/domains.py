@@ -24,14 +24,16 @@ from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
 import apache_beam as beam
+import pyarrow as pa
+import xxhash
+import yaml
+from apache_beam.io.filesystems import FileSystems
 
 from stack_common.errors import ConfigError
 
 
 def hash_unit(key: str, salt: str | int = "") -> float:
     """A stable pseudo-random number in [0, 1) for `key` (sampling and sample picking)."""
-    import xxhash
-
     return xxhash.xxh64_intdigest(f"{salt}\x1f{key}".encode("utf-8", "surrogatepass")) / 18446744073709551616.0
 
 
@@ -145,9 +147,6 @@ def annotations_path(annotations_dir: str, round_number: int) -> str:
 def load_annotations(annotations_dir: str, round_number: int) -> Annotations:
     """Read `round_<k>.yaml` (missing file: nothing approved). Raises AnnotationError on a file
     that is not the documented format, so a typo never silently approves or drops a prefix."""
-    import yaml
-    from apache_beam.io.filesystems import FileSystems
-
     path = annotations_path(annotations_dir, round_number)
     if not FileSystems.exists(path):
         return Annotations(path=path)
@@ -163,7 +162,8 @@ def load_annotations(annotations_dir: str, round_number: int) -> Annotations:
     unknown = set(payload) - {"round", "reviewer", "approved", "rejected", "notes"}
     if unknown:
         raise AnnotationError(
-            f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: round, reviewer, approved, rejected, notes)"
+            f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: round, reviewer, approved, "
+            "rejected, notes)"
         )
     if "round" in payload and payload["round"] != round_number:
         raise AnnotationError(f"{path}: says round {payload['round']!r} but the file name is for round {round_number}")
@@ -247,8 +247,6 @@ def is_candidate_domain(row: dict, min_selected_fraction: float, min_pool_pages:
 
 
 def domain_stats_schema():
-    import pyarrow as pa
-
     return pa.schema(
         [
             pa.field("domain", pa.string()),

@@ -32,7 +32,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator
 
+import fasttext
 import numpy as np
+import xxhash
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.io.parquet import read_json, write_json
+from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +87,20 @@ def training_line(label: str, normalized_text: str) -> str:
 # Shuffle
 
 
-def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: int) -> int:
+def shuffle_lines(
+    sources: Iterable[str], destination: str, buckets: int, seed: int, repeats: dict[str, int] | None = None
+) -> int:
     """Write every non-empty line of the `sources` files to `destination` in a pseudo-random
     order; returns the line count.
 
     The order is a function of the lines and the seed only (a seeded hash of each line), not of
     the order the lines arrive in, so the same training set gives the same model whichever
     runner wrote its shards. Lines are dealt by hash into `buckets` temporary files, then each
-    bucket is sorted by hash in memory: memory is about one bucket, not the whole file."""
-    import xxhash
+    bucket is sorted by hash in memory: memory is about one bucket, not the whole file.
 
+    `repeats` maps a label (`__label__math`) to how many copies of each of its lines to write
+    (class balancing, see `balancing_repeats`); the copies are hashed apart, so they land at
+    independent places in the file rather than next to each other."""
     directory = tempfile.mkdtemp(prefix="shuffle-", dir=os.path.dirname(os.path.abspath(destination)))
     bucket_paths = [os.path.join(directory, f"bucket-{i:05d}") for i in range(buckets)]
     handles = [open(path, "w", encoding="utf-8") for path in bucket_paths]
@@ -102,10 +112,13 @@ def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: 
                     if not line.strip():
                         continue
                     line = line if line.endswith("\n") else line + "\n"
-                    handles[xxhash.xxh64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed) % buckets].write(
-                        line
-                    )
-                    count += 1
+                    copies = repeats.get(line.split(" ", 1)[0], 1) if repeats else 1
+                    for copy in range(copies):
+                        # The copy number salts the hash; the first copy hashes as an unrepeated line.
+                        salted = line if copy == 0 else f"{copy}\x00{line}"
+                        digest = xxhash.xxh64_intdigest(salted.encode("utf-8", "surrogatepass"), seed=seed)
+                        handles[digest % buckets].write(salted)
+                        count += 1
     finally:
         for handle in handles:
             handle.close()
@@ -116,10 +129,29 @@ def shuffle_lines(sources: Iterable[str], destination: str, buckets: int, seed: 
             lines.sort(
                 key=lambda line: (xxhash.xxh3_64_intdigest(line.encode("utf-8", "surrogatepass"), seed=seed), line)
             )
-            output.writelines(lines)
+            # Normalised training text never holds NUL (see TextNormalization), so a NUL near the
+            # start marks a copy's salt, dropped here.
+            output.writelines(line.split("\x00", 1)[1] if "\x00" in line[:12] else line for line in lines)
             os.remove(path)
     os.rmdir(directory)
     return count
+
+
+def balancing_repeats(label_counts: dict[str, int], max_repeat: int) -> dict[str, int]:
+    """Copies per line that bring the smaller class up to about the size of the larger one.
+
+    The paper trains on equal numbers of positives and negatives (500k each). A small seed set
+    against a large pool (100 seed pages, 2k pool pages) is 1:20, and fastText then learns to
+    answer "other" for everything (hold-out F1 0); repeating the minority's lines is the
+    fastText equivalent of a class weight. `max_repeat` bounds the copies (1 switches it off)."""
+    if len(label_counts) < 2 or max_repeat <= 1:
+        return {}
+    largest = max(label_counts.values())
+    return {
+        label: min(max_repeat, round(largest / count))
+        for label, count in label_counts.items()
+        if count and round(largest / count) > 1
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,8 +192,6 @@ def train_classifier(train_file: str, fasttext_config, retries: int = 3) -> tupl
     it trains with at least 10 threads, the only setting in which fastText 0.9.3 initialises its
     whole input matrix. fastText's SGD can also diverge ("Encountered NaN") at a high learning
     rate: then it retries with half the rate (the rate used is reported)."""
-    import fasttext
-
     lr = fasttext_config.lr
     for attempt in range(retries + 1):
         try:
@@ -236,6 +266,9 @@ def classification_metrics(
     p, r = metrics["precision"], metrics["recall"]
     metrics["f1"] = 0.0 if p + r == 0 else 2 * p * r / (p + r)
     metrics["accuracy"] = _ratio(int((predicted == labels).sum()), int(labels.size))
+    quantiles = np.quantile(scores, [0.1, 0.5, 0.9]) if scores.size else np.zeros(3)
+    metrics["score_quantiles"] = {"p10": float(quantiles[0]), "p50": float(quantiles[1]), "p90": float(quantiles[2])}
+    metrics["score_spread"] = float(quantiles[2] - quantiles[0])
     # PR curve: every distinct score is a threshold; sorted descending, cumulative counts give
     # precision and recall at each cut.
     order = np.argsort(-scores, kind="stable")
@@ -265,6 +298,39 @@ def classification_metrics(
     return metrics
 
 
+class DegenerateClassifierError(ConfigError):
+    """The round's classifier cannot separate math from other pages: the loop stops before it
+    scores the pool or approves anything on noise. One line: the figures, the limits, a remedy."""
+
+
+def degenerate_reasons(holdout: dict, min_f1: float, min_spread: float) -> list[str]:
+    """Why the hold-out metrics show a classifier that cannot separate (empty: it can)."""
+    reasons = []
+    if min_f1 and holdout["f1"] < min_f1:
+        reasons.append(f"hold-out F1 {holdout['f1']:.3f} < training.min_holdout_f1={min_f1}")
+    if min_spread and holdout["score_spread"] < min_spread:
+        low, high = holdout["score_quantiles"]["p10"], holdout["score_quantiles"]["p90"]
+        reasons.append(
+            f"hold-out scores spread {holdout['score_spread']:.5f} (10th-90th percentile {low:.5f}..{high:.5f}) "
+            f"< training.min_score_spread={min_spread}"
+        )
+    return reasons
+
+
+def small_pool_advice(train_lines: int, fasttext_config) -> str:
+    """A remedy to print with a degenerate classifier: what suits a training set this size."""
+    if train_lines < 100_000 and (fasttext_config.epoch < 20 or fasttext_config.dim > 100):
+        return (
+            f"a training set of {train_lines:,} lines is too small for epoch={fasttext_config.epoch}, "
+            f"dim={fasttext_config.dim}: try fasttext.epoch=30 fasttext.dim=64 fasttext.bucket=20000 "
+            "(README: settings for small pools)"
+        )
+    return (
+        "check that training.seed_positives are math and the pool is not mostly math, or raise fasttext.epoch "
+        "(README: settings for small pools)"
+    )
+
+
 def reference_pr_point(labels: list[bool], scores: list[float], threshold: float) -> tuple[float, float]:
     """Readable precision and recall at one threshold (checks the vectorised curve)."""
     true_positives = sum(1 for label, score in zip(labels, scores) if label and score >= threshold)
@@ -285,8 +351,6 @@ def model_metadata_path(model_path: str) -> str:
 
 
 def write_model_metadata(model_path: str, normalization: TextNormalization, extra: dict) -> None:
-    from beam_pipelines.io.parquet import write_json
-
     write_json(
         model_metadata_path(model_path),
         {"normalization": normalization.as_dict(), "labels": [LABEL_MATH, LABEL_OTHER], **extra},
@@ -294,17 +358,12 @@ def write_model_metadata(model_path: str, normalization: TextNormalization, extr
 
 
 def read_model_metadata(model_path: str) -> dict:
-    from beam_pipelines.io.parquet import read_json
-
     return read_json(model_metadata_path(model_path))
 
 
 def load_model(model_path: str):
     """Load a model from a local path or any Beam FileSystems URL (copied to a local temp file,
     since fastText reads only local files). Returns (model, normalization)."""
-    import fasttext
-    from apache_beam.io.filesystems import FileSystems
-
     metadata = read_model_metadata(model_path)
     normalization = TextNormalization(**metadata["normalization"])
     local_path = model_path

@@ -28,32 +28,54 @@ training on the machine that runs the loop, bounded by the configured sample siz
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
+from beam_pipelines.accounting import DeadLetter, tally_counters
 from beam_pipelines.document import Document, stable_id
 from beam_pipelines.io.parquet import (
     DOCUMENTS_SUBDIR,
     SUMMARY_FILE,
+    ReadDocuments,
     WriteDocuments,
     documents_pattern,
     read_json,
     write_json,
 )
+from beam_pipelines.options import pipeline_options
 from beam_pipelines.recall import domains as domain_rules
 from beam_pipelines.recall.config import RecallConfig
 from beam_pipelines.recall.domains import ApprovedPrefixes, hash_unit
-from beam_pipelines.recall.fasttext_model import LABEL_MATH, LABEL_OTHER, TextNormalization
-from beam_pipelines.recall.select import SelectByTokenBudget, TokenBudget
+from beam_pipelines.recall.fasttext_model import (
+    LABEL_MATH,
+    LABEL_OTHER,
+    DegenerateClassifierError,
+    TextNormalization,
+    balancing_repeats,
+    degenerate_reasons,
+    evaluate_holdout,
+    shuffle_lines,
+    small_pool_advice,
+    train_classifier,
+    write_model_metadata,
+)
+from beam_pipelines.recall.report import write_corpus_report, write_review_files, write_round_report
+from beam_pipelines.recall.select import SelectByTokenBudget, TokenBudget, report_histogram
+from beam_pipelines.transforms.classify import MathScoreDoFn
+from beam_pipelines.transforms.extract import domain_of
+from beam_pipelines.transforms.url_dedup import normalize_url
 from stack_common.errors import ConfigError
 
 ROUND_MARKER = "round.json"
@@ -165,8 +187,6 @@ def pool_fingerprint(input_dir: str) -> str:
 
     Rounds compare selections by document id; ids of a rebuilt pool differ (a rewritten WARC
     has new record ids), so resuming on another pool would silently compare unrelated sets."""
-    import hashlib
-
     digest = hashlib.sha256()
     with FileSystems.open(f"{input_dir.rstrip('/')}/{SUMMARY_FILE}") as handle:
         digest.update(handle.read())
@@ -187,8 +207,6 @@ def check_same_pool(config: RecallConfig, rounds: list[int]) -> None:
 
 
 def parquet_columns(path: str) -> list[str]:
-    import pyarrow.parquet as pq
-
     with FileSystems.open(path) as handle:
         return list(pq.read_schema(handle).names)
 
@@ -203,15 +221,10 @@ class SeedDocumentDoFn(beam.DoFn):
     DEAD_LETTER = "dead_letter"
 
     def setup(self):
-        from apache_beam.metrics import Metrics
-
         self.read = Metrics.counter(TRAINING_STEP, "seed_read")
         self.dead = Metrics.counter(TRAINING_STEP, "seed_dead_letter")
 
     def process(self, item):
-        from beam_pipelines.accounting import DeadLetter
-        from beam_pipelines.transforms.extract import domain_of
-
         self.read.inc()
         try:
             row = json.loads(item) if isinstance(item, str) else item
@@ -286,14 +299,10 @@ class SampleByHash(beam.PTransform):
 
 
 def join_key(document: Document) -> str:
-    from beam_pipelines.transforms.url_dedup import normalize_url
-
     return document.normalized_url or (normalize_url(document.url) if document.url else f"id:{document.id}")
 
 
 def row_join_key(row: dict) -> str:
-    from beam_pipelines.transforms.url_dedup import normalize_url
-
     return row.get("normalized_url") or (normalize_url(row["url"]) if row.get("url") else f"id:{row['id']}")
 
 
@@ -307,8 +316,6 @@ class LabelledLineDoFn(beam.DoFn):
         self.normalization, self.holdout_fraction, self.salt = normalization, holdout_fraction, salt
 
     def setup(self):
-        from apache_beam.metrics import Metrics
-
         self.examples = Metrics.counter(TRAINING_STEP, self.counter_name)
         self.empty = Metrics.counter(TRAINING_STEP, "empty_text")
 
@@ -327,8 +334,6 @@ class LabelledLineDoFn(beam.DoFn):
 
 def _count(name: str):
     def counted(element):
-        from apache_beam.metrics import Metrics
-
         Metrics.counter(TRAINING_STEP, name).inc()
         return element
 
@@ -366,8 +371,6 @@ def build_training_pipeline(
     earlier_positive_patterns: list[str],
     previous_selected_pages: int,
 ) -> None:
-    from beam_pipelines.io.parquet import ReadDocuments
-
     training = config.training
     normalization = TextNormalization.from_config(config.fasttext)
     salt = str(training.sample_seed)
@@ -485,10 +488,6 @@ def _review_top_key(row: dict):
 
 
 def build_scoring_pipeline(pipeline, config: RecallConfig, paths: RoundPaths, budget: TokenBudget) -> None:
-    from beam_pipelines.io.parquet import ReadDocuments
-    from beam_pipelines.recall.select import report_histogram
-    from beam_pipelines.transforms.classify import MathScoreDoFn
-
     domains_config = config.domains
     scored = (
         pipeline | "Read pool" >> ReadDocuments(config.input_dir) | "Score" >> beam.ParDo(MathScoreDoFn(paths.model))
@@ -592,13 +591,6 @@ def read_json_lines(path: str) -> list[dict]:
 
 
 def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
-    from beam_pipelines.recall.fasttext_model import (
-        evaluate_holdout,
-        shuffle_lines,
-        train_classifier,
-        write_model_metadata,
-    )
-
     normalization = TextNormalization.from_config(config.fasttext)
     work = tempfile.mkdtemp(prefix=f"recall-round-{paths.number}-")
     try:
@@ -606,21 +598,27 @@ def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
         holdout_shards = [_local_copy(path, work) for path in matching_files(f"{paths.training}/holdout*.txt")]
         train_file = os.path.join(work, "train.txt")
         started = time.time()
-        lines = shuffle_lines(
-            train_shards,
-            train_file,
-            config.training.shuffle_buckets,
-            seed=config.training.sample_seed * 1000 + paths.number,
-        )
-        labels = _label_counts(train_file)
+        labels: dict[str, int] = {}
+        for shard in train_shards:
+            for label, count in _label_counts(shard).items():
+                labels[label] = labels.get(label, 0) + count
         if not labels.get(LABEL_MATH) or not labels.get(LABEL_OTHER):
             raise RuntimeError(
                 f"round {paths.number}: the training set has {labels.get(LABEL_MATH, 0)} positive and "
                 f"{labels.get(LABEL_OTHER, 0)} negative lines; both are needed (check seed_positives and the pool)"
             )
+        repeats = balancing_repeats(labels, config.training.balance_max_repeat)
+        lines = shuffle_lines(
+            train_shards,
+            train_file,
+            config.training.shuffle_buckets,
+            seed=config.training.sample_seed * 1000 + paths.number,
+            repeats=repeats,
+        )
+        balance = "".join(f", each {label[len('__label__') :]} line x{n} to balance" for label, n in repeats.items())
         log.info(
             f"[recall] round {paths.number}: training fastText on {lines:,} lines "
-            f"({labels[LABEL_MATH]:,} math, {labels[LABEL_OTHER]:,} other; dim {config.fasttext.dim}, "
+            f"({labels[LABEL_MATH]:,} math, {labels[LABEL_OTHER]:,} other{balance}; dim {config.fasttext.dim}, "
             f"{config.fasttext.epoch} epochs, word n-grams {config.fasttext.word_ngrams})"
         )
         model, learning_rate = train_classifier(train_file, config.fasttext)
@@ -640,8 +638,12 @@ def train_round_model(config: RecallConfig, paths: RoundPaths) -> dict:
             "train_lines": lines,
             "train_positives": labels[LABEL_MATH],
             "train_negatives": labels[LABEL_OTHER],
+            "balancing_repeats": repeats,
             "training_seconds": round(training_seconds, 3),
             "learning_rate_used": learning_rate,
+            # One thread and the order-independent shuffle make the model a function of the
+            # training set; several threads (Hogwild) do not.
+            "reproducible": config.fasttext.threads == 1,
             "vocabulary": len(model.words),
             "parameters": {
                 k: getattr(config.fasttext, k)
@@ -730,10 +732,6 @@ def clear_round(config: RecallConfig, number: int) -> str | None:
 
 def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     """Run round `number` from scratch, after `clear_round`; returns its round.json."""
-    from beam_pipelines.accounting import tally_counters
-    from beam_pipelines.options import pipeline_options
-    from beam_pipelines.recall.report import write_review_files, write_round_report
-
     paths = RoundPaths(config.output_dir, number)
     started = time.time()
 
@@ -775,13 +773,15 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     training_tally = tally_counters(result).get(TRAINING_STEP)
     training_counts = dict(sorted(training_tally.other.items())) if training_tally else {}
 
-    # 3. Classifier.
+    # 3. Classifier; one that cannot separate stops the loop here, before anything is approved on it.
     classifier = train_round_model(config, paths)
     holdout = classifier["holdout"]
     log.info(
         f"[recall] round {number}: hold-out precision {holdout['precision']:.3f} recall {holdout['recall']:.3f} "
-        f"F1 {holdout['f1']:.3f} ({holdout['examples']} examples); model {classifier['model']['bytes'] / 1e6:.1f} MB"
+        f"F1 {holdout['f1']:.3f}, score spread {holdout['score_spread']:.4f} ({holdout['examples']} examples); "
+        f"model {classifier['model']['bytes'] / 1e6:.1f} MB"
     )
+    check_classifier(config, paths, classifier)
 
     # 4. Scoring, selection and statistics.
     budget = TokenBudget.for_round(config.selection, number)
@@ -863,6 +863,31 @@ def run_round(config: RecallConfig, number: int, seed_files: list[str]) -> dict:
     return marker
 
 
+LOW_HOLDOUT_F1 = 0.3  # below this a round warns (see RecallTrainingConfig.min_holdout_f1)
+
+
+def check_classifier(config: RecallConfig, paths: RoundPaths, classifier: dict) -> None:
+    """Raise DegenerateClassifierError when the round's model cannot separate math from the rest
+    (its figures stay in round_<k>/classifier.json; the round is left incomplete, so a rerun
+    with better settings redoes it)."""
+    holdout = classifier["holdout"]
+    if holdout["f1"] < LOW_HOLDOUT_F1 and not config.training.min_holdout_f1:
+        log.warning(
+            f"[recall] round {paths.number}: hold-out F1 {holdout['f1']:.3f} is low. Hold-out negatives are "
+            "pool pages: if the pool is largely math this is expected; otherwise check the seed positives "
+            "(training.min_holdout_f1 makes this a stop)"
+        )
+    reasons = degenerate_reasons(holdout, config.training.min_holdout_f1, config.training.min_score_spread)
+    if not reasons:
+        return
+    write_json(paths.file("classifier.json"), {**classifier, "degenerate": reasons})
+    advice = small_pool_advice(classifier["model"]["train_lines"], config.fasttext)
+    raise DegenerateClassifierError(
+        f"round {paths.number}: the classifier cannot separate math from other pages ({'; '.join(reasons)}); "
+        f"stopped before scoring and approving anything. Suggestion: {advice}"
+    )
+
+
 def stop_decision(config: RecallConfig, number: int, overlap: dict | None) -> str | None:
     """Why the loop stops after round `number` under the current config, or None to go on."""
     if overlap is not None and overlap["fraction_already_selected"] >= config.stop_overlap_fraction:
@@ -880,8 +905,6 @@ def _marker_stop(config: RecallConfig, marker: dict) -> str | None:
 
 
 def _config_snapshot(config: RecallConfig) -> dict:
-    from dataclasses import asdict
-
     snapshot = asdict(config)
     snapshot.pop("beam", None)
     snapshot.pop("round", None)
@@ -937,8 +960,6 @@ def _all_markers(config: RecallConfig) -> list[dict]:
 
 
 def _refresh_corpus_report(config: RecallConfig) -> None:
-    from beam_pipelines.recall.report import write_corpus_report
-
     numbers = complete_rounds(config.output_dir, config.max_rounds)
     metrics = [read_json(RoundPaths(config.output_dir, k).metrics) for k in numbers]
     if metrics:

@@ -19,7 +19,11 @@ import html
 import io
 from typing import Any
 
+import yaml
 from apache_beam.io.filesystems import FileSystems
+from matplotlib.figure import Figure
+
+from beam_pipelines.recall.domains import annotations_path
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; color: #222; }
@@ -63,22 +67,10 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _figure_html(figure) -> str:
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode("ascii")}">'
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _page(title: str, sections: list[str]) -> str:
@@ -97,8 +89,8 @@ def _link(url: str) -> str:
 
 
 def plot_score_histograms(metrics_by_round: list[dict]) -> str:
-    plt = _pyplot()
-    figure, (pages_axis, tokens_axis) = plt.subplots(1, 2, figsize=(11, 3.8))
+    figure = Figure(figsize=(11, 3.8))
+    pages_axis, tokens_axis = figure.subplots(1, 2)
     for metrics in metrics_by_round:
         histogram = metrics["score_histogram"]
         centres = [(a + b) / 2 for a, b in zip(histogram["edges"], histogram["edges"][1:])]
@@ -120,9 +112,9 @@ def plot_score_histograms(metrics_by_round: list[dict]) -> str:
 
 
 def plot_rounds(metrics_by_round: list[dict]) -> str:
-    plt = _pyplot()
     rounds = [m["round"] for m in metrics_by_round]
-    figure, (pages_axis, tokens_axis, overlap_axis) = plt.subplots(1, 3, figsize=(12, 3.5))
+    figure = Figure(figsize=(12, 3.5))
+    pages_axis, tokens_axis, overlap_axis = figure.subplots(1, 3)
     pages_axis.bar(rounds, [m["selection"]["selected_pages"] for m in metrics_by_round], color="#4c72b0")
     pages_axis.set_title("selected pages")
     tokens_axis.bar(rounds, [m["selection"]["selected_tokens"] for m in metrics_by_round], color="#55a868")
@@ -139,8 +131,8 @@ def plot_rounds(metrics_by_round: list[dict]) -> str:
 
 
 def plot_classifier(metrics_by_round: list[dict]) -> str:
-    plt = _pyplot()
-    figure, (curve_axis, bars_axis) = plt.subplots(1, 2, figsize=(11, 3.8))
+    figure = Figure(figsize=(11, 3.8))
+    curve_axis, bars_axis = figure.subplots(1, 2)
     for metrics in metrics_by_round:
         curve = metrics["classifier"]["holdout"]["pr_curve"]
         curve_axis.plot(curve["recall"], curve["precision"], label=f"round {metrics['round']}")
@@ -162,9 +154,9 @@ def plot_classifier(metrics_by_round: list[dict]) -> str:
 
 
 def plot_top_domains(metrics: dict, limit: int = 20) -> str:
-    plt = _pyplot()
     rows = metrics["top_domains"][:limit][::-1]
-    figure, axis = plt.subplots(figsize=(8, 0.35 * max(4, len(rows)) + 1))
+    figure = Figure(figsize=(8, 0.35 * max(4, len(rows)) + 1))
+    axis = figure.subplots()
     threshold = metrics["candidate_rule"]["min_selected_fraction"]
     colours = ["#c44e52" if r["selected_fraction"] > threshold else "#8c8c8c" for r in rows]
     axis.barh([r["domain"] for r in rows], [r["selected_fraction"] for r in rows], color=colours)
@@ -285,8 +277,10 @@ def write_round_report(paths, metrics: dict, review_rows: list[dict]) -> None:
             )
             if approvals["approved"]
             else (
-                f"<p>No prefix approved after round {number - 1} (annotations file: <code>{_e(approvals['annotations_file'])}</code>"
-                f"{'' if approvals['annotations_file_found'] else ', not found'}; policy {_e(approvals['policy'])}).</p>"
+                f"<p>No prefix approved after round {number - 1} (annotations file: "
+                f"<code>{_e(approvals['annotations_file'])}</code>"
+                f"{'' if approvals['annotations_file_found'] else ', not found'}; policy "
+                f"{_e(approvals['policy'])}).</p>"
             )
         )
     training = metrics.get("training") or {}
@@ -324,10 +318,6 @@ def write_round_report(paths, metrics: dict, review_rows: list[dict]) -> None:
 
 def write_review_files(config, paths, metrics: dict, review_rows: list[dict]) -> None:
     """review.yaml (everything a reviewer needs) and annotations_template.yaml (to edit)."""
-    import yaml
-
-    from beam_pipelines.recall.domains import annotations_path
-
     number = metrics["round"]
     target = annotations_path(config.approval.annotations_dir, number)
     domains = []
@@ -357,7 +347,8 @@ def write_review_files(config, paths, metrics: dict, review_rows: list[dict]) ->
             )
     header = (
         f"# Recall round {number}: URL-path review of candidate math domains.\n"
-        f"# A candidate domain has more than {config.domains.candidate_min_selected_fraction:.0%} of its pool pages selected.\n"
+        f"# A candidate domain has more than {config.domains.candidate_min_selected_fraction:.0%} of its pool pages "
+        "selected.\n"
         f"# Pages under a prefix you approve that this round did not select become positives of round {number + 1}.\n"
         f"# Approve by writing {target}\n"
         f"# (start from {paths.template}; format: annotations/README.md).\n"

@@ -45,9 +45,19 @@ class LanguageConfig:
 
 @dataclass
 class QualityConfig:
-    """Gopher thresholds (Rae et al. 2021, appendix A) relaxed where math prose differs."""
+    """Gopher thresholds (Rae et al. 2021, appendix A) relaxed where math prose differs: the
+    `math_tuned` preset. Presets in conf/quality/: `gopher` (Gopher's own thresholds, the same for
+    every page) and `paper` (only the rules that remove what is not text, as DeepSeekMath leaves
+    selection to its classifier). The rules come in three families (transforms/quality.py):
+    content (word count, mean word length, alphabetic words, lorem ipsum) always run; `prose_rules`
+    (symbols, bullets, ellipses, stop words) and `repetition_rules` (duplicate lines, paragraphs,
+    n-grams) can be switched off."""
 
+    # Recorded in the prepare summary: which preset made the pool.
+    name: str = "math_tuned"
     enabled: bool = True
+    prose_rules: bool = True
+    repetition_rules: bool = True
     min_words: int = 50
     min_words_with_math: int = 20
     max_words: int = 100_000
@@ -78,6 +88,28 @@ class QualityConfig:
     def validate(self) -> None:
         if self.min_words > self.max_words:
             raise ConfigError(f"quality.min_words={self.min_words} must be <= quality.max_words={self.max_words}")
+        require_non_negative("quality.min_words_with_math", self.min_words_with_math)
+        if self.min_mean_word_length > self.max_mean_word_length:
+            raise ConfigError(
+                f"quality.min_mean_word_length={self.min_mean_word_length} must be <= "
+                f"quality.max_mean_word_length={self.max_mean_word_length}"
+            )
+        for name in (
+            "min_alpha_words_fraction",
+            "max_bullet_lines_fraction",
+            "max_ellipsis_lines_fraction",
+            "max_duplicate_lines_fraction",
+            "max_duplicate_paragraphs_fraction",
+            "max_duplicate_lines_char_fraction",
+            "max_duplicate_paragraphs_char_fraction",
+            "max_top_2gram_char_fraction",
+            "max_top_3gram_char_fraction",
+            "max_top_4gram_char_fraction",
+            "max_duplicate_5gram_char_fraction",
+            "max_duplicate_10gram_char_fraction",
+        ):
+            require_fraction(f"quality.{name}", getattr(self, name))
+        require_range("quality.math_repetition_relaxation", self.math_repetition_relaxation, 0, low_inclusive=False)
 
 
 @dataclass
@@ -129,6 +161,20 @@ class MinHashConfig:
                     f"minhash.survivor_order[{index}]={name!r} is not one of {', '.join(SURVIVOR_FIELDS)} or "
                     "quality.<signal>"
                 )
+
+
+# The public formats the benchmark reader knows (transforms/decontaminate.py):
+# (question fields, answer fields). Values may be strings, numbers or lists.
+FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gsm8k": (("question",), ("answer",)),
+    "math": (("problem",), ("solution", "answer")),
+    "cmath": (("question",), ("golden",)),
+    "agieval": (("passage", "question", "options"), ("answer",)),
+    "mmlu": (("question", "choices"), ()),
+    "mathqa": (("Problem", "options"), ("Rationale",)),
+}
+# `benchmarks[i].format`: a named public format, or `auto` (the usual field names are tried).
+BENCHMARK_FORMATS = ("auto", *FORMAT_FIELDS)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from typing import Callable, Iterable
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 
 EDGE_SCHEMA = pa.schema(
     [pa.field("node", pa.string(), nullable=False), pa.field("parent", pa.string(), nullable=False)]
@@ -188,8 +189,6 @@ def run_component_rounds(
     `make_pipeline(job_name)` builds an empty pipeline with the caller's runner options.
     Raises RuntimeError if `max_rounds` pass without convergence (the labels would be wrong).
     """
-    from apache_beam.metrics.metric import MetricsFilter
-
     started = time.time()
     report = ComponentsReport()
     current = edges_pattern

@@ -48,10 +48,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
+import xxhash
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.accounting import Drop, FilterDoFn
 from beam_pipelines.document import Document, estimate_tokens
+from beam_pipelines.transforms.config import FORMAT_FIELDS
+from beam_pipelines.transforms.exact_dedup import content_hash
 from beam_pipelines.transforms.minhash import word_tokens
 from stack_common.errors import ConfigError
 
@@ -61,17 +65,6 @@ EMPTIED_REASON = "empty_after_decontamination"
 MATCHES = "matches"
 TOUCHES = "touches"
 
-# Public formats: (question fields, answer fields). Values may be strings, numbers or lists.
-FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "gsm8k": (("question",), ("answer",)),
-    "math": (("problem",), ("solution", "answer")),
-    "cmath": (("question",), ("golden",)),
-    "agieval": (("passage", "question", "options"), ("answer",)),
-    "mmlu": (("question", "choices"), ()),
-    "mathqa": (("Problem", "options"), ("Rationale",)),
-}
-# `benchmarks[i].format`: a named public format, or `auto` (the usual field names are tried).
-BENCHMARK_FORMATS = ("auto", *FORMAT_FIELDS)
 _AUTO_QUESTION = ("question", "problem", "Problem", "query", "prompt", "passage", "input", "instruction")
 _AUTO_ANSWER = ("answer", "solution", "Rationale", "rationale", "golden", "output", "target", "response")
 _ID_KEYS = ("id", "unique_id", "idx", "ID", "problem_id", "question_id", "task_id")
@@ -93,8 +86,6 @@ class BenchmarkItem:
 
 def benchmark_files(path: str) -> list[str]:
     """JSON/JSONL files of a benchmark path: a file, a glob, or a directory (recursive)."""
-    from apache_beam.io.filesystems import FileSystems
-
     wanted = (".jsonl", ".json")
     if "://" not in path and os.path.isdir(path):
         found = []
@@ -109,8 +100,6 @@ def benchmark_files(path: str) -> list[str]:
 
 def _records(path: str) -> Iterator[tuple[str, dict]]:
     """(position, record) of one file; a file that is not valid JSON fails with its line."""
-    from apache_beam.io.filesystems import FileSystems
-
     with FileSystems.open(path) as handle:
         text = handle.read().decode("utf-8-sig")
     if path.endswith(".jsonl"):
@@ -198,8 +187,6 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial hash is a bij
 
 
 def token_hashes(tokens: Sequence[str]) -> np.ndarray:
-    import xxhash
-
     digest = xxhash.xxh3_64_intdigest
     return np.fromiter((digest(t.encode("utf-8", "surrogatepass")) for t in tokens), dtype=np.uint64, count=len(tokens))
 
@@ -405,8 +392,6 @@ def decontaminate(document: Document, index: ContaminationIndex, level: str, seg
         return Decontaminated(Drop(EMPTIED_REASON, detail), matches, len(found))
     changes: dict[str, Any] = {"text": text, "token_estimate": estimate_tokens(text)}
     if document.content_hash:
-        from beam_pipelines.transforms.exact_dedup import content_hash
-
         changes["content_hash"] = content_hash(text)
     return Decontaminated(document.replace(**changes), matches, len(found))
 
@@ -416,8 +401,6 @@ def decontaminate(document: Document, index: ContaminationIndex, level: str, seg
 
 
 def load_index(path: str) -> ContaminationIndex:
-    from apache_beam.io.filesystems import FileSystems
-
     with FileSystems.open(path) as handle:
         return ContaminationIndex.from_bytes(handle.read())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 
 import apache_beam as beam
+import xxhash
 
 from beam_pipelines.accounting import REMOVED
 from beam_pipelines.document import Document
@@ -24,8 +25,6 @@ def normalize_text(text: str) -> str:
 
 
 def content_hash(text: str) -> str:
-    import xxhash
-
     return xxhash.xxh3_128_hexdigest(normalize_text(text).encode("utf-8", "surrogatepass"))
 
 

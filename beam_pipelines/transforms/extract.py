@@ -29,6 +29,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.html import HTMLTree
+
 from beam_pipelines.accounting import Drop, FilterDoFn
 from beam_pipelines.document import Document, estimate_tokens, stable_id
 
@@ -53,9 +56,6 @@ class ExtractResult:
 
 
 def extract_text(html: str, url: str = "", main_content: bool = False, links: bool = False) -> ExtractResult:
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.html import HTMLTree
-
     tree = HTMLTree.parse(html)
     rewritten = rewrite_math_nodes(tree)
     text = extract_plain_text(

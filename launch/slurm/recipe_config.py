@@ -13,9 +13,10 @@ JOB_WORLD_SIZE (set by common.sh) is the number of ranks the job starts: the par
 (TP x PP, batch sizes) is checked against it.
 
 A bad override, an unknown recipe, or (pretrain, unless CHECK_DATA=0) a data mixture whose
-files are missing: one line `error: ...` on stderr and exit status 2, before anything is queued.
-Cost: one Hydra composition (well under a second) plus reading the index header of every
-dataset of the mixture.
+files are missing or were tokenized with another tokenizer than the run's: one line
+`error: ...` on stderr and exit status 2, before anything is queued.
+Cost: one Hydra composition (well under a second) plus reading the index header and the summary
+of every dataset of the mixture, and hashing the tokenizer file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from megatron_recipes.config import register_configs  # noqa: E402
+from megatron_recipes.data.mixture import plan_pretraining_data  # noqa: E402
 from stack_common.cli import USER_FACING_ERRORS, compose_config, conf_dir, exit_with_error, one_line, overrides_only  # noqa: E402
 from stack_common.errors import ConfigError  # noqa: E402
 
@@ -51,23 +54,12 @@ def output_dir_of(config) -> str:
 
 
 def check_pretraining_data(config) -> None:
-    """The first thing a pretraining job would trip on after hours in the queue: its data."""
-    from megatron_recipes.data.pretraining import load_tokenizer, resolve_mixture
-
-    if config.data.mock:
-        return
-    resolve_mixture(config.data)
-    tokenizer = load_tokenizer(config.data.tokenizer)
-    vocab_size = config.model.vocab_size or tokenizer.vocab_size
-    if tokenizer.vocab_size > vocab_size:
-        raise ConfigError(
-            f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but model.vocab_size={vocab_size}"
-        )
+    """The first thing a pretraining job would trip on after hours in the queue: its data and
+    tokenizer (missing files, a vocabulary too small, datasets made by another tokenizer)."""
+    plan_pretraining_data(config)
 
 
 def resolve(recipe: str, arguments: list[str]) -> dict[str, object]:
-    from megatron_recipes.config import register_configs
-
     module = f"megatron_recipes.{recipe}"
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"{module} is not in this checkout (recipes: pretrain, sft, grpo, evaluate)")

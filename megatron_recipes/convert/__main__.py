@@ -8,7 +8,7 @@ Then train from the import at any layout, e.g.
     torchrun --nproc-per-node 8 -m megatron_recipes.pretrain model=deepseek_math_7b parallelism=tp8_sp \\
         checkpoint.init_from=/ckpt/dsm7b
 or skip the import: `model.init_from_hf=/models/deepseek-math-7b-base` reads the HF files
-straight into the run's layout (megatron_recipes.convert.load_hf_weights).
+straight into the run's layout (megatron_recipes.convert.hf_to_megatron.load_hf_weights).
 On a cluster: the same command in a one-task job step on any node (CPU only, e.g.
 `srun -n 1 -c 8 --mem 64G python -m megatron_recipes.convert ...`), next to the shared filesystem.
 
@@ -34,10 +34,13 @@ from stack_common.logs import TRAINING_CONSOLE
 
 def run_conversion(config: ConvertConfig):
     """Import or export per `config.mode`; returns the written directory."""
-    if config.mode == "import":
-        from megatron_recipes.convert.hf_to_megatron import import_hf_checkpoint
+    from megatron_recipes.convert import (  # noqa: PLC0415  torch/megatron load after the config checks
+        hf_to_megatron,
+        megatron_to_hf,
+    )
 
-        return import_hf_checkpoint(
+    if config.mode == "import":
+        return hf_to_megatron.import_hf_checkpoint(
             config.hf_dir,
             config.megatron_dir,
             dtype=config.dtype,
@@ -45,9 +48,7 @@ def run_conversion(config: ConvertConfig):
             tensor_parallel_size=config.tensor_parallel_size,
             overwrite=config.overwrite,
         )
-    from megatron_recipes.convert.megatron_to_hf import export_megatron_checkpoint
-
-    return export_megatron_checkpoint(
+    return megatron_to_hf.export_megatron_checkpoint(
         config.megatron_dir,
         config.hf_dir,
         dtype=config.dtype,

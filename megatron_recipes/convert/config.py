@@ -3,15 +3,39 @@ recipes' own way to start from Hugging Face weights is `model.init_from_hf` (mod
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from megatron_recipes.convert.hf_checkpoint import parse_size
+from megatron_recipes.convert.architecture import ConversionError
 from megatron_recipes.runtime.config import PRECISIONS
 from stack_common.checks import require_choice, require_positive
 from stack_common.errors import ConfigError
 
 CONVERT_MODES = ("import", "export")
+
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+
+
+def parse_size(text: str | int) -> int:
+    """'5GB' -> 5e9 bytes, '500MiB' -> 500 x 2^20, 1024 -> 1024 (transformers' spelling)."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(text).upper())
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ConversionError(f"cannot read the size {text!r} (examples: 5GB, 500MB, 2GiB)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
 @dataclass

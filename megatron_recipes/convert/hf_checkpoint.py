@@ -25,11 +25,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from megatron_recipes.convert.architecture import CONFIG_FILE, ConversionError, read_hf_config
 
@@ -70,22 +72,33 @@ class TensorInfo:
 
 def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
     """Parse one file's header and check that every tensor's bytes lie inside the file."""
+    # One cause per message: the length prefix and the header bytes are checked before the JSON
+    # is parsed, so a file cut inside its header reads "truncated", never "not valid JSON".
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:
             prefix = handle.read(8)
             if len(prefix) < 8:
-                raise ConversionError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
+                raise ConversionError(f"{path} is truncated: {size} bytes, fewer than the 8-byte header length")
             (length,) = struct.unpack("<Q", prefix)
-            if length > min(size - 8, _MAX_HEADER_BYTES):
+            if length > _MAX_HEADER_BYTES:
                 raise ConversionError(
-                    f"{path} is not a safetensors file or is truncated (header of {length} bytes, file of {size})"
+                    f"{path} is not a safetensors file: its first 8 bytes give a header of {length} bytes"
                 )
-            header = json.loads(handle.read(length))
+            if length > size - 8:
+                raise ConversionError(
+                    f"{path} is truncated inside its header: the header needs {length} bytes, the file holds "
+                    f"{size - 8} after the length"
+                )
+            header_bytes = handle.read(length)
     except OSError as error:
         raise ConversionError(f"cannot read {path}: {error}") from None
+    try:
+        header = json.loads(header_bytes)
     except ValueError as error:
         raise ConversionError(f"{path}: the safetensors header is not valid JSON ({error})") from None
+    if not isinstance(header, dict):
+        raise ConversionError(f"{path}: the safetensors header is not a JSON object")
     data_bytes = size - 8 - length
     tensors = {}
     for name, entry in header.items():
@@ -164,8 +177,6 @@ class HFCheckpoint:
 
     def read(self, name: str, rows: tuple[int, int] | None = None, columns: tuple[int, int] | None = None):
         """Tensor `name`, or rows [start, stop) (and columns [start, stop)) of it."""
-        from safetensors import safe_open
-
         info = self.tensors[name]
         with safe_open(str(info.file), framework="pt") as handle:
             piece = handle.get_slice(name)
@@ -183,29 +194,6 @@ class HFCheckpoint:
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
-
-_SIZE_UNITS = {
-    "": 1,
-    "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "TB": 10**12,
-    "KIB": 2**10,
-    "MIB": 2**20,
-    "GIB": 2**30,
-    "TIB": 2**40,
-}
-
-
-def parse_size(text: str | int) -> int:
-    """'5GB' -> 5e9 bytes, '500MiB' -> 500 x 2^20, 1024 -> 1024 (transformers' spelling)."""
-    if isinstance(text, int):
-        return text
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(text).upper())
-    if not match or match.group(2) not in _SIZE_UNITS:
-        raise ConversionError(f"cannot read the size {text!r} (examples: 5GB, 500MB, 2GiB)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
 @dataclass(frozen=True)
@@ -255,8 +243,6 @@ class ShardedSafetensorsWriter:
             self._write(file_name)
 
     def _write(self, file_name: str) -> None:
-        from safetensors.torch import save_file
-
         tensors = self._buffers.pop(file_name)
         save_file(tensors, str(self.directory / file_name), metadata={"format": "pt"})
         self.bytes_written += sum(t.numel() * t.element_size() for t in tensors.values())

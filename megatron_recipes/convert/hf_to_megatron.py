@@ -14,7 +14,9 @@ Import: the model is built on the meta device at TP=1 (no memory, no random init
 sharded tensors gets its own freshly allocated buffer in the target dtype, filled tensor by
 tensor, and the result is written with the training core's `save_checkpoint` as a weights-only
 checkpoint `<megatron_dir>/iter_0000000/` + `latest`, with `model_config` = the HF
-architecture (ModelConfig fields + vocab_size) and the original config.json (`hf_config`).
+architecture (ModelConfig fields + vocab_size) and the original config.json (`hf_config`); the
+HF tokenizer files are copied to `<megatron_dir>/tokenizer/` and recorded as the checkpoint's
+tokenizer (train_state.extra.tokenizer), which runs started from it use by default.
 Everything is checked before the first byte is written (architecture, every tensor's presence,
 shape and dtype, shard files and their lengths). The embedding and output rows are padded with
 zeros to `padded_vocab_size(vocab, make_vocab_size_divisible_by, tensor_parallel_size)`;
@@ -32,23 +34,34 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.dist_checkpointing.mapping import ShardedTensor, apply_factories
+
 from megatron_recipes.convert.architecture import ConversionError, HFArchitecture, hf_architecture
 from megatron_recipes.convert.hf_checkpoint import FLOAT_DTYPES, HFCheckpoint
 from megatron_recipes.convert.mapping import (
     EMBEDDING,
+    HF_EMBEDDING,
     HF_IGNORED_SUFFIXES,
     HF_OUTPUT,
     MegatronTensor,
     TensorMapping,
     read_region,
 )
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model, padded_vocab_size
 from megatron_recipes.runtime.config import PRECISIONS, ParallelismConfig
+from megatron_recipes.runtime.cpu import apply_cpu_runtime
+from megatron_recipes.training.checkpointing import _unwrap, latest_iteration, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +69,6 @@ _SAFETENSORS_TO_PRECISION = {"BF16": "bf16", "F16": "fp16", "F32": "fp32", "F64"
 
 
 def torch_dtype(precision: str):
-    import torch
-
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
@@ -94,8 +105,6 @@ def check_hf_tensors(source: HFCheckpoint, mapping: TensorMapping) -> None:
 
 def source_precision(source: HFCheckpoint) -> str:
     """The checkpoint's own dtype, taken from its embedding tensor."""
-    from megatron_recipes.convert.mapping import HF_EMBEDDING
-
     return _SAFETENSORS_TO_PRECISION.get(source.tensors[HF_EMBEDDING].dtype, "fp32")
 
 
@@ -114,8 +123,6 @@ def open_hf_checkpoint(hf_dir: str | os.PathLike) -> tuple[HFCheckpoint, HFArchi
 
 def _sharded_tensors(state: Any) -> Iterator[tuple[Any, Any, Any]]:
     """(container, key-or-index, ShardedTensor) for every ShardedTensor in a nested state dict."""
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
-
     items = state.items() if isinstance(state, dict) else enumerate(state)
     for name, value in list(items):
         if isinstance(value, ShardedTensor):
@@ -126,8 +133,6 @@ def _sharded_tensors(state: Any) -> Iterator[tuple[Any, Any, Any]]:
 
 def _model_state(chunk, metadata: dict | None = None) -> dict:
     """A GPTModel's sharded state dict with its factories (the fused fc1 halves) applied."""
-    from megatron.core.dist_checkpointing.mapping import apply_factories
-
     state = chunk.sharded_state_dict(metadata=metadata)
     apply_factories(state)
     return state
@@ -177,8 +182,6 @@ def _fill(
     """Fill every ShardedTensor of `state` from `source`; `allocate(sharded) -> tensor` gives it
     a new buffer first (import), or None to copy into the model's own parameters (init).
     Returns the number of elements written."""
-    import torch
-
     mapping = TensorMapping(architecture, _padded_vocab_of(state, architecture))
     entries = list(_sharded_tensors(state))
     located = [(container, name, sharded, *_locate(sharded, mapping)) for container, name, sharded in entries]
@@ -212,8 +215,6 @@ def load_hf_weights(hf_dir: str | os.PathLike, model: list) -> HFArchitecture:
     """Copy an HF checkpoint into this rank's model chunks (any TP/PP/VP layout, DDP-wrapped or
     not). Every rank calls it; each reads only the HF rows of its own shards. Call
     `optimizer.reload_model_params()` afterwards when an optimizer holds copies of the weights."""
-    from megatron_recipes.training.checkpointing import _unwrap
-
     started = time.perf_counter()
     source, architecture = open_hf_checkpoint(hf_dir)
     elements = 0
@@ -239,13 +240,7 @@ def single_process_parallel_state() -> Iterator[None]:
     """A one-process gloo group and megatron's TP=1/PP=1 parallel state for the duration (kept if
     the caller already has them). Conversions run in one process, on CPU tensors, on any machine;
     without CUDA, megatron's checkpoint writer needs the CPU runtime layer (its CUDA syncs)."""
-    import torch
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if not torch.cuda.is_available():
-        from megatron_recipes.runtime.cpu import apply_cpu_runtime
-
         apply_cpu_runtime()
     created_group = not dist.is_initialized()
     if created_group:
@@ -297,10 +292,6 @@ def import_hf_checkpoint(
 ) -> Path:
     """Convert `hf_dir` into a weights-only megatron checkpoint under `megatron_dir` (a run
     directory: `iter_0000000/` + `latest`). Returns the iteration directory."""
-    from megatron_recipes.models import build_model, padded_vocab_size
-    from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.training.checkpointing import latest_iteration, save_checkpoint
-
     started = time.perf_counter()
     source, architecture = open_hf_checkpoint(hf_dir)
     precision = resolve_import_precision(dtype, source)
@@ -325,7 +316,6 @@ def import_hf_checkpoint(
         "converted_from": str(Path(hf_dir).resolve()),
         "hf_config": source.config,
     }
-    import torch  # after the checks: a bad input fails in a second, before torch and megatron load
 
     target_dtype = torch_dtype(precision)
     log.info(
@@ -355,6 +345,29 @@ def import_hf_checkpoint(
         # The local spec's checkpoint keys are the Transformer Engine spec's (training/checkpointing.py).
         layout_model = dataclasses.replace(model_config, transformer_impl="local")
         chunks = build_model(layout_model, parallelism, padded, device="cpu", precision=precision, meta_device=True)
-        path = save_checkpoint(megatron_dir, 0, [PreparedWeights(chunks[0], fill)], model_config=record)
+        tokenizer = copy_tokenizer(Path(hf_dir), megatron_dir)
+        # Training from this checkpoint (checkpoint.init_from) tokenizes with the model's own tokenizer.
+        train_state = {"iteration": 0, "extra": {"tokenizer": tokenizer}} if tokenizer else None
+        path = save_checkpoint(
+            megatron_dir, 0, [PreparedWeights(chunks[0], fill)], train_state=train_state, model_config=record
+        )
     log.info("wrote %s in %.1f s", path, time.perf_counter() - started)
     return path
+
+
+# The files of a Hugging Face tokenizer that an imported checkpoint keeps beside its weights.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def copy_tokenizer(hf_dir: Path, megatron_dir: Path) -> str:
+    """Copy the HF checkpoint's tokenizer files to `<megatron_dir>/tokenizer/`; returns the copied
+    tokenizer.json ("" when the checkpoint has none: training then needs an explicit tokenizer)."""
+    if not (hf_dir / TOKENIZER_FILES[0]).exists():
+        log.warning("%s has no %s: runs from this checkpoint need their tokenizer set", hf_dir, TOKENIZER_FILES[0])
+        return ""
+    target = megatron_dir / "tokenizer"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (hf_dir / name).exists():
+            shutil.copyfile(hf_dir / name, target / name)
+    return str((target / TOKENIZER_FILES[0]).resolve())

@@ -33,6 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.mapping import ShardedTensor
+from torch.distributed.checkpoint import FileSystemReader
+
 from megatron_recipes.convert.architecture import (
     CONFIG_FILE,
     ConversionError,
@@ -41,16 +46,22 @@ from megatron_recipes.convert.architecture import (
     read_hf_config,
     torch_dtype_name,
 )
+from megatron_recipes.convert.config import parse_size
 from megatron_recipes.convert.hf_checkpoint import (
     DTYPE_SIZES,
     ShardedSafetensorsWriter,
-    parse_size,
     plan_shards,
     write_config,
 )
 from megatron_recipes.convert.hf_to_megatron import single_process_parallel_state, torch_dtype
 from megatron_recipes.convert.mapping import EMBEDDING, FINAL_NORM, OUTPUT, MegatronTensor, TensorMapping
 from megatron_recipes.runtime.config import PRECISIONS
+from megatron_recipes.training.checkpointing import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    read_checkpoint_info,
+    resolve_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +81,6 @@ _BYTES_PER_ELEMENT = {"bf16": DTYPE_SIZES["BF16"], "fp16": DTYPE_SIZES["F16"], "
 
 
 def _precision_of(dtype) -> str:
-    import torch
-
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 
@@ -120,8 +129,6 @@ def _check_stored(stored: dict[str, Any], mapping: TensorMapping, where: Path) -
 def _check_storage_files(directory: Path, keys: set[str]) -> None:
     """Every byte range the checkpoint's metadata assigns to the model tensors lies in a file that
     exists and is long enough (a lost or truncated .distcp file is named with its tensors)."""
-    from torch.distributed.checkpoint import FileSystemReader
-
     try:
         storage = FileSystemReader(str(directory)).read_metadata().storage_data
     except Exception as error:
@@ -145,10 +152,6 @@ def _check_storage_files(directory: Path, keys: set[str]) -> None:
 
 def _load_group(directory: Path, tensors: list[MegatronTensor], stored: dict[str, Any], num_layers: int) -> dict:
     """Load whole per-layer tensors of one group with megatron's loader -> {(key, layer): tensor}."""
-    import torch
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
-
     request = {}
     for tensor in tensors:
         if tensor.layer is None:
@@ -176,8 +179,6 @@ def _load_group(directory: Path, tensors: list[MegatronTensor], stored: dict[str
 
 def _hf_tensors(mapping: TensorMapping, group: list[MegatronTensor], loaded: dict, dtype) -> dict[str, Any]:
     """Split the loaded megatron tensors of a group into HF tensors (padding rows dropped)."""
-    import torch
-
     out = {}
     for name, parts in mapping.hf_sources(group).items():
         pieces = [loaded[(tensor.key, tensor.layer)][offset : offset + block.rows] for tensor, offset, block in parts]
@@ -195,15 +196,6 @@ def export_megatron_checkpoint(
 ) -> Path:
     """Write `hf_dir` (config.json + safetensors, loadable with AutoModelForCausalLM) from a
     megatron checkpoint. Returns hf_dir."""
-    from megatron.core import dist_checkpointing
-
-    from megatron_recipes.training.checkpointing import (
-        CHECKPOINT_FORMAT,
-        CheckpointError,
-        read_checkpoint_info,
-        resolve_checkpoint,
-    )
-
     started = time.perf_counter()
     if dtype not in PRECISIONS:
         raise ConversionError(f"dtype={dtype!r} is not one of {', '.join(PRECISIONS)}")

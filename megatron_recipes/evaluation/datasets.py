@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import champ_dataset
+
 from megatron_recipes.rewards.extraction import extract_boxed
 from stack_common.errors import ConfigError
 
@@ -162,12 +164,6 @@ def champ_answers(raw: str) -> list[str]:
 
 
 def load_champ() -> list[Problem]:
-    try:
-        import champ_dataset
-    except ImportError:
-        raise DatasetError(
-            "the champ dataset needs the PyPI package champ-dataset (pip install champ-dataset)"
-        ) from None
     path = Path(champ_dataset.__file__).parent / "dataset_files" / "v0.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     problems = []

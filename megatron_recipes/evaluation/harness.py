@@ -28,6 +28,7 @@ from megatron_recipes.evaluation.prompts import PromptStyle
 from megatron_recipes.generation.interface import Generator, SamplingParams
 from megatron_recipes.rewards.equivalence import EQUAL, UNPARSEABLE_REFERENCE, AnswerChecker
 from megatron_recipes.rewards.extraction import extract_answer
+from megatron_recipes.sandbox.tool_use import extract_python_blocks
 
 
 @dataclass
@@ -43,7 +44,6 @@ def _answers(texts: list[str], style: PromptStyle, sandbox) -> tuple[list[str | 
         return [extract_answer(t, style.extraction) for t in texts], [None] * len(texts)
     if sandbox is None:
         raise ValueError("program_of_thought needs a sandbox")
-    from megatron_recipes.sandbox.tool_use import extract_python_blocks
 
     codes = []
     for text in texts:

@@ -31,8 +31,10 @@ GSM8K_EXEMPLARS = [
         "45",
     ),
     (
-        "A bus ticket costs $3 and a train ticket costs $5. Maya buys 4 bus tickets and 2 train tickets. How much does she spend?",
-        "Bus tickets cost 4 * 3 = 12 dollars. Train tickets cost 2 * 5 = 10 dollars. In total she spends 12 + 10 = 22 dollars.",
+        "A bus ticket costs $3 and a train ticket costs $5. Maya buys 4 bus tickets and 2 train tickets. How much "
+        "does she spend?",
+        "Bus tickets cost 4 * 3 = 12 dollars. Train tickets cost 2 * 5 = 10 dollars. In total she spends 12 + 10 = 22 "
+        "dollars.",
         "22",
     ),
     (
@@ -46,12 +48,15 @@ GSM8K_EXEMPLARS = [
         "9",
     ),
     (
-        "A library had 240 books. It gave away a quarter of them and then bought 35 new ones. How many books does it have now?",
-        "A quarter of 240 is 240 / 4 = 60 books, leaving 240 - 60 = 180. After buying 35 more it has 180 + 35 = 215 books.",
+        "A library had 240 books. It gave away a quarter of them and then bought 35 new ones. How many books does it "
+        "have now?",
+        "A quarter of 240 is 240 / 4 = 60 books, leaving 240 - 60 = 180. After buying 35 more it has 180 + 35 = 215 "
+        "books.",
         "215",
     ),
     (
-        "Three friends share 54 stickers equally, and then each gives 4 stickers to a sibling. How many stickers does each friend keep?",
+        "Three friends share 54 stickers equally, and then each gives 4 stickers to a sibling. How many stickers does "
+        "each friend keep?",
         "Each friend first gets 54 / 3 = 18 stickers. After giving away 4, each keeps 18 - 4 = 14 stickers.",
         "14",
     ),
@@ -65,7 +70,8 @@ GSM8K_EXEMPLARS = [
 MATH_EXEMPLARS = [
     (
         "Find the domain of $f(x) = \\sqrt{x - 3} + \\frac{1}{x - 7}$.",
-        "The square root needs $x - 3 \\ge 0$, so $x \\ge 3$. The fraction needs $x \\ne 7$. The domain is $[3, 7) \\cup (7, \\infty)$.",
+        "The square root needs $x - 3 \\ge 0$, so $x \\ge 3$. The fraction needs $x \\ne 7$. The domain is $[3, 7) "
+        "\\cup (7, \\infty)$.",
         "[3,7) \\cup (7,\\infty)",
     ),
     (
@@ -80,7 +86,8 @@ MATH_EXEMPLARS = [
     ),
     (
         "Two fair six-sided dice are rolled. What is the probability that the sum is 9?",
-        "The pairs summing to 9 are $(3,6), (4,5), (5,4), (6,3)$: 4 of the 36 equally likely outcomes, so the probability is $\\frac{4}{36} = \\frac{1}{9}$.",
+        "The pairs summing to 9 are $(3,6), (4,5), (5,4), (6,3)$: 4 of the 36 equally likely outcomes, so the "
+        "probability is $\\frac{4}{36} = \\frac{1}{9}$.",
         "\\frac{1}{9}",
     ),
 ]

@@ -177,7 +177,10 @@ def generator_unavailable_reason(name: str) -> str | None:
         return None
     if name in _PLUGIN_MODULES:
         if importlib.util.find_spec(_PLUGIN_MODULES[name]) is None:
-            return f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use generator=precomputed"
+            return (
+                f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use "
+                "generator=precomputed"
+            )
         return None
     return f"unknown generator {name!r}; available: {', '.join(sorted([*GENERATORS, *_PLUGIN_MODULES]))}"
 
@@ -190,7 +193,8 @@ def build_generator(name: str, **options) -> Generator:
         except ModuleNotFoundError as error:
             if error.name and _PLUGIN_MODULES[name].startswith(error.name):
                 raise GeneratorUnavailable(
-                    f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use generator=precomputed"
+                    f"generator '{name}' is not available yet ({_PLUGIN_MODULES[name]} does not exist); use "
+                    "generator=precomputed"
                 ) from None
             raise
     if name not in GENERATORS:

@@ -22,14 +22,15 @@ Cost: O(tokens x vocabulary shard) per call plus three small all-reduces per cal
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 
 # Finite, so that 0 x log(0) terms stay 0 instead of NaN; exp(-1e9 - max) is exactly 0 in fp32.
 PADDING_LOGIT = -1e9
 
 
 def _tensor_parallel():
-    from megatron.core import parallel_state
-
     if not parallel_state.model_parallel_is_initialized():
         return None, 0, 1
     return (
@@ -57,8 +58,6 @@ def vocab_parallel_log_probs(
 ) -> torch.Tensor:
     """log pi(labels) at `temperature`: logits_shard [b, s, V/TP], labels [b, s] -> [b, s] float32,
     differentiable with respect to the logits."""
-    from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
-
     logits = mask_padded_vocab(logits_shard, vocab_size) if vocab_size is not None else logits_shard.float().clone()
     if temperature and temperature != 1.0:
         logits = logits / temperature
@@ -71,8 +70,6 @@ def vocab_parallel_entropy(
     logits_shard: torch.Tensor, temperature: float = 1.0, vocab_size: int | None = None
 ) -> torch.Tensor:
     """Entropy of pi at each position: logits_shard [b, s, V/TP] -> [b, s] float32 (no gradient)."""
-    import torch.distributed as dist
-
     group, _, world = _tensor_parallel()
     logits = mask_padded_vocab(logits_shard, vocab_size) if vocab_size is not None else logits_shard.float()
     if temperature and temperature != 1.0:

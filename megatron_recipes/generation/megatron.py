@@ -42,11 +42,15 @@ Cost: one prefill of batch x min-prompt tokens, then one forward of batch x 1 to
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.inference.contexts import StaticInferenceContext
 
 from megatron_recipes.generation.interface import (
     FINISH_LENGTH,
@@ -57,6 +61,13 @@ from megatron_recipes.generation.interface import (
     register_generator,
 )
 from megatron_recipes.generation.logprobs import full_vocab_log_probs
+from megatron_recipes.generation.tokenizer import load_text_tokenizer
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model, resolve_precision
+from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.runtime.distributed import initialize_runtime
+from megatron_recipes.training.checkpointing import CheckpointError, _unwrap, load_model_weights, read_checkpoint_info
+from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +99,6 @@ def closes_python_block(token_ids: Sequence[int], tokenizer) -> bool:
 
 def dynamic_engine_available() -> bool:
     """megatron-core's DynamicInferenceEngine needs CUDA and flash-attn."""
-    import importlib.util
-
     return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
@@ -113,8 +122,6 @@ class MegatronGenerator:
     """
 
     def __init__(self, model, tokenizer, vocab_size: int, context_length: int, max_batch_size: int = 32):
-        from megatron_recipes.training.checkpointing import _unwrap
-
         chunks = list(model) if isinstance(model, (list, tuple)) else [model]
         if len(chunks) != 1:
             raise ValueError(
@@ -164,7 +171,8 @@ class MegatronGenerator:
                 raise ValueError("an empty prompt cannot be continued (no token to condition on)")
             if len(ids) >= self.context_length:
                 raise ValueError(
-                    f"a prompt of {len(ids)} tokens leaves no room to generate within the context length {self.context_length}"
+                    f"a prompt of {len(ids)} tokens leaves no room to generate within the context length "
+                    f"{self.context_length}"
                 )
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         # On the model's device: sampling never copies probabilities to the host.
@@ -196,11 +204,7 @@ class MegatronGenerator:
         return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
     def _broadcast_in_tensor_parallel_group(self, tokens: torch.Tensor) -> torch.Tensor:
-        from megatron.core import parallel_state
-
         if parallel_state.model_parallel_is_initialized() and parallel_state.get_tensor_model_parallel_world_size() > 1:
-            import torch.distributed as dist
-
             dist.broadcast(
                 tokens,
                 src=parallel_state.get_tensor_model_parallel_src_rank(),
@@ -216,8 +220,6 @@ class MegatronGenerator:
         generator: torch.Generator,
         stop_at_code_block: bool = False,
     ) -> list[SampledSequence]:
-        from megatron.core.inference.contexts import StaticInferenceContext
-
         batch_size = len(prompts)
         lengths = [len(p) for p in prompts]
         total = min(max(lengths) + params.max_new_tokens, self.context_length)
@@ -303,14 +305,6 @@ def build_megatron_generator(
     recorded in the checkpoint (checkpoint_info.json), load its weights at this layout, and wrap
     it. `tokenizer` defaults to the one the checkpoint's run recorded (train_state.extra.tokenizer),
     else DeepSeek's."""
-    from megatron_recipes.generation.tokenizer import load_text_tokenizer
-    from megatron_recipes.models import build_model, resolve_precision
-    from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.runtime import initialize_runtime
-    from megatron_recipes.runtime.config import ParallelismConfig
-    from megatron_recipes.training.checkpointing import CheckpointError, load_model_weights, read_checkpoint_info
-    from stack_common.errors import ConfigError
-
     if not checkpoint:
         raise GeneratorUnavailable("generator=megatron needs generator.checkpoint=/path/to/run_or_iter_dir")
     try:
@@ -326,7 +320,8 @@ def build_megatron_generator(
     text_tokenizer = load_text_tokenizer(tokenizer_path)
     if text_tokenizer.vocab_size > vocab_size:
         raise ConfigError(
-            f"the tokenizer {text_tokenizer.path} has {text_tokenizer.vocab_size} tokens but the model only {vocab_size}"
+            f"the tokenizer {text_tokenizer.path} has {text_tokenizer.vocab_size} tokens but the model only "
+            f"{vocab_size}"
         )
     parallelism = ParallelismConfig(
         tensor_model_parallel_size=tensor_model_parallel_size, use_distributed_optimizer=False

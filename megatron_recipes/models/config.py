@@ -52,7 +52,7 @@ class ModelConfig:
     # A Hugging Face LLaMA-layout model directory (config.json + safetensors). When set, the
     # architecture fields above come from its config.json (validate() adopts them) and a fresh
     # run starts from its weights, read straight into the run's own TP/PP layout
-    # (megatron_recipes.convert.load_hf_weights); a resumed run uses its checkpoint. null = off.
+    # (convert.hf_to_megatron.load_hf_weights); a resumed run uses its checkpoint. null = off.
     init_from_hf: str | None = None
 
     def adopt_init_from_hf(self) -> dict:

@@ -25,11 +25,22 @@ Cost: building allocates the parameters of this rank's share of the model.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_layer_local_spec,
+    get_gpt_layer_with_transformer_engine_spec,
+)
+from megatron.core.transformer import TransformerConfig
 
 from megatron_recipes.models.config import ModelConfig
 from megatron_recipes.runtime.config import ParallelismConfig
@@ -59,12 +70,10 @@ class LayerSpecChoice:
 
 def transformer_engine_importable() -> bool:
     """True only on a CUDA machine where `import transformer_engine` succeeds."""
-    import torch
-
     if not torch.cuda.is_available() or importlib.util.find_spec("transformer_engine") is None:
         return False
     try:
-        import transformer_engine.pytorch  # noqa: F401
+        import transformer_engine.pytorch  # noqa: F401, PLC0415  optional, CUDA-only: probed, never required
     except Exception as error:  # TE raises RuntimeError (not ImportError) when CUDA libs are missing
         log.warning("transformer_engine is installed but does not import (%s); using the local spec", error)
         return False
@@ -73,11 +82,6 @@ def transformer_engine_importable() -> bool:
 
 def choose_layer_spec(model: ModelConfig, device: str, fp8: str | None = None) -> LayerSpecChoice:
     """Pick the layer spec for `model.transformer_impl` on `device` and say why."""
-    from megatron.core.models.gpt.gpt_layer_specs import (
-        get_gpt_layer_local_spec,
-        get_gpt_layer_with_transformer_engine_spec,
-    )
-
     implementation = model.transformer_impl
     if implementation == "auto":
         if device != "cuda":
@@ -110,10 +114,6 @@ def transformer_config(
     meta_device: bool = False,
 ):
     """The megatron-core TransformerConfig of a preset at a parallel layout."""
-    import torch
-    import torch.nn.functional as F
-    from megatron.core.transformer import TransformerConfig
-
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     vp = parallelism.virtual_pipeline_model_parallel_size
     recompute: dict[str, Any] = {}
@@ -180,12 +180,6 @@ def build_model(
     layer_spec: LayerSpecChoice | None = None,
 ) -> list:
     """GPTModel chunks of this rank (one per virtual pipeline stage). Parallel groups must exist."""
-    import contextlib
-
-    import torch
-    from megatron.core import parallel_state
-    from megatron.core.models.gpt import GPTModel
-
     config = transformer_config(model, parallelism, precision, fp8, device, meta_device)
     choice = layer_spec or choose_layer_spec(model, device, fp8)
     log.info("layer spec: %s (%s)", choice.name, choice.reason)

@@ -1,6 +1,11 @@
 """Verifiable math rewards: answer extraction, answer equivalence, reward functions by name.
 
-Public API (importing this package does not import sympy; sympy runs in worker processes):
+The equivalence rules (what counts as the same answer) are listed in `equivalence.py`. No entry
+point raises on model output: over-long or too deeply nested answers are refused (not equal /
+unparseable reference), and every symbolic step runs in a worker under a hard deadline.
+
+Public API (importing this package does not import sympy; sympy runs in worker processes, whose
+entry point is `worker_tasks.py`):
 
     extract_answer(text, strategies=STYLE_STRATEGIES["math"], boxed="last", last_number_fallback=False) -> str | None
     follows_think_format(text, require_answer_tags=False) -> bool

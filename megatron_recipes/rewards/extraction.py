@@ -134,7 +134,8 @@ _CHOICE_PATTERNS = (
     re.compile(r"answer\s*(?:is|:)\s*\(?\s*([A-J])\s*\)?(?![A-Za-z])", re.IGNORECASE),
     re.compile(r"\\boxed\{\s*\(?\s*(?:\\text\{)?\s*([A-J])\s*\}?\s*\)?\s*\}"),
     re.compile(r"\(([A-J])\)"),
-    re.compile(r"^\s*([A-J])\s*[.)]?\s*$", re.MULTILINE),
+    # Horizontal space only: `\s*` here would rescan every run of blank lines from each of its lines.
+    re.compile(r"^[ \t]*([A-J])[ \t]*[.)]?[ \t]*$", re.MULTILINE),
 )
 
 

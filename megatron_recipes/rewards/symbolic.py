@@ -12,16 +12,24 @@ with hydra's pin). Pre-screens refuse pathological inputs before sympy sees them
 factorials whose values would have more than MAX_DIGITS digits, radicals nested deeper than
 MAX_NESTING, answers longer than MAX_CHARACTERS. Such answers are equal only when identical.
 
-Comparison of two expressions a, b:
+Relations: `lhs = rhs`, `\\leq`, `\\geq`, `<`, `>`, `\\neq` at the top level are parsed side by side
+into an unevaluated relational (so `2x-y+1=0` is readable as a reference).
+
+Comparison of two expressions a, b (every step is symmetric in a and b):
   1. identical trees -> equal;
-  2. a decimal prediction against an irrational constant reference: the digits shown must be the
-     reference rounded or truncated (the same rule as for rationals in `normalization.py`);
-  3. no free symbols: 40-digit evaluation; a relative difference above 1e-25 -> not equal
-     (relative, so 1/2004! and 1/2006!, or 1/2^99 and 1/2^98, are far apart); otherwise sympy's
-     `equals(0)` on a - b must confirm (exact rationals decide exactly);
-  4. free symbols: a - b evaluated at fixed integer and fractional points (any clear difference ->
-     not equal), then `simplify(a - b) == 0`, else agreement at every probe (>= 6) -> equal;
-  5. equations and inequalities: same relation, and lhs - rhs equal up to a non-zero factor.
+  2. a decimal on either side against an irrational constant on the other: equal when the digits
+     shown are the constant rounded or truncated (the rule `normalization.py` uses for rationals);
+  3. no free symbols: a difference that sympy's exact arithmetic leaves as a rational decides
+     (10^100 + 1 vs 10^100); values 40 digits apart by more than 1e-25 relative -> not equal
+     (1/2004! vs 1/2006!); otherwise `equals(0)` on a - b, else a high-precision test of the
+     difference itself;
+  4. free symbols: a - b is formed first, and a constant difference decides as in 3 (so
+     (x+1)^100 + 1 vs (x+1)^100 is never rescued by probing); then exact rationals, negative
+     ones included, are substituted into the difference and it must be zero at each (exactly, or
+     to 30 digits of the difference itself, never relative to two huge values); then
+     `simplify(a - b)`; else zero at every defined probe (>= 8) -> equal;
+  5. relations: the same kind (an equation, or the same direction of inequality after flipping
+     `>`), and lhs - rhs equal up to a non-zero constant factor (positive for inequalities).
 
 Cost: parse ~1 ms per answer (LRU-cached, the reference of a GRPO group is parsed once); the
 comparison is dominated by evalf/simplify on the expressions' size, cut off by the deadline.
@@ -36,6 +44,7 @@ import sys
 from fractions import Fraction
 
 import sympy
+from sympy.parsing.latex import parse_latex
 from sympy.parsing.sympy_parser import (
     convert_xor,
     factorial_notation,
@@ -49,8 +58,10 @@ from megatron_recipes.rewards.normalization import (
     normalize_answer,
     parse_number,
     shown_digits_match,
+    shows_float_noise,
     significant_digits,
 )
+from megatron_recipes.rewards.structure import split_top_level_with_separators
 
 MAX_CHARACTERS = 600
 MAX_DIGITS = 4000
@@ -307,6 +318,9 @@ def _check_names(expression: str) -> None:
         raise ParseFailure(f"name {name!r}")
 
 
+_POWER_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*[\w.]+\s*\^|\*\*\s*\([^()]*\*\*|\*\*\s*[\w.]+\s*\*\*")
+
+
 def _prescreen(text: str) -> None:
     if len(text) > MAX_CHARACTERS:
         raise Pathological("answer too long")
@@ -315,8 +329,9 @@ def _prescreen(text: str) -> None:
     for match in re.finditer(r"(\d+)\s*\)?\s*!", text):
         if len(match.group(1)) > 5 or int(match.group(1)) > MAX_FACTORIAL:
             raise Pathological("huge factorial")
-    # A power tower whose exponent itself has an exponent: 10^{10^{10}}.
-    if re.search(r"\^\s*\{?[^{}]*\^", text) or re.search(r"\*\*\s*\(?[^()]*\*\*", text):
+    # A power tower: an exponent that itself has an exponent (10^{10^{10}}, 2^2^5, 2**(3**9)); not
+    # two separate powers (x^2+y^2).
+    if _POWER_TOWER.search(text):
         numbers = [int(n) for n in re.findall(r"\d{1,6}", text)]
         if numbers and max(numbers) > 3:
             raise Pathological("power tower")
@@ -326,8 +341,6 @@ def _prescreen(text: str) -> None:
 
 
 def _lark_parse(text: str):
-    from sympy.parsing.latex import parse_latex
-
     result = parse_latex(text, backend="lark")
     # The lark grammar is ambiguous for `a(b+1)`: take the product reading, never a function call.
     if type(result).__name__ == "Tree":
@@ -353,14 +366,38 @@ def _magnitude_check(expression) -> None:
                 raise Pathological("huge power")
 
 
+_RELATION_SEPARATORS = (r"\leq", r"\geq", r"\neq", "=", "<", ">")
+_RELATION_CLASSES = {
+    "=": sympy.Eq,
+    r"\neq": sympy.Ne,
+    "<": sympy.StrictLessThan,
+    r"\leq": sympy.LessThan,
+    ">": sympy.StrictGreaterThan,
+    r"\geq": sympy.GreaterThan,
+}
+
+
 @functools.lru_cache(maxsize=4096)
 def to_sympy(text: str):
-    """A sympy expression (or relational, or Matrix) for a normalised scalar answer."""
+    """A sympy expression, Matrix, or (for `lhs = rhs`, `lhs \\leq rhs`, ...) an unevaluated
+    relational, for a normalised scalar answer."""
+    sides, relations = split_top_level_with_separators(text, _RELATION_SEPARATORS)
+    if not relations:
+        return _expression(text)
+    if len(relations) > 1 or not sides[0] or not sides[1]:
+        raise ParseFailure("not one relation")
+    left, right = _expression(sides[0]), _expression(sides[1])
+    if not isinstance(left, sympy.Expr) or not isinstance(right, sympy.Expr):
+        raise ParseFailure("relation between non-expressions")
+    return _RELATION_CLASSES[relations[0]](left, right, evaluate=False)
+
+
+def _expression(text: str):
     global _LOCAL_NAMES
     if _LOCAL_NAMES is None:
         _LOCAL_NAMES = _local_names()
     _prescreen(text)
-    looks_latex = "\\" in text or "{" in text
+    looks_latex = "\\" in text or "{" in text or "|" in text  # |x| needs the translator too
     try:
         expression_string = latex_to_expression_string(text) if looks_latex else text.replace("^", "**")
         _check_names(expression_string)
@@ -380,7 +417,9 @@ def to_sympy(text: str):
             raise
         except Exception as lark_error:
             raise ParseFailure(str(lark_error)[:200]) from None
-    if not isinstance(expression, (sympy.Basic, sympy.MatrixBase)):
+    if isinstance(expression, sympy.core.relational.Relational) or not isinstance(
+        expression, (sympy.Basic, sympy.MatrixBase)
+    ):
         # A lone letter that names a function in our namespace (C = binomial): the letter itself.
         if re.fullmatch(r"[A-Za-z]", text):
             return sympy.Symbol(text)
@@ -406,7 +445,10 @@ def _rebuild(expression):
 # Comparison
 # --------------------------------------------------------------------------------------------
 
-_PROBE_POINTS = (3, 4, 5, 7, 10, 13, Fraction(5, 7), Fraction(17, 11), Fraction(29, 13))
+# Negative points too: \sqrt{x^2} is x only for x >= 0.
+_PROBE_POINTS = (3, 4, 5, 7, 10, 13, -2, -5, Fraction(5, 7), Fraction(17, 11), Fraction(29, 13), Fraction(-7, 3))
+# Working precision (decimal digits) evalf may climb to while it resolves a cancellation.
+_MAX_WORKING_DIGITS = 1000
 
 
 def _relatively_close(a, b, tolerance) -> bool:
@@ -421,85 +463,158 @@ def _numeric(expression, digits: int = 40):
     return complex(value) if not value.is_real else value
 
 
+def _number_is_zero(value) -> bool | None:
+    """Whether a number-valued expression (no free symbols) is zero; None where it is undefined.
+
+    Exact when sympy's arithmetic left a rational. Otherwise the *difference itself* is evaluated:
+    evalf raises its working precision until the result has 30 correct digits (up to
+    _MAX_WORKING_DIGITS), so a constant 1 left over from two terms of 10^60 is 1, not relative
+    noise, and a true zero comes back with no correct digit at all (precision <= 1 bit)."""
+    if value.is_Rational:
+        return value == 0
+    if value.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+        return None
+    numeric = value.evalf(30, maxn=_MAX_WORKING_DIGITS)
+    if numeric.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo) or not numeric.is_number:
+        return None
+    for part in numeric.as_real_imag():
+        if part == 0:
+            continue
+        if isinstance(part, sympy.Float) and part._prec <= 1:
+            continue
+        return False if isinstance(part, sympy.Float) else None
+    return True
+
+
 def _constants_equal(a, b) -> bool:
-    a_value, b_value = _numeric(a), _numeric(b)
-    if a_value is None or b_value is None:
-        return bool(sympy.simplify(a - b) == 0)
-    if isinstance(a_value, complex) or isinstance(b_value, complex):
-        a_c, b_c = complex(a_value), complex(b_value)
-        if abs(a_c - b_c) > 1e-12 * max(abs(a_c), abs(b_c), 1e-300):
-            return False
-    elif not _relatively_close(a_value, b_value, sympy.Float("1e-25", 40)):
-        return False
     difference = a - b
-    if difference.is_Rational:
-        return difference == 0
+    if difference == 0:
+        return True
+    if difference.is_Rational:  # exact arithmetic decided: 10^100 + 1 vs 10^100
+        return False
+    a_value, b_value = _numeric(a), _numeric(b)
+    if a_value is not None and b_value is not None:
+        # Values computed to 40 digits that differ by more than 1e-25 relative are surely different.
+        if isinstance(a_value, complex) or isinstance(b_value, complex):
+            a_c, b_c = complex(a_value), complex(b_value)
+            if abs(a_c - b_c) > 1e-12 * max(abs(a_c), abs(b_c), 1e-300):
+                return False
+        elif not _relatively_close(a_value, b_value, sympy.Float("1e-25", 40)):
+            return False
     verdict = difference.equals(0)
-    if verdict is None:
-        # equals() gave up; 40 digits agree to 1e-25 relative: accept only at 80 digits.
-        return _relatively_close(_numeric(a, 80), _numeric(b, 80), sympy.Float("1e-70", 80))
-    return bool(verdict)
+    if verdict is not None:
+        return bool(verdict)
+    return bool(_number_is_zero(difference))
+
+
+def _probe_substitutions(symbols):
+    for offset, point in enumerate(_PROBE_POINTS):
+        if offset < 8:
+            yield {symbol: sympy.Rational(point) + index for index, symbol in enumerate(symbols)}
+        else:
+            yield {symbol: sympy.Rational(point) * (index + 1) for index, symbol in enumerate(symbols)}
 
 
 def _functions_equal(a, b) -> bool:
+    """Expressions in variables. Sympy's exact verdict on the difference wins: a difference that
+    evaluates to a constant decides by itself; probes substitute exact rationals into the
+    difference (so rational functions are decided exactly at each point) and test it for zero
+    absolutely, never as a ratio of two huge values."""
     difference = a - b
-    symbols = sorted(difference.free_symbols | a.free_symbols | b.free_symbols, key=str)
-    agreeing = 0
-    for offset, point in enumerate(_PROBE_POINTS):
-        substitution = (
-            {symbol: sympy.Rational(point) + index for index, symbol in enumerate(symbols)}
-            if offset < 6
-            else {symbol: sympy.Rational(point) * (index + 1) for index, symbol in enumerate(symbols)}
-        )
-        a_value = _numeric(a.subs(substitution), 30)
-        b_value = _numeric(b.subs(substitution), 30)
-        if a_value is None or b_value is None:
-            continue
-        if isinstance(a_value, complex) or isinstance(b_value, complex):
-            if abs(complex(a_value) - complex(b_value)) > 1e-12 * max(abs(complex(a_value)), 1e-300):
-                return False
-        elif not _relatively_close(a_value, b_value, sympy.Float("1e-20", 30)):
-            return False
-        agreeing += 1
-    if sympy.simplify(difference) == 0:
+    if difference == 0:
         return True
-    return agreeing >= 6
+    if not difference.free_symbols:
+        return _constants_equal(a, b)
+    symbols = sorted(difference.free_symbols, key=str)
+    zero_probes = 0
+    for substitution in _probe_substitutions(symbols):
+        verdict = _number_is_zero(difference.subs(substitution))
+        if verdict is False:
+            return False
+        if verdict:
+            zero_probes += 1
+    simplified = sympy.simplify(difference)
+    if simplified == 0:
+        return True
+    if not simplified.free_symbols:
+        return bool(_number_is_zero(simplified))
+    return zero_probes >= 8
 
 
-def _decimal_against_constant(
-    predicted_text: str, reference, relative_tolerance: float, min_significant_digits: int
+def _decimal_shows_constant(
+    decimal_text: str, other, relative_tolerance: float, min_significant_digits: int
 ) -> bool | None:
-    """A decimal prediction against a constant reference; None when the rule does not apply."""
-    predicted = parse_number(predicted_text)
-    if predicted is None or reference.free_symbols or reference.is_Rational:
+    """True when decimal_text is a decimal that shows `other`, an irrational constant, within float
+    noise or rounded/truncated to its digits (3.1416 for pi); None when the rule does not apply or
+    does not accept (the exact comparison then decides)."""
+    shown = parse_number(decimal_text)
+    if shown is None or (decimal_places(decimal_text) is None and not shows_float_noise(decimal_text)):
         return None
-    value = _numeric(reference, 60)
+    if not isinstance(other, sympy.Expr):
+        return None
+    if other.free_symbols or other.is_Rational:
+        return None
+    value = _numeric(other, 60)
     if value is None or isinstance(value, complex):
         return None
-    reference_fraction = Fraction(str(value))
-    scale = max(abs(predicted), abs(reference_fraction))
-    if abs(predicted - reference_fraction) <= Fraction(relative_tolerance) * scale:
-        return True
-    places = decimal_places(predicted_text)
-    if places is None or significant_digits(predicted_text) < min_significant_digits:
-        return False
-    return shown_digits_match(predicted, reference_fraction, places)
+    target = Fraction(str(value))
+    if shows_float_noise(decimal_text):
+        if abs(shown - target) <= Fraction(relative_tolerance) * max(abs(shown), abs(target)):
+            return True
+    places = decimal_places(decimal_text)
+    if places is None or significant_digits(decimal_text) < min_significant_digits:
+        return None
+    return True if shown_digits_match(shown, target, places) else None
+
+
+_FLIPPED_RELATIONS = {
+    sympy.StrictGreaterThan: sympy.StrictLessThan,
+    sympy.GreaterThan: sympy.LessThan,
+}
+
+
+def _relation_form(relation):
+    """(kind, expression): Eq/Ne as `lhs - rhs` = 0 / != 0; the order relations as `expression > 0`
+    (strict) or `>= 0`."""
+    if isinstance(relation, sympy.Equality):
+        return "eq", relation.lhs - relation.rhs
+    if isinstance(relation, sympy.Unequality):
+        return "ne", relation.lhs - relation.rhs
+    if isinstance(relation, (sympy.StrictLessThan, sympy.LessThan)):
+        return ("lt" if isinstance(relation, sympy.StrictLessThan) else "le"), relation.rhs - relation.lhs
+    return ("lt" if isinstance(relation, sympy.StrictGreaterThan) else "le"), relation.lhs - relation.rhs
+
+
+def _constant_ratio(first, second):
+    """c when first == c * second for a non-zero number c, else None."""
+    if first == 0 or second == 0:
+        return sympy.Integer(1) if first == second else None
+    ratio = sympy.cancel(sympy.together(first / second))
+    if ratio.free_symbols:
+        ratio = sympy.simplify(ratio)
+    if ratio.free_symbols or ratio == 0 or not ratio.is_finite:
+        return None
+    return ratio
+
+
+def _rational_floats(expression):
+    return sympy.nsimplify(expression, rational=True) if expression.has(sympy.Float) else expression
 
 
 def _relations_equal(a, b) -> bool:
-    if isinstance(a, sympy.Equality) and isinstance(b, sympy.Equality):
-        left, right = a.lhs - a.rhs, b.lhs - b.rhs
-        if expressions_equal(a.lhs, b.lhs) and expressions_equal(a.rhs, b.rhs):
-            return True
-        ratio = sympy.simplify(left / right) if right != 0 else None
-        return bool(ratio is not None and ratio.is_number and ratio != 0 and ratio.is_finite)
-    flipped = {sympy.StrictLessThan: sympy.StrictGreaterThan, sympy.LessThan: sympy.GreaterThan}
-    flipped.update({value: key for key, value in flipped.items()})
-    if type(a) is type(b):
-        return expressions_equal(a.lhs, b.lhs) and expressions_equal(a.rhs, b.rhs)
-    if flipped.get(type(a)) is type(b):
-        return expressions_equal(a.lhs, b.rhs) and expressions_equal(a.rhs, b.lhs)
-    return False
+    """Equations are equal when one side-difference is a non-zero constant multiple of the other
+    (same solution set: 2x-y+1=0 and 4x-2y+2=0, y=2x+3 and 2x-y+3=0); inequalities when the multiple
+    is positive (x<2 and 2>x and 2x<4); a relation never equals a non-relation."""
+    kind_a, form_a = _relation_form(a)
+    kind_b, form_b = _relation_form(b)
+    if kind_a != kind_b:
+        return False
+    ratio = _constant_ratio(_rational_floats(form_a), _rational_floats(form_b))
+    if ratio is None:
+        return False
+    if kind_a in ("lt", "le"):
+        return bool(ratio.is_positive)
+    return True
 
 
 def expressions_equal(a, b) -> bool:
@@ -516,10 +631,7 @@ def expressions_equal(a, b) -> bool:
     if not isinstance(a, sympy.Expr) or not isinstance(b, sympy.Expr):
         return False
     # Decimals written inside an expression (1.5x) are exact decimals, not floats.
-    if a.has(sympy.Float):
-        a = sympy.nsimplify(a, rational=True)
-    if b.has(sympy.Float):
-        b = sympy.nsimplify(b, rational=True)
+    a, b = _rational_floats(a), _rational_floats(b)
     if a == b:
         return True
     if not a.free_symbols and not b.free_symbols:
@@ -534,18 +646,19 @@ def symbolic_scalar_equal(
     min_significant_digits: int,
     approximate_decimals: bool,
 ) -> bool:
-    """Equality of two normalised scalar answers through sympy (inside a worker)."""
+    """Equality of two normalised scalar answers through sympy (inside a worker). Symmetric: the
+    decimal rule applies to whichever side is the decimal."""
     if predicted_text == reference_text:
         return True
     try:
-        reference = to_sympy(reference_text)
-        if approximate_decimals and isinstance(reference, sympy.Expr):
-            verdict = _decimal_against_constant(predicted_text, reference, relative_tolerance, min_significant_digits)
-            if verdict is not None:
-                return verdict
-        predicted = to_sympy(predicted_text)
+        predicted, reference = to_sympy(predicted_text), to_sympy(reference_text)
     except (ParseFailure, Pathological):
         return False
+    if approximate_decimals:
+        if _decimal_shows_constant(predicted_text, reference, relative_tolerance, min_significant_digits):
+            return True
+        if _decimal_shows_constant(reference_text, predicted, relative_tolerance, min_significant_digits):
+            return True
     return expressions_equal(predicted, reference)
 
 

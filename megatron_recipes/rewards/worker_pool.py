@@ -6,11 +6,13 @@ check interrupts. A worker that misses its deadline is killed (SIGKILL) and repl
 deadline holds from any thread of any process, and the caller never waits longer than
 `task_timeout_s` (plus pipe latency) for one check.
 
-Workers are started with `python -m megatron_recipes.rewards.worker_pool` (not multiprocessing:
-no re-import of the caller's `__main__`, no fork of a threaded caller), talk JSON frames over
-their stdin/stdout, import sympy once, cap their address space (RLIMIT_AS) so a memory blow-up is
-a MemoryError rather than the machine's OOM killer, and die with their parent (PR_SET_PDEATHSIG)
-or on EOF. The pool is safe to call from many threads at once; each call checks a worker out.
+Workers are started with `python -m megatron_recipes.rewards.worker_tasks` (not multiprocessing:
+no re-import of the caller's `__main__`, no fork of a threaded caller); that module imports sympy
+once and hands its task handler to `serve`, which talks JSON frames over stdin/stdout, caps the
+address space (RLIMIT_AS) so a memory blow-up is a MemoryError rather than the machine's OOM
+killer, and dies with the parent (PR_SET_PDEATHSIG) or on EOF. This module knows nothing of the
+tasks (no import of the checker: no import cycle). The pool is safe to call from many threads at
+once; each call checks a worker out.
 
 Cost: one pipe round trip (~0.1 ms) per task on top of the work; a killed worker costs a restart
 (~1 s of one core, off the caller's critical path: the replacement starts in the background).
@@ -19,10 +21,13 @@ Cost: one pipe round trip (~0.1 ms) per task on top of the work; a killed worker
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import queue
+import resource
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -31,8 +36,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+# The module a worker process runs (`python -m`): it imports sympy and calls `serve`.
+WORKER_MODULE = "megatron_recipes.rewards.worker_tasks"
 _HEADER = struct.Struct("!I")
 TIMEOUT = "timeout"
 FAILED = "failed"
@@ -70,7 +77,7 @@ class _Worker:
         env["MEGATRON_RECIPES_WORKER_MEMORY_MB"] = str(memory_limit_mb)
         env.setdefault("OMP_NUM_THREADS", "1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "megatron_recipes.rewards.worker_pool"],
+            [sys.executable, "-m", WORKER_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL if not os.environ.get("MEGATRON_RECIPES_WORKER_DEBUG") else None,
@@ -262,16 +269,11 @@ class DeadlineWorkerPool:
 
 def _limit_worker() -> None:
     try:
-        import resource
-
         limit = int(os.environ.get("MEGATRON_RECIPES_WORKER_MEMORY_MB", "2048")) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ValueError, OSError, ImportError):
+    except (ValueError, OSError):
         pass
     try:  # die with the parent even if it is SIGKILLed
-        import ctypes
-        import signal
-
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -279,12 +281,13 @@ def _limit_worker() -> None:
         pass
 
 
-def _worker_main() -> None:
+def serve(handle_task: Callable[[Any], Any]) -> None:
+    """The worker's loop: read a task frame, answer with handle_task's result (an exception is a
+    failed check, not a dead worker), until the pipe closes."""
     protocol_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything sympy prints must not corrupt the protocol stream
     protocol_in = sys.stdin.buffer
     _limit_worker()
-    from megatron_recipes.rewards.equivalence import handle_worker_task
 
     def send(message: Any) -> None:
         payload = json.dumps(message).encode()
@@ -299,8 +302,8 @@ def _worker_main() -> None:
         (length,) = _HEADER.unpack(header)
         task = json.loads(protocol_in.read(length))
         try:
-            result = handle_worker_task(task)
-        except MemoryError:
+            result = handle_task(task)
+        except (MemoryError, RecursionError):
             result = FAILED
         except Exception as error:  # a bug or a sympy internal error is a failed check, not a dead worker
             result = {"error": f"{type(error).__name__}: {error}"[:300]}
@@ -325,7 +328,3 @@ def default_pool(num_workers: int | None = None, task_timeout_s: float | None = 
 def _close_default_pool() -> None:
     if _DEFAULT_POOL is not None:
         _DEFAULT_POOL.close()
-
-
-if __name__ == "__main__":
-    _worker_main()

@@ -1,6 +1,8 @@
-"""The `rl` section: GRPO's settings (presets in conf/rl/). Its pluggable names (rewards, step
-rewards, advantage estimators, KL estimators, loss aggregations) are checked against the
-registries that define them, which stay the only lists of those names."""
+"""The `rl` section: GRPO's settings (presets in conf/rl/). Its pluggable names are checked
+against the registries that define them, which stay the only lists of those names: rewards and
+step rewards here (their registries are light); advantage estimators, KL estimators and loss
+aggregations by `rl.objectives.check_objective_names`, which `python -m megatron_recipes.grpo` calls
+before megatron loads (those registries hold torch functions; config checks must not load torch)."""
 
 from __future__ import annotations
 
@@ -72,10 +74,6 @@ class RlConfig:
     seed: int = 1234
 
     def validate(self) -> None:
-        # torch comes with the objectives' registries: loaded when a GRPO config is checked, not
-        # when the other recipes' configs are composed.
-        from megatron_recipes.rl.objectives import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS
-
         require_at_least("rl.group_size", self.group_size, 2)  # advantages are relative to the group
         for name in (
             "questions_per_step",
@@ -96,15 +94,12 @@ class RlConfig:
             )
         for index, name in enumerate(self.rewards):
             require_choice(f"rl.rewards[{index}]", name, sorted(REWARD_FUNCTIONS))
-        require_choice("rl.advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS)
         if self.advantage_estimator == "process":
             if self.step_reward is None:
                 raise ConfigError(
                     f"rl.advantage_estimator=process needs rl.step_reward, one of {', '.join(sorted(STEP_REWARDS))}"
                 )
             require_choice("rl.step_reward", self.step_reward, sorted(STEP_REWARDS))
-        require_choice("rl.kl_estimator", self.kl_estimator, KL_ESTIMATORS)
-        require_choice("rl.loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
         require_non_negative("rl.kl_coefficient", self.kl_coefficient)
         require_range("rl.epsilon_low", self.epsilon_low, 0, 1, high_inclusive=False)
         require_non_negative("rl.epsilon_high", self.epsilon_high)

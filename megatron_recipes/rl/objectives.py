@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 
 from megatron_recipes.rl.config import RlConfig
+from stack_common.checks import require_choice
 
 # ------------------------------------------------------------------------------------------------
 # Registries
@@ -92,6 +93,14 @@ def get_kl_estimator(name: str):
 
 def get_loss_aggregation(name: str):
     return _lookup(LOSS_AGGREGATIONS, "loss aggregation", name)
+
+
+def check_objective_names(rl: RlConfig) -> None:
+    """ConfigError (one line) unless the `rl` section's estimator and aggregation names are
+    registered. RlConfig.validate checks the rest; this part needs the registries, hence torch."""
+    require_choice("rl.advantage_estimator", rl.advantage_estimator, ADVANTAGE_ESTIMATORS)
+    require_choice("rl.kl_estimator", rl.kl_estimator, KL_ESTIMATORS)
+    require_choice("rl.loss_aggregation", rl.loss_aggregation, LOSS_AGGREGATIONS)
 
 
 # ------------------------------------------------------------------------------------------------

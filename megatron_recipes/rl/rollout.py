@@ -37,7 +37,9 @@ from typing import Callable, Sequence
 import torch
 
 from megatron_recipes.generation.interface import SamplingParams
+from megatron_recipes.rewards import get_reward
 from megatron_recipes.rl.objectives import AdvantageInputs, get_advantage_estimator
+from megatron_recipes.rl.step_rewards import get_step_reward, step_end_tokens
 
 _CLOSED_PYTHON_BLOCK = re.compile(r"```python[ \t]*\n(.*?)\n?```", re.DOTALL)
 
@@ -166,8 +168,6 @@ def compute_rewards(
     """Fill each sample's rewards (per name), total reward (None if ungradable) and, with a
     `step_reward` (process supervision), its steps. The one scorer of rollouts and of the
     held-out check (which asks for its first reward only)."""
-    from megatron_recipes.rewards import get_reward
-
     texts = [sample.text for sample in samples]
     references = [sample.reference for sample in samples]
     per_name: dict[str, list] = {}
@@ -182,8 +182,6 @@ def compute_rewards(
             None if any(v is None for v in values) else float(sum(w * v for w, v in zip(reward_weights, values)))
         )
     if step_reward is not None:
-        from megatron_recipes.rl.step_rewards import get_step_reward
-
         function = get_step_reward(step_reward)
         first = reward_names[0]
         for sample in samples:
@@ -257,8 +255,6 @@ def rollout_batch(
         if sample.response_ids:
             mask[row, first : first + len(sample.response_ids)] = torch.tensor(sample.trained, dtype=torch.float32)
         if estimator == "process" and sample.steps and sample.response_ids:
-            from megatron_recipes.rl.step_rewards import step_end_tokens
-
             if decode is None:
                 raise ValueError("process supervision needs `decode` to map step ends to tokens")
             for step, position in zip(sample.steps, step_end_tokens(sample.steps, sample.response_ids, decode)):

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Sequence
 
+from megatron_recipes.rewards import get_reward
+
 STEP_REWARDS: dict[str, Callable[..., list["Step"]]] = {}
 
 
@@ -106,8 +108,6 @@ def arithmetic_steps(response: str, reference: str | None = None, outcome: float
             steps.append(Step(end, 1.0 if all(verdicts) else 0.0))
         offset += len(line)
     if outcome is None:
-        from megatron_recipes.rewards import get_reward
-
         outcome = (get_reward("math_accuracy")([response], [reference])[0] or 0.0) if reference is not None else 0.0
     final = len(response)
     if steps and steps[-1].end == final:

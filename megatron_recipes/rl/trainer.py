@@ -44,11 +44,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.logprobs import vocab_parallel_entropy, vocab_parallel_log_probs
+from megatron_recipes.generation.megatron import MegatronGenerator
 from megatron_recipes.rl.objectives import GrpoLossSettings, grpo_loss
 from megatron_recipes.rl.rollout import RolloutBatch, compute_rewards, generate_rollouts, rollout_batch
+from megatron_recipes.sandbox import format_output
+from megatron_recipes.training.checkpointing import save_checkpoint
 from megatron_recipes.training.loop import (
     StepRecord,
     TrainOutcome,
@@ -102,9 +108,6 @@ def sequence_log_probs(
 
 
 def _data_parallel_max(value: int) -> int:
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if not dist.is_initialized() or parallel_state.get_data_parallel_world_size() == 1:
         return value
     tensor = torch.tensor([value], dtype=torch.long, device=_collective_device())
@@ -165,9 +168,6 @@ class StepSums:
     values: dict[str, float]
 
     def reduced(self) -> dict[str, float]:
-        import torch.distributed as dist
-        from megatron.core import parallel_state
-
         names = sorted(self.values)
         tensor = torch.tensor([self.values[name] for name in names], dtype=torch.float64, device=_collective_device())
         if dist.is_initialized() and parallel_state.get_data_parallel_world_size() > 1:
@@ -177,9 +177,6 @@ class StepSums:
 
 def _broadcast_in_tensor_parallel_group(value: Any) -> Any:
     """Rank 0 of the tensor-parallel group decides; the others take its value."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if not dist.is_initialized() or parallel_state.get_tensor_model_parallel_world_size() == 1:
         return value
     holder = [value]
@@ -196,8 +193,6 @@ class GrpoTrainer:
     `reference` the frozen reference chunks (None when rl.kl_coefficient == 0)."""
 
     def __init__(self, config, session, tokenizer, reference, prompts, held_out=None, checker=None, sandbox=None):
-        from megatron_recipes.generation.megatron import MegatronGenerator
-
         self.config = config
         self.rl = config.rl
         self.session = session
@@ -231,7 +226,6 @@ class GrpoTrainer:
     def _tool_runner(self):
         if not self.rl.tool_use:
             return None
-        from megatron_recipes.sandbox import format_output
 
         def run(codes: list[str]) -> list[str]:
             outputs = None
@@ -436,8 +430,6 @@ class GrpoTrainer:
         self.session.state.extra["reference_saved"] = False
 
     def save_reference_if_needed(self) -> None:
-        from megatron_recipes.training.checkpointing import save_checkpoint
-
         extra = self.session.state.extra
         if self.reference is None or extra.get("reference_saved", True) or not self.session.checkpoint.dir:
             return
@@ -491,9 +483,6 @@ class GrpoTrainer:
 
 
 def _data_parallel_max_float(value: float) -> float:
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if not dist.is_initialized() or parallel_state.get_data_parallel_world_size() == 1:
         return value
     tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device())
@@ -507,8 +496,6 @@ def _mean(values: list[float]) -> float:
 
 
 def _current_lr(session) -> float:
-    from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
-
     value = get_canonical_lr_for_logging(session.optimizer.param_groups)
     return float(value) if value is not None else math.nan
 

@@ -41,7 +41,12 @@ import threading
 import time
 from typing import Any
 
+import megatron.core.pipeline_parallel.p2p_communication as p2p
+import megatron.core.tensor_parallel.random as megatron_random
 import torch
+import torch.cuda.nvtx as nvtx
+import torch.distributed as dist
+from megatron.core.transformer.torch_norm import WrappedTorchNorm
 from torch.overrides import TorchFunctionMode
 
 CPU = torch.device("cpu")
@@ -112,8 +117,6 @@ class CpuEvent:
 
 
 def _serve_torch_cuda_from_cpu() -> None:
-    import torch.cuda.nvtx as nvtx
-
     torch.cuda.current_device = lambda: CPU
     torch.cuda.synchronize = lambda device=None: None
     torch.cuda.Event = CpuEvent
@@ -131,8 +134,6 @@ class _DropExpectedForkWarning(logging.Filter):
 
 
 def _serve_cuda_rng_from_cpu_generator() -> None:
-    import megatron.core.tensor_parallel.random as megatron_random
-
     def get_state(device: Any = "cuda", clone: bool = False, graph_safe: bool = False) -> torch.Tensor:
         return torch.get_rng_state()
 
@@ -170,8 +171,6 @@ def batched_p2p_ops_with_direction_tags(
     next_pipeline_rank: int,
 ) -> list:
     """megatron's `_batched_p2p_ops`, with a tag per direction (see the module docstring)."""
-    import torch.distributed as dist
-
     planned = (
         (dist.isend, tensor_send_prev, prev_pipeline_rank, GRADIENT_TAG),
         (dist.irecv, tensor_recv_prev, prev_pipeline_rank, ACTIVATION_TAG),
@@ -188,15 +187,12 @@ untagged_batched_p2p_ops = None
 
 def _tag_pipeline_directions() -> None:
     global untagged_batched_p2p_ops
-    import megatron.core.pipeline_parallel.p2p_communication as p2p
 
     untagged_batched_p2p_ops = p2p._batched_p2p_ops
     p2p._batched_p2p_ops = batched_p2p_ops_with_direction_tags
 
 
 def _allow_sequence_parallel_torch_norm() -> None:
-    from megatron.core.transformer.torch_norm import WrappedTorchNorm
-
     original_new = WrappedTorchNorm.__new__
 
     def build_norm(cls, config, hidden_size, eps=1e-5, **kwargs):

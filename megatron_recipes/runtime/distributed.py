@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Mapping
 
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+
 from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.runtime.cpu import apply_cpu_runtime
+from megatron_recipes.runtime.seeds import set_seeds
 from stack_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -90,8 +96,6 @@ def launch_environment(environ: Mapping[str, str] | None = None) -> LaunchEnviro
 
 def resolve_device(requested: str) -> str:
     """'auto' -> 'cuda' where CUDA is available, else 'cpu'; 'cuda' without CUDA is an error."""
-    import torch
-
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
@@ -135,8 +139,6 @@ class Runtime:
         return self.launch.rank == 0
 
     def torch_device(self):
-        import torch
-
         return torch.device("cuda", torch.cuda.current_device()) if self.device == "cuda" else torch.device("cpu")
 
     def layout(self) -> dict[str, int | None]:
@@ -156,12 +158,6 @@ def initialize_runtime(
     Idempotent within a process as long as the layout does not change; to switch layouts (tests
     do), call `shutdown_runtime()` first. Raises ConfigError on an impossible layout.
     """
-    import torch
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
-    from megatron_recipes.runtime.seeds import set_seeds
-
     resolved = resolve_device(device)
     launch = launch_environment()
     tp = parallelism.tensor_model_parallel_size
@@ -175,8 +171,6 @@ def initialize_runtime(
         raise ConfigError(f"world size {launch.world_size} is not divisible by TP x PP = {tp}x{pp}")
 
     if resolved == "cpu":
-        from megatron_recipes.runtime.cpu import apply_cpu_runtime
-
         apply_cpu_runtime()
         backend = "gloo"
     else:
@@ -232,9 +226,6 @@ def initialize_runtime(
 
 def shutdown_runtime(destroy_process_group: bool = True) -> None:
     """Tear down megatron's parallel groups (and the default group unless told otherwise)."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     if destroy_process_group and dist.is_initialized():

@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel import get_cuda_rng_tracker, model_parallel_cuda_manual_seed
+
+from megatron_recipes.runtime.cpu import cpu_runtime_applied
 
 
 def set_seeds(seed: int) -> None:
     """Seed every generator of this rank (call after the parallel groups exist)."""
-    from megatron.core import parallel_state
-    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
-
     rank_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
     random.seed(rank_seed)
     np.random.seed(rank_seed % (2**32))
@@ -35,8 +36,6 @@ def set_seeds(seed: int) -> None:
 
 
 def _has_real_cuda() -> bool:
-    from megatron_recipes.runtime.cpu import cpu_runtime_applied
-
     return torch.cuda.is_available() and not cpu_runtime_applied()
 
 
@@ -66,8 +65,6 @@ def _restore_numpy_state(state: dict[str, Any]) -> None:
 
 def capture_rng_state() -> dict[str, Any]:
     """Every generator's state on this rank (tensors on the CPU, safe to pickle)."""
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker
-
     return {
         "python": random.getstate(),
         "numpy": _numpy_state_as_tensors(),
@@ -78,8 +75,6 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker
-
     random.setstate(state["python"])
     _restore_numpy_state(state["numpy"])
     torch.set_rng_state(state["torch_cpu"])

@@ -19,6 +19,8 @@ class SandboxConfig:
     processes: int = SandboxLimits.processes
     file_size_mb: int = SandboxLimits.file_size_mb
     output_bytes: int = SandboxLimits.output_bytes
+    disk_mb: int = SandboxLimits.disk_mb
+    use_cgroup: bool = SandboxLimits.use_cgroup
     max_workers: int = 2
 
     def validate(self) -> None:
@@ -27,5 +29,12 @@ class SandboxConfig:
 
     def limits(self) -> SandboxLimits:
         return SandboxLimits(
-            self.wall_seconds, self.cpu_seconds, self.memory_mb, self.processes, self.file_size_mb, self.output_bytes
+            self.wall_seconds,
+            self.cpu_seconds,
+            self.memory_mb,
+            self.processes,
+            self.file_size_mb,
+            self.output_bytes,
+            disk_mb=self.disk_mb,
+            use_cgroup=self.use_cgroup,
         )

@@ -19,7 +19,7 @@ grows by each block's output, capped at `max_output_characters` per block.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from megatron_recipes.sandbox.executor import ExecutionResult, SandboxPool
@@ -98,8 +98,6 @@ def run_tool_integrated(
 
 def generator_step(generator, params) -> Callable[[str], str]:
     """Adapt a `generation.interface.Generator` to `continue_text` (one sample, stop at output)."""
-    from dataclasses import replace
-
     stops = list(dict.fromkeys([*params.stop, OUTPUT_STOP]))
     step_params = replace(params, n=1, stop=stops)
 

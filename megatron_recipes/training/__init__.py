@@ -9,7 +9,8 @@ checkpoints, metrics, graceful stop). See each module's docstring; the public AP
   `forward_only`, `gpt_forward`, `masked_token_loss`, `save_training_checkpoint`,
   `write_exit_status`, `StepResult`, `TrainOutcome`.
 - checkpointing.py: `save_checkpoint`, `load_checkpoint`, `load_model_weights`,
-  `latest_iteration`, `resolve_checkpoint`, `read_checkpoint_info` (+ the directory layout).
+  `model_config_from_checkpoint` (+ the directory layout); checkpoint_files.py (no torch):
+  `latest_iteration`, `resolve_checkpoint`, `read_checkpoint_info`, `CheckpointError`.
 - optimizer.py: `build_optimizer`, `build_scheduler`, `learning_rate_at`.
 - signals.py: `GracefulStop`. metrics.py: `ProgressLogger`, `read_metrics`.
 - config.py: the `optimizer`, `trainer` and `checkpoint` sections and the checks across sections.

@@ -43,6 +43,7 @@ API:
     load_checkpoint(path, model, optimizer=None, scheduler=None) -> LoadedCheckpoint
     load_model_weights(path, model) -> LoadedCheckpoint     # weights only, e.g. a converted HF
     latest_iteration(root) -> int | None ; resolve_checkpoint(path) -> Path ; read_checkpoint_info(path)
+                                                            # from checkpoint_files.py (no torch)
 `path` is a run directory (its `latest` is used) or one `iter_*` directory. `model` is the list
 of chunks (DDP-wrapped or not).
 
@@ -57,20 +58,32 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy, load_sharded_metadata
+from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+from megatron.core.dist_checkpointing.validation import StrictHandling
+
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
+from megatron_recipes.training.checkpoint_files import (
+    CHECKPOINT_FORMAT,
+    INCOMPLETE_SUFFIX,
+    INFO_FILE,
+    LATEST_FILE,
+    CheckpointError,
+    iteration_directory,
+    latest_iteration,
+    read_checkpoint_info,
+    resolve_checkpoint,
+)
+
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "deepseekmath-megatron-v1"
-LATEST_FILE = "latest"
-INFO_FILE = "checkpoint_info.json"
-INCOMPLETE_SUFFIX = ".incomplete"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the path and the reason."""
 
 
 @dataclass
@@ -84,40 +97,14 @@ class LoadedCheckpoint:
     rng_restored: bool = False
 
 
-def iteration_directory(root: str | os.PathLike, iteration: int) -> Path:
-    return Path(root) / f"iter_{iteration:07d}"
-
-
-def latest_iteration(root: str | os.PathLike) -> int | None:
-    """The iteration named by `<root>/latest`, or None when there is no complete checkpoint."""
-    marker = Path(root) / LATEST_FILE
-    if not marker.exists():
-        return None
-    text = marker.read_text().strip()
-    if not text.isdigit():
-        raise CheckpointError(f"{marker} does not hold an iteration number: {text[:40]!r}")
-    return int(text)
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run directory (via its `latest`) or an iter_* directory -> the checkpoint directory."""
-    path = Path(path)
-    if (path / "metadata.json").exists():
-        return path
-    iteration = latest_iteration(path) if path.is_dir() else None
-    if iteration is None:
-        raise CheckpointError(
-            f"no checkpoint at {path}: neither a checkpoint directory nor a run directory with a `latest` file"
-        )
-    directory = iteration_directory(path, iteration)
-    if not (directory / "metadata.json").exists():
-        raise CheckpointError(f"{path}/latest names iteration {iteration} but {directory} is missing or incomplete")
-    return directory
-
-
-def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The readable summary rank 0 wrote beside the checkpoint files (no torch needed)."""
-    return json.loads((resolve_checkpoint(path) / INFO_FILE).read_text())
+def model_config_from_checkpoint(path: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig a checkpoint's `model_config` record describes (its vocab_size included),
+    for building the model it holds."""
+    record = read_checkpoint_info(path).get("model_config") or {}
+    if not record:
+        raise CheckpointError(f"{path} has no model_config record")
+    names = {schema_field.name for schema_field in fields(ModelConfig)}
+    return ModelConfig(**{key: value for key, value in record.items() if key in names})
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -141,8 +128,6 @@ def _model_keys(count: int) -> list[str]:
 
 
 def _layout() -> dict[str, Any]:
-    from megatron.core import parallel_state
-
     return {
         "tensor_parallel": parallel_state.get_tensor_model_parallel_world_size(),
         "pipeline_parallel": parallel_state.get_pipeline_model_parallel_world_size(),
@@ -167,9 +152,6 @@ def _model_sharded_state(model: list, metadata: dict[str, Any]) -> dict[str, Any
 
 
 def _rng_sharded_object(state: Any):
-    from megatron.core import parallel_state
-    from megatron.core.dist_checkpointing.mapping import ShardedObject
-
     return ShardedObject(
         "rng_state",
         state,
@@ -188,10 +170,6 @@ def _rng_sharded_object(state: Any):
 
 
 def _strategies():
-    from megatron.core import parallel_state
-    from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
-    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
-
     # Every data-parallel replica writes a disjoint part of the (replicated) model shards.
     return FullyParallelSaveStrategyWrapper(
         get_default_save_sharded_strategy(), parallel_state.get_data_parallel_group(with_context_parallel=True)
@@ -199,15 +177,11 @@ def _strategies():
 
 
 def _barrier() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.barrier()
 
 
 def _is_rank_zero() -> bool:
-    import torch.distributed as dist
-
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
@@ -223,10 +197,6 @@ def save_checkpoint(
     keep_last: int = 0,
 ) -> Path:
     """Write `<root>/iter_<iteration>/` on every rank, then point `latest` at it (collective)."""
-    from megatron.core import dist_checkpointing
-
-    from megatron_recipes.runtime.seeds import capture_rng_state
-
     root = Path(root)
     final = iteration_directory(root, iteration)
     staging = final.with_name(final.name + INCOMPLETE_SUFFIX)
@@ -289,8 +259,6 @@ def _remove_old_checkpoints(root: Path, keep_last: int) -> None:
 
 
 def _checked_common_state(directory: Path) -> dict[str, Any]:
-    from megatron.core import dist_checkpointing
-
     try:
         common = dist_checkpointing.load_common_state_dict(str(directory))
     except Exception as error:
@@ -303,9 +271,6 @@ def _checked_common_state(directory: Path) -> dict[str, Any]:
 def _drop_absent_extra_states(request: dict[str, Any], directory: Path) -> list[str]:
     """TE modules carry `_extra_state` objects (FP8 metadata) that a local-spec checkpoint does
     not have; they are re-initialised, not loaded. Everything else must be present."""
-    from megatron.core.dist_checkpointing.mapping import ShardedObject
-    from megatron.core.dist_checkpointing.serialization import load_sharded_metadata
-
     available = {item.key for item in load_sharded_metadata(str(directory)).values()}
     dropped: list[str] = []
 
@@ -336,9 +301,6 @@ def _apply_model_state(model: list, loaded: dict[str, Any]) -> None:
 
 
 def _dist_load(request: dict[str, Any], directory: Path) -> dict[str, Any]:
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.validation import StrictHandling
-
     try:
         # megatron's naming: "unexpected" = requested but not in the checkpoint; "missing" = in
         # the checkpoint but not requested (fine: e.g. optimizer state when loading weights).
@@ -380,10 +342,6 @@ def load_checkpoint(
     Model and optimizer load at any layout (optimizer: fully_reshardable checkpoints); RNG
     states only when TP/PP/VP/DP are unchanged (otherwise the generators keep their seeds).
     """
-    from megatron.core import dist_checkpointing
-
-    from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
-
     directory = resolve_checkpoint(path)
     common = _checked_common_state(directory)
     saved_metadata = dist_checkpointing.load_content_metadata(str(directory)) or _sharding_metadata("fully_reshardable")

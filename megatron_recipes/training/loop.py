@@ -55,8 +55,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
+from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from megatron_recipes.training.checkpointing import save_checkpoint
+from megatron_recipes.training.metrics import ProgressLogger, memory_gib, peak_tflops_per_device
 from megatron_recipes.training.session import TrainingSession
+from megatron_recipes.training.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +147,6 @@ def _run_schedule(
     forward_fn: ForwardFunction,
     forward_only: bool,
 ) -> list[dict]:
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
     first = micro_batches[0]["tokens"]
     return get_forward_backward_func()(
         forward_step_func=_forward_step_function(loss_fn, forward_fn, session.runtime.torch_device()),
@@ -157,9 +162,6 @@ def _run_schedule(
 
 def _reduce_metrics(session: TrainingSession, per_microbatch: list[dict]) -> dict[str, tuple[float, float]]:
     """{name: (sum, count)} over the global batch, identical on every rank."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     totals: dict[str, torch.Tensor] = {}
     for reported in per_microbatch:
         for name, value in reported.items():
@@ -199,7 +201,6 @@ def train_step(
         chunk.train()
         chunk.zero_grad_buffer()
     session.optimizer.zero_grad()
-    from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 
     learning_rate = get_canonical_lr_for_logging(session.optimizer.param_groups)  # the rate this update uses
     per_microbatch = _run_schedule(session, micro_batches, loss_fn, forward_fn, forward_only=False)
@@ -250,8 +251,6 @@ def forward_only(
     the current layout (e.g. a frozen reference model from build_model + load_model_weights).
     Log-probs from the loss: output_fn = lambda batch, per_token_loss: -per_token_loss (GRPO
     passes a logits forward and computes them at its temperature: rl/trainer.sequence_log_probs)."""
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
     chunks = model.model if isinstance(model, TrainingSession) else list(model)
     device = next(chunks[0].parameters()).device
 
@@ -288,8 +287,6 @@ def forward_only(
 
 def save_training_checkpoint(session: TrainingSession) -> Path | None:
     """Save the session's full state under checkpoint.dir at its current iteration."""
-    from megatron_recipes.training.checkpointing import save_checkpoint
-
     if not session.checkpoint.dir:
         return None
     return save_checkpoint(
@@ -370,9 +367,6 @@ def run_loop(
     `error` there (a launcher must not requeue a run that fails by itself) and propagates.
     `logger` (a ProgressLogger; default: one for trainer.output_dir) is closed on return.
     """
-    from megatron_recipes.training.metrics import ProgressLogger
-    from megatron_recipes.training.signals import GracefulStop
-
     trainer, state, runtime = session.trainer, session.state, session.runtime
     total_steps = trainer.train_steps if total_steps is None else total_steps
     if logger is None:
@@ -457,8 +451,6 @@ def train(
 ) -> TrainOutcome:
     """`run_loop` with the step of pretraining and SFT: `session.num_microbatches` micro-batches
     from `batches` through `train_step`; validation every trainer.eval_interval steps."""
-    from megatron_recipes.training.metrics import ProgressLogger, memory_gib, peak_tflops_per_device
-
     trainer, runtime = session.trainer, session.runtime
     samples_per_step = samples_per_step or trainer.global_batch_size
     peak = peak_tflops_per_device(trainer.peak_tflops_per_device, runtime.device, session.precision)

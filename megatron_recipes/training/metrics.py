@@ -26,6 +26,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+import psutil
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
 log = logging.getLogger("megatron_recipes.train")
 
 # Dense tensor-core peak (TFLOP/s) for bf16/fp16, from the vendors' data sheets.
@@ -47,7 +51,6 @@ def peak_tflops_per_device(configured: float | None, device: str, precision: str
         return configured
     if device != "cuda" or precision not in ("bf16", "fp16"):
         return None
-    import torch
 
     name = torch.cuda.get_device_name()
     for marker, tflops in KNOWN_PEAK_TFLOPS:
@@ -58,10 +61,7 @@ def peak_tflops_per_device(configured: float | None, device: str, precision: str
 
 def memory_gib(device: str) -> float:
     if device == "cuda":
-        import torch
-
         return torch.cuda.max_memory_allocated() / 2**30
-    import psutil
 
     return psutil.Process().memory_info().rss / 2**30
 
@@ -93,8 +93,6 @@ class ProgressLogger:
         directory.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(directory / "metrics.jsonl", "a", buffering=1)
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
             self._writer = SummaryWriter(str(directory / "tensorboard"))
 
     def throughput(self, tokens: int, seconds: float) -> dict[str, float]:

@@ -34,6 +34,13 @@ import math
 import threading
 from typing import Any
 
+import torch
+from megatron.core import optimizer as megatron_optimizer
+from megatron.core.optimizer import OptimizerConfig as MegatronOptimizerConfig
+from megatron.core.optimizer import get_megatron_optimizer
+from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
 from megatron_recipes.runtime.config import ParallelismConfig
 from megatron_recipes.training.config import OptimizerConfig
 
@@ -71,8 +78,6 @@ def learning_rate_at(step: int, settings: OptimizerConfig, train_steps: int) -> 
 
 
 def _scheduler_class():
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-
     class LearningRateScheduler(OptimizerParamScheduler):
         """megatron's scheduler with the `multistep` style added (others are megatron's own)."""
 
@@ -118,10 +123,6 @@ def build_optimizer(
     model_chunks: list, settings: OptimizerConfig, parallelism: ParallelismConfig, precision: str = "fp32"
 ):
     """megatron-core optimizer over DDP-wrapped chunks (see module docstring)."""
-    from megatron.core import optimizer as megatron_optimizer
-    from megatron.core.optimizer import OptimizerConfig as MegatronOptimizerConfig
-    from megatron.core.optimizer import get_megatron_optimizer
-
     if megatron_optimizer.USING_PYTORCH_OPTIMIZER and parallelism.use_distributed_optimizer:
         _make_distributed_optimizer_checkpoints_exact()
     config = MegatronOptimizerConfig(
@@ -143,8 +144,6 @@ def build_optimizer(
 
 
 def _dtype(precision: str):
-    import torch
-
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
@@ -154,8 +153,6 @@ def _make_distributed_optimizer_checkpoints_exact() -> None:
     with _fix_lock:
         if _fix_applied:
             return
-        import torch
-        from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
         original_sharded_state_dict = DistributedOptimizer.sharded_state_dict
         original_set_states = DistributedOptimizer._set_main_param_and_optimizer_states

@@ -25,10 +25,17 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+from megatron.core.transformer.module import Float16Module
+
+from megatron_recipes.convert.hf_to_megatron import load_hf_weights
 from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model, choose_layer_spec, parameter_count, resolve_precision
 from megatron_recipes.runtime.config import ParallelismConfig
-from megatron_recipes.runtime.distributed import Runtime
+from megatron_recipes.runtime.distributed import Runtime, initialize_runtime
+from megatron_recipes.training.checkpointing import _unwrap, latest_iteration, load_checkpoint, load_model_weights
 from megatron_recipes.training.config import CheckpointConfig, OptimizerConfig, TrainerConfig
+from megatron_recipes.training.optimizer import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,6 @@ class TrainingSession:
         return self.trainer.global_batch_size // (self.trainer.micro_batch_size * self.runtime.data_parallel_size)
 
     def unwrapped_model(self) -> list:
-        from megatron_recipes.training.checkpointing import _unwrap
-
         return [_unwrap(chunk) for chunk in self.model]
 
     def model_config_record(self) -> dict[str, Any]:
@@ -93,8 +98,6 @@ class TrainingSession:
 def wrap_for_training(chunks: list, transformer_config, parallelism: ParallelismConfig) -> list:
     """megatron DDP around each chunk (gradient buffers, reduce-scatter for the distributed
     optimizer), and the schedule hooks Megatron-LM sets on the model config."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
         overlap_grad_reduce=parallelism.overlap_grad_reduce,
@@ -136,11 +139,6 @@ def setup_training(
     model_builder: Callable[..., list] | None = None,
 ) -> TrainingSession:
     """Everything a training loop needs, restored from checkpoints where there are any."""
-    from megatron_recipes.models import build_model, choose_layer_spec, parameter_count, resolve_precision
-    from megatron_recipes.runtime import initialize_runtime
-    from megatron_recipes.training.checkpointing import latest_iteration, load_checkpoint, load_model_weights
-    from megatron_recipes.training.optimizer import build_optimizer, build_scheduler
-
     model_config.adopt_init_from_hf()  # the HF architecture, if any (idempotent, before building)
     runtime = runtime or initialize_runtime(
         trainer.device, parallelism, seed=trainer.seed, timeout_minutes=trainer.distributed_timeout_minutes
@@ -160,8 +158,6 @@ def setup_training(
     else:
         chunks = model_builder(model_config, parallelism, vocab_size, runtime.device, precision, trainer.fp8)
     if precision in ("bf16", "fp16"):
-        from megatron.core.transformer.module import Float16Module
-
         chunks = [Float16Module(chunk.config, chunk) for chunk in chunks]
     transformer_config = chunks[0].config
     model = wrap_for_training(chunks, transformer_config, parallelism)
@@ -212,8 +208,6 @@ def setup_training(
         if runtime.is_logging_rank:
             log.info("initialised model weights from %s", loaded.path)
     elif model_config.init_from_hf:
-        from megatron_recipes.convert import load_hf_weights
-
         load_hf_weights(model_config.init_from_hf, model)
         optimizer.reload_model_params()
         session.restored_from = str(model_config.init_from_hf)

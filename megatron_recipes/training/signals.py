@@ -29,6 +29,9 @@ import threading
 import time
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
 REASON_CODES = {0: None, 1: "duration", 2: "signal"}
 
 
@@ -65,9 +68,6 @@ class GracefulStop:
     def agreed_reason(self, device: Any = None) -> tuple[str | None, str | None]:
         """Collective over all ranks: (the strongest local reason, signal > duration > none; the
         name of the signal any rank received, if any)."""
-        import torch
-        import torch.distributed as dist
-
         local = self.local_reason()
         number = int(getattr(signal, self.received_signal)) if self.received_signal else 0
         if not dist.is_initialized():

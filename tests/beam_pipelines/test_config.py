@@ -1,15 +1,17 @@
 """Every conf/ composition of the corpus entry points composes, renders options, and a bad
 override fails before any work with one line."""
 
+import subprocess
 import sys
 
 import pytest
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from beam_pipelines.config import PrepareConfig, register_configs
 from beam_pipelines.options import render_pipeline_args
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
-from tests.support import REPO_ROOT, run_module
+from tests.support import REPO_ROOT, run_module, subprocess_env
 
 BEAM_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "beam").glob("*.yaml"))
 CORPUS_PRESETS = sorted(p.stem for p in (REPO_ROOT / "conf" / "corpus").glob("*.yaml"))
@@ -66,8 +68,6 @@ def test_flink_and_spark_render_portable_options():
 
 
 def test_rendered_options_are_accepted_by_beam():
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
-
     args = render_pipeline_args(
         compose_config("prepare", ["beam=dataflow", *REQUIRED["dataflow"]], register_configs).beam
     )
@@ -115,10 +115,6 @@ def test_missing_input_is_one_line(tmp_path):
 
 def test_beam_submission_scripts_validate_and_print_the_command(tmp_path):
     """The launch/beam scripts compose a valid config: run them with --cfg job (no submission)."""
-    import subprocess
-
-    from tests.support import subprocess_env
-
     env = subprocess_env(
         PYTHON=sys.executable,
         GCP_PROJECT="p",

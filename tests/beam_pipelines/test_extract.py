@@ -23,7 +23,8 @@ def test_mathjax_script_inline_and_display():
 
 def test_mathml_with_tex_annotation_uses_the_annotation():
     html = page(
-        '<p>Energy <math display="block"><semantics><mrow><mi>E</mi><mo>=</mo><mi>m</mi><msup><mi>c</mi><mn>2</mn></msup></mrow>'
+        "<p>Energy <math "
+        'display="block"><semantics><mrow><mi>E</mi><mo>=</mo><mi>m</mi><msup><mi>c</mi><mn>2</mn></msup></mrow>'
         '<annotation encoding="application/x-tex">E = mc^2</annotation></semantics></math> is famous.</p>'
     )
     text = extract_text(html).text
@@ -64,7 +65,8 @@ def test_katex_uses_annotation_and_drops_rendered_html():
         '<p>Index <span class="katex"><span class="katex-mathml"><math><semantics><mrow><mi>z</mi></mrow>'
         '<annotation encoding="application/x-tex">z_{i}</annotation></semantics></math></span>'
         '<span class="katex-html" aria-hidden="true"><span class="base">zRENDERED</span></span></span> done.</p>'
-        '<p class="katex-display"><span class="katex"><span class="katex-mathml"><math><semantics><mrow><mi>y</mi></mrow>'
+        '<p class="katex-display"><span class="katex"><span '
+        'class="katex-mathml"><math><semantics><mrow><mi>y</mi></mrow>'
         '<annotation encoding="application/x-tex">\\sum y</annotation></semantics></math></span></span></p>'
     )
     text = extract_text(html).text
@@ -96,7 +98,8 @@ def test_delimited_tex_already_in_text_survives():
 
 def test_mathjax_v3_container_without_mathml_is_dropped_not_duplicated():
     html = page(
-        '<p>See <mjx-container class="MathJax" jax="CHTML"><mjx-math>xyz</mjx-math></mjx-container><script type="math/tex">q</script>.</p>'
+        '<p>See <mjx-container class="MathJax" jax="CHTML"><mjx-math>xyz</mjx-math></mjx-container><script '
+        'type="math/tex">q</script>.</p>'
     )
     text = extract_text(html).text
     assert "$q$" in text and "xyz" not in text

@@ -18,7 +18,8 @@ def identifier():
     [
         (inspect.getdoc(json.dumps), "en"),
         (
-            "Die Ableitung einer Funktion beschreibt, wie sich der Funktionswert ändert, wenn sich das Argument ändert.",
+            "Die Ableitung einer Funktion beschreibt, wie sich der Funktionswert ändert, wenn sich das Argument "
+            "ändert.",
             "de",
         ),
         ("函数的导数描述了当自变量发生变化时函数值如何变化。这是微积分中最重要的概念之一。", "zh"),

@@ -2,6 +2,7 @@
 in multi-processing mode: math survives, and every record is accounted for."""
 
 import glob
+import gzip
 import html as html_lib
 import io
 import json
@@ -14,7 +15,7 @@ import pytest
 from beam_pipelines.config import register_configs
 from beam_pipelines.io.parquet import iter_documents, read_json
 from beam_pipelines.io.warc import iter_warc_records, write_html_warc
-from beam_pipelines.prepare import STEPS, run_prepare
+from beam_pipelines.stages.prepare import STEPS, run_prepare
 from stack_common.cli import compose_config
 from tests.support import debian_doc_pages, run_module
 
@@ -139,8 +140,6 @@ def test_corrupted_warc_finishes_with_every_record_accounted_for(tmp_path):
 
 
 def _gzip_record(url: bytes, block: bytes) -> bytes:
-    import gzip
-
     headers = (
         b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: " + url + b"\r\nWARC-Record-ID: <urn:uuid:bad-http>\r\n"
         b"WARC-Date: 2024-01-01T00:00:00Z\r\nContent-Type: application/http; msgtype=response\r\n"

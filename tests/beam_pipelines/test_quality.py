@@ -1,6 +1,10 @@
 """Quality signals (vectorised) agree with a readable reference, and each rule fires as intended."""
 
+import inspect
+import json
 import random
+import textwrap
+import urllib.parse
 from collections import Counter
 
 import pytest
@@ -18,11 +22,6 @@ PROSE = (
 
 def varied_prose(words: int = 300) -> str:
     """Real, non-repetitive English: docstrings of standard-library functions."""
-    import inspect
-    import json
-    import textwrap
-    import urllib.parse
-
     text = " ".join(
         inspect.getdoc(f)
         for f in (json.dumps, json.loads, textwrap.wrap, textwrap.dedent, urllib.parse.urlsplit, inspect.signature)

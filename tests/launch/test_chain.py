@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_recipes.config import register_configs
+from megatron_recipes.training.checkpointing import read_checkpoint_info
 from megatron_recipes.training.metrics import read_metrics
 from stack_common.cli import compose_config
 from tests.support import REPO_ROOT, subprocess_env
@@ -95,7 +97,6 @@ def test_every_stage_hands_its_output_to_the_next(chain):
 
     # Tokenization: one indexed document per decontaminated document; the token total in the
     # summary is what megatron-core's IndexedDataset reads back.
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     tokens = read(work / "tokenized" / "math_corpus" / "summary.json")["dataset"]
     dataset = IndexedDataset(str(work / "tokenized" / "math_corpus"))
@@ -105,7 +106,6 @@ def test_every_stage_hands_its_output_to_the_next(chain):
     assert arithmetic["documents"] == len((work / "inputs" / "arithmetic_text.jsonl").read_text().splitlines())
 
     # Training: each run finished its steps and started from the previous stage's checkpoint.
-    from megatron_recipes.training.checkpointing import read_checkpoint_info
 
     for run, steps in (("pretrain", 30), ("sft", 120), ("grpo", 10)):
         status = read(work / run / "checkpoints" / "exit_status.json")

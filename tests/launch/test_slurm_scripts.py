@@ -255,7 +255,8 @@ def test_scripts_are_valid_bash_and_executable():
         (
             ["trainer.exit_signal_handler=false"],
             {"PREEMPT_SIGNAL": "B:USR1"},
-            "error: PREEMPT_SIGNAL=USR1 is not among the trainer's exit signals (none, trainer.exit_signal_handler=false)",
+            "error: PREEMPT_SIGNAL=USR1 is not among the trainer's exit signals (none, "
+            "trainer.exit_signal_handler=false)",
         ),
     ],
 )

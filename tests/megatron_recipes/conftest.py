@@ -1,6 +1,8 @@
 import socket
 
 import pytest
+import torch.distributed as dist
+from megatron.core import parallel_state
 
 
 @pytest.fixture(scope="module")
@@ -8,9 +10,6 @@ def single_process_groups():
     """A one-process gloo group and megatron's parallel state, in this test process (no CPU
     runtime layer: only for code that never runs a CUDA call, e.g. meta-device builds, datasets).
     Torn down after the module."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

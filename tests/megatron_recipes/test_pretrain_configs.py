@@ -172,7 +172,7 @@ def test_entry_point_refuses_before_any_process_group(tmp_path):
         or lines[-1].startswith("error: ")
         and len(lines) == 1
     ), result.stderr
-    # Missing data is found before megatron starts too (the sample corpus is not built here).
+    # Missing data is found before any process group too (the sample corpus is not built here).
     missing = run_module("megatron_recipes.pretrain", f"corpus.work_dir={tmp_path}/nothing", timeout=120)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [

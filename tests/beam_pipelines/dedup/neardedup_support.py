@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import scipy.sparse as sparse
 
 from beam_pipelines.document import Document, documents_to_table
 from beam_pipelines.transforms.connected_components import union_find_components
@@ -38,8 +39,6 @@ def read_jsonl(directory: Path) -> list[dict]:
 
 def brute_force_jaccard(texts: list[str], shingle_size: int) -> np.ndarray:
     """Exact Jaccard of every pair of texts on their shingle sets (dense N x N; N small)."""
-    import scipy.sparse as sparse
-
     vocabulary: dict[bytes, int] = {}
     rows, columns = [], []
     sizes = np.zeros(len(texts))

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from beam_pipelines.config import register_configs
-from beam_pipelines.decontaminate import run_decontaminate
 from beam_pipelines.document import Document
+from beam_pipelines.stages.decontaminate import run_decontaminate
 from beam_pipelines.transforms.config import BenchmarkSource
 from stack_common.cli import compose_config
 from tests.beam_pipelines.dedup.decontamination_fixtures import (

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from beam_pipelines.config import register_configs
-from beam_pipelines.dedup import run_dedup
+from beam_pipelines.stages.dedup import run_dedup
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 from tests.beam_pipelines.dedup.neardedup_support import read_rows, write_stage

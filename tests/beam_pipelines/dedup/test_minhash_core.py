@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xxhash
+from datasketch import MinHash
 
 from beam_pipelines.document import Document
 from beam_pipelines.transforms.config import MinHashConfig
@@ -70,9 +72,6 @@ def test_signature_agreement_estimates_exact_jaccard():
 
 
 def test_fast_shingle_hashing_agrees_with_the_readable_reference():
-    import xxhash
-    from datasketch import MinHash
-
     texts = [g.document.text for g in generate_documents(30, seed=8, target_characters=800)]
     texts += ["小明有3个苹果 und Äpfel café ﬁne", "one two", ""]
     settings = MinHashSettings.from_config(MinHashConfig())

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from beam_pipelines.config import register_configs
-from beam_pipelines.dedup import run_dedup
 from beam_pipelines.document import Document
+from beam_pipelines.stages.dedup import run_dedup
 from beam_pipelines.transforms.minhash import better, survivor_rank
 from stack_common.cli import compose_config
 from tests.beam_pipelines.dedup.neardedup_support import (

@@ -16,6 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from beam_pipelines.config import register_configs
+from beam_pipelines.io.parquet import iter_documents
+from beam_pipelines.io.warc import write_html_warc
+from beam_pipelines.recall.domains import hash_unit
+from beam_pipelines.stages.prepare import run_prepare
+from stack_common.cli import compose_config
 from tests.support import CACHE_DIR, REPO_ROOT, debian_doc_pages
 
 MATH_PACKAGES = ("python-scipy-doc", "python-mpmath-doc")
@@ -52,11 +58,6 @@ def _code_fingerprint() -> str:
 
 
 def _build_pool(target: Path) -> None:
-    from beam_pipelines.config import register_configs
-    from beam_pipelines.io.warc import write_html_warc
-    from beam_pipelines.prepare import run_prepare
-    from stack_common.cli import compose_config
-
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -79,9 +80,6 @@ def _build_pool(target: Path) -> None:
 
 @pytest.fixture(scope="session")
 def debian_pool() -> DebianPool:
-    from beam_pipelines.io.parquet import iter_documents
-    from beam_pipelines.recall.domains import hash_unit
-
     try:
         for package in MATH_PACKAGES + OTHER_PACKAGES:
             debian_doc_pages(package, limit=1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from beam_pipelines.config import register_configs
+from beam_pipelines.io.parquet import write_json
+from beam_pipelines.recall.loop import pool_fingerprint, run_recall
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 from tests.support import run_module
@@ -92,9 +94,6 @@ def test_entry_point_reports_missing_inputs_in_one_line(tmp_path):
 
 
 def test_a_later_round_needs_the_earlier_ones(tmp_path):
-    from beam_pipelines.io.parquet import write_json
-    from beam_pipelines.recall.loop import run_recall
-
     pool = tmp_path / "pool"
     (pool / "documents").mkdir(parents=True)
     (pool / "documents" / "part-00000-of-00001.parquet").write_bytes(b"")
@@ -111,9 +110,6 @@ def test_a_later_round_needs_the_earlier_ones(tmp_path):
 
 
 def test_resuming_on_a_different_pool_is_refused(tmp_path):
-    from beam_pipelines.io.parquet import write_json
-    from beam_pipelines.recall.loop import pool_fingerprint, run_recall
-
     pool = tmp_path / "pool"
     (pool / "documents").mkdir(parents=True)
     (pool / "documents" / "part-00000-of-00001.parquet").write_bytes(b"x")

@@ -12,7 +12,7 @@ The tests below then check each claim on the artefacts of that run.
 
 Settings that differ from the paper's, because the pool has 2.4k pages instead of billions:
 30 epochs (3 passes over 1M documents is many more updates than 3 over 2k), dim 64, 20k
-buckets and the first 3000 characters (CI time), one thread (reproducible), and the token
+buckets and the first 3000 characters (CI time), and the token
 budget = the tokens of the math packages' pages (the size a user would aim for).
 """
 
@@ -27,8 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from beam_pipelines.config import register_configs
 from beam_pipelines.io.parquet import iter_documents, read_json
+from beam_pipelines.recall.domains import ApprovedPrefixes, parse_prefix
+from beam_pipelines.recall.fasttext_model import load_model, math_probability
+from beam_pipelines.recall.loop import read_json_lines, round_approvals, run_recall
+from stack_common.cli import compose_config
 from tests.support import REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.integration
@@ -49,15 +55,11 @@ def recall_overrides(pool, output_dir: str, *extra: str) -> list[str]:
         "fasttext.dim=64",
         "fasttext.bucket=20000",
         "fasttext.max_characters=3000",
-        "fasttext.threads=1",
         *extra,
     ]
 
 
 def compose(pool, output_dir: str, *extra: str):
-    from beam_pipelines.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config("recall", recall_overrides(pool, output_dir, *extra), register_configs)
 
 
@@ -83,8 +85,6 @@ def selected_ids(directory: Path) -> set[str]:
 def write_reviewer_annotations(output_dir: Path, review_path: Path) -> None:
     """What the reviewer decides after reading round 1's review: approve the documentation paths
     of the math sites; reject every other candidate domain."""
-    import yaml
-
     review = yaml.safe_load(review_path.read_text())
     rejected = sorted(d["domain"] for d in review["domains"] if d["domain"] not in MATH_DOMAINS)
     annotations = output_dir / "annotations"
@@ -96,8 +96,6 @@ def write_reviewer_annotations(output_dir: Path, review_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def loop_run(debian_pool, tmp_path_factory) -> LoopRun:
-    from beam_pipelines.recall.loop import run_recall
-
     assert debian_pool.math_domains == MATH_DOMAINS and debian_pool.other_domains == OTHER_DOMAINS
     output_dir = tmp_path_factory.mktemp("recall")
     started = time.time()
@@ -204,8 +202,6 @@ def test_domain_rule_finds_the_math_domains_and_not_the_others(loop_run):
 
 
 def test_an_approved_prefix_turns_its_unselected_pages_into_positives_next_round(loop_run):
-    from beam_pipelines.recall.domains import ApprovedPrefixes
-
     approved = ApprovedPrefixes(APPROVED_AFTER_ROUND_1)
     pool = list(iter_documents(loop_run.pool.pool_dir, columns=["id", "url", "domain"]))
     under_prefix = {d.id for d in pool if approved.match(d.domain, d.url)}
@@ -265,8 +261,6 @@ def test_a_round_killed_half_way_restarts_cleanly_and_a_rerun_resumes(loop_run):
 
 def test_scores_in_the_selection_are_the_models_own_predictions(loop_run):
     """Scoring in Beam normalises text exactly as training did (settings read from model.json)."""
-    from beam_pipelines.recall.fasttext_model import load_model, math_probability
-
     last = loop_run.resume_status["complete_rounds"][-1]
     model, normalization = load_model(str(loop_run.output_dir / f"round_{last}" / "model.bin"))
     assert normalization.max_characters == 3000 and normalization.lowercase
@@ -278,8 +272,6 @@ def test_scores_in_the_selection_are_the_models_own_predictions(loop_run):
 
 
 def test_review_file_annotation_template_and_reports(loop_run):
-    import yaml
-
     review = yaml.safe_load((loop_run.output_dir / "round_1" / "review.yaml").read_text())
     domains = {d["domain"]: d for d in review["domains"]}
     assert MATH_DOMAINS <= set(domains)
@@ -312,11 +304,6 @@ def test_review_file_annotation_template_and_reports(loop_run):
 def test_unattended_policy_is_the_stated_rule_and_respects_rejections(loop_run):
     """The explicit auto-approval policy, applied to round 1's real review and the reviewer's
     file (which rejects the non-math candidate domains)."""
-    import yaml
-
-    from beam_pipelines.recall.domains import ApprovedPrefixes, parse_prefix
-    from beam_pipelines.recall.loop import read_json_lines, round_approvals
-
     config = compose(loop_run.pool, str(loop_run.output_dir), "+experiment=recall_unattended")
     approvals = round_approvals(config, 1)
     assert approvals["policy"] == "annotations_and_auto_prefix_fraction"
@@ -343,5 +330,5 @@ def test_round_k_redoes_one_round_and_the_result_is_reproducible(loop_run):
     assert loop_run.redo_status["rounds_run"] == [last]
     assert loop_run.redo_status["replaced"] == {last: "complete"}
     assert loop_run.redo_status["stop_reason"] == "converged"  # the stop rule is re-applied: final rewritten
-    # One thread, hash sampling and a seeded shuffle: the same model, the same selection.
+    # One thread (the default), hash sampling and a seeded shuffle: the same model, the same selection.
     assert selected_ids(loop_run.output_dir / "final") == loop_run.final_before_redo

@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import json as json_module
 import random
+import statistics
 
+import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import sympy
+from apache_beam.testing.util import assert_that, equal_to
 
+from beam_pipelines.document import Document
 from beam_pipelines.recall import domains
 from beam_pipelines.recall.fasttext_model import (
     LABEL_MATH,
     LABEL_OTHER,
     TextNormalization,
+    balancing_repeats,
     classification_metrics,
     math_probability,
     reference_pr_point,
     shuffle_lines,
     train_classifier,
 )
+from beam_pipelines.recall.loop import read_seed_positives
 from beam_pipelines.recall.select import (
     ScoreCut,
+    SelectByTokenBudget,
     TokenBudget,
     coarse_bin_of,
     find_coarse_boundary,
@@ -28,6 +40,7 @@ from beam_pipelines.recall.select import (
     fine_bin_of,
     reference_selection,
 )
+from tests.support import REPO_ROOT
 
 # ----------------------------------------------------------------------------------------------
 # Normalisation and the classifier
@@ -47,12 +60,6 @@ def test_normalization_makes_one_fasttext_line():
 def test_classifier_trains_deterministically_and_separates_real_text(tmp_path):
     """fastText with one thread gives the same model twice (its uninitialised input matrix is
     zero-filled, see zero_filled_allocations) and learns math vs. prose from real docstrings."""
-    import inspect
-    import json as json_module
-    import statistics
-
-    import sympy
-
     math_texts = [
         inspect.getdoc(getattr(sympy, name)) or ""
         for name in (
@@ -137,6 +144,32 @@ def test_shuffle_keeps_every_line_and_mixes_sources(tmp_path):
     assert again.read_text() == output.read_text()
 
 
+def test_balancing_repeats_the_smaller_class_spread_over_the_file(tmp_path):
+    assert balancing_repeats({LABEL_MATH: 92, LABEL_OTHER: 2258}, max_repeat=50) == {LABEL_MATH: 25}
+    assert balancing_repeats({LABEL_MATH: 10, LABEL_OTHER: 5000}, max_repeat=50) == {LABEL_MATH: 50}
+    assert balancing_repeats({LABEL_MATH: 900, LABEL_OTHER: 1000}, max_repeat=50) == {}  # already 1:1
+    assert balancing_repeats({LABEL_MATH: 3000, LABEL_OTHER: 1000}, max_repeat=50) == {LABEL_OTHER: 3}
+    assert balancing_repeats({LABEL_MATH: 92, LABEL_OTHER: 2258}, max_repeat=1) == {}  # switched off
+
+    source = tmp_path / "train.txt"
+    source.write_text(
+        "".join(f"{LABEL_MATH} m{i}\n" for i in range(40)) + "".join(f"{LABEL_OTHER} o{i}\n" for i in range(400))
+    )
+    output = tmp_path / "out.txt"
+    written = shuffle_lines([str(source)], str(output), buckets=5, seed=1, repeats={LABEL_MATH: 10})
+    lines = output.read_text().splitlines()
+    assert written == len(lines) == 800
+    # Every math line ten times, unchanged (no salt left behind); every other line once.
+    assert sorted(lines) == sorted(
+        [f"{LABEL_MATH} m{i}" for i in range(40)] * 10 + [f"{LABEL_OTHER} o{i}" for i in range(400)]
+    )
+    # The copies are spread over the file, not written next to each other.
+    positions = [index for index, line in enumerate(lines) if line == f"{LABEL_MATH} m0"]
+    assert max(positions) - min(positions) > 200
+    adjacent_copies = sum(1 for a, b in zip(lines, lines[1:]) if a == b)
+    assert adjacent_copies < 20
+
+
 # ----------------------------------------------------------------------------------------------
 # Token-budget selection
 
@@ -189,12 +222,6 @@ def test_budget_per_round_and_fraction():
 
 
 def test_select_by_token_budget_in_beam_agrees_with_the_reference():
-    import apache_beam as beam
-    from apache_beam.testing.util import assert_that, equal_to
-
-    from beam_pipelines.document import Document
-    from beam_pipelines.recall.select import SelectByTokenBudget
-
     rng = random.Random(5)
     documents = [Document(id=f"d{i}", math_score=rng.random(), token_estimate=rng.randint(1, 900)) for i in range(400)]
     budget = sum(d.token_estimate for d in documents) // 4
@@ -294,13 +321,6 @@ def test_prefix_stats_combine_counts_and_stable_samples():
 
 
 def test_seed_records_become_documents_or_dead_letters(tmp_path):
-    import apache_beam as beam
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from apache_beam.testing.util import assert_that, equal_to
-
-    from beam_pipelines.recall.loop import read_seed_positives
-
     jsonl = tmp_path / "seeds.jsonl"
     jsonl.write_text(
         json.dumps({"url": "https://math.example/a", "text": "Let $x=1$."})
@@ -327,8 +347,6 @@ def test_seed_records_become_documents_or_dead_letters(tmp_path):
 
 
 def test_the_documented_example_annotations_file_loads():
-    from tests.support import REPO_ROOT
-
     example = domains.load_annotations(str(REPO_ROOT / "annotations" / "example"), 1)
     assert example.exists and example.approved == ["docs.scipy.org/doc/scipy", "mpmath.org/doc/current"]
     assert domains.ApprovedPrefixes(example.rejected).covers("docs.python.org/3.11/tutorial")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from beam_pipelines.config import register_configs
+from beam_pipelines.stages.prepare import run_prepare
 from stack_common.cli import compose_config
 from tests.beam_pipelines.tokenize.tokenize_inputs import CodeSource, tokenize, write_code_jsonl  # noqa: F401
 
@@ -18,8 +19,6 @@ from tests.beam_pipelines.tokenize.tokenize_inputs import CodeSource, tokenize, 
 @pytest.fixture(scope="session")
 def sample_pool(tmp_path_factory) -> Path:
     """The real prepare pipeline on the embedded sample: a pool of Document Parquet."""
-    from beam_pipelines.prepare import run_prepare
-
     work = tmp_path_factory.mktemp("prepare")
     config = compose_config(
         "prepare",

@@ -3,6 +3,8 @@ any pipeline work."""
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from beam_pipelines.config import TokenizeConfig, TrainTokenizerConfig, register_configs
@@ -67,9 +69,6 @@ def test_bad_settings_fail_in_one_line(name, overrides, message):
 
 
 def test_inputs_are_checked_before_the_pipeline(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     with pytest.raises(ConfigError, match="no files match"):
         check_source(TextSourceConfig(input=str(tmp_path / "missing")))
     with pytest.raises(ConfigError, match="matches no file"):

@@ -4,9 +4,12 @@ same bytes, and megatron's IndexedDataset reads them back."""
 from __future__ import annotations
 
 import filecmp
+import gc
 
 import numpy as np
 import pytest
+import torch
+from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, IndexedDatasetBuilder
 
 from beam_pipelines.io.megatron import (
     UINT16_VOCAB_LIMIT,
@@ -24,9 +27,6 @@ def random_documents(dtype, count, seed=0, high=60000):
 
 
 def megatron_dataset(prefix, documents, dtype):
-    import torch
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
     builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
     for tokens in documents:
         builder.add_document(torch.from_numpy(tokens.astype(np.int64)), [len(tokens)])
@@ -39,8 +39,6 @@ def same_files(a, b):
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int32])
 def test_writer_matches_megatron_builder_byte_for_byte(tmp_path, dtype):
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
     documents = random_documents(dtype, 25)
     megatron_dataset(tmp_path / "megatron", documents, dtype)
     info = write_indexed_dataset(str(tmp_path / "ours"), documents, dtype)
@@ -54,11 +52,6 @@ def test_writer_matches_megatron_builder_byte_for_byte(tmp_path, dtype):
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int32])
 def test_streaming_merge_matches_megatron_add_index(tmp_path, dtype, monkeypatch):
-    import gc
-
-    import torch  # noqa: F401  (megatron's builder needs it)
-    from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
-
     documents = random_documents(dtype, 31, seed=1)
     parts = [documents[:12], documents[12:13], documents[13:]]
     shard_prefixes = []
@@ -83,8 +76,6 @@ def test_streaming_merge_matches_megatron_add_index(tmp_path, dtype, monkeypatch
 
 
 def test_dtype_follows_megatron_rule():
-    from megatron.core.datasets.indexed_dataset import DType
-
     for vocab_size in (256, 32000, UINT16_VOCAB_LIMIT - 1, UINT16_VOCAB_LIMIT, 65536, 129280):
         assert token_dtype(vocab_size) == np.dtype(DType.optimal_dtype(vocab_size)), vocab_size
     assert token_dtype(129280) == np.int32 and token_dtype(32000) == np.uint16

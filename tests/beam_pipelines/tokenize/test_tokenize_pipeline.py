@@ -12,10 +12,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+from beam_pipelines.config import register_configs
 from beam_pipelines.io.parquet import iter_documents
+from beam_pipelines.stages.tokenize import clear_source_outputs
+from beam_pipelines.stages.train_tokenizer import run_train_tokenizer
+from beam_pipelines.tokenize import main
 from beam_pipelines.transforms.tokenize import load_tokenizer
-from tests.beam_pipelines.tokenize.tokenize_inputs import EOD_TEXT
+from stack_common.cli import compose_config
+from tests.beam_pipelines.tokenize.tokenize_inputs import EOD_TEXT, tokenize
 from tests.support import run_module
 
 DEEPSEEK_EOD_ID = 1
@@ -33,16 +41,12 @@ class DatasetTokenizer:
 
 
 def read_sequences(prefix: str) -> list[np.ndarray]:
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
     dataset = IndexedDataset(prefix)
     # Copies: the arrays are views of an mmap that closes when `dataset` is collected.
     return [np.array(dataset[i]) for i in range(len(dataset))]
 
 
 def assert_dataset_matches_texts(prefix: str, summary: dict, texts: list[str], tokenizer, eod_id: int):
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
     dataset = IndexedDataset(prefix)
     described = summary["dataset"]
     assert len(dataset) == described["documents"] == summary["totals"]["kept"] == len(texts)
@@ -96,8 +100,6 @@ def test_jsonl_code_source_every_record_accounted_for(code_corpus, code_source):
 
 
 def test_a_source_with_nothing_to_keep_fails_loudly_after_writing_its_summary(tmp_path):
-    from tests.beam_pipelines.tokenize.tokenize_inputs import tokenize
-
     lines = ['{"text": ""}', '{"text": "  "}', "not json", '{"body": "wrong field"}']
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(RuntimeError, match="kept no document"):
@@ -115,8 +117,6 @@ def test_a_source_with_nothing_to_keep_fails_loudly_after_writing_its_summary(tm
 
 
 def gpt_config(blend, sequence_length=64, **overrides):
-    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
-
     settings = dict(
         random_seed=1234,
         sequence_length=sequence_length,
@@ -133,9 +133,6 @@ def gpt_config(blend, sequence_length=64, **overrides):
 
 
 def build_train(config, samples):
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset
-
     train, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [samples, 0, 0], lambda: True, config).build()
     return train
 
@@ -194,8 +191,6 @@ def test_blend_of_two_sources_draws_configured_proportions(math_corpus, code_cor
 
 
 def test_rerun_clears_only_this_source(tmp_path):
-    from beam_pipelines.tokenize import clear_source_outputs
-
     for name in ("a", "b"):
         (tmp_path / f"{name}.bin").write_bytes(b"x")
         (tmp_path / f"{name}.idx").write_bytes(b"x")
@@ -210,10 +205,6 @@ def test_rerun_clears_only_this_source(tmp_path):
 def test_trained_tokenizer_through_the_command_line(sample_pool, tmp_path):
     """train_tokenizer (byte-level BPE, small vocabulary) then `python -m beam_pipelines.tokenize`
     with it: a uint16 dataset whose EOD is the trained <|endoftext|> (id 0)."""
-    from beam_pipelines.config import register_configs
-    from beam_pipelines.train_tokenizer import run_train_tokenizer
-    from stack_common.cli import compose_config
-
     trained = run_train_tokenizer(
         compose_config(
             "train_tokenizer",
@@ -259,8 +250,6 @@ def test_command_line_refuses_bad_settings_in_one_line(tmp_path, overrides, mess
 def test_problems_found_when_the_run_starts_exit_2_in_one_line(tmp_path, capsys):
     """Inputs are checked by the run itself (the composition is fine): still one line, exit 2,
     nothing written."""
-    from beam_pipelines.tokenize import main
-
     with pytest.raises(SystemExit) as exit_info:
         main(
             [f"corpus.work_dir={tmp_path}", f"source.input={tmp_path}/no_stage_here", f"hydra.run.dir={tmp_path}/hydra"]

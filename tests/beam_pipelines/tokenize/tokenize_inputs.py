@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from beam_pipelines.config import register_configs
+from beam_pipelines.stages.tokenize import run_tokenize
 from stack_common.cli import compose_config
 
 EOD_TEXT = "<｜end▁of▁sentence｜>"
@@ -80,7 +81,5 @@ def write_code_jsonl(path: Path) -> CodeSource:
 
 
 def tokenize(work_dir: Path, *overrides: str) -> tuple[object, dict]:
-    from beam_pipelines.tokenize import run_tokenize
-
     config = compose_config("tokenize", [f"corpus.work_dir={work_dir}", *overrides], register_configs)
     return config, run_tokenize(config)

@@ -17,19 +17,33 @@ vocabulary, "greedy": [b, new_tokens]}. The model is built from the checkpoint's
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+from megatron_recipes.convert.hf_to_megatron import load_hf_weights
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model
+from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime
+from megatron_recipes.training.checkpointing import (
+    load_model_weights,
+    model_config_from_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from megatron_recipes.training.loop import forward_only
 
 NEW_TOKENS = 8
 
 
 def logits_of(chunks, tokens, vocab_size: int):
     """Full-sequence logits on the last pipeline stage (None elsewhere), gathered over TP."""
-    import torch
-    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
-
-    from megatron_recipes.training.loop import forward_only
-
     batch = {
         "tokens": tokens,
         "labels": tokens,
@@ -48,10 +62,6 @@ def logits_of(chunks, tokens, vocab_size: int):
 
 def greedy(chunks, prompts, vocab_size: int):
     """Greedy decoding by full forwards; each step's token is sent from the last stage to all."""
-    import torch
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     tokens = prompts.clone()
     for _ in range(NEW_TOKENS):
         logits = logits_of(chunks, tokens, vocab_size)
@@ -66,16 +76,6 @@ def greedy(chunks, prompts, vocab_size: int):
 
 
 def run_case(case: dict, prompts, work: Path) -> None:
-    import torch
-    from megatron.core import parallel_state
-
-    from megatron_recipes.convert import load_hf_weights, model_config_from_checkpoint
-    from megatron_recipes.models import build_model
-    from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
-    from megatron_recipes.runtime.config import ParallelismConfig
-    from megatron_recipes.training.checkpointing import load_model_weights, read_checkpoint_info, save_checkpoint
-
     parallelism = ParallelismConfig(tensor_model_parallel_size=case["tp"], pipeline_model_parallel_size=case["pp"])
     initialize_runtime("cpu", parallelism, seed=1234)
     if case["source"] in ("checkpoint", "none"):
@@ -109,8 +109,6 @@ def run_case(case: dict, prompts, work: Path) -> None:
 
 
 def main(work: Path) -> None:
-    import torch
-
     cases = json.loads((work / "cases.json").read_text())
     prompts = torch.load(work / "prompts.pt")
     for case in cases:
@@ -118,7 +116,5 @@ def main(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     main(Path(sys.argv[sys.argv.index("--work") + 1]))

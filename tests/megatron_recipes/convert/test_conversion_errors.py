@@ -8,6 +8,8 @@ import shutil
 import struct
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from megatron_recipes.convert import ConversionError, hf_to_megatron
 from tests.support import run_module
@@ -43,8 +45,6 @@ def weight_map(directory):
 
 def rewrite_shard(directory, tensor_name, change):
     """Re-save the shard holding `tensor_name` after `change(tensors)` edits its dict."""
-    from safetensors.torch import load_file, save_file
-
     path = directory / weight_map(directory)[tensor_name]
     tensors = load_file(path)
     change(tensors)
@@ -67,6 +67,21 @@ def test_truncated_shard_names_the_tensor_past_the_end(broken):
     assert "is truncated: tensor model.layers.1.self_attn.o_proj.weight ends at byte" in run_import()
 
 
+@pytest.mark.parametrize("kept", ["four bytes", "the length only", "half the header", "all but one header byte"])
+def test_a_shard_cut_inside_its_header_is_reported_as_truncated_only(broken, kept):
+    """One cause per message: a download cut before the end of the header is truncated, and the
+    JSON parser's complaint about the partial header must not be reported beside it."""
+    directory, run_import = broken
+    path = directory / weight_map(directory)["model.norm.weight"]
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    cut = {"four bytes": 4, "the length only": 8, "half the header": 8 + length // 2}.get(kept, 8 + length - 1)
+    path.write_bytes(data[:cut])
+    message = run_import()
+    assert message.startswith(f"{path} is truncated"), message
+    assert "JSON" not in message and " or " not in message
+
+
 def test_corrupt_header(broken):
     directory, run_import = broken
     path = directory / weight_map(directory)["model.norm.weight"]
@@ -78,8 +93,6 @@ def test_corrupt_header(broken):
 
 
 def test_wrong_shape_names_tensor_file_and_shapes(broken):
-    import torch
-
     directory, run_import = broken
     name = "model.layers.3.self_attn.k_proj.weight"
     shard = rewrite_shard(directory, name, lambda tensors: tensors.update({name: torch.zeros(16, 64)}))
@@ -95,8 +108,6 @@ def test_config_that_does_not_match_the_weights(broken):
 
 
 def test_missing_and_unexpected_tensors(broken):
-    import torch
-
     directory, run_import = broken
     index = json.loads((directory / INDEX).read_text())
     holder = index["weight_map"].pop("model.layers.0.post_attention_layernorm.weight")

@@ -9,10 +9,13 @@ import pytest
 from megatron_recipes.config import register_configs
 from megatron_recipes.convert import ConversionError, HFArchitecture, hf_architecture
 from megatron_recipes.convert.architecture import hf_config_for_export
-from megatron_recipes.convert.config import ConvertConfig
-from megatron_recipes.convert.hf_checkpoint import parse_size, plan_shards
+from megatron_recipes.convert.config import ConvertConfig, parse_size
+from megatron_recipes.convert.hf_checkpoint import plan_shards
+from megatron_recipes.convert.hf_to_megatron import _locate, _model_state, _sharded_tensors
 from megatron_recipes.convert.mapping import QKV, TensorMapping
 from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model
+from megatron_recipes.runtime.config import ParallelismConfig
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 
@@ -123,10 +126,6 @@ def test_qkv_rows_interleave_query_groups():
 
 def test_mapping_covers_every_tensor_of_the_7b_model(single_process_groups):
     """Every sharded tensor megatron-core's 7B GPTModel stores is found in the table with its shape."""
-    from megatron_recipes.convert.hf_to_megatron import _locate, _model_state, _sharded_tensors
-    from megatron_recipes.models import build_model
-    from megatron_recipes.runtime.config import ParallelismConfig
-
     architecture = hf_architecture(DEEPSEEK_MATH_7B)
     model = ModelConfig(**architecture.model_config_fields())
     chunk = build_model(model, ParallelismConfig(world_size=1), 102400, meta_device=True)[0]

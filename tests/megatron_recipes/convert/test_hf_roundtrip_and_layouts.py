@@ -12,12 +12,21 @@ and its own greedy `generate`.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
+from megatron_recipes.convert.config import parse_size
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.training.checkpointing import model_config_from_checkpoint, read_checkpoint_info
+from tests.megatron_recipes.convert.tiny_models import greedy_generate
 from tests.support import REPO_ROOT, run_module, subprocess_env
 
 DRIVER = Path(__file__).with_name("layout_driver.py")
@@ -35,8 +44,6 @@ def convert(*arguments: str):
 
 @pytest.fixture(scope="module")
 def converted(tiny_hf, tmp_path_factory):
-    import torch
-
     work = tmp_path_factory.mktemp("convert")
     for name in ("gqa", "tied"):
         convert("mode=import", f"hf_dir={tiny_hf[name]}", f"megatron_dir={work / f'megatron_{name}'}")
@@ -92,11 +99,6 @@ def converted(tiny_hf, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tiny_hf, converted):
     """transformers' logits and greedy tokens for the prompts, per model."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from tests.megatron_recipes.convert.tiny_models import greedy_generate
-
     prompts = torch.load(converted / "prompts.pt")
     out = {}
     for name, directory in tiny_hf.items():
@@ -116,8 +118,6 @@ MEGATRON_CASES = [f"gqa_{layout}_{source}" for layout in LAYOUTS for source in (
 @pytest.mark.integration
 @pytest.mark.parametrize("case", MEGATRON_CASES)
 def test_megatron_logits_and_greedy_tokens_match_transformers(converted, reference, case):
-    import torch
-
     result = torch.load(converted / f"{case}.pt")
     expected = reference[case.split("_")[0]]
     assert result["logits"].shape == expected["logits"].shape  # padding rows are not part of the vocabulary
@@ -128,16 +128,12 @@ def test_megatron_logits_and_greedy_tokens_match_transformers(converted, referen
 
 @pytest.mark.integration
 def test_negative_control_random_weights_do_not_match(converted, reference):
-    import torch
-
     result = torch.load(converted / "gqa_tp1_random.pt")
     assert (result["logits"] - reference["gqa"]["logits"]).abs().max().item() > 0.1
     assert not torch.equal(result["greedy"], reference["gqa"]["greedy"])
 
 
 def safetensors_of(directory: Path) -> dict:
-    from safetensors.torch import load_file
-
     tensors = {}
     for path in sorted(directory.glob("*.safetensors")):
         tensors.update(load_file(path))
@@ -168,8 +164,6 @@ CONFIG_FIELDS = (
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["gqa", "tied"])
 def test_round_trip_reproduces_every_tensor_and_the_config(tiny_hf, converted, name):
-    import torch
-
     original, exported = safetensors_of(tiny_hf[name]), safetensors_of(converted / f"hf_{name}")
     assert sorted(exported) == sorted(original)
     for tensor_name, tensor in original.items():
@@ -184,8 +178,6 @@ def test_round_trip_reproduces_every_tensor_and_the_config(tiny_hf, converted, n
 
 @pytest.mark.integration
 def test_export_is_sharded_by_size_with_an_index(converted):
-    from megatron_recipes.convert.hf_checkpoint import parse_size
-
     directory = converted / "hf_gqa"
     index = json.loads((directory / "model.safetensors.index.json").read_text())
     files = sorted(directory.glob("model-*.safetensors"))
@@ -193,7 +185,6 @@ def test_export_is_sharded_by_size_with_an_index(converted):
     tensors = safetensors_of(directory)
     assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in tensors.values())
     limit = parse_size(EXPORT_SHARD)
-    from safetensors import safe_open
 
     for path in files:
         with safe_open(str(path), "pt") as handle:
@@ -207,9 +198,6 @@ def test_export_is_sharded_by_size_with_an_index(converted):
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["gqa", "tied"])
 def test_transformers_loads_the_export_with_identical_logits(converted, reference, name):
-    import torch
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(converted / f"hf_{name}").eval()
     with torch.no_grad():
         logits = model(torch.load(converted / "prompts.pt")).logits
@@ -218,10 +206,6 @@ def test_transformers_loads_the_export_with_identical_logits(converted, referenc
 
 @pytest.mark.integration
 def test_converted_checkpoint_records_the_hf_architecture(tiny_hf, converted):
-    from megatron_recipes.convert import model_config_from_checkpoint
-    from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.training.checkpointing import read_checkpoint_info
-
     info = read_checkpoint_info(converted / "megatron_gqa")
     assert info["iteration"] == 0 and not info["has_optimizer"] and info["layout"]["tensor_parallel"] == 1
     record = info["model_config"]
@@ -258,8 +242,6 @@ def test_converted_checkpoint_records_the_hf_architecture(tiny_hf, converted):
 
 @pytest.mark.integration
 def test_export_of_a_damaged_checkpoint_fails_before_writing(converted, tmp_path):
-    import shutil
-
     damaged = tmp_path / "damaged"
     shutil.copytree(converted / "megatron_gqa", damaged)
     iteration = damaged / "iter_0000000"

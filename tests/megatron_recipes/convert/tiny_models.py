@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
 # GQA (4 query heads, 2 key/value heads), 4 layers (2 per stage at PP=2), a vocabulary whose
 # padding differs between TP=1 (384 rows) and TP=2 (512 rows), non-default theta and epsilon.
 GQA_UNTIED = dict(
@@ -39,9 +42,6 @@ TIED = dict(
 
 def write_tiny_llama(directory: Path, sizes: dict, seed: int = 0, max_shard_size: str = "5GB"):
     """Save a random LlamaForCausalLM with these sizes to `directory`; returns the model (eval)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     config = LlamaConfig(**sizes, initializer_range=0.1, bos_token_id=None, eos_token_id=None, pad_token_id=None)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
@@ -55,8 +55,6 @@ def write_tiny_llama(directory: Path, sizes: dict, seed: int = 0, max_shard_size
 
 def greedy_generate(model, prompts, new_tokens: int):
     """transformers' own greedy decoding (KV cache), no stopping token."""
-    import torch
-
     with torch.no_grad():
         output = model.generate(
             prompts,

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
 
 def write_indexed_dataset(prefix: str | Path, documents: list[list[int]], vocab_size: int) -> str:
-    import torch
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
     prefix = str(prefix)
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if vocab_size < 65500 else np.int32

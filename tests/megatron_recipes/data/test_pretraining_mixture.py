@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 from megatron_recipes.data.config import DataConfig
-from megatron_recipes.data.pretraining import (
-    DataParallelSampler,
-    SyntheticTokenizer,
-    build_pretraining_datasets,
-    load_tokenizer,
-    read_index_counts,
-    resolve_mixture,
-)
+from megatron_recipes.data.mixture import SyntheticTokenizer, load_tokenizer, read_index_counts, resolve_mixture
+from megatron_recipes.data.pretraining import DataParallelSampler, build_pretraining_datasets
 from stack_common.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))

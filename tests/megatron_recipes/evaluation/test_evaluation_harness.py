@@ -141,7 +141,8 @@ def test_gsm8k_program_of_thought_runs_in_the_sandbox(tmp_path, checker):
         "gsm8k-3": "```python\nwhile True:\n    pass\n```",
     }
     generator = PrecomputedGenerations(write_generations(tmp_path / "g.jsonl", [(k, [v]) for k, v in programs.items()]))
-    with SandboxPool(2, SandboxLimits(wall_seconds=5, cpu_seconds=1)) as sandbox:
+    # 1 CPU second against 120 wall seconds: the busy loop hits the CPU limit however loaded the machine.
+    with SandboxPool(2, SandboxLimits(wall_seconds=120, cpu_seconds=1)) as sandbox:
         report = run_evaluation(
             problems, generator, get_prompt_style("program_of_thought"), SamplingParams(), checker, sandbox
         )

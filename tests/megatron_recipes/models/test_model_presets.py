@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from megatron_recipes.config import register_configs
-from megatron_recipes.models import (
+from megatron_recipes.models.llama import (
     architecture_parameter_count,
     build_model,
     choose_layer_spec,

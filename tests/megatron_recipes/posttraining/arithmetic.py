@@ -25,10 +25,10 @@ import re
 from pathlib import Path
 
 from beam_pipelines.config import TrainTokenizerConfig
-from beam_pipelines.train_tokenizer import build_byte_level_bpe
+from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe
+from megatron_recipes.data.chat import conversation_from_record, render_conversation
 from megatron_recipes.data.config import ChatTemplateConfig, PromptSourceConfig
 from megatron_recipes.data.rl_prompts import PromptStream, distinct_records, sft_records
-from megatron_recipes.data.sft import conversation_from_record, render_conversation
 
 ONE_DIGIT_SUMS = (
     "basic_arithmetic:operators=+,min_terms=2,max_terms=2,min_digits=1,max_digits=1,"

@@ -14,9 +14,22 @@ recording loss, KL, clip fraction and grad norm per update, plus greedy generati
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from megatron_recipes.config import register_configs
+from megatron_recipes.generation.interface import SamplingParams
+from megatron_recipes.recipes.grpo import build_reference_model, plan_grpo
+from megatron_recipes.rl.rollout import RolloutBatch
+from megatron_recipes.rl.trainer import GrpoTrainer, grpo_updates
+from megatron_recipes.runtime.distributed import shutdown_runtime
+from megatron_recipes.training.session import setup_training
+from stack_common.cli import compose_config
 
 GREEDY_PROMPTS = [
     "User: Calculate 3 + 4.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:",
@@ -26,9 +39,6 @@ GREEDY_PROMPTS = [
 
 
 def compose(init: str, parallelism: str):
-    from megatron_recipes.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config(
         "grpo",
         [
@@ -49,10 +59,6 @@ def compose(init: str, parallelism: str):
 
 
 def build(config):
-    from megatron_recipes.grpo import build_reference_model, plan_grpo
-    from megatron_recipes.rl.trainer import GrpoTrainer
-    from megatron_recipes.training.session import setup_training
-
     plan = plan_grpo(config)
     session = setup_training(
         config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, plan.vocab_size
@@ -62,9 +68,6 @@ def build(config):
 
 
 def updates(trainer, batch) -> dict:
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.rl.trainer import grpo_updates
-
     trainer.fill_log_probs(batch)
     results = grpo_updates(
         trainer.session,
@@ -89,10 +92,6 @@ def updates(trainer, batch) -> dict:
 
 
 def reference(work: Path, init: str) -> None:
-    import torch
-
-    from megatron_recipes.runtime import shutdown_runtime
-
     trainer, _ = build(compose(init, "single"))
     samples, batch = trainer.collect(0)
     torch.save(batch.state(), work / "rollout.pt")
@@ -104,12 +103,6 @@ def reference(work: Path, init: str) -> None:
 
 
 def layouts(work: Path, init: str) -> None:
-    import torch
-    import torch.distributed as dist
-
-    from megatron_recipes.rl.rollout import RolloutBatch
-    from megatron_recipes.runtime import shutdown_runtime
-
     state = torch.load(work / "rollout.pt")
     results = {}
     for name, parallelism in (("tp2", "tp2"), ("dp2", "single")):
@@ -130,8 +123,6 @@ def layouts(work: Path, init: str) -> None:
 
 
 if __name__ == "__main__":
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     mode = sys.argv[1]
     work, init = Path(sys.argv[sys.argv.index("--work") + 1]), sys.argv[sys.argv.index("--init") + 1]

@@ -15,6 +15,21 @@ import math
 import pytest
 import torch
 
+from megatron_recipes.data.config import ChatTemplateConfig
+from megatron_recipes.data.rl_prompts import PromptRecord
+from megatron_recipes.data.sft import block_causal_mask
+from megatron_recipes.generation.interface import Generation, Generator, SamplingParams
+from megatron_recipes.generation.logprobs import vocab_parallel_log_probs
+from megatron_recipes.generation.megatron import MegatronGenerator, top_p_filter
+from megatron_recipes.generation.tokenizer import TextTokenizer
+from megatron_recipes.models.config import ModelConfig
+from megatron_recipes.models.llama import build_model
+from megatron_recipes.rl.config import RlConfig
+from megatron_recipes.rl.objectives import GrpoLossSettings, reference_grpo_loss
+from megatron_recipes.rl.rollout import generate_rollouts, rollout_batch
+from megatron_recipes.rl.trainer import grpo_loss_function, policy_forward, sequence_log_probs
+from megatron_recipes.runtime.config import ParallelismConfig
+from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime
 from tests.megatron_recipes.posttraining.arithmetic import (
     CODE_TEXTS,
     chat_texts,
@@ -27,17 +42,12 @@ VOCAB = 400
 
 @pytest.fixture(scope="module")
 def runtime():
-    from megatron_recipes.runtime import initialize_runtime, shutdown_runtime
-    from megatron_recipes.runtime.config import ParallelismConfig
-
     yield initialize_runtime("cpu", ParallelismConfig(), seed=11)
     shutdown_runtime()
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from megatron_recipes.generation.tokenizer import TextTokenizer
-
     work = tmp_path_factory.mktemp("tok")
     records = write_arithmetic_sft(work / "c.jsonl", 300)
     return TextTokenizer(str(train_small_tokenizer(work / "tok", chat_texts(records) + CODE_TEXTS * 10, VOCAB)))
@@ -45,10 +55,6 @@ def tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(runtime, tokenizer):
-    from megatron_recipes.models import build_model
-    from megatron_recipes.models.config import ModelConfig
-    from megatron_recipes.runtime.config import ParallelismConfig
-
     # Large initial weights: a random model whose greedy continuations differ between prompts.
     config = ModelConfig(
         num_layers=2,
@@ -63,8 +69,6 @@ def model(runtime, tokenizer):
 
 
 def generator_for(model, tokenizer, batch_size=3):
-    from megatron_recipes.generation.megatron import MegatronGenerator
-
     return MegatronGenerator(model, tokenizer, tokenizer.vocab_size, context_length=256, max_batch_size=batch_size)
 
 
@@ -87,8 +91,6 @@ def full_forward_logits(model, ids: list[int]) -> torch.Tensor:
 
 
 def test_kv_cache_greedy_equals_the_no_cache_reference(model, tokenizer):
-    from megatron_recipes.generation.interface import SamplingParams
-
     prompt_ids = [tokenizer.encode(p) for p in PROMPTS]
     assert len({len(p) for p in prompt_ids}) >= 4  # ragged prompt lengths
     generator = generator_for(model, tokenizer, batch_size=3)  # 5 prompts -> two batches
@@ -112,9 +114,6 @@ def test_kv_cache_greedy_equals_the_no_cache_reference(model, tokenizer):
 
 @pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)])
 def test_sampler_log_probs_equal_a_forward_pass(model, tokenizer, temperature, top_p):
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.generation.logprobs import vocab_parallel_log_probs
-
     prompt_ids = [tokenizer.encode(p) for p in PROMPTS[:3]]
     samples = generator_for(model, tokenizer, 8).generate_ids(
         prompt_ids * 2, SamplingParams(temperature, top_p, 16, seed=5)
@@ -130,8 +129,6 @@ def test_sampler_log_probs_equal_a_forward_pass(model, tokenizer, temperature, t
 
 
 def test_seeded_sampling_is_reproducible_and_seeds_differ(model, tokenizer):
-    from megatron_recipes.generation.interface import SamplingParams
-
     generator = generator_for(model, tokenizer, 4)
     first = [
         s.token_ids
@@ -150,8 +147,6 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(model, tokenizer):
 
 
 def test_stop_strings_end_generation_and_are_cut_from_the_text(model, tokenizer):
-    from megatron_recipes.generation.interface import SamplingParams
-
     generator = generator_for(model, tokenizer, 4)
     prompt = tokenizer.encode(PROMPTS[0])
     free = generator.generate_ids([prompt], SamplingParams(0.0, max_new_tokens=24))[0]
@@ -170,9 +165,6 @@ def test_stop_strings_end_generation_and_are_cut_from_the_text(model, tokenizer)
 
 
 def test_end_of_document_token_ends_generation(model, tokenizer):
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.generation.tokenizer import TextTokenizer
-
     prompt = tokenizer.encode(PROMPTS[1])
     free = generator_for(model, tokenizer).generate_ids([prompt], SamplingParams(0.0, max_new_tokens=24))[0]
     # Declare the 5th greedy token the end-of-document token (a real tokenizer option).
@@ -186,8 +178,6 @@ def test_end_of_document_token_ends_generation(model, tokenizer):
 
 
 def test_shared_generator_interface_groups_n_samples_per_prompt(model, tokenizer):
-    from megatron_recipes.generation.interface import Generation, Generator, SamplingParams
-
     generator = generator_for(model, tokenizer, 8)
     assert isinstance(generator, Generator)
     results = generator.generate(PROMPTS[:2], SamplingParams(temperature=1.0, max_new_tokens=8, n=3, seed=1))
@@ -196,8 +186,6 @@ def test_shared_generator_interface_groups_n_samples_per_prompt(model, tokenizer
 
 
 def test_top_p_keeps_the_smallest_set_reaching_the_mass():
-    from megatron_recipes.generation.megatron import top_p_filter
-
     probabilities = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.05, 0.9, 0.0]])
     kept = top_p_filter(probabilities, 0.75)
     assert torch.equal(kept > 0, torch.tensor([[True, True, False, False], [False, False, True, False]]))
@@ -206,8 +194,6 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass():
 
 
 def test_packed_examples_do_not_attend_to_each_other(model, tokenizer):
-    from megatron_recipes.data.sft import block_causal_mask
-
     chunk = model[0]
     chunk.eval()
     generator = torch.Generator().manual_seed(0)
@@ -236,14 +222,6 @@ def test_packed_examples_do_not_attend_to_each_other(model, tokenizer):
 
 
 def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
-    from megatron_recipes.data.config import ChatTemplateConfig
-    from megatron_recipes.data.rl_prompts import PromptRecord
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.rl.config import RlConfig
-    from megatron_recipes.rl.objectives import GrpoLossSettings, reference_grpo_loss
-    from megatron_recipes.rl.rollout import generate_rollouts, rollout_batch
-    from megatron_recipes.rl.trainer import grpo_loss_function, policy_forward, sequence_log_probs
-
     records = [PromptRecord(f"q{i}", f"q{i}", str(i), p) for i, p in enumerate(PROMPTS[:3])]
     samples = generate_rollouts(
         generator_for(model, tokenizer, 8),

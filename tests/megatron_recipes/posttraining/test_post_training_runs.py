@@ -275,8 +275,6 @@ def test_tensor_parallel_grpo_losses_equal_tensor_parallel_1(sft_run, tmp_path):
 
 @pytest.mark.integration
 def test_grpo_resumes_with_the_reset_reference_of_iterative_grpo(sft_run, tmp_path):
-    from tests.megatron_recipes.posttraining.conftest import grpo_overrides
-
     def run(steps: int):
         overrides = [
             *grpo_overrides(sft_run.checkpoints, tmp_path / "grpo", steps),

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from megatron_recipes.config import EvaluateConfig, GrpoConfig, SftConfig, register_configs
+from megatron_recipes.rl.objectives import check_objective_names
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT, run_module
@@ -70,6 +71,15 @@ def test_grpo_paper_settings():
         "sequence_mean",
     )
     assert config.trainer.global_batch_size == config.rollout_outputs() == 1024  # one update per rollout
+    # The paper's objective keeps every group; skipping zero-variance groups stays an option.
+    assert rl.skip_zero_variance_groups is False
+    assert grpo(
+        "+experiment=grpo_paper_7b", "parallelism.world_size=64", "rl.skip_zero_variance_groups=true"
+    ).rl.skip_zero_variance_groups
+    for variant in ("iterative", "process"):
+        assert not grpo(
+            "+experiment=grpo_paper_7b", "parallelism.world_size=64", f"rl={variant}"
+        ).rl.skip_zero_variance_groups
     assert config.optimizer.lr == 1e-6 and config.parallelism.tensor_model_parallel_size == 8
     assert not config.parallelism.sequence_parallel and not config.parallelism.overlap_param_gather
     assert (
@@ -99,9 +109,7 @@ def test_evaluate_with_the_megatron_generator_composes():
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["rl.kl_estimator=k4"], "rl.kl_estimator='k4' is not one of k1, k2, k3"),
         (["rl.group_size=1"], "rl.group_size=1 must be >= 2"),
-        (["rl.loss_aggregation=mean"], "rl.loss_aggregation='mean' is not one of sequence_mean, token_mean"),
         (["rl.rewards=[no_such_reward]"], "rl.rewards[0]='no_such_reward' is not one of"),
         (["rl.advantage_estimator=process"], "needs rl.step_reward"),
         (
@@ -150,6 +158,21 @@ def test_bad_grpo_values_fail_with_one_line(overrides, message):
     )
     with pytest.raises(ConfigError, match=re.escape(message)):
         grpo(*base, *overrides)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("rl.kl_estimator=k4", "rl.kl_estimator='k4' is not one of k1, k2, k3"),
+        ("rl.loss_aggregation=mean", "rl.loss_aggregation='mean' is not one of sequence_mean, token_mean"),
+        ("rl.advantage_estimator=ppo", "rl.advantage_estimator='ppo' is not one of outcome, process"),
+    ],
+)
+def test_unregistered_objective_names_fail_with_one_line(override, message):
+    """These names are checked against the torch registries when python -m megatron_recipes.grpo starts."""
+    config = grpo("trainer.global_batch_size=32", "trainer.micro_batch_size=8", override)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_objective_names(config.rl)
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from megatron_recipes.data.config import ARITHMETIC_TASK, ChatTemplateConfig, PromptSourceConfig
-from megatron_recipes.data.rl_prompts import PromptStream, parse_task_spec, sft_records
+from megatron_recipes.data.rl_prompts import PromptRecord, PromptStream, _main, parse_task_spec, sft_records
+from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.megatron import FINISH_TOOL, SampledSequence
 from megatron_recipes.rl.config import RlConfig
 from megatron_recipes.rl.rollout import RolloutSample, compute_rewards, generate_rollouts, rollout_batch
 from megatron_recipes.rl.step_rewards import Step, arithmetic_steps, equation_holds, step_end_tokens
+from megatron_recipes.sandbox import SandboxPool, format_output
 from stack_common.errors import ConfigError
 from tests.megatron_recipes.posttraining.arithmetic import prompt_config
 
@@ -39,8 +41,8 @@ def test_reasoning_gym_stream_is_a_pure_function_of_the_index():
     assert stream.take(10, 5) == again.take(10, 5)
     record = stream.record(3)
     assert (
-        record.prompt
-        == f"User: {record.question}\nPlease reason step by step, and put your final answer within \\boxed{{}}.\n\nAssistant:"
+        record.prompt == f"User: {record.question}\nPlease reason step by step, and put your final answer within "
+        f"\\boxed{{}}.\n\nAssistant:"
     )
     first, *rest = record.question.removeprefix("Calculate ").rstrip(".").split()
     operators, terms = rest[0::2], [int(term) for term in rest[1::2]]
@@ -71,8 +73,6 @@ def test_file_streams_reshuffle_every_pass(tmp_path):
 
 
 def test_sft_records_and_the_cli(tmp_path):
-    from megatron_recipes.data.rl_prompts import _main
-
     records = sft_records(PromptStream(prompt_config(), TEMPLATE), 3)
     assert records[0]["messages"][1]["content"].startswith("The answer is $\\boxed{") and records[0]["kind"] == "cot"
     out = tmp_path / "sft.jsonl"
@@ -105,10 +105,6 @@ class ScriptedPolicy:
 
 
 def test_tool_integrated_rollouts_run_code_and_mask_its_output(small_tokenizer):
-    from megatron_recipes.data.rl_prompts import PromptRecord
-    from megatron_recipes.generation.interface import SamplingParams
-    from megatron_recipes.sandbox import SandboxPool, format_output
-
     rounds = ["Let me compute.\n```python\nprint(6 * 7 + 1)\n```", "So the answer is $\\boxed{43}$."]
     policy = ScriptedPolicy(small_tokenizer, rounds)
     record = PromptRecord("q", "What is 6 * 7 + 1?", "43", "User: What is 6 * 7 + 1?\n\nAssistant:")

@@ -9,22 +9,21 @@ import numpy as np
 import pytest
 import torch
 
+from megatron_recipes.data.chat import SftDataError, conversation_from_record, render_conversation, render_prompt
 from megatron_recipes.data.config import ChatTemplateConfig, SftDataConfig
 from megatron_recipes.data.sft import (
-    SftDataError,
     SftDataset,
     block_causal_mask,
     build_sft_datasets,
     collate,
-    conversation_from_record,
     pack_examples,
     read_examples,
-    render_conversation,
-    render_prompt,
     sft_batches,
     tokenize_pieces,
 )
+from megatron_recipes.generation.tokenizer import TextTokenizer
 from stack_common.errors import ConfigError
+from tests.megatron_recipes.posttraining.arithmetic import train_small_tokenizer
 
 TEMPLATE = ChatTemplateConfig()
 
@@ -98,8 +97,6 @@ def test_prompt_tokens_match_generation_where_bpe_merges_across_pieces(tmp_path)
     # when the turn is encoded alone, but as two before "Assistant:" (pre-tokenization splits
     # whitespace followed by a letter). Generation encodes the whole prompt string, so training
     # must too: otherwise the model learns its answers after a prompt it never sees again.
-    from megatron_recipes.generation.tokenizer import TextTokenizer
-    from tests.megatron_recipes.posttraining.arithmetic import train_small_tokenizer
 
     texts = ["Some paragraph.\n\n\n\nAnother one.\n\n"] * 200 + [
         "User: Calculate 3 + 4.\n\nAssistant: The answer is 7."

@@ -8,9 +8,30 @@ process. The first case runs before the layer is installed.
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
+from megatron.core.tensor_parallel import get_cuda_rng_tracker, model_parallel_cuda_manual_seed
+from megatron.core.transformer.torch_norm import WrappedTorchNorm
+
+from megatron_recipes.config import register_configs
+from megatron_recipes.runtime import cpu
+from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
+from megatron_recipes.training.checkpointing import (
+    CheckpointError,
+    latest_iteration,
+    load_checkpoint,
+    load_model_weights,
+    read_checkpoint_info,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from megatron_recipes.training.loop import evaluate, forward_only, train_step
+from megatron_recipes.training.optimizer import build_scheduler, learning_rate_at, optimizer_step_counters
+from megatron_recipes.training.session import setup_training
+from stack_common.cli import compose_config
 
 BASE = [
     "model=tiny",
@@ -28,15 +49,10 @@ BASE = [
 
 
 def compose(*overrides: str):
-    from megatron_recipes.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config("pretrain", [*BASE, *overrides], register_configs)
 
 
 def test_layer_refuses_a_machine_with_cuda(monkeypatch):
-    from megatron_recipes.runtime import cpu
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(cpu.CudaOnCpuError):
         cpu.apply_cpu_runtime()
@@ -45,8 +61,6 @@ def test_layer_refuses_a_machine_with_cuda(monkeypatch):
 
 @pytest.fixture(scope="module")
 def session():
-    from megatron_recipes.training.session import setup_training
-
     config = compose()
     return setup_training(
         config.model, config.parallelism, config.optimizer, config.trainer, config.checkpoint, vocab_size=512
@@ -71,8 +85,6 @@ def test_cuda_device_requests_land_on_the_cpu(session):
 
 
 def test_tracker_streams_keep_their_gpu_semantics(session):
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker, model_parallel_cuda_manual_seed
-
     model_parallel_cuda_manual_seed(77)
     default_first = torch.rand(4)
     model_parallel_cuda_manual_seed(77)
@@ -88,13 +100,6 @@ def test_tracker_streams_keep_their_gpu_semantics(session):
 
 
 def test_captured_rng_state_replays_every_stream(session):
-    import random
-
-    import numpy as np
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker
-
-    from megatron_recipes.runtime.seeds import capture_rng_state, restore_rng_state
-
     state = capture_rng_state()
 
     def draw():
@@ -110,8 +115,6 @@ def test_captured_rng_state_replays_every_stream(session):
 
 
 def test_torch_norm_accepts_sequence_parallel_and_marks_its_parameters(session):
-    from megatron.core.transformer.torch_norm import WrappedTorchNorm
-
     config = session.transformer_config
     saved = config.sequence_parallel
     config.sequence_parallel = True
@@ -151,7 +154,6 @@ def _plain_loss(session, batches) -> float:
 def test_reported_loss_is_the_mean_over_all_micro_batches_not_divided_again(session):
     # Pitfall 2: megatron's schedule rescales the loss tensor in place; what is reported must be
     # the global-batch mean, not that divided by the number of micro-batches.
-    from megatron_recipes.training.loop import evaluate, train_step
 
     batches = _micro_batches(session.num_microbatches)
     assert session.num_microbatches == 4
@@ -165,7 +167,6 @@ def test_reported_loss_is_the_mean_over_all_micro_batches_not_divided_again(sess
 
 def test_custom_loss_function_with_mask_and_metrics(session):
     # What SFT (masked prompts) and GRPO (own objective, extra metrics) plug in.
-    from megatron_recipes.training.loop import evaluate, forward_only
 
     batches = _micro_batches(4, seed=1)
     for batch in batches:
@@ -188,8 +189,6 @@ def test_custom_loss_function_with_mask_and_metrics(session):
 
 
 def test_schedules_follow_the_pure_definition():
-    from megatron_recipes.training.optimizer import build_scheduler, learning_rate_at
-
     class Holder:
         param_groups = [{"params": [], "max_lr": 1e-3, "wd_mult": 1.0, "default_config": True}]
 
@@ -211,16 +210,6 @@ def test_schedules_follow_the_pure_definition():
 
 def test_weights_only_checkpoint_and_distributed_optimizer_state(session, tmp_path):
     # Pitfall 3: after loading, every parameter has its own Adam `step` holding the real count.
-    from megatron_recipes.training.checkpointing import (
-        CheckpointError,
-        latest_iteration,
-        load_checkpoint,
-        load_model_weights,
-        read_checkpoint_info,
-        save_checkpoint,
-    )
-    from megatron_recipes.training.optimizer import optimizer_step_counters
-    from megatron_recipes.training.session import setup_training
 
     steps_taken = int(optimizer_step_counters(session.optimizer)[0])
     assert steps_taken >= 1
@@ -264,8 +253,6 @@ def test_weights_only_checkpoint_and_distributed_optimizer_state(session, tmp_pa
 
 
 def test_an_incomplete_save_is_never_picked(session, tmp_path):
-    from megatron_recipes.training.checkpointing import latest_iteration, resolve_checkpoint, save_checkpoint
-
     save_checkpoint(tmp_path, 3, session.model)
     # A save that died half-way: its files exist under the staging name only.
     (tmp_path / "iter_0000006.incomplete").mkdir()

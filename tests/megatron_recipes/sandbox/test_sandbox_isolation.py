@@ -3,12 +3,15 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,8 +31,10 @@ from megatron_recipes.sandbox.executor import live_processes_of
 from tests.support import REPO_ROOT
 
 IS_ROOT = os.geteuid() == 0
+# Wall and CPU limits far above what the programs need, so no result depends on the machine's
+# load; a test about the wall or the CPU limit sets the other one far away (see ADVERSARIAL).
 LIMITS = SandboxLimits(
-    wall_seconds=6.0, cpu_seconds=2, memory_mb=512, processes=12, file_size_mb=4, output_bytes=64 * 1024
+    wall_seconds=120.0, cpu_seconds=30, memory_mb=512, processes=12, file_size_mb=4, output_bytes=64 * 1024
 )
 
 
@@ -48,42 +53,61 @@ def test_a_program_runs_and_reports(pool):
     assert result.exit_code == 3 and result.limit_hit is None and not result.ok
 
 
+# name -> (program, its limits, the limit it must hit). The busy loop needs 1 CPU second and has
+# 120 wall seconds (it would need under 1% of a core to lose the race); the sleeper uses almost no
+# CPU, so only its 2 wall seconds can stop it, however busy the machine.
 ADVERSARIAL = {
-    "infinite_loop": "while True:\n    pass",
-    "sleeping": "import time\ntime.sleep(600)",
-    "memory_bomb": "blocks = []\nwhile True:\n    blocks.append(bytearray(50 << 20))",
-    "fork_bomb": "import os\nwhile True:\n    os.fork()",
-    "output_bomb": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)",
-    "file_bomb": "with open('big.bin', 'wb') as f:\n    while True:\n        f.write(b'x' * (1 << 20))",
-    "kill_parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(os.getpgid(os.getppid()), signal.SIGKILL)",
-    "ctypes_poke": "import ctypes\nctypes.memset(0x1000, 0, 4096)\nprint('poked')",
+    "infinite_loop": ("while True:\n    pass", replace(LIMITS, cpu_seconds=1), LIMIT_CPU_TIME),
+    "sleeping": ("import time\ntime.sleep(600)", replace(LIMITS, wall_seconds=2.0), LIMIT_WALL_TIME),
+    "memory_bomb": ("blocks = []\nwhile True:\n    blocks.append(bytearray(50 << 20))", LIMITS, LIMIT_MEMORY),
+    "fork_bomb": ("import os\nwhile True:\n    os.fork()", LIMITS, LIMIT_PROCESSES),
+    "output_bomb": ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", LIMITS, LIMIT_OUTPUT),
+    "file_bomb": (
+        "with open('big.bin', 'wb') as f:\n    while True:\n        f.write(b'x' * (1 << 20))",
+        LIMITS,
+        LIMIT_FILE_SIZE,
+    ),
+    "kill_parent": (
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(os.getpgid(os.getppid()), signal.SIGKILL)",
+        LIMITS,
+        None,
+    ),
+    "ctypes_poke": ("import ctypes\nctypes.memset(0x1000, 0, 4096)\nprint('poked')", LIMITS, None),
 }
+FIRST_SLOT = 20  # the module pool uses slots 0 and 1
 
 
 def test_adversarial_programs_are_contained_while_the_caller_works(pool):
     results = {}
-    runner = threading.Thread(target=lambda: results.update(zip(ADVERSARIAL, pool.map(list(ADVERSARIAL.values())))))
+
+    def run_all() -> None:
+        with ThreadPoolExecutor(max_workers=2) as runners:
+            runs = {
+                name: runners.submit(run_python, code, limits, FIRST_SLOT + index)
+                for index, (name, (code, limits, _)) in enumerate(ADVERSARIAL.items())
+            }
+            results.update({name: run.result() for name, run in runs.items()})
+
+    runner = threading.Thread(target=run_all)
     runner.start()
-    # The caller keeps computing while the programs misbehave.
+    # The caller keeps computing while the programs misbehave (the sleeper alone keeps them
+    # going for 2 s: ten rounds need about 1% of a core).
     work_done = 0
     while runner.is_alive():
         sum(i * i for i in range(20000))
         work_done += 1
     runner.join()
     assert work_done > 10
-    assert results["infinite_loop"].limit_hit == LIMIT_CPU_TIME
-    assert results["sleeping"].limit_hit == LIMIT_WALL_TIME
-    assert results["sleeping"].wall_seconds < LIMITS.wall_seconds + 3
-    assert results["memory_bomb"].limit_hit == LIMIT_MEMORY
-    assert results["fork_bomb"].limit_hit in (LIMIT_PROCESSES, LIMIT_CPU_TIME, LIMIT_WALL_TIME)
-    assert results["output_bomb"].limit_hit == LIMIT_OUTPUT and results["output_bomb"].output_truncated
-    assert len(results["output_bomb"].stdout) <= LIMITS.output_bytes
-    assert results["file_bomb"].limit_hit == LIMIT_FILE_SIZE
+    for name, (_, _, expected) in ADVERSARIAL.items():
+        if expected is not None:
+            assert results[name].limit_hit == expected, (name, results[name])
+    assert results["sleeping"].wall_seconds < 600  # cut short, not slept out
+    assert results["output_bomb"].output_truncated and len(results["output_bomb"].stdout) <= LIMITS.output_bytes
     assert results["kill_parent"].exit_code != 0  # refused, and we are still here
     assert results["ctypes_poke"].exit_code not in (0, None) and "poked" not in results["ctypes_poke"].stdout
     if IS_ROOT:  # nothing of the fork bomb survives its run
-        survivors = [pid for slot in range(pool.max_workers) for pid in live_processes_of(LIMITS.uid_base + slot)]
-        assert survivors == []
+        uids = [LIMITS.uid_base + slot for slot in range(FIRST_SLOT, FIRST_SLOT + len(ADVERSARIAL))]
+        assert [pid for uid in uids for pid in live_processes_of(uid)] == []
     # The pool still works afterwards.
     assert pool.run("print(6 * 7)").stdout == "42\n"
 
@@ -153,7 +177,8 @@ except OSError as error:
 def test_audit_hook_fallback_blocks_sockets_and_signals():
     result = run_python(
         "import socket, os\n"
-        "try:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\nexcept PermissionError as e:\n    print('blocked', e)\n"
+        "try:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+        "except PermissionError as e:\n    print('blocked', e)\n"
         "try:\n    os.kill(os.getppid(), 0)\nexcept PermissionError as e:\n    print('blocked', e)\n",
         LIMITS,
         slot=5,
@@ -186,8 +211,8 @@ def test_an_interpreter_under_tmp_stays_reachable_while_tmp_is_private():
             f"print(sorted(os.listdir('/tmp/{scratch.name}')))\nprint(os.getcwd())"
         )
         caller = (
-            "import json\nfrom megatron_recipes.sandbox.executor import run_python\n"
-            f"print(json.dumps(run_python({program!r}).as_dict()))"
+            "import json\nfrom megatron_recipes.sandbox.executor import SandboxLimits, run_python\n"
+            f"print(json.dumps(run_python({program!r}, SandboxLimits(wall_seconds=120)).as_dict()))"
         )
         completed = subprocess.run(
             [str(venv / "bin" / "python"), "-c", caller], capture_output=True, text=True, timeout=120
@@ -207,13 +232,40 @@ def test_an_interpreter_under_tmp_stays_reachable_while_tmp_is_private():
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="per-slot uids exist only as root")
+def _waiting_program_of(job: subprocess.Popen) -> int | None:
+    """The sandboxed program started by `job` once it has blocked SIGUSR1, else None. SIGUSR2 is
+    blocked with it as the visible mark (sigwait unblocks the awaited SIGUSR1 while it waits); a
+    SIGUSR1 sent from then on stays pending until sigwait takes it."""
+    for entry in os.listdir("/proc"):
+        try:
+            if (
+                not entry.isdigit()
+                or not LIMITS.uid_base <= os.stat(f"/proc/{entry}").st_uid < LIMITS.uid_base + LIMITS.uid_count
+            ):
+                continue
+            status = dict(line.split(":\t", 1) for line in Path(f"/proc/{entry}/status").read_text().splitlines())
+            ancestor = int(status["PPid"])
+            while ancestor > 1 and ancestor != job.pid:
+                ancestor = int(Path(f"/proc/{ancestor}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+        if ancestor == job.pid and int(status["SigBlk"], 16) & (1 << (signal.SIGUSR2 - 1)):
+            return int(entry)
+    return None
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="per-slot uids exist only as root")
 def test_pools_in_separate_processes_claim_distinct_uids():
     """Two jobs on one node, each with its own pool: slot 0 of both must not run as the same uid,
-    or the first run to end sweeps that uid and kills the other job's program."""
-    program = "import os, time\ntime.sleep(3.0)\nprint(os.getuid())"
+    or the first run to end sweeps that uid and kills the other job's program. The programs wait
+    for a signal that is sent only once both run, so they overlap however slowly the jobs start."""
+    program = (
+        "import os, signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})\n"
+        "signal.sigwait({signal.SIGUSR1})\nprint(os.getuid())"
+    )
     caller = (
         "import json\nfrom megatron_recipes.sandbox import SandboxLimits, SandboxPool\n"
-        "with SandboxPool(max_workers=1, limits=SandboxLimits(wall_seconds=20)) as pool:\n"
+        "with SandboxPool(max_workers=1, limits=SandboxLimits(wall_seconds=300)) as pool:\n"
         f"    print(json.dumps(pool.run({program!r}).as_dict()))"
     )
 
@@ -222,16 +274,22 @@ def test_pools_in_separate_processes_claim_distinct_uids():
             [sys.executable, "-c", caller], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
-    first = start_job()
-    # Start the second job only once the first one's program runs, so the two runs overlap.
-    deadline = time.monotonic() + 60
-    while not live_processes_of(LIMITS.uid_base):
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.02)
-    jobs = [first, start_job()]
+    def wait_for_program(job: subprocess.Popen) -> int:
+        deadline = time.monotonic() + 240  # a guard against a hang, not a timing assertion
+        while (program_pid := _waiting_program_of(job)) is None:
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+            time.sleep(0.02)
+        return program_pid
+
+    jobs = [start_job()]
+    waiting = [wait_for_program(jobs[0])]
+    jobs.append(start_job())  # while the first job's program runs
+    waiting.append(wait_for_program(jobs[1]))
+    for program_pid in waiting:
+        os.kill(program_pid, signal.SIGUSR1)
     results = []
     for job in jobs:
-        stdout, stderr = job.communicate(timeout=120)
+        stdout, stderr = job.communicate(timeout=300)
         assert job.returncode == 0, stderr
         results.append(json.loads(stdout))
     assert [r["exit_code"] for r in results] == [0, 0], results  # neither program was swept away

@@ -14,9 +14,24 @@ would be wrong: pipeline stages draw their initial weights from their own stream
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
+
+import megatron.core.pipeline_parallel.p2p_communication as p2p
+import torch.distributed as dist
+
+from megatron_recipes.config import register_configs
+from megatron_recipes.data.mixture import SyntheticTokenizer
+from megatron_recipes.data.pretraining import build_pretraining_datasets, pretraining_batches
+from megatron_recipes.runtime import cpu
+from megatron_recipes.runtime.distributed import shutdown_runtime
+from megatron_recipes.training.checkpointing import save_checkpoint
+from megatron_recipes.training.loop import train
+from megatron_recipes.training.metrics import read_metrics
+from megatron_recipes.training.session import setup_training
+from stack_common.cli import compose_config
 
 STEPS = 5
 SAVE_STEP = 3
@@ -54,20 +69,11 @@ COMMON = [
 
 
 def compose(overrides: list[str]):
-    from megatron_recipes.config import register_configs
-    from stack_common.cli import compose_config
-
     return compose_config("pretrain", [*COMMON, *overrides], register_configs)
 
 
 def train_losses(config, output_dir: Path, steps: int) -> dict:
     """Train `config` (checkpoint settings included) up to `steps`; return the layout and {step: loss}."""
-    from megatron_recipes.data.pretraining import SyntheticTokenizer, build_pretraining_datasets, pretraining_batches
-    from megatron_recipes.runtime import shutdown_runtime
-    from megatron_recipes.training.loop import train
-    from megatron_recipes.training.metrics import read_metrics
-    from megatron_recipes.training.session import setup_training
-
     config.trainer.output_dir = str(output_dir)
     config.trainer.train_steps = steps
     session = setup_training(
@@ -101,7 +107,6 @@ def train_losses(config, output_dir: Path, steps: int) -> dict:
         "chunks": len(session.model),
     }
     train(session, batches)
-    import torch.distributed as dist
 
     dist.barrier()
     rows = read_metrics(output_dir / "metrics.jsonl")
@@ -110,10 +115,6 @@ def train_losses(config, output_dir: Path, steps: int) -> dict:
 
 
 def reference(work: Path) -> None:
-    from megatron_recipes.runtime import shutdown_runtime
-    from megatron_recipes.training.checkpointing import save_checkpoint
-    from megatron_recipes.training.session import setup_training
-
     config = compose(["parallelism=single"])
     # Initial weights: a weights-only checkpoint, as a converter would write.
     session = setup_training(
@@ -149,9 +150,6 @@ def layouts(work: Path) -> None:
         results[name] = train_losses(compose(overrides), work / name, 1)
     # Shown, not assumed: gloo pairs isend/irecv to one peer by (tag, order), so megatron's batched
     # p2p, which sends both directions to the same peer with tag 0, swaps tensors without an error.
-    import megatron.core.pipeline_parallel.p2p_communication as p2p
-
-    from megatron_recipes.runtime import cpu
 
     tagged, p2p._batched_p2p_ops = p2p._batched_p2p_ops, cpu.untagged_batched_p2p_ops
     try:
@@ -169,7 +167,6 @@ def layouts(work: Path) -> None:
             if not link.exists():
                 link.symlink_to(work / "reference_checkpoints" / f"iter_{SAVE_STEP:07d}")
             (private / "latest").write_text(f"{SAVE_STEP}\n")
-        import torch.distributed as dist
 
         if dist.is_initialized():
             dist.barrier()
@@ -182,8 +179,6 @@ def layouts(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     mode, work = sys.argv[1], Path(sys.argv[sys.argv.index("--work") + 1])
     {"reference": reference, "layouts": layouts}[mode](work)

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from beam_pipelines.sample import collect_sample_pages
 from megatron_recipes.training.metrics import read_metrics
 from tests.support import run_module
 
@@ -31,10 +33,6 @@ STEPS = 160
 
 def build_corpus(directory: Path) -> tuple[Path, float, int]:
     """Tokenizer path, unigram entropy (nats/token) and token count of a real-text corpus."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from beam_pipelines.sample import collect_sample_pages
-
     texts = [page.docstring for page in collect_sample_pages(1000, 1000) if page.docstring.strip()]
     random.Random(0).shuffle(texts)  # validation documents from the same mix as training ones
     tokenizer = Tokenizer(models.BPE())
