@@ -30,7 +30,6 @@ from beam_pipelines.io.config import CorpusConfig
 from megatron_recipes.convert.config import ConvertConfig
 from megatron_recipes.data.config import (
     ARITHMETIC_TASK,
-    HELD_OUT_PROMPT_SEED,
     ChatTemplateConfig,
     DataConfig,
     PromptSourceConfig,
@@ -129,10 +128,9 @@ class GrpoConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     rl: RlConfig = field(default_factory=RlConfig)
     prompts: PromptSourceConfig = field(default_factory=PromptSourceConfig)
-    # Held-out questions for rl.eval_interval (the same source drawn with its own seed by default).
-    eval_prompts: PromptSourceConfig = field(
-        default_factory=lambda: PromptSourceConfig(seed=HELD_OUT_PROMPT_SEED, limit=64)
-    )
+    # Held-out questions for rl.eval_interval: the held-out side of the hash split (data/config.py),
+    # checked against the questions GRPO trains on (grpo.plan_grpo drops and counts any overlap).
+    eval_prompts: PromptSourceConfig = field(default_factory=lambda: PromptSourceConfig(split="held_out", limit=64))
     chat_template: ChatTemplateConfig = field(default_factory=ChatTemplateConfig)
     answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)

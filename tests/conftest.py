@@ -2,8 +2,12 @@ import os
 
 import pytest
 
-# Tests run on the CPU; keep library thread pools from oversubscribing the 2 CI cores.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+from stack_common.reproducible import REPRODUCIBLE_CPU_VARIABLES
+
+# Tests run on the CPU, one thread per process (no oversubscribed CI cores), with the kernels and
+# GEMM paths pinned before torch is imported: a training run in a test is then the same model bit
+# for bit on any x86-64 machine, and its subprocesses inherit the pins (stack_common/reproducible.py).
+os.environ.update(REPRODUCIBLE_CPU_VARIABLES)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402  after the thread settings above

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from beam_pipelines.sample import ensure_sample_seed_positives, sample_seed_positives_path
 from megatron_recipes.config import register_configs
 from megatron_recipes.data.config import ChatTemplateConfig
-from megatron_recipes.data.rl_prompts import PromptStream
+from megatron_recipes.data.rl_prompts import PromptStream, distinct_records, drop_overlapping
 from megatron_recipes.evaluation.datasets import load_problems
 from megatron_recipes.training.metrics import read_metrics
 from stack_common.cli import compose_config
@@ -33,11 +33,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Every stage's settings other than paths and sizes live in its preset under conf/
 # (experiment/chain_<stage>.yaml, source/arithmetic.yaml). The GRPO stage's composition also names
-# the arithmetic task of the chain's generated inputs and the held-out set's seed.
+# the arithmetic task of the chain's generated inputs: its `prompts` (the train side of the
+# question split) and `eval_prompts` (the held-out side).
 GRPO_PRESET = "+experiment=chain_grpo"
-# Seeds of the other inputs drawn from that task: they differ from GRPO's training and held-out seeds.
+# Seeds of the other training inputs drawn from that task's train side (GRPO draws with its own).
 ARITHMETIC_TEXT_SEED = 7
 SFT_DATA_SEED = 99
+# Each evaluate stage scores its checkpoint twice on the held-out set: greedy, and sampled as GRPO samples.
+EVALUATIONS = {"greedy": "+experiment=chain_evaluate", "sampled": "+experiment=chain_evaluate_sampled"}
 
 
 class StageFailed(Exception):
@@ -93,11 +96,14 @@ class Chain:
             ),
             "pretrain": lambda: self.training_finished("pretrain", size.pretrain_steps),
             "sft": lambda: self.training_finished("sft", size.sft_steps),
-            "evaluate_sft": lambda: self.path("evaluate", "sft", "results.json").exists(),
+            "evaluate_sft": lambda: self.evaluated("sft"),
             "grpo": lambda: self.training_finished("grpo", size.grpo_steps),
-            "evaluate_grpo": lambda: self.path("evaluate", "grpo", "results.json").exists(),
+            "evaluate_grpo": lambda: self.evaluated("grpo"),
         }
         return markers[stage]()
+
+    def evaluated(self, run: str) -> bool:
+        return all(self.path("evaluate", run, kind, "results.json").exists() for kind in EVALUATIONS)
 
     # -- inputs the chain generates (not pipelines: seed data and benchmark files) -----------------
     def seed_positives_path(self) -> str:
@@ -107,6 +113,9 @@ class Chain:
         directory = self.inputs / "benchmarks"
         return {"champ": directory / "champ.jsonl", "arithmetic_heldout": directory / "arithmetic_heldout.jsonl"}
 
+    def held_out_check_path(self) -> Path:
+        return self.inputs / "benchmarks" / "arithmetic_heldout_check.json"
+
     def arithmetic_text_path(self) -> Path:
         return self.inputs / "arithmetic_text.jsonl"
 
@@ -114,24 +123,36 @@ class Chain:
         return self.inputs / f"sft-{self.size.sft_examples}.jsonl"
 
     @functools.cached_property
-    def grpo_prompt_sources(self):
-        """The GRPO stage's `prompts` and `eval_prompts`: the SFT data and the arithmetic text are
-        drawn from GRPO's task (other seeds), the held-out set is GRPO's own held-out source."""
-        grpo = compose_config("grpo", [GRPO_PRESET], register_configs)
-        return grpo.prompts, grpo.eval_prompts
+    def grpo_config(self):
+        """The GRPO stage's composition: its `prompts` name the task every generated input is drawn
+        from, its `eval_prompts` the held-out side of the question split."""
+        return compose_config("grpo", [GRPO_PRESET], register_configs)
+
+    def training_sources(self) -> dict:
+        """Every training set the chain draws from GRPO's task: name -> (source, questions used)."""
+        grpo, size = self.grpo_config, self.size
+        return {
+            "pretraining_text": (
+                replace(grpo.prompts, seed=ARITHMETIC_TEXT_SEED, limit=None),
+                size.arithmetic_documents,
+            ),
+            "sft": (replace(grpo.prompts, seed=SFT_DATA_SEED, limit=None), size.sft_examples),
+            "grpo_prompts": (grpo.prompts, size.grpo_steps * grpo.rl.questions_per_step),
+        }
 
     def write_inputs(self, stage: str) -> None:
         """Write what `stage` reads besides earlier stages' outputs (each file once)."""
         if stage == "recall":
             ensure_sample_seed_positives(str(self.inputs), self.size.sample_math_pages, self.size.seed_positive_pages)
-        elif stage in ("decontaminate", "evaluate_sft", "evaluate_grpo"):
+        elif stage in ("decontaminate", "evaluate_sft", "grpo", "evaluate_grpo"):
             self.write_benchmark_files()
         elif stage == "tokenize":
             self.write_arithmetic_text()
 
     def write_benchmark_files(self) -> None:
         """CHAMP (ships with the champ-dataset package) and the chain's own held-out arithmetic set,
-        both as GSM8K-format JSONL: the decontamination benchmarks and the evaluation set."""
+        both as GSM8K-format JSONL: the decontamination benchmarks and the evaluation set (which is
+        also GRPO's held-out check)."""
         paths = self.benchmark_paths()
         paths["champ"].parent.mkdir(parents=True, exist_ok=True)
         if not paths["champ"].exists():
@@ -141,29 +162,57 @@ class Chain:
             ]
             _write_jsonl(paths["champ"], rows)
         if not paths["arithmetic_heldout"].exists():
-            _, held_out_source = self.grpo_prompt_sources
-            source = replace(held_out_source, limit=self.size.eval_questions)
+            held_out, check = self.held_out_set()
             rows = [
-                {"question": r.question, "answer": f"{r.question} is {r.answer}.\n#### {r.answer}"}
-                for r in PromptStream(source, ChatTemplateConfig()).take(0, self.size.eval_questions)
+                {"question": r.question, "answer": f"{r.question} is {r.answer}.\n#### {r.answer}"} for r in held_out
             ]
+            self.held_out_check_path().write_text(json.dumps(check, indent=2) + "\n")
             _write_jsonl(paths["arithmetic_heldout"], rows)
+
+    def held_out_set(self) -> tuple[list, dict]:
+        """The first eval_questions questions of the held-out side (distinct), less any that occurs in a
+        training set (the split rule makes that none; the check is what proves it), and the check's
+        record: candidates, kept, removed per training set, the size of each training set."""
+        # The task repeats questions within a stream (a few thousand distinct ones): draw four times
+        # as many and keep the first eval_questions distinct ones.
+        wanted = self.size.eval_questions
+        source = replace(self.grpo_config.eval_prompts, limit=4 * wanted)
+        candidates = distinct_records(PromptStream(source, ChatTemplateConfig()).take(0, 4 * wanted))[:wanted]
+        training = {
+            name: [r.question for r in PromptStream(training_source, ChatTemplateConfig()).take(0, count)]
+            for name, (training_source, count) in self.training_sources().items()
+        }
+        held_out, removed = drop_overlapping(candidates, training)
+        check = {
+            "questions": len(held_out),
+            "candidates": len(candidates),
+            "split": source.split,
+            "held_out_fraction": source.held_out_fraction,
+            "overlaps_dropped": removed,
+            "training_questions": {name: len(questions) for name, questions in training.items()},
+        }
+        if removed["total"]:
+            print(
+                f"[chain] held-out set: {removed['total']} of {len(candidates)} questions are training questions"
+                f" ({removed}); they are left out",
+                flush=True,
+            )
+        return held_out, check
 
     def write_arithmetic_text(self) -> None:
         """Plain arithmetic text for the pretraining mixture (the tiny model's "non-web" source):
-        worked sums phrased like the SFT answers, from reasoning-gym with its own seed."""
+        worked sums phrased like the SFT answers, from the task's train side with its own seed."""
         path = self.arithmetic_text_path()
         if path.exists():
             return
 
-        training_source, _ = self.grpo_prompt_sources
-        source = replace(training_source, seed=ARITHMETIC_TEXT_SEED, limit=None)
+        source, count = self.training_sources()["pretraining_text"]
         rows = [
             {
                 "id": f"arith-{i}",
                 "text": f"{r.question} {r.question[len('Calculate ') :].rstrip('.')} = {r.answer}.",
             }
-            for i, r in enumerate(PromptStream(source, ChatTemplateConfig()).take(0, self.size.arithmetic_documents))
+            for i, r in enumerate(PromptStream(source, ChatTemplateConfig()).take(0, count))
         ]
         _write_jsonl(path, rows)
 
@@ -227,12 +276,13 @@ class Chain:
                 ]
             ]
         if stage == "sft":
-            training_source, _ = self.grpo_prompt_sources
+            source, count = self.training_sources()["sft"]
             data = str(self.sft_data_path())
             generate = [
                 "megatron_recipes.data.rl_prompts",
-                *("--out", data, "--count", str(size.sft_examples), "--seed", str(SFT_DATA_SEED)),
-                *training_source.tasks,
+                *("--out", data, "--count", str(count), "--seed", str(source.seed)),
+                *("--split", source.split, "--held-out-fraction", str(source.held_out_fraction)),
+                *source.tasks,
             ]
             return [
                 generate,
@@ -251,13 +301,15 @@ class Chain:
             return [
                 [
                     "megatron_recipes.evaluate",
-                    "+experiment=chain_evaluate",
+                    preset,
                     f"dataset.path={self.benchmark_paths()['arithmetic_heldout']}",
                     f"generator.checkpoint={self.path(run, 'checkpoints')}",
-                    f"output_dir={self.path('evaluate', run)}",
+                    f"output_dir={self.path('evaluate', run, kind)}",
                 ]
+                for kind, preset in EVALUATIONS.items()
             ]
         if stage == "grpo":
+            # GRPO's held-out check is the chain's held-out set, checked against every training set.
             return [
                 [
                     "megatron_recipes.grpo",
@@ -265,6 +317,9 @@ class Chain:
                     f"checkpoint.init_from={self.path('sft', 'checkpoints')}",
                     f"trainer.train_steps={size.grpo_steps}",
                     f"trainer.output_dir={self.path('grpo')}",
+                    "eval_prompts.source=gsm8k",
+                    f"eval_prompts.path={self.benchmark_paths()['arithmetic_heldout']}",
+                    "eval_prompts.split=all",
                 ]
             ]
         raise AssertionError(stage)
@@ -390,9 +445,9 @@ class Chain:
             "tokenize": "tokenized/<source>/summary.json",
             "pretrain": "pretrain/checkpoints/exit_status.json",
             "sft": "sft/checkpoints/exit_status.json",
-            "evaluate_sft": "evaluate/sft/results.json",
+            "evaluate_sft": "evaluate/sft/{greedy,sampled}/results.json",
             "grpo": "grpo/checkpoints/exit_status.json",
-            "evaluate_grpo": "evaluate/grpo/results.json",
+            "evaluate_grpo": "evaluate/grpo/{greedy,sampled}/results.json",
         }[stage]
 
     # -- reading the stages' outputs ---------------------------------------------------------------
@@ -446,8 +501,14 @@ class Chain:
                     )
                 return text
             if stage.startswith("evaluate"):
-                result = self.read_json("evaluate", stage.split("_")[1], "results.json")["summary"]
-                return f"accuracy {result['accuracy']:.3f} on {result['problems']} held-out problems"
+                run = stage.split("_")[1]
+                greedy, sampled = (
+                    self.read_json("evaluate", run, kind, "results.json")["summary"] for kind in EVALUATIONS
+                )
+                return (
+                    f"accuracy greedy {greedy['accuracy']:.3f}, sampled {sampled['accuracy']:.3f} "
+                    f"({sampled['samples_per_problem']} per question, T=1) on {greedy['problems']} held-out problems"
+                )
         except (OSError, KeyError, IndexError, ValueError) as error:
             return f"(no figures: {type(error).__name__}: {error})"
         return ""
@@ -491,24 +552,32 @@ class Chain:
         out["curves"] = curves
         evaluation = {}
         for run in ("sft", "grpo"):
-            path = self.path("evaluate", run, "results.json")
-            if path.exists():
-                evaluation[f"after_{run}"] = json.loads(path.read_text())["summary"]["accuracy"]
+            if self.evaluated(run):
+                evaluation[f"after_{run}"] = {
+                    kind: self.read_json("evaluate", run, kind, "results.json")["summary"]["accuracy"]
+                    for kind in EVALUATIONS
+                }
         out["evaluation_accuracy"] = evaluation
+        if self.evaluated("sft"):
+            sampled = self.read_json("evaluate", "sft", "sampled", "results.json")["summary"]
+            out["evaluation_sampling"] = {"temperature": 1.0, "samples_per_question": sampled["samples_per_problem"]}
+        if self.held_out_check_path().exists():
+            out["held_out"] = json.loads(self.held_out_check_path().read_text())
         out["tensorboard"] = [str(self.path(run, "tensorboard")) for run in ("pretrain", "sft", "grpo")]
         out["report"] = str(self.work / "chain_report.html")
         return out
 
     def write_report(self, summary: dict) -> None:
-        figure = Figure(figsize=(18, 3.6))
-        axes = figure.subplots(1, 4)
+        # Two by two, so that the image keeps a readable size when the page scales it to its width.
+        figure = Figure(figsize=(10, 6.4))
+        axes = figure.subplots(2, 2)
         titles = {
             "pretrain": "pretrain loss",
             "sft": "SFT loss",
-            "grpo": "GRPO mean reward",
-            "grpo_heldout_accuracy": "GRPO held-out accuracy",
+            "grpo": "GRPO mean reward (training questions)",
+            "grpo_heldout_accuracy": "GRPO held-out accuracy (sampled)",
         }
-        for axis, (name, title) in zip(axes, titles.items()):
+        for axis, (name, title) in zip(axes.flat, titles.items()):
             points = summary["curves"].get(name) or []
             if points:
                 axis.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
@@ -517,7 +586,7 @@ class Chain:
             axis.grid(alpha=0.3)
         figure.tight_layout()
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=90)
+        figure.savefig(buffer, format="png", dpi=100)
         (self.work / "chain_curves.png").write_bytes(buffer.getvalue())
         image = base64.b64encode(buffer.getvalue()).decode()
         rows = "".join(
@@ -533,11 +602,13 @@ class Chain:
             for r in recall.get("rounds", [])
         )
         html = f"""<!doctype html><html><head><meta charset="utf-8"><title>chain report</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:3px 8px}}
-table{{border-collapse:collapse;margin-bottom:1.5em}}</style></head><body>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:sans-serif;margin:2em;max-width:72em}}td,th{{border:1px solid #ccc;padding:3px 8px}}
+table{{border-collapse:collapse;margin-bottom:1.5em}}td.number{{text-align:right}}
+img{{display:block;max-width:100%;height:auto}}</style></head><body>
 <h1>DeepSeekMath chain on {_escape(summary["work_dir"])}</h1>
-<p>sizes {summary["sizes"]}, {summary["seconds"]:.0f} s. Evaluation accuracy on the held-out set:
-{_escape(json.dumps(summary["evaluation_accuracy"]))}.</p>
+<p>sizes {summary["sizes"]}, {summary["seconds"]:.0f} s.</p>
+<h2>Evaluation on the held-out set</h2>{_accuracy_table(summary)}{_held_out_text(summary)}
 <h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>result</th></tr>{rows}</table>
 <h2>Pages</h2><table>{pages}</table>
 <h2>Recall rounds (stopped: {_escape(str(recall.get("stop_reason")))};
@@ -571,11 +642,24 @@ table{{border-collapse:collapse;margin-bottom:1.5em}}</style></head><body>
                 f"[chain] GRPO mean reward: {rewards[0][1]:.3f} -> {rewards[-1][1]:.3f}; "
                 "held-out accuracy during GRPO: " + ", ".join(f"{a:.3f}@{s}" for s, a in accuracy)
             )
-        evaluation = summary["evaluation_accuracy"]
+        evaluation, held_out = summary["evaluation_accuracy"], summary.get("held_out", {})
         if evaluation:
+            sampling = summary.get("evaluation_sampling", {})
+            for kind in EVALUATIONS:
+                how = (
+                    "greedy"
+                    if kind == "greedy"
+                    else f"sampled (T=1, {sampling.get('samples_per_question')} per question)"
+                )
+                print(
+                    f"[chain] evaluation, {how}, on {held_out.get('questions', '?')} held-out questions: "
+                    + " -> ".join(f"{run} {values[kind]:.3f}" for run, values in evaluation.items())
+                )
+        if held_out:
             print(
-                "[chain] evaluation (greedy, held-out arithmetic): "
-                + ", ".join(f"{k} {v:.3f}" for k, v in evaluation.items())
+                f"[chain] held-out set: {held_out['questions']} questions of the held-out split; "
+                f"{held_out['overlaps_dropped']['total']} dropped as training questions "
+                f"(checked against {', '.join(f'{k} {v:,}' for k, v in held_out['training_questions'].items())})"
             )
         print(
             f"[chain] report {summary['report']}; summary {self.work / 'chain_summary.json'}; "
@@ -588,6 +672,39 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     partial = path.with_suffix(".partial")
     partial.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     partial.replace(path)
+
+
+def _accuracy_table(summary: dict) -> str:
+    """Greedy and sampled accuracy after SFT and after GRPO, and GRPO's gain, as an HTML table."""
+    evaluation = summary.get("evaluation_accuracy") or {}
+    if not evaluation:
+        return "<p>No evaluation ran.</p>"
+    samples = summary.get("evaluation_sampling", {}).get("samples_per_question")
+    header = f"<tr><th>model</th><th>greedy</th><th>sampled (T=1, {samples} per question)</th></tr>"
+    rows = [
+        f"<tr><td>after {run.removeprefix('after_').upper()}</td>"
+        + "".join(f'<td class="number">{values[kind]:.3f}</td>' for kind in EVALUATIONS)
+        + "</tr>"
+        for run, values in evaluation.items()
+    ]
+    if {"after_sft", "after_grpo"} <= set(evaluation):
+        gains = [100 * (evaluation["after_grpo"][kind] - evaluation["after_sft"][kind]) for kind in EVALUATIONS]
+        rows.append(
+            "<tr><td>GRPO gain (points)</td>" + "".join(f'<td class="number">{g:+.1f}</td>' for g in gains) + "</tr>"
+        )
+    return f"<table>{header}{''.join(rows)}</table>"
+
+
+def _held_out_text(summary: dict) -> str:
+    held_out = summary.get("held_out")
+    if not held_out:
+        return ""
+    checked = ", ".join(f"{name} ({count:,} questions)" for name, count in held_out["training_questions"].items())
+    return (
+        f"<p>{held_out['questions']} held-out questions (the {held_out['split']} side of the question split, "
+        f"fraction {held_out['held_out_fraction']}), checked against every training set: {_escape(checked)}; "
+        f"{held_out['overlaps_dropped']['total']} dropped as training questions.</p>"
+    )
 
 
 def _fraction(value) -> str:

@@ -23,15 +23,18 @@ LONG_EXAMPLE_POLICIES = ("truncate", "drop")
 # reasoning-gym generates questions on the fly; the evaluation datasets with free-form final
 # answers serve as question files (multiple-choice and code benchmarks have no such answer).
 PROMPT_SOURCES = ("reasoning_gym", *(name for name, spec in DATASETS.items() if spec.kind == KIND_ANSWER))
-# One-digit sums phrased by reasoning-gym ("Calculate -4 + 7."): the task the tiny CPU presets are
-# tuned for. conf/experiment/grpo_tiny_cpu.yaml picks it as the registered `prompts: arithmetic`.
+# Three one-digit numbers joined by + or -, phrased by reasoning-gym ("Calculate 4 - 7 + 2."): the
+# task of the tiny CPU presets and the chain. 11 x 11 x 11 x 4 = 5,324 distinct questions, so the
+# held-out tenth is hundreds of questions no training set holds (one-digit sums had 121 in all),
+# and the tiny model learns it only in part (room for GRPO). conf/experiment/grpo_tiny_cpu.yaml picks
+# it as the registered `prompts: arithmetic`.
 ARITHMETIC_TASK = (
-    "basic_arithmetic:operators=+,min_terms=2,max_terms=2,min_digits=1,max_digits=1,"
+    "basic_arithmetic:operators=[+,-],min_terms=3,max_terms=3,min_digits=1,max_digits=1,"
     "allow_parentheses=false,allow_negation=false"
 )
-# Held-out questions come from the same generator with this seed, so they are not the ones the
-# training prompts (seed 1234) or generated SFT data draw.
-HELD_OUT_PROMPT_SEED = 4321
+# Which questions a source yields (PromptSourceConfig.split): `train` and `held_out` partition every
+# question by a hash of its normalised text (rl_prompts.question_split), `all` keeps every one.
+PROMPT_SPLITS = ("train", "held_out", "all")
 
 
 @dataclass
@@ -174,14 +177,21 @@ class PromptSourceConfig:
     """Questions with verifiable answers for GRPO rollouts (megatron_recipes/data/rl_prompts.py).
 
     reasoning_gym (default, generated on the fly by the `reasoning-gym` package): `tasks` lists
-    task specs `name` or `name:key=value,key=value` (e.g. `chain_sum:min_terms=2,max_terms=3`),
-    drawn round-robin; gsm8k / math: local files at `path` in their public formats; champ: the
-    offline CHAMP set. Each question becomes the user turn `question_template` (with `{question}`
-    replaced) of the chat template.
+    task specs `name` or `name:key=value,key=value` (e.g. `chain_sum:min_terms=2,max_terms=3`; a
+    list value is `key=[a,b]`, or `key=a,b` where `b` has no `=`), drawn round-robin; gsm8k / math:
+    local files at `path` in their public formats; champ: the offline CHAMP set. Each question
+    becomes the user turn `question_template` (with `{question}` replaced) of the chat template.
+    `split` keeps one side of the train/held-out partition (see the field).
     """
 
     source: str = "reasoning_gym"
     path: str | None = None
+    # train | held_out | all. A question is held out when a hash of its normalised text falls below
+    # held_out_fraction, whatever seed, task or file produced it: a `train` source and a `held_out`
+    # source never share a question (reasoning-gym's seeds only shift one sequence of questions,
+    # so another seed alone does not hold anything out).
+    split: str = "train"
+    held_out_fraction: float = 0.1
     tasks: list[str] = field(default_factory=lambda: ["basic_arithmetic", "gsm_symbolic"])
     # Questions generated per reasoning-gym task before the stream repeats (with another shuffle).
     size: int = 100_000
@@ -192,6 +202,10 @@ class PromptSourceConfig:
     def validate(self, section: str = "prompts") -> None:
         """`section`: the key this source sits under (prompts, eval_prompts), for the messages."""
         require_choice(f"{section}.source", self.source, PROMPT_SOURCES)
+        require_choice(f"{section}.split", self.split, PROMPT_SPLITS)
+        require_range(
+            f"{section}.held_out_fraction", self.held_out_fraction, 0, 1, low_inclusive=False, high_inclusive=False
+        )
         if reads_local_files(self.source) and not self.path:
             raise ConfigError(
                 f"{section}.source={self.source} reads local files: set {section}.path=/path/to/{self.source}"

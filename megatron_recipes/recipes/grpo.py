@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from megatron_recipes.config import GrpoConfig
 from megatron_recipes.data.model_tokenizer import training_tokenizer_path
-from megatron_recipes.data.rl_prompts import PromptStream
+from megatron_recipes.data.rl_prompts import PromptStream, distinct_records, drop_overlapping
 from megatron_recipes.generation.tokenizer import load_text_tokenizer
 from megatron_recipes.models.llama import build_model
 from megatron_recipes.reward_models.kinds import get_reward_model_kind
@@ -37,7 +37,10 @@ class GrpoPlan:
     tokenizer: object
     vocab_size: int
     prompts: object
-    eval_prompts: object | None
+    # The held-out questions (rl_prompts.PromptRecord), none of them a question GRPO trains on.
+    held_out: list | None
+    # How many held-out questions the overlap check removed, per training set and in total.
+    held_out_overlaps: dict | None = None
     reward_model: dict | None = None  # the reward model's record (reward_models/scoring.py)
 
 
@@ -81,9 +84,11 @@ def plan_grpo(config: GrpoConfig) -> GrpoPlan:
             f"{vocab_size}"
         )
     prompts = PromptStream(config.prompts, config.chat_template)
-    eval_prompts = PromptStream(config.eval_prompts, config.chat_template) if config.rl.eval_interval else None
     reward_model = check_reward_model(config, tokenizer) if config.rl.reward_model else None
-    return GrpoPlan(tokenizer, int(vocab_size), prompts, eval_prompts, reward_model)
+    if not config.rl.eval_interval:
+        return GrpoPlan(tokenizer, int(vocab_size), prompts, None, None, reward_model)
+    held_out, overlaps = held_out_questions(config, prompts)
+    return GrpoPlan(tokenizer, int(vocab_size), prompts, held_out, overlaps, reward_model)
 
 
 def check_reward_model(config: GrpoConfig, tokenizer) -> dict:
@@ -106,6 +111,29 @@ def check_reward_model(config: GrpoConfig, tokenizer) -> dict:
             f" not the policy's {tokenizer.path}: train the reward model from the policy's tokens"
         )
     return record
+
+
+def held_out_questions(config: GrpoConfig, prompts) -> tuple[list, dict]:
+    """eval_prompts' distinct questions less any that GRPO trains on: the first train_steps x
+    questions_per_step questions of `prompts` (a resumed run draws the same ones). The split rule
+    makes the overlap empty when both sources are one generator's two sides; another source (a
+    file, split=all, another held_out_fraction) may overlap, and is cut back here, with a count."""
+    candidates = PromptStream(config.eval_prompts, config.chat_template)
+    candidates = distinct_records(candidates.take(0, len(candidates)))
+    trained = prompts.take(0, config.trainer.train_steps * config.rl.questions_per_step)
+    held_out, overlaps = drop_overlapping(candidates, {"grpo_prompts": [record.question for record in trained]})
+    if overlaps["total"]:
+        log.warning(
+            "eval_prompts: %d of %d held-out questions are also GRPO training questions; they are left out",
+            overlaps["total"],
+            len(candidates),
+        )
+    if not held_out:
+        raise ConfigError(
+            f"eval_prompts: all {len(candidates)} held-out questions are GRPO training questions"
+            " (give eval_prompts.split=held_out, or a source GRPO does not train on)"
+        )
+    return held_out, overlaps
 
 
 def build_reference_model(config: GrpoConfig, session):
@@ -152,6 +180,11 @@ def run_grpo(config: GrpoConfig, plan: GrpoPlan):
     pool = sandbox = None
     try:
         session.state.extra["tokenizer"] = plan.tokenizer.path
+        if plan.held_out is not None:
+            session.state.extra["held_out"] = {
+                "questions": len(plan.held_out),
+                "overlaps_dropped": plan.held_out_overlaps,
+            }
         reference = build_reference_model(config, session)
         checker = None
         if session.runtime.tensor_parallel_rank == 0:
@@ -162,15 +195,21 @@ def run_grpo(config: GrpoConfig, plan: GrpoPlan):
         if session.runtime.is_logging_rank:
             log.info(
                 "GRPO: %d questions x %d samples per step on %d data-parallel rank(s), %d optimizer update(s) per step;"
-                " prompts %s (%s questions); tokenizer %s",
+                " prompts %s; tokenizer %s",
                 config.rl.questions_per_step,
                 config.rl.group_size,
                 session.runtime.data_parallel_size,
                 updates_per_step,
-                config.prompts.source,
-                f"{len(plan.prompts):,}",
+                plan.prompts.describe(),
                 plan.tokenizer.path,
             )
+            if plan.held_out is not None:
+                log.info(
+                    "held-out check: %d questions (%s), %d dropped as GRPO training questions",
+                    len(plan.held_out),
+                    config.eval_prompts.split,
+                    plan.held_out_overlaps["total"],
+                )
         scorer = critic = None
         if config.rl.reward_model:
             scorer = RewardModelScorer.load(
@@ -191,7 +230,7 @@ def run_grpo(config: GrpoConfig, plan: GrpoPlan):
             plan.tokenizer,
             reference,
             plan.prompts,
-            plan.eval_prompts,
+            plan.held_out,
             checker,
             sandbox,
             reward_scorer=scorer,

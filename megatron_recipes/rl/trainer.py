@@ -2,7 +2,7 @@
 log-probs -> clipped-surrogate updates, with iterative reference resets, held-out checks,
 metrics, checkpoints and graceful stops.
 
-    trainer = GrpoTrainer(config, session, tokenizer, reference_model, prompts, eval_prompts)
+    trainer = GrpoTrainer(config, session, tokenizer, reference_model, prompts, held_out_records)
     outcome = trainer.run()                      # training/loop.run_loop over GRPO steps
     metrics = trainer.step()                     # one GRPO step (the step run_loop calls)
     losses = grpo_updates(session, batch, ...)   # the update part alone (the TP test drives it)
@@ -246,7 +246,7 @@ class GrpoTrainer:
         tokenizer,
         reference,
         prompts,
-        eval_prompts=None,
+        held_out=None,
         checker=None,
         sandbox=None,
         reward_scorer=None,
@@ -258,7 +258,8 @@ class GrpoTrainer:
         self.tokenizer = tokenizer
         self.reference = reference
         self.prompts = prompts
-        self.eval_prompts = eval_prompts
+        # Held-out PromptRecords (grpo.held_out_questions: none of them a training question).
+        self.held_out = held_out
         self.checker = checker
         self.sandbox = sandbox
         self.reward_scorer = reward_scorer
@@ -508,7 +509,7 @@ class GrpoTrainer:
         runtime = self.session.runtime
         records = [
             r
-            for index, r in enumerate(self.eval_prompts.take(0, len(self.eval_prompts)))
+            for index, r in enumerate(self.held_out)
             if index % runtime.data_parallel_size == runtime.data_parallel_rank
         ]
         params = SamplingParams(
@@ -608,7 +609,7 @@ class GrpoTrainer:
                 return self.evaluate_heldout()
             return None
 
-        evaluate = self.eval_prompts is not None and self.rl.eval_interval > 0
+        evaluate = bool(self.held_out) and self.rl.eval_interval > 0
         return run_loop(
             self.session,
             self.loop_step,

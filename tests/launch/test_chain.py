@@ -17,6 +17,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_recipes.config import register_configs
 from megatron_recipes.training.checkpointing import read_checkpoint_info
+from megatron_recipes.training.metrics import read_metrics
 from stack_common.cli import compose_config
 from tests.support import REPO_ROOT, subprocess_env
 
@@ -119,19 +120,46 @@ def test_every_stage_hands_its_output_to_the_next(chain):
     pretrain_log = (work / "logs" / "07_pretrain.log").read_text()
     assert "arithmetic" in pretrain_log and "math_corpus" in pretrain_log  # the mixture's two sources
 
-    # Evaluation of both checkpoints on the same held-out set; the summary carries the curves.
-    held_out = len((work / "inputs" / "benchmarks" / "arithmetic_heldout.jsonl").read_text().splitlines())
+    # Evaluation of both checkpoints on the same held-out set, greedy and sampled; GRPO's own
+    # held-out check is that set too. The summary carries the curves and the accuracies.
+    held_out_rows = [json.loads(line) for line in (work / "inputs" / "benchmarks" / "arithmetic_heldout.jsonl").open()]
     for run in ("sft", "grpo"):
-        results = read(work / "evaluate" / run / "results.json")["summary"]
-        assert results["problems"] == held_out == 32
+        greedy = read(work / "evaluate" / run / "greedy" / "results.json")["summary"]
+        sampled = read(work / "evaluate" / run / "sampled" / "results.json")["summary"]
+        assert greedy["problems"] == sampled["problems"] == len(held_out_rows) == 32
+        assert (greedy["samples_per_problem"], sampled["samples_per_problem"]) == (1, 4)
+    grpo_rows = read_metrics(work / "grpo" / "metrics.jsonl")
+    assert grpo_rows[0]["validation_problems"] == 32 * 4
     summary = read(work / "chain_summary.json")
     assert summary["pages"]["after_decontamination"] == corpus["totals"]["kept"]
     assert summary["tokens"]["math_corpus"] == tokens["tokens"]
-    assert set(summary["evaluation_accuracy"]) == {"after_sft", "after_grpo"}
+    evaluation = summary["evaluation_accuracy"]
+    assert set(evaluation) == {"after_sft", "after_grpo"}
+    assert all(set(values) == {"greedy", "sampled"} for values in evaluation.values())
+    assert (
+        evaluation["after_grpo"]["sampled"]
+        == read(work / "evaluate" / "grpo" / "sampled" / "results.json")["summary"]["accuracy"]
+    )
     assert [step for step, _ in summary["curves"]["grpo_heldout_accuracy"]] == [0, 10]
     assert len(summary["curves"]["pretrain"]) >= 3 and len(summary["curves"]["grpo"]) >= 2
-    assert "data:image/png;base64," in (work / "chain_report.html").read_text()
-    assert "[chain] evaluation (greedy, held-out arithmetic): after_sft" in result.stdout
+    report = (work / "chain_report.html").read_text()
+    assert "data:image/png;base64," in report and "<th>greedy</th>" in report and "{'after_sft'" not in report
+
+    # The held-out set was checked in code against every training set the chain generated; none of
+    # its questions is one of them (the split rule), which the generated files confirm.
+    check = summary["held_out"]
+    assert check["questions"] == 32 and check["overlaps_dropped"]["total"] == 0
+    assert check["training_questions"] == {"pretraining_text": 1000, "sft": 1500, "grpo_prompts": 10 * 8}
+    held_out = {row["question"] for row in held_out_rows}
+    sft_questions = {
+        json.loads(line)["messages"][0]["content"].split("\n")[0]
+        for line in (work / "inputs" / "sft-1500.jsonl").open()
+    }
+    text_questions = {
+        json.loads(line)["text"].split(".")[0] + "." for line in (work / "inputs" / "arithmetic_text.jsonl").open()
+    }
+    assert len(sft_questions) > 1000 and len(text_questions) > 700
+    assert not held_out & sft_questions and not held_out & text_questions
 
 
 @pytest.mark.integration
@@ -159,7 +187,9 @@ def test_a_failing_stage_stops_the_chain_with_its_name_and_log(chain):
     error = failed.stderr.strip().splitlines()[-1]
     assert error.startswith("[chain] error: stage evaluate_grpo failed (exit 2)")
     assert str(work / "logs" / "11_evaluate_grpo.log") in error
-    assert not (work / "evaluate" / "grpo" / "results.json").exists()  # forced: its old output is gone
+    # Forced: its old output is gone. The override goes on the stage's last command (the sampled
+    # evaluation); the greedy one ran before it.
+    assert not (work / "evaluate" / "grpo" / "sampled").exists()
     assert "10/11 grpo            skipped (done:" in failed.stdout
 
 
@@ -186,7 +216,7 @@ def test_a_dry_run_prints_every_stage_and_writes_nothing(tmp_path):
     assert dry.returncode == 0, dry.stderr[-3000:]
     printed = dry_run_commands(dry.stdout)
     assert list(printed) == list(STAGES)
-    assert [len(commands) for commands in printed.values()] == [1, 1, 1, 1, 1, 2, 1, 2, 1, 1, 1]
+    assert [len(commands) for commands in printed.values()] == [1, 1, 1, 1, 1, 2, 1, 2, 2, 1, 2]
     assert "#  2/11 dedup (skipped: skip=)" in dry.stdout.splitlines()
     # Every stage's settings come from its preset; the user's overrides go last on its last command.
     assert printed["sft"][0][0] == "megatron_recipes.data.rl_prompts"
@@ -219,6 +249,12 @@ def test_every_stage_command_composes_with_its_preset(tmp_path):
     assert configs["sft"].checkpoint.init_from == str(work / "pretrain" / "checkpoints")
     assert configs["grpo"].checkpoint.init_from == str(work / "sft" / "checkpoints")
     assert configs["evaluate_grpo"].dataset.name == "gsm8k" and configs["evaluate_grpo"].generator.name == "megatron"
+    # configs[stage] is the stage's last command: the sampled evaluation, at GRPO's rollout temperature.
+    assert (configs["evaluate_grpo"].sampling.temperature, configs["evaluate_grpo"].sampling.n) == (1.0, 4)
+    held_out = str(work / "inputs" / "benchmarks" / "arithmetic_heldout.jsonl")
+    assert configs["evaluate_grpo"].dataset.path == held_out
+    eval_prompts = configs["grpo"].eval_prompts  # GRPO's held-out check is the chain's checked set
+    assert (eval_prompts.source, eval_prompts.path, eval_prompts.split) == ("gsm8k", held_out, "all")
 
 
 def test_unknown_stage_names_are_one_line_errors(tmp_path):

@@ -1,8 +1,8 @@
 """The post-training entry points for real, on one SFT'd tiny model per test session
-(conftest.sft_run): SFT runs and resumes; GRPO raises held-out accuracy (and, from an SFT model
-taught 40% wrong answers, makes correct answers more likely); the evaluate entry point
-scores the checkpoint with the megatron generator; TP=2 (torchrun) computes the same GRPO losses
-as TP=1 on the same rollout batch."""
+(conftest.sft_run): SFT runs and resumes; GRPO raises accuracy on held-out questions, none of which
+any training set of the test holds (and, from an SFT model taught 40% wrong answers, makes correct
+answers more likely); the evaluate entry point scores the checkpoint with the megatron generator;
+TP=2 (torchrun) computes the same GRPO losses as TP=1 on the same rollout batch."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from megatron_recipes.data.config import HELD_OUT_PROMPT_SEED, ChatTemplateConfig
-from megatron_recipes.data.rl_prompts import PromptStream
+from megatron_recipes.data.config import ChatTemplateConfig
+from megatron_recipes.data.rl_prompts import PromptStream, distinct_records
 from megatron_recipes.training.checkpointing import latest_iteration, read_checkpoint_info
 from megatron_recipes.training.metrics import read_metrics
 from tests.megatron_recipes.posttraining.arithmetic import (
     chat_texts,
+    held_out_records,
     prompt_config,
+    stated_answer,
     train_small_tokenizer,
     write_arithmetic_sft,
 )
@@ -33,7 +35,12 @@ from tests.megatron_recipes.posttraining.conftest import (
 from tests.support import REPO_ROOT, metric_row_steps, run_module, subprocess_env
 
 DRIVER = Path(__file__).with_name("grpo_layout_driver.py")
-IMPROVEMENT = 0.15
+# Accuracy gains (fraction) on held-out questions at temperature 1 (35 questions x 4 samples); the
+# measured gains are in the tests. The runs are bit for bit the same on any x86-64 machine.
+HELD_OUT_GAIN = 0.10
+NOISY_SFT_GAIN = 0.05
+# The noisy-SFT run's mean training reward, last 10 steps over first 10 (640 outputs each).
+NOISY_SFT_REWARD_GAIN = 0.08
 
 
 @pytest.mark.integration
@@ -55,14 +62,28 @@ def test_sft_entry_point_trains_and_resumes(sft_run):
 
 
 @pytest.mark.integration
-def test_grpo_raises_heldout_accuracy_by_15_points(grpo_run):
+def test_grpo_raises_accuracy_on_held_out_questions(grpo_run, sft_run):
     rows = read_metrics(grpo_run.output_dir / "metrics.jsonl")
-    # Held-out accuracy: 64 fixed questions (another seed of the task) x 4 samples at the rollout
-    # temperature, graded by math_accuracy, before the first step and after the last.
+    # Held-out accuracy: every question of the held-out side of the split (35) x 4 samples at the
+    # rollout temperature, graded by math_accuracy, before the first step and after the last.
+    held_out = {record.question for record in held_out_records()}
+    assert rows[0]["validation_problems"] == len(held_out) * 4 == 140
+    # None of them is an SFT question or a question GRPO trained on (checked here on the files and
+    # streams, and by the entry point itself, which recorded an empty overlap).
+    sft_questions = {
+        json.loads(line)["messages"][0]["content"].split("\n")[0] for line in sft_run.data.read_text().splitlines()
+    }
+    grpo_questions = {
+        record.question
+        for record in PromptStream(prompt_config(seed=1234), ChatTemplateConfig()).take(0, GRPO_STEPS * 8)
+    }
+    assert len(sft_questions) > 60 and not held_out & sft_questions and not held_out & grpo_questions
+    extra = read_checkpoint_info(grpo_run.checkpoints)["train_state"]["extra"]
+    assert extra["held_out"] == {"questions": 35, "overlaps_dropped": {"grpo_prompts": 0, "total": 0}}
+    # Measured: 0.229 -> 0.343 (0.164 at step 10, 0.393 at step 20); training reward 0.5 -> 0.75.
     before, after = rows[0]["validation_accuracy"], rows[GRPO_STEPS]["validation_accuracy"]
-    assert rows[0]["validation_problems"] == 256
     print(f"held-out accuracy {before:.3f} -> {after:.3f}")
-    assert after - before >= IMPROVEMENT, (before, after)
+    assert after - before >= HELD_OUT_GAIN, (before, after)
     # Every documented metric is logged for every step.
     for step in range(1, GRPO_STEPS + 1):
         for name in (
@@ -111,13 +132,21 @@ def evaluate_checkpoint(checkpoints: Path, heldout: Path, output_dir: Path) -> t
     return summary, records
 
 
+def stated_right(records: list[dict]) -> float:
+    """The fraction of greedy answers that state the reference sum, in either taught style."""
+    return sum(stated_answer(r["samples"][0]["text"]) == r["references"][0] for r in records) / len(records)
+
+
 @pytest.mark.integration
 def test_grpo_unlearns_wrong_answers_taught_by_sft(tmp_path):
-    """The session's learning test rewards a format the SFT data used half the time; here every SFT
-    answer is boxed (so always graded) but 40% of them are off by one, so the SFT'd model samples
-    wrong sums. The held-out gain can only come from correct answers becoming more likely.
-    Measured with this task, 3,000 examples and 50 GRPO steps: seeds 99, 3, 7 gained 15.6, 17.1 and
-    26.9 points; this test runs seed 7 for 60 steps (0.219 -> 0.488 when written)."""
+    """The session's learning test rewards a format the SFT data used a third of the time; here
+    every SFT answer is boxed (so always graded) but 40% of them are off by one, so the SFT'd model
+    samples wrong sums. The held-out gain can only come from correct answers becoming more likely,
+    on sums the model never saw, so it is smaller than on training questions: held-out accuracy
+    0.321 -> 0.407 over 60 steps, rising at every evaluation (0.321, 0.329, 0.364, 0.371, 0.371,
+    0.407, 0.407), and mean training reward 0.393 over the first 10 steps -> 0.530 over the last 10.
+    (The 15.6-26.9-point gains once measured here were on held-out questions that overlapped the
+    training stream.)"""
     seed, steps = 7, 60
     records = write_arithmetic_sft(tmp_path / "sft.jsonl", 3000, noise=0.4, seed=seed)
     assert 0.3 < sum(r["noisy"] for r in records) / len(records) < 0.5
@@ -136,18 +165,26 @@ def test_grpo_unlearns_wrong_answers_taught_by_sft(tmp_path):
     assert grpo.returncode == 0, grpo.stderr[-4000:]
     rows = read_metrics(tmp_path / "grpo" / "metrics.jsonl")
     before, after = rows[0]["validation_accuracy"], rows[steps]["validation_accuracy"]
-    print(f"held-out accuracy (noisy SFT) {before:.3f} -> {after:.3f}")
-    assert after - before >= IMPROVEMENT, (before, after)
+    rewards = [rows[step]["reward_mean"] for step in range(1, steps + 1)]
+    first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
+    print(f"held-out accuracy (noisy SFT) {before:.3f} -> {after:.3f}; training reward {first:.3f} -> {last:.3f}")
+    assert len(rewards) == steps and last - first >= NOISY_SFT_REWARD_GAIN, (first, last)
+    assert after - before >= NOISY_SFT_GAIN, (before, after)
 
 
 @pytest.mark.integration
 def test_evaluate_scores_checkpoints_with_the_megatron_generator(sft_run, grpo_run, tmp_path):
-    held_out = PromptStream(prompt_config(seed=HELD_OUT_PROMPT_SEED, limit=32), ChatTemplateConfig()).take(0, 32)
-    path = tmp_path / "heldout.jsonl"
+    # Questions the SFT model was trained on: this test is about the evaluate entry point, not about
+    # generalisation, and on them the models state the right sum nearly always. On the held-out side
+    # the tiny model knows few one-digit sums it never saw (greedy: 0.344 for the SFT model, 0.219
+    # after GRPO), a figure that would sit close to any threshold.
+    questions = distinct_records(PromptStream(prompt_config(seed=99), ChatTemplateConfig()).take(0, 200))[:32]
+    assert len(questions) == 32
+    path = tmp_path / "questions.jsonl"
     path.write_text(
         "".join(
             json.dumps({"question": r.question, "answer": f"{r.question} is {r.answer}.\n#### {r.answer}"}) + "\n"
-            for r in held_out
+            for r in questions
         )
     )
     before, before_records = evaluate_checkpoint(sft_run.checkpoints, path, tmp_path / "sft_eval")
@@ -155,15 +192,22 @@ def test_evaluate_scores_checkpoints_with_the_megatron_generator(sft_run, grpo_r
     print(f"evaluate (greedy, GSM8K format, zero-shot): SFT {before['accuracy']:.3f} -> GRPO {after['accuracy']:.3f}")
     assert before["problems"] == after["problems"] == 32 and len(records) == 32
     # The zero-shot prompt is the SFT chat template, the answers come from the checkpoints' model.
-    assert records[0]["prompt"] == held_out[0].prompt
-    assert after["accuracy"] == sum(r["samples"][0]["correct"] for r in records) / 32
+    assert records[0]["prompt"] == questions[0].prompt
     assert all(r["samples"][0]["finish_reason"] == "stop" for r in records)  # every answer ended with EOD
-    # Greedy decoding of the SFT'd model already answers most of these (0.844 on 2026-12-06): GRPO's
-    # gain shows at temperature 1 (test_grpo_raises_heldout_accuracy_by_15_points). Here both
-    # checkpoints must score far above a broken loader or generator (0), and GRPO must not cost
-    # more than two of the 32 answers under greedy decoding.
-    assert before["accuracy"] >= 0.5 and after["accuracy"] >= 0.5, (before, after)
-    assert after["accuracy"] >= before["accuracy"] - 2 / 32, (before, after)
+    # Every graded-correct answer is in the graded style and states the reference.
+    for summary, scored in ((before, before_records), (after, records)):
+        correct = [r for r in scored if r["samples"][0]["correct"]]
+        assert summary["accuracy"] == len(correct) / 32
+        assert all("boxed" in r["samples"][0]["text"] for r in correct)
+    # What does not swing between machines or runs is what the models know: the sum each greedy
+    # answer states, in either taught style. A broken loader or generator states no right sums.
+    # Which style the SFT model picks under greedy decoding is a coin toss per question (half its SFT
+    # answers are ungraded), so its graded accuracy is not asserted; GRPO rewarded the graded style
+    # (training reward 0.48 -> 0.78 at T=1), so most of its greedy answers are graded right.
+    knows_before, knows_after = stated_right(before_records), stated_right(records)
+    print(f"evaluate (greedy): sums stated right SFT {knows_before:.3f} -> GRPO {knows_after:.3f}")
+    assert knows_before >= 0.6 and knows_after >= 0.6, (knows_before, knows_after)
+    assert after["accuracy"] >= 0.5, (after, knows_after)
 
 
 @pytest.mark.integration

@@ -98,7 +98,9 @@ def test_grpo_tiny_preset_and_held_out_prompts():
     assert grpo().rl.name == "tiny_cpu"  # the bare command is the small local run
     config = grpo("+experiment=grpo_tiny_cpu")
     assert config.rl.group_size == 8 and config.rollout_outputs() // config.trainer.global_batch_size == 2
-    assert config.eval_prompts.seed != config.prompts.seed and config.eval_prompts.limit == 64
+    # Held-out: the other side of the question split of the same task (never a training question).
+    assert (config.prompts.split, config.eval_prompts.split) == ("train", "held_out")
+    assert config.eval_prompts.tasks == config.prompts.tasks and config.eval_prompts.limit == 64
     assert config.trainer.device == "cpu"
 
 

@@ -44,8 +44,11 @@ def test_reasoning_gym_stream_is_a_pure_function_of_the_index():
         record.prompt == f"User: {record.question}\nPlease reason step by step, and put your final answer within "
         f"\\boxed{{}}.\n\nAssistant:"
     )
-    a, b = (int(x) for x in record.question.removeprefix("Calculate ").rstrip(".").split(" + "))
-    assert int(record.answer) == a + b
+    first, *rest = record.question.removeprefix("Calculate ").rstrip(".").split()
+    operators, terms = rest[0::2], [int(term) for term in rest[1::2]]
+    assert set(operators) <= {"+", "-"} and terms
+    expected = int(first) + sum(term if operator == "+" else -term for operator, term in zip(operators, terms))
+    assert int(record.answer) == expected
     assert stream.take(0, 8) != PromptStream(prompt_config(seed=6), TEMPLATE).take(0, 8)
     with pytest.raises(ConfigError, match="prompts.tasks entry 'no_such_task'"):
         PromptStream(PromptSourceConfig(tasks=["no_such_task"]), TEMPLATE)
@@ -59,7 +62,7 @@ def test_file_streams_reshuffle_every_pass(tmp_path):
             for i in range(7)
         )
     )
-    stream = PromptStream(PromptSourceConfig(source="gsm8k", path=str(path)), TEMPLATE)
+    stream = PromptStream(PromptSourceConfig(source="gsm8k", path=str(path), split="all"), TEMPLATE)
     assert len(stream) == 7
     first, second = stream.take(0, 7), stream.take(7, 7)
     assert sorted(r.id for r in first) == sorted(r.id for r in second) and [r.id for r in first] != [
