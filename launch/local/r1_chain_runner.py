@@ -143,7 +143,8 @@ class R1Chain(Chain):
                 [
                     "beam_pipelines.tokenize",
                     f"corpus.work_dir={self.work}",
-                    f"beam={self.config.beam}",
+                    f"beam={self.config.beam_preset}",
+                    *self.config.beam_overrides,
                     f"tokenizer.path={tokenizer}",
                     *source,
                 ],

@@ -356,7 +356,7 @@ DATASETS: dict[str, BenchmarkSpec] = {
             ("aime_2024", "aime2024.jsonl", "aime_2024.jsonl", "aime_2024.parquet"),
             "r1",
         ),
-        BenchmarkSpec("jsonl", "Question file (JSONL)", KIND_ANSWER, load_jsonl, (), "zero_shot"),
+        BenchmarkSpec("jsonl", "Question file (JSONL)", KIND_ANSWER, load_jsonl, ("questions.jsonl",), "zero_shot"),
         BenchmarkSpec("ocw", "OCW", KIND_ANSWER, load_ocw, ("ocw/test.jsonl",), "math_cot_4shot"),
         BenchmarkSpec("cmath", "CMATH", KIND_ANSWER, load_cmath, ("cmath/test.jsonl",), "zh_cot_4shot", "zh"),
         BenchmarkSpec(

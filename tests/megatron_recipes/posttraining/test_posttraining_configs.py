@@ -14,7 +14,10 @@ from stack_common.errors import ConfigError
 from tests.support import REPO_ROOT, run_module
 
 CONF = REPO_ROOT / "conf"
-RL_PRESETS = ["iterative", "paper", "process", "r1_zero", "r1_zero_tiny_cpu", "tiny_cpu"]
+RL_PRESETS = sorted(
+    ["iterative", "paper", "process", "tiny_cpu"]
+    + ["r1_final", "r1_final_tiny_cpu", "r1_reasoning", "r1_reasoning_tiny_cpu", "r1_zero", "r1_zero_tiny_cpu"]
+)
 
 
 def sft(*overrides: str) -> SftConfig:
