@@ -18,7 +18,7 @@ from megatron_recipes.data.rl_prompts import (
     parse_task_spec,
     question_split,
 )
-from megatron_recipes.grpo import held_out_questions
+from megatron_recipes.recipes.grpo import held_out_questions
 from stack_common.cli import compose_config
 from stack_common.errors import ConfigError
 
