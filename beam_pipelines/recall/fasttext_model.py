@@ -325,6 +325,13 @@ def small_pool_advice(train_lines: int, fasttext_config) -> str:
             f"dim={fasttext_config.dim}: try fasttext.epoch=30 fasttext.dim=64 fasttext.bucket=20000 "
             "(README: settings for small pools)"
         )
+    # Below a few thousand lines most 2- and 3-grams occur once and pull every score towards 0.5
+    # (the chain's ~250-line round 1: spread 0.01-0.15 with n-grams 3, 0.63-0.77 with unigrams).
+    if train_lines < 5_000 and fasttext_config.word_ngrams > 1:
+        return (
+            f"on {train_lines:,} training lines word n-grams {fasttext_config.word_ngrams} are mostly seen once: "
+            "try fasttext.word_ngrams=1 (README: settings for small pools)"
+        )
     return (
         "check that training.seed_positives are math and the pool is not mostly math, or raise fasttext.epoch "
         "(README: settings for small pools)"
