@@ -291,9 +291,11 @@ def write_task_files(directory: str | Path, sizes: TaskSizes) -> dict:
                 "language": language,
             }
         )
+    # A training sum may be drawn more than once (RL asks it again); question files need unique ids.
+    train_records = [{**q.record(), "id": f"{q.id}-{index}"} for index, q in enumerate(train)]
     files = {
         "pretrain_text": documents,
-        "prompts_train": [q.record() for q in train],
+        "prompts_train": train_records,
         "prompts_heldout": [q.record() for q in heldout],
         "cold_start": [cold_start_record(q) for q in cold],
         "mixed_language_sft": [
@@ -302,7 +304,7 @@ def write_task_files(directory: str | Path, sizes: TaskSizes) -> dict:
         ],
         "general_sft": general_rows,
         "general_prompts": general_prompts,
-        "final_rl_prompts": _interleave([q.record() for q in train], general_prompts),
+        "final_rl_prompts": _interleave(train_records, general_prompts),
     }
     for name, rows in files.items():
         write_jsonl(out / f"{name}.jsonl", rows)
