@@ -61,7 +61,7 @@ def parse_test_cases(reference: str | None) -> TestSuite | None:
         return None
     try:
         data = json.loads(reference) if isinstance(reference, str) else reference
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON (or a number too long to read), or nested too deep
         return None
     if isinstance(data, list):
         data = {"tests": data}

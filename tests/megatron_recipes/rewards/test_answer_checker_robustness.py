@@ -25,6 +25,7 @@ from megatron_recipes.rewards import (
     normalize_answer,
     parse_number,
     reference_answer,
+    reward_inputs,
 )
 from megatron_recipes.rewards.equivalence import CheckOptions, cheap_verdict
 from megatron_recipes.rewards.normalization import normalize_text
@@ -286,12 +287,17 @@ def test_fuzz_checker_and_rewards(checker):
     assert set(guarded(checker.check_batch, FUZZ_INPUTS, FUZZ_INPUTS)) <= VERDICTS
     completions = [f"Thus $\\boxed{{{text}}}$" for text in FUZZ_INPUTS] + FUZZ_INPUTS
     for name, reward in sorted(REWARD_FUNCTIONS.items()):
+        # Rewards that read the questions (language consistency) get hostile questions too.
+        asks = "questions" in reward_inputs(name)
+        extra = {"questions": completions[::-1]} if asks else {}
         rewards = guarded(
-            reward, completions, [ANCHORS[i % len(ANCHORS)] for i in range(len(completions))], checker=checker
+            reward, completions, [ANCHORS[i % len(ANCHORS)] for i in range(len(completions))], checker=checker, **extra
         )
-        assert len(rewards) == len(completions) and set(rewards) <= {0.0, 1.0, None}, name
-        rewards = guarded(reward, ["\\boxed{1}"] * len(FUZZ_INPUTS), FUZZ_INPUTS, checker=checker)
-        assert len(rewards) == len(FUZZ_INPUTS) and set(rewards) <= {0.0, 1.0, None}, name
+        # Shares (language consistency, reference overlap) lie in [0, 1]; None = ungradable.
+        assert len(rewards) == len(completions) and all(r is None or 0.0 <= r <= 1.0 for r in rewards), name
+        extra = {"questions": FUZZ_INPUTS} if asks else {}
+        rewards = guarded(reward, ["\\boxed{1}"] * len(FUZZ_INPUTS), FUZZ_INPUTS, checker=checker, **extra)
+        assert len(rewards) == len(FUZZ_INPUTS) and all(r is None or 0.0 <= r <= 1.0 for r in rewards), name
     for text in ADVERSARIAL[:40]:
         assert guarded(answers_equal, text, "1") in (True, False)
         assert guarded(answers_equal, "1", text) in (True, False)
