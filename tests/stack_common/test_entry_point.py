@@ -82,7 +82,7 @@ def test_a_bad_override_fails_before_main_runs(tmp_path, capsys):
         entry(["beam.runner=nope", f"hydra.run.dir={tmp_path}"])
     assert stop.value.code == 2 and called == []
     assert capsys.readouterr().err.splitlines() == [
-        "error: beam.runner='nope' is not one of direct, dataflow, flink, spark"
+        "error: beam.runner='nope' is not one of direct, dask, dataflow, flink, spark"
     ]
     assert not (tmp_path / ".hydra").exists()
 
