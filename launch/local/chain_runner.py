@@ -567,6 +567,14 @@ class Chain:
         out["report"] = str(self.work / "chain_report.html")
         return out
 
+    def save_curves(self, figure: Figure, dpi: int) -> str:
+        """Write the figure to chain_curves.png; returns it base64-encoded for the HTML report."""
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=dpi)
+        (self.work / "chain_curves.png").write_bytes(buffer.getvalue())
+        return base64.b64encode(buffer.getvalue()).decode()
+
     def write_report(self, summary: dict) -> None:
         # Two by two, so that the image keeps a readable size when the page scales it to its width.
         figure = Figure(figsize=(10, 6.4))
@@ -584,16 +592,8 @@ class Chain:
             axis.set_title(title)
             axis.set_xlabel("step")
             axis.grid(alpha=0.3)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        (self.work / "chain_curves.png").write_bytes(buffer.getvalue())
-        image = base64.b64encode(buffer.getvalue()).decode()
-        rows = "".join(
-            f"<tr><td>{stage}</td><td>{summary['stage_seconds'].get(stage, {}).get('seconds', 'skipped')}</td>"
-            f"<td>{_escape(text)}</td></tr>"
-            for stage, text in summary["stages"].items()
-        )
+        image = self.save_curves(figure, dpi=100)
+        rows = stage_rows(summary)
         pages = "".join(f"<tr><td>{k}</td><td>{v:,}</td></tr>" for k, v in summary.get("pages", {}).items())
         recall = summary.get("recall", {})
         rounds = "".join(
@@ -709,6 +709,15 @@ def _held_out_text(summary: dict) -> str:
 
 def _fraction(value) -> str:
     return "" if value is None else f"{value:.3f}"
+
+
+def stage_rows(summary: dict) -> str:
+    """The report's table rows: each stage, its seconds (or skipped) and its one-line result."""
+    return "".join(
+        f"<tr><td>{stage}</td><td>{summary['stage_seconds'].get(stage, {}).get('seconds', 'skipped')}</td>"
+        f"<td>{_escape(text)}</td></tr>"
+        for stage, text in summary["stages"].items()
+    )
 
 
 def _escape(text: str) -> str:

@@ -7,14 +7,12 @@ Cost: the stages' own (each a subprocess); reading the outputs is linear in the 
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from launch.local.chain_runner import Chain, _escape
+from launch.local.chain_runner import Chain, _escape, stage_rows
 
 # Held-out accuracy after each stage: a GRPO run measures its starting checkpoint at step 0 and
 # itself at the end (rl.eval_interval, greedy, the task's held-out file), so the RL stages report
@@ -337,16 +335,8 @@ class R1Chain(Chain):
             axis.set_xlabel("step")
             axis.grid(alpha=0.3)
             axis.legend(fontsize=7)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=90)
-        (self.work / "chain_curves.png").write_bytes(buffer.getvalue())
-        image = base64.b64encode(buffer.getvalue()).decode()
-        rows = "".join(
-            f"<tr><td>{stage}</td><td>{summary['stage_seconds'].get(stage, {}).get('seconds', 'skipped')}</td>"
-            f"<td>{_escape(text)}</td></tr>"
-            for stage, text in summary["stages"].items()
-        )
+        image = self.save_curves(figure, dpi=90)
+        rows = stage_rows(summary)
         accuracy = "".join(f"<tr><td>{k}</td><td>{v:.3f}</td></tr>" for k, v in summary["heldout_accuracy"].items())
         comparison = summary["distillation_vs_rl"]
         html = f"""<!doctype html><html><head><meta charset="utf-8"><title>R1 chain report</title>
