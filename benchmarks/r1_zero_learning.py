@@ -22,6 +22,16 @@ Steps (every one a real entry point, as a user runs it):
      A third reward of weight 0, gsm8k_accuracy (the last number of the whole response, format or
      not), is logged beside them: it says whether the model learned the sums or only the format.
 
+Measured 2026-12-07 on the shared 2-core machine (load average 12-20; results/r1_zero_learning.json,
+defaults: 7.4% of the 6,000 base documents in the tag format, 1,200 pretraining steps, 60 GRPO
+steps, 200 held-out questions (39 sums, none in any training file) x 4 samples at T=1): the format
+reward 0.125 at step 1 (0.20 over steps 1-5) -> 0.98 over the last 5 steps (held-out 0.095 -> 0.98);
+held-out accuracy (think_accuracy) 0.020 -> 0.194, +17.4 points; mean response length 11 -> 27-31
+tokens. But the any-format accuracy falls, 0.249 -> 0.194: the gain is the format (the base model
+answers without the tags), not the sums; training accuracy rises 0.09 -> 0.58, on sums it was
+pretrained on. From the chain's 300-step base (results/r1_zero_learning_base300.json): format
+0.086 -> 0.99, accuracy 0.008 -> 0.039 (+3.1), any-format accuracy 0.078 -> 0.039.
+
 Prints ONE JSON line (and writes it to --result when given): the format reward's mean over the first
 and the last `--window` training steps, the held-out accuracy (think_accuracy: the answer after
 </think>) and format rate before/after at T=1, the weight-0 any-format accuracy before/after, mean
@@ -70,7 +80,7 @@ def _run(command: list[str], log_path: Path) -> None:
         raise SystemExit(f"error: {shlex.join(command[:3])} failed (exit {result.returncode}); log: {log_path}")
 
 
-def build_base(work: Path, tag_share: float, pretrain_steps: int | None) -> None:
+def build_base(work: Path, tag_share: float, pretrain_steps: int) -> None:
     """Steps 1: task, tokenizer, base model, by the R1 chain (resumes: finished stages are kept)."""
     later = [stage for stage in R1_STAGES if stage not in BASE_STAGES]
     command = [
@@ -80,9 +90,8 @@ def build_base(work: Path, tag_share: float, pretrain_steps: int | None) -> None
         f"work_dir={work}",
         f"skip=[{','.join(later)}]",
         f"overrides.task=['--tag-share={tag_share}']",
+        f"chain_size.r1_pretrain_steps={pretrain_steps}",
     ]
-    if pretrain_steps is not None:
-        command.append(f"chain_size.r1_pretrain_steps={pretrain_steps}")
     _run(command, work.parent / f"{work.name}-chain.log")
 
 
@@ -147,7 +156,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "benchmarks" / "r1_zero_learning")
     parser.add_argument("--base-work", type=Path, help="a finished chain=r1 work dir to take the base model from")
     parser.add_argument("--tag-share", type=float, default=0.1, help="share of chat exchanges in the tag format")
-    parser.add_argument("--pretrain-steps", type=int, help="base model steps (default: the chain's default size)")
+    # 1200, not the chain's 300: the 300-step base answers 8% of held-out sums in any format and
+    # gains 3 points (benchmarks/results/r1_zero_learning_base300.json).
+    parser.add_argument("--pretrain-steps", type=int, default=1200, help="base model steps")
     parser.add_argument("--grpo-steps", type=int, default=60)
     parser.add_argument("--heldout", type=int, default=200)
     parser.add_argument("--samples", type=int, default=4, help="held-out samples per question (temperature 1)")
@@ -159,7 +170,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     load_start, started = os.getloadavg(), time.time()
 
-    base = arguments.base_work.resolve() if arguments.base_work else work / f"base-tag{arguments.tag_share}"
+    base = (
+        arguments.base_work.resolve()
+        if arguments.base_work
+        else work / f"base-tag{arguments.tag_share}-steps{arguments.pretrain_steps}"
+    )
     if not arguments.base_work:
         log.info("base model under %s", base)
         build_base(base, arguments.tag_share, arguments.pretrain_steps)
@@ -174,8 +189,21 @@ def main() -> None:
     output = work / f"grpo-{hashlib.sha1(json.dumps([settings, arguments.grpo]).encode()).hexdigest()[:10]}"
     log.info("GRPO run under %s", output)
     grpo_started = time.time()
+    cached = (output / "checkpoints" / "exit_status.json").exists()
     run_grpo(base, heldout, output, arguments)
     grpo_seconds = time.time() - grpo_started
+    # Wall time and load of the invocation that trained (a rerun only re-reads the finished run).
+    measured_path = output.parent / f"{output.name}-measured.json"
+    if not cached:
+        measured = {
+            "seconds": {"base": round(base_seconds, 1), "grpo": round(grpo_seconds, 1)},
+            "load_average": {
+                "start": [round(x, 2) for x in load_start],
+                "end": [round(x, 2) for x in os.getloadavg()],
+            },
+        }
+        measured_path.write_text(json.dumps(measured) + "\n")
+    measured = json.loads(measured_path.read_text()) if measured_path.exists() else {}
 
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward_think_format" in r]
@@ -196,6 +224,8 @@ def main() -> None:
         "grpo_steps": len(steps),
         "grpo_overrides": arguments.grpo,
         "format_reward_mean": {
+            # The first rollout is sampled before any update: the base model's rate on training questions.
+            "step_1": round(steps[0]["reward_think_format"], 4),
             f"first_{window}_steps": _mean([r["reward_think_format"] for r in steps[:window]]),
             f"last_{window}_steps": _mean([r["reward_think_format"] for r in steps[-window:]]),
         },
@@ -218,8 +248,8 @@ def main() -> None:
         ],
         "response_length_per_step": [round(r["response_length"], 1) for r in steps],
         "format_reward_per_step": [round(r["reward_think_format"], 3) for r in steps],
-        "seconds": {"base": round(base_seconds, 1), "grpo": round(grpo_seconds, 1)},
-        "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
+        "reused_finished_run": cached,
+        **measured,
     }
     line = json.dumps(result)
     if arguments.result:
