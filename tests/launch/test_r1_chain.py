@@ -172,6 +172,11 @@ def test_the_summary_reports_accuracy_after_each_stage_and_the_student_compariso
     comparison = summary["distillation_vs_rl"]
     assert comparison["steps"] == {"distill": 10, "student_rl": 10}
     assert comparison["heldout_accuracy"] == {"distill": accuracy["distill"], "student_rl": accuracy["student_rl"]}
+    # The RL stages' held-out checks grade the whole held-out file, as the evaluate entry point does
+    # (eval_prompts.split=all), so the student comparison is on one set of questions.
+    for run in ("reasoning_rl", "final_rl", "student_rl"):
+        checks = [row for row in rows(work / run / "metrics.jsonl") if "validation_problems" in row]
+        assert checks and all(row["validation_problems"] == 16 for row in checks), run
     assert 0 <= comparison["student_rl_optimizer_updates"] <= 10
     # The RL stages log every reward, the response length and the reflection rate per step.
     reasoning = summary["curves"]["reasoning_rl"]
