@@ -159,7 +159,9 @@ def label(
     return output
 
 
-def train_reward_model(work: Path, name: str, init: Path, data: Path, kind: str, field: str, steps: int) -> Path:
+def train_reward_model(
+    work: Path, name: str, init: Path, data: Path, kind: str, field: str, steps: int, *overrides: str
+) -> Path:
     output = work / name
     if not finished(output):
         run(
@@ -173,6 +175,7 @@ def train_reward_model(work: Path, name: str, init: Path, data: Path, kind: str,
             f"trainer.output_dir={output}",
             "checkpoint.save_interval=0",
             "trainer.tensorboard=false",
+            *overrides,
             log=work / f"{name}.log",
         )
     return output / "checkpoints"
@@ -235,6 +238,34 @@ def auc(values: list[float], labels: list[float]) -> float:
     return round(roc_auc(values, labels), 4)
 
 
+def within_question_auc(records: list[dict], values: list[float], labels: list[float]) -> float:
+    """AUC over the (correct, wrong) pairs of solutions of the same question only: how well a
+    score tells a question's right solutions from its wrong ones, whatever the question's
+    difficulty (the plain AUC also rewards knowing which questions are hard; best-of-N does not)."""
+    by_question: dict[str, list[int]] = collections.defaultdict(list)
+    for index, record in enumerate(records):
+        by_question[record["question"]].append(index)
+    wins = pairs = 0.0
+    for indices in by_question.values():
+        right = [values[i] for i in indices if labels[i] >= 0.5]
+        wrong = [values[i] for i in indices if labels[i] < 0.5]
+        for good in right:
+            for bad in wrong:
+                pairs += 1
+                wins += 1.0 if good > bad else 0.5 if good == bad else 0.0
+    return round(wins / pairs, 4) if pairs else float("nan")
+
+
+def question_prior_auc(records: list[dict]) -> float:
+    """The AUC of an oracle that knows only each held-out question's accuracy (the fraction of its
+    16 solutions that are right): the part of an AUC that difficulty alone explains."""
+    by_question: dict[str, list[float]] = collections.defaultdict(list)
+    for record in records:
+        by_question[record["question"]].append(float(record["correct"]))
+    prior = [sum(by_question[r["question"]]) / len(by_question[r["question"]]) for r in records]
+    return auc(prior, [r["correct"] for r in records])
+
+
 def best_of_n(records: list[dict], scores: dict[str, list[list[float]]], n: int, seed: int = 0) -> dict:
     by_question: dict[str, list[int]] = collections.defaultdict(list)
     for index, record in enumerate(records):
@@ -271,9 +302,10 @@ def main() -> None:
     parser.add_argument("--heldout-questions", type=int, default=200)
     parser.add_argument("--sft-steps", type=int, default=800)
     parser.add_argument("--orm-questions", type=int, default=1000)
-    parser.add_argument("--prm-questions", type=int, default=400)
+    parser.add_argument("--prm-questions", type=int, default=1000)
+    parser.add_argument("--shepherd-label", choices=("soft", "hard"), default="soft")
     parser.add_argument("--reward-model-steps", type=int, default=400)
-    parser.add_argument("--prm-truth-steps", type=int, default=600)
+    parser.add_argument("--prm-steps", type=int, default=600)
     parser.add_argument("--grpo-steps", type=int, default=40)
     args = parser.parse_args()
     work = Path(args.work)
@@ -285,22 +317,38 @@ def main() -> None:
     shepherd = label(work, "labels_train_shepherd", sft, train_questions, args.prm_questions, 4, "math_shepherd", 12)
     heldout = label(work, "labels_heldout", sft, heldout_questions, args.heldout_questions, 16, "outcome", 13)
     orm = train_reward_model(work, "orm", sft, outcome, "orm", "step_labels", args.reward_model_steps)
-    # Ground-truth step labels cost nothing to compute: the PRM on them learns from every
-    # outcome-labelled solution (2.5x the Math-Shepherd set, whose labels cost completions).
-    prm_truth = train_reward_model(work, "prm_truth", sft, outcome, "prm", TRUE_LABEL_FIELD, args.prm_truth_steps)
+    # Both PRMs learn from the same solutions (every outcome-labelled one: the Math-Shepherd set
+    # labels the same 1000 questions x 4 samples) for the same steps; only the labels differ.
+    prm_truth = train_reward_model(work, "prm_truth", sft, outcome, "prm", TRUE_LABEL_FIELD, args.prm_steps)
     prm_shepherd = train_reward_model(
-        work, "prm_shepherd", sft, shepherd, "prm", "soft_step_labels", args.reward_model_steps
+        work,
+        "prm_shepherd",
+        sft,
+        shepherd,
+        "prm",
+        f"{args.shepherd_label}_step_labels",
+        args.prm_steps,
     )
     records = read_records(heldout)
     scores = score_heldout(
         work, records, {"orm": orm, "prm_truth": prm_truth, "prm_shepherd": prm_shepherd}, task / "tokenizer"
     )
     true_steps = [label for r in records for label in r[TRUE_LABEL_FIELD]]
+    outcomes = [r["correct"] for r in records]
+    lowest_step = {name: [min(s) if s else 0.0 for s in scores[name]] for name in ("prm_truth", "prm_shepherd")}
     figures = {
         "sft_heldout_accuracy_temperature_1": round(sum(r["correct"] for r in records) / len(records), 4),
-        "orm_heldout_auc_final_correctness": auc([s[0] for s in scores["orm"]], [r["correct"] for r in records]),
+        "orm_heldout_auc_final_correctness": auc([s[0] for s in scores["orm"]], outcomes),
         "prm_truth_heldout_step_auc": auc([v for s in scores["prm_truth"] for v in s], true_steps),
         "prm_shepherd_heldout_step_auc": auc([v for s in scores["prm_shepherd"] for v in s], true_steps),
+        # Final correctness told apart within each question (what best-of-N needs), beside the
+        # AUC that knowing only each question's difficulty reaches.
+        "within_question_auc_final_correctness": {
+            "orm": within_question_auc(records, [s[0] for s in scores["orm"]], outcomes),
+            "prm_truth_lowest_step": within_question_auc(records, lowest_step["prm_truth"], outcomes),
+            "prm_shepherd_lowest_step": within_question_auc(records, lowest_step["prm_shepherd"], outcomes),
+        },
+        "question_difficulty_oracle_auc": question_prior_auc(records),
         "shepherd_label_agreement": json.loads((shepherd / "agreement.json").read_text()),
         "best_of_16": best_of_n(records, scores, 16),
         "grpo_orm": grpo(
