@@ -288,9 +288,19 @@ def best_of_n(records: list[dict], scores: dict[str, list[list[float]]], n: int,
             winner = rng.choice(sorted(winners))
             table["self_consistency"] += correct[answers.index(winner)]
         table["pass_at_n"] += max(correct)
-        table["orm"] += correct[max(range(n), key=lambda j: scores["orm"][indices[j]][0])]
-        for name in ("prm_truth", "prm_shepherd"):
-            table[name] += correct[max(range(n), key=lambda j: min(scores[name][indices[j]] or [0.0]))]
+        solution_scores = {
+            "orm": [scores["orm"][i][0] for i in indices],
+            **{name: [min(scores[name][i] or [0.0]) for i in indices] for name in ("prm_truth", "prm_shepherd")},
+        }
+        for name, values in solution_scores.items():
+            table[name] += correct[max(range(n), key=values.__getitem__)]
+            # Math-Shepherd's "self-consistency + RM": each answer's votes weighted by the RM's scores.
+            weighted = collections.Counter()
+            for answer, value in zip(answers, values):
+                if answer is not None:
+                    weighted[answer] += value
+            if weighted:
+                table[f"{name}_weighted_vote"] += correct[answers.index(max(weighted, key=weighted.__getitem__))]
     return {"questions": questions, **{name: round(value / questions, 4) for name, value in table.items()}}
 
 
@@ -303,7 +313,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=800)
     parser.add_argument("--orm-questions", type=int, default=1000)
     parser.add_argument("--prm-questions", type=int, default=1000)
-    parser.add_argument("--shepherd-label", choices=("soft", "hard"), default="soft")
+    parser.add_argument("--shepherd-label", choices=("soft", "hard"), default="hard")
     parser.add_argument("--reward-model-steps", type=int, default=400)
     parser.add_argument("--prm-steps", type=int, default=600)
     parser.add_argument("--grpo-steps", type=int, default=40)
