@@ -12,17 +12,47 @@ so a rerun continues (delete a directory under --work to redo it):
                    (PRM data), and 16 solutions of every held-out question (evaluation); the
                    ground-truth step labels are added to each (step_chains annotate)
   orm, prm_truth, prm_shepherd   megatron_recipes.reward_model: an ORM (outcome labels), a PRM on
-                   the ground-truth step labels of the same solutions, a PRM on Math-Shepherd soft
-                   labels, all from the SFT checkpoint
+                   the ground-truth step labels of the same solutions, a PRM on Math-Shepherd hard
+                   labels (--shepherd-label) of the same solutions, all from the SFT checkpoint
   grpo_orm, grpo_prm, ppo_orm    megatron_recipes.grpo from the SFT checkpoint with the ORM
-                   (outcome supervision), the Shepherd PRM (process supervision), and PPO
-                   (rl.advantage_estimator=gae) with the ORM; held-out accuracy at temperature 1
+                   (outcome supervision), the Shepherd PRM (process supervision), both with
+                   rl.kl_coefficient=--grpo-kl, and PPO (rl.advantage_estimator=gae) with the ORM;
+                   held-out accuracy at temperature 1 every 10 steps
 
 Then, in this process, the held-out solutions are scored by each reward model: AUCs against
-final correctness (ORM) and ground-truth step labels (PRMs), and the best-of-16 table (random
-choice, self-consistency = majority vote, ORM, PRM with a solution's lowest step score as
-Math-Shepherd ranks). Held-out questions are checked to be disjoint from the SFT and RL
-training questions. Prints ONE JSON line with every figure.
+final correctness (ORM) and ground-truth step labels (PRMs), the same within each question only
+(beside the AUC an oracle of question difficulty alone reaches), and the best-of-16 table
+(random choice, self-consistency = majority vote, each RM's top solution, a PRM ranking by a
+solution's lowest step score as Math-Shepherd does, and Math-Shepherd's self-consistency + RM:
+votes weighted by the RM's scores). Held-out questions are checked to be disjoint from the SFT
+and RL training questions. Prints ONE JSON line with every figure.
+
+Figures (benchmarks/results/reward_models_step_chains.json: 2 shared cores, load average 11-21
+from other jobs; 200 held-out questions x 16 solutions of the SFT policy, accuracy 0.558):
+  Math-Shepherd labels vs ground truth (3576 solutions, 14617 steps): agreement 0.958 hard,
+      0.944 soft, soft-label AUC 0.993.
+  PRM on ground-truth labels: held-out step AUC 0.910 (bar 0.9: met).
+  PRM on Math-Shepherd labels: step AUC 0.892 with hard labels (bar 0.85: met); soft labels on
+      the same solutions and steps 0.813, and 0.783 with soft labels on 1600 solutions (before).
+  ORM: AUC of final correctness 0.802 (bar 0.9: NOT met). Within a question only 0.695 (PRMs
+      by lowest step: 0.887 truth, 0.879 Shepherd); question difficulty alone gives 0.718, so
+      most of the ORM's AUC is knowing which questions are hard, not checking the solution.
+  Best-of-16 (fraction right): random 0.558, self-consistency 0.795, ORM 0.545, PRM truth 0.710,
+      PRM Shepherd 0.690 (none beats self-consistency; pass@16 0.995); self-consistency + RM:
+      ORM 0.825, PRM truth 0.915, PRM Shepherd 0.910 (all beat both baselines).
+  GRPO with learned rewards only (held-out accuracy at temperature 1, 80 questions x 4):
+      see the results file; with the preset KL 0.04 both collapsed (ORM 0.595 -> 0.22, Shepherd
+      PRM 0.588 -> 0.175) while the RM score rose: the policy learnt to write results one too
+      SMALL ("5 - 1 = 2"), an error the SFT policy (whose slips are one too large) never made,
+      so neither RM had seen it. KL 0.5: ORM 0.588 -> 0.700 at step 10, 0.625 at step 40;
+      Shepherd PRM 0.588 -> 0.438 at step 10, 0.538 at step 40 (bar +10 points at the end:
+      NOT met). PPO with the ORM (KL 0.04): 0.595 -> 0.688.
+
+What was tried for the ORM and did not help (validation AUC on a 10% question split): 16000
+solutions instead of 4000 (0.813 at 800 steps, 0.814 at 900 of a 2400-step run, plateau from
+step 150); the outcome label at every step end instead of the last token only, as a verifier
+trained at every position (0.785 at the last token, 0.817 by lowest position). The score is read
+at the response's last token in training and scoring alike (no padding, no end-of-document).
 
     python benchmarks/reward_models_step_chains.py --work /tmp/rm_bench
     python benchmarks/reward_models_step_chains.py --work /tmp/rm_bench --grpo-steps 60
@@ -196,7 +226,7 @@ def grpo(work: Path, name: str, task: Path, init: Path, steps: int, *overrides: 
             "rl.max_new_tokens=48",
             "rl.eval_temperature=1.0",
             "rl.eval_samples=4",
-            f"rl.eval_interval={steps}",
+            "rl.eval_interval=10",
             f"trainer.train_steps={steps}",
             f"trainer.output_dir={output}",
             "checkpoint.save_interval=0",
@@ -209,6 +239,10 @@ def grpo(work: Path, name: str, task: Path, init: Path, steps: int, *overrides: 
         "heldout_accuracy_before": rows[0]["validation_accuracy"],
         "heldout_accuracy_after": rows[steps]["validation_accuracy"],
         "gain_points": 100 * (rows[steps]["validation_accuracy"] - rows[0]["validation_accuracy"]),
+        # Every held-out check (every 10 steps): reward hacking shows as a rise, then a fall.
+        "heldout_accuracy_by_step": {
+            step: row["validation_accuracy"] for step, row in sorted(rows.items()) if "validation_accuracy" in row
+        },
         "peak_memory_gib": max(row.get("memory_gib", 0.0) for row in rows.values()),
         "seconds_per_step": sum(row["step_seconds"] for row in rows.values() if "step_seconds" in row) / steps,
     }
@@ -317,6 +351,8 @@ def main() -> None:
     parser.add_argument("--reward-model-steps", type=int, default=400)
     parser.add_argument("--prm-steps", type=int, default=600)
     parser.add_argument("--grpo-steps", type=int, default=40)
+    # The KL coefficient of the two GRPO runs with learned rewards (PPO keeps the preset's 0.04).
+    parser.add_argument("--grpo-kl", type=float, default=0.5)
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -343,6 +379,7 @@ def main() -> None:
     scores = score_heldout(
         work, records, {"orm": orm, "prm_truth": prm_truth, "prm_shepherd": prm_shepherd}, task / "tokenizer"
     )
+    kl = f"rl.kl_coefficient={args.grpo_kl}"
     true_steps = [label for r in records for label in r[TRUE_LABEL_FIELD]]
     outcomes = [r["correct"] for r in records]
     lowest_step = {name: [min(s) if s else 0.0 for s in scores[name]] for name in ("prm_truth", "prm_shepherd")}
@@ -362,7 +399,7 @@ def main() -> None:
         "shepherd_label_agreement": json.loads((shepherd / "agreement.json").read_text()),
         "best_of_16": best_of_n(records, scores, 16),
         "grpo_orm": grpo(
-            work, "grpo_orm", task, sft, args.grpo_steps, f"rl.reward_model={orm}", "rl.reward_weights=[0.0]"
+            work, "grpo_orm", task, sft, args.grpo_steps, f"rl.reward_model={orm}", "rl.reward_weights=[0.0]", kl
         ),
         "grpo_prm": grpo(
             work,
@@ -373,6 +410,7 @@ def main() -> None:
             "rl.advantage_estimator=process",
             f"rl.reward_model={prm_shepherd}",
             "rl.reward_weights=[0.0]",
+            kl,
         ),
         "ppo_orm": grpo(
             work,
