@@ -47,6 +47,12 @@ from other jobs; 200 held-out questions x 16 solutions of the SFT policy, accura
       so neither RM had seen it. KL 0.5: ORM 0.588 -> 0.700 at step 10, 0.625 at step 40;
       Shepherd PRM 0.588 -> 0.438 at step 10, 0.538 at step 40 (bar +10 points at the end:
       NOT met). PPO with the ORM (KL 0.04): 0.595 -> 0.688.
+  Iterative RL with the ORM (DeepSeekMath's remedy: python -m megatron_recipes.iterative_rl,
+      4 rounds of 10 GRPO steps at KL 0.04, the ORM retrained 100 steps on 200 questions x 4 of
+      the current policy's solutions with 10% replay): the policy's accuracy on its training
+      questions 0.425, 0.455, 0.394, 0.354 after rounds 1-4 (SFT 0.54); held-out 180 questions x
+      16 at temperature 1: SFT 0.559 -> 0.286. The retrained ORM's AUC on the new policy's
+      solutions stayed 0.72-0.81: it keeps being fooled.
 
 What was tried for the ORM and did not help (validation AUC on a 10% question split): 16000
 solutions instead of 4000 (0.813 at 800 steps, 0.814 at 900 of a 2400-step run, plateau from
