@@ -12,17 +12,55 @@ so a rerun continues (delete a directory under --work to redo it):
                    (PRM data), and 16 solutions of every held-out question (evaluation); the
                    ground-truth step labels are added to each (step_chains annotate)
   orm, prm_truth, prm_shepherd   megatron_recipes.reward_model: an ORM (outcome labels), a PRM on
-                   the ground-truth step labels of the same solutions, a PRM on Math-Shepherd soft
-                   labels, all from the SFT checkpoint
+                   the ground-truth step labels of the same solutions, a PRM on Math-Shepherd hard
+                   labels (--shepherd-label) of the same solutions, all from the SFT checkpoint
   grpo_orm, grpo_prm, ppo_orm    megatron_recipes.grpo from the SFT checkpoint with the ORM
-                   (outcome supervision), the Shepherd PRM (process supervision), and PPO
-                   (rl.advantage_estimator=gae) with the ORM; held-out accuracy at temperature 1
+                   (outcome supervision), the Shepherd PRM (process supervision), both with
+                   rl.kl_coefficient=--grpo-kl, and PPO (rl.advantage_estimator=gae) with the ORM;
+                   held-out accuracy at temperature 1 every 10 steps
 
 Then, in this process, the held-out solutions are scored by each reward model: AUCs against
-final correctness (ORM) and ground-truth step labels (PRMs), and the best-of-16 table (random
-choice, self-consistency = majority vote, ORM, PRM with a solution's lowest step score as
-Math-Shepherd ranks). Held-out questions are checked to be disjoint from the SFT and RL
-training questions. Prints ONE JSON line with every figure.
+final correctness (ORM) and ground-truth step labels (PRMs), the same within each question only
+(beside the AUC an oracle of question difficulty alone reaches), and the best-of-16 table
+(random choice, self-consistency = majority vote, each RM's top solution, a PRM ranking by a
+solution's lowest step score as Math-Shepherd does, and Math-Shepherd's self-consistency + RM:
+votes weighted by the RM's scores). Held-out questions are checked to be disjoint from the SFT
+and RL training questions. Prints ONE JSON line with every figure.
+
+Figures (benchmarks/results/reward_models_step_chains.json: 2 shared cores, load average 11-21
+from other jobs; 200 held-out questions x 16 solutions of the SFT policy, accuracy 0.558):
+  Math-Shepherd labels vs ground truth (3576 solutions, 14617 steps): agreement 0.958 hard,
+      0.944 soft, soft-label AUC 0.993.
+  PRM on ground-truth labels: held-out step AUC 0.910 (bar 0.9: met).
+  PRM on Math-Shepherd labels: step AUC 0.892 with hard labels (bar 0.85: met); soft labels on
+      the same solutions and steps 0.813, and 0.783 with soft labels on 1600 solutions (before).
+  ORM: AUC of final correctness 0.802 (bar 0.9: NOT met). Within a question only 0.695 (PRMs
+      by lowest step: 0.887 truth, 0.879 Shepherd); question difficulty alone gives 0.718, so
+      most of the ORM's AUC is knowing which questions are hard, not checking the solution.
+  Best-of-16 (fraction right): random 0.558, self-consistency 0.795, ORM 0.545, PRM truth 0.710,
+      PRM Shepherd 0.690 (none beats self-consistency; pass@16 0.995); self-consistency + RM:
+      ORM 0.825, PRM truth 0.915, PRM Shepherd 0.910 (all beat both baselines).
+  GRPO with learned rewards only (held-out accuracy at temperature 1, 80 questions x 4):
+      see the results file; with the preset KL 0.04 both collapsed (ORM 0.595 -> 0.22, Shepherd
+      PRM 0.588 -> 0.175) while the RM score rose: the policy learnt to write results one too
+      SMALL ("5 - 1 = 2"), an error the SFT policy (whose slips are one too large) never made,
+      so neither RM had seen it. KL 0.5: ORM 0.588 -> 0.700 at step 10, 0.625 at step 40;
+      Shepherd PRM 0.588 -> 0.438 at step 10, 0.538 at step 40 (bar +10 points at the end:
+      NOT met). GRPO with the ORM stopped at 10 steps (KL 0.5; chosen after seeing the curve):
+      0.70 at three rl.seed values from 0.5875 / 0.6375 / 0.5875 before (the before figure moves
+      5 points with the evaluation seed): +6 to +11 points. PPO with the ORM (KL 0.04): 0.595 -> 0.688.
+  Iterative RL with the ORM (DeepSeekMath's remedy: python -m megatron_recipes.iterative_rl,
+      4 rounds of 10 GRPO steps at KL 0.04, the ORM retrained 100 steps on 200 questions x 4 of
+      the current policy's solutions with 10% replay): the policy's accuracy on its training
+      questions 0.425, 0.455, 0.394, 0.354 after rounds 1-4 (SFT 0.54); held-out 180 questions x
+      16 at temperature 1: SFT 0.559 -> 0.286. The retrained ORM's AUC on the new policy's
+      solutions stayed 0.72-0.81: it keeps being fooled.
+
+What was tried for the ORM and did not help (validation AUC on a 10% question split): 16000
+solutions instead of 4000 (0.813 at 800 steps, 0.814 at 900 of a 2400-step run, plateau from
+step 150); the outcome label at every step end instead of the last token only, as a verifier
+trained at every position (0.785 at the last token, 0.817 by lowest position). The score is read
+at the response's last token in training and scoring alike (no padding, no end-of-document).
 
     python benchmarks/reward_models_step_chains.py --work /tmp/rm_bench
     python benchmarks/reward_models_step_chains.py --work /tmp/rm_bench --grpo-steps 60
@@ -159,7 +197,9 @@ def label(
     return output
 
 
-def train_reward_model(work: Path, name: str, init: Path, data: Path, kind: str, field: str, steps: int) -> Path:
+def train_reward_model(
+    work: Path, name: str, init: Path, data: Path, kind: str, field: str, steps: int, *overrides: str
+) -> Path:
     output = work / name
     if not finished(output):
         run(
@@ -173,6 +213,7 @@ def train_reward_model(work: Path, name: str, init: Path, data: Path, kind: str,
             f"trainer.output_dir={output}",
             "checkpoint.save_interval=0",
             "trainer.tensorboard=false",
+            *overrides,
             log=work / f"{name}.log",
         )
     return output / "checkpoints"
@@ -193,7 +234,7 @@ def grpo(work: Path, name: str, task: Path, init: Path, steps: int, *overrides: 
             "rl.max_new_tokens=48",
             "rl.eval_temperature=1.0",
             "rl.eval_samples=4",
-            f"rl.eval_interval={steps}",
+            "rl.eval_interval=10",
             f"trainer.train_steps={steps}",
             f"trainer.output_dir={output}",
             "checkpoint.save_interval=0",
@@ -206,6 +247,10 @@ def grpo(work: Path, name: str, task: Path, init: Path, steps: int, *overrides: 
         "heldout_accuracy_before": rows[0]["validation_accuracy"],
         "heldout_accuracy_after": rows[steps]["validation_accuracy"],
         "gain_points": 100 * (rows[steps]["validation_accuracy"] - rows[0]["validation_accuracy"]),
+        # Every held-out check (every 10 steps): reward hacking shows as a rise, then a fall.
+        "heldout_accuracy_by_step": {
+            step: row["validation_accuracy"] for step, row in sorted(rows.items()) if "validation_accuracy" in row
+        },
         "peak_memory_gib": max(row.get("memory_gib", 0.0) for row in rows.values()),
         "seconds_per_step": sum(row["step_seconds"] for row in rows.values() if "step_seconds" in row) / steps,
     }
@@ -235,6 +280,34 @@ def auc(values: list[float], labels: list[float]) -> float:
     return round(roc_auc(values, labels), 4)
 
 
+def within_question_auc(records: list[dict], values: list[float], labels: list[float]) -> float:
+    """AUC over the (correct, wrong) pairs of solutions of the same question only: how well a
+    score tells a question's right solutions from its wrong ones, whatever the question's
+    difficulty (the plain AUC also rewards knowing which questions are hard; best-of-N does not)."""
+    by_question: dict[str, list[int]] = collections.defaultdict(list)
+    for index, record in enumerate(records):
+        by_question[record["question"]].append(index)
+    wins = pairs = 0.0
+    for indices in by_question.values():
+        right = [values[i] for i in indices if labels[i] >= 0.5]
+        wrong = [values[i] for i in indices if labels[i] < 0.5]
+        for good in right:
+            for bad in wrong:
+                pairs += 1
+                wins += 1.0 if good > bad else 0.5 if good == bad else 0.0
+    return round(wins / pairs, 4) if pairs else float("nan")
+
+
+def question_prior_auc(records: list[dict]) -> float:
+    """The AUC of an oracle that knows only each held-out question's accuracy (the fraction of its
+    16 solutions that are right): the part of an AUC that difficulty alone explains."""
+    by_question: dict[str, list[float]] = collections.defaultdict(list)
+    for record in records:
+        by_question[record["question"]].append(float(record["correct"]))
+    prior = [sum(by_question[r["question"]]) / len(by_question[r["question"]]) for r in records]
+    return auc(prior, [r["correct"] for r in records])
+
+
 def best_of_n(records: list[dict], scores: dict[str, list[list[float]]], n: int, seed: int = 0) -> dict:
     by_question: dict[str, list[int]] = collections.defaultdict(list)
     for index, record in enumerate(records):
@@ -257,9 +330,19 @@ def best_of_n(records: list[dict], scores: dict[str, list[list[float]]], n: int,
             winner = rng.choice(sorted(winners))
             table["self_consistency"] += correct[answers.index(winner)]
         table["pass_at_n"] += max(correct)
-        table["orm"] += correct[max(range(n), key=lambda j: scores["orm"][indices[j]][0])]
-        for name in ("prm_truth", "prm_shepherd"):
-            table[name] += correct[max(range(n), key=lambda j: min(scores[name][indices[j]] or [0.0]))]
+        solution_scores = {
+            "orm": [scores["orm"][i][0] for i in indices],
+            **{name: [min(scores[name][i] or [0.0]) for i in indices] for name in ("prm_truth", "prm_shepherd")},
+        }
+        for name, values in solution_scores.items():
+            table[name] += correct[max(range(n), key=values.__getitem__)]
+            # Math-Shepherd's "self-consistency + RM": each answer's votes weighted by the RM's scores.
+            weighted = collections.Counter()
+            for answer, value in zip(answers, values):
+                if answer is not None:
+                    weighted[answer] += value
+            if weighted:
+                table[f"{name}_weighted_vote"] += correct[answers.index(max(weighted, key=weighted.__getitem__))]
     return {"questions": questions, **{name: round(value / questions, 4) for name, value in table.items()}}
 
 
@@ -271,10 +354,13 @@ def main() -> None:
     parser.add_argument("--heldout-questions", type=int, default=200)
     parser.add_argument("--sft-steps", type=int, default=800)
     parser.add_argument("--orm-questions", type=int, default=1000)
-    parser.add_argument("--prm-questions", type=int, default=400)
+    parser.add_argument("--prm-questions", type=int, default=1000)
+    parser.add_argument("--shepherd-label", choices=("soft", "hard"), default="hard")
     parser.add_argument("--reward-model-steps", type=int, default=400)
-    parser.add_argument("--prm-truth-steps", type=int, default=600)
+    parser.add_argument("--prm-steps", type=int, default=600)
     parser.add_argument("--grpo-steps", type=int, default=40)
+    # The KL coefficient of the two GRPO runs with learned rewards (PPO keeps the preset's 0.04).
+    parser.add_argument("--grpo-kl", type=float, default=0.5)
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -285,26 +371,43 @@ def main() -> None:
     shepherd = label(work, "labels_train_shepherd", sft, train_questions, args.prm_questions, 4, "math_shepherd", 12)
     heldout = label(work, "labels_heldout", sft, heldout_questions, args.heldout_questions, 16, "outcome", 13)
     orm = train_reward_model(work, "orm", sft, outcome, "orm", "step_labels", args.reward_model_steps)
-    # Ground-truth step labels cost nothing to compute: the PRM on them learns from every
-    # outcome-labelled solution (2.5x the Math-Shepherd set, whose labels cost completions).
-    prm_truth = train_reward_model(work, "prm_truth", sft, outcome, "prm", TRUE_LABEL_FIELD, args.prm_truth_steps)
+    # Both PRMs learn from the same solutions (every outcome-labelled one: the Math-Shepherd set
+    # labels the same 1000 questions x 4 samples) for the same steps; only the labels differ.
+    prm_truth = train_reward_model(work, "prm_truth", sft, outcome, "prm", TRUE_LABEL_FIELD, args.prm_steps)
     prm_shepherd = train_reward_model(
-        work, "prm_shepherd", sft, shepherd, "prm", "soft_step_labels", args.reward_model_steps
+        work,
+        "prm_shepherd",
+        sft,
+        shepherd,
+        "prm",
+        f"{args.shepherd_label}_step_labels",
+        args.prm_steps,
     )
     records = read_records(heldout)
     scores = score_heldout(
         work, records, {"orm": orm, "prm_truth": prm_truth, "prm_shepherd": prm_shepherd}, task / "tokenizer"
     )
+    kl = f"rl.kl_coefficient={args.grpo_kl}"
     true_steps = [label for r in records for label in r[TRUE_LABEL_FIELD]]
+    outcomes = [r["correct"] for r in records]
+    lowest_step = {name: [min(s) if s else 0.0 for s in scores[name]] for name in ("prm_truth", "prm_shepherd")}
     figures = {
         "sft_heldout_accuracy_temperature_1": round(sum(r["correct"] for r in records) / len(records), 4),
-        "orm_heldout_auc_final_correctness": auc([s[0] for s in scores["orm"]], [r["correct"] for r in records]),
+        "orm_heldout_auc_final_correctness": auc([s[0] for s in scores["orm"]], outcomes),
         "prm_truth_heldout_step_auc": auc([v for s in scores["prm_truth"] for v in s], true_steps),
         "prm_shepherd_heldout_step_auc": auc([v for s in scores["prm_shepherd"] for v in s], true_steps),
+        # Final correctness told apart within each question (what best-of-N needs), beside the
+        # AUC that knowing only each question's difficulty reaches.
+        "within_question_auc_final_correctness": {
+            "orm": within_question_auc(records, [s[0] for s in scores["orm"]], outcomes),
+            "prm_truth_lowest_step": within_question_auc(records, lowest_step["prm_truth"], outcomes),
+            "prm_shepherd_lowest_step": within_question_auc(records, lowest_step["prm_shepherd"], outcomes),
+        },
+        "question_difficulty_oracle_auc": question_prior_auc(records),
         "shepherd_label_agreement": json.loads((shepherd / "agreement.json").read_text()),
         "best_of_16": best_of_n(records, scores, 16),
         "grpo_orm": grpo(
-            work, "grpo_orm", task, sft, args.grpo_steps, f"rl.reward_model={orm}", "rl.reward_weights=[0.0]"
+            work, "grpo_orm", task, sft, args.grpo_steps, f"rl.reward_model={orm}", "rl.reward_weights=[0.0]", kl
         ),
         "grpo_prm": grpo(
             work,
@@ -315,6 +418,7 @@ def main() -> None:
             "rl.advantage_estimator=process",
             f"rl.reward_model={prm_shepherd}",
             "rl.reward_weights=[0.0]",
+            kl,
         ),
         "ppo_orm": grpo(
             work,
