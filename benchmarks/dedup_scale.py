@@ -117,6 +117,10 @@ def _plain_template():
 _THRESHOLD, _PAIRWISE_BUCKET_LIMIT = 0.8, 16
 
 
+def _already_hashed(value):
+    return value
+
+
 def _plain_rank(math_score, text: str) -> tuple[float, float]:
     # The default survivor order: math score (missing ranks lowest), then text length.
     return (-math.inf if math_score is None else float(math_score), float(len(text)))
@@ -131,7 +135,7 @@ def reference_loop(directory: Path, output: Path) -> dict:
     to Parquet, removed ids to `output`/removed_ids.txt."""
     clock = time.process_time
     phases = dict.fromkeys(("read", "signatures", "lsh_insert", "buckets_and_verification", "write"), 0.0)
-    template = _plain_template()
+    template = MinHash(num_perm=_NUM_PERM, seed=_SEED, hashfunc=_already_hashed, scheme="affine32")
     lsh = MinHashLSH(num_perm=_NUM_PERM, params=(_BANDS, _ROWS))
     hashes: dict[str, np.ndarray] = {}
     ranks: dict[str, tuple[float, float]] = {}
@@ -147,9 +151,11 @@ def reference_loop(directory: Path, output: Path) -> dict:
             if not shingle_set:
                 phases["signatures"] += clock() - mark
                 continue
+            # Each shingle is hashed once; the hashes feed both the MinHash and verification.
+            shingle_hashes = np.unique(np.fromiter(map(xxhash.xxh32_intdigest, shingle_set), np.uint32))
             minhash = template.copy()
-            minhash.update_batch(shingle_set)
-            hashes[document_id] = np.unique(np.fromiter(map(xxhash.xxh32_intdigest, shingle_set), np.uint32))
+            minhash.update_batch(shingle_hashes)
+            hashes[document_id] = shingle_hashes
             ranks[document_id] = _plain_rank(math_score, text)
             middle = clock()
             lsh.insert(document_id, minhash, check_duplication=False)

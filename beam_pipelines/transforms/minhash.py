@@ -98,12 +98,23 @@ def shingle_hashes(tokens: Sequence[str], shingle_size: int) -> np.ndarray:
     starts = [0]
     for token in tokens:
         starts.append(starts[-1] + (len(token) if token.isascii() else len(token.encode("utf-8", "surrogatepass"))) + 1)
-    count = len(tokens) - shingle_size + 1
     digest = xxhash.xxh32_intdigest
-    hashed = np.fromiter(
-        (digest(joined[starts[i] : starts[i + shingle_size] - 1]) for i in range(count)), dtype=np.uint32, count=count
+    hashed = np.array(
+        [digest(joined[start : end - 1]) for start, end in zip(starts, starts[shingle_size:])], dtype=np.uint32
     )
-    return np.unique(hashed)
+    return sorted_distinct(hashed)
+
+
+def sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """`np.unique` for a 1-D array by sort and neighbour compare (numpy 2's hash-based unique is
+    ~5x slower on a few hundred uint32 values)."""
+    values.sort()
+    if values.size < 2:
+        return values
+    keep = np.empty(values.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
 
 
 def jaccard(first: np.ndarray, second: np.ndarray) -> float:
@@ -153,6 +164,11 @@ class MinHashSettings:
         }
 
 
+# MurmurHash3's 32-bit finaliser, as datasketch's affine32 scheme applies it before permuting.
+_FMIX_SHIFT_1, _FMIX_SHIFT_2, _FMIX_SHIFT_3 = np.uint32(16), np.uint32(13), np.uint32(16)
+_FMIX_MULTIPLIER_1, _FMIX_MULTIPLIER_2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
+
+
 def _identity(value):
     return value
 
@@ -174,6 +190,9 @@ class Signer:
         self._template = MinHash(
             num_perm=settings.num_perm, seed=settings.seed, hashfunc=_identity, scheme=settings.scheme
         )
+        multipliers, offsets = self._template.permutations
+        self._multipliers = np.asarray(multipliers, dtype=np.uint32)
+        self._offsets = np.asarray(offsets, dtype=np.uint32)
 
     def hashes(self, text: str) -> np.ndarray:
         """Sorted distinct shingle hashes of a text (empty for a text without a word)."""
@@ -186,10 +205,20 @@ class Signer:
         return minhash
 
     def signature(self, hashes: np.ndarray) -> np.ndarray | None:
-        """The num_perm hash values (uint32), or None for an empty set."""
+        """The num_perm hash values (uint32), or None for an empty set: datasketch's affine32
+        scheme (MurmurHash3 32-bit finaliser, then a * x + b mod 2**32 per permutation, minimum
+        over the set) on the whole array at once, without datasketch's per-value Python list
+        and copy (~2x faster; tests check it equals `minhash(hashes).hashvalues`)."""
         if not hashes.size:
             return None
-        return self.minhash(hashes).hashvalues
+        mixed = hashes ^ (hashes >> _FMIX_SHIFT_1)
+        mixed *= _FMIX_MULTIPLIER_1
+        mixed ^= mixed >> _FMIX_SHIFT_2
+        mixed *= _FMIX_MULTIPLIER_2
+        mixed ^= mixed >> _FMIX_SHIFT_3
+        permuted = mixed[:, None] * self._multipliers
+        permuted += self._offsets
+        return permuted.min(axis=0)
 
     def sign(self, text: str) -> np.ndarray | None:
         return self.signature(self.hashes(text))
