@@ -39,10 +39,12 @@ noisy: compare the ratios within one run.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import logging
 import math
 import os
+import pstats
 import re
 import shutil
 import subprocess
@@ -61,10 +63,13 @@ import xxhash
 from dask.utils import parse_bytes
 from datasketch import MinHash, MinHashLSH
 
+from beam_pipelines.config import register_configs
 from beam_pipelines.document import documents_to_table
 from beam_pipelines.runners.dask_cluster import ClusterSampler, LocalDaskCluster
+from beam_pipelines.stages.dedup import run_dedup
 from beam_pipelines.transforms.config import MinHashConfig
 from beam_pipelines.transforms.minhash import MinHashSettings, Signer
+from stack_common.cli import compose_config
 from tests.planted_duplicates import generate_documents
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -221,6 +226,78 @@ def reference_loop(directory: Path, output: Path) -> dict:
     }
 
 
+# Our functions whose cumulative profile time is one part of the breakdown (they do not call
+# each other); everything else is the runner: element coding, shuffles, bundles, Parquet I/O.
+_PROFILE_PARTS = {
+    "tokenising": [("minhash.py", "word_tokens")],
+    "shingle_hashing": [("minhash.py", "shingle_hashes")],
+    "signature": [("minhash.py", "signature")],
+    "band_keys": [("minhash.py", "band_keys")],
+    "bucket_edges": [("minhash.py", "process", "BucketEdges")],
+    "verification": [("minhash.py", "process", "_KeepSimilarEdges"), ("minhash.py", "_edge_with_shingles")],
+    "components": [("connected_components.py", "process", "_LargeStar"), ("connected_components.py", "_small_star")],
+    "survivors_and_removal": [
+        ("minhash.py", "_label_members"),
+        ("minhash.py", "process", "_ChooseSurvivor"),
+        ("minhash.py", "process", "_ApplyRemovals"),
+    ],
+}
+
+
+_WAITING = ("acquire", "sleep", "wait", "select", "poll")
+
+
+def profile_ours(directory: Path) -> dict:
+    """Where our CPU goes: the whole dedup in this process (beam=direct_single, so one profile
+    sees every stage) under cProfile, split into `_PROFILE_PARTS` and the runner's share.
+    Profiling inflates Python-heavy parts; read the shares, not the seconds."""
+    config = compose_config(
+        "dedup",
+        [
+            f"input_dir={directory / 'pool'}",
+            f"output_dir={directory / 'profile_output'}",
+            f"work_dir={directory / 'profile_work'}",
+            "beam=direct_single",
+        ],
+        register_configs,
+    )
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_dedup(config)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    # All tottime except time blocked on locks and sleeps (waiting is not CPU).
+    total = sum(
+        entry[2]
+        for (filename, _, name), entry in stats.items()
+        if not (filename == "~" and any(word in name for word in _WAITING))
+    )
+    lines = {}
+    for (filename, line, name), entry in stats.items():
+        lines.setdefault((Path(filename).name, name), []).append((filename, line, entry[3]))
+    parts = {}
+    for part, functions in _PROFILE_PARTS.items():
+        seconds = 0.0
+        for function in functions:
+            for filename, line, cumulative in lines.get(function[:2], []):
+                if len(function) == 2 or _defined_in_class(filename, line, function[2]):
+                    seconds += cumulative
+        parts[part] = seconds
+    parts["runner_coding_shuffle_io"] = total - sum(parts.values())
+    return {
+        "profiled_cpu_seconds": round(total, 1),
+        "share": {part: round(seconds / total, 3) for part, seconds in parts.items()},
+    }
+
+
+def _defined_in_class(filename: str, line: int, class_name: str) -> bool:
+    source = Path(filename).read_text().splitlines()[:line]
+    for text in reversed(source):
+        if text.startswith("class "):
+            return text.startswith(f"class {class_name}(")
+    return False
+
+
 def check_same_signatures(directory: Path, sample: int = 300) -> bool:
     """Both sides compute the same signatures (so the comparison is of the dataflow, not of
     different work)."""
@@ -374,6 +451,10 @@ def measure_size(count: int, args, env: dict) -> dict:
     ours["peak_rss_mb"] = max(run["peak_rss_mb"] for run in our_runs)
     reference["cpu_seconds_per_repeat"] = [run["cpu_seconds"] for run in reference_runs]
     ours["cpu_seconds_per_repeat"] = [run["cpu_seconds"] for run in our_runs]
+    if args.profile:
+        log.info(f"profiling our Beam graph on {count} documents (in one process)")
+        _, _, stdout = run_measured([sys.executable, __file__, "--role", "profile", "--input", str(data)], env)
+        ours["profile"] = json.loads(stdout.strip().splitlines()[-1])
     reference_removed = (data / "reference_output" / "removed_ids.txt").read_text().split()
     our_removed = removed_ids(data / "pool_near_dedup")
     same_removed = sorted(reference_removed) == sorted(our_removed)
@@ -384,8 +465,10 @@ def measure_size(count: int, args, env: dict) -> dict:
         )
     if args.runner == "dask":
         dask = measure_dask(count, data, args, env)
-        if dask["removed"] != ours["removed"]:
-            raise RuntimeError(f"beam=dask removed {dask['removed']} documents, the direct runner {ours['removed']}")
+        dask_removed = removed_ids(data / "pool_near_dedup_dask")
+        dask["same_removed_ids_as_direct"] = sorted(dask_removed) == sorted(our_removed)
+        if not dask["same_removed_ids_as_direct"]:
+            raise RuntimeError(f"beam=dask removed {len(dask_removed)} documents, the direct runner {len(our_removed)}")
     if not args.keep:
         shutil.rmtree(data, ignore_errors=True)
     extra = {}
@@ -484,13 +567,17 @@ def main() -> None:
     parser.add_argument("--dask-workers", type=int, default=2)
     parser.add_argument("--dask-memory-limit", default="4GB", help="per worker")
     parser.add_argument("--dask-partitions", type=int, default=0, help="beam.dask_partitions (0: the runner's default)")
-    parser.add_argument("--role", choices=["driver", "reference"], default="driver", help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["driver", "reference", "profile"], default="driver", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="add a cProfile breakdown of our side (one more run)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats per side (figures: min CPU)")
     args = parser.parse_args()
     if args.role == "reference":
         print(json.dumps(reference_loop(Path(args.input), Path(args.output))))
+        return
+    if args.role == "profile":
+        print(json.dumps(profile_ours(Path(args.input))))
         return
     sys.path.insert(0, str(REPO_ROOT))
     env = dict(os.environ)
