@@ -583,6 +583,7 @@ def main() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    load_before = [round(value, 2) for value in os.getloadavg()]
     results = [measure_size(count, args, env) for count in sizes]
     growth = {}
     if len(results) > 1:
@@ -606,6 +607,8 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "dedup_scale",
+                "load_average_before": load_before,
+                "load_average_after": [round(value, 2) for value in os.getloadavg()],
                 "machine": f"{os.cpu_count()} cores, shared with other jobs (timings noisy; compare ratios within "
                 "this run)",
                 "settings": "num_perm=120, bands=20, rows=6, 5-word shingles, xxh32 + update_batch; ours verifies "
