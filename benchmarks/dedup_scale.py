@@ -1,21 +1,26 @@
 """Near-dedup at scale: our Beam graph on the direct runner (and, with `--runner dask`, on a
-Dask cluster) vs a plain in-process datasketch loop.
+Dask cluster) vs an in-process loop doing the same work.
 
 For each size (default 100k and 1M documents of ~2 KB, generated from real prose with planted
 near-duplicates by `tests/planted_duplicates.py`, written to Parquet first and not timed):
 - ours: `python -m beam_pipelines.dedup` on the direct runner (FnApiRunner, multi-processing,
   `--workers` worker processes) with the default settings (20 x 6 bands, exact verification);
-- reference: one Python process that reads the same Parquet files and runs the classic loop -
-  same tokens and shingles, same datasketch `MinHash.update_batch` with xxh32, then
-  `MinHashLSH(params=(20, 6))`: query, keep the document if nothing similar was seen, insert.
-Each side runs in its own subprocess; this process samples the RSS of that process tree every
-0.2 s (peak RSS) and reads its CPU time. Prints ONE JSON line: per size, wall seconds, CPU
-seconds, docs/s per core (wall x cores used, and per CPU second), peak RSS, documents removed;
-then ours/reference ratios and how each side's time grows from the smallest to the largest size.
+- reference: one Python process that reads the same Parquet files and does the same work in
+  memory - same tokens and shingles, same datasketch `MinHash.update_batch` with xxh32,
+  `MinHashLSH(params=(20, 6))` buckets, candidate pairs by our rule (every pair of a bucket of up
+  to 16 documents, a star on the smallest id for larger ones), exact Jaccard >= 0.8 on the same
+  xxh32 shingle hashes (skipping pairs union-find already joined), union-find components, the
+  same survivor rule (math score, length, smallest id), kept documents written to Parquet.
+The run fails unless both sides remove the identical set of document ids (printed as
+`same_removed_ids_checked`). Each side runs in its own subprocess, `--repeats` times,
+interleaved; this process samples the RSS of that process tree every 0.2 s (peak RSS) and reads
+its CPU time; the figures are the minimum CPU over the repeats and the maximum peak RSS. Prints
+ONE JSON line: per size, CPU seconds (with the reference's per-phase CPU), docs per CPU second,
+peak RSS, documents removed; then ours/reference ratios and how each side grows with size.
 
-    python benchmarks/dedup_scale.py                         # 100k and 1M
-    python benchmarks/dedup_scale.py --sizes 100000 --workers 2 --work-dir /tmp/dedup_scale
-    python benchmarks/dedup_scale.py --runner dask --sizes 100000,1000000 --dask-memory-limit 4GB
+    PYTHONPATH=. python benchmarks/dedup_scale.py                        # 100k and 1M
+    PYTHONPATH=. python benchmarks/dedup_scale.py --sizes 20000 --workers 2 --repeats 2
+    PYTHONPATH=. python benchmarks/dedup_scale.py --runner dask --sizes 100000 --dask-memory-limit 4GB
 
 `--runner dask` adds a third side: the same `python -m beam_pipelines.dedup` with beam=dask on a
 local cluster (scheduler + `--dask-workers` worker processes under nannies, one thread each,
@@ -24,18 +29,22 @@ the driver and every cluster process, docs per CPU second, the peak RSS of each 
 its limit (`within_memory_limit`, and `worker_restarts`: a nanny restarts a worker that dies or
 outgrows the limit), and checks it removed exactly what the direct runner removed.
 
-The reference is what one machine can do when everything fits in its memory; its index grows
-with the corpus. Ours pays for a shuffle (in the direct runner: in the driver's memory) and
-would spread over workers on a cluster. Timings on a shared machine are noisy: compare the
-ratios within one run.
+The reference is what one machine can do when everything fits in its memory; its index and
+shingle arrays grow with the corpus. Ours pays for shuffles (in the direct runner: in the
+driver's memory) and would spread over workers on a cluster. Both sides' CPU includes process
+start-up (the reference's imports this script's modules, ~3 s). Timings on a shared machine are
+noisy: compare the ratios within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import logging
+import math
 import os
+import pstats
 import re
 import shutil
 import subprocess
@@ -47,15 +56,20 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 from dask.utils import parse_bytes
 from datasketch import MinHash, MinHashLSH
 
+from beam_pipelines.config import register_configs
 from beam_pipelines.document import documents_to_table
 from beam_pipelines.runners.dask_cluster import ClusterSampler, LocalDaskCluster
+from beam_pipelines.stages.dedup import run_dedup
 from beam_pipelines.transforms.config import MinHashConfig
 from beam_pipelines.transforms.minhash import MinHashSettings, Signer
+from stack_common.cli import compose_config
 from tests.planted_duplicates import generate_documents
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -105,28 +119,183 @@ def _plain_template():
     return MinHash(num_perm=_NUM_PERM, seed=_SEED, hashfunc=xxhash.xxh32_intdigest, scheme="affine32")
 
 
-def reference_loop(directory: Path) -> dict:
-    """The in-process datasketch loop (runs inside its own subprocess)."""
-    template = _plain_template()
+_THRESHOLD, _PAIRWISE_BUCKET_LIMIT = 0.8, 16
+
+
+def _already_hashed(value):
+    return value
+
+
+def _plain_rank(math_score, text: str) -> tuple[float, float]:
+    # The default survivor order: math score (missing ranks lowest), then text length.
+    return (-math.inf if math_score is None else float(math_score), float(len(text)))
+
+
+def reference_loop(directory: Path, output: Path) -> dict:
+    """The in-process loop doing our pipeline's work (runs inside its own subprocess):
+    signatures -> MinHashLSH buckets -> candidate pairs (every pair of a bucket of up to 16
+    documents, a star on the smallest id for larger ones) -> exact Jaccard >= 0.8 on the xxh32
+    shingle hashes, skipping pairs union-find has already joined -> components -> the best
+    document of each (math score, length, then smallest id) is kept -> kept documents written
+    to Parquet, removed ids to `output`/removed_ids.txt."""
+    clock = time.process_time
+    phases = dict.fromkeys(("read", "signatures", "lsh_insert", "buckets_and_verification", "write"), 0.0)
+    template = MinHash(num_perm=_NUM_PERM, seed=_SEED, hashfunc=_already_hashed, scheme="affine32")
     lsh = MinHashLSH(num_perm=_NUM_PERM, params=(_BANDS, _ROWS))
-    started = time.time()
-    seen = removed = 0
-    for shard, path in enumerate(sorted((directory / "documents").glob("*.parquet")), start=1):
-        table = pq.read_table(path, columns=["id", "text"])
-        for document_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
+    hashes: dict[str, np.ndarray] = {}
+    ranks: dict[str, tuple[float, float]] = {}
+    paths = sorted((directory / "documents").glob("*.parquet"))
+    for path in paths:
+        mark = clock()
+        table = pq.read_table(path, columns=["id", "text", "math_score"])
+        rows = zip(*(table.column(name).to_pylist() for name in ("id", "text", "math_score")))
+        phases["read"] += clock() - mark
+        for document_id, text, math_score in rows:
+            mark = clock()
             shingle_set = _plain_shingles(text)
             if not shingle_set:
+                phases["signatures"] += clock() - mark
                 continue
+            # Each shingle is hashed once; the hashes feed both the MinHash and verification.
+            shingle_hashes = np.unique(np.fromiter(map(xxhash.xxh32_intdigest, shingle_set), np.uint32))
             minhash = template.copy()
-            minhash.update_batch(shingle_set)
-            seen += 1
-            if lsh.query(minhash):
-                removed += 1
+            minhash.update_batch(shingle_hashes)
+            hashes[document_id] = shingle_hashes
+            ranks[document_id] = _plain_rank(math_score, text)
+            middle = clock()
+            lsh.insert(document_id, minhash, check_duplication=False)
+            phases["signatures"] += middle - mark
+            phases["lsh_insert"] += clock() - middle
+
+    mark = clock()
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        root = node
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while node != root:  # path compression
+            parent[node], node = root, parent[node]
+        return root
+
+    candidates = verified = skipped = 0
+    for table in lsh.hashtables:
+        for key in table.keys():
+            members = sorted(table.get(key))
+            if len(members) < 2:
+                continue
+            if len(members) <= _PAIRWISE_BUCKET_LIMIT:
+                pairs = ((a, b) for i, a in enumerate(members) for b in members[i + 1 :])
             else:
-                lsh.insert(document_id, minhash, check_duplication=False)
-        if shard % 10 == 0:
-            log.info(f"reference: {seen} documents")
-    return {"seconds": time.time() - started, "documents": seen, "removed": removed}
+                pairs = ((members[0], b) for b in members[1:])
+            for first, second in pairs:
+                candidates += 1
+                first_root, second_root = find(first), find(second)
+                if first_root == second_root:
+                    skipped += 1
+                    continue
+                a, b = hashes[first], hashes[second]
+                common = np.intersect1d(a, b, assume_unique=True).size
+                if common / (a.size + b.size - common) >= _THRESHOLD:
+                    verified += 1
+                    parent[max(first_root, second_root)] = min(first_root, second_root)
+    best: dict[str, str] = {}
+    for node in set(parent) | set(parent.values()):
+        root = find(node)
+        current = best.get(root)
+        if current is None or ranks[node] > ranks[current] or (ranks[node] == ranks[current] and node < current):
+            best[root] = node
+    removed = {node for node in set(parent) | set(parent.values()) if best[find(node)] != node}
+    phases["buckets_and_verification"] = clock() - mark
+
+    mark = clock()
+    output.mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(paths):
+        table = pq.read_table(path)
+        kept = pc.invert(pc.is_in(table.column("id"), value_set=pa.array(sorted(removed), pa.string())))
+        pq.write_table(table.filter(kept), output / f"part-{index:05d}.parquet")
+    (output / "removed_ids.txt").write_text("".join(f"{node}\n" for node in sorted(removed)))
+    phases["write"] = clock() - mark
+    return {
+        "documents": len(hashes),
+        "removed": len(removed),
+        "candidate_pairs": candidates,
+        "pairs_skipped_already_joined": skipped,
+        "verified_pairs": verified,
+        "phase_cpu_seconds": {name: round(value, 2) for name, value in phases.items()},
+    }
+
+
+# Our functions whose cumulative profile time is one part of the breakdown (they do not call
+# each other); everything else is the runner: element coding, shuffles, bundles, Parquet I/O.
+_PROFILE_PARTS = {
+    "tokenising": [("minhash.py", "word_tokens")],
+    "shingle_hashing": [("minhash.py", "shingle_hashes")],
+    "signature": [("minhash.py", "signature")],
+    "band_keys": [("minhash.py", "band_keys")],
+    "bucket_edges": [("minhash.py", "process", "BucketEdges")],
+    "verification": [("minhash.py", "process", "_KeepSimilarEdges"), ("minhash.py", "_edge_with_shingles")],
+    "components": [("connected_components.py", "process", "_LargeStar"), ("connected_components.py", "_small_star")],
+    "survivors_and_removal": [
+        ("minhash.py", "_label_members"),
+        ("minhash.py", "process", "_ChooseSurvivor"),
+        ("minhash.py", "process", "_ApplyRemovals"),
+    ],
+}
+
+
+_WAITING = ("acquire", "sleep", "wait", "select", "poll")
+
+
+def profile_ours(directory: Path) -> dict:
+    """Where our CPU goes: the whole dedup in this process (beam=direct_single, so one profile
+    sees every stage) under cProfile, split into `_PROFILE_PARTS` and the runner's share.
+    Profiling inflates Python-heavy parts; read the shares, not the seconds."""
+    config = compose_config(
+        "dedup",
+        [
+            f"input_dir={directory / 'pool'}",
+            f"output_dir={directory / 'profile_output'}",
+            f"work_dir={directory / 'profile_work'}",
+            "beam=direct_single",
+        ],
+        register_configs,
+    )
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_dedup(config)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    # All tottime except time blocked on locks and sleeps (waiting is not CPU).
+    total = sum(
+        entry[2]
+        for (filename, _, name), entry in stats.items()
+        if not (filename == "~" and any(word in name for word in _WAITING))
+    )
+    lines = {}
+    for (filename, line, name), entry in stats.items():
+        lines.setdefault((Path(filename).name, name), []).append((filename, line, entry[3]))
+    parts = {}
+    for part, functions in _PROFILE_PARTS.items():
+        seconds = 0.0
+        for function in functions:
+            for filename, line, cumulative in lines.get(function[:2], []):
+                if len(function) == 2 or _defined_in_class(filename, line, function[2]):
+                    seconds += cumulative
+        parts[part] = seconds
+    parts["runner_coding_shuffle_io"] = total - sum(parts.values())
+    return {
+        "profiled_cpu_seconds": round(total, 1),
+        "share": {part: round(seconds / total, 3) for part, seconds in parts.items()},
+    }
+
+
+def _defined_in_class(filename: str, line: int, class_name: str) -> bool:
+    source = Path(filename).read_text().splitlines()[:line]
+    for text in reversed(source):
+        if text.startswith("class "):
+            return text.startswith(f"class {class_name}(")
+    return False
 
 
 def check_same_signatures(directory: Path, sample: int = 300) -> bool:
@@ -200,32 +369,32 @@ def run_measured(command: list[str], env: dict) -> tuple[dict, float, str]:
     return measured, wall, stdout
 
 
-def measure_size(count: int, args, env: dict) -> dict:
-    data = Path(args.work_dir) / f"n{count}"
-    shutil.rmtree(data, ignore_errors=True)
-    log.info(f"generating {count} documents under {data}")
-    generation_seconds = generate(data / "pool", count, args.seed)
-    size_bytes = sum(p.stat().st_size for p in (data / "pool" / "documents").glob("*.parquet"))
-    if not check_same_signatures(data / "pool"):
-        raise RuntimeError("the reference loop and the pipeline compute different signatures")
+def removed_ids(output: Path) -> list[str]:
+    return [
+        row_id
+        for path in sorted((output / "removed" / "07_minhash").glob("*.parquet"))
+        for row_id in pq.read_table(path, columns=["id"]).column("id").to_pylist()
+    ]
 
-    log.info(f"reference loop on {count} documents")
+
+def run_reference(count: int, data: Path, env: dict) -> dict:
+    output = data / "reference_output"
+    shutil.rmtree(output, ignore_errors=True)
     measured, wall, stdout = run_measured(
-        [sys.executable, __file__, "--role", "reference", "--input", str(data / "pool")], env
+        [sys.executable, __file__, "--role", "reference", "--input", str(data / "pool"), "--output", str(output)], env
     )
     loop = json.loads(stdout.strip().splitlines()[-1])
-    reference = {
+    return {
         "wall_seconds": round(wall, 1),
-        "loop_seconds": round(loop["seconds"], 1),
         "cpu_seconds": measured["cpu_seconds"],
         "cores": 1,
-        "docs_per_second_per_core": round(count / wall, 1),
         "docs_per_cpu_second": round(count / max(measured["cpu_seconds"], 1e-9), 1),
         "peak_rss_mb": measured["peak_rss_mb"],
-        "removed": loop["removed"],
+        **loop,
     }
 
-    log.info(f"our Beam graph on {count} documents ({args.workers} worker processes)")
+
+def run_ours(count: int, data: Path, args, env: dict) -> dict:
     output = data / "pool_near_dedup"
     measured, wall, _ = run_measured(
         [
@@ -234,13 +403,14 @@ def measure_size(count: int, args, env: dict) -> dict:
             "beam_pipelines.dedup",
             f"input_dir={data / 'pool'}",
             f"output_dir={output}",
+            f"work_dir={data / 'work'}",
             f"beam.direct_num_workers={args.workers}",
             f"hydra.run.dir={data / 'hydra'}",
         ],
         env,
     )
     summary = json.loads((output / "summary.json").read_text())
-    ours = {
+    return {
         "wall_seconds": round(wall, 1),
         "pipeline_seconds": summary["elapsed_seconds"],
         "stage_seconds": {
@@ -250,7 +420,6 @@ def measure_size(count: int, args, env: dict) -> dict:
         },
         "cpu_seconds": measured["cpu_seconds"],
         "cores": args.workers,
-        "docs_per_second_per_core": round(count / wall / args.workers, 1),
         "docs_per_cpu_second": round(count / max(measured["cpu_seconds"], 1e-9), 1),
         "peak_rss_mb": measured["peak_rss_mb"],
         "removed": summary["totals"]["dropped"],
@@ -259,10 +428,47 @@ def measure_size(count: int, args, env: dict) -> dict:
         "component_rounds": summary["components"]["rounds"],
         "balanced": summary["balanced"],
     }
+
+
+def measure_size(count: int, args, env: dict) -> dict:
+    data = Path(args.work_dir) / f"n{count}"
+    shutil.rmtree(data, ignore_errors=True)
+    log.info(f"generating {count} documents under {data}")
+    generation_seconds = generate(data / "pool", count, args.seed)
+    size_bytes = sum(p.stat().st_size for p in (data / "pool" / "documents").glob("*.parquet"))
+    if not check_same_signatures(data / "pool"):
+        raise RuntimeError("the reference loop and the pipeline compute different signatures")
+
+    reference_runs, our_runs = [], []
+    for repeat in range(args.repeats):  # interleaved, so load changes hit both sides alike
+        log.info(f"reference loop on {count} documents (repeat {repeat + 1}/{args.repeats})")
+        reference_runs.append(run_reference(count, data, env))
+        log.info(f"our Beam graph on {count} documents ({args.workers} worker processes, repeat {repeat + 1})")
+        our_runs.append(run_ours(count, data, args, env))
+    reference = min(reference_runs, key=lambda run: run["cpu_seconds"])
+    ours = min(our_runs, key=lambda run: run["cpu_seconds"])
+    reference["peak_rss_mb"] = max(run["peak_rss_mb"] for run in reference_runs)
+    ours["peak_rss_mb"] = max(run["peak_rss_mb"] for run in our_runs)
+    reference["cpu_seconds_per_repeat"] = [run["cpu_seconds"] for run in reference_runs]
+    ours["cpu_seconds_per_repeat"] = [run["cpu_seconds"] for run in our_runs]
+    if args.profile:
+        log.info(f"profiling our Beam graph on {count} documents (in one process)")
+        _, _, stdout = run_measured([sys.executable, __file__, "--role", "profile", "--input", str(data)], env)
+        ours["profile"] = json.loads(stdout.strip().splitlines()[-1])
+    reference_removed = (data / "reference_output" / "removed_ids.txt").read_text().split()
+    our_removed = removed_ids(data / "pool_near_dedup")
+    same_removed = sorted(reference_removed) == sorted(our_removed)
+    if not same_removed:
+        raise RuntimeError(
+            f"different removals: reference {len(reference_removed)}, ours {len(our_removed)}, "
+            f"{len(set(reference_removed) ^ set(our_removed))} ids differ"
+        )
     if args.runner == "dask":
         dask = measure_dask(count, data, args, env)
-        if dask["removed"] != ours["removed"]:
-            raise RuntimeError(f"beam=dask removed {dask['removed']} documents, the direct runner {ours['removed']}")
+        dask_removed = removed_ids(data / "pool_near_dedup_dask")
+        dask["same_removed_ids_as_direct"] = sorted(dask_removed) == sorted(our_removed)
+        if not dask["same_removed_ids_as_direct"]:
+            raise RuntimeError(f"beam=dask removed {len(dask_removed)} documents, the direct runner {len(our_removed)}")
     if not args.keep:
         shutil.rmtree(data, ignore_errors=True)
     extra = {}
@@ -280,12 +486,10 @@ def measure_size(count: int, args, env: dict) -> dict:
         "documents": count,
         "input_mb": round(size_bytes / 2**20, 1),
         "same_signatures_checked": True,
+        "same_removed_ids_checked": same_removed,
         "generation_seconds": round(generation_seconds, 1),
         "ours": ours,
         "reference": reference,
-        "ratio_docs_per_second_per_core": round(
-            ours["docs_per_second_per_core"] / reference["docs_per_second_per_core"], 3
-        ),
         "ratio_docs_per_cpu_second": round(ours["docs_per_cpu_second"] / reference["docs_per_cpu_second"], 3),
         "ratio_peak_rss": round(ours["peak_rss_mb"] / reference["peak_rss_mb"], 3),
         **extra,
@@ -363,16 +567,23 @@ def main() -> None:
     parser.add_argument("--dask-workers", type=int, default=2)
     parser.add_argument("--dask-memory-limit", default="4GB", help="per worker")
     parser.add_argument("--dask-partitions", type=int, default=0, help="beam.dask_partitions (0: the runner's default)")
-    parser.add_argument("--role", choices=["driver", "reference"], default="driver", help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["driver", "reference", "profile"], default="driver", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="add a cProfile breakdown of our side (one more run)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats per side (figures: min CPU)")
     args = parser.parse_args()
     if args.role == "reference":
-        print(json.dumps(reference_loop(Path(args.input))))
+        print(json.dumps(reference_loop(Path(args.input), Path(args.output))))
+        return
+    if args.role == "profile":
+        print(json.dumps(profile_ours(Path(args.input))))
         return
     sys.path.insert(0, str(REPO_ROOT))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    load_before = [round(value, 2) for value in os.getloadavg()]
     results = [measure_size(count, args, env) for count in sizes]
     growth = {}
     if len(results) > 1:
@@ -396,6 +607,8 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "dedup_scale",
+                "load_average_before": load_before,
+                "load_average_after": [round(value, 2) for value in os.getloadavg()],
                 "machine": f"{os.cpu_count()} cores, shared with other jobs (timings noisy; compare ratios within "
                 "this run)",
                 "settings": "num_perm=120, bands=20, rows=6, 5-word shingles, xxh32 + update_batch; ours verifies "

@@ -209,4 +209,12 @@ def run_dedup(config: DedupConfig) -> dict:
     log.info("[dedup] summary: %s/%s (%.1f s)", output_dir, SUMMARY_FILE, summary["elapsed_seconds"])
     if not summary["balanced"]:
         raise RuntimeError("dedup: counts do not add up (see summary.json); this is a bug, please report it")
+    # Both pipelines read the same input: a removal pass that saw fewer documents than the
+    # signing pass lost some on the way (seen once on the direct runner at 100k documents).
+    signing_pass = sum(lsh.get(name, 0) for name in ("documents_signed", "documents_without_words", "documents_failed"))
+    if summary["totals"]["in"] != signing_pass:
+        raise RuntimeError(
+            f"dedup: the removal pass read {summary['totals']['in']} documents, the signing pass {signing_pass} "
+            f"(see {output_dir}/{SUMMARY_FILE}); the runner lost documents"
+        )
     return summary

@@ -11,7 +11,16 @@ import scipy.sparse as sparse
 
 from beam_pipelines.document import Document, documents_to_table
 from beam_pipelines.transforms.connected_components import union_find_components
-from beam_pipelines.transforms.minhash import shingles, word_tokens
+from beam_pipelines.transforms.minhash import (
+    MinHashSettings,
+    Signer,
+    band_keys,
+    better,
+    jaccard,
+    shingles,
+    survivor_rank,
+    word_tokens,
+)
 
 
 def write_stage(stage_dir: Path, documents: list[Document], shards: int = 2) -> Path:
@@ -74,3 +83,37 @@ def same_cluster_pairs(labels: dict[str, str], ids: list[str]) -> set[tuple[int,
             for b in members[i + 1 :]:
                 pairs.add((a, b))
     return pairs
+
+
+def in_process_removals(documents: list[Document], config) -> set[str]:
+    """The ids the near-dedup must remove, computed in one process from the pure core: band
+    buckets, candidate pairs by the pipeline's rule (all pairs up to `pairwise_bucket_limit`
+    members, a star on the smallest id above), exact Jaccard >= threshold, union-find, and
+    every member but the best (rank, then smallest id) of each component."""
+    settings = MinHashSettings.from_config(config)
+    signer = Signer(settings)
+    hashes, buckets = {}, {}
+    for document in documents:
+        document_hashes = signer.hashes(document.text)
+        signature = signer.signature(document_hashes)
+        if signature is None:
+            continue
+        hashes[document.id] = document_hashes
+        for key in band_keys(signature, settings.bands, settings.rows):
+            buckets.setdefault(key, set()).add(document.id)
+    edges = []
+    for members in buckets.values():
+        members = sorted(members)
+        if len(members) <= config.pairwise_bucket_limit:
+            pairs = [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
+        else:
+            pairs = [(members[0], b) for b in members[1:]]
+        edges += [(a, b) for a, b in pairs if jaccard(hashes[a], hashes[b]) >= config.threshold]
+    labels = union_find_components(edges)
+    by_id = {document.id: document for document in documents}
+    best: dict[str, tuple] = {}
+    for node, label in labels.items():
+        candidate = (survivor_rank(by_id[node], config.survivor_order), node)
+        if label not in best or better(candidate, best[label]):
+            best[label] = candidate
+    return {node for node, label in labels.items() if best[label][1] != node}

@@ -12,10 +12,12 @@ import pytest
 from beam_pipelines.config import register_configs
 from beam_pipelines.document import Document
 from beam_pipelines.stages.dedup import run_dedup
+from beam_pipelines.transforms.config import MinHashConfig
 from beam_pipelines.transforms.minhash import better, survivor_rank
 from stack_common.cli import compose_config
 from tests.beam_pipelines.dedup.neardedup_support import (
     brute_force_jaccard,
+    in_process_removals,
     read_jsonl,
     read_rows,
     reference_clusters,
@@ -78,9 +80,15 @@ def _scores(documents, similarity, removed):
     return recall, precision, len(true_pairs), len(predicted)
 
 
-def test_default_settings_find_near_duplicates_like_brute_force(corpus):
+@pytest.fixture(scope="module")
+def default_run(corpus):
+    root, _, _ = corpus
+    return _run(root, "defaults")
+
+
+def test_default_settings_find_near_duplicates_like_brute_force(corpus, default_run):
     root, documents, similarity = corpus
-    summary, kept, removed = _run(root, "defaults")
+    summary, kept, removed = default_run
     recall, precision, true_pairs, predicted_pairs = _scores(documents, similarity, removed)
     near_miss = int(np.triu((similarity >= 0.5) & (similarity < THRESHOLD), 1).sum())
     print(f"recall={recall:.4f} precision={precision:.4f} pairs>=0.8: {true_pairs} near-miss 0.5-0.8: {near_miss}")
@@ -112,6 +120,16 @@ def test_default_settings_find_near_duplicates_like_brute_force(corpus):
             assert better(
                 (survivor_rank(by_id[survivor], order), survivor), (survivor_rank(by_id[member], order), member)
             )
+
+
+def test_removes_exactly_what_the_in_process_computation_removes(corpus, default_run):
+    """Any change to signing, banding, verification, components or the survivor rule that
+    changes which documents go fails here (the pipeline's speed-ups must keep outputs)."""
+    _, documents, _ = corpus
+    _, _, removed = default_run
+    expected = in_process_removals(documents, MinHashConfig())
+    assert len(expected) >= 100
+    assert {row["id"] for row in removed} == expected
 
 
 def test_without_verification_band_collisions_merge_dissimilar_pages(corpus):
