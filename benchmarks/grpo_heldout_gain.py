@@ -117,6 +117,15 @@ def _write_gsm8k(path: Path, records) -> None:
     path.write_text("".join(json.dumps({"question": r.question, "answer": f"#### {r.answer}"}) + "\n" for r in records))
 
 
+def _questions_per_step(overrides: list[str]) -> int:
+    """GRPO's questions per step under the --grpo overrides: every question it trains on is checked."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "rl.questions_per_step":
+            return int(value)
+    return GRPO_QUESTIONS_PER_STEP
+
+
 def _source(task: str, seed: int, split: str, limit: int | None = None) -> PromptSourceConfig:
     return PromptSourceConfig(tasks=[task], seed=seed, split=split, limit=limit)
 
@@ -194,7 +203,8 @@ def run_seed_set(arguments, seed_set: int) -> dict:
     # 3. Held-out questions, checked against every training set.
     grpo_seed = seed + 1
     grpo_stream = PromptStream(_source(task, grpo_seed, "train"), template)
-    grpo_questions = [r.question for r in grpo_stream.take(0, arguments.grpo_steps * GRPO_QUESTIONS_PER_STEP)]
+    per_step = _questions_per_step(arguments.grpo)
+    grpo_questions = [r.question for r in grpo_stream.take(0, arguments.grpo_steps * per_step)]
     held_out = PromptStream(_source(task, seed, "held_out", arguments.heldout), template).take(0, arguments.heldout)
     held_out, overlaps = drop_overlapping(held_out, {"sft": sft_questions, "grpo_prompts": grpo_questions})
     sizes = f"h{arguments.heldout}-n{arguments.samples}"  # evaluations are cached per set size
