@@ -51,13 +51,17 @@ Tried on seed set 2, the one that misses (GRPO only; held-out T=1 / greedy gain,
     trained): +4.3 / +12.0 (reward at 1.5: 0.27 -> 0.29, entropy 0.23 -> 0.20);
   rl.questions_per_step=16 rl.group_size=4 (the same 64 outputs, twice the questions): +4.6 /
     +15.5 (reward 0.26 -> 0.33, where the baseline's stays at 0.30; zero-variance groups 26-39%);
-  rl.kl_coefficient=0: +4.0 / +19.0 (reward 0.28 -> 0.34).
+  rl.kl_coefficient=0: +4.0 / +19.0 (reward 0.28 -> 0.34);
+  rl.kl_coefficient=0 rl.questions_per_step=16 rl.group_size=4: +5.1 / +17.0 (reward 0.29 -> 0.34;
+    on GRPO's own prompts +8.0 / +10.5); on all three seed sets +14.6, +7.6,
+    +5.1 at T=1 (pooled +9.1, against the preset's +8.9), greedy +14.5, +13.0, +17.0.
 Every setting moves the greedy answer (+12 to +19 except the larger lr) far more than the T=1
 distribution: on this seed set's SFT model greedy and T=1 accuracy start equal (0.275, 0.273), and
-100 steps of 64 outputs leave the answer token's entropy nearly where it was. The preset is left
+100 steps of 64 outputs leave the trained tokens' entropy near where it was (0.16 -> 0.15). The preset is left
 as it is (lr 3e-4 constant, KL 0.04, 8 questions x 8 samples, T=1): on the seed set it misses no
-setting tried moves the T=1 gain by more than a point (within the noise of 200 questions x 4
-samples, a few points), and larger steps lose accuracy or collapse.
+setting tried moves the T=1 gain by more than 1.2 points (within the noise of 200 questions x 4
+samples, a few points), the best of them on all three seed sets only equals the preset's pooled
+gain while missing 10 points on two seed sets, and larger steps lose accuracy or collapse.
 
 Tried before those merges, seed set 0 (T=1 gain, baseline +6.2 then): rl.kl_coefficient=0 +4.0;
 optimizer.lr=1e-3 -14.1 (collapse; with kl 0: -11.4); rl.group_size=16 rl.questions_per_step=4
