@@ -263,18 +263,38 @@ class CachedDecoder:
         self, tokens: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor, temperature: float, vocab_size: int
     ) -> torch.Tensor:
         """log pi(labels) [n, s] of whole sequences tokens [n, s] at the `selected` positions ([n, s]
-        bool), 0 elsewhere: what a forward pass of the model and generation/logprobs.py compute there.
-        Only positions from a row's first selected one on are read, so a row is its prefix (the
-        positions before that: GRPO's prompt) and a chunk up to its last selected position; rows
-        with the same prefix (the G samples of a question) share one prefill, and every chunk
-        attends to its prefix's cached keys and causally within itself. Cost: O((distinct
-        prefixes x prefix length + rows x chunk length) x parameters) instead of O(rows x s x
-        parameters), plus attention over prefix + chunk keys per chunk token."""
-        device = self.embedding.weight.device
-        output = torch.zeros(selected.shape, dtype=torch.float32, device=device)
-        rows = selected.any(dim=1).nonzero().squeeze(-1)
-        if rows.numel() == 0:
+        bool), 0 elsewhere: what a forward pass of the model and generation/logprobs.py compute
+        there (see selected_logits)."""
+        output = torch.zeros(selected.shape, dtype=torch.float32, device=self.embedding.weight.device)
+        if not selected.any():
             return output
+        logits, rows, positions = self.selected_logits(tokens, selected)
+        values = full_vocab_log_probs(logits, temperature, vocab_size)
+        values = values.gather(-1, labels[rows, positions].unsqueeze(-1)).squeeze(-1)
+        return output.index_put((rows, positions), values)
+
+    def sequence_logits(self, tokens: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """The model's logits [n, s, V_padded] at the `selected` positions of tokens [n, s] (0
+        elsewhere), differentiable with respect to the parameters: a training forward pass for
+        losses read only there (GRPO's), with the prompts' shared prefill (see selected_logits).
+        At least one position must be selected."""
+        logits, rows, positions = self.selected_logits(tokens, selected)
+        output = logits.new_zeros((*selected.shape, logits.shape[-1]))
+        return output.index_put((rows, positions), logits)
+
+    def selected_logits(
+        self, tokens: torch.Tensor, selected: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits [m, V_padded], rows [m], positions [m]) at the m `selected` positions of whole
+        sequences tokens [n, s] (some selected). Only positions from a row's first selected one on
+        are read, so a row is its prefix (the positions before that: GRPO's prompt) and a chunk up
+        to its last selected position; rows with the same prefix (the G samples of a question)
+        share one prefill, and every chunk attends to its prefix's cached keys and causally within
+        itself. Cost: O((distinct prefixes x prefix length + rows x chunk length) x parameters)
+        instead of O(rows x s x parameters), plus attention over prefix + chunk keys per chunk
+        token; under autograd the backward pass costs about twice that."""
+        device = self.embedding.weight.device
+        rows = selected.any(dim=1).nonzero().squeeze(-1)
         length = tokens.shape[1]
         picked = selected[rows]
         first = picked.float().argmax(dim=1)  # the first selected position of each row
@@ -306,11 +326,7 @@ class CachedDecoder:
         hidden = self._chunk_hidden(chunk_tokens, positions, source, widest, visible)
         chosen = selected[rows.unsqueeze(1), inside] & (positions < length)
         logits = self._output_logits(_norm(self.final_norm, hidden[chosen]))
-        values = full_vocab_log_probs(logits, temperature, vocab_size)
-        targets = labels[rows.unsqueeze(1), inside][chosen]
-        values = values.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        row_index = rows.unsqueeze(1).expand(-1, chunk)[chosen]
-        return output.index_put((row_index, positions[chosen]), values)
+        return logits, rows.unsqueeze(1).expand(-1, chunk)[chosen], positions[chosen]
 
     def _chunk_hidden(
         self,

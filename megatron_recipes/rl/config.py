@@ -74,11 +74,13 @@ class RlConfig:
     # what the training forward computes (fp32 and the cached decoder: within 2e-4 in tests); off
     # by default because bf16 / Transformer Engine inference numerics differ from training's.
     old_logp_from_sampler: bool = False
-    # The log-prob passes (pi_old, pi_ref) through the generator's lean decoder, the G samples of a
-    # question sharing one prefill of its prompt: the same values (fp32: within 1e-5 relative in tests) for
-    # about a quarter of the work at GRPO's sizes. Used only where the cached decoder covers the
-    # model, the model is one chunk and its weights are fp32; elsewhere megatron's forward pass.
-    shared_prefix_log_probs: bool = True
+    # The log-prob passes (pi_old, pi_ref) and the updates' forward passes through the generator's
+    # lean decoder, the G samples of a question sharing one pass over its prompt (its keys and
+    # values; the gradients through them summed): the same values and gradients (fp32: within
+    # 1e-5 relative in tests) for about a third of the work at GRPO's sizes. Used only where the
+    # cached decoder covers the model, the model is one chunk and its weights are fp32 (for the
+    # updates also: no tensor parallelism, no dropout); elsewhere megatron's forward pass.
+    shared_prefix_forward: bool = True
     # PPO (advantage_estimator=gae): discount and GAE lambda, the critic's learning rate, its
     # clipped value loss range, its initial weights (null = the policy's checkpoint.init_from; a
     # reward model's checkpoint is a common choice), advantages whitened over the rollout.

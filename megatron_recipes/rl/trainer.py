@@ -179,17 +179,36 @@ def sequence_log_probs(
     return values
 
 
-def shared_prefix_decoder(chunks) -> CachedDecoder | None:
-    """A CachedDecoder over `chunks` (a model's list of chunks) for sequence_log_probs, or None
-    where it would not compute what the training forward computes: several chunks (pipeline
-    stages), an architecture it does not cover, or weights that are not fp32 (low-precision
-    inference and training numerics differ; see rl.old_logp_from_sampler)."""
+def shared_prefix_decoder(chunks, training: bool = False) -> CachedDecoder | None:
+    """A CachedDecoder over `chunks` (a model's list of chunks) for sequence_log_probs (and, with
+    `training`, for shared_prefix_forward), or None where it would not compute what megatron's
+    forward computes: several chunks (pipeline stages), an architecture it does not cover,
+    weights that are not fp32 (low-precision inference and training numerics differ; see
+    rl.old_logp_from_sampler); for training also tensor parallelism (its all-reduces are not
+    differentiable) and dropout."""
     if chunks is None or len(chunks) != 1:
         return None
     model = _unwrap(chunks[0])
     if cached_decoder_unsupported(model) is not None or model.embedding.word_embeddings.weight.dtype != torch.float32:
         return None
+    config = model.config
+    if training and (config.tensor_model_parallel_size > 1 or config.hidden_dropout or config.attention_dropout):
+        return None
     return CachedDecoder(model)
+
+
+def shared_prefix_forward(decoder: CachedDecoder) -> Callable:
+    """A forward_fn for train_step: the logits at the loss-mask positions through `decoder`'s
+    shared-prefix pass (CachedDecoder.sequence_logits; 0 elsewhere, where GRPO's loss reads
+    nothing), megatron's forward for a micro-batch without any (a data-parallel filler)."""
+
+    def forward(model_chunk, batch: dict) -> torch.Tensor:
+        selected = batch["loss_mask"] > 0
+        if not selected.any():
+            return policy_forward(model_chunk, batch)
+        return decoder.sequence_logits(batch["tokens"], selected)
+
+    return forward
 
 
 def _data_parallel_max(value: int) -> int:
@@ -222,6 +241,7 @@ def grpo_updates(
     seed: int,
     plan: list | None = None,
     first_update_on_policy: bool = False,
+    forward_fn: Callable = policy_forward,
 ) -> list:
     """The optimisation part of a GRPO step on this rank's rollout batch (old/ref log-probs
     filled). `outputs_per_update` = trainer.global_batch_size / data-parallel size. Returns the
@@ -229,7 +249,7 @@ def grpo_updates(
     result for the same arguments (computed here when None). With `first_update_on_policy` the
     first update takes pi_old from its own forward pass (detached): its outputs were sampled by
     the weights it trains, so batch.old_logp is needed only for the rows of later updates
-    (GrpoTrainer.step fills only those)."""
+    (GrpoTrainer.step fills only those). `forward_fn`: policy_forward, or shared_prefix_forward."""
     loss_fn = grpo_loss_function(settings, temperature, session.vocab_size)
     if plan is None:
         keep = trainable_rows(batch, skip_zero_variance)
@@ -240,7 +260,7 @@ def grpo_updates(
         if first_update_on_policy and index == 0:
             for micro_batch in micro_batches:
                 micro_batch.pop("old_logp", None)
-        results.append(train_step(session, micro_batches, loss_fn, policy_forward))
+        results.append(train_step(session, micro_batches, loss_fn, forward_fn))
     return results
 
 
@@ -362,12 +382,16 @@ class GrpoTrainer:
         self.questions_per_rank = self.rl.questions_per_step // runtime.data_parallel_size
         self.outputs_per_update = session.trainer.global_batch_size // runtime.data_parallel_size
         self.is_tensor_parallel_source = runtime.tensor_parallel_rank == 0
-        # (policy, reference) decoders of the log-prob passes' shared-prefix path (rl.shared_prefix_log_probs).
-        self.log_prob_decoders = (
-            (shared_prefix_decoder(session.model), shared_prefix_decoder(reference))
-            if self.rl.shared_prefix_log_probs
-            else (None, None)
-        )
+        # The shared-prefix path (rl.shared_prefix_forward): (policy, reference) decoders of the
+        # log-prob passes, and the updates' forward function.
+        self.log_prob_decoders = (None, None)
+        self.update_forward = policy_forward
+        if self.rl.shared_prefix_forward:
+            self.log_prob_decoders = (shared_prefix_decoder(session.model), shared_prefix_decoder(reference))
+            # PPO's critic trains with megatron's forward; the policy's updates here.
+            training_decoder = shared_prefix_decoder(session.model, training=True)
+            if training_decoder is not None:
+                self.update_forward = shared_prefix_forward(training_decoder)
 
     # ------------------------------------------------------------------ rollout pieces
     def _tool_runner(self):
@@ -523,6 +547,7 @@ class GrpoTrainer:
             self.rl.seed + state.iteration,
             plan,
             first_update_on_policy,
+            self.update_forward,
         )
         critic_results = []
         if self.critic is not None:
@@ -751,6 +776,7 @@ __all__ = [
     "policy_forward",
     "sequence_log_probs",
     "shared_prefix_decoder",
+    "shared_prefix_forward",
     "trainable_rows",
     "update_rows",
 ]

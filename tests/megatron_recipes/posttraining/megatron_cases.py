@@ -9,7 +9,8 @@ finished rows dropped); a row's samples do not depend on its batch; sampler log-
 forward pass's; stop strings, EOD, max_new_tokens;
 seeded sampling; the shared Generator interface; packed SFT attention is blocked across
 examples; the GRPO loss wired through megatron's schedule equals the readable reference; the
-shared-prefix log-prob pass equals the forward pass; the first update's pi_old from its own
+shared-prefix log-prob pass equals the forward pass, and its training forward gives megatron's
+loss and gradients; the first update's pi_old from its own
 forward gives the old path's loss and gradients.
 """
 
@@ -42,6 +43,7 @@ from megatron_recipes.rl.trainer import (
     response_log_probs,
     sequence_log_probs,
     shared_prefix_decoder,
+    shared_prefix_forward,
 )
 from megatron_recipes.runtime.config import ParallelismConfig
 from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime
@@ -392,6 +394,37 @@ def test_first_update_without_old_logp_has_the_old_paths_loss_and_gradients(mode
     assert any(g.abs().sum() > 0 for g in new_gradients)
     for old, new in zip(old_gradients, new_gradients):
         assert torch.allclose(old, new, rtol=1e-4, atol=1e-7)
+
+
+def test_shared_prefix_forward_has_megatrons_loss_and_gradients(model, tokenizer):
+    # The updates' forward through the shared prompt prefill: GRPO's loss, metrics and every
+    # parameter's gradient as megatron's forward gives them (ragged prompts, pi_old moved so some
+    # ratios clip, a row without trained tokens).
+    batch = _rollout_batch(model, tokenizer, PROMPTS, 4, seed=7)
+    batch.mask[5] = 0.0
+    batch.old_logp = sequence_log_probs(model, batch, 20, 1.0, tokenizer.vocab_size) - 0.1 * batch.mask
+    batch.ref_logp = batch.old_logp + 0.05 * batch.mask
+    settings = GrpoLossSettings.from_config(RlConfig(kl_coefficient=0.04, epsilon_high=0.05))
+    loss_fn = grpo_loss_function(settings, 1.0, tokenizer.vocab_size)
+    chunk = model[0]
+    results = []
+    for forward_fn in (policy_forward, shared_prefix_forward(shared_prefix_decoder(model, training=True))):
+        micro_batch = batch.rows(torch.arange(len(batch)))
+        chunk.zero_grad()
+        numerator, denominator, metrics = loss_fn(micro_batch, forward_fn(chunk, micro_batch))
+        (numerator / denominator).backward()
+        gradients = [p.grad.clone() for p in chunk.parameters()]
+        results.append((float(numerator / denominator), gradients, {k: v.tolist() for k, v in metrics.items()}))
+    chunk.zero_grad()
+    (megatron_loss, megatron_gradients, megatron_metrics), (shared_loss, shared_gradients, shared_metrics) = results
+    assert megatron_metrics["clip_fraction"][0] > 0
+    assert shared_loss == pytest.approx(megatron_loss, rel=1e-5)
+    assert shared_metrics.keys() == megatron_metrics.keys()
+    for name, value in megatron_metrics.items():
+        assert shared_metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name  # kl: sums of small k3 terms
+    assert len(shared_gradients) == len(megatron_gradients) and all(g.abs().sum() > 0 for g in shared_gradients)
+    for megatron_gradient, shared_gradient in zip(megatron_gradients, shared_gradients):
+        assert torch.allclose(shared_gradient, megatron_gradient, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("query_groups", [4, 2])
