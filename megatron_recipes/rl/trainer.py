@@ -79,6 +79,7 @@ from megatron_recipes.rl.rollout import (
     generate_rollouts,
     rollout_batch,
 )
+from megatron_recipes.runtime.cpu import device_rewrites_suspended
 from megatron_recipes.sandbox import format_output
 from megatron_recipes.training.checkpointing import _unwrap, save_checkpoint
 from megatron_recipes.training.loop import (
@@ -156,14 +157,16 @@ def sequence_log_probs(
     if decoder is not None:
         device = decoder.embedding.weight.device
         values = torch.zeros(batch.mask.shape)
-        for part in parts:
-            values[part] = decoder.sequence_log_probs(
-                batch.tokens[part].to(device),
-                batch.labels[part].to(device),
-                batch.mask[part].to(device) > 0,
-                temperature,
-                vocab_size,
-            ).cpu()
+        # Our own torch calls, none naming a CUDA device: without the CPU layer's per-call dispatch.
+        with device_rewrites_suspended():
+            for part in parts:
+                values[part] = decoder.sequence_log_probs(
+                    batch.tokens[part].to(device),
+                    batch.labels[part].to(device),
+                    batch.mask[part].to(device) > 0,
+                    temperature,
+                    vocab_size,
+                ).cpu()
         return values
     if not parts:
         return torch.zeros(batch.mask.shape)
@@ -206,7 +209,8 @@ def shared_prefix_forward(decoder: CachedDecoder) -> Callable:
         selected = batch["loss_mask"] > 0
         if not selected.any():
             return policy_forward(model_chunk, batch)
-        return decoder.sequence_logits(batch["tokens"], selected)
+        with device_rewrites_suspended():  # see sequence_log_probs
+            return decoder.sequence_logits(batch["tokens"], selected)
 
     return forward
 
