@@ -11,9 +11,15 @@ One step on every data-parallel rank r of D: questions [i x Q + r x Q/D, ...) of
 stream (i = the step), G samples each from the current policy (generation/megatron.py), rewards
 checked on the first rank of each tensor-parallel group and broadcast inside it (a checker or a
 sandbox timeout must not make two tensor-parallel ranks disagree), advantages per group (groups
-never span ranks). pi_old is recomputed by a forward pass of the policy (or, with
-rl.old_logp_from_sampler, taken from the sampler's log-probs of the same weights), pi_ref by the
-frozen reference model. Then `rl.updates_per_rollout` passes over the
+never span ranks). pi_old: the first optimizer update trains the weights that sampled the
+rollout, so its pi_old is its own forward pass, detached (ratio 1, the same loss and gradients
+as a separate pass); the rows of later updates get pi_old from a forward pass of the policy
+before the first update (or, with rl.old_logp_from_sampler, every row from the sampler's
+log-probs of the same weights; PPO: every row by the forward pass, its KL rewards read them all);
+pi_ref by the frozen reference model. With rl.shared_prefix_forward (fp32, the local layer spec)
+these passes and the updates' forward passes run through the cached decoder (generation/
+cached_decoder.py), the G samples of a question sharing one pass over its prompt. Then
+`rl.updates_per_rollout` passes over the
 rollout in a seeded order, each split into mini-batches of trainer.global_batch_size outputs (one
 optimizer step each); outputs of zero-variance and ungradable groups are left out; ranks agree on
 the number of micro-batches (padding with fully-masked ones) and skip an update that has no
@@ -47,8 +53,10 @@ value_error (PPO).
 Held-out accuracy (rl.eval_interval): `validation_accuracy` in metrics.jsonl at step 0, every
 interval and at the end; with several rewards also `validation_reward_<name>` (each one's mean).
 
-Cost per step: generation of Q x G x (prompt + response) tokens, two forward passes (pi_old,
-pi_ref) and updates_per_rollout forward+backward passes over the rollout.
+Cost per step: generation of Q x G x (prompt + response) tokens, a forward pass for pi_ref over
+the rollout and one for pi_old over the rows after the first update, and updates_per_rollout
+forward+backward passes over the rollout; with the shared prefix each pass costs
+Q x prompt + Q x G x response tokens instead of Q x G x (prompt + response).
 """
 
 from __future__ import annotations
