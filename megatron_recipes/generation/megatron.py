@@ -21,8 +21,9 @@ How a batch is sampled (static batching, lock-step decoding):
   else megatron-core's static inference path (`StaticInferenceContext`); both compute the same
   function and are tested to sample the same tokens. With the lean decoder, rows whose prefilled
   prefix is the same (GRPO's G samples of one question) share one prefill, whose cache rows are
-  then repeated, and finished rows are dropped from the cache once they are an eighth of it, so
-  long rollouts stop paying for rows that are done.
+  then repeated, and finished rows are dropped from the cache once they are an eighth of it and
+  the steps left would decode them for longer than the copy takes, so long rollouts stop paying
+  for rows that are done and rows that end together near the end are not copied out for nothing.
 - sampling (generation/sampling.py): temperature 0 is greedy; otherwise softmax(logits / T)
   restricted to the smallest set of tokens whose probability reaches top_p, drawn by inverse
   transform sampling. Every request row has its own uniform stream derived from `params.seed`
