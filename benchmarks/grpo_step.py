@@ -43,7 +43,8 @@ Prints ONE JSON line; ratios > 1 mean ours is faster.
 Figures (OMP_NUM_THREADS=1 nice python benchmarks/grpo_step.py --steps 6, shared 2-core VM;
 benchmarks/results/grpo_step*.json): before this change (megatron's forward, pi_old over all
 rows) step 0.383 s vs TRL 0.512 s = 1.34x, rollout 1.85x (load 1.5); after it: step 0.195 s vs 0.390 s =
-2.00x, rollout 21,612 vs 11,245 tokens/CPU-s = 1.92x (load 2.1; at load 17: 2.15x and 1.78x).
+2.00x, rollout 21,612 vs 11,245 tokens/CPU-s = 1.92x (load 2.1); a repeat at load 0.7: 1.87x and
+1.60x; at load 17: 2.15x and 1.78x. The step target is met only in some runs, the rollout one not.
 """
 
 from __future__ import annotations
