@@ -25,13 +25,26 @@ steps after the first (warm-up). Per step:
   the sampled tokens it returned (TRL: up to and including the first EOS of each row), so
   rollout tokens per CPU second pair each count with its own timing;
 - ours also breaks its step down (parts_cpu_seconds_least): generation, rewards and the padded
-  batch, the two log-prob passes (pi_old, pi_ref over all 64 outputs), the two updates, and the
-  rest (metrics row, logging).
+  batch, the log-prob passes (pi_ref over all 64 outputs, pi_old over the 32 of the second
+  update: the first update's pi_old is its own forward pass), the two updates, and the rest
+  (metrics row, logging).
+Both sides compute the same math: TRL (num_iterations 1, two optimizer steps per generation
+batch) also computes pi_old by a forward pass, over all 64 outputs, and pi_ref (beta 0.04).
+Ours runs those passes and the updates' forward passes with the G samples of a question sharing
+one pass over its prompt (rl.shared_prefix_forward; --megatron-forward turns it off: megatron's
+GPTModel forward over every row's whole sequence, as before).
 Prints ONE JSON line; ratios > 1 mean ours is faster.
 
     python benchmarks/grpo_step.py                   # 8 timed steps each, interleaved
     python benchmarks/grpo_step.py --steps 12 --max-new-tokens 32
     python benchmarks/grpo_step.py --old-logp-from-sampler   # ours: pi_old from the sampler (TRL: a forward)
+    python benchmarks/grpo_step.py --megatron-forward        # ours: megatron's forward in every pass
+
+Figures (OMP_NUM_THREADS=1 nice python benchmarks/grpo_step.py --steps 6, shared 2-core VM;
+benchmarks/results/grpo_step*.json): before this change (megatron's forward, pi_old over all
+rows) step 0.383 s vs TRL 0.512 s = 1.34x, rollout 1.85x (load 1.5); after it: step 0.195 s vs 0.390 s =
+2.00x, rollout 21,612 vs 11,245 tokens/CPU-s = 1.92x (load 2.1); a repeat at load 0.7: 1.87x and
+1.60x; at load 17: 2.15x and 1.78x. The step target is met only in some runs, the rollout one not.
 """
 
 from __future__ import annotations
@@ -109,7 +122,9 @@ class CommandChannel:
         return sys.stdin.readline().strip() or "stop"
 
 
-def our_worker(work: Path, max_new_tokens: int, steps: int, old_logp_from_sampler: bool) -> None:
+def our_worker(
+    work: Path, max_new_tokens: int, steps: int, old_logp_from_sampler: bool, megatron_forward: bool
+) -> None:
     torch.set_num_threads(1)
     channel = CommandChannel()
     config = compose_config(
@@ -129,6 +144,7 @@ def our_worker(work: Path, max_new_tokens: int, steps: int, old_logp_from_sample
             # Equal work with TRL, which trains on zero-variance groups (see the module docstring).
             "rl.skip_zero_variance_groups=false",
             f"rl.old_logp_from_sampler={str(old_logp_from_sampler).lower()}",
+            f"rl.shared_prefix_forward={str(not megatron_forward).lower()}",
         ],
         register_configs,
     )
@@ -328,6 +344,7 @@ class Worker:
             "--max-new-tokens",
             str(arguments.max_new_tokens),
             *(["--old-logp-from-sampler"] if arguments.old_logp_from_sampler else []),
+            *(["--megatron-forward"] if arguments.megatron_forward else []),
             "--vocab",
             str(vocab),
         ]
@@ -416,10 +433,21 @@ def main() -> None:
         action="store_true",
         help="our side takes pi_old from the sampler's log-probs (rl.old_logp_from_sampler): one forward pass fewer",
     )
+    parser.add_argument(
+        "--megatron-forward",
+        action="store_true",
+        help="our side runs megatron's forward in the log-prob passes and updates (rl.shared_prefix_forward=false)",
+    )
     arguments = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[grpo_step] %(message)s")
     if arguments.side == "ours":
-        our_worker(Path(arguments.work), arguments.max_new_tokens, arguments.steps, arguments.old_logp_from_sampler)
+        our_worker(
+            Path(arguments.work),
+            arguments.max_new_tokens,
+            arguments.steps,
+            arguments.old_logp_from_sampler,
+            arguments.megatron_forward,
+        )
         return
     if arguments.side == "trl":
         trl_worker(Path(arguments.work), arguments.max_new_tokens, arguments.steps, arguments.vocab)
@@ -454,7 +482,10 @@ def main() -> None:
                 "group_size": GROUP,
                 "max_new_tokens": arguments.max_new_tokens,
                 "our_decoder": workers[0].ready.get("decoder"),
-                "our_old_logp": "sampler" if arguments.old_logp_from_sampler else "forward pass",
+                "our_old_logp": "sampler"
+                if arguments.old_logp_from_sampler
+                else "first update: its own forward; second update: a forward pass",
+                "our_forward": "megatron GPTModel" if arguments.megatron_forward else "shared prompt prefix",
                 "ours": ours,
                 f"trl_{trl_package.__version__}": peer,
                 "equal_work": ours["updates_per_step"] == peer["updates_per_step"]

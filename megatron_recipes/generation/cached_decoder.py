@@ -46,6 +46,8 @@ from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.transformer.identity_op import IdentityOp
 from megatron.core.transformer.mlp import MLP
 
+from megatron_recipes.generation.logprobs import full_vocab_log_probs
+
 
 def _tensor_parallel_group(world_size: int):
     if world_size == 1:
@@ -255,6 +257,114 @@ class CachedDecoder:
             gate, up = torch.chunk(F.linear(_norm(mlp_norm, hidden), fc1_weight), 2, dim=-1)
             hidden = hidden + self._all_reduce(F.linear(F.silu(gate) * up, fc2_weight))
         return self._output_logits(_norm(self.final_norm, hidden[:, -1]))
+
+    @torch.no_grad()
+    def sequence_log_probs(
+        self, tokens: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor, temperature: float, vocab_size: int
+    ) -> torch.Tensor:
+        """log pi(labels) [n, s] of whole sequences tokens [n, s] at the `selected` positions ([n, s]
+        bool), 0 elsewhere: what a forward pass of the model and generation/logprobs.py compute
+        there (see selected_logits)."""
+        output = torch.zeros(selected.shape, dtype=torch.float32, device=self.embedding.weight.device)
+        if not selected.any():
+            return output
+        logits, rows, positions = self.selected_logits(tokens, selected)
+        values = full_vocab_log_probs(logits, temperature, vocab_size)
+        values = values.gather(-1, labels[rows, positions].unsqueeze(-1)).squeeze(-1)
+        return output.index_put((rows, positions), values)
+
+    def sequence_logits(self, tokens: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """The model's logits [n, s, V_padded] at the `selected` positions of tokens [n, s] (0
+        elsewhere), differentiable with respect to the parameters: a training forward pass for
+        losses read only there (GRPO's), with the prompts' shared prefill (see selected_logits).
+        At least one position must be selected."""
+        logits, rows, positions = self.selected_logits(tokens, selected)
+        output = logits.new_zeros((*selected.shape, logits.shape[-1]))
+        return output.index_put((rows, positions), logits)
+
+    def selected_logits(
+        self, tokens: torch.Tensor, selected: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits [m, V_padded], rows [m], positions [m]) at the m `selected` positions of whole
+        sequences tokens [n, s] (some selected). Only positions from a row's first selected one on
+        are read, so a row is its prefix (the positions before that: GRPO's prompt) and a chunk up
+        to its last selected position; rows with the same prefix (the G samples of a question)
+        share one prefill, and every chunk attends to its prefix's cached keys and causally within
+        itself. Cost: O((distinct prefixes x prefix length + rows x chunk length) x parameters)
+        instead of O(rows x s x parameters), plus attention over prefix + chunk keys per chunk
+        token; under autograd the backward pass costs about twice that."""
+        device = self.embedding.weight.device
+        rows = selected.any(dim=1).nonzero().squeeze(-1)
+        length = tokens.shape[1]
+        picked = selected[rows]
+        first = picked.float().argmax(dim=1)  # the first selected position of each row
+        last = length - 1 - picked.flip(1).float().argmax(dim=1)
+        chunk = int((last - first).max()) + 1
+        prefixes: dict[tuple, int] = {}
+        prefix_of = [
+            prefixes.setdefault(tuple(row[:start]), len(prefixes))
+            for row, start in zip(tokens[rows].tolist(), first.tolist())
+        ]
+        widest = max(len(prefix) for prefix in prefixes)
+        self.start(len(prefixes), int(first.max()) + chunk)
+        if widest:  # one prefill of the distinct prefixes (right-padded: causal, the padding is never read)
+            prefill = torch.zeros(len(prefixes), widest, dtype=torch.long, device=device)
+            for index, prefix in enumerate(prefixes):
+                prefill[index, : len(prefix)] = torch.tensor(prefix, dtype=torch.long)
+            self.forward(prefill, 0)
+        source = torch.tensor(prefix_of, device=device)
+        offsets = torch.arange(chunk, device=device)
+        positions = first.unsqueeze(1) + offsets  # [n, chunk]: absolute positions of the chunk
+        inside = positions.clamp(max=length - 1)  # beyond the sequence: after every selected position, unread
+        chunk_tokens = tokens[rows.unsqueeze(1), inside]
+        # Keys a chunk query may see: its prefix's (not the padding of a shorter one) and the chunk's up to itself.
+        sees_prefix = (torch.arange(widest, device=device).unsqueeze(0) < first.unsqueeze(1)).unsqueeze(1)
+        sees_chunk = (offsets.view(1, chunk) <= offsets.view(chunk, 1)).unsqueeze(0)
+        visible = torch.cat((sees_prefix.expand(-1, chunk, -1), sees_chunk.expand(rows.numel(), -1, -1)), dim=-1).view(
+            rows.numel(), 1, chunk, 1, widest + chunk
+        )
+        hidden = self._chunk_hidden(chunk_tokens, positions, source, widest, visible)
+        chosen = selected[rows.unsqueeze(1), inside] & (positions < length)
+        logits = self._output_logits(_norm(self.final_norm, hidden[chosen]))
+        return logits, rows.unsqueeze(1).expand(-1, chunk)[chosen], positions[chosen]
+
+    def _chunk_hidden(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        source: torch.Tensor,
+        widest: int,
+        visible: torch.Tensor,
+    ) -> torch.Tensor:
+        """The last layer's hidden states [n, c, h] of chunks tokens [n, c] at `positions` [n, c], each
+        row attending to the first `widest` cached positions of cache row source[n] and to its own
+        chunk, where `visible` [n, 1, c, 1, widest + c] allows."""
+        batch, length = tokens.shape
+        groups, per_group, head_dim = self.groups, self.heads_per_group, self.head_dim
+        # [n, c, 1, 1, rotary_dim]: broadcast over [n, c, groups, heads of a group + key, head_dim].
+        cos, sin = self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2)
+        hidden = self._embed(tokens)
+        for (norm, qkv_weight, proj_weight, mlp_norm, fc1_weight, fc2_weight), (key_cache, value_cache) in zip(
+            self.layers, self.cache
+        ):
+            mixed = F.linear(_norm(norm, hidden), qkv_weight).view(batch, length, groups, per_group + 2, head_dim)
+            rotated = _rotate(mixed[:, :, :, : per_group + 1], cos, sin)
+            keys = torch.cat((key_cache[source, :, :widest], rotated[:, :, :, per_group].transpose(1, 2)), dim=2)
+            values = torch.cat((value_cache[source, :, :widest], mixed[:, :, :, per_group + 1].transpose(1, 2)), dim=2)
+            query = rotated[:, :, :, :per_group].permute(0, 2, 1, 3, 4).reshape(batch, groups, -1, head_dim)
+            scores = torch.matmul(query, keys.transpose(-1, -2)) * self.scale
+            scores = (
+                scores.view(batch, groups, length, per_group, -1)
+                .masked_fill(~visible, float("-inf"))
+                .view(batch, groups, length * per_group, -1)
+            )
+            attended = torch.matmul(torch.softmax(scores, dim=-1), values)
+            attended = attended.view(batch, groups, length, per_group, head_dim).transpose(1, 2)
+            attended = attended.reshape(batch, length, self.heads * head_dim)
+            hidden = hidden + self._all_reduce(F.linear(attended, proj_weight))
+            gate, up = torch.chunk(F.linear(_norm(mlp_norm, hidden), fc1_weight), 2, dim=-1)
+            hidden = hidden + self._all_reduce(F.linear(F.silu(gate) * up, fc2_weight))
+        return hidden
 
 
 class MegatronStaticDecoder:

@@ -21,8 +21,9 @@ How a batch is sampled (static batching, lock-step decoding):
   else megatron-core's static inference path (`StaticInferenceContext`); both compute the same
   function and are tested to sample the same tokens. With the lean decoder, rows whose prefilled
   prefix is the same (GRPO's G samples of one question) share one prefill, whose cache rows are
-  then repeated, and finished rows are dropped from the cache once they are an eighth of it, so
-  long rollouts stop paying for rows that are done.
+  then repeated, and finished rows are dropped from the cache once they are an eighth of it and
+  the steps left would decode them for longer than the copy takes, so long rollouts stop paying
+  for rows that are done and rows that end together near the end are not copied out for nothing.
 - sampling (generation/sampling.py): temperature 0 is greedy; otherwise softmax(logits / T)
   restricted to the smallest set of tokens whose probability reaches top_p, drawn by inverse
   transform sampling. Every request row has its own uniform stream derived from `params.seed`
@@ -294,13 +295,21 @@ class MegatronGenerator:
                 at_limit = (produced[rows] >= params.max_new_tokens) | (position + 1 >= total)
                 finished[rows] = ended | at_limit
             # Drop finished rows from the cache once they are an eighth of it (bounded waste,
-            # few copies); a decoder that cannot drop rows keeps decoding them.
+            # few copies) and the steps left would decode them for longer than the copy takes
+            # (about one step: the cache is read once per step and copied once per drop): rows that
+            # end together near the end of a rollout are decoded to it instead. A decoder that
+            # cannot drop rows keeps decoding them.
             running = ~finished[live]
             dead = live.numel() - int(running.sum())
-            if dead and dead * 8 >= live.numel() and self.decoder.select_rows(running.nonzero().squeeze(-1)):
-                live = live[running]
-            elif dead == live.numel():
+            if dead == live.numel():
                 break
+            if dead and dead * 8 >= live.numel():
+                # The most steps a running row can still take (its prompt, then its budget).
+                kept = live[running]
+                left = (prompt_lengths[kept] - position - 1).clamp(min=0) + params.max_new_tokens - produced[kept]
+                steps_left = min(int(left.max()), total - position - 1)
+                if dead * steps_left >= live.numel() and self.decoder.select_rows(running.nonzero().squeeze(-1)):
+                    live = live[running]
             previous, position = position, position + 1
         counts = produced.tolist()
         token_lists = [ids[:count] for ids, count in zip(sampled.tolist(), counts)]

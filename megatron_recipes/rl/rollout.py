@@ -31,7 +31,8 @@ position_ids [N, S], mask [N, S] float (1 where the label is a trained response 
 advantages [N, S] float, group [N] int64, zero_variance [N] bool, ungradable [N] bool,
 rewards [N] float; sampler_logp [N, S] the sampler's log-probs at the response positions (0
 elsewhere and at tool-output tokens; None when a sample's response has tokens without one);
-old_logp / ref_logp [N, S] are filled by the trainer (forward passes, or old_logp = sampler_logp) and,
+old_logp / ref_logp [N, S] are filled by the trainer (forward passes, or old_logp = sampler_logp;
+old_logp only for the rows it needs) and,
 for PPO, old_values / returns [N, S] and the advantages after the critic's.
 
 Cost: generation dominates (see generation/megatron.py); rewards are checked in one batch; the

@@ -11,9 +11,15 @@ One step on every data-parallel rank r of D: questions [i x Q + r x Q/D, ...) of
 stream (i = the step), G samples each from the current policy (generation/megatron.py), rewards
 checked on the first rank of each tensor-parallel group and broadcast inside it (a checker or a
 sandbox timeout must not make two tensor-parallel ranks disagree), advantages per group (groups
-never span ranks). pi_old is recomputed by a forward pass of the policy (or, with
-rl.old_logp_from_sampler, taken from the sampler's log-probs of the same weights), pi_ref by the
-frozen reference model. Then `rl.updates_per_rollout` passes over the
+never span ranks). pi_old: the first optimizer update trains the weights that sampled the
+rollout, so its pi_old is its own forward pass, detached (ratio 1, the same loss and gradients
+as a separate pass); the rows of later updates get pi_old from a forward pass of the policy
+before the first update (or, with rl.old_logp_from_sampler, every row from the sampler's
+log-probs of the same weights; PPO: every row by the forward pass, its KL rewards read them all);
+pi_ref by the frozen reference model. With rl.shared_prefix_forward (fp32, the local layer spec)
+these passes and the updates' forward passes run through the cached decoder (generation/
+cached_decoder.py), the G samples of a question sharing one pass over its prompt. Then
+`rl.updates_per_rollout` passes over the
 rollout in a seeded order, each split into mini-batches of trainer.global_batch_size outputs (one
 optimizer step each); outputs of zero-variance and ungradable groups are left out; ranks agree on
 the number of micro-batches (padding with fully-masked ones) and skip an update that has no
@@ -47,8 +53,10 @@ value_error (PPO).
 Held-out accuracy (rl.eval_interval): `validation_accuracy` in metrics.jsonl at step 0, every
 interval and at the end; with several rewards also `validation_reward_<name>` (each one's mean).
 
-Cost per step: generation of Q x G x (prompt + response) tokens, two forward passes (pi_old,
-pi_ref) and updates_per_rollout forward+backward passes over the rollout.
+Cost per step: generation of Q x G x (prompt + response) tokens, a forward pass for pi_ref over
+the rollout and one for pi_old over the rows after the first update, and updates_per_rollout
+forward+backward passes over the rollout; with the shared prefix each pass costs
+Q x prompt + Q x G x response tokens instead of Q x G x (prompt + response).
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 
+from megatron_recipes.generation.cached_decoder import CachedDecoder, cached_decoder_unsupported
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.logprobs import vocab_parallel_entropy, vocab_parallel_log_probs
 from megatron_recipes.generation.megatron import MegatronGenerator
@@ -78,8 +87,9 @@ from megatron_recipes.rl.rollout import (
     generate_rollouts,
     rollout_batch,
 )
+from megatron_recipes.runtime.cpu import device_rewrites_suspended
 from megatron_recipes.sandbox import format_output
-from megatron_recipes.training.checkpointing import save_checkpoint
+from megatron_recipes.training.checkpointing import _unwrap, save_checkpoint
 from megatron_recipes.training.loop import (
     StepRecord,
     TrainOutcome,
@@ -123,7 +133,10 @@ def grpo_loss_function(settings: GrpoLossSettings, temperature: float, vocab_siz
         selected = batch["loss_mask"] > 0
         logp = response_log_probs(logits, batch["labels"], selected, temperature, vocab_size)
         mask = batch["loss_mask"].to(logp.dtype)
-        result = grpo_loss(logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], mask, settings)
+        # No old_logp: the micro-batch is trained by the weights that sampled it (the rollout's
+        # first update), so pi_old is this forward's own log-probs, detached.
+        old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()
+        result = grpo_loss(logp, old_logp, batch.get("ref_logp"), batch["advantages"], mask, settings)
         metrics = {name: torch.stack([total.float(), count.float()]) for name, (total, count) in result.sums.items()}
         # The entropy metric averages over trained tokens: computed at those positions only.
         entropy = vocab_parallel_entropy(logits.detach()[selected], temperature, vocab_size)
@@ -134,16 +147,80 @@ def grpo_loss_function(settings: GrpoLossSettings, temperature: float, vocab_siz
 
 
 def sequence_log_probs(
-    model, batch: RolloutBatch, micro_batch_size: int, temperature: float, vocab_size: int
+    model,
+    batch: RolloutBatch,
+    micro_batch_size: int,
+    temperature: float,
+    vocab_size: int,
+    rows: torch.Tensor | None = None,
+    decoder: CachedDecoder | None = None,
 ) -> torch.Tensor:
-    """log pi(label) [N, S] of every row by forward passes of `model` (a session or chunks), at the
-    batch's loss-mask positions (0 elsewhere: see response_log_probs)."""
-    micro_batches = [
-        batch.rows(torch.arange(start, min(start + micro_batch_size, len(batch))))
-        for start in range(0, len(batch), micro_batch_size)
-    ]
-    outputs = forward_only(model, micro_batches, log_prob_output(temperature, vocab_size), forward_fn=policy_forward)
-    return torch.cat([output.cpu() for output in outputs]) if outputs else torch.empty(0)
+    """log pi(label) [N, S] of `rows` (all by default; 0 in the others) by forward passes of `model`
+    (a session or chunks), at the batch's loss-mask positions (0 elsewhere: see
+    response_log_probs). With `decoder` (a CachedDecoder over the same model, see
+    shared_prefix_decoder) the rows sharing a prompt share its prefill: the same values from
+    about a quarter of the work for GRPO's G samples of each question."""
+    indices = torch.arange(len(batch)) if rows is None else rows
+    parts = [indices[start : start + micro_batch_size] for start in range(0, len(indices), micro_batch_size)]
+    if decoder is not None:
+        device = decoder.embedding.weight.device
+        values = torch.zeros(batch.mask.shape)
+        # Our own torch calls, none naming a CUDA device: without the CPU layer's per-call dispatch.
+        with device_rewrites_suspended():
+            for part in parts:
+                values[part] = decoder.sequence_log_probs(
+                    batch.tokens[part].to(device),
+                    batch.labels[part].to(device),
+                    batch.mask[part].to(device) > 0,
+                    temperature,
+                    vocab_size,
+                ).cpu()
+        return values
+    if not parts:
+        return torch.zeros(batch.mask.shape)
+    outputs = forward_only(
+        model, [batch.rows(part) for part in parts], log_prob_output(temperature, vocab_size), forward_fn=policy_forward
+    )
+    if not outputs:  # not the last pipeline stage
+        return torch.empty(0)
+    if rows is None:
+        return torch.cat([output.cpu() for output in outputs])
+    values = torch.zeros(batch.mask.shape)
+    values[indices] = torch.cat([output.cpu() for output in outputs])
+    return values
+
+
+def shared_prefix_decoder(chunks, training: bool = False) -> CachedDecoder | None:
+    """A CachedDecoder over `chunks` (a model's list of chunks) for sequence_log_probs (and, with
+    `training`, for shared_prefix_forward), or None where it would not compute what megatron's
+    forward computes: several chunks (pipeline stages), an architecture it does not cover,
+    weights that are not fp32 (low-precision inference and training numerics differ; see
+    rl.old_logp_from_sampler); for training also tensor parallelism (its all-reduces are not
+    differentiable) and dropout."""
+    if chunks is None or len(chunks) != 1:
+        return None
+    model = _unwrap(chunks[0])
+    if cached_decoder_unsupported(model) is not None or model.embedding.word_embeddings.weight.dtype != torch.float32:
+        return None
+    config = model.config
+    if training and (config.tensor_model_parallel_size > 1 or config.hidden_dropout or config.attention_dropout):
+        return None
+    return CachedDecoder(model)
+
+
+def shared_prefix_forward(decoder: CachedDecoder) -> Callable:
+    """A forward_fn for train_step: the logits at the loss-mask positions through `decoder`'s
+    shared-prefix pass (CachedDecoder.sequence_logits; 0 elsewhere, where GRPO's loss reads
+    nothing), megatron's forward for a micro-batch without any (a data-parallel filler)."""
+
+    def forward(model_chunk, batch: dict) -> torch.Tensor:
+        selected = batch["loss_mask"] > 0
+        if not selected.any():
+            return policy_forward(model_chunk, batch)
+        with device_rewrites_suspended():  # see sequence_log_probs
+            return decoder.sequence_logits(batch["tokens"], selected)
+
+    return forward
 
 
 def _data_parallel_max(value: int) -> int:
@@ -174,23 +251,61 @@ def grpo_updates(
     outputs_per_update: int,
     skip_zero_variance: bool,
     seed: int,
+    plan: list | None = None,
+    first_update_on_policy: bool = False,
+    forward_fn: Callable = policy_forward,
 ) -> list:
     """The optimisation part of a GRPO step on this rank's rollout batch (old/ref log-probs
     filled). `outputs_per_update` = trainer.global_batch_size / data-parallel size. Returns the
-    StepResult of every optimizer update (skipped updates are absent)."""
+    StepResult of every optimizer update (skipped updates are absent). `plan`: update_rows'
+    result for the same arguments (computed here when None). With `first_update_on_policy` the
+    first update takes pi_old from its own forward pass (detached): its outputs were sampled by
+    the weights it trains, so batch.old_logp is needed only for the rows of later updates
+    (GrpoTrainer.step fills only those). `forward_fn`: policy_forward, or shared_prefix_forward."""
     loss_fn = grpo_loss_function(settings, temperature, session.vocab_size)
-    keep = trainable_rows(batch, skip_zero_variance)
-    plan = minibatch_plan(batch, keep, updates, outputs_per_update, session.trainer.micro_batch_size, seed)
-    return [train_step(session, micro_batches, loss_fn, policy_forward) for micro_batches in plan]
+    if plan is None:
+        keep = trainable_rows(batch, skip_zero_variance)
+        plan = update_rows(batch, keep, updates, outputs_per_update, session.trainer.micro_batch_size, seed)
+    results = []
+    for index, update in enumerate(plan):
+        micro_batches = [_micro_batch(batch, rows, filler) for rows, filler in update]
+        if first_update_on_policy and index == 0:
+            for micro_batch in micro_batches:
+                micro_batch.pop("old_logp", None)
+        results.append(train_step(session, micro_batches, loss_fn, forward_fn))
+    return results
+
+
+def _micro_batch(batch: RolloutBatch, rows: torch.Tensor, filler: bool) -> dict:
+    micro_batch = batch.rows(rows)
+    if filler:  # this rank has fewer outputs left than another: fully masked
+        micro_batch["loss_mask"] = torch.zeros_like(micro_batch["loss_mask"])
+    return micro_batch
+
+
+def later_update_rows(plan: list) -> torch.Tensor:
+    """The rows trained by an update after the first (sorted, without repeats; fillers excluded)."""
+    rows = [indices for update in plan[1:] for indices, filler in update if not filler]
+    return torch.cat(rows).unique() if rows else torch.empty(0, dtype=torch.long)
 
 
 def minibatch_plan(
     batch: RolloutBatch, keep: torch.Tensor, updates: int, outputs_per_update: int, micro: int, seed: int
 ) -> Iterator[list[dict]]:
-    """The micro-batches of every optimizer update: `updates` passes over the rollout in a seeded
-    order, mini-batches of `outputs_per_update` rows of which the `keep` ones are trained; the
-    data-parallel ranks agree on the number of micro-batches (fully masked fillers) and skip a
-    mini-batch that has no row anywhere. PPO's critic follows the same plan."""
+    """The micro-batches of every optimizer update (update_rows as micro-batch dicts); PPO's
+    critic follows the same plan as the policy."""
+    for update in update_rows(batch, keep, updates, outputs_per_update, micro, seed):
+        yield [_micro_batch(batch, rows, filler) for rows, filler in update]
+
+
+def update_rows(
+    batch: RolloutBatch, keep: torch.Tensor, updates: int, outputs_per_update: int, micro: int, seed: int
+) -> list[list[tuple[torch.Tensor, bool]]]:
+    """(row indices, filler) of every micro-batch of every optimizer update: `updates` passes over
+    the rollout in a seeded order, mini-batches of `outputs_per_update` rows of which the `keep`
+    ones are trained; the data-parallel ranks agree on the number of micro-batches (fully masked
+    fillers) and skip a mini-batch that has no row anywhere."""
+    plan = []
     for epoch in range(updates):
         order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed * 1009 + epoch))
         for start in range(0, len(batch), outputs_per_update):
@@ -200,12 +315,8 @@ def minibatch_plan(
             agreed = _data_parallel_max(len(groups))
             if agreed == 0:
                 continue
-            micro_batches = [batch.rows(indices) for indices in groups]
-            while len(micro_batches) < agreed:  # this rank has fewer outputs left: fully masked filler
-                filler = batch.rows(rows[:1])
-                filler["loss_mask"] = torch.zeros_like(filler["loss_mask"])
-                micro_batches.append(filler)
-            yield micro_batches
+            plan.append([(indices, False) for indices in groups] + [(rows[:1], True)] * (agreed - len(groups)))
+    return plan
 
 
 @dataclass
@@ -283,6 +394,16 @@ class GrpoTrainer:
         self.questions_per_rank = self.rl.questions_per_step // runtime.data_parallel_size
         self.outputs_per_update = session.trainer.global_batch_size // runtime.data_parallel_size
         self.is_tensor_parallel_source = runtime.tensor_parallel_rank == 0
+        # The shared-prefix path (rl.shared_prefix_forward): (policy, reference) decoders of the
+        # log-prob passes, and the updates' forward function.
+        self.log_prob_decoders = (None, None)
+        self.update_forward = policy_forward
+        if self.rl.shared_prefix_forward:
+            self.log_prob_decoders = (shared_prefix_decoder(session.model), shared_prefix_decoder(reference))
+            # PPO's critic trains with megatron's forward; the policy's updates here.
+            training_decoder = shared_prefix_decoder(session.model, training=True)
+            if training_decoder is not None:
+                self.update_forward = shared_prefix_forward(training_decoder)
 
     # ------------------------------------------------------------------ rollout pieces
     def _tool_runner(self):
@@ -361,17 +482,22 @@ class GrpoTrainer:
         )
         return samples, batch
 
-    def fill_log_probs(self, batch: RolloutBatch) -> None:
+    def old_logp_from_sampler(self, batch: RolloutBatch) -> bool:
+        return self.rl.old_logp_from_sampler and batch.sampler_logp is not None
+
+    def fill_log_probs(self, batch: RolloutBatch, old_rows: torch.Tensor | None = None) -> None:
+        """pi_old of `old_rows` (all by default; 0 in the others) and pi_ref of every row."""
         micro = self.session.trainer.micro_batch_size
-        if self.rl.old_logp_from_sampler and batch.sampler_logp is not None:
+        temperature, vocab = self.rl.temperature, self.session.vocab_size
+        if self.old_logp_from_sampler(batch):
             batch.old_logp = batch.sampler_logp  # the sampler ran the current weights (rl.old_logp_from_sampler)
         else:
             batch.old_logp = sequence_log_probs(
-                self.session, batch, micro, self.rl.temperature, self.session.vocab_size
+                self.session, batch, micro, temperature, vocab, old_rows, self.log_prob_decoders[0]
             )
         if self.reference is not None:
             batch.ref_logp = sequence_log_probs(
-                self.reference, batch, micro, self.rl.temperature, self.session.vocab_size
+                self.reference, batch, micro, temperature, vocab, decoder=self.log_prob_decoders[1]
             )
 
     def fill_critic_advantages(self, batch: RolloutBatch) -> None:
@@ -407,7 +533,19 @@ class GrpoTrainer:
         samples, batch = self.collect(state.iteration)
         rollout_seconds = time.perf_counter() - started
         training_started = time.perf_counter()
-        self.fill_log_probs(batch)
+        plan = update_rows(
+            batch,
+            trainable_rows(batch, self.rl.skip_zero_variance_groups),
+            self.rl.updates_per_rollout,
+            self.outputs_per_update,
+            self.session.trainer.micro_batch_size,
+            self.rl.seed + state.iteration,
+        )
+        # The first update trains the weights that sampled the rollout: its pi_old is its own forward
+        # pass, so pi_old is computed only for the rows of later updates (PPO's per-token KL rewards
+        # read pi_old of every row).
+        first_update_on_policy = self.critic is None and not self.old_logp_from_sampler(batch)
+        self.fill_log_probs(batch, later_update_rows(plan) if first_update_on_policy else None)
         if self.critic is not None:
             self.fill_critic_advantages(batch)
         results = grpo_updates(
@@ -419,6 +557,9 @@ class GrpoTrainer:
             self.outputs_per_update,
             self.rl.skip_zero_variance_groups,
             self.rl.seed + state.iteration,
+            plan,
+            first_update_on_policy,
+            self.update_forward,
         )
         critic_results = []
         if self.critic is not None:
@@ -646,5 +787,8 @@ __all__ = [
     "response_log_probs",
     "policy_forward",
     "sequence_log_probs",
+    "shared_prefix_decoder",
+    "shared_prefix_forward",
     "trainable_rows",
+    "update_rows",
 ]

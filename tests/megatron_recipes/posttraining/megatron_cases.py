@@ -8,7 +8,10 @@ several batches); the lean cached decoder samples what megatron's static inferen
 finished rows dropped); a row's samples do not depend on its batch; sampler log-probs equal a
 forward pass's; stop strings, EOD, max_new_tokens;
 seeded sampling; the shared Generator interface; packed SFT attention is blocked across
-examples; the GRPO loss wired through megatron's schedule equals the readable reference.
+examples; the GRPO loss wired through megatron's schedule equals the readable reference; the
+shared-prefix log-prob pass equals the forward pass, and its training forward gives megatron's
+loss and gradients; the first update's pi_old from its own
+forward gives the old path's loss and gradients.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from megatron_recipes.rl.trainer import (
     policy_forward,
     response_log_probs,
     sequence_log_probs,
+    shared_prefix_decoder,
+    shared_prefix_forward,
 )
 from megatron_recipes.runtime.config import ParallelismConfig
 from megatron_recipes.runtime.distributed import initialize_runtime, shutdown_runtime
@@ -324,6 +329,102 @@ def test_grpo_loss_through_megatron_equals_the_reference(model, tokenizer):
     )
     assert float(numerator / denominator) == pytest.approx(expected, abs=1e-5)
     assert metrics["clip_fraction"][0] > 0 and not math.isnan(float(metrics["entropy"][0]))
+
+
+def _rollout_batch(model, tokenizer, prompts, group_size, seed):
+    records = [PromptRecord(f"q{i}", f"q{i}", str(i), p) for i, p in enumerate(prompts)]
+    samples = generate_rollouts(
+        generator_for(model, tokenizer, 8),
+        records,
+        group_size,
+        SamplingParams(1.0, 1.0, 10, seed=seed),
+        tokenizer,
+        ChatTemplateConfig(),
+    )
+    for index, sample in enumerate(samples):
+        sample.reward = float(index % 2)
+        sample.rewards = {"math_accuracy": sample.reward}
+    return rollout_batch(samples, tokenizer.eod, "outcome", 1e-4)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_shared_prefix_log_probs_equal_the_forward_pass(model, tokenizer, temperature):
+    # Ragged prompts, G = 4 samples each, micro-batches of 5 rows that split groups.
+    batch = _rollout_batch(model, tokenizer, PROMPTS, 4, seed=3)
+    batch.mask[1] = 0.0  # a row without trained tokens: no output, no work
+    decoder = shared_prefix_decoder(model)
+    assert decoder is not None
+    forward = sequence_log_probs(model, batch, 5, temperature, tokenizer.vocab_size)
+    shared = sequence_log_probs(model, batch, 5, temperature, tokenizer.vocab_size, decoder=decoder)
+    assert forward.shape == shared.shape == batch.mask.shape
+    assert shared[batch.mask == 0].eq(0).all() and shared[batch.mask > 0].lt(0).all()
+    assert torch.allclose(shared, forward, rtol=1e-5, atol=1e-5)  # float rounding of a different op order
+    rows = torch.tensor([2, 7, 11, 12])  # a subset: the others stay 0
+    subset = sequence_log_probs(model, batch, 3, temperature, tokenizer.vocab_size, rows=rows, decoder=decoder)
+    subset_forward = sequence_log_probs(model, batch, 3, temperature, tokenizer.vocab_size, rows=rows)
+    assert torch.allclose(subset[rows], forward[rows], rtol=1e-5, atol=1e-5)
+    assert torch.allclose(subset_forward[rows], forward[rows], rtol=1e-6, atol=1e-6)
+    others = torch.ones(len(batch), dtype=torch.bool).index_fill(0, rows, False)
+    assert subset[others].eq(0).all() and subset_forward[others].eq(0).all()
+
+
+def test_first_update_without_old_logp_has_the_old_paths_loss_and_gradients(model, tokenizer):
+    # The first update trains the weights that sampled: pi_old = its own log-probs, detached, gives
+    # the loss and the gradients that a separate pi_old forward pass gives (up to float rounding).
+    batch = _rollout_batch(model, tokenizer, PROMPTS[:3], 4, seed=5)
+    batch.old_logp = sequence_log_probs(model, batch, 12, 1.0, tokenizer.vocab_size)
+    batch.ref_logp = batch.old_logp + 0.05 * batch.mask
+    loss_fn = grpo_loss_function(GrpoLossSettings.from_config(RlConfig(kl_coefficient=0.04)), 1.0, tokenizer.vocab_size)
+    chunk = model[0]
+    chunk.eval()
+    results = []
+    for keep_old in (True, False):
+        micro_batch = batch.rows(torch.arange(len(batch)))
+        if not keep_old:
+            micro_batch.pop("old_logp")
+        chunk.zero_grad()
+        numerator, denominator, metrics = loss_fn(micro_batch, policy_forward(chunk, micro_batch))
+        (numerator / denominator).backward()
+        gradients = [p.grad.clone() for p in chunk.parameters()]
+        results.append((float(numerator / denominator), gradients, float(metrics["ratio"][0] / metrics["ratio"][1])))
+    chunk.zero_grad()
+    (with_old, old_gradients, old_ratio), (without_old, new_gradients, new_ratio) = results
+    assert with_old != 0.0 and without_old == pytest.approx(with_old, rel=1e-6, abs=1e-7)
+    assert new_ratio == 1.0 and old_ratio == pytest.approx(1.0, abs=1e-5)
+    assert any(g.abs().sum() > 0 for g in new_gradients)
+    for old, new in zip(old_gradients, new_gradients):
+        assert torch.allclose(old, new, rtol=1e-4, atol=1e-7)
+
+
+def test_shared_prefix_forward_has_megatrons_loss_and_gradients(model, tokenizer):
+    # The updates' forward through the shared prompt prefill: GRPO's loss, metrics and every
+    # parameter's gradient as megatron's forward gives them (ragged prompts, pi_old moved so some
+    # ratios clip, a row without trained tokens).
+    batch = _rollout_batch(model, tokenizer, PROMPTS, 4, seed=7)
+    batch.mask[5] = 0.0
+    batch.old_logp = sequence_log_probs(model, batch, 20, 1.0, tokenizer.vocab_size) - 0.1 * batch.mask
+    batch.ref_logp = batch.old_logp + 0.05 * batch.mask
+    settings = GrpoLossSettings.from_config(RlConfig(kl_coefficient=0.04, epsilon_high=0.05))
+    loss_fn = grpo_loss_function(settings, 1.0, tokenizer.vocab_size)
+    chunk = model[0]
+    results = []
+    for forward_fn in (policy_forward, shared_prefix_forward(shared_prefix_decoder(model, training=True))):
+        micro_batch = batch.rows(torch.arange(len(batch)))
+        chunk.zero_grad()
+        numerator, denominator, metrics = loss_fn(micro_batch, forward_fn(chunk, micro_batch))
+        (numerator / denominator).backward()
+        gradients = [p.grad.clone() for p in chunk.parameters()]
+        results.append((float(numerator / denominator), gradients, {k: v.tolist() for k, v in metrics.items()}))
+    chunk.zero_grad()
+    (megatron_loss, megatron_gradients, megatron_metrics), (shared_loss, shared_gradients, shared_metrics) = results
+    assert megatron_metrics["clip_fraction"][0] > 0
+    assert shared_loss == pytest.approx(megatron_loss, rel=1e-5)
+    assert shared_metrics.keys() == megatron_metrics.keys()
+    for name, value in megatron_metrics.items():
+        assert shared_metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name  # kl: sums of small k3 terms
+    assert len(shared_gradients) == len(megatron_gradients) and all(g.abs().sum() > 0 for g in shared_gradients)
+    for megatron_gradient, shared_gradient in zip(megatron_gradients, shared_gradients):
+        assert torch.allclose(shared_gradient, megatron_gradient, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("query_groups", [4, 2])

@@ -116,6 +116,9 @@ def grpo_config(policy: str, prm: str, parallelism: str, questions: str):
             "rl.reward_weights=[0.0]",
             "rl.max_new_tokens=40",
             "rl.updates_per_rollout=2",
+            # Layouts compared through megatron's forward (the shared-prefix passes sum in another
+            # order; megatron_cases.py checks them against it).
+            "rl.shared_prefix_forward=false",
             "trainer.global_batch_size=64",
             "trainer.micro_batch_size=8",
             "optimizer.lr=5e-4",
