@@ -253,12 +253,16 @@ def build_summary(
     step_order: Iterable[str],
     started_at: float,
     extra: dict[str, Any] | None = None,
+    input_rows: int | None = None,
 ) -> dict[str, Any]:
     """The summary JSON: per-step tallies in order and whole-run totals that must add up.
 
     The first step's `in` is the run's input; the last step's `kept` is its output; every drop
     and dead letter of every step is counted once. Steps that saw no input have no counters and
-    appear with zeros.
+    appear with zeros. `input_rows`, where the input's size is known without Beam (the row count
+    in the Parquet footers), must equal the first step's `in`: a runner that drops part of a read
+    (seen once on the multi-process direct runner, see benchmarks/results/dedup_scale_100k_lost_documents.json)
+    then makes the summary unbalanced instead of passing silently.
     """
     ordered = [tallies.get(step, StepTally(step)) for step in step_order]
     chained = all(later.documents_in == earlier.kept for earlier, later in zip(ordered, ordered[1:]))
@@ -277,9 +281,12 @@ def build_summary(
         },
         "balanced": total_in == total_kept + total_dropped + total_dead
         and chained
-        and all(t.balanced for t in ordered),
+        and all(t.balanced for t in ordered)
+        and (input_rows is None or input_rows == total_in),
         "steps": {t.step: t.as_dict() for t in ordered},
     }
+    if input_rows is not None:
+        summary["input_rows"] = input_rows
     if extra:
         summary.update(extra)
     return summary
@@ -299,4 +306,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  total: in={totals['in']} = kept {totals['kept']} + dropped {totals['dropped']}"
         f" + dead-lettered {totals['dead_lettered']}  ({'balanced' if summary['balanced'] else 'NOT BALANCED'})"
     )
+    if summary.get("input_rows", totals["in"]) != totals["in"]:
+        lines.append(f"  the input holds {summary['input_rows']} rows but the pipeline read {totals['in']}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from beam_pipelines.io.parquet import (
     ReadDocuments,
     WriteDocuments,
     clear_stage_dir,
+    count_rows,
     documents_pattern,
     write_json,
 )
@@ -169,6 +170,7 @@ def run_decontaminate(config: DecontaminateConfig) -> dict:
         tallies,
         STEPS,
         started,
+        input_rows=count_rows(input_pattern),
         extra={
             "input": input_pattern,
             "decontamination": {

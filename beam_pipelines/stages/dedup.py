@@ -19,6 +19,7 @@ from beam_pipelines.io.parquet import (
     ReadDocuments,
     WriteDocuments,
     clear_stage_dir,
+    count_rows,
     documents_pattern,
     write_json,
 )
@@ -184,6 +185,7 @@ def run_dedup(config: DedupConfig) -> dict:
         tally_counters(result),
         STEPS,
         started,
+        input_rows=count_rows(input_pattern),
         extra={
             "input": input_pattern,
             "minhash": settings.record()
@@ -209,12 +211,12 @@ def run_dedup(config: DedupConfig) -> dict:
     log.info("[dedup] summary: %s/%s (%.1f s)", output_dir, SUMMARY_FILE, summary["elapsed_seconds"])
     if not summary["balanced"]:
         raise RuntimeError("dedup: counts do not add up (see summary.json); this is a bug, please report it")
-    # Both pipelines read the same input: a removal pass that saw fewer documents than the
-    # signing pass lost some on the way (seen once on the direct runner at 100k documents).
+    # The signing pass reads the same input: one that saw fewer documents than the footers hold
+    # lost some on the way (the removal pass is checked by build_summary's input_rows).
     signing_pass = sum(lsh.get(name, 0) for name in ("documents_signed", "documents_without_words", "documents_failed"))
-    if summary["totals"]["in"] != signing_pass:
+    if signing_pass != summary["input_rows"]:
         raise RuntimeError(
-            f"dedup: the removal pass read {summary['totals']['in']} documents, the signing pass {signing_pass} "
-            f"(see {output_dir}/{SUMMARY_FILE}); the runner lost documents"
+            f"dedup: the signing pass read {signing_pass} documents of the {summary['input_rows']} "
+            f"in {input_pattern} (see {output_dir}/{SUMMARY_FILE}); the runner lost documents"
         )
     return summary

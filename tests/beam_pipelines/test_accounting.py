@@ -8,7 +8,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines.accounting import Drop, FilterDoFn, Ledger, build_summary, tally_counters
+from beam_pipelines.accounting import Drop, FilterDoFn, Ledger, build_summary, format_summary, tally_counters
 from beam_pipelines.document import Document
 
 
@@ -39,6 +39,11 @@ def test_filter_routes_every_document_and_summary_balances(tmp_path):
     assert step["in"] == 6 and step["kept"] == 2
     assert step["dropped"] == {"odd_length": 2} and step["dead_lettered"] == {"exception": 2}
     assert summary["balanced"]
+    # The input's row count known apart from Beam: a read that lost rows must unbalance the summary.
+    assert build_summary("example", tally_counters(result), ["09_example"], 0.0, input_rows=6)["balanced"]
+    lossy = build_summary("example", tally_counters(result), ["09_example"], 0.0, input_rows=7)
+    assert not lossy["balanced"] and lossy["input_rows"] == 7
+    assert "holds 7 rows but the pipeline read 6" in format_summary(lossy)
     kept_rows = [json.loads(line) for p in glob.glob(str(tmp_path / "kept*")) for line in open(p)]
     assert sorted(kept_rows) == [["0", "checked"], ["3", "checked"]]
     removed = [
