@@ -331,6 +331,10 @@ def run_benchmark(
         }
         store = RecordStore(Path(output_dir), json.loads(json.dumps(fingerprint)), settings.resume, layout)
         committed = store.committed(sizes)
+        # Every rank must read the same committed set before any rank commits a new chunk: a rank
+        # that read after another's first commit split a shorter to-do list, and the chunks between
+        # the two splits were never generated (seen in the data-parallel test under load).
+        barrier(layout)
     if store is None and layout.data_parallel_size > 1:
         raise ConfigError("a data-parallel evaluation needs an output_dir (its ranks meet through the record files)")
     todo = [c for c in range(len(starts)) if c not in committed]
