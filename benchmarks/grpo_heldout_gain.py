@@ -82,7 +82,6 @@ import hashlib
 import json
 import logging
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,7 +94,7 @@ from beam_pipelines.stages.train_tokenizer import build_byte_level_bpe  # noqa: 
 from megatron_recipes.data.chat import conversation_from_record, render_conversation  # noqa: E402
 from megatron_recipes.data.config import ChatTemplateConfig, PromptSourceConfig  # noqa: E402
 from megatron_recipes.data.rl_prompts import PromptStream, drop_overlapping, sft_records  # noqa: E402
-from stack_common.reproducible import reproducible_cpu_environment  # noqa: E402
+from stack_common.reproducible import run_logged_reproducibly  # noqa: E402
 
 log = logging.getLogger("grpo_heldout_gain")
 
@@ -107,14 +106,7 @@ GRPO_QUESTIONS_PER_STEP = 8  # grpo_tiny_cpu's rl.questions_per_step (checked ag
 
 
 def _run(module: str, arguments: list[str], log_path: Path) -> None:
-    command = [sys.executable, "-m", module, *arguments]
-    environment = reproducible_cpu_environment(REPO)
-    with open(log_path, "w", encoding="utf-8") as handle:
-        handle.write("$ " + shlex.join(command) + "\n")
-        handle.flush()
-        result = subprocess.run(command, cwd=REPO, env=environment, stdout=handle, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise SystemExit(f"error: {module} failed (exit {result.returncode}); log: {log_path}")
+    run_logged_reproducibly([sys.executable, "-m", module, *arguments], REPO, log_path)
 
 
 def _write_gsm8k(path: Path, records) -> None:

@@ -49,7 +49,6 @@ import os
 import random
 import re
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,7 +58,7 @@ sys.path.insert(0, str(REPO))
 
 from launch.local.chain import R1_STAGES  # noqa: E402
 from megatron_recipes.data.r1_tasks import SumQuestion, draw_questions, write_jsonl  # noqa: E402
-from stack_common.reproducible import reproducible_cpu_environment  # noqa: E402
+from stack_common.reproducible import run_logged_reproducibly  # noqa: E402
 
 log = logging.getLogger("r1_zero_learning")
 
@@ -68,16 +67,6 @@ EVAL_INTERVAL = 10
 # The logged-only reward: any-format accuracy (weight 0 leaves GRPO's training signal unchanged).
 REWARDS = "rl.rewards=[think_accuracy,think_format,gsm8k_accuracy]"
 REWARD_WEIGHTS = "rl.reward_weights=[1.0,1.0,0.0]"
-
-
-def _run(command: list[str], log_path: Path) -> None:
-    environment = reproducible_cpu_environment(REPO)
-    with open(log_path, "w", encoding="utf-8") as handle:
-        handle.write("$ " + shlex.join(command) + "\n")
-        handle.flush()
-        result = subprocess.run(command, cwd=REPO, env=environment, stdout=handle, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise SystemExit(f"error: {shlex.join(command[:3])} failed (exit {result.returncode}); log: {log_path}")
 
 
 def build_base(work: Path, tag_share: float, pretrain_steps: int) -> None:
@@ -92,7 +81,7 @@ def build_base(work: Path, tag_share: float, pretrain_steps: int) -> None:
         f"overrides.task=['--tag-share={tag_share}']",
         f"chain_size.r1_pretrain_steps={pretrain_steps}",
     ]
-    _run(command, work.parent / f"{work.name}-chain.log")
+    run_logged_reproducibly(command, REPO, work.parent / f"{work.name}-chain.log")
 
 
 def _question_from_record(record: dict) -> SumQuestion:
@@ -143,7 +132,7 @@ def run_grpo(base: Path, heldout: Path, output: Path, arguments) -> None:
         "trainer.tensorboard=false",
         *arguments.grpo,
     ]
-    _run(command, output.parent / f"{output.name}.log")
+    run_logged_reproducibly(command, REPO, output.parent / f"{output.name}.log")
 
 
 def _mean(values: list[float]) -> float:

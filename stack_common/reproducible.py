@@ -21,6 +21,8 @@ on AVX-512 machines (about 8% for the tiny model's SFT), so the recipes do not s
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 from pathlib import Path
 
 REPRODUCIBLE_CPU_VARIABLES = {
@@ -42,3 +44,20 @@ def reproducible_cpu_environment(repo_root: str | Path | None = None, base: dict
             os.pathsep
         )
     return environment
+
+
+def run_logged_reproducibly(command: list[str], repo_root: str | Path, log_path: Path) -> None:
+    """Run `command` in `repo_root` with the reproducible CPU environment, its output (after the
+    command line) in `log_path`; exit with one line naming the command and the log if it fails."""
+    with open(log_path, "w", encoding="utf-8") as handle:
+        handle.write("$ " + shlex.join(command) + "\n")
+        handle.flush()
+        result = subprocess.run(
+            command,
+            cwd=repo_root,
+            env=reproducible_cpu_environment(repo_root),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    if result.returncode != 0:
+        raise SystemExit(f"error: {shlex.join(command[:3])} failed (exit {result.returncode}); log: {log_path}")
