@@ -161,6 +161,12 @@ class TokenizeConfig:
     max_documents_per_shard: int = 1_000_000
     # Keep the per-worker shards after the merge (debugging); they are deleted by default.
     keep_shards: bool = False
+    # The summary compares the records the pipeline read with the records the input holds, so a
+    # run that loses input fails instead of reporting "balanced". Parquet inputs are counted from
+    # their footers (cheap, always); JSONL inputs must be read once more by the launching process,
+    # so only when they total at most this many bytes (0: never; larger inputs are logged as
+    # unchecked).
+    count_jsonl_input_up_to_bytes: int = 1 << 30
 
     def validate(self) -> None:
         for section in (self.corpus, self.beam, self.source, self.tokenizer):
@@ -168,6 +174,11 @@ class TokenizeConfig:
         require_not_empty("output_dir", self.output_dir)
         for name in ("batch_documents", "batch_characters", "max_characters", "max_documents_per_shard"):
             require_positive(name, getattr(self, name))
+        if self.count_jsonl_input_up_to_bytes < 0:
+            raise ConfigError(
+                f"count_jsonl_input_up_to_bytes={self.count_jsonl_input_up_to_bytes}: "
+                "must be >= 0 (0 turns the check off)"
+            )
 
 
 @dataclass

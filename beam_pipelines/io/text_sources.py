@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.accounting import DEAD_LETTER, DeadLetter, StepCounters, bytes_preview
 from beam_pipelines.document import Document, stable_id
 from beam_pipelines.io.config import TextSourceConfig
-from beam_pipelines.io.parquet import documents_pattern
+from beam_pipelines.io.parquet import count_rows, documents_pattern
 from stack_common.errors import ConfigError
 
 TOKENIZE_STEP = "09_tokenize"
@@ -162,6 +162,30 @@ def check_source(source: TextSourceConfig) -> None:
     source_columns(source)
 
 
+def count_source_records(source: TextSourceConfig, jsonl_up_to_bytes: int) -> int | None:
+    """How many records `ReadTextSource` must count as `in` for this source, found without Beam;
+    None when not counted. Parquet: the files' footers (cheap). JSONL: the non-blank lines (the
+    reader's rule: records end at b"\\n", a blank line is not a record), read in this process,
+    so only when the files total at most `jsonl_up_to_bytes` (0: never)."""
+    if source.format != "jsonl":
+        return count_rows(source_pattern(source))
+    files = FileSystems.match([source.input])[0].metadata_list
+    if jsonl_up_to_bytes <= 0 or sum(m.size_in_bytes for m in files) > jsonl_up_to_bytes:
+        return None
+    records = 0
+    for metadata in files:
+        records += sum(1 for line in _file_lines(metadata.path) if line.strip())
+    return records
+
+
+def _file_lines(path: str) -> Iterator[bytes]:
+    """The lines of a file, decompressed by suffix like the Beam reader. Beam's compressed-file
+    handles offer readline() but are not iterable."""
+    with FileSystems.open(path) as handle:
+        while line := handle.readline():
+            yield line
+
+
 class ReadTextSource(beam.PTransform):
     """A configured source -> Documents (main output) and dead letters (`DEAD_LETTER`)."""
 
@@ -193,13 +217,12 @@ def iter_source_texts(source: TextSourceConfig, max_characters: int | None = Non
     def records():
         for path in paths:
             if source.format == "jsonl":
-                with FileSystems.open(path) as handle:
-                    for line in handle:
-                        if not line.strip():
-                            continue
-                        document = parse_json_line(line.rstrip(b"\r\n"), source.text_field, "", source.name, path)
-                        if isinstance(document, Document):
-                            yield document.text
+                for line in _file_lines(path):
+                    if not line.strip():
+                        continue
+                    document = parse_json_line(line.rstrip(b"\r\n"), source.text_field, "", source.name, path)
+                    if isinstance(document, Document):
+                        yield document.text
             else:
                 with FileSystems.open(path) as handle:
                     parquet = pq.ParquetFile(handle)

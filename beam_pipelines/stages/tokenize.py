@@ -13,7 +13,13 @@ from beam_pipelines.accounting import DEAD_LETTER, KEPT, REMOVED, Ledger, build_
 from beam_pipelines.config import TokenizeConfig
 from beam_pipelines.io.megatron import WriteIndexedDataset, bin_path, delete_dataset, idx_path, token_dtype
 from beam_pipelines.io.parquet import SUMMARY_FILE, read_json, write_json
-from beam_pipelines.io.text_sources import TOKENIZE_STEP, ReadTextSource, check_source, source_pattern
+from beam_pipelines.io.text_sources import (
+    TOKENIZE_STEP,
+    ReadTextSource,
+    check_source,
+    count_source_records,
+    source_pattern,
+)
 from beam_pipelines.options import describe_runner, pipeline_options
 from beam_pipelines.transforms.tokenize import (
     TokenizeDoFn,
@@ -102,6 +108,9 @@ def run_tokenize(config: TokenizeConfig) -> dict:
     result.wait_until_finish()
 
     tallies = tally_counters(result)
+    input_records = count_source_records(source, config.count_jsonl_input_up_to_bytes)
+    if input_records is None:
+        log.info("[tokenize] the input's record count is not checked (count_jsonl_input_up_to_bytes)")
     step = tallies.get(TOKENIZE_STEP)
     counted_tokens = step.other.get("tokens", 0) if step else 0
     merge_file = f"{prefix}/{MERGE_FILE}"
@@ -124,6 +133,7 @@ def run_tokenize(config: TokenizeConfig) -> dict:
         tallies,
         [TOKENIZE_STEP],
         started,
+        input_rows=input_records,
         extra={
             "source": {
                 "name": source.name,

@@ -3,6 +3,7 @@ document, the EOD choice, and how records of other sources become documents."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 
@@ -11,8 +12,14 @@ import pytest
 
 from beam_pipelines.accounting import DeadLetter, Drop
 from beam_pipelines.document import Document
+from beam_pipelines.io.config import TextSourceConfig
 from beam_pipelines.io.megatron import EncodedDocument
-from beam_pipelines.io.text_sources import document_from_record, parse_json_line
+from beam_pipelines.io.text_sources import (
+    count_source_records,
+    document_from_record,
+    iter_source_texts,
+    parse_json_line,
+)
 from beam_pipelines.transforms.tokenize import (
     embedded_tokenizer_file,
     encode_documents,
@@ -110,3 +117,18 @@ def test_records_become_documents_or_dead_letters():
     assert parse_json_line(b"{oops", "text", "id", "s", "f").kind == "bad_json"
     assert parse_json_line(b'{"text": "caf\xe9"}', "text", "id", "s", "f").kind == "bad_json"
     assert parse_json_line('{"text": "café", "id": 7}'.encode(), "text", "id", "s", "f").id == "7"
+
+
+def test_input_record_count_follows_the_reader_and_its_size_limit(tmp_path):
+    # Blank lines (also "\r\n" ones) are not records; a last line without "\n" is one.
+    body = b'{"text": "a"}\n\n{"text": "b"}\r\n  \r\nnot json\n{"text": "c"}'
+    (tmp_path / "part-0.jsonl").write_bytes(body)
+    with gzip.open(tmp_path / "part-1.jsonl.gz", "wb") as handle:
+        handle.write(b'{"text": "d"}\n{"text": "e"}\n')
+    source = TextSourceConfig(name="s", format="jsonl", input=str(tmp_path / "part-*"))
+    assert count_source_records(source, 1 << 20) == 4 + 2
+    # Too large to read twice in the launching process (or the check turned off): not counted.
+    assert count_source_records(source, 10) is None
+    assert count_source_records(source, 0) is None
+    # The same line reader serves tokenizer training, compressed files included.
+    assert list(iter_source_texts(source)) == ["a", "b", "c", "d", "e"]

@@ -69,6 +69,8 @@ def test_corpus_documents_read_back_with_megatron(math_corpus, sample_pool):
     config, summary = math_corpus
     prefix = f"{config.corpus.work_dir}/tokenized/math_corpus"
     assert summary["dataset"]["prefix"] == prefix and summary["balanced"] and summary["dataset_matches_counters"]
+    # Parquet input: the footers' row count is checked against what the pipeline read.
+    assert summary["input_rows"] == summary["totals"]["in"] == len(list(iter_documents(str(sample_pool))))
     assert summary["dataset"]["dtype"] == "int32" and summary["tokenizer"]["eod_id"] == DEEPSEEK_EOD_ID
     texts = [document.text for document in iter_documents(str(sample_pool))]
     assert_dataset_matches_texts(prefix, summary, texts, load_tokenizer(""), DEEPSEEK_EOD_ID)
@@ -83,6 +85,8 @@ def test_jsonl_code_source_every_record_accounted_for(code_corpus, code_source):
     prefix = f"{config.corpus.work_dir}/tokenized/github_code"
     step = summary["steps"]["09_tokenize"]
     assert step["in"] == code_source.expected_in
+    # Gzipped JSONL with blank and undecodable lines: counted without Beam by the reader's rule.
+    assert summary["input_rows"] == code_source.expected_in
     assert step["dropped"] == code_source.expected_dropped
     assert step["dead_lettered"] == code_source.expected_dead
     assert summary["balanced"]
@@ -113,6 +117,7 @@ def test_a_source_with_nothing_to_keep_fails_loudly_after_writing_its_summary(tm
     summary = json.loads((tmp_path / "tokenized" / "bad" / "summary.json").read_text())
     assert summary["dataset"] is None and summary["balanced"]
     assert summary["totals"] == {"in": 4, "kept": 0, "dropped": 2, "dead_lettered": 2}
+    assert summary["input_rows"] == 4
     assert not (tmp_path / "tokenized" / "bad.bin").exists()
 
 
