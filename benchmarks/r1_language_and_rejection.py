@@ -64,7 +64,14 @@ log = logging.getLogger("r1_language_and_rejection")
 
 BASE_STAGES = ("task", "tokenize", "pretrain")
 LANGUAGE_REWARDS = "rl.rewards=[think_accuracy,think_format,language_consistency]"
-WEIGHTS = {"language": "rl.reward_weights=[1.0,1.0,1.0]", "accuracy_only": "rl.reward_weights=[1.0,1.0,0.0]"}
+
+
+def reward_weights(arm: str, language_weight: float) -> str:
+    """The language arm trains on the language reward; the accuracy-only arm logs it at weight 0."""
+    return f"rl.reward_weights=[1.0,1.0,{language_weight if arm == 'language' else 0.0}]"
+
+
+ARMS = ("language", "accuracy_only")
 _TERMS = re.compile(r"\d+")
 
 
@@ -146,7 +153,7 @@ def grpo_command(init: Path, task: Path, heldout: Path, output: Path, weights: s
         f"eval_prompts.path={heldout}",
         LANGUAGE_REWARDS,
         weights,
-        f"rl.eval_interval={arguments.grpo_steps}",
+        f"rl.eval_interval={arguments.eval_interval or arguments.grpo_steps}",
         "rl.eval_temperature=1.0",
         f"rl.eval_samples={arguments.samples}",
         f"rl.max_new_tokens={arguments.max_new_tokens}",
@@ -293,6 +300,11 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--mixed-sft-steps", type=int, default=100)
     parser.add_argument("--grpo-steps", type=int, default=40)
+    parser.add_argument(
+        "--eval-interval", type=int, default=0, help="held-out checks every N GRPO steps (0: start, end)"
+    )
+    parser.add_argument("--language-weight", type=float, default=1.0, help="the language reward's weight")
+    parser.add_argument("--language-only", action="store_true", help="stop after part 1")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--heldout", type=int, default=100)
     parser.add_argument("--samples", type=int, default=2, help="held-out samples per question (temperature 1)")
@@ -346,12 +358,18 @@ def main() -> None:
         arguments.samples,
         arguments.max_new_tokens,
         arguments.grpo,
+        # Only when set, so runs cached before the option existed keep their key.
+        *([arguments.eval_interval] if arguments.eval_interval else []),
     ]
-    runs = {name: work / f"grpo-{name}-{_key(settings)}" for name in WEIGHTS}
+    # The language weight keys only the arm it changes (1.0 keeps the key runs had before the option).
+    weighted = [arguments.language_weight] if arguments.language_weight != 1.0 else []
+    runs = {name: work / f"grpo-{name}-{_key(settings + (weighted if name == 'language' else []))}" for name in ARMS}
     jobs = [
         (
             "megatron_recipes.grpo",
-            grpo_command(mixed / "checkpoints", task, heldout, run, WEIGHTS[name], arguments),
+            grpo_command(
+                mixed / "checkpoints", task, heldout, run, reward_weights(name, arguments.language_weight), arguments
+            ),
             work / f"{run.name}.log",
         )
         for name, run in runs.items()
@@ -361,6 +379,9 @@ def main() -> None:
         log.info("GRPO under %s", ", ".join(str(r) for r in runs.values()))
         timed("grpo_both", _side_by_side, jobs)
     language = {name: _validation(run) for name, run in runs.items()}
+    if arguments.language_only:
+        print(json.dumps({"language_consistency": language, "runs": {k: str(v) for k, v in runs.items()}}))
+        return
 
     # 2. Rejection sampling from the language-RL checkpoint; SFT on kept vs every sample.
     rejection = work / f"rejection-{_key(runs['language'].name, arguments.rejection_prompts)}"
@@ -436,6 +457,7 @@ def main() -> None:
             "grpo_steps": arguments.grpo_steps,
             "grpo_overrides": arguments.grpo,
             "heldout_T1_samples_per_question": arguments.samples,
+            "language_reward_weight": arguments.language_weight,
             "with_language_reward": language["language"],
             "accuracy_only": language["accuracy_only"],
         },
