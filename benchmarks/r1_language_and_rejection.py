@@ -19,7 +19,8 @@ reduced size.
    k samples per training question from the language-RL checkpoint (R1's order: the reasoning-RL
    model writes the data); SFT from the base model (+experiment=r1_sft_tiny_cpu, same steps and
    batch) on the kept samples (checker-accepted, readability filters, capped per question) and on
-   every sample (its samples/ directory, the unfiltered baseline); `megatron_recipes.evaluate`
+   every sample (its samples/ directory, the unfiltered baseline) and on the same samples judged
+   again by the checker alone (generator=precomputed, language filter off); `megatron_recipes.evaluate`
    (+experiment=r1_evaluate_tiny_cpu, greedy) on the held-out questions.
 
 The base model is the R1 chain's own (`launch/local/chain.py chain=r1`, stages task, tokenize,
@@ -35,7 +36,35 @@ Prints ONE JSON line (and writes it to --result when given) with every figure, t
 stage wall times and the load average at start and end. Subprocesses run with the reproducible CPU
 environment (stack_common/reproducible.py).
 
-Measured: see the end of this docstring (filled in from benchmarks/results/r1_language_and_rejection.json).
+Measured 2026-12-07 on the shared 2-core machine, load average 36-107 during the runs (6 helpers;
+figures and commands in benchmarks/results/r1_language_and_rejection.json). Size: base 600 steps
+(7.4% of its 6,000 documents in the tag format), mixed-language SFT 100 steps on 2,000 chains
+(mix 0.5), GRPO 40 steps of 8 questions x 8 samples (rl=r1_reasoning_tiny_cpu, lr 3e-4), held-out
+100 questions (35 sums, none in any training file or rejection sample) x 2 samples at T=1;
+rejection sampling 1,024 training questions x 8 samples; SFT 100 steps of 16; about 18 minutes of
+wall time at that load for the defaults with --rejection-prompts 1024.
+
+1. Language consistency: NOT MET. The mixed-language SFT policy scores 0.466 consistency, 0.265
+   accuracy. After 40 GRPO steps with the language reward: 0.490 / 0.225; without it: 0.479 / 0.205
+   (+0.024 vs +0.013 consistency; -4.0 vs -6.0 accuracy points). Language weight 3: 0.499 / 0.255.
+   120 steps (checks every 40): with the reward 0.490, 0.497 at step 80 (accuracy 0.225, 0.195);
+   the training-rollout consistency stays at 0.41-0.56 per 10-step window throughout. lr 5e-4 (80
+   steps) and 1e-3 (60 steps) collapse accuracy in both arms (held-out 0.265 -> 0.04-0.05 at 1e-3,
+   response length halved) without moving consistency (0.49 / 0.52). At this size the reward does
+   not move the per-sentence language choice: 4-5 of a chain's ~72 tokens decide its language, and
+   their share of the policy gradient is small beside the accuracy advantage's noise.
+2. Rejection sampling: NOT MET. From the 40-step language-RL checkpoint, 8,192 samples (training
+   reward 0.451): 332 kept (4,495 incorrect, 3,285 mixed-language, 65 duplicates, 15 over the cap
+   of 2 per question). Held-out greedy accuracy after SFT from the base model: kept 0.13,
+   unfiltered (all 8,192) 0.18. The same samples judged again by the checker alone (language
+   filter off; 1,476 kept after deduplication and the cap): 0.26, +8 points over unfiltered (one
+   greedy answer per question: a standard error of about 4 points per arm). With 256 questions
+   (91 kept of 2,048): kept 0.10, unfiltered 0.20. Keeping correct answers helps; the language
+   filter, on a policy that mixes languages in most chains, leaves too few (77% fewer than the
+   checker alone), concentrated on the questions the policy already answers (252 of 1,024
+   questions have a kept sample), and at equal steps they teach less than every sample does.
+3. Distillation vs student GRPO at a larger size: not run (part 1's extra runs took the time;
+   --distill-steps N runs it).
 """
 
 from __future__ import annotations
@@ -409,9 +438,38 @@ def main() -> None:
     overlap["heldout_sums_in_rejection_samples"] = len(sampled_keys & heldout_keys)
     if overlap["heldout_sums_in_rejection_samples"]:
         raise SystemExit(f"error: rejection samples overlap the held-out questions: {overlap}")
+    # A third arm: the same samples judged again (generator=precomputed) by the checker alone, the
+    # language filter off: what keeping only correct answers does, apart from the language filter.
+    checker_only = rejection.parent / f"{rejection.name}-checker_only"
+    if not (checker_only / "summary.json").exists():
+        generations = work / f"{rejection.name}-generations.jsonl"
+        write_jsonl(
+            generations,
+            [{"id": r["provenance"]["prompt_id"], "text": r["messages"][1]["content"]} for r in samples],
+        )
+        timed(
+            "rejection_checker_only",
+            _run,
+            "megatron_recipes.rejection_sample",
+            [
+                "+experiment=r1_rejection_tiny_cpu",
+                "generator=precomputed",
+                f"generator.path={generations}",
+                "filters.min_language_consistency=0",
+                f"prompts.path={task / 'prompts_train.jsonl'}",
+                f"max_prompts={arguments.rejection_prompts}",
+                f"output_dir={checker_only}",
+            ],
+            work / f"{checker_only.name}.log",
+        )
+    checker_only_summary = json.loads((checker_only / "summary.json").read_text())
     sft_runs = {
         "kept": (rejection / "kept", work / f"sft-kept-{_key(rejection.name, arguments.sft_steps)}"),
         "unfiltered": (rejection / "samples", work / f"sft-unfiltered-{_key(rejection.name, arguments.sft_steps)}"),
+        "checker_only": (
+            checker_only / "kept",
+            work / f"sft-checker_only-{_key(rejection.name, arguments.sft_steps)}",
+        ),
     }
     jobs = [
         (
@@ -423,8 +481,8 @@ def main() -> None:
         if not _finished(run)
     ]
     if jobs:
-        log.info("SFT on kept / unfiltered samples")
-        timed("sft_both", _side_by_side, jobs)
+        log.info("SFT on kept / unfiltered / checker-only samples")
+        timed("sft_arms", _side_by_side, jobs)
     heldout_accuracy = {
         name: timed(
             f"evaluate_{name}",
@@ -464,6 +522,9 @@ def main() -> None:
         "rejection_sampling": {
             "source_checkpoint": str(runs["language"] / "checkpoints"),
             "summary": {k: rejection_summary.get(k) for k in ("prompts", "samples", "kept", "dropped", "mean_reward")},
+            "checker_only_summary": {
+                k: checker_only_summary.get(k) for k in ("prompts", "samples", "kept", "dropped", "mean_reward")
+            },
             "samples_read": len(samples),
             "kept_read": len(kept),
             "kept_accuracy_reward_mean": round(
