@@ -41,18 +41,23 @@ figures and commands in benchmarks/results/r1_language_and_rejection.json). Size
 (7.4% of its 6,000 documents in the tag format), mixed-language SFT 100 steps on 2,000 chains
 (mix 0.5), GRPO 40 steps of 8 questions x 8 samples (rl=r1_reasoning_tiny_cpu, lr 3e-4), held-out
 100 questions (35 sums, none in any training file or rejection sample) x 2 samples at T=1;
-rejection sampling 1,024 training questions x 8 samples; SFT 100 steps of 16; about 18 minutes of
-wall time at that load for the defaults with --rejection-prompts 1024.
+rejection sampling 1,024 training questions x 8 samples (--rejection-prompts 1024; default 256); SFT
+100 steps of 16. Wall time: the defaults from scratch 21 minutes (load 8 -> 52); the rejection,
+SFT and evaluation stages at 1,024 questions another 18 minutes (load 36 -> 86).
 
-1. Language consistency: NOT MET. The mixed-language SFT policy scores 0.466 consistency, 0.265
-   accuracy. After 40 GRPO steps with the language reward: 0.490 / 0.225; without it: 0.479 / 0.205
-   (+0.024 vs +0.013 consistency; -4.0 vs -6.0 accuracy points). Language weight 3: 0.499 / 0.255.
-   120 steps (checks every 40): with the reward 0.490, 0.497 at step 80 (accuracy 0.225, 0.195);
-   the training-rollout consistency stays at 0.41-0.56 per 10-step window throughout. lr 5e-4 (80
-   steps) and 1e-3 (60 steps) collapse accuracy in both arms (held-out 0.265 -> 0.04-0.05 at 1e-3,
-   response length halved) without moving consistency (0.49 / 0.52). At this size the reward does
-   not move the per-sentence language choice: 4-5 of a chain's ~72 tokens decide its language, and
-   their share of the policy gradient is small beside the accuracy advantage's noise.
+1. Language consistency (bar: +0.3 consistency, at most -2 accuracy points): NOT MET. The
+   mixed-language SFT policy scores 0.466 consistency, 0.265 accuracy. After 40 GRPO steps with
+   the language reward: 0.490 / 0.225; without it: 0.479 / 0.205 (+0.024 vs +0.013 consistency;
+   -4.0 vs -6.0 accuracy points). Language weight 3: 0.499 / 0.255.
+   120 steps (checks every 40): with the reward 0.490, 0.497, 0.501 (accuracy 0.225, 0.195, 0.200:
+   +0.035, -6.5 points); without it 0.479, 0.501, 0.489 (accuracy 0.205, 0.185, 0.160: +0.022,
+   -10.5 points). The training-rollout consistency stays at 0.41-0.56 per 10-step window
+   throughout. GRPO lowers held-out accuracy in both arms while the training-rollout accuracy stays
+   at 0.34-0.52 per 10-step window. A larger step collapses: lr 1e-3 (60 steps) takes held-out
+   accuracy 0.265 -> 0.04 / 0.05 (with / without the reward) and halves the response length without
+   moving consistency (0.49 / 0.52); lr 5e-4 (stopped near step 40) 0.265 -> 0.16 without the
+   reward. A likely reason, not measured: only the 4-5 tokens that open a sentence decide a chain's
+   language, a small share of the gradient of a ~72-token response beside the accuracy advantage.
 2. Rejection sampling: NOT MET. From the 40-step language-RL checkpoint, 8,192 samples (training
    reward 0.451): 332 kept (4,495 incorrect, 3,285 mixed-language, 65 duplicates, 15 over the cap
    of 2 per question). Held-out greedy accuracy after SFT from the base model: kept 0.13,
@@ -60,7 +65,7 @@ wall time at that load for the defaults with --rejection-prompts 1024.
    filter off; 1,476 kept after deduplication and the cap): 0.26, +8 points over unfiltered (one
    greedy answer per question: a standard error of about 4 points per arm). With 256 questions
    (91 kept of 2,048): kept 0.10, unfiltered 0.20. Keeping correct answers helps; the language
-   filter, on a policy that mixes languages in most chains, leaves too few (77% fewer than the
+   filter, on a policy that mixes languages in most chains, leaves few (77% fewer than the
    checker alone), concentrated on the questions the policy already answers (252 of 1,024
    questions have a kept sample), and at equal steps they teach less than every sample does.
 3. Distillation vs student GRPO at a larger size: not run (part 1's extra runs took the time;
