@@ -49,19 +49,19 @@ rejection sampling 1,024 training questions x 8 samples (--rejection-prompts 102
 100 steps of 16. Wall time: the defaults from scratch 21 minutes (load 8 -> 52); the rejection,
 SFT and evaluation stages at 1,024 questions another 18 minutes (load 36 -> 86).
 
-1. Language consistency (bar: +0.3 consistency, at most -2 accuracy points): NOT MET. The
-   mixed-language SFT policy scores 0.466 consistency, 0.265 accuracy. After 40 GRPO steps with
-   the language reward: 0.490 / 0.225; without it: 0.479 / 0.205 (+0.024 vs +0.013 consistency;
-   -4.0 vs -6.0 accuracy points). Language weight 3: 0.499 / 0.255.
-   120 steps (checks every 40): with the reward 0.490, 0.497, 0.501 (accuracy 0.225, 0.195, 0.200:
-   +0.035, -6.5 points); without it 0.479, 0.501, 0.489 (accuracy 0.205, 0.185, 0.160: +0.022,
-   -10.5 points). The training-rollout consistency stays at 0.41-0.56 per 10-step window
-   throughout. GRPO lowers held-out accuracy in both arms while the training-rollout accuracy stays
-   at 0.34-0.52 per 10-step window. A larger step collapses: lr 1e-3 (60 steps) takes held-out
-   accuracy 0.265 -> 0.04 / 0.05 (with / without the reward) and halves the response length without
-   moving consistency (0.49 / 0.52); lr 5e-4 (stopped near step 40) 0.265 -> 0.16 without the
-   reward. A likely reason, not measured: only the 4-5 tokens that open a sentence decide a chain's
-   language, a small share of the gradient of a ~72-token response beside the accuracy advantage.
+1. Language consistency (bar: +0.3 consistency, at most -2 accuracy points): NOT MET. The mixed-
+   language SFT policy scores 0.466 consistency, 0.265 accuracy. After 40 GRPO steps with the
+   language reward: 0.490 / 0.225; without it: 0.479 / 0.205 (+0.024 vs +0.013 consistency; -4.0 vs
+   -6.0 accuracy points). Language weight 3: 0.499 / 0.255. 120 steps (checks every 40): with the
+   reward 0.490, 0.497, 0.501 (accuracy 0.225, 0.195, 0.200: +0.035, -6.5 points); without it
+   0.479, 0.501, 0.489 (accuracy 0.205, 0.185, 0.160: +0.022, -10.5 points). The training-rollout
+   consistency stays at 0.45-0.56 per 10-step window throughout. GRPO lowers held-out accuracy in
+   both arms while the training-rollout accuracy stays at 0.34-0.52 (0.35-0.46 without the reward)
+   per 10-step window. A larger step collapses: lr 1e-3 (60 steps) takes held-out accuracy 0.265 ->
+   0.04 / 0.05 (with / without the reward) and halves the response length without moving
+   consistency (0.49 / 0.52); lr 5e-4 (stopped near step 40) 0.265 -> 0.16 without the reward. A
+   likely reason, not measured: only the 4-5 tokens that open a sentence decide a chain's language,
+   a small share of the gradient of a ~72-token response beside the accuracy advantage.
 2. Rejection sampling: NOT MET. From the 40-step language-RL checkpoint, 8,192 samples (training
    reward 0.451): 332 kept (4,495 incorrect, 3,285 mixed-language, 65 duplicates, 15 over the cap
    of 2 per question). Held-out greedy accuracy after SFT from the base model: kept 0.13,
