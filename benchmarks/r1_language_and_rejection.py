@@ -49,8 +49,8 @@ rejection sampling 1,024 training questions x 8 samples (--rejection-prompts 102
 100 steps of 16. Wall time: the defaults from scratch 21 minutes (load 8 -> 52); the rejection,
 SFT and evaluation stages at 1,024 questions another 18 minutes (load 36 -> 86).
 
-1. Language consistency (bar: +0.3 consistency, at most -2 accuracy points): NOT MET. The mixed-
-   language SFT policy scores 0.466 consistency, 0.265 accuracy. After 40 GRPO steps with the
+1. Language consistency (bar: +0.3 consistency, at most -2 accuracy points): NOT MET. The
+   mixed-language SFT policy scores 0.466 consistency, 0.265 accuracy. After 40 GRPO steps with the
    language reward: 0.490 / 0.225; without it: 0.479 / 0.205 (+0.024 vs +0.013 consistency; -4.0 vs
    -6.0 accuracy points). Language weight 3: 0.499 / 0.255. 120 steps (checks every 40): with the
    reward 0.490, 0.497, 0.501 (accuracy 0.225, 0.195, 0.200: +0.035, -6.5 points); without it
