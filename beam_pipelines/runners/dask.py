@@ -9,7 +9,10 @@ How a pipeline becomes one Dask task graph, submitted once and awaited on the cl
   chain, so only a stage's outputs that something outside it reads are materialised.
 - GroupByKey and Reshuffle are all-to-all shuffles: every input partition splits its elements
   into P buckets (by a hash of the deterministically encoded key, or round-robin), and output
-  partition j concatenates bucket j of every input. P = `--dask_npartitions`, by default twice
+  partition j concatenates bucket j of every input. Each bucket is pickled once, as one blob
+  (a GroupByKey bucket holds (encoded key, value) pairs; the key is decoded once per group):
+  Dask then moves and spills bytes it need not pickle again, per element, and sizes them
+  exactly. P = `--dask_npartitions`, by default twice
   the cluster's worker threads or, when the pipeline reads more, one partition per 32 MiB of its
   sources (`estimate_size`). Flatten only concatenates partition lists (no task). Partitions
   of values in the global window are stored bare (pickling WindowedValues costs 5x).
@@ -241,36 +244,54 @@ class _Chain:
         return itertools.chain.from_iterable(_elements(partition) for partition in self.partitions)
 
 
-def _split_by_key(key_coder_literal: bytes, ref, partitions: int) -> list[list]:
-    key_coder = pickle.loads(key_coder_literal)
-    encode = key_coder.encode
+def _to_blob(bucket: list) -> bytes:
+    # One pickle per bucket instead of one object per element in flight: Dask moves and spills
+    # bytes without pickling them again, its memory accounting (sizeof) is exact for them, and
+    # the garbage collector does not walk millions of shuffled tuples held between tasks.
+    # Plain pickle first (as Dask itself does), cloudpickle for values plain pickle refuses.
+    try:
+        return pickle.dumps(bucket, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return cloudpickle.dumps(bucket, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _split_by_key(key_coder_literal: bytes, ref, partitions: int) -> list[bytes]:
+    """A partition -> one blob per output partition of (encoded key, value) pairs; the key
+    travels only in its deterministic encoding and is decoded once per group in `_group`."""
+    encode = pickle.loads(key_coder_literal).encode
     buckets: list[list] = [[] for _ in range(partitions)]
     for windowed in _elements(ref):
         key, value = windowed.value
         encoded = encode(key)
-        buckets[zlib.crc32(encoded) % partitions].append((encoded, key, value))
-    return buckets
+        buckets[zlib.crc32(encoded) % partitions].append((encoded, value))
+    return [_to_blob(bucket) for bucket in buckets]
 
 
-def _group(buckets) -> list:
-    # Groups by the key's encoding, as Beam defines key equality.
-    groups: dict[bytes, tuple[Any, list]] = {}
-    for bucket in buckets:
-        for encoded, key, value in bucket:
-            group = groups.get(encoded)
-            if group is None:
-                groups[encoded] = group = (key, [])
-            group[1].append(value)
-    return _GlobalValues(groups.values())
+def _group(key_coder_literal: bytes, blobs: list[bytes]) -> list:
+    # Groups by the key's encoding, as Beam defines key equality; the key a consumer sees is
+    # decoded from it, as on Beam's portable runners.
+    groups: dict[bytes, list] = {}
+    for blob in blobs:
+        for encoded, value in pickle.loads(blob):
+            values = groups.get(encoded)
+            if values is None:
+                groups[encoded] = values = []
+            values.append(value)
+    decode = pickle.loads(key_coder_literal).decode
+    return _GlobalValues((decode(encoded), values) for encoded, values in groups.items())
 
 
-def _split_round_robin(ref, partitions: int, offset: int) -> list[list]:
+def _split_round_robin(ref, partitions: int, offset: int) -> list[bytes]:
     # Bare values stay bare: the buckets keep the partition's representation.
     plain = isinstance(ref, _GlobalValues)
     buckets: list[list] = [_GlobalValues() if plain else [] for _ in range(partitions)]
     for position, element in enumerate(ref if plain else _elements(ref), offset):
         buckets[position % partitions].append(element)
-    return buckets
+    return [_to_blob(bucket) for bucket in buckets]
+
+
+def _concat_blobs(blobs: list[bytes]) -> list:
+    return _concat_partitions([pickle.loads(blob) for blob in blobs])
 
 
 def _pick(result, index):
@@ -568,7 +589,7 @@ class _Planner:
                 inputs[0],
                 label,
                 lambda i, ref: (_split_round_robin, ref, self.partitions, i),
-                concat=_concat_partitions,
+                concat=lambda buckets: (_concat_blobs, buckets),
             )
         else:
             raise UnsupportedOnDask(f"beam=dask cannot run {label}: no translation for {type(transform).__name__}")
@@ -593,7 +614,7 @@ class _Planner:
             input_pcoll,
             node.full_label,
             lambda i, ref: (_split_by_key, coder_literal, ref, self.partitions),
-            concat=_group,
+            concat=lambda buckets: (_group, coder_literal, buckets),
         )
 
     def add_shuffle(self, output, input_pcoll, label: str, split, concat) -> None:
@@ -605,7 +626,7 @@ class _Planner:
                 self.graph[(bucket_name, i * self.partitions + j)] = (_pick, (split_name, i), j)
         for j in range(self.partitions):
             buckets = [(bucket_name, i * self.partitions + j) for i in range(len(inputs))]
-            self.graph[(out_name, j)] = (concat, buckets)
+            self.graph[(out_name, j)] = concat(buckets)
         self.refs[output] = [(out_name, j) for j in range(self.partitions)]
         self.unit_of[output] = _Primitive([input_pcoll])
 
