@@ -262,11 +262,15 @@ def run_seed_set(arguments, seed_set: int) -> dict:
         grpo_dir / f"eval-{sizes}",
         arguments.samples,
     )
-    after_trained = _evaluate(
-        grpo_dir / "grpo" / "checkpoints",
-        sft_dir / f"grpo_prompts-{sizes}.jsonl",
-        grpo_dir / f"eval-trained-{sizes}",
-        arguments.samples,
+    after_trained = (
+        before_trained  # not evaluated (--held-out-only): its gain reads 0
+        if arguments.held_out_only
+        else _evaluate(
+            grpo_dir / "grpo" / "checkpoints",
+            sft_dir / f"grpo_prompts-{sizes}.jsonl",
+            grpo_dir / f"eval-trained-{sizes}",
+            arguments.samples,
+        )
     )
     rows = [json.loads(line) for line in (grpo_dir / "grpo" / "metrics.jsonl").read_text().splitlines()]
     result = {
@@ -305,6 +309,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "benchmarks" / "grpo_heldout_gain")
     parser.add_argument("--grpo", nargs="*", default=[], help="extra Hydra overrides of the GRPO runs")
     parser.add_argument("--sft-only", action="store_true", help="stop after evaluating the SFT models")
+    parser.add_argument(
+        "--held-out-only", action="store_true", help="skip evaluating GRPO models on their own prompts (screens)"
+    )
     arguments = parser.parse_args()
     arguments.work = arguments.work.resolve()
     arguments.work.mkdir(parents=True, exist_ok=True)
