@@ -1,6 +1,6 @@
 """GRPO (DeepSeekMath section 4.1) on megatron-core. See each module's docstring; the public API:
 
-- objectives.py: registries ADVANTAGE_ESTIMATORS (outcome, process), KL_ESTIMATORS (k1, k2, k3),
+- objectives.py: registries ADVANTAGE_ESTIMATORS (outcome, outcome_unscaled, process, gae), KL_ESTIMATORS (k1, k2, k3),
   LOSS_AGGREGATIONS (sequence_mean, token_mean) with `register_*` / `get_*`; `clipped_surrogate`,
   `grpo_loss`, `GrpoLossSettings`, and readable references (`reference_*`) beside each.
 - step_rewards.py: the step-reward interface for process supervision (`Step`, STEP_REWARDS,

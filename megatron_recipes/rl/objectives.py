@@ -14,6 +14,7 @@ Advantage estimators (ADVANTAGE_ESTIMATORS, `rl.advantage_estimator`), f(inputs)
   process   step rewards r_{i,j} at the token ending each reasoning step; normalised with the
             mean and std over *all* steps of all outputs of the group; a token's advantage is the
             sum of the normalised rewards of the steps ending at or after it.
+  outcome_unscaled  r_i - mean(r_group) (Dr. GRPO: no division by the group's std).
   Groups whose rewards all agree (std == 0) get advantage 0 and are flagged `zero_variance`:
   the trainer drops them from the loss (rl.skip_zero_variance_groups) and counts them.
   gae       PPO's baseline (the paper's comparison, section 4.1): per-token rewards r_t (the
@@ -179,6 +180,17 @@ def outcome_advantages(inputs: AdvantageInputs) -> Advantages:
         zero_variance, torch.zeros_like(mean), (inputs.rewards.double() - mean) / (std + inputs.epsilon)
     )
     return Advantages((normalised.unsqueeze(1) * inputs.mask.double()).to(torch.float32), zero_variance)
+
+
+@register_advantage_estimator("outcome_unscaled")
+def outcome_unscaled_advantages(inputs: AdvantageInputs) -> Advantages:
+    """Dr. GRPO's outcome advantage (arXiv:2503.20783): r_i - mean(r_group), not divided by the
+    group's std, so a group that is nearly all right or all wrong weighs less than an even one."""
+    rewards = inputs.rewards.double().unsqueeze(1)
+    mean, std = _group_statistics(rewards, torch.ones_like(rewards), inputs.group)
+    zero_variance = std < ZERO_STD
+    centred = torch.where(zero_variance, torch.zeros_like(mean), inputs.rewards.double() - mean)
+    return Advantages((centred.unsqueeze(1) * inputs.mask.double()).to(torch.float32), zero_variance)
 
 
 def reference_outcome_advantages(

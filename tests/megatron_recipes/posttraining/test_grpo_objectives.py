@@ -85,6 +85,19 @@ def test_outcome_advantages_match_the_reference_on_ragged_groups():
     assert (result.tokens[mask == 0] == 0).all()  # padding and prompt positions carry nothing
 
 
+def test_unscaled_outcome_advantages_are_the_centred_rewards():
+    mask = ragged_mask()
+    inputs = AdvantageInputs(torch.tensor(REWARDS), torch.tensor(GROUP), mask, EPSILON)
+    result = get_advantage_estimator("outcome_unscaled")(inputs)
+    scaled = get_advantage_estimator("outcome")(inputs)
+    # Group 0 = {1, 0}: mean 0.5 -> +-0.5 on every token, where the std-scaled form gives +-0.707.
+    assert result.tokens[0, 1:5].tolist() == pytest.approx([0.5] * 4)
+    assert result.tokens[2, 0:5].tolist() == pytest.approx([-0.5] * 5)
+    assert result.zero_variance.tolist() == scaled.zero_variance.tolist()
+    assert (result.tokens[mask == 0] == 0).all() and (result.tokens[result.zero_variance] == 0).all()
+    assert torch.equal(result.tokens.sign(), scaled.tokens.sign())
+
+
 def test_outcome_advantages_of_a_singleton_group_are_zero():
     result = get_advantage_estimator("outcome")(
         AdvantageInputs(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([5, 7, 7]), torch.ones(3, 2), EPSILON)

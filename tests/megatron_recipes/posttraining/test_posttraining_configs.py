@@ -175,7 +175,7 @@ def test_bad_grpo_values_fail_with_one_line(overrides, message):
     [
         ("rl.kl_estimator=k4", "rl.kl_estimator='k4' is not one of k1, k2, k3"),
         ("rl.loss_aggregation=mean", "rl.loss_aggregation='mean' is not one of sequence_mean, token_mean"),
-        ("rl.advantage_estimator=ppo", "rl.advantage_estimator='ppo' is not one of outcome, process"),
+        ("rl.advantage_estimator=ppo", "rl.advantage_estimator='ppo' is not one of outcome, outcome_unscaled, process"),
     ],
 )
 def test_unregistered_objective_names_fail_with_one_line(override, message):
