@@ -29,13 +29,13 @@ from beam_pipelines.transforms.minhash import (
     LSH_NAMESPACE,
     MINHASH_STEP,
     NODE_SCHEMA,
-    SHINGLES,
     ApplyRemovals,
     CandidateEdges,
     MinHashSettings,
     SelectSurvivors,
-    SignDocuments,
+    SignUnits,
     VerifyEdges,
+    band_partitions,
 )
 from stack_common.errors import ConfigError
 
@@ -51,28 +51,40 @@ def _has_files(pattern: str) -> bool:
     return bool(FileSystems.match([pattern])[0].metadata_list)
 
 
-def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str) -> None:
-    """Pipeline 1: signatures, band buckets, candidate (and verified) edges, candidate nodes."""
+def input_units(pattern: str) -> list[tuple[int, str]]:
+    """(unit index, path) of every input Parquet file, in a stable order."""
+    return list(enumerate(sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list)))
+
+
+def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str, input_rows: int) -> int:
+    """Pipeline 1: signatures and band records written per input file, shared buckets found per
+    band-key partition, candidate edges verified by a join per input file, candidate nodes.
+    Returns the number of band partitions."""
     minhash = config.minhash
     settings = MinHashSettings.from_config(minhash)
-    documents = pipeline | "Read documents" >> ReadDocuments(_input_pattern(config.input_dir))
-    signed = documents | "Sign" >> beam.ParDo(
-        SignDocuments(settings, minhash.survivor_order, minhash.verify)
-    ).with_outputs(SHINGLES, DEAD_LETTER, main="bands")
+    partitions = band_partitions(input_rows, minhash.bands, minhash.band_partition_records)
+    signed = (
+        pipeline
+        | "Input files" >> beam.Create(input_units(_input_pattern(config.input_dir)))
+        | "Spread files" >> beam.Reshuffle()
+        | "Sign"
+        >> beam.ParDo(SignUnits(settings, minhash.survivor_order, work_dir, partitions)).with_outputs(
+            DEAD_LETTER, main="units"
+        )
+    )
     # Without verification a star per bucket connects exactly what all pairs would.
     pairwise_limit = minhash.pairwise_bucket_limit if minhash.verify else 1
-    candidates = signed.bands | "Candidates" >> CandidateEdges(pairwise_limit)
-    edges = candidates["edges"]
-    if minhash.verify:
-        edges = (edges, signed[SHINGLES]) | "Verify" >> VerifyEdges(minhash.threshold)
-    write_edges(edges, f"{work_dir}/edges_round_000/part")
+    edges = signed.units | "Candidates" >> CandidateEdges(work_dir, partitions, pairwise_limit)
+    verified = edges | "Verify" >> VerifyEdges(work_dir, minhash.threshold if minhash.verify else None)
+    write_edges(verified["edges"], f"{work_dir}/edges_round_000/part")
     (
-        candidates["nodes"]
+        verified["nodes"]
         | "Node rows" >> beam.Map(lambda node: {"id": node[0], "rank": list(node[1])})
         | "Write nodes"
         >> beam.io.WriteToParquet(f"{work_dir}/nodes/part", schema=NODE_SCHEMA, file_name_suffix=".parquet")
     )
     signed[DEAD_LETTER] | "Write failed" >> beam.io.WriteToText(f"{work_dir}/failed/part", file_name_suffix=".jsonl")
+    return partitions
 
 
 def build_removal_pipeline(pipeline, config: DedupConfig, work_dir: str, edges_pattern: str) -> None:
@@ -148,11 +160,13 @@ def run_dedup(config: DedupConfig) -> dict:
 
     stage_started = time.time()
     pipeline = make_pipeline("dedup-candidates")
-    build_candidate_pipeline(pipeline, config, work_dir)
+    input_rows = count_rows(input_pattern)
+    partitions = build_candidate_pipeline(pipeline, config, work_dir, input_rows)
     result = pipeline.run()
     result.wait_until_finish()
     lsh = _namespace_metrics(result, LSH_NAMESPACE)
     lsh["seconds"] = round(time.time() - stage_started, 3)
+    lsh["band_partitions"] = partitions
     log.info(
         "[dedup] signed %s documents; %s shared buckets; %s candidate pairs%s",
         lsh.get("documents_signed", 0),
@@ -185,7 +199,7 @@ def run_dedup(config: DedupConfig) -> dict:
         tally_counters(result),
         STEPS,
         started,
-        input_rows=count_rows(input_pattern),
+        input_rows=input_rows,
         extra={
             "input": input_pattern,
             "minhash": settings.record()
