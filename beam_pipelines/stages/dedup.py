@@ -3,7 +3,6 @@ it): builds and runs the Beam graph, writes the summary."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -16,8 +15,6 @@ from beam_pipelines.accounting import DEAD_LETTER, REMOVED, Ledger, build_summar
 from beam_pipelines.config import DedupConfig
 from beam_pipelines.io.parquet import (
     SUMMARY_FILE,
-    ReadDocuments,
-    WriteDocuments,
     clear_stage_dir,
     count_rows,
     documents_pattern,
@@ -79,7 +76,7 @@ def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str, input
     write_edges(verified["edges"], f"{work_dir}/edges_round_000/part")
     (
         verified["nodes"]
-        | "Node rows" >> beam.Map(lambda node: {"id": node[0], "rank": list(node[1])})
+        | "Node rows" >> beam.Map(lambda node: {"id": node[0], "rank": list(node[1][0]), "unit": node[1][1]})
         | "Write nodes"
         >> beam.io.WriteToParquet(f"{work_dir}/nodes/part", schema=NODE_SCHEMA, file_name_suffix=".parquet")
     )
@@ -87,29 +84,25 @@ def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str, input
     return partitions
 
 
-def build_removal_pipeline(pipeline, config: DedupConfig, work_dir: str, edges_pattern: str) -> None:
-    """Pipeline 3: survivors per component, then documents split into kept / removed."""
+def build_removal_pipeline(pipeline, config: DedupConfig, work_dir: str, edges_pattern: str, partitions: int) -> None:
+    """Pipeline 3: survivors per component, then every input file filtered to its kept documents."""
     ledger = Ledger(config.output_dir)
-    documents = pipeline | "Read documents" >> ReadDocuments(_input_pattern(config.input_dir))
     nodes = (
         pipeline
         | "Read nodes" >> beam.io.ReadFromParquet(f"{work_dir}/nodes/*.parquet")
-        | "Node tuples" >> beam.Map(lambda row: (row["id"], tuple(row["rank"])))
+        | "Node tuples" >> beam.Map(lambda row: (row["id"], (tuple(row["rank"]), row["unit"])))
     )
     edges = read_edges(pipeline, edges_pattern, "Read components")
     losers = (nodes, edges) | "Survivors" >> SelectSurvivors()
     failed_pattern = f"{work_dir}/failed/*.jsonl"
     if _has_files(failed_pattern):
-        failed = (
-            pipeline
-            | "Read failed" >> beam.io.ReadFromText(failed_pattern)
-            | "Key failed" >> beam.Map(lambda line: (json.loads(line)["source"], line))
-        )
+        failed = pipeline | "Read failed" >> beam.io.ReadFromText(failed_pattern)
     else:
         failed = pipeline | "No failures" >> beam.Create([])
-    outputs = (documents, losers, failed) | "Remove" >> ApplyRemovals()
+    units = input_units(_input_pattern(config.input_dir))
+    documents_dir = documents_pattern(config.output_dir).rsplit("/", 1)[0]
+    outputs = (losers, failed) | "Remove" >> ApplyRemovals(units, documents_dir, work_dir, partitions)
     ledger.add(MINHASH_STEP, removed=outputs[REMOVED], dead_letters=outputs[DEAD_LETTER])
-    outputs.kept | "Write documents" >> WriteDocuments(config.output_dir, config.num_shards)
     ledger.write(pipeline)
 
 
@@ -144,6 +137,11 @@ def run_dedup(config: DedupConfig) -> dict:
     if not _has_files(input_pattern):
         raise ConfigError(
             f"no documents match {input_pattern} (run python -m beam_pipelines.prepare first, or set input_dir)"
+        )
+    if config.num_shards:
+        raise ConfigError(
+            "dedup writes one output file per input file (each is filtered where it lies); "
+            f"num_shards={config.num_shards} is not supported, leave it 0"
         )
     output_dir = config.output_dir.rstrip("/")
     work_dir = config.work_dir.rstrip("/")
@@ -188,7 +186,7 @@ def run_dedup(config: DedupConfig) -> dict:
 
     stage_started = time.time()
     pipeline = make_pipeline("dedup-removal")
-    build_removal_pipeline(pipeline, config, work_dir, components.final_edges_pattern)
+    build_removal_pipeline(pipeline, config, work_dir, components.final_edges_pattern, partitions)
     result = pipeline.run()
     result.wait_until_finish()
     clusters = _namespace_metrics(result, LSH_NAMESPACE)

@@ -66,6 +66,7 @@ from typing import Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 from apache_beam.io.filesystems import FileSystems
@@ -73,7 +74,7 @@ from apache_beam.metrics import Metrics
 from datasketch import MinHash
 
 from beam_pipelines.accounting import DEAD_LETTER, REMOVED, DeadLetter, StepCounters
-from beam_pipelines.document import Document, removed_row
+from beam_pipelines.document import DOCUMENT_SCHEMA, Document, documents_to_table, removed_row
 
 MINHASH_STEP = "07_minhash"
 PERMUTATION_SCHEME = "affine32"
@@ -338,7 +339,20 @@ def removal_detail(cluster: str, survivor: str, cluster_size: int) -> str:
 
 LSH_NAMESPACE = "07_minhash_lsh"
 NODES = "nodes"
-NODE_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("rank", pa.list_(pa.float64()))])
+NODE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("rank", pa.list_(pa.float64())),
+        pa.field("unit", pa.int32(), nullable=False),
+    ]
+)
+ID_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("unit", pa.int32(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False),
+    ]
+)
 
 
 SIGNED_SCHEMA = pa.schema(
@@ -367,6 +381,12 @@ def band_path(work_dir: str, partition: int, unit: int) -> str:
     return f"{work_dir}/bands/partition-{partition:05d}/unit-{unit:06d}.parquet"
 
 
+def id_path(work_dir: str, partition: int, unit: int) -> str:
+    """Every document's (id, unit, row) of one input unit whose id falls in one partition: the
+    duplicate-id check reads one partition at a time."""
+    return f"{work_dir}/ids/partition-{partition:05d}/unit-{unit:06d}.parquet"
+
+
 def band_partitions(documents: int, bands: int, records_per_partition: int) -> int:
     """How many partitions the band records are written in, so that one partition holds at most
     `records_per_partition` of them: the knob that bounds a worker's memory, whatever N is."""
@@ -389,7 +409,8 @@ class SignUnits(beam.DoFn):
     documents (`signed_path`) and its band records split by key into `partitions` files
     (`band_path`). Signatures are computed per unit in batches (`Signer.signatures`) and band
     keys for the whole unit at once (`band_hashes`). Yields the unit index (main; the next
-    step waits on it) and, `DEAD_LETTER`, documents whose signature failed (JSON lines)."""
+    step waits on it) and, `DEAD_LETTER`, [unit, dead-letter JSON] of documents whose signature
+    failed."""
 
     def __init__(self, settings: MinHashSettings, rank_order: Sequence[str], work_dir: str, partitions: int):
         self.settings = settings
@@ -407,7 +428,9 @@ class SignUnits(beam.DoFn):
         index, path = unit
         ids, ranks, hash_arrays = [], [], []
         without_words = 0
-        for row in _read_table(path).to_pylist():
+        rows = _read_table(path).to_pylist()
+        all_ids = [str(row.get("id")) for row in rows]
+        for row in rows:
             try:
                 document = Document.from_row(row)
                 hashes = self.signer.hashes(document.text)
@@ -417,17 +440,15 @@ class SignUnits(beam.DoFn):
                 rank = survivor_rank(document, self.rank_order)
             except Exception as error:  # one bad document must not fail the job
                 self.failed.inc()
-                yield beam.pvalue.TaggedOutput(
-                    DEAD_LETTER,
-                    DeadLetter(
-                        step=MINHASH_STEP,
-                        kind="signature_failed",
-                        message=f"{type(error).__name__}: {error}",
-                        source=str(row.get("id")),
-                        url=str(row.get("url") or ""),
-                        preview=str(row.get("text") or "")[:200],
-                    ).to_json(),
+                letter = DeadLetter(
+                    step=MINHASH_STEP,
+                    kind="signature_failed",
+                    message=f"{type(error).__name__}: {error}",
+                    source=str(row.get("id")),
+                    url=str(row.get("url") or ""),
+                    preview=str(row.get("text") or "")[:200],
                 )
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, json.dumps([index, letter.to_json()]))
                 continue
             ids.append(document.id)
             ranks.append(list(rank))
@@ -462,6 +483,25 @@ class SignUnits(beam.DoFn):
                 schema=BAND_SCHEMA,
             )
             _write_table(records, band_path(self.work_dir, partition, index))
+        partitions = self.partitions
+        id_partition = np.array(
+            [xxhash.xxh3_64_intdigest(value.encode("utf-8", "surrogatepass")) % partitions for value in all_ids],
+            dtype=np.int64,
+        )
+        all_id_array = pa.array(all_ids, pa.string())
+        for partition in range(self.partitions):
+            positions = np.flatnonzero(id_partition == partition)
+            _write_table(
+                pa.table(
+                    [
+                        all_id_array.take(pa.array(positions)),
+                        pa.array(np.full(positions.size, index, dtype=np.int32)),
+                        pa.array(positions.astype(np.int32)),
+                    ],
+                    schema=ID_SCHEMA,
+                ),
+                id_path(self.work_dir, partition, index),
+            )
         self.signed.inc(len(ids))
         yield index
 
@@ -589,13 +629,13 @@ class _AttachFirst(beam.DoFn):
         edges = list(edges)
         found = _unit_rows(self.work_dir, unit, {edge[0] for edge, _ in edges})
         for edge, other_unit in edges:
-            yield (other_unit, (edge, found.get(edge[0])))
+            yield (other_unit, (edge, unit, found.get(edge[0])))
 
 
 class _CompareSecond(beam.DoFn):
     """(unit of the smaller id, edges with the larger id's data) -> edges whose exact Jaccard
     reaches `threshold` (every edge when `threshold` is None); `NODES`: (id, rank) of both
-    endpoints of every candidate edge."""
+    endpoints of every candidate edge, with their unit."""
 
     def __init__(self, work_dir: str, threshold: float | None):
         self.work_dir = work_dir
@@ -609,15 +649,15 @@ class _CompareSecond(beam.DoFn):
     def process(self, grouped):
         unit, edges = grouped
         edges = list(edges)
-        found = _unit_rows(self.work_dir, unit, {edge[1] for edge, _ in edges})
-        for edge, first in edges:
+        found = _unit_rows(self.work_dir, unit, {edge[1] for edge, _, _ in edges})
+        for edge, first_unit, first in edges:
             second = found.get(edge[1])
             if first is None or second is None:  # an endpoint without shingles cannot be verified
                 if self.threshold is not None:
                     self.rejected.inc()
                 continue
-            yield beam.pvalue.TaggedOutput(NODES, (edge[0], tuple(first[0])))
-            yield beam.pvalue.TaggedOutput(NODES, (edge[1], tuple(second[0])))
+            yield beam.pvalue.TaggedOutput(NODES, (edge[0], (tuple(first[0]), first_unit)))
+            yield beam.pvalue.TaggedOutput(NODES, (edge[1], (tuple(second[0]), unit)))
             if self.threshold is None:
                 yield edge
                 continue
@@ -632,8 +672,8 @@ class _CompareSecond(beam.DoFn):
 
 class VerifyEdges(beam.PTransform):
     """Candidate edges with their endpoints' units -> {"edges": edges whose exact Jaccard (on
-    shingle hashes) reaches `threshold` (all of them when None), "nodes": (id, rank) of every
-    candidate document}.
+    shingle hashes) reaches `threshold` (all of them when None), "nodes": (id, (rank, unit)) of
+    every candidate document}.
 
     A join by unit instead of by document: edges are grouped by the larger id's unit, which
     reads its signed file once and sends that endpoint's hashes on, then by the smaller id's
@@ -666,16 +706,17 @@ class VerifyEdges(beam.PTransform):
 def _label_members(grouped):
     """At one candidate document: its component label (its star centre, or itself)."""
     node, sides = grouped
-    rank = next(iter(sides["rank"]), None)
-    if rank is None:  # an edge endpoint always has a rank; guard against partial inputs
+    ranked = next(iter(sides["rank"]), None)
+    if ranked is None:  # an edge endpoint always has a rank; guard against partial inputs
         return
+    rank, unit = ranked
     parent = next(iter(sides["parent"]), None)
-    yield (parent or node, (node, tuple(rank)))
+    yield (parent or node, (node, tuple(rank), unit))
 
 
 class _ChooseSurvivor(beam.DoFn):
-    """(label, members) -> (loser id, (cluster, survivor, cluster size)) for every member but
-    the best one. Two passes over the members; only the best is held."""
+    """(label, members) -> (loser's unit, (loser id, cluster, survivor, cluster size)) for every
+    member but the best one. Two passes over the members; only the best is held."""
 
     def setup(self):
         self.clusters = Metrics.counter(LSH_NAMESPACE, "clusters")
@@ -685,7 +726,7 @@ class _ChooseSurvivor(beam.DoFn):
         label, members = grouped
         best = None
         size = 0
-        for member_id, rank in members:
+        for member_id, rank, _ in members:
             size += 1
             if best is None or better((rank, member_id), best):
                 best = (rank, member_id)
@@ -694,13 +735,13 @@ class _ChooseSurvivor(beam.DoFn):
         self.clusters.inc()
         self.cluster_size.update(size)
         survivor = best[1]
-        for member_id, _ in members:
+        for member_id, _, unit in members:
             if member_id != survivor:
-                yield (member_id, (label, survivor, size))
+                yield (unit, (member_id, label, survivor, size))
 
 
 class SelectSurvivors(beam.PTransform):
-    """(nodes with ranks, converged star edges) -> (loser id, (cluster, survivor, size))."""
+    """(nodes with (rank, unit), converged star edges) -> (unit, (loser id, cluster, survivor, size))."""
 
     def expand(self, inputs):
         nodes, edges = inputs
@@ -713,21 +754,60 @@ class SelectSurvivors(beam.PTransform):
         )
 
 
-class _ApplyRemovals(beam.DoFn):
-    """(id, {documents, losers, failed}) -> kept document (main), removed row (`REMOVED`) or
-    dead letter (`DEAD_LETTER`). Every input document is counted exactly once."""
+class DuplicateIds(beam.DoFn):
+    """Id partition -> (unit, row) of every copy of an id but its first (smallest unit, then
+    row): ids are the keys of every dedup join, so a second copy is bad input. One partition's
+    ids are sorted in Arrow; only repeated ids cost Python time."""
+
+    def __init__(self, work_dir: str):
+        self.work_dir = work_dir
+
+    def process(self, partition):
+        pattern = id_path(self.work_dir, partition, 0).rsplit("/", 1)[0] + "/*.parquet"
+        paths = sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list)
+        if not paths:
+            return
+        table = pa.concat_tables([_read_table(path) for path in paths])
+        table = table.take(pc.sort_indices(table, [("id", "ascending"), ("unit", "ascending"), ("row", "ascending")]))
+        ids = table.column("id")
+        if len(ids) < 2:
+            return
+        repeated = np.flatnonzero(pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)) + 1
+        copies = table.take(pa.array(repeated, pa.int64()))
+        for unit, row in zip(copies.column("unit").to_pylist(), copies.column("row").to_pylist()):
+            yield (unit, row)
+
+
+class RemoveFromUnit(beam.DoFn):
+    """(unit, {path, losers, duplicates, failed}) -> the unit's kept documents written as one
+    Parquet file under `documents_dir` (a filter in Arrow, no per-document elements); removed
+    rows (`REMOVED`) and dead letters (`DEAD_LETTER`) as elements. Every input document is
+    counted exactly once."""
+
+    def __init__(self, documents_dir: str, units: int):
+        self.documents_dir = documents_dir
+        self.units = units
 
     def setup(self):
         self.counters = StepCounters(MINHASH_STEP)
 
     def process(self, grouped):
-        document_id, sides = grouped
-        failure = next(iter(sides["failed"]), None)
-        loss = next(iter(sides["losers"]), None)
-        first = True
-        for document in sides["documents"]:
-            self.counters.count_in()
-            if not first:  # ids are keys of every dedup join: a second copy is bad input
+        unit, sides = grouped
+        path = next(iter(sides["path"]))
+        losses = {loss[0]: loss[1:] for loss in sides["losers"]}
+        duplicates = set(sides["duplicates"])
+        failures = {json.loads(letter)["source"]: letter for letter in sides["failed"]}
+        table = _read_table(path)
+        self.counters.count_in(table.num_rows)
+        ids = table.column("id").to_pylist() if table.num_rows else []
+        special = [
+            row
+            for row, document_id in enumerate(ids)
+            if row in duplicates or document_id in losses or document_id in failures
+        ]
+        for row in special:
+            document = Document.from_row(table.slice(row, 1).to_pylist()[0])
+            if row in duplicates:
                 self.counters.count_dead_letter("duplicate_id")
                 yield beam.pvalue.TaggedOutput(
                     DEAD_LETTER,
@@ -735,36 +815,75 @@ class _ApplyRemovals(beam.DoFn):
                         step=MINHASH_STEP,
                         kind="duplicate_id",
                         message="another document has this id",
-                        source=document_id,
+                        source=document.id,
                         url=document.url,
                         preview=document.text[:200],
                     ).to_json(),
                 )
-                continue
-            first = False
-            if failure is not None:
+            elif document.id in failures:
                 self.counters.count_dead_letter("signature_failed")
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, failure)
-            elif loss is not None:
-                cluster, survivor, size = loss
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, failures[document.id])
+            else:
+                cluster, survivor, size = losses[document.id]
                 self.counters.count_dropped(NEAR_DUPLICATE_REASON)
                 yield beam.pvalue.TaggedOutput(
                     REMOVED,
                     removed_row(document, MINHASH_STEP, NEAR_DUPLICATE_REASON, removal_detail(cluster, survivor, size)),
                 )
-            else:
-                self.counters.count_kept()
-                yield document
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[special] = False
+        kept = table.filter(pa.array(keep))
+        self.counters.count_kept(kept.num_rows)
+        if kept.num_rows:
+            _write_table(
+                _as_document_table(kept),
+                f"{self.documents_dir}/part-{unit:05d}-of-{self.units:05d}.parquet",
+            )
+
+
+def _as_document_table(table: pa.Table) -> pa.Table:
+    """The rows in `DOCUMENT_SCHEMA`: a cheap column selection when the input already has its
+    columns and types, else through `Document` (defaults for missing fields, as the readers do)."""
+    if all(name in table.column_names for name in DOCUMENT_SCHEMA.names):
+        selected = table.select(DOCUMENT_SCHEMA.names)
+        if selected.schema.equals(DOCUMENT_SCHEMA):
+            return selected
+    return documents_to_table(Document.from_row(row) for row in table.to_pylist())
+
+
+def _unit_and_letter(line: str):
+    unit, letter = json.loads(line)
+    return (unit, letter)
 
 
 class ApplyRemovals(beam.PTransform):
-    """Documents + losers + failed signatures -> tagged outputs main (kept), REMOVED, DEAD_LETTER."""
+    """Input units + losers + failed signatures -> the kept documents written per unit under
+    `documents_dir`; tagged outputs REMOVED and DEAD_LETTER. Only losers, duplicate copies and
+    failures travel: the documents never leave their unit's worker."""
+
+    def __init__(self, units: list[tuple[int, str]], documents_dir: str, work_dir: str, partitions: int):
+        super().__init__()
+        self.units = units
+        self.documents_dir = documents_dir
+        self.work_dir = work_dir
+        self.partitions = partitions
 
     def expand(self, inputs):
-        documents, losers, failed = inputs
-        keyed = documents | "Key documents" >> beam.Map(lambda document: (document.id, document))
+        losers, failed_lines = inputs
+        pipeline = losers.pipeline
+        paths = pipeline | "Input files" >> beam.Create(self.units)
+        duplicates = (
+            pipeline
+            | "Id partitions" >> beam.Create(list(range(self.partitions)))
+            | "Spread id partitions" >> beam.Reshuffle()
+            | "Duplicate ids" >> beam.ParDo(DuplicateIds(self.work_dir))
+        )
+        failed = failed_lines | "Failed by unit" >> beam.Map(_unit_and_letter)
         return (
-            {"documents": keyed, "losers": losers, "failed": failed}
-            | "Join removals" >> beam.CoGroupByKey()
-            | "Apply removals" >> beam.ParDo(_ApplyRemovals()).with_outputs(REMOVED, DEAD_LETTER, main="kept")
+            {"path": paths, "losers": losers, "duplicates": duplicates, "failed": failed}
+            | "Join by unit" >> beam.CoGroupByKey()
+            | "Remove from unit"
+            >> beam.ParDo(RemoveFromUnit(self.documents_dir, len(self.units))).with_outputs(
+                REMOVED, DEAD_LETTER, main="kept"
+            )
         )
