@@ -231,15 +231,16 @@ def reference_loop(directory: Path, output: Path) -> dict:
 _PROFILE_PARTS = {
     "tokenising": [("minhash.py", "word_tokens")],
     "shingle_hashing": [("minhash.py", "shingle_hashes")],
-    "signature": [("minhash.py", "signature")],
-    "band_keys": [("minhash.py", "band_keys")],
-    "bucket_edges": [("minhash.py", "process", "BucketEdges")],
-    "verification": [("minhash.py", "process", "_KeepSimilarEdges"), ("minhash.py", "_edge_with_shingles")],
+    "signature": [("minhash.py", "signatures")],
+    "band_keys": [("minhash.py", "band_hashes")],
+    "bucket_edges": [("minhash.py", "process", "PartitionEdges")],
+    "verification": [("minhash.py", "process", "_AttachFirst"), ("minhash.py", "process", "_CompareSecond")],
     "components": [("connected_components.py", "process", "_LargeStar"), ("connected_components.py", "_small_star")],
     "survivors_and_removal": [
         ("minhash.py", "_label_members"),
         ("minhash.py", "process", "_ChooseSurvivor"),
-        ("minhash.py", "process", "_ApplyRemovals"),
+        ("minhash.py", "process", "DuplicateIds"),
+        ("minhash.py", "process", "RemoveFromUnit"),
     ],
 }
 

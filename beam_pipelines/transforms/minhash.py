@@ -12,46 +12,50 @@ Pure core (testable without Beam):
   schemes compare as garbage. The scheme is a constant, not a setting; it is recorded with
   seed and num_perm in every run's summary, and signatures never outlive the run that made
   them, so two schemes cannot meet.
-- `band_keys(signature)`: `bands` keys of `rows` values each, band index + 64-bit xxh3 of the
-  band's bytes; two documents collide in a band with probability s**rows at Jaccard s, so
-  they become candidates with probability 1 - (1 - s**rows)**bands (`candidate_probability`).
+- `Signer.signatures(hash arrays)`: the same values for a batch of documents in a few numpy
+  operations (chunks of 16k hashes, `minimum.reduceat`).
+- `band_hashes(signatures)`: `bands` uint64 keys per document (band index and the band's `rows`
+  values mixed in numpy); two documents collide in a band with probability s**rows at Jaccard
+  s, so they become candidates with probability 1 - (1 - s**rows)**bands
+  (`candidate_probability`).
 - `jaccard(a, b)`: exact Jaccard of two sorted shingle-hash arrays (verification).
 
-Beam graph (`CandidateEdges`): documents -> (band key, (id, rank)) -> GroupByKey -> per bucket
-of two or more documents, candidate edges -> Distinct. A bucket is read twice (size and
-smallest id, then edges). Without verification it becomes a star on its smallest id (connects
-the bucket as all pairs would); with verification, buckets of up to `pairwise_bucket_limit`
-documents give every pair and larger ones the star, so a worker holds at most that many ids
-and edges per bucket stay O(bucket). `VerifyEdges` sends each document's shingle hashes to its
-edges (one CoGroupByKey keyed by document, one GroupByKey keyed by edge: an edge meets exactly
-two arrays) and keeps edges whose exact Jaccard reaches `threshold`. Connected components of
-the edges come from `connected_components.py` (large-star / small-star rounds);
-`SelectSurvivors` picks one survivor per component and `ApplyRemovals` splits the documents
-into kept and removed.
+Beam graph (the unit of work is an input Parquet file, not a document; `stages/dedup.py`):
+- `SignUnits`: per input file, its documents' signatures and band keys in batches; writes the
+  signed documents (id, rank, shingle hashes), the band records (key, id, file) split by key
+  into P partitions, and every id split by id into P partitions. No per-document element
+  enters the runner, so no shuffle of N records.
+- `CandidateEdges`: once every file is signed, one task per partition reads its band records,
+  sorts the keys in numpy and turns every run of two or more equal keys (a shared bucket)
+  into candidate edges: every pair for buckets of up to `pairwise_bucket_limit` documents
+  (a star would only verify members against the centre), a star on the smallest id above
+  (edges stay O(bucket)); without verification always a star (connects the bucket as all
+  pairs would). Distinct edges carry their endpoints' files.
+- `VerifyEdges`: a join by file: edges grouped by the larger id's file, which reads its signed
+  documents once and sends that endpoint's hashes on; then by the smaller id's file, which
+  computes the exact Jaccard and keeps edges reaching `threshold`. Only candidate documents'
+  hashes travel.
+- connected components of the kept edges (`connected_components.py`, large-star / small-star
+  rounds); `SelectSurvivors` picks one survivor per component (losers keyed by their file);
+  `DuplicateIds` finds repeated ids per id partition; `ApplyRemovals` filters each input file
+  where it lies (an Arrow filter) and writes its kept rows as one Parquet file; only losers,
+  duplicate copies and failures travel.
 
-Cost model (N documents, average length L words, P = num_perm, B = bands, D = documents in a
-shared bucket, K = pairwise_bucket_limit):
-- signatures: O(N * L * P) CPU, embarrassingly parallel; memory one document + P integers;
-- banding: N * B shuffle records of ~40 bytes; groups streamed;
-- edges, components, survivors: proportional to D (at most D * B * (K - 1) edges), never to N;
-  a cluster is streamed, never held;
-- verification (default on): one extra shuffle of N shingle-hash arrays (~4 bytes per word);
-- removal: one CoGroupByKey of the N documents with the losers by id.
-Per-worker memory depends on document length, P and B (config), not on N. The direct runner
-(FnApiRunner) is the exception: it keeps every shuffle in its driver's memory, so its peak RSS
-grows with N (driver + 2 workers: 1.9 GB at 20k documents of ~2 KB, 3.4 GB at 100k; 16.4 GB at 1M
-measured before this change); bounded memory at scale needs a runner whose shuffle spills (beam=dask).
+Cost model (N documents, average length L words, P = num_perm, B = bands, F input files,
+Q = band partitions = ceil(N * B / `band_partition_records`), E candidate edges):
+- signatures: O(N * L * P) CPU, embarrassingly parallel over files; memory one file;
+- banding: N * B records of ~20 bytes written to Q * F files, one partition (at most
+  `band_partition_records` records, ~60 bytes each in memory) sorted per task;
+- verification: E records plus one shingle-hash array per edge through the runner;
+- edges, components, survivors: proportional to E and the candidate documents, never to N;
+- removal: one file per task; losers, duplicate copies and failures through the runner.
+So per-task memory is set by the configuration (file size, `band_partition_records`), and
+what the runner shuffles is proportional to the candidates, not to N: on the direct runner,
+which holds every shuffle in its driver's memory, peak RSS no longer grows with the corpus
+(before this design it held N * B band records, N shingle arrays and all N documents: 1.9 GB
+at 20k documents of ~2 KB, 3.4 GB at 100k, 16.4 GB at 1M).
 
-Measured (`benchmarks/dedup_scale.py`, results in `benchmarks/results/dedup_scale_*.json`,
-direct runner with 2 workers, shared 2-core machine): against an in-process loop doing the same
-work (datasketch LSH, exact-Jaccard verification, union-find, same survivor; both remove the
-same ids), 491 vs 1,010 documents per CPU second at 20k (0.49x, 938 removed, load 12-19) and
-1,037 vs 1,342 at 100k (0.77x, 4,571 removed, load 8-15, one repeat). Our CPU is a fixed part
-(four pipelines, each starting its worker processes: ~20 CPU s) plus ~0.7 ms per document, of
-which signing (tokens ~0.12 ms, shingle hashes ~0.13 ms, signature ~0.04 ms) is about 40% and
-the runner's element coding and shuffles (20 band records per document) most of the rest; the
-loop costs ~0.7 ms per document too, so the ratio rises with N. Peak RSS (driver + workers):
-1.9 GB at 20k, 3.4 GB at 100k; the loop 0.66 and 1.4 GB.
+Measured: see `benchmarks/dedup_scale.py` (docstring and `benchmarks/results/dedup_scale_*.json`).
 """
 
 from __future__ import annotations
