@@ -88,6 +88,7 @@ class DedupConfig:
     # unless keep_work_files.
     work_dir: str = "${output_dir}/work"
     keep_work_files: bool = False
+    # Must stay 0: the kept documents are written one file per input file.
     num_shards: int = 0
 
     def validate(self) -> None:

@@ -7,11 +7,14 @@ dead_letter/07_minhash/ and summary.json, whose counts add up (in = kept + dropp
 dead-lettered), with the LSH statistics and the connected-components convergence.
 
 Three kinds of Beam pipeline, driven from here (transforms/minhash.py has the cost model):
-  1. signatures -> band buckets -> candidate edges (-> exact-Jaccard verification) -> work files
+  1. per input file: signatures and band records written to band-key partitions; per
+     partition: shared buckets -> candidate edges (-> exact-Jaccard verification, joined by
+     input file) -> work files
   2. connected components: large-star / small-star rounds, `minhash.rounds_per_pipeline` per
      pipeline, until a round reports a star forest (or `minhash.max_component_rounds` fails)
-  3. one survivor per component (best `minhash.survivor_order`, then smallest id); the
-     documents are joined with the losers by id and split into kept and removed.
+  3. one survivor per component (best `minhash.survivor_order`, then smallest id); each input
+     file is filtered where it lies (one output file per input file; `num_shards` must stay 0)
+     and its losers, duplicate-id copies and failures written to removed/ and dead_letter/.
 
 Run locally (all cores, after `python -m beam_pipelines.prepare`):
     python -m beam_pipelines.dedup
@@ -21,9 +24,10 @@ On a cluster: the same command with a runner preset (the three kinds of pipeline
 submitted one after another as separate jobs; work files go to `work_dir`):
     python -m beam_pipelines.dedup beam=dataflow beam.project=P beam.region=R \\
         beam.temp_location=gs://B/tmp corpus=commoncrawl corpus.work_dir=gs://B/dsm
-Cost: linear in the documents for signatures and the final join; the rest grows with the
-number of near-duplicates, not with the corpus. No worker holds more than one document,
-one bucket's ids (bounded), or one node's streamed neighbour list.
+Cost: linear in the documents for signatures and the final filter; what goes through the
+runner's shuffles grows with the number of near-duplicate candidates, not with the corpus.
+No worker holds more than one input file, one band partition (`minhash.band_partition_records`),
+one file's candidate edges, or one node's streamed neighbour list.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ it): builds and runs the Beam graph, writes the summary."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -16,8 +15,6 @@ from beam_pipelines.accounting import DEAD_LETTER, REMOVED, Ledger, build_summar
 from beam_pipelines.config import DedupConfig
 from beam_pipelines.io.parquet import (
     SUMMARY_FILE,
-    ReadDocuments,
-    WriteDocuments,
     clear_stage_dir,
     count_rows,
     documents_pattern,
@@ -29,13 +26,13 @@ from beam_pipelines.transforms.minhash import (
     LSH_NAMESPACE,
     MINHASH_STEP,
     NODE_SCHEMA,
-    SHINGLES,
     ApplyRemovals,
     CandidateEdges,
     MinHashSettings,
     SelectSurvivors,
-    SignDocuments,
+    SignUnits,
     VerifyEdges,
+    band_partitions,
 )
 from stack_common.errors import ConfigError
 
@@ -51,53 +48,61 @@ def _has_files(pattern: str) -> bool:
     return bool(FileSystems.match([pattern])[0].metadata_list)
 
 
-def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str) -> None:
-    """Pipeline 1: signatures, band buckets, candidate (and verified) edges, candidate nodes."""
+def input_units(pattern: str) -> list[tuple[int, str]]:
+    """(unit index, path) of every input Parquet file, in a stable order."""
+    return list(enumerate(sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list)))
+
+
+def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str, input_rows: int) -> int:
+    """Pipeline 1: signatures and band records written per input file, shared buckets found per
+    band-key partition, candidate edges verified by a join per input file, candidate nodes.
+    Returns the number of band partitions."""
     minhash = config.minhash
     settings = MinHashSettings.from_config(minhash)
-    documents = pipeline | "Read documents" >> ReadDocuments(_input_pattern(config.input_dir))
-    signed = documents | "Sign" >> beam.ParDo(
-        SignDocuments(settings, minhash.survivor_order, minhash.verify)
-    ).with_outputs(SHINGLES, DEAD_LETTER, main="bands")
+    partitions = band_partitions(input_rows, minhash.bands, minhash.band_partition_records)
+    signed = (
+        pipeline
+        | "Input files" >> beam.Create(input_units(_input_pattern(config.input_dir)))
+        | "Spread files" >> beam.Reshuffle()
+        | "Sign"
+        >> beam.ParDo(SignUnits(settings, minhash.survivor_order, work_dir, partitions)).with_outputs(
+            DEAD_LETTER, main="units"
+        )
+    )
     # Without verification a star per bucket connects exactly what all pairs would.
     pairwise_limit = minhash.pairwise_bucket_limit if minhash.verify else 1
-    candidates = signed.bands | "Candidates" >> CandidateEdges(pairwise_limit)
-    edges = candidates["edges"]
-    if minhash.verify:
-        edges = (edges, signed[SHINGLES]) | "Verify" >> VerifyEdges(minhash.threshold)
-    write_edges(edges, f"{work_dir}/edges_round_000/part")
+    edges = signed.units | "Candidates" >> CandidateEdges(work_dir, partitions, pairwise_limit)
+    verified = edges | "Verify" >> VerifyEdges(work_dir, minhash.threshold if minhash.verify else None)
+    write_edges(verified["edges"], f"{work_dir}/edges_round_000/part")
     (
-        candidates["nodes"]
-        | "Node rows" >> beam.Map(lambda node: {"id": node[0], "rank": list(node[1])})
+        verified["nodes"]
+        | "Node rows" >> beam.Map(lambda node: {"id": node[0], "rank": list(node[1][0]), "unit": node[1][1]})
         | "Write nodes"
         >> beam.io.WriteToParquet(f"{work_dir}/nodes/part", schema=NODE_SCHEMA, file_name_suffix=".parquet")
     )
     signed[DEAD_LETTER] | "Write failed" >> beam.io.WriteToText(f"{work_dir}/failed/part", file_name_suffix=".jsonl")
+    return partitions
 
 
-def build_removal_pipeline(pipeline, config: DedupConfig, work_dir: str, edges_pattern: str) -> None:
-    """Pipeline 3: survivors per component, then documents split into kept / removed."""
+def build_removal_pipeline(pipeline, config: DedupConfig, work_dir: str, edges_pattern: str, partitions: int) -> None:
+    """Pipeline 3: survivors per component, then every input file filtered to its kept documents."""
     ledger = Ledger(config.output_dir)
-    documents = pipeline | "Read documents" >> ReadDocuments(_input_pattern(config.input_dir))
     nodes = (
         pipeline
         | "Read nodes" >> beam.io.ReadFromParquet(f"{work_dir}/nodes/*.parquet")
-        | "Node tuples" >> beam.Map(lambda row: (row["id"], tuple(row["rank"])))
+        | "Node tuples" >> beam.Map(lambda row: (row["id"], (tuple(row["rank"]), row["unit"])))
     )
     edges = read_edges(pipeline, edges_pattern, "Read components")
     losers = (nodes, edges) | "Survivors" >> SelectSurvivors()
     failed_pattern = f"{work_dir}/failed/*.jsonl"
     if _has_files(failed_pattern):
-        failed = (
-            pipeline
-            | "Read failed" >> beam.io.ReadFromText(failed_pattern)
-            | "Key failed" >> beam.Map(lambda line: (json.loads(line)["source"], line))
-        )
+        failed = pipeline | "Read failed" >> beam.io.ReadFromText(failed_pattern)
     else:
         failed = pipeline | "No failures" >> beam.Create([])
-    outputs = (documents, losers, failed) | "Remove" >> ApplyRemovals()
+    units = input_units(_input_pattern(config.input_dir))
+    documents_dir = documents_pattern(config.output_dir).rsplit("/", 1)[0]
+    outputs = (losers, failed) | "Remove" >> ApplyRemovals(units, documents_dir, work_dir, partitions)
     ledger.add(MINHASH_STEP, removed=outputs[REMOVED], dead_letters=outputs[DEAD_LETTER])
-    outputs.kept | "Write documents" >> WriteDocuments(config.output_dir, config.num_shards)
     ledger.write(pipeline)
 
 
@@ -133,6 +138,11 @@ def run_dedup(config: DedupConfig) -> dict:
         raise ConfigError(
             f"no documents match {input_pattern} (run python -m beam_pipelines.prepare first, or set input_dir)"
         )
+    if config.num_shards:
+        raise ConfigError(
+            "dedup writes one output file per input file (each is filtered where it lies); "
+            f"num_shards={config.num_shards} is not supported, leave it 0"
+        )
     output_dir = config.output_dir.rstrip("/")
     work_dir = config.work_dir.rstrip("/")
     settings = MinHashSettings.from_config(config.minhash)
@@ -148,11 +158,13 @@ def run_dedup(config: DedupConfig) -> dict:
 
     stage_started = time.time()
     pipeline = make_pipeline("dedup-candidates")
-    build_candidate_pipeline(pipeline, config, work_dir)
+    input_rows = count_rows(input_pattern)
+    partitions = build_candidate_pipeline(pipeline, config, work_dir, input_rows)
     result = pipeline.run()
     result.wait_until_finish()
     lsh = _namespace_metrics(result, LSH_NAMESPACE)
     lsh["seconds"] = round(time.time() - stage_started, 3)
+    lsh["band_partitions"] = partitions
     log.info(
         "[dedup] signed %s documents; %s shared buckets; %s candidate pairs%s",
         lsh.get("documents_signed", 0),
@@ -174,7 +186,7 @@ def run_dedup(config: DedupConfig) -> dict:
 
     stage_started = time.time()
     pipeline = make_pipeline("dedup-removal")
-    build_removal_pipeline(pipeline, config, work_dir, components.final_edges_pattern)
+    build_removal_pipeline(pipeline, config, work_dir, components.final_edges_pattern, partitions)
     result = pipeline.run()
     result.wait_until_finish()
     clusters = _namespace_metrics(result, LSH_NAMESPACE)
@@ -185,7 +197,7 @@ def run_dedup(config: DedupConfig) -> dict:
         tally_counters(result),
         STEPS,
         started,
-        input_rows=count_rows(input_pattern),
+        input_rows=input_rows,
         extra={
             "input": input_pattern,
             "minhash": settings.record()

@@ -138,6 +138,10 @@ class MinHashConfig:
     # With verification, buckets of up to this many documents are compared pairwise, larger
     # ones against their smallest id only (bounds edges and memory per bucket).
     pairwise_bucket_limit: int = 16
+    # Band records (documents x bands) per partition of the candidate step: a worker groups one
+    # partition in memory (~60 bytes a record), so this bounds its memory whatever the corpus
+    # size; the partition count is documents x bands / this, rounded up.
+    band_partition_records: int = 2_000_000
     # Survivor of a cluster: highest value of these, in order (Document fields or
     # quality.<signal>; missing values rank lowest), then the smallest id.
     survivor_order: list[str] = field(default_factory=lambda: ["math_score", "text_length"])
@@ -155,6 +159,7 @@ class MinHashConfig:
         require_range("minhash.bands", self.bands, 1, 65535)
         require_range("minhash.threshold", self.threshold, 0, 1, low_inclusive=False)
         require_at_least("minhash.pairwise_bucket_limit", self.pairwise_bucket_limit, 2)
+        require_at_least("minhash.band_partition_records", self.band_partition_records, 1)
         for index, name in enumerate(self.survivor_order):
             if name not in SURVIVOR_FIELDS and not (name.startswith("quality.") and len(name) > len("quality.")):
                 raise ConfigError(

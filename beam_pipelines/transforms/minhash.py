@@ -12,46 +12,50 @@ Pure core (testable without Beam):
   schemes compare as garbage. The scheme is a constant, not a setting; it is recorded with
   seed and num_perm in every run's summary, and signatures never outlive the run that made
   them, so two schemes cannot meet.
-- `band_keys(signature)`: `bands` keys of `rows` values each, band index + 64-bit xxh3 of the
-  band's bytes; two documents collide in a band with probability s**rows at Jaccard s, so
-  they become candidates with probability 1 - (1 - s**rows)**bands (`candidate_probability`).
+- `Signer.signatures(hash arrays)`: the same values for a batch of documents in a few numpy
+  operations (chunks of 16k hashes, `minimum.reduceat`).
+- `band_hashes(signatures)`: `bands` uint64 keys per document (band index and the band's `rows`
+  values mixed in numpy); two documents collide in a band with probability s**rows at Jaccard
+  s, so they become candidates with probability 1 - (1 - s**rows)**bands
+  (`candidate_probability`).
 - `jaccard(a, b)`: exact Jaccard of two sorted shingle-hash arrays (verification).
 
-Beam graph (`CandidateEdges`): documents -> (band key, (id, rank)) -> GroupByKey -> per bucket
-of two or more documents, candidate edges -> Distinct. A bucket is read twice (size and
-smallest id, then edges). Without verification it becomes a star on its smallest id (connects
-the bucket as all pairs would); with verification, buckets of up to `pairwise_bucket_limit`
-documents give every pair and larger ones the star, so a worker holds at most that many ids
-and edges per bucket stay O(bucket). `VerifyEdges` sends each document's shingle hashes to its
-edges (one CoGroupByKey keyed by document, one GroupByKey keyed by edge: an edge meets exactly
-two arrays) and keeps edges whose exact Jaccard reaches `threshold`. Connected components of
-the edges come from `connected_components.py` (large-star / small-star rounds);
-`SelectSurvivors` picks one survivor per component and `ApplyRemovals` splits the documents
-into kept and removed.
+Beam graph (the unit of work is an input Parquet file, not a document; `stages/dedup.py`):
+- `SignUnits`: per input file, its documents' signatures and band keys in batches; writes the
+  signed documents (id, rank, shingle hashes), the band records (key, id, file) split by key
+  into P partitions, and every id split by id into P partitions. No per-document element
+  enters the runner, so no shuffle of N records.
+- `CandidateEdges`: once every file is signed, one task per partition reads its band records,
+  sorts the keys in numpy and turns every run of two or more equal keys (a shared bucket)
+  into candidate edges: every pair for buckets of up to `pairwise_bucket_limit` documents
+  (a star would only verify members against the centre), a star on the smallest id above
+  (edges stay O(bucket)); without verification always a star (connects the bucket as all
+  pairs would). Distinct edges carry their endpoints' files.
+- `VerifyEdges`: a join by file: edges grouped by the larger id's file, which reads its signed
+  documents once and sends that endpoint's hashes on; then by the smaller id's file, which
+  computes the exact Jaccard and keeps edges reaching `threshold`. Only candidate documents'
+  hashes travel.
+- connected components of the kept edges (`connected_components.py`, large-star / small-star
+  rounds); `SelectSurvivors` picks one survivor per component (losers keyed by their file);
+  `DuplicateIds` finds repeated ids per id partition; `ApplyRemovals` filters each input file
+  where it lies (an Arrow filter) and writes its kept rows as one Parquet file; only losers,
+  duplicate copies and failures travel.
 
-Cost model (N documents, average length L words, P = num_perm, B = bands, D = documents in a
-shared bucket, K = pairwise_bucket_limit):
-- signatures: O(N * L * P) CPU, embarrassingly parallel; memory one document + P integers;
-- banding: N * B shuffle records of ~40 bytes; groups streamed;
-- edges, components, survivors: proportional to D (at most D * B * (K - 1) edges), never to N;
-  a cluster is streamed, never held;
-- verification (default on): one extra shuffle of N shingle-hash arrays (~4 bytes per word);
-- removal: one CoGroupByKey of the N documents with the losers by id.
-Per-worker memory depends on document length, P and B (config), not on N. The direct runner
-(FnApiRunner) is the exception: it keeps every shuffle in its driver's memory, so its peak RSS
-grows with N (driver + 2 workers: 1.9 GB at 20k documents of ~2 KB, 3.4 GB at 100k; 16.4 GB at 1M
-measured before this change); bounded memory at scale needs a runner whose shuffle spills (beam=dask).
+Cost model (N documents, average length L words, P = num_perm, B = bands, F input files,
+Q = band partitions = ceil(N * B / `band_partition_records`), E candidate edges):
+- signatures: O(N * L * P) CPU, embarrassingly parallel over files; memory one file;
+- banding: N * B records of ~20 bytes written to Q * F files, one partition (at most
+  `band_partition_records` records, ~60 bytes each in memory) sorted per task;
+- verification: E records plus one shingle-hash array per edge through the runner;
+- edges, components, survivors: proportional to E and the candidate documents, never to N;
+- removal: one file per task; losers, duplicate copies and failures through the runner.
+So per-task memory is set by the configuration (file size, `band_partition_records`), and
+what the runner shuffles is proportional to the candidates, not to N: on the direct runner,
+which holds every shuffle in its driver's memory, peak RSS no longer grows with the corpus
+(before this design it held N * B band records, N shingle arrays and all N documents: 1.9 GB
+at 20k documents of ~2 KB, 3.4 GB at 100k, 16.4 GB at 1M).
 
-Measured (`benchmarks/dedup_scale.py`, results in `benchmarks/results/dedup_scale_*.json`,
-direct runner with 2 workers, shared 2-core machine): against an in-process loop doing the same
-work (datasketch LSH, exact-Jaccard verification, union-find, same survivor; both remove the
-same ids), 491 vs 1,010 documents per CPU second at 20k (0.49x, 938 removed, load 12-19) and
-1,037 vs 1,342 at 100k (0.77x, 4,571 removed, load 8-15, one repeat). Our CPU is a fixed part
-(four pipelines, each starting its worker processes: ~20 CPU s) plus ~0.7 ms per document, of
-which signing (tokens ~0.12 ms, shingle hashes ~0.13 ms, signature ~0.04 ms) is about 40% and
-the runner's element coding and shuffles (20 band records per document) most of the rest; the
-loop costs ~0.7 ms per document too, so the ratio rises with N. Peak RSS (driver + workers):
-1.9 GB at 20k, 3.4 GB at 100k; the loop 0.66 and 1.4 GB.
+Measured: see `benchmarks/dedup_scale.py` (docstring and `benchmarks/results/dedup_scale_*.json`).
 """
 
 from __future__ import annotations
@@ -66,13 +70,15 @@ from typing import Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import xxhash
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from datasketch import MinHash
 
 from beam_pipelines.accounting import DEAD_LETTER, REMOVED, DeadLetter, StepCounters
-from beam_pipelines.document import Document, removed_row
-from beam_pipelines.transforms.connected_components import normalized_edge
+from beam_pipelines.document import DOCUMENT_SCHEMA, Document, documents_to_table, removed_row
 
 MINHASH_STEP = "07_minhash"
 PERMUTATION_SCHEME = "affine32"
@@ -239,15 +245,68 @@ class Signer:
     def sign(self, text: str) -> np.ndarray | None:
         return self.signature(self.hashes(text))
 
+    def signatures(self, hash_arrays: Sequence[np.ndarray], values_per_chunk: int = 1 << 14) -> np.ndarray:
+        """(documents, num_perm) uint32 signatures of non-empty shingle-hash arrays, equal row
+        for row to `signature`: up to `values_per_chunk` hashes of consecutive documents are
+        permuted in one (num_perm, values) numpy operation and reduced per document along the
+        contiguous axis (`minimum.reduceat`); the chunk bounds the temporary to
+        num_perm x values x 4 bytes (8 MB)."""
+        result = np.empty((len(hash_arrays), self.settings.num_perm), dtype=np.uint32)
+        start = 0
+        while start < len(hash_arrays):
+            end, values = start, 0
+            while end < len(hash_arrays) and (end == start or values + hash_arrays[end].size <= values_per_chunk):
+                values += hash_arrays[end].size
+                end += 1
+            chunk = hash_arrays[start:end]
+            hashes = np.concatenate(chunk)
+            mixed = hashes ^ (hashes >> _FMIX_SHIFT_1)
+            mixed *= _FMIX_MULTIPLIER_1
+            mixed ^= mixed >> _FMIX_SHIFT_2
+            mixed *= _FMIX_MULTIPLIER_2
+            mixed ^= mixed >> _FMIX_SHIFT_3
+            permuted = self._multipliers[:, None] * mixed[None, :]
+            permuted += self._offsets[:, None]
+            offsets = np.cumsum([0] + [array.size for array in chunk[:-1]])
+            result[start:end] = np.minimum.reduceat(permuted, offsets, axis=1).T
+            start = end
+        return result
 
-def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
-    """One shuffle key per band: 2-byte band index + xxh3-64 of the band's hash values.
 
-    A 64-bit digest instead of the raw band keeps keys at 10 bytes; two different bands collide
-    with probability ~2**-64 per pair, far below the banding's own false-candidate rate.
+# Odd 64-bit constants of the band-key mix (splitmix64's and MurmurHash3's fmix64).
+_BAND_SEED = np.uint64(0x9E3779B97F4A7C15)
+_BAND_MULTIPLIER = np.uint64(0xBF58476D1CE4E5B9)
+_FMIX64_1, _FMIX64_2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_SHIFT_29, _SHIFT_32, _SHIFT_33 = np.uint64(29), np.uint64(32), np.uint64(33)
+
+
+def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(documents, bands) uint64 band keys of a (documents, num_perm) signature matrix.
+
+    A band's key mixes its band index and its `rows` values (xor, multiply, shift per value,
+    then MurmurHash3's 64-bit finaliser), all documents and bands at once in numpy. Two
+    different bands (or the same values in two band positions) share a key with probability
+    ~2**-64 per pair, far below the banding's own false-candidate rate; verification checks
+    every candidate anyway.
     """
-    values = np.ascontiguousarray(signature[: bands * rows]).reshape(bands, rows)
-    return [band.to_bytes(2, "big") + xxhash.xxh3_64_digest(values[band].tobytes()) for band in range(bands)]
+    count = signatures.shape[0]
+    values = np.ascontiguousarray(signatures[:, : bands * rows], dtype=np.uint32).reshape(count, bands, rows)
+    keys = np.broadcast_to((np.arange(1, bands + 1, dtype=np.uint64) * _BAND_SEED), (count, bands)).copy()
+    for row in range(rows):
+        keys ^= values[:, :, row].astype(np.uint64)
+        keys *= _BAND_MULTIPLIER
+        keys ^= keys >> _SHIFT_29
+    keys ^= keys >> _SHIFT_33
+    keys *= _FMIX64_1
+    keys ^= keys >> _SHIFT_33
+    keys *= _FMIX64_2
+    keys ^= keys >> _SHIFT_32
+    return keys
+
+
+def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[int]:
+    """The `bands` bucket keys of one signature (`band_hashes` of a single row)."""
+    return band_hashes(signature[None, :], bands, rows)[0].tolist()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,19 +342,85 @@ def removal_detail(cluster: str, survivor: str, cluster_size: int) -> str:
 # Beam transforms
 
 LSH_NAMESPACE = "07_minhash_lsh"
-SHINGLES = "shingles"
 NODES = "nodes"
-NODE_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("rank", pa.list_(pa.float64()))])
+NODE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("rank", pa.list_(pa.float64())),
+        pa.field("unit", pa.int32(), nullable=False),
+    ]
+)
+ID_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("unit", pa.int32(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False),
+    ]
+)
 
 
-class SignDocuments(beam.DoFn):
-    """Document -> (band key, (id, rank)) per band; `SHINGLES`: (id, shingle-hash bytes) when
-    verification is on; `DEAD_LETTER`: documents whose signature failed (JSON lines)."""
+SIGNED_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("rank", pa.list_(pa.float64())),
+        pa.field("hashes", pa.binary()),
+    ]
+)
+BAND_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.uint64(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("unit", pa.int32(), nullable=False),
+    ]
+)
 
-    def __init__(self, settings: MinHashSettings, rank_order: Sequence[str], with_shingles: bool):
+
+def signed_path(work_dir: str, unit: int) -> str:
+    """Per input unit: id, survivor rank and shingle hashes of every signed document."""
+    return f"{work_dir}/signed/unit-{unit:06d}.parquet"
+
+
+def band_path(work_dir: str, partition: int, unit: int) -> str:
+    """The band records (key, id, unit) of one input unit whose key falls in one partition."""
+    return f"{work_dir}/bands/partition-{partition:05d}/unit-{unit:06d}.parquet"
+
+
+def id_path(work_dir: str, partition: int, unit: int) -> str:
+    """Every document's (id, unit, row) of one input unit whose id falls in one partition: the
+    duplicate-id check reads one partition at a time."""
+    return f"{work_dir}/ids/partition-{partition:05d}/unit-{unit:06d}.parquet"
+
+
+def band_partitions(documents: int, bands: int, records_per_partition: int) -> int:
+    """How many partitions the band records are written in, so that one partition holds at most
+    `records_per_partition` of them: the knob that bounds a worker's memory, whatever N is."""
+    return max(1, math.ceil(documents * bands / max(1, records_per_partition)))
+
+
+def _write_table(table: pa.Table, path: str) -> None:
+    # Whole-file writes under a deterministic name: a retried bundle overwrites the same file.
+    with FileSystems.create(path) as handle:
+        pq.write_table(table, handle)
+
+
+def _read_table(path: str, columns: Sequence[str] | None = None) -> pa.Table:
+    with FileSystems.open(path) as handle:
+        return pq.read_table(handle, columns=columns)
+
+
+class SignUnits(beam.DoFn):
+    """(unit index, Parquet path) -> files, no per-document elements: the unit's signed
+    documents (`signed_path`) and its band records split by key into `partitions` files
+    (`band_path`). Signatures are computed per unit in batches (`Signer.signatures`) and band
+    keys for the whole unit at once (`band_hashes`). Yields the unit index (main; the next
+    step waits on it) and, `DEAD_LETTER`, [unit, dead-letter JSON] of documents whose signature
+    failed."""
+
+    def __init__(self, settings: MinHashSettings, rank_order: Sequence[str], work_dir: str, partitions: int):
         self.settings = settings
         self.rank_order = tuple(rank_order)
-        self.with_shingles = with_shingles
+        self.work_dir = work_dir
+        self.partitions = partitions
 
     def setup(self):
         self.signer = Signer(self.settings)
@@ -303,79 +428,145 @@ class SignDocuments(beam.DoFn):
         self.without_words = Metrics.counter(LSH_NAMESPACE, "documents_without_words")
         self.failed = Metrics.counter(LSH_NAMESPACE, "documents_failed")
 
-    def process(self, document: Document):
-        try:
-            hashes = self.signer.hashes(document.text)
-            signature = self.signer.signature(hashes)
-            if signature is None:
-                self.without_words.inc()
-                return
-            keys = band_keys(signature, self.settings.bands, self.settings.rows)
-            rank = survivor_rank(document, self.rank_order)
-        except Exception as error:  # one bad document must not fail the job
-            self.failed.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER,
-                DeadLetter(
+    def process(self, unit):
+        index, path = unit
+        ids, ranks, hash_arrays = [], [], []
+        without_words = 0
+        rows = _read_table(path).to_pylist()
+        all_ids = [str(row.get("id")) for row in rows]
+        for row in rows:
+            try:
+                document = Document.from_row(row)
+                hashes = self.signer.hashes(document.text)
+                if not hashes.size:
+                    without_words += 1
+                    continue
+                rank = survivor_rank(document, self.rank_order)
+            except Exception as error:  # one bad document must not fail the job
+                self.failed.inc()
+                letter = DeadLetter(
                     step=MINHASH_STEP,
                     kind="signature_failed",
                     message=f"{type(error).__name__}: {error}",
-                    source=document.id,
-                    url=document.url,
-                    preview=document.text[:200],
-                ).to_json(),
+                    source=str(row.get("id")),
+                    url=str(row.get("url") or ""),
+                    preview=str(row.get("text") or "")[:200],
+                )
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, json.dumps([index, letter.to_json()]))
+                continue
+            ids.append(document.id)
+            ranks.append(list(rank))
+            hash_arrays.append(hashes)
+        self.without_words.inc(without_words)
+        settings = self.settings
+        if ids:
+            keys = band_hashes(self.signer.signatures(hash_arrays), settings.bands, settings.rows)
+        else:
+            keys = np.zeros((0, settings.bands), dtype=np.uint64)
+        id_array = pa.array(ids, pa.string())
+        _write_table(
+            pa.table(
+                [
+                    id_array,
+                    pa.array(ranks, pa.list_(pa.float64())),
+                    pa.array([h.tobytes() for h in hash_arrays], pa.binary()),
+                ],
+                schema=SIGNED_SCHEMA,
+            ),
+            signed_path(self.work_dir, index),
+        )
+        partition_of = keys % np.uint64(self.partitions)
+        for partition in range(self.partitions):
+            documents, _ = np.nonzero(partition_of == partition)
+            records = pa.table(
+                [
+                    pa.array(keys[partition_of == partition], pa.uint64()),
+                    id_array.take(pa.array(documents)),
+                    pa.array(np.full(documents.size, index, dtype=np.int32)),
+                ],
+                schema=BAND_SCHEMA,
             )
-            return
-        self.signed.inc()
-        member = (document.id, rank)
-        for key in keys:
-            yield (key, member)
-        if self.with_shingles:
-            yield beam.pvalue.TaggedOutput(SHINGLES, (document.id, hashes.tobytes()))
+            _write_table(records, band_path(self.work_dir, partition, index))
+        partitions = self.partitions
+        id_partition = np.array(
+            [xxhash.xxh3_64_intdigest(value.encode("utf-8", "surrogatepass")) % partitions for value in all_ids],
+            dtype=np.int64,
+        )
+        all_id_array = pa.array(all_ids, pa.string())
+        for partition in range(self.partitions):
+            positions = np.flatnonzero(id_partition == partition)
+            _write_table(
+                pa.table(
+                    [
+                        all_id_array.take(pa.array(positions)),
+                        pa.array(np.full(positions.size, index, dtype=np.int32)),
+                        pa.array(positions.astype(np.int32)),
+                    ],
+                    schema=ID_SCHEMA,
+                ),
+                id_path(self.work_dir, partition, index),
+            )
+        self.signed.inc(len(ids))
+        yield index
 
 
-class BucketEdges(beam.DoFn):
-    """(band key, members) -> candidate edges (larger id, smaller id); `NODES`: (id, rank) of
-    every member of a shared bucket.
+class PartitionEdges(beam.DoFn):
+    """Partition index -> candidate edges ((larger id, smaller id), (its unit, the other's unit))
+    of every shared bucket in it; the partition's band records are sorted by key in numpy, so
+    only buckets of two or more documents cost Python time.
 
     Without verification a star to the bucket's smallest id connects the bucket as well as all
     pairs would. With verification, buckets of up to `pairwise_limit` members emit every pair
     (a star would only verify members against the centre and lose pairs of two similar
-    non-centre members); larger buckets fall back to the star, so edges stay O(bucket) and a
-    worker holds at most `pairwise_limit` ids.
+    non-centre members); larger buckets fall back to the star, so edges stay O(bucket).
     """
 
-    def __init__(self, pairwise_limit: int):
+    def __init__(self, work_dir: str, pairwise_limit: int):
+        self.work_dir = work_dir
         self.pairwise_limit = pairwise_limit
 
     def setup(self):
         self.shared_buckets = Metrics.counter(LSH_NAMESPACE, "shared_buckets")
         self.bucket_size = Metrics.distribution(LSH_NAMESPACE, "shared_bucket_size")
 
-    def process(self, grouped):
-        _, members = grouped
-        count = 0
-        smallest = None
-        for member_id, _ in members:  # pass 1: size and centre, holding nothing
-            count += 1
-            if smallest is None or member_id < smallest:
-                smallest = member_id
-        if count < 2:
+    def process(self, partition):
+        pattern = band_path(self.work_dir, partition, 0).rsplit("/", 1)[0] + "/*.parquet"
+        paths = sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list)
+        if not paths:
             return
-        self.shared_buckets.inc()
-        self.bucket_size.update(count)
-        if count <= self.pairwise_limit:
-            ids = sorted({member_id for member_id, _ in members})
-            for i, first in enumerate(ids):
-                for second in ids[i + 1 :]:
-                    yield (second, first)
-        else:
-            for member_id, _ in members:
-                edge = normalized_edge(member_id, smallest)
-                if edge is not None:
-                    yield edge
-        for member in members:
-            yield beam.pvalue.TaggedOutput(NODES, member)
+        table = pa.concat_tables([_read_table(path) for path in paths])
+        keys = table.column("key").to_numpy()
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        same_as_next = ordered[1:] == ordered[:-1]
+        # A shared bucket is a run of equal keys: its records are `order[start:stop]`.
+        starts = np.flatnonzero(np.concatenate(([True], ~same_as_next)))
+        stops = np.concatenate((starts[1:], [ordered.size]))
+        shared = stops - starts >= 2
+        if not shared.any():
+            return
+        positions = np.concatenate([order[a:b] for a, b in zip(starts[shared], stops[shared])])
+        members = table.take(pa.array(positions))
+        member_ids = members.column("id").to_pylist()
+        member_units = members.column("unit").to_pylist()
+        at = 0
+        for size in (stops - starts)[shared].tolist():
+            bucket = zip(member_ids[at : at + size], member_units[at : at + size])
+            at += size
+            units: dict[str, int] = {}
+            for member_id, unit in bucket:
+                units[member_id] = min(unit, units.get(member_id, unit))
+            self.shared_buckets.inc()
+            self.bucket_size.update(size)
+            ids = sorted(units)
+            if size <= self.pairwise_limit:
+                for i, first in enumerate(ids):
+                    for second in ids[i + 1 :]:
+                        yield ((second, first), (units[second], units[first]))
+            else:
+                smallest = ids[0]
+                for member_id in ids[1:]:
+                    yield ((member_id, smallest), (units[member_id], units[smallest]))
 
 
 def _counted(namespace: str, name: str):
@@ -387,53 +578,71 @@ def _counted(namespace: str, name: str):
 
 
 def _any_value(values):
-    # Every copy of a node's rank is the same tuple; keep one.
+    # Every copy of a node's value is the same; keep one.
     for value in values:
         return value
     return None
 
 
 class CandidateEdges(beam.PTransform):
-    """Band records -> {"edges": distinct (larger id, smaller id), "nodes": (id, rank) of
-    every document in a shared bucket}."""
+    """A PCollection whose completion means the band files are written (the signed units) ->
+    distinct candidate edges ((larger id, smaller id), (units)) of the `partitions` partitions."""
 
-    def __init__(self, pairwise_limit: int):
+    def __init__(self, work_dir: str, partitions: int, pairwise_limit: int):
         super().__init__()
+        self.work_dir = work_dir
+        self.partitions = partitions
         self.pairwise_limit = pairwise_limit
 
-    def expand(self, band_records):
-        buckets = (
-            band_records
-            | "Group by band" >> beam.GroupByKey()
-            | "Bucket edges" >> beam.ParDo(BucketEdges(self.pairwise_limit)).with_outputs(NODES, main="edges")
-        )
-        edges = (
-            buckets.edges
-            | "Distinct edges" >> beam.Distinct()
+    def expand(self, signed_units):
+        partitions = self.partitions
+        return (
+            signed_units
+            | "All units signed" >> beam.combiners.Count.Globally()
+            | "Partitions" >> beam.FlatMap(lambda _: range(partitions))
+            | "Spread partitions" >> beam.Reshuffle()
+            | "Bucket edges" >> beam.ParDo(PartitionEdges(self.work_dir, self.pairwise_limit))
+            | "Distinct edges" >> beam.CombinePerKey(min)
             | "Count candidate pairs" >> beam.Map(_counted(LSH_NAMESPACE, "candidate_pairs"))
         )
-        nodes = (
-            buckets[NODES]
-            | "One rank per node" >> beam.CombinePerKey(_any_value)
-            | "Count candidate documents" >> beam.Map(_counted(LSH_NAMESPACE, "candidate_documents"))
+
+
+def _unit_rows(work_dir: str, unit: int, wanted: set[str]) -> dict[str, tuple[list, bytes]]:
+    """id -> (rank, shingle-hash bytes) of the wanted documents of one signed unit."""
+    table = _read_table(signed_path(work_dir, unit))
+    ids = table.column("id").to_pylist()
+    positions = [i for i, document_id in enumerate(ids) if document_id in wanted]
+    rows = table.take(pa.array(positions, pa.int64()))
+    return {
+        document_id: (rank, hashes)
+        for document_id, rank, hashes in zip(
+            rows.column("id").to_pylist(), rows.column("rank").to_pylist(), rows.column("hashes").to_pylist()
         )
-        return {"edges": edges, "nodes": nodes}
+    }
 
 
-def _edge_with_shingles(grouped):
-    """At one document: send its shingle hashes to every candidate edge it is an endpoint of."""
-    _, sides = grouped
-    hashes = next(iter(sides["shingles"]), None)
-    if hashes is None:
-        return
-    for edge in sides["as_node"]:
-        yield (edge, hashes)
-    for edge in sides["as_parent"]:
-        yield (edge, hashes)
+class _AttachFirst(beam.DoFn):
+    """(unit of the larger id, edges) -> (unit of the smaller id, (edge, rank, hashes of the
+    larger id)): the unit's signed file is read once for all its edges."""
+
+    def __init__(self, work_dir: str):
+        self.work_dir = work_dir
+
+    def process(self, grouped):
+        unit, edges = grouped
+        edges = list(edges)
+        found = _unit_rows(self.work_dir, unit, {edge[0] for edge, _ in edges})
+        for edge, other_unit in edges:
+            yield (other_unit, (edge, unit, found.get(edge[0])))
 
 
-class _KeepSimilarEdges(beam.DoFn):
-    def __init__(self, threshold: float):
+class _CompareSecond(beam.DoFn):
+    """(unit of the smaller id, edges with the larger id's data) -> edges whose exact Jaccard
+    reaches `threshold` (every edge when `threshold` is None); `NODES`: (id, rank) of both
+    endpoints of every candidate edge, with their unit."""
+
+    def __init__(self, work_dir: str, threshold: float | None):
+        self.work_dir = work_dir
         self.threshold = threshold
 
     def setup(self):
@@ -442,58 +651,76 @@ class _KeepSimilarEdges(beam.DoFn):
         self.similarity = Metrics.distribution(LSH_NAMESPACE, "verified_similarity_percent")
 
     def process(self, grouped):
-        edge, both = grouped
-        arrays = [np.frombuffer(hashes, dtype=np.uint32) for hashes in both]
-        if len(arrays) != 2:  # an endpoint without shingles cannot be verified
-            self.rejected.inc()
-            return
-        similarity = jaccard(arrays[0], arrays[1])
-        if similarity >= self.threshold:
-            self.verified.inc()
-            self.similarity.update(int(similarity * 100))
-            yield edge
-        else:
-            self.rejected.inc()
+        unit, edges = grouped
+        edges = list(edges)
+        found = _unit_rows(self.work_dir, unit, {edge[1] for edge, _, _ in edges})
+        for edge, first_unit, first in edges:
+            second = found.get(edge[1])
+            if first is None or second is None:  # an endpoint without shingles cannot be verified
+                if self.threshold is not None:
+                    self.rejected.inc()
+                continue
+            yield beam.pvalue.TaggedOutput(NODES, (edge[0], (tuple(first[0]), first_unit)))
+            yield beam.pvalue.TaggedOutput(NODES, (edge[1], (tuple(second[0]), unit)))
+            if self.threshold is None:
+                yield edge
+                continue
+            similarity = jaccard(np.frombuffer(first[1], dtype=np.uint32), np.frombuffer(second[1], dtype=np.uint32))
+            if similarity >= self.threshold:
+                self.verified.inc()
+                self.similarity.update(int(similarity * 100))
+                yield edge
+            else:
+                self.rejected.inc()
 
 
 class VerifyEdges(beam.PTransform):
-    """Candidate edges -> the edges whose exact Jaccard (on shingle hashes) reaches `threshold`.
+    """Candidate edges with their endpoints' units -> {"edges": edges whose exact Jaccard (on
+    shingle hashes) reaches `threshold` (all of them when None), "nodes": (id, (rank, unit)) of
+    every candidate document}.
 
-    Each document's hashes are shuffled once, to the document's own key, and sent from there to
-    its edges; an edge then meets exactly two arrays. Memory: one array plus a streamed edge
-    list per document, two arrays per edge.
+    A join by unit instead of by document: edges are grouped by the larger id's unit, which
+    reads its signed file once and sends that endpoint's hashes on, then by the smaller id's
+    unit, which compares. Only candidate documents' hashes travel (not all N), and a worker
+    holds one unit's file and one unit's edges.
     """
 
-    def __init__(self, threshold: float):
+    def __init__(self, work_dir: str, threshold: float | None):
         super().__init__()
+        self.work_dir = work_dir
         self.threshold = threshold
 
-    def expand(self, inputs):
-        edges, shingles = inputs
-        by_node = edges | "Key by node" >> beam.Map(lambda edge: (edge[0], edge))
-        by_parent = edges | "Key by parent" >> beam.Map(lambda edge: (edge[1], edge))
-        return (
-            {"shingles": shingles, "as_node": by_node, "as_parent": by_parent}
-            | "Join shingles" >> beam.CoGroupByKey()
-            | "Shingles to edges" >> beam.FlatMap(_edge_with_shingles)
-            | "Group by edge" >> beam.GroupByKey()
-            | "Exact Jaccard" >> beam.ParDo(_KeepSimilarEdges(self.threshold))
+    def expand(self, edges):
+        compared = (
+            edges
+            | "Key by first unit" >> beam.Map(lambda item: (item[1][0], (item[0], item[1][1])))
+            | "Group by first unit" >> beam.GroupByKey()
+            | "Attach first" >> beam.ParDo(_AttachFirst(self.work_dir))
+            | "Group by second unit" >> beam.GroupByKey()
+            | "Compare" >> beam.ParDo(_CompareSecond(self.work_dir, self.threshold)).with_outputs(NODES, main="edges")
         )
+        nodes = (
+            compared[NODES]
+            | "One rank per node" >> beam.CombinePerKey(_any_value)
+            | "Count candidate documents" >> beam.Map(_counted(LSH_NAMESPACE, "candidate_documents"))
+        )
+        return {"edges": compared.edges, "nodes": nodes}
 
 
 def _label_members(grouped):
     """At one candidate document: its component label (its star centre, or itself)."""
     node, sides = grouped
-    rank = next(iter(sides["rank"]), None)
-    if rank is None:  # an edge endpoint always has a rank; guard against partial inputs
+    ranked = next(iter(sides["rank"]), None)
+    if ranked is None:  # an edge endpoint always has a rank; guard against partial inputs
         return
+    rank, unit = ranked
     parent = next(iter(sides["parent"]), None)
-    yield (parent or node, (node, tuple(rank)))
+    yield (parent or node, (node, tuple(rank), unit))
 
 
 class _ChooseSurvivor(beam.DoFn):
-    """(label, members) -> (loser id, (cluster, survivor, cluster size)) for every member but
-    the best one. Two passes over the members; only the best is held."""
+    """(label, members) -> (loser's unit, (loser id, cluster, survivor, cluster size)) for every
+    member but the best one. Two passes over the members; only the best is held."""
 
     def setup(self):
         self.clusters = Metrics.counter(LSH_NAMESPACE, "clusters")
@@ -503,7 +730,7 @@ class _ChooseSurvivor(beam.DoFn):
         label, members = grouped
         best = None
         size = 0
-        for member_id, rank in members:
+        for member_id, rank, _ in members:
             size += 1
             if best is None or better((rank, member_id), best):
                 best = (rank, member_id)
@@ -512,13 +739,13 @@ class _ChooseSurvivor(beam.DoFn):
         self.clusters.inc()
         self.cluster_size.update(size)
         survivor = best[1]
-        for member_id, _ in members:
+        for member_id, _, unit in members:
             if member_id != survivor:
-                yield (member_id, (label, survivor, size))
+                yield (unit, (member_id, label, survivor, size))
 
 
 class SelectSurvivors(beam.PTransform):
-    """(nodes with ranks, converged star edges) -> (loser id, (cluster, survivor, size))."""
+    """(nodes with (rank, unit), converged star edges) -> (unit, (loser id, cluster, survivor, size))."""
 
     def expand(self, inputs):
         nodes, edges = inputs
@@ -531,21 +758,60 @@ class SelectSurvivors(beam.PTransform):
         )
 
 
-class _ApplyRemovals(beam.DoFn):
-    """(id, {documents, losers, failed}) -> kept document (main), removed row (`REMOVED`) or
-    dead letter (`DEAD_LETTER`). Every input document is counted exactly once."""
+class DuplicateIds(beam.DoFn):
+    """Id partition -> (unit, row) of every copy of an id but its first (smallest unit, then
+    row): ids are the keys of every dedup join, so a second copy is bad input. One partition's
+    ids are sorted in Arrow; only repeated ids cost Python time."""
+
+    def __init__(self, work_dir: str):
+        self.work_dir = work_dir
+
+    def process(self, partition):
+        pattern = id_path(self.work_dir, partition, 0).rsplit("/", 1)[0] + "/*.parquet"
+        paths = sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list)
+        if not paths:
+            return
+        table = pa.concat_tables([_read_table(path) for path in paths])
+        table = table.take(pc.sort_indices(table, [("id", "ascending"), ("unit", "ascending"), ("row", "ascending")]))
+        ids = table.column("id")
+        if len(ids) < 2:
+            return
+        repeated = np.flatnonzero(pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)) + 1
+        copies = table.take(pa.array(repeated, pa.int64()))
+        for unit, row in zip(copies.column("unit").to_pylist(), copies.column("row").to_pylist()):
+            yield (unit, row)
+
+
+class RemoveFromUnit(beam.DoFn):
+    """(unit, {path, losers, duplicates, failed}) -> the unit's kept documents written as one
+    Parquet file under `documents_dir` (a filter in Arrow, no per-document elements); removed
+    rows (`REMOVED`) and dead letters (`DEAD_LETTER`) as elements. Every input document is
+    counted exactly once."""
+
+    def __init__(self, documents_dir: str, units: int):
+        self.documents_dir = documents_dir
+        self.units = units
 
     def setup(self):
         self.counters = StepCounters(MINHASH_STEP)
 
     def process(self, grouped):
-        document_id, sides = grouped
-        failure = next(iter(sides["failed"]), None)
-        loss = next(iter(sides["losers"]), None)
-        first = True
-        for document in sides["documents"]:
-            self.counters.count_in()
-            if not first:  # ids are keys of every dedup join: a second copy is bad input
+        unit, sides = grouped
+        path = next(iter(sides["path"]))
+        losses = {loss[0]: loss[1:] for loss in sides["losers"]}
+        duplicates = set(sides["duplicates"])
+        failures = {json.loads(letter)["source"]: letter for letter in sides["failed"]}
+        table = _read_table(path)
+        self.counters.count_in(table.num_rows)
+        ids = table.column("id").to_pylist() if table.num_rows else []
+        special = [
+            row
+            for row, document_id in enumerate(ids)
+            if row in duplicates or document_id in losses or document_id in failures
+        ]
+        for row in special:
+            document = Document.from_row(table.slice(row, 1).to_pylist()[0])
+            if row in duplicates:
                 self.counters.count_dead_letter("duplicate_id")
                 yield beam.pvalue.TaggedOutput(
                     DEAD_LETTER,
@@ -553,36 +819,75 @@ class _ApplyRemovals(beam.DoFn):
                         step=MINHASH_STEP,
                         kind="duplicate_id",
                         message="another document has this id",
-                        source=document_id,
+                        source=document.id,
                         url=document.url,
                         preview=document.text[:200],
                     ).to_json(),
                 )
-                continue
-            first = False
-            if failure is not None:
+            elif document.id in failures:
                 self.counters.count_dead_letter("signature_failed")
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, failure)
-            elif loss is not None:
-                cluster, survivor, size = loss
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, failures[document.id])
+            else:
+                cluster, survivor, size = losses[document.id]
                 self.counters.count_dropped(NEAR_DUPLICATE_REASON)
                 yield beam.pvalue.TaggedOutput(
                     REMOVED,
                     removed_row(document, MINHASH_STEP, NEAR_DUPLICATE_REASON, removal_detail(cluster, survivor, size)),
                 )
-            else:
-                self.counters.count_kept()
-                yield document
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[special] = False
+        kept = table.filter(pa.array(keep))
+        self.counters.count_kept(kept.num_rows)
+        if kept.num_rows:
+            _write_table(
+                _as_document_table(kept),
+                f"{self.documents_dir}/part-{unit:05d}-of-{self.units:05d}.parquet",
+            )
+
+
+def _as_document_table(table: pa.Table) -> pa.Table:
+    """The rows in `DOCUMENT_SCHEMA`: a cheap column selection when the input already has its
+    columns and types, else through `Document` (defaults for missing fields, as the readers do)."""
+    if all(name in table.column_names for name in DOCUMENT_SCHEMA.names):
+        selected = table.select(DOCUMENT_SCHEMA.names)
+        if selected.schema.equals(DOCUMENT_SCHEMA):
+            return selected
+    return documents_to_table(Document.from_row(row) for row in table.to_pylist())
+
+
+def _unit_and_letter(line: str):
+    unit, letter = json.loads(line)
+    return (unit, letter)
 
 
 class ApplyRemovals(beam.PTransform):
-    """Documents + losers + failed signatures -> tagged outputs main (kept), REMOVED, DEAD_LETTER."""
+    """Input units + losers + failed signatures -> the kept documents written per unit under
+    `documents_dir`; tagged outputs REMOVED and DEAD_LETTER. Only losers, duplicate copies and
+    failures travel: the documents never leave their unit's worker."""
+
+    def __init__(self, units: list[tuple[int, str]], documents_dir: str, work_dir: str, partitions: int):
+        super().__init__()
+        self.units = units
+        self.documents_dir = documents_dir
+        self.work_dir = work_dir
+        self.partitions = partitions
 
     def expand(self, inputs):
-        documents, losers, failed = inputs
-        keyed = documents | "Key documents" >> beam.Map(lambda document: (document.id, document))
+        losers, failed_lines = inputs
+        pipeline = losers.pipeline
+        paths = pipeline | "Input files" >> beam.Create(self.units)
+        duplicates = (
+            pipeline
+            | "Id partitions" >> beam.Create(list(range(self.partitions)))
+            | "Spread id partitions" >> beam.Reshuffle()
+            | "Duplicate ids" >> beam.ParDo(DuplicateIds(self.work_dir))
+        )
+        failed = failed_lines | "Failed by unit" >> beam.Map(_unit_and_letter)
         return (
-            {"documents": keyed, "losers": losers, "failed": failed}
-            | "Join removals" >> beam.CoGroupByKey()
-            | "Apply removals" >> beam.ParDo(_ApplyRemovals()).with_outputs(REMOVED, DEAD_LETTER, main="kept")
+            {"path": paths, "losers": losers, "duplicates": duplicates, "failed": failed}
+            | "Join by unit" >> beam.CoGroupByKey()
+            | "Remove from unit"
+            >> beam.ParDo(RemoveFromUnit(self.documents_dir, len(self.units))).with_outputs(
+                REMOVED, DEAD_LETTER, main="kept"
+            )
         )

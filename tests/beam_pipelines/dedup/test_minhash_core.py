@@ -13,6 +13,7 @@ from beam_pipelines.transforms.minhash import (
     PERMUTATION_SCHEME,
     MinHashSettings,
     Signer,
+    band_hashes,
     band_keys,
     better,
     candidate_probability,
@@ -88,6 +89,15 @@ def test_fast_shingle_hashing_agrees_with_the_readable_reference():
             )
             plain.update_batch(shingles(word_tokens(text), 5))
             np.testing.assert_array_equal(signer.sign(text), plain.hashvalues)
+    # Batched signatures (chunks of a few documents here, so chunk edges are crossed) equal the
+    # per-document ones, and the band keys of a batch those of each signature.
+    arrays = [signer.hashes(text) for text in texts if text]
+    batched = signer.signatures(arrays, values_per_chunk=500)
+    for row, hashes in zip(batched, arrays):
+        np.testing.assert_array_equal(row, signer.signature(hashes))
+    keys = band_hashes(batched, settings.bands, settings.rows)
+    assert keys.shape == (len(arrays), settings.bands)
+    assert [band_keys(row, settings.bands, settings.rows) for row in batched] == keys.tolist()
 
 
 def test_band_keys_collide_exactly_when_a_band_agrees():

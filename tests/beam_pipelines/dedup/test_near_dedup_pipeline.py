@@ -150,7 +150,10 @@ def test_duplicate_ids_are_dead_lettered_and_the_run_still_balances(tmp_path):
     documents.append(Document(id="copy", text=texts[2].upper()))  # a case-only copy of d2
     documents.append(Document(id="empty", text=" ... "))  # no words: kept, never compared
     write_stage(tmp_path / "pool", documents)
-    summary, kept, removed = _run(tmp_path, "out")
+    # 10 band records per partition: 9 documents x 20 bands / 10 = 18 band (and id) partitions,
+    # so buckets and repeated ids are found among many partition files.
+    summary, kept, removed = _run(tmp_path, "out", "minhash.band_partition_records=10")
+    assert summary["lsh"]["band_partitions"] == 18
     assert summary["balanced"]
     assert summary["totals"] == {"in": 9, "kept": 7, "dropped": 1, "dead_lettered": 1}
     dead = read_jsonl(tmp_path / "out" / "dead_letter" / "07_minhash")
