@@ -47,7 +47,8 @@ over all rows) step 0.383 s vs TRL 0.512 s = 1.34x, rollout 1.85x (load 1.5); af
 1.87x / 1.60x (load 0.7) and 2.15x / 1.78x (load 17). Then the generator's per-token work was cut
 (same samples bit for bit), measured on a VM loaded by other sessions: before (eb102e3, load
 28 -> 41) step 0.231 s vs 0.456 s = 1.97x, rollout 16,920 vs 8,572 = 1.97x; after (7df49b4, load
-80 -> 45) step 0.224 s vs 0.453 s = 2.02x, rollout 22,007 vs 9,175 = 2.40x. At such loads every
+80 -> 45) step 0.224 s vs 0.453 s = 2.02x, rollout 22,007 vs 9,175 = 2.40x; a repeat (load 50 -> 21):
+2.02x and 2.41x (step 0.200 s vs 0.404 s, rollout 24,118 vs 10,001). At such loads every
 figure moves by 10-20% between runs (TRL's rollout rate: 8,572-11,795).
 
 Where the rollout's time goes (the benchmark's call alone: 64 rows, 8 distinct prompts of 32-33
