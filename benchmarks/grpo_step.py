@@ -48,8 +48,12 @@ over all rows) step 0.383 s vs TRL 0.512 s = 1.34x, rollout 1.85x (load 1.5); af
 (same samples bit for bit), measured on a VM loaded by other sessions: before (eb102e3, load
 28 -> 41) step 0.231 s vs 0.456 s = 1.97x, rollout 16,920 vs 8,572 = 1.97x; after (7df49b4, load
 80 -> 45) step 0.224 s vs 0.453 s = 2.02x, rollout 22,007 vs 9,175 = 2.40x; a repeat (load 50 -> 21):
-2.02x and 2.41x (step 0.200 s vs 0.404 s, rollout 24,118 vs 10,001). At such loads every
-figure moves by 10-20% between runs (TRL's rollout rate: 8,572-11,795).
+2.02x and 2.41x (step 0.200 s vs 0.404 s, rollout 24,118 vs 10,001); before and after back to
+back (load 14 -> 27): before 1.85x and 1.79x, after 1.81x and 2.06x (rollout 19,185 vs 9,308;
+our updates 0.146 s against 0.110-0.125 s in the other runs). At such loads every figure moves
+by 10-20% between runs (TRL's rollout rate: 8,572-11,795). The rollout target is met in the
+three runs after the change (2.06-2.41x); the step one is not met robustly (1.81-2.02x): two
+thirds of our step are the two updates' forward/backward and optimizer steps.
 
 Where the rollout's time goes (the benchmark's call alone: 64 rows, 8 distinct prompts of 32-33
 tokens, 16 new tokens at T = 1, top-p 1; process time, least of 10 calls, load ~30; before ->
