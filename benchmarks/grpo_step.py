@@ -51,9 +51,13 @@ over all rows) step 0.383 s vs TRL 0.512 s = 1.34x, rollout 1.85x (load 1.5); af
 2.02x and 2.41x (step 0.200 s vs 0.404 s, rollout 24,118 vs 10,001); before and after back to
 back (load 14 -> 27): before 1.85x and 1.79x, after 1.81x and 2.06x (rollout 19,185 vs 9,308;
 our updates 0.146 s against 0.110-0.125 s in the other runs). At such loads every figure moves
-by 10-20% between runs (TRL's rollout rate: 8,572-11,795). The rollout target is met in the
-three runs after the change (2.06-2.41x); the step one is not met robustly (1.81-2.02x): two
-thirds of our step are the two updates' forward/backward and optimizer steps.
+by 10-20% between runs (TRL's rollout rate: 8,572-11,795). Three more before/after pairs at
+load 3-10: rollout 2.35x -> 2.19x, 1.92x -> 2.19x, 1.78x -> 2.11x; step 2.12x -> 1.91x, 1.84x ->
+1.98x, 1.87x -> 1.75x. Over all runs our rollout rate went from 16,920-21,948 (median 17,053)
+to 19,185-24,118 (median 21,398) tokens/CPU-s; the rollout ratio is 2.06-2.41x in all six runs
+after the change (1.78-2.35x before), so that target is met; the step ratio is 1.75-2.02x after
+(1.84-2.12x before): not met, two thirds of our step are the two updates' forward/backward and
+optimizer steps.
 
 Where the rollout's time goes (the benchmark's call alone: 64 rows, 8 distinct prompts of 32-33
 tokens, 16 new tokens at T = 1, top-p 1; process time, least of 10 calls, load ~30; before ->
