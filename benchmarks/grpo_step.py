@@ -41,10 +41,38 @@ Prints ONE JSON line; ratios > 1 mean ours is faster.
     python benchmarks/grpo_step.py --megatron-forward        # ours: megatron's forward in every pass
 
 Figures (OMP_NUM_THREADS=1 nice python benchmarks/grpo_step.py --steps 6, shared 2-core VM;
-benchmarks/results/grpo_step*.json): before this change (megatron's forward, pi_old over all
-rows) step 0.383 s vs TRL 0.512 s = 1.34x, rollout 1.85x (load 1.5); after it: step 0.195 s vs 0.390 s =
-2.00x, rollout 21,612 vs 11,245 tokens/CPU-s = 1.92x (load 2.1); a repeat at load 0.7: 1.87x and
-1.60x; at load 17: 2.15x and 1.78x. The step target is met only in some runs, the rollout one not.
+benchmarks/results/grpo_step*.json): before the shared-prefix passes (megatron's forward, pi_old
+over all rows) step 0.383 s vs TRL 0.512 s = 1.34x, rollout 1.85x (load 1.5); after them: step
+0.195 s vs 0.390 s = 2.00x, rollout 21,612 vs 11,245 tokens/CPU-s = 1.92x (load 2.1); repeats
+1.87x / 1.60x (load 0.7) and 2.15x / 1.78x (load 17). Then the generator's per-token work was cut
+(same samples bit for bit), measured on a VM loaded by other sessions: before (eb102e3, load
+28 -> 41) step 0.231 s vs 0.456 s = 1.97x, rollout 16,920 vs 8,572 = 1.97x; after (7df49b4, load
+80 -> 45) step 0.224 s vs 0.453 s = 2.02x, rollout 22,007 vs 9,175 = 2.40x; a repeat (load 50 -> 21):
+2.02x and 2.41x (step 0.200 s vs 0.404 s, rollout 24,118 vs 10,001); before and after back to
+back (load 14 -> 27): before 1.85x and 1.79x, after 1.81x and 2.06x (rollout 19,185 vs 9,308;
+our updates 0.146 s against 0.110-0.125 s in the other runs). At such loads every figure moves
+by 10-20% between runs (TRL's rollout rate: 8,572-11,795). Three more before/after pairs at
+load 3-10: rollout 2.35x -> 2.19x, 1.92x -> 2.19x, 1.78x -> 2.11x; step 2.12x -> 1.91x, 1.84x ->
+1.98x, 1.87x -> 1.75x. Over all runs our rollout rate went from 16,920-21,948 (median 17,053)
+to 19,185-24,118 (median 21,398) tokens/CPU-s; the rollout ratio is 2.06-2.41x in all six runs
+after the change (1.78-2.35x before), so that target is met; the step ratio is 1.75-2.02x after
+(1.84-2.12x before): not met, two thirds of our step are the two updates' forward/backward and
+optimizer steps.
+
+Where the rollout's time goes (the benchmark's call alone: 64 rows, 8 distinct prompts of 32-33
+tokens, 16 new tokens at T = 1, top-p 1; process time, least of 10 calls, load ~30; before ->
+after the change): one call 45 ms for ~1,000 tokens; decode forward 32.5 ms over 16 steps
+(2.0 ms per step, ~32 us per row-token), the prefill of the 8 prompts 3.1 ms, sampling 3.3 ms
+(0.19 ms per step), bookkeeping and stop checks 4.7 ms, eval()/train() over every module 0.8 ms
+(now skipped: the cached decoder applies no dropout), the rows' uniform streams 0.5 ms, the
+prefill's cache row copies 0.4 ms, decoding the texts 0.4 ms. Torch calls from Python per decode
+step: forward 177 -> 112 (4 layers: rotary 8 -> 3 calls, key and value cache writes 2 -> 1,
+the softmax scale folded into the query tables, no sequence axis), outside it ~75 -> ~44
+(sampler ~20 -> ~15, the loop's state in position-major columns); one host sync per step (the
+count of running rows). No attention over padding (exact positions, prompts 32-33 tokens). An
+interleaved A/B of the decode forward alone (same process, load ~50): 2.68 -> 2.52 ms per step,
+so at these sizes the ops' own work (9 RMSNorms, 17 small matmuls, 8 batched attention products
+per step), not the Python calls, is most of a step.
 """
 
 from __future__ import annotations

@@ -199,7 +199,11 @@ class MegatronGenerator:
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         results: list[SampledSequence | None] = [None] * len(prompt_ids)
         was_training = self.wrapped.training
-        self.wrapped.eval()
+        # The cached decoder reads the weights and applies no dropout: the modules' mode does not
+        # matter to it, and switching it walks every module twice per call.
+        switch_mode = self.decoder.uses_module_forward and was_training
+        if switch_mode:
+            self.wrapped.eval()
         try:
             with torch.no_grad(), device_rewrites_suspended(self.decoder.name == CachedDecoder.name):
                 for start in range(0, len(order), self.max_batch_size):
@@ -208,7 +212,8 @@ class MegatronGenerator:
                     for index, sample in zip(batch, self._generate_batch(rows, batch, params, stop_at_code_block)):
                         results[index] = sample
         finally:
-            self.wrapped.train(was_training)
+            if switch_mode:
+                self.wrapped.train(was_training)
         return results  # type: ignore[return-value]
 
     def _broadcast_in_tensor_parallel_group(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -232,35 +237,52 @@ class MegatronGenerator:
         stop_at_code_block: bool = False,
     ) -> list[SampledSequence]:
         """Lock-step decoding of one batch (see the module docstring); `request_rows` are the
-        rows' indices in the request (their sampling streams)."""
+        rows' indices in the request (their sampling streams).
+
+        The state of the rows in the decoder's cache lives in tensors of the cache's row order,
+        laid out by position, so that a step reads and writes one column of each: every row's
+        sequence (prompt, then samples), the log-probs of the samples, the uniforms, plus the
+        position where each row ends (its limit until EOD or a stop string ends it sooner). Rows
+        leave these tensors only when the cache drops them."""
         device = self.device
         batch_size = len(prompts)
         lengths = [len(p) for p in prompts]
         total = min(max(lengths) + params.max_new_tokens, self.context_length)
-        tokens = torch.zeros(batch_size, total, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            tokens[row, : len(prompt)] = torch.tensor(prompt[:total], dtype=torch.long)
-        tokens = tokens.to(device)
+        # Every row's sequence: its prompt, then zeros where its samples will go.
+        tokens = torch.tensor([prompt[:total] + [0] * (total - len(prompt)) for prompt in prompts], device=device)
         prompt_lengths = torch.tensor(lengths, device=device)
         budget = min(params.max_new_tokens, total - min(lengths))
-        uniforms = row_uniforms(params.seed, request_rows, budget, device) if params.temperature > 0 else None
-        sampled = torch.zeros(batch_size, budget, dtype=torch.long, device=device)
-        sampled_log_probs = torch.zeros(batch_size, budget, dtype=torch.float32, device=device)
-        produced = torch.zeros(batch_size, dtype=torch.long, device=device)
-        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        uniforms = None
+        if params.temperature > 0:
+            # A row's k-th sample (at position prompt length + k) takes the k-th number of its stream.
+            streams = row_uniforms(params.seed, request_rows, budget, device)
+            steps = torch.arange(total, device=device).unsqueeze(0) - prompt_lengths.unsqueeze(1)
+            uniforms = streams.gather(1, steps.clamp(0, budget - 1))
+        log_probs = torch.zeros(batch_size, total, dtype=torch.float32, device=device)
+        # The last position where a row samples: max_new_tokens or the context, unless it ends sooner.
+        ends = (prompt_lengths + params.max_new_tokens - 1).clamp(max=total - 1)
         reasons = [FINISH_LENGTH] * batch_size
         stops = [s for s in params.stop if s]
+        checks_text = bool(stops) or stop_at_code_block
         tail_tokens = max((len(s) for s in stops), default=0) + 8
         eod = self.tokenizer.eod
-        # `live`: the request rows held in the decoder's cache, in cache order.
+        longest_prompt = max(lengths)
+        # `live`: the request rows held in the decoder's cache, in cache order, and their state.
         live = torch.arange(batch_size, device=device)
+        live_tokens, live_log_probs, live_uniforms, live_lengths, live_ends = (
+            tokens,
+            log_probs,
+            uniforms,
+            prompt_lengths,
+            ends,
+        )
         previous, position = 0, min(lengths)
         # Rows whose prefilled prefix is the same (GRPO's G samples of a question) share one
         # prefill: the distinct prefixes are encoded once and their cache rows repeated.
         prefixes: dict[tuple[int, ...], int] = {}
         prefix_of_row = [prefixes.setdefault(tuple(prompt[:position]), len(prefixes)) for prompt in prompts]
         shared_prefill = self.decoder.can_select_rows and len(prefixes) < batch_size
-        while position < total and live.numel() > 0:
+        while position < total:
             if previous == 0 and shared_prefill:
                 representatives = torch.tensor([prefix_of_row.index(i) for i in range(len(prefixes))], device=device)
                 repeat = torch.tensor(prefix_of_row, device=device)
@@ -271,53 +293,90 @@ class MegatronGenerator:
                 self.decoder.start(batch_size, total)
                 logits = self.decoder.forward(tokens[:, :position], 0)
             else:
-                logits = self.decoder.forward(tokens[live, previous:position], previous)
+                logits = self.decoder.forward(live_tokens[:, previous:position], previous)
             self.stats["forward_passes"] += 1
-            steps = produced[live].clamp(max=budget - 1)
-            row_uniform = uniforms[live, steps] if uniforms is not None else None
             next_tokens, next_log_probs = sample_next_tokens(
-                logits, params.temperature, params.top_p, self.vocab_size, row_uniform
+                logits,
+                params.temperature,
+                params.top_p,
+                self.vocab_size,
+                live_uniforms[:, position] if live_uniforms is not None else None,
             )
             next_tokens = self._broadcast_in_tensor_parallel_group(next_tokens.contiguous())
+            live_log_probs[:, position] = next_log_probs
             # Rows past their prompt take the sample; the others feed their own next prompt token.
-            generating = (position >= prompt_lengths[live]) & ~finished[live]
-            rows = live[generating]
-            if rows.numel():
-                chosen = next_tokens[generating]
-                tokens[rows, position] = chosen
-                slots = produced[rows]
-                sampled[rows, slots] = chosen
-                sampled_log_probs[rows, slots] = next_log_probs[generating]
-                produced[rows] = slots + 1
-                ended = self._finished_rows(
-                    rows, chosen, produced, sampled, stops, tail_tokens, stop_at_code_block, eod, reasons
+            # (Rows that have ended take samples too, never read: they are past their end.)
+            if position < longest_prompt:
+                sampling = position >= live_lengths
+                next_tokens = torch.where(sampling, next_tokens, live_tokens[:, position])
+                ended = (next_tokens == eod) & sampling
+            else:
+                ended = next_tokens == eod
+            live_tokens[:, position] = next_tokens
+            if checks_text:
+                ended = self._text_stops(
+                    live,
+                    live_tokens,
+                    live_lengths,
+                    live_ends,
+                    ended,
+                    position,
+                    stops,
+                    tail_tokens,
+                    stop_at_code_block,
+                    reasons,
                 )
-                at_limit = (produced[rows] >= params.max_new_tokens) | (position + 1 >= total)
-                finished[rows] = ended | at_limit
+            live_ends.masked_fill_(ended & (live_ends > position), position)
             # Drop finished rows from the cache once they are an eighth of it (bounded waste,
             # few copies) and the steps left would decode them for longer than the copy takes
             # (about one step: the cache is read once per step and copied once per drop): rows that
             # end together near the end of a rollout are decoded to it instead. A decoder that
             # cannot drop rows keeps decoding them.
-            running = ~finished[live]
-            dead = live.numel() - int(running.sum())
-            if dead == live.numel():
+            running = live_ends > position
+            kept = int(running.sum())
+            if kept == 0:
                 break
+            dead = live.numel() - kept
             if dead and dead * 8 >= live.numel():
+                index = running.nonzero().squeeze(-1)
                 # The most steps a running row can still take (its prompt, then its budget).
-                kept = live[running]
-                left = (prompt_lengths[kept] - position - 1).clamp(min=0) + params.max_new_tokens - produced[kept]
+                kept_lengths = live_lengths[index]
+                left = (
+                    (kept_lengths - position - 1).clamp(min=0)
+                    + params.max_new_tokens
+                    - (position + 1 - kept_lengths).clamp(min=0)
+                )
                 steps_left = min(int(left.max()), total - position - 1)
-                if dead * steps_left >= live.numel() and self.decoder.select_rows(running.nonzero().squeeze(-1)):
-                    live = live[running]
+                if dead * steps_left >= live.numel() and self.decoder.select_rows(index):
+                    if live_tokens is not tokens:  # the rows leaving keep their state in the batch's tensors
+                        self._store_rows(live, live_tokens, live_log_probs, live_ends, tokens, log_probs, ends)
+                    live = live[index]
+                    live_tokens, live_log_probs, live_lengths, live_ends = (
+                        live_tokens[index],
+                        live_log_probs[index],
+                        live_lengths[index],
+                        live_ends[index],
+                    )
+                    live_uniforms = live_uniforms[index] if live_uniforms is not None else None
             previous, position = position, position + 1
-        counts = produced.tolist()
-        token_lists = [ids[:count] for ids, count in zip(sampled.tolist(), counts)]
-        log_prob_lists = [values[:count] for values, count in zip(sampled_log_probs.tolist(), counts)]
-        samples = [
-            SampledSequence(prompt_ids=list(prompt), token_ids=ids, logprobs=values, finish_reason=reason)
-            for prompt, ids, values, reason in zip(prompts, token_lists, log_prob_lists, reasons)
-        ]
+        if live_tokens is not tokens:
+            self._store_rows(live, live_tokens, live_log_probs, live_ends, tokens, log_probs, ends)
+        counts = (ends - prompt_lengths + 1).tolist()
+        token_rows, log_prob_rows = tokens.tolist(), log_probs.tolist()
+        samples = []
+        for row, (prompt, count) in enumerate(zip(prompts, counts)):
+            length = len(prompt)
+            ids = token_rows[row][length : length + count]
+            if ids and ids[-1] == eod:
+                reasons[row] = FINISH_STOP
+            samples.append(
+                SampledSequence(
+                    prompt_ids=list(prompt),
+                    token_ids=ids,
+                    logprobs=log_prob_rows[row][length : length + count],
+                    finish_reason=reasons[row],
+                )
+            )
         texts = self._decode_many(
             [s.token_ids[:-1] if s.token_ids and s.token_ids[-1] == eod else s.token_ids for s in samples]
         )
@@ -327,49 +386,54 @@ class MegatronGenerator:
         self.stats["generated_tokens"] += sum(counts)
         return samples
 
-    def _finished_rows(
+    @staticmethod
+    def _store_rows(live, live_tokens, live_log_probs, live_ends, tokens, log_probs, ends) -> None:
+        """The live rows' state (cache order) into the batch's tensors (request-batch order)."""
+        tokens[live] = live_tokens
+        log_probs[live] = live_log_probs
+        ends[live] = live_ends
+
+    def _text_stops(
         self,
-        rows: torch.Tensor,
-        chosen: torch.Tensor,
-        produced: torch.Tensor,
-        sampled: torch.Tensor,
+        live: torch.Tensor,
+        live_tokens: torch.Tensor,
+        live_lengths: torch.Tensor,
+        live_ends: torch.Tensor,
+        ended: torch.Tensor,
+        position: int,
         stops: list[str],
         tail_tokens: int,
         stop_at_code_block: bool,
-        eod: int,
         reasons: list[str],
     ) -> torch.Tensor:
-        """Which of `rows` (that just sampled `chosen`) end here, and why (in `reasons`): EOD, then
-        a stop string in the decoded tail, then a closed ```python block; the length limits are
-        the caller's. Stop strings are checked in one batched decode of the rows' tails."""
-        ended = chosen == eod
-        if not stops and not stop_at_code_block:
-            for row in rows[ended].tolist():
-                reasons[row] = FINISH_STOP
+        """`ended` (the live rows whose sample at `position` is EOD) and the live rows that end at
+        `position` by a stop string in their decoded tail, then by a closed ```python block (their
+        reasons recorded in `reasons`); only rows sampling there and not ended are checked. Stop
+        strings are checked in one batched decode of the rows' tails."""
+        sampling = (position >= live_lengths) & (live_ends >= position) & ~ended
+        checked = sampling.nonzero().squeeze(-1).tolist()
+        if not checked:
             return ended
-        row_list, ended_list, counts = rows.tolist(), ended.tolist(), produced[rows].tolist()
-        for row, is_eod in zip(row_list, ended_list):
-            if is_eod:
-                reasons[row] = FINISH_STOP
-        checked = [index for index, is_eod in enumerate(ended_list) if not is_eod]
-        if stops and checked:
-            tails = [
-                sampled[row_list[index], max(0, counts[index] - tail_tokens) : counts[index]].tolist()
-                for index in checked
-            ]
-            stopped = [any(stop in text for stop in stops) for text in self._decode_many(tails)]
-            for index, hit in zip(checked, stopped):
-                if hit:
-                    ended_list[index] = True
-                    reasons[row_list[index]] = FINISH_STOP
-            checked = [index for index in checked if not ended_list[index]]
+        rows, lengths = live.tolist(), live_lengths.tolist()
+        hits: list[int] = []
+        if stops:
+            window_start = max(0, position + 1 - tail_tokens)
+            window = live_tokens[:, window_start : position + 1].tolist()
+            tails = [window[index][max(lengths[index], window_start) - window_start :] for index in checked]
+            for index, text in zip(checked, self._decode_many(tails)):
+                if any(stop in text for stop in stops):
+                    hits.append(index)
+                    reasons[rows[index]] = FINISH_STOP
+            checked = [index for index in checked if reasons[rows[index]] != FINISH_STOP]
         if stop_at_code_block:
             for index in checked:
-                row = row_list[index]
-                if closes_python_block(sampled[row, : counts[index]].tolist(), self.tokenizer):
-                    ended_list[index] = True
-                    reasons[row] = FINISH_TOOL
-        return torch.tensor(ended_list, dtype=torch.bool, device=rows.device)
+                if closes_python_block(live_tokens[index, lengths[index] : position + 1].tolist(), self.tokenizer):
+                    hits.append(index)
+                    reasons[rows[index]] = FINISH_TOOL
+        if hits:
+            ended = ended.clone()
+            ended[hits] = True
+        return ended
 
     def _cut_at_stop(self, sample: SampledSequence, text: str, stops: list[str]) -> None:
         cut = len(text)

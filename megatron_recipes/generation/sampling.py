@@ -68,20 +68,22 @@ def sample_next_tokens(
         tokens = log_probs.argmax(dim=-1)
     else:
         probabilities = log_probs.double().exp()
-        order = None
         if top_p < 1.0:
             probabilities, order = probabilities.sort(dim=-1, descending=True, stable=True)
-        cumulative = probabilities.cumsum(dim=-1)
-        if order is None:
-            candidates = torch.full_like(uniforms, vocab_size, dtype=torch.long)
-        else:
+            cumulative = probabilities.cumsum(dim=-1)
             # The candidates are a prefix of the sorted row: the mass before them is below top_p.
             mass_before = torch.nn.functional.pad(cumulative[..., :-1], (1, 0))
-            candidates = (mass_before < top_p).sum(dim=-1)
-        mass = cumulative.gather(-1, (candidates - 1).unsqueeze(-1))
-        chosen = torch.searchsorted(cumulative, uniforms.unsqueeze(-1) * mass, right=True)
-        # u x mass can round up to the mass itself: then the first candidate where it is reached.
-        chosen = torch.minimum(chosen, (cumulative < mass).sum(dim=-1, keepdim=True))
+            candidates = (mass_before < top_p).sum(dim=-1, keepdim=True)
+            mass = cumulative.gather(-1, candidates - 1)
+        else:  # every token is a candidate, in id order: no sort, the mass is the last sum
+            order = None
+            cumulative = probabilities.cumsum(dim=-1)
+            mass = cumulative[..., -1:]
+        # The first candidate whose cumulative probability exceeds u x mass. u x mass can round up
+        # to the mass itself: then the first candidate reaching it, which is the first exceeding
+        # the double just below the mass (the same index the search finds, one op on [b, 1]).
+        target = torch.minimum(uniforms.unsqueeze(-1) * mass, torch.nextafter(mass, mass.new_zeros(())))
+        chosen = torch.searchsorted(cumulative, target, right=True)
         tokens = (order.gather(-1, chosen) if order is not None else chosen).squeeze(-1)
     return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 

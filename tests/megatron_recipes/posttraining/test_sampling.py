@@ -28,6 +28,8 @@ def test_vectorised_sampler_equals_the_reference_draw_for_draw(temperature, top_
     for seed, spread in ((0, 0.5), (1, 2.0), (2, 6.0)):
         logits = random_logits(24, seed, spread)
         uniforms = torch.rand(24, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 10))
+        # The ends of [0, 1): the first candidate, and the last ones of a row.
+        uniforms[-4:] = torch.tensor([1.0 - 2.0**-53, 1.0 - 2.0**-52, 1.0 - 2.0**-50, 0.0], dtype=torch.float64)
         tokens, log_probs = sample_next_tokens(logits, temperature, top_p, VOCAB, uniforms)
         for row in range(24):
             token, log_prob = reference_sample(logits[row], temperature, top_p, VOCAB, float(uniforms[row]))
