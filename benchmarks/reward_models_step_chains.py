@@ -361,6 +361,12 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=40)
     # The KL coefficient of the two GRPO runs with learned rewards (PPO keeps the preset's 0.04).
     parser.add_argument("--grpo-kl", type=float, default=0.5)
+    # Where the ORM reads its score: step_product (P(correct) = the product of the step-end
+    # probabilities, trained on the outcome label only) or last_token (the response's last token).
+    parser.add_argument("--orm-pooling", choices=("step_product", "last_token"), default="step_product")
+    # The learned reward's weight beside the rule-based accuracy (weight 1) in the combined GRPO
+    # runs (grpo_orm_combined, grpo_prm_combined); the pure-RM runs use the learned reward alone.
+    parser.add_argument("--combined-rm-weight", type=float, default=0.5)
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -370,7 +376,16 @@ def main() -> None:
     outcome = label(work, "labels_train_outcome", sft, train_questions, args.orm_questions, 4, "outcome", 11)
     shepherd = label(work, "labels_train_shepherd", sft, train_questions, args.prm_questions, 4, "math_shepherd", 12)
     heldout = label(work, "labels_heldout", sft, heldout_questions, args.heldout_questions, 16, "outcome", 13)
-    orm = train_reward_model(work, "orm", sft, outcome, "orm", "step_labels", args.reward_model_steps)
+    orm = train_reward_model(
+        work,
+        "orm" if args.orm_pooling == "step_product" else "orm_last_token",
+        sft,
+        outcome,
+        "orm",
+        "step_labels",
+        args.reward_model_steps,
+        f"reward_model.outcome_pooling={args.orm_pooling}",
+    )
     # Both PRMs learn from the same solutions (every outcome-labelled one: the Math-Shepherd set
     # labels the same 1000 questions x 4 samples) for the same steps; only the labels differ.
     prm_truth = train_reward_model(work, "prm_truth", sft, outcome, "prm", TRUE_LABEL_FIELD, args.prm_steps)
