@@ -367,6 +367,9 @@ def main() -> None:
     # The learned reward's weight beside the rule-based accuracy (weight 1) in the combined GRPO
     # runs (grpo_orm_combined, grpo_prm_combined); the pure-RM runs use the learned reward alone.
     parser.add_argument("--combined-rm-weight", type=float, default=0.5)
+    # The KL coefficient of the combined runs and of the rule-only baseline (grpo_rule): the rule
+    # keeps the policy from exploiting the reward model, so the preset's 0.04 by default.
+    parser.add_argument("--combined-kl", type=float, default=0.04)
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -434,6 +437,31 @@ def main() -> None:
             f"rl.reward_model={prm_shepherd}",
             "rl.reward_weights=[0.0]",
             kl,
+        ),
+        # Combined rewards (the issue allows them; reported apart from the pure-RM runs above):
+        # the rule-based accuracy (weight 1) plus the learned reward (--combined-rm-weight), and
+        # the rule alone at the same settings as their baseline.
+        "grpo_rule": grpo(work, "grpo_rule", task, sft, args.grpo_steps, f"rl.kl_coefficient={args.combined_kl}"),
+        "grpo_orm_combined": grpo(
+            work,
+            "grpo_orm_combined",
+            task,
+            sft,
+            args.grpo_steps,
+            f"rl.reward_model={orm}",
+            f"rl.reward_model_weight={args.combined_rm_weight}",
+            f"rl.kl_coefficient={args.combined_kl}",
+        ),
+        "grpo_prm_combined": grpo(
+            work,
+            "grpo_prm_combined",
+            task,
+            sft,
+            args.grpo_steps,
+            "rl.advantage_estimator=process",
+            f"rl.reward_model={prm_shepherd}",
+            f"rl.reward_model_weight={args.combined_rm_weight}",
+            f"rl.kl_coefficient={args.combined_kl}",
         ),
         "ppo_orm": grpo(
             work,
