@@ -56,7 +56,9 @@ SFT policy at temperature 1, accuracy 0.538):
       ORM 0.925 (+28.8) / 0.829 (+29.1), PRM 0.95 (+31.3) / 0.902 (+36.4): met as combined, but
       the rule alone (grpo_rule, same settings) gives 0.9375 (+30.0) / 0.859 (+32.1): the ORM adds
       nothing, the PRM +4.3 points on the x16 check. PPO with the ORM: 0.7875 (+15.0) / 0.656 (+11.7).
-      Screens (pure ORM, KL 0.5): last-token ORM 0.75 / 0.579; group 16 x 4 questions 0.725 / 0.542.
+      Screens (pure ORM, KL 0.5): last-token ORM 0.75 / 0.579; group 16 x 4 questions 0.725 / 0.542;
+      pure step-product ORM at KL 0.04 collapses, 0.3875 / 0.279 (results one too small, as the
+      last-token ORM's policy did before); pure PRM on ground-truth labels 0.6875 / 0.593 (+5.5).
 
 Iterative RL with the last-token ORM (earlier build; python -m megatron_recipes.iterative_rl, 4
 rounds of 10 GRPO steps at KL 0.04, 10% replay): held-out 0.559 -> 0.286; the retrained ORM kept
