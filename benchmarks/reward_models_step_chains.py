@@ -11,13 +11,18 @@ so a rerun continues (delete a directory under --work to redo it):
                    questions (ORM data), Math-Shepherd labels (hard and soft) on a subset of them
                    (PRM data), and 16 solutions of every held-out question (evaluation); the
                    ground-truth step labels are added to each (step_chains annotate)
-  orm, prm_truth, prm_shepherd   megatron_recipes.reward_model: an ORM (outcome labels), a PRM on
+  orm, prm_truth, prm_shepherd   megatron_recipes.reward_model: an ORM (outcome labels;
+                   --orm-pooling: orm/ for step_product, orm_last_token/ for last_token), a PRM on
                    the ground-truth step labels of the same solutions, a PRM on Math-Shepherd hard
                    labels (--shepherd-label) of the same solutions, all from the SFT checkpoint
   grpo_orm, grpo_prm, ppo_orm    megatron_recipes.grpo from the SFT checkpoint with the ORM
                    (outcome supervision), the Shepherd PRM (process supervision), both with
                    rl.kl_coefficient=--grpo-kl, and PPO (rl.advantage_estimator=gae) with the ORM;
-                   held-out accuracy at temperature 1 every 10 steps
+                   held-out accuracy at temperature 1 every 10 steps; grpo_rule (the rule-based
+                   accuracy alone) and grpo_orm_combined / grpo_prm_combined (the rule + the RM
+                   with --combined-rm-weight) at --combined-kl
+  heldout16_<run>  label_steps of each run's final policy on the held-out questions x 16, as
+                   labels_heldout samples the SFT policy
 
 Then, in this process, the held-out solutions are scored by each reward model: AUCs against
 final correctness (ORM) and ground-truth step labels (PRMs), the same within each question only
@@ -27,40 +32,43 @@ solution's lowest step score as Math-Shepherd does, and Math-Shepherd's self-con
 votes weighted by the RM's scores). Held-out questions are checked to be disjoint from the SFT
 and RL training questions. Prints ONE JSON line with every figure.
 
-Figures (benchmarks/results/reward_models_step_chains.json: 2 shared cores, load average 11-21
-from other jobs; 200 held-out questions x 16 solutions of the SFT policy, accuracy 0.558):
-  Math-Shepherd labels vs ground truth (3576 solutions, 14617 steps): agreement 0.958 hard,
-      0.944 soft, soft-label AUC 0.993.
-  PRM on ground-truth labels: held-out step AUC 0.910 (bar 0.9: met).
-  PRM on Math-Shepherd labels: step AUC 0.892 with hard labels (bar 0.85: met); soft labels on
-      the same solutions and steps 0.813, and 0.783 with soft labels on 1600 solutions (before).
-  ORM: AUC of final correctness 0.802 (bar 0.9: NOT met). Within a question only 0.695 (PRMs
-      by lowest step: 0.887 truth, 0.879 Shepherd); question difficulty alone gives 0.718, so
-      most of the ORM's AUC is knowing which questions are hard, not checking the solution.
-  Best-of-16 (fraction right): random 0.558, self-consistency 0.795, ORM 0.545, PRM truth 0.710,
-      PRM Shepherd 0.690 (none beats self-consistency; pass@16 0.995); self-consistency + RM:
-      ORM 0.825, PRM truth 0.915, PRM Shepherd 0.910 (all beat both baselines).
-  GRPO with learned rewards only (held-out accuracy at temperature 1, 80 questions x 4):
-      see the results file; with the preset KL 0.04 both collapsed (ORM 0.595 -> 0.22, Shepherd
-      PRM 0.588 -> 0.175) while the RM score rose: the policy learnt to write results one too
-      SMALL ("5 - 1 = 2"), an error the SFT policy (whose slips are one too large) never made,
-      so neither RM had seen it. KL 0.5: ORM 0.588 -> 0.700 at step 10, 0.625 at step 40;
-      Shepherd PRM 0.588 -> 0.438 at step 10, 0.538 at step 40 (bar +10 points at the end:
-      NOT met). GRPO with the ORM stopped at 10 steps (KL 0.5; chosen after seeing the curve):
-      0.70 at three rl.seed values from 0.5875 / 0.6375 / 0.5875 before (the before figure moves
-      5 points with the evaluation seed): +6 to +11 points. PPO with the ORM (KL 0.04): 0.595 -> 0.688.
-  Iterative RL with the ORM (DeepSeekMath's remedy: python -m megatron_recipes.iterative_rl,
-      4 rounds of 10 GRPO steps at KL 0.04, the ORM retrained 100 steps on 200 questions x 4 of
-      the current policy's solutions with 10% replay): the policy's accuracy on its training
-      questions 0.425, 0.455, 0.394, 0.354 after rounds 1-4 (SFT 0.54); held-out 180 questions x
-      16 at temperature 1: SFT 0.559 -> 0.286. The retrained ORM's AUC on the new policy's
-      solutions stayed 0.72-0.81: it keeps being fooled.
+Figures (benchmarks/results/reward_models_step_chains.json, every stage rebuilt 2026-12-07 on 2
+shared cores at load average 27-100 from other jobs; 180 held-out questions x 16 solutions of the
+SFT policy at temperature 1, accuracy 0.538):
+  Math-Shepherd labels vs ground truth (3576 solutions, 14899 steps): agreement 0.931 hard,
+      0.924 soft, soft-label AUC 0.977.
+  PRM on ground-truth labels: held-out step AUC 0.823 (bar 0.9: NOT met here; 0.910 in an
+      earlier build with another SFT run of the same settings). PRM on Math-Shepherd hard labels:
+      0.778 (bar 0.85: NOT met here; 0.892 before).
+  ORM (--orm-pooling step_product, P(correct) = the product of step-end probabilities, trained on
+      the outcome label only): AUC of final correctness 0.728 (bar 0.9: NOT met); within a question
+      0.704, where the last-token ORM on the same data reaches 0.737 AUC but only 0.622 within a
+      question; question difficulty alone gives 0.738. So neither ORM checks solutions much
+      beyond knowing which questions are hard; step_product tells a question's right solutions
+      from its wrong ones better (best-of-16 top 0.517 vs 0.406; weighted vote 0.817 vs 0.772).
+  Best-of-16 (fraction right): random 0.538, self-consistency 0.733, ORM 0.517, PRM truth 0.550,
+      PRM Shepherd 0.556 (none beats self-consistency; pass@16 0.989); self-consistency + RM:
+      ORM 0.817, PRM truth 0.828, PRM Shepherd 0.828 (all beat both baselines).
+  GRPO, 40 steps (held-out accuracy at temperature 1: the 80 x 4 check during training from
+      0.6375, and every held-out question x 16 after (heldout_x16), against the SFT's 0.538):
+      learned reward only, KL 0.5: ORM 0.7125 (+7.5) / 0.587 (+4.9); Shepherd PRM 0.6375 (0) /
+      0.520 (-1.8): bar +10 NOT met. Combined, rule-based accuracy + 0.5 x the RM, KL 0.04:
+      ORM 0.925 (+28.8) / 0.829 (+29.1), PRM 0.95 (+31.3) / 0.902 (+36.4): met as combined, but
+      the rule alone (grpo_rule, same settings) gives 0.9375 (+30.0) / 0.859 (+32.1): the ORM adds
+      nothing, the PRM +4.3 points on the x16 check. PPO with the ORM: 0.7875 (+15.0) / 0.656 (+11.7).
+      Screens (pure ORM, KL 0.5): last-token ORM 0.75 / 0.579; group 16 x 4 questions 0.725 / 0.542;
+      pure step-product ORM at KL 0.04 collapses, 0.3875 / 0.279 (results one too small, as the
+      last-token ORM's policy did before); pure PRM on ground-truth labels 0.6875 / 0.593 (+5.5).
 
-What was tried for the ORM and did not help (validation AUC on a 10% question split): 16000
-solutions instead of 4000 (0.813 at 800 steps, 0.814 at 900 of a 2400-step run, plateau from
-step 150); the outcome label at every step end instead of the last token only, as a verifier
-trained at every position (0.785 at the last token, 0.817 by lowest position). The score is read
-at the response's last token in training and scoring alike (no padding, no end-of-document).
+Iterative RL with the last-token ORM (earlier build; python -m megatron_recipes.iterative_rl, 4
+rounds of 10 GRPO steps at KL 0.04, 10% replay): held-out 0.559 -> 0.286; the retrained ORM kept
+being fooled (AUC 0.72-0.81 on the new policy's solutions). Not run with a PRM.
+
+What was tried for the ORM and did not reach 0.9: 16000 solutions instead of 4000 (earlier build:
+0.813, plateau from step 150); the outcome label at every step end as a verifier (0.785);
+step-product pooling (above: better within a question, not overall). About a quarter of the
+policy's wrong solutions hold no arithmetic slip but a wrong operand or a wrongly copied value
+(checked against the question), which a step-local check cannot catch.
 
     python benchmarks/reward_models_step_chains.py --work /tmp/rm_bench
     python benchmarks/reward_models_step_chains.py --work /tmp/rm_bench --grpo-steps 60
@@ -243,7 +251,16 @@ def grpo(work: Path, name: str, task: Path, init: Path, steps: int, *overrides: 
             log=work / f"{name}.log",
         )
     rows = read_metrics(output / "metrics.jsonl")
+    # The final policy on every held-out question x 16 samples at temperature 1, sampled as the
+    # SFT policy's were (labels_heldout: same questions, seed and settings): the 80 x 4 check
+    # during training moves 5 points with its seed, this one much less.
+    final = read_records(
+        label(
+            work, f"heldout16_{name}", output / "checkpoints", task / "heldout_questions.jsonl", 200, 16, "outcome", 13
+        )
+    )
     return {
+        "heldout_x16_accuracy_after": round(sum(r["correct"] for r in final) / len(final), 4),
         "heldout_accuracy_before": rows[0]["validation_accuracy"],
         "heldout_accuracy_after": rows[steps]["validation_accuracy"],
         "gain_points": 100 * (rows[steps]["validation_accuracy"] - rows[0]["validation_accuracy"]),
@@ -361,6 +378,15 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=40)
     # The KL coefficient of the two GRPO runs with learned rewards (PPO keeps the preset's 0.04).
     parser.add_argument("--grpo-kl", type=float, default=0.5)
+    # Where the ORM reads its score: step_product (P(correct) = the product of the step-end
+    # probabilities, trained on the outcome label only) or last_token (the response's last token).
+    parser.add_argument("--orm-pooling", choices=("step_product", "last_token"), default="step_product")
+    # The learned reward's weight beside the rule-based accuracy (weight 1) in the combined GRPO
+    # runs (grpo_orm_combined, grpo_prm_combined); the pure-RM runs use the learned reward alone.
+    parser.add_argument("--combined-rm-weight", type=float, default=0.5)
+    # The KL coefficient of the combined runs and of the rule-only baseline (grpo_rule): the rule
+    # keeps the policy from exploiting the reward model, so the preset's 0.04 by default.
+    parser.add_argument("--combined-kl", type=float, default=0.04)
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -370,7 +396,16 @@ def main() -> None:
     outcome = label(work, "labels_train_outcome", sft, train_questions, args.orm_questions, 4, "outcome", 11)
     shepherd = label(work, "labels_train_shepherd", sft, train_questions, args.prm_questions, 4, "math_shepherd", 12)
     heldout = label(work, "labels_heldout", sft, heldout_questions, args.heldout_questions, 16, "outcome", 13)
-    orm = train_reward_model(work, "orm", sft, outcome, "orm", "step_labels", args.reward_model_steps)
+    orm = train_reward_model(
+        work,
+        "orm" if args.orm_pooling == "step_product" else "orm_last_token",
+        sft,
+        outcome,
+        "orm",
+        "step_labels",
+        args.reward_model_steps,
+        f"reward_model.outcome_pooling={args.orm_pooling}",
+    )
     # Both PRMs learn from the same solutions (every outcome-labelled one: the Math-Shepherd set
     # labels the same 1000 questions x 4 samples) for the same steps; only the labels differ.
     prm_truth = train_reward_model(work, "prm_truth", sft, outcome, "prm", TRUE_LABEL_FIELD, args.prm_steps)
@@ -419,6 +454,31 @@ def main() -> None:
             f"rl.reward_model={prm_shepherd}",
             "rl.reward_weights=[0.0]",
             kl,
+        ),
+        # Combined rewards (the issue allows them; reported apart from the pure-RM runs above):
+        # the rule-based accuracy (weight 1) plus the learned reward (--combined-rm-weight), and
+        # the rule alone at the same settings as their baseline.
+        "grpo_rule": grpo(work, "grpo_rule", task, sft, args.grpo_steps, f"rl.kl_coefficient={args.combined_kl}"),
+        "grpo_orm_combined": grpo(
+            work,
+            "grpo_orm_combined",
+            task,
+            sft,
+            args.grpo_steps,
+            f"rl.reward_model={orm}",
+            f"rl.reward_model_weight={args.combined_rm_weight}",
+            f"rl.kl_coefficient={args.combined_kl}",
+        ),
+        "grpo_prm_combined": grpo(
+            work,
+            "grpo_prm_combined",
+            task,
+            sft,
+            args.grpo_steps,
+            "rl.advantage_estimator=process",
+            f"rl.reward_model={prm_shepherd}",
+            f"rl.reward_model_weight={args.combined_rm_weight}",
+            f"rl.kl_coefficient={args.combined_kl}",
         ),
         "ppo_orm": grpo(
             work,

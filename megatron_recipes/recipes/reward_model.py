@@ -83,6 +83,7 @@ def plan_reward_model(config: RewardModelConfig) -> RewardModelPlan:
         outcome_field=settings.outcome_field,
         step_field=settings.step_label_field,
         dead_letters=dead_letters,
+        outcome_pooling=settings.outcome_pooling,
     )
     train, train_summary = reader(settings.train_paths, "reward_model.train_paths")
     replay, replay_summary = reader(settings.replay_paths, "reward_model.replay_paths")
@@ -119,7 +120,13 @@ def plan_reward_model(config: RewardModelConfig) -> RewardModelPlan:
 def model_record(settings) -> dict:
     """What a reward model's checkpoints record beside its ModelConfig (export and scoring read it)."""
     kind = get_reward_model_kind(settings.kind)
-    return {"reward_model_kind": kind.name, "hf_class": kind.hf_class, "step_separator": settings.step_separator}
+    record = {"reward_model_kind": kind.name, "hf_class": kind.hf_class, "step_separator": settings.step_separator}
+    if settings.outcome_pooling != "last_token":
+        # Its scores are read at step ends and pooled by the reader: it exports as a per-token
+        # score model (the product of the step-end sigmoids is P(correct)), not a last-token one.
+        record["outcome_pooling"] = settings.outcome_pooling
+        record["hf_class"] = get_reward_model_kind("prm").hf_class
+    return record
 
 
 def run_reward_model(config: RewardModelConfig, plan: RewardModelPlan):
@@ -156,7 +163,12 @@ def run_reward_model(config: RewardModelConfig, plan: RewardModelPlan):
                 plan.summary["train"]["dropped"] or "none",
             )
         trainer = RewardModelTrainer(
-            session, plan.batches, plan.validation, plan.tokenizer.eod, config.trainer.eval_interval
+            session,
+            plan.batches,
+            plan.validation,
+            plan.tokenizer.eod,
+            config.trainer.eval_interval,
+            settings.outcome_pooling,
         )
         return trainer.run()
     finally:

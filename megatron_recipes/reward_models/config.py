@@ -22,6 +22,10 @@ from stack_common.errors import ConfigError
 LABEL_METHODS = ("outcome", "math_shepherd")
 # Which Math-Shepherd label a step_labels field holds.
 STEP_LABEL_KINDS = ("soft", "hard")
+# Where an ORM reads its one score (reward_models/data.py): at the response's last token, or the
+# product of per-step probabilities read at the step ends (multiple-instance learning from the
+# outcome label alone: a response is right only when every step is).
+OUTCOME_POOLINGS = ("last_token", "step_product")
 
 
 @dataclass
@@ -51,6 +55,10 @@ class RewardModelSettings:
     # automatic labels and measure against ground-truth ones.
     validation_step_label_field: str | None = None
     step_separator: str = "\n"
+    # ORM only: last_token (the score at the response's last token) or step_product (P(correct) =
+    # the product of sigmoid(score) at the step ends, trained with binary cross-entropy on the
+    # outcome label: the model learns which step is wrong without step labels).
+    outcome_pooling: str = "last_token"
     # Prompt + response tokens longer than this are dropped (counted, written to dead_letter.jsonl).
     seq_length: int = 1024
     # Held-out loss, accuracy and AUC every trainer.eval_interval steps, at step 0 and at the end.
@@ -60,6 +68,13 @@ class RewardModelSettings:
         require_choice("reward_model.kind", self.kind, labelled_kinds())
         require_not_empty("reward_model.train_paths", self.train_paths, "give JSONL files of labelled responses")
         require_fraction("reward_model.replay_fraction", self.replay_fraction)
+        require_choice("reward_model.outcome_pooling", self.outcome_pooling, OUTCOME_POOLINGS)
+        if self.outcome_pooling != "last_token" and get_reward_model_kind(self.kind).per_step:
+            raise ConfigError(
+                f"reward_model.outcome_pooling={self.outcome_pooling} is for kind=orm; a {self.kind} scores every step"
+            )
+        if self.outcome_pooling == "step_product" and not self.step_separator:
+            raise ConfigError("reward_model.step_separator must not be empty for outcome_pooling=step_product")
         if self.replay_fraction and not self.replay_paths:
             raise ConfigError(
                 f"reward_model.replay_fraction={self.replay_fraction} needs reward_model.replay_paths (earlier data)"

@@ -15,7 +15,9 @@ default "\\n"); every non-empty piece is a step, and its label is read at the to
 completes the piece (the first token whose decoded prefix reaches the piece's last character;
 rl/step_rewards.step_end_tokens, the same mapping GRPO's process supervision uses). So a solution
 "8 + 3 = 11\\nThe answer is $\\\\boxed{11}$." has two steps; a trailing separator adds none.
-ORM: the score is read at the response's last token. The end-of-document token is never part of
+ORM: the score is read at the response's last token; with outcome_pooling=step_product at every
+step end (as a PRM), each holding the outcome label, and the loss pools them per record
+(objectives.pooled_outcome_loss). The end-of-document token is never part of
 the input (as in Hugging Face's sequence classifiers, which pool the last non-padding token).
 Input ids are encode(prompt) + encode(response), the way a rollout's prompt and response ids
 are concatenated.
@@ -116,19 +118,33 @@ def question_of(record: dict) -> str:
 
 
 def scored_positions(
-    kind: str, prompt_ids: Sequence[int], response_ids: Sequence[int], response: str, separator: str, decode
+    kind: str,
+    prompt_ids: Sequence[int],
+    response_ids: Sequence[int],
+    response: str,
+    separator: str,
+    decode,
+    outcome_pooling: str = "last_token",
 ) -> list[int]:
-    """Positions (in prompt + response ids) whose scores a reward model of `kind` reads."""
+    """Positions (in prompt + response ids) whose scores a reward model of `kind` reads (an ORM
+    with outcome_pooling=step_product reads the step ends, as a PRM does)."""
     if not response_ids:
         return []
-    if not get_reward_model_kind(kind).per_step:
+    if not get_reward_model_kind(kind).per_step and outcome_pooling == "last_token":
         return [len(prompt_ids) + len(response_ids) - 1]
     steps = split_steps(response, separator)
     return [len(prompt_ids) + index for index in step_end_tokens(steps, list(response_ids), decode)]
 
 
 def example_from_record(
-    record: dict, kind: str, tokenizer, separator: str, seq_length: int, outcome_field: str, step_field: str
+    record: dict,
+    kind: str,
+    tokenizer,
+    separator: str,
+    seq_length: int,
+    outcome_field: str,
+    step_field: str,
+    outcome_pooling: str = "last_token",
 ) -> RewardExample | str:
     """The example of one record, or the reason it is dropped."""
     prompt, response = record.get("prompt"), record.get("response")
@@ -153,7 +169,11 @@ def example_from_record(
         if label is None:
             return f"missing_{outcome_field}" if outcome_field not in record else "label_out_of_range"
         labels = [label]
-    positions = scored_positions(kind, prompt_ids, response_ids, response, separator, tokenizer.decode)
+    positions = scored_positions(kind, prompt_ids, response_ids, response, separator, tokenizer.decode, outcome_pooling)
+    if outcome_pooling == "step_product" and not get_reward_model_kind(kind).per_step:
+        if not positions:
+            return "no_step_end"
+        labels = labels * len(positions)  # the outcome label at every step end; the loss pools them
     return RewardExample(
         np.asarray(prompt_ids + response_ids, dtype=np.int32),
         np.asarray(positions, dtype=np.int64),
@@ -172,6 +192,7 @@ def read_examples(
     outcome_field: str,
     step_field: str,
     dead_letters: list[dict] | None = None,
+    outcome_pooling: str = "last_token",
 ) -> tuple[list[RewardExample], ReadSummary]:
     """Every usable record of the files; the others counted (and appended to `dead_letters`)."""
     examples: list[RewardExample] = []
@@ -188,7 +209,9 @@ def read_examples(
                     record, result = None, "not_json"
                 else:
                     result = (
-                        example_from_record(record, kind, tokenizer, separator, seq_length, outcome_field, step_field)
+                        example_from_record(
+                            record, kind, tokenizer, separator, seq_length, outcome_field, step_field, outcome_pooling
+                        )
                         if isinstance(record, dict)
                         else "not_an_object"
                     )

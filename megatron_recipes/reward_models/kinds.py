@@ -3,7 +3,11 @@ checkpoint's model_config as `reward_model_kind`). Torch-free: configs check nam
 
   orm    outcome reward model: one score per response, read at its last token (end-of-document
          excluded), trained on whether the final answer is correct; exported as Hugging Face
-         LlamaForSequenceClassification (which pools the last non-padding token).
+         LlamaForSequenceClassification (which pools the last non-padding token). With
+         reward_model.outcome_pooling=step_product it reads a score at every step end instead,
+         P(correct) = the product of their sigmoids, still trained on the outcome label only;
+         such a checkpoint records outcome_pooling and exports as LlamaForTokenClassification
+         (the reader multiplies the step-end probabilities).
   prm    process reward model: one score per reasoning step, read at the last token of each
          step; trained on per-step labels; exported as LlamaForTokenClassification.
   value  PPO's critic: a value for every response token (rl.advantage_estimator=gae); trained

@@ -6,7 +6,9 @@
 
 `items` are (prompt_ids, response_ids, response_text) triples (a trailing end-of-document token
 is dropped, as the reward model was trained without it). For an ORM each result is [p], the
-probability that the response is correct, read at the response's last token; for a PRM it is one
+probability that the response is correct, read at the response's last token (an ORM trained
+with outcome_pooling=step_product: the product of the probabilities read at its step ends); for
+a PRM it is one
 probability per step of `response_text` (split at the separator the PRM was trained with, each
 read at the token completing the step: the positions reward_models/data.py trains on). An empty
 response gets [] (no step; an ORM's caller treats it as 0).
@@ -60,14 +62,26 @@ def read_reward_model_record(checkpoint: str) -> dict:
         "step_separator": record.get("step_separator", "\n"),
         "tokenizer": (info.get("train_state", {}).get("extra", {}) or {}).get("tokenizer", ""),
         "vocab_size": record.get("vocab_size"),
+        "outcome_pooling": record.get("outcome_pooling", "last_token"),
     }
 
 
 class RewardModelScorer:
     """See the module docstring."""
 
-    def __init__(self, chunks: list, kind: str, separator: str, micro_batch_size: int, eod: int, decode, multiple: int):
+    def __init__(
+        self,
+        chunks: list,
+        kind: str,
+        separator: str,
+        micro_batch_size: int,
+        eod: int,
+        decode,
+        multiple: int,
+        outcome_pooling: str = "last_token",
+    ):
         self.chunks = chunks
+        self.outcome_pooling = outcome_pooling
         self.kind = kind
         self.separator = separator
         self.micro_batch_size = micro_batch_size
@@ -104,6 +118,7 @@ class RewardModelScorer:
             tokenizer.eod,
             tokenizer.decode,
             multiple,
+            record["outcome_pooling"],
         )
 
     @property
@@ -117,7 +132,11 @@ class RewardModelScorer:
             if response and response[-1] == self.eod:
                 response = response[:-1]
             rows.append(list(prompt_ids) + response)
-            positions.append(scored_positions(self.kind, prompt_ids, response, text, self.separator, self.decode))
+            positions.append(
+                scored_positions(
+                    self.kind, prompt_ids, response, text, self.separator, self.decode, self.outcome_pooling
+                )
+            )
         if not rows:
             return []
         longest = max(len(row) for row in rows)
@@ -138,7 +157,13 @@ class RewardModelScorer:
             self.chunks, micro_batches, lambda batch, scores: scores.detach().float().cpu(), forward_fn=reward_forward
         )
         logits = torch.cat(outputs) if outputs else torch.empty(0, length)
-        return [[_sigmoid(float(logits[row, p])) for p in row_positions] for row, row_positions in enumerate(positions)]
+        probabilities = [
+            [_sigmoid(float(logits[row, p])) for p in row_positions] for row, row_positions in enumerate(positions)
+        ]
+        if self.outcome_pooling == "step_product":
+            # One P(correct) per response: every step right (objectives.pooled_outcome_loss).
+            return [[math.prod(steps)] if steps else [] for steps in probabilities]
+        return probabilities
 
 
 def _sigmoid(value: float) -> float:

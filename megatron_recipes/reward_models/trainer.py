@@ -6,7 +6,8 @@
 
 One step: global batch `state.iteration` of RewardBatches (new records and, in iterative RL, the
 replayed ones), this data-parallel rank's share split into micro-batches, one `train_step` with
-the binary cross-entropy of reward_models/objectives.py on the scored positions. Metrics per step
+the binary cross-entropy of reward_models/objectives.py on the scored positions (an ORM with
+outcome_pooling=step_product: on each response's pooled probability). Metrics per step
 (console, metrics.jsonl, TensorBoard): loss, accuracy, positive (mean label), score (mean logit),
 replay_fraction (replayed records / records, measured on the micro-batches that were trained,
 over every data-parallel rank), lr, grad_norm. Held-out metrics (`validation_*` in
@@ -18,6 +19,7 @@ Cost per step: one forward and backward of B records; evaluation one forward pas
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -29,16 +31,23 @@ from megatron.core import parallel_state
 
 from megatron_recipes.reward_models.data import RewardBatches, RewardExample, evaluation_batches, micro_batches
 from megatron_recipes.reward_models.model import reward_forward
-from megatron_recipes.reward_models.objectives import reward_loss, roc_auc
+from megatron_recipes.reward_models.objectives import (
+    pooled_log_probabilities,
+    pooled_outcome_loss,
+    reward_loss,
+    roc_auc,
+)
 from megatron_recipes.training.loop import StepRecord, TrainOutcome, forward_only, run_loop, train_step
 from megatron_recipes.training.metrics import memory_gib
 
 log = logging.getLogger(__name__)
 
 
-def reward_loss_function(batch: dict, scores: torch.Tensor):
-    """loss_fn(batch, scores) -> (numerator, denominator, metrics) for training/loop.train_step."""
-    numerator, denominator, metrics = reward_loss(scores, batch["targets"], batch["score_mask"])
+def reward_loss_function(batch: dict, scores: torch.Tensor, outcome_pooling: str = "last_token"):
+    """loss_fn(batch, scores) -> (numerator, denominator, metrics) for training/loop.train_step
+    (bind outcome_pooling with functools.partial)."""
+    loss = pooled_outcome_loss if outcome_pooling == "step_product" else reward_loss
+    numerator, denominator, metrics = loss(scores, batch["targets"], batch["score_mask"])
     replayed = batch["replayed"].to(scores.dtype)
     rows = torch.tensor(float(replayed.numel()), dtype=scores.dtype, device=scores.device)
     metrics["replay_fraction"] = torch.stack([replayed.sum(), rows])
@@ -53,6 +62,15 @@ def sequence_multiple(session) -> int:
 def _scored(batch: dict, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     keep = batch["score_mask"] > 0
     return scores.detach()[keep].float().cpu(), batch["targets"][keep].float().cpu()
+
+
+def _pooled(batch: dict, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per response with a scored position: the logit of its pooled P(correct), and its label."""
+    mask = batch["score_mask"].to(scores.device, torch.float32)
+    rows = mask.sum(-1) > 0
+    log_right, log_wrong = pooled_log_probabilities(scores.detach().float(), mask)
+    label = (batch["targets"].to(mask.device).float() * mask).amax(-1)
+    return (log_right - log_wrong)[rows].cpu(), label[rows].cpu()
 
 
 def gather_scores(outputs: list) -> tuple[list[float], list[float]]:
@@ -71,14 +89,21 @@ def gather_scores(outputs: list) -> tuple[list[float], list[float]]:
 
 
 def evaluate_scores(
-    model, examples: Sequence[RewardExample], micro_batch_size: int, pad_id: int, multiple: int
+    model,
+    examples: Sequence[RewardExample],
+    micro_batch_size: int,
+    pad_id: int,
+    multiple: int,
+    outcome_pooling: str = "last_token",
 ) -> dict[str, float]:
-    """Held-out loss, accuracy and AUC over every scored position of `examples` (all ranks)."""
+    """Held-out loss, accuracy and AUC over every scored position of `examples` (all ranks); for
+    an ORM with outcome_pooling=step_product over every response's pooled score."""
+    read = _pooled if outcome_pooling == "step_product" else _scored
     rank = parallel_state.get_data_parallel_rank()
     ranks = parallel_state.get_data_parallel_world_size()
     outputs = []
     for group in evaluation_batches(examples, micro_batch_size, rank, ranks, pad_id, multiple):
-        outputs += forward_only(model, group, _scored, forward_fn=reward_forward)
+        outputs += forward_only(model, group, read, forward_fn=reward_forward)
     scores, targets = gather_scores(outputs)
     if not scores:
         return {"loss": math.nan, "accuracy": math.nan, "auc": math.nan, "positions": 0}
@@ -103,8 +128,10 @@ class RewardModelTrainer:
         validation: Sequence[RewardExample],
         pad_id: int,
         eval_interval: int,
+        outcome_pooling: str = "last_token",
     ):
         self.session = session
+        self.outcome_pooling = outcome_pooling
         self.batches = batches
         self.validation = list(validation)
         self.pad_id = pad_id
@@ -124,7 +151,8 @@ class RewardModelTrainer:
             self.pad_id,
             self.multiple,
         )
-        result = train_step(session, micro, reward_loss_function, reward_forward)
+        loss_function = functools.partial(reward_loss_function, outcome_pooling=self.outcome_pooling)
+        result = train_step(session, micro, loss_function, reward_forward)
         tokens = sum(len(example.tokens) for example, _ in items)
         values = {
             "loss": result.loss,
@@ -141,7 +169,12 @@ class RewardModelTrainer:
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_scores(
-            self.session, self.validation, self.session.trainer.micro_batch_size, self.pad_id, self.multiple
+            self.session,
+            self.validation,
+            self.session.trainer.micro_batch_size,
+            self.pad_id,
+            self.multiple,
+            self.outcome_pooling,
         )
 
     def run(self) -> TrainOutcome:

@@ -33,7 +33,14 @@ from megatron_recipes.reward_models.data import (
     split_by_question,
 )
 from megatron_recipes.reward_models.kinds import REWARD_MODEL_KINDS, get_reward_model_kind, kind_of_hf_class
-from megatron_recipes.reward_models.objectives import reference_reward_loss, reference_roc_auc, reward_loss, roc_auc
+from megatron_recipes.reward_models.objectives import (
+    pooled_outcome_loss,
+    reference_pooled_outcome_loss,
+    reference_reward_loss,
+    reference_roc_auc,
+    reward_loss,
+    roc_auc,
+)
 from megatron_recipes.rl.config import IterativeConfig, RlConfig
 from megatron_recipes.rl.objectives import (
     AdvantageInputs,
@@ -123,6 +130,12 @@ def test_steps_and_scored_positions_of_records(tmp_path):
     # outcome label, so the fourth record is usable here.
     assert [e.positions.tolist() for e in prm] == [[3, 6], [3, 6], [41]]
     assert summary.dropped == {"labels_do_not_match_steps": 1, "empty_response": 1, "not_json": 1}
+    # An ORM pooling step ends reads a PRM's positions, each with the outcome label.
+    pooled, _ = read_examples(
+        [str(path)], "train", "orm", tokenizer, "\n", 32, "correct", "step_labels", outcome_pooling="step_product"
+    )
+    assert [e.positions.tolist() for e in pooled] == [[3, 6], [3, 6]]
+    assert [e.targets.tolist() for e in pooled] == [[1.0, 1.0], [0.25, 0.25]]
 
 
 def test_validation_split_keeps_questions_on_one_side_and_is_checked(tmp_path):
@@ -181,6 +194,21 @@ def test_loss_and_auc_agree_with_their_references():
         reference_reward_loss(scores.tolist(), targets.tolist(), mask.tolist()), rel=1e-6
     )
     assert int(denominator) == 7 and float(metrics["accuracy"][1]) == 7
+    # Step-product pooling: one term per row with a scored position (a row without one counts
+    # nothing); the wrong row's gradient is largest at its least likely step.
+    outcome = torch.tensor([[1.0] * 6, [0.0] * 6, [1.0] * 6]) * mask
+    pooled_scores = (scores * 3).requires_grad_(True)
+    numerator, denominator, metrics = pooled_outcome_loss(
+        pooled_scores, outcome, mask * torch.tensor([[1.0], [1.0], [0.0]])
+    )
+    assert int(denominator) == 2 and float(metrics["positive"][0]) == 1.0
+    reference = reference_pooled_outcome_loss(
+        pooled_scores.tolist(), outcome.tolist(), (mask * torch.tensor([[1.0], [1.0], [0.0]])).tolist()
+    )
+    assert float((numerator / denominator).detach()) == pytest.approx(reference, rel=1e-6)
+    wrong = torch.tensor([[2.0, -1.0, 3.0]], requires_grad=True)
+    pooled_outcome_loss(wrong, torch.zeros(1, 3), torch.ones(1, 3))[0].backward()
+    assert bool((wrong.grad > 0).all()) and int(wrong.grad.argmax()) == 1
     rng = random.Random(1)
     values = [round(rng.random(), 1) for _ in range(200)]  # many ties
     labels = [float(rng.random() < v) for v in values]
@@ -249,6 +277,10 @@ def test_kinds_and_configs_fail_with_one_line():
         RewardModelSettings(kind="value", train_paths=["x"]).validate()
     with pytest.raises(ConfigError, match="replay_paths"):
         RewardModelSettings(train_paths=["x"], replay_fraction=0.1).validate()
+    with pytest.raises(ConfigError, match="outcome_pooling=step_product is for kind=orm"):
+        RewardModelSettings(kind="prm", train_paths=["x"], outcome_pooling="step_product").validate()
+    with pytest.raises(ConfigError, match="reward_model.outcome_pooling='mean' is not one of"):
+        RewardModelSettings(train_paths=["x"], outcome_pooling="mean").validate()
     with pytest.raises(ConfigError, match="rl.advantage_estimator=process needs step rewards"):
         RlConfig(advantage_estimator="process").validate()
     with pytest.raises(ConfigError, match="both give step rewards"):
