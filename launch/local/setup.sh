@@ -9,4 +9,5 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]"
+# The tested versions of every other package (see the file): a fresh machine gets what CI ran.
+.venv/bin/python -m pip install -q -c launch/local/constraints.txt -e ".[dev]"

@@ -39,8 +39,11 @@ DRIVER = Path(__file__).with_name("grpo_layout_driver.py")
 # measured gains are in the tests. The runs are bit for bit the same on any x86-64 machine.
 HELD_OUT_GAIN = 0.10
 NOISY_SFT_GAIN = 0.0  # held-out: no loss (see the test's docstring)
-# The noisy-SFT run's mean training reward, last 10 steps over first 10 (640 outputs each).
-NOISY_SFT_REWARD_GAIN = 0.08
+# The noisy-SFT run's mean training reward, last 10 steps over first 10 (640 outputs each). One
+# step's mean reward has a standard error of ~0.06 (64 outputs), so the difference of two 10-step
+# means has ~0.027: the bar sits ~2 standard errors above "GRPO learns nothing", below the gains
+# measured (0.111 and 0.077: the same seeds after changes to GRPO's summation order).
+NOISY_SFT_REWARD_GAIN = 0.05
 
 
 @pytest.mark.integration
@@ -142,9 +145,10 @@ def test_grpo_unlearns_wrong_answers_taught_by_sft(tmp_path):
     """The session's learning test rewards a format the SFT data used a third of the time; here
     every SFT answer is boxed (so always graded) but 40% of them are off by one, so the SFT'd model
     samples wrong sums. GRPO must make correct answers more likely on the questions it trains on
-    (mean training reward 0.394 over the first 10 steps -> 0.505 over the last 10, on main at
-    2026-12-07) without costing held-out accuracy. The held-out gain, on sums the model never saw,
-    is small: 0.314 -> 0.336 over 60 steps here (35 questions x 4 samples, so about one standard
+    (mean training reward 0.394 over the first 10 steps -> 0.505 over the last 10 when written;
+    0.391 -> 0.467 on the main of 2026-12-07 evening, after changes to GRPO's passes) without
+    costing held-out accuracy. The held-out gain, on sums the model never saw, is small: 0.314 ->
+    0.336, later 0.314 -> 0.386, over 60 steps here (35 questions x 4 samples, about 0.04 standard
     error); benchmarks/grpo_heldout_gain.py measures it on 200 questions x 3 seed sets. (The
     15.6-26.9-point gains once measured here were on held-out questions that overlapped the
     training stream.)"""
