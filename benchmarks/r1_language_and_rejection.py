@@ -96,13 +96,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch.local.chain import R1_STAGES  # noqa: E402
+# The base model is built the way the R1-Zero benchmark builds it (this script's folder is on sys.path).
+from r1_zero_learning import build_base  # noqa: E402
+
 from megatron_recipes.data.r1_tasks import draw_questions, write_jsonl  # noqa: E402
 from stack_common.reproducible import run_logged_reproducibly  # noqa: E402
 
 log = logging.getLogger("r1_language_and_rejection")
 
-BASE_STAGES = ("task", "tokenize", "pretrain")
 LANGUAGE_REWARDS = "rl.rewards=[think_accuracy,think_format,language_consistency]"
 
 
@@ -141,21 +142,6 @@ def _read_jsonl(path: Path) -> list[dict]:
 def _sum_key(text: str) -> str:
     """The held-out unit of a question's text (its terms, sorted: SumQuestion.key)."""
     return "+".join(str(t) for t in sorted(int(t) for t in _TERMS.findall(text)))
-
-
-def build_base(work: Path, tag_share: float, pretrain_steps: int) -> None:
-    """Task, tokenizer, base model, by the R1 chain (resumes: finished stages are kept)."""
-    later = [stage for stage in R1_STAGES if stage not in BASE_STAGES]
-    command = [
-        sys.executable,
-        str(REPO / "launch" / "local" / "chain.py"),
-        "chain=r1",
-        f"work_dir={work}",
-        f"skip=[{','.join(later)}]",
-        f"overrides.task=['--tag-share={tag_share}']",
-        f"chain_size.r1_pretrain_steps={pretrain_steps}",
-    ]
-    run_logged_reproducibly(command, REPO, work.parent / f"{work.name}-chain.log")
 
 
 def write_heldout(task: Path, count: int, path: Path) -> dict:
