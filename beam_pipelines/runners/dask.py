@@ -734,6 +734,15 @@ def cluster_client(address: str | None = None, scheduler_file: str | None = None
         return client
 
 
+def close_cluster_client(address: str | None = None, scheduler_file: str | None = None) -> None:
+    """Close this process's cached client of a scheduler before the scheduler stops; an open
+    client would otherwise try to reconnect for 30 s and log an error about it."""
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.pop((address, scheduler_file), None)
+    if client is not None:
+        client.close()
+
+
 class DaskPipelineResult(PipelineResult):
     def __init__(self, future: distributed.Future, run: str, tasks: int, partitions: int):
         super().__init__(PipelineState.RUNNING)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from beam_pipelines.runners.dask import cluster_client
+from beam_pipelines.runners.dask import close_cluster_client, cluster_client
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class LocalDaskCluster:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        close_cluster_client(scheduler_file=str(self.scheduler_file))
         processes = [*self.worker_processes, *([self.scheduler] if self.scheduler else [])]
         for process in processes:
             if process.poll() is None:
