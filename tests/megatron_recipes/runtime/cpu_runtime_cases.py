@@ -208,6 +208,39 @@ def test_schedules_follow_the_pure_definition():
             scheduler.step(1)
 
 
+def test_foreach_adam_is_exact(session):
+    # build_optimizer switches torch's AdamW over CPU parameters to its foreach implementation
+    # (training/optimizer.use_foreach_adam): it must update exactly as the per-parameter loop
+    # torch picks by default on the CPU, with megatron's parameter groups (decay and no decay).
+    inner = [chained.optimizer for chained in getattr(session.optimizer, "chained_optimizers", [session.optimizer])]
+    groups = [group for adam in inner for group in adam.param_groups]
+    assert groups and all(group["foreach"] is True for group in groups)
+    assert len({group["weight_decay"] for group in groups}) == 2
+    generator = torch.Generator().manual_seed(4)
+    results = []
+    for foreach in (False, True):
+        copies = [
+            {
+                **{key: value for key, value in group.items() if key not in ("params", "foreach")},
+                "params": [torch.nn.Parameter(p.detach().clone()) for p in group["params"]],
+                "foreach": foreach,
+            }
+            for group in groups
+        ]
+        adam = torch.optim.AdamW(copies)
+        generator.manual_seed(4)
+        for _ in range(5):
+            for group in copies:
+                for parameter in group["params"]:
+                    parameter.grad = torch.randn(parameter.shape, generator=generator) * 1e-2
+            adam.step()
+        results.append([p.detach() for group in copies for p in group["params"]])
+    loop, foreach = results
+    assert all(torch.equal(a, b) for a, b in zip(loop, foreach))
+    start = [p.detach() for group in groups for p in group["params"]]
+    assert not all(torch.equal(a, b) for a, b in zip(start, foreach))  # the steps did move them
+
+
 def test_weights_only_checkpoint_and_distributed_optimizer_state(session, tmp_path):
     # Pitfall 3: after loading, every parameter has its own Adam `step` holding the real count.
 
