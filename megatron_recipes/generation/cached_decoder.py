@@ -416,7 +416,10 @@ class CachedDecoder:
             # [n, groups, widest + c, 2, head_dim]: the prefix's cached keys and values, then the chunk's.
             kv = torch.cat((cache[source, :, :widest], rotated[:, :, :, per_group:].transpose(1, 2)), dim=2)
             query = rotated[:, :, :, :per_group].permute(0, 2, 1, 3, 4).reshape(batch, groups, -1, head_dim)
-            scores = torch.matmul(query, kv[:, :, :, 0].transpose(-1, -2))
+            # unbind, not two selects: under autograd its backward stacks the two gradients in one
+            # copy, where each select's would fill a zeroed kv-sized tensor and then add them.
+            keys, values = kv.unbind(3)
+            scores = torch.matmul(query, keys.transpose(-1, -2))
             if self.score_scale is not None:
                 scores = scores * self.score_scale
             scores = (
@@ -424,7 +427,7 @@ class CachedDecoder:
                 .masked_fill(~visible, float("-inf"))
                 .view(batch, groups, length * per_group, -1)
             )
-            attended = torch.matmul(torch.softmax(scores, dim=-1), kv[:, :, :, 1])
+            attended = torch.matmul(torch.softmax(scores, dim=-1), values)
             attended = attended.view(batch, groups, length, per_group, head_dim).transpose(1, 2)
             attended = attended.reshape(batch, length, self.heads * head_dim)
             hidden = hidden + self._all_reduce(F.linear(attended, proj_weight))
