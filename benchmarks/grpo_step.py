@@ -62,11 +62,13 @@ Then the update path was cut without changing a bit of what it computes (the los
 shared-prefix pass's logits at the trained positions, no [b, s, V] scatter and gather; the
 rotary swap from slices; foreach AdamW on the CPU; collectives over one rank skipped): one
 update's forward + loss + backward 44.0 -> 40.9 ms (same process, interleaved, load 10-13), our
-two updates 119 -> 107 ms a step. Three before/after pairs of this benchmark, interleaved (load
-8-23): step ratio 1.77 / 1.96 / 1.83 before, 2.04 / 2.14 / 1.82 after; rollout 1.91-2.05x before,
-1.98-2.20x after (benchmarks/results/grpo_step.json, update_path_cuts_before_after). At these loads
-runs move by 10-20%: the step target (2x) is met in two of three runs after the change, not
-robustly.
+two updates 119 -> 107 ms a step. Five before/after pairs of this benchmark, alternating (load
+8-23; the last two pairs also with the kv unbind): step ratio 1.77 / 1.96 / 1.83 / 2.01 / 1.81
+before (median 1.83), 2.04 / 2.14 / 1.82 / 2.16 / 2.06 after (median 2.06); our updates 0.092-0.123 s
+(median 0.095) against 0.105-0.135 s (median 0.110); rollout 1.91-2.27x before, 1.98-2.53x after
+(benchmarks/results/grpo_step.json, update_path_cuts_before_after). At these loads runs move by
+10-20%: the step target (2x) is met in four of five runs after the change, not robustly (no run
+reached 2.2x).
 
 Where the rollout's time goes (the benchmark's call alone: 64 rows, 8 distinct prompts of 32-33
 tokens, 16 new tokens at T = 1, top-p 1; process time, least of 10 calls, load ~30; before ->
