@@ -65,7 +65,7 @@ update's forward + loss + backward 44.0 -> 40.9 ms (same process, interleaved, l
 two updates 119 -> 107 ms a step. Five before/after pairs of this benchmark, alternating (load
 8-23; the last two pairs also with the kv unbind): step ratio 1.77 / 1.96 / 1.83 / 2.01 / 1.81
 before (median 1.83), 2.04 / 2.14 / 1.82 / 2.16 / 2.06 after (median 2.06); our updates 0.092-0.123 s
-(median 0.095) against 0.105-0.135 s (median 0.110); rollout 1.91-2.27x before, 1.98-2.53x after
+(median 0.095) against 0.105-0.135 s (median 0.109); rollout 1.91-2.27x before, 1.98-2.53x after
 (benchmarks/results/grpo_step.json, update_path_cuts_before_after). At these loads runs move by
 10-20%: the step target (2x) is met in four of five runs after the change, not robustly (no run
 reached 2.2x).
