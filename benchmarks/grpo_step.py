@@ -58,6 +58,17 @@ to 19,185-24,118 (median 21,398) tokens/CPU-s; the rollout ratio is 2.06-2.41x i
 after the change (1.78-2.35x before), so that target is met; the step ratio is 1.75-2.02x after
 (1.84-2.12x before): not met, two thirds of our step are the two updates' forward/backward and
 optimizer steps.
+Then the update path was cut without changing a bit of what it computes (the loss takes the
+shared-prefix pass's logits at the trained positions, no [b, s, V] scatter and gather; the
+rotary swap from slices; foreach AdamW on the CPU; collectives over one rank skipped): one
+update's forward + loss + backward 44.0 -> 40.9 ms (same process, interleaved, load 10-13), our
+two updates 119 -> 107 ms a step. Five before/after pairs of this benchmark, alternating (load
+8-23; the last two pairs also with the kv unbind): step ratio 1.77 / 1.96 / 1.83 / 2.01 / 1.81
+before (median 1.83), 2.04 / 2.14 / 1.82 / 2.16 / 2.06 after (median 2.06); our updates 0.092-0.123 s
+(median 0.095) against 0.105-0.135 s (median 0.109); rollout 1.91-2.27x before, 1.98-2.53x after
+(benchmarks/results/grpo_step.json, update_path_cuts_before_after). At these loads runs move by
+10-20%: the step target (2x) is met in four of five runs after the change, not robustly (no run
+reached 2.2x).
 
 Where the rollout's time goes (the benchmark's call alone: 64 rows, 8 distinct prompts of 32-33
 tokens, 16 new tokens at T = 1, top-p 1; process time, least of 10 calls, load ~30; before ->

@@ -214,6 +214,18 @@ class CachedDecoder:
         self.cos, self.sin, self.swap = rotary_tables(
             frequencies, self.head_dim, self.heads_per_group, 1.0 if self.score_scale else self.scale, weight.dtype
         )
+        self.rotary_dim = frequencies.shape[-1]
+
+    def _swapped(self, mixed: torch.Tensor) -> torch.Tensor:
+        """mixed[..., self.swap] (see rotary_tables) as a concatenation of slices: the same values,
+        but for the many positions of a prefill or a training chunk several times cheaper than
+        index_select along the innermost axis, and so is its backward (slices of the gradient
+        instead of a scatter-add). The decode step, a few values per row, keeps index_select."""
+        half, rotary = self.rotary_dim // 2, self.rotary_dim
+        parts = [mixed[..., half:rotary], mixed[..., :half]]
+        if rotary < mixed.shape[-1]:
+            parts.append(mixed[..., rotary:])
+        return torch.cat(parts, dim=-1)
 
     def select_rows(self, index: torch.Tensor) -> bool:
         """The cache's rows become rows `index` of the current cache (a subset to drop finished
@@ -259,7 +271,7 @@ class CachedDecoder:
         if length == 1 and start > 0:
             return self._decode_step(tokens, start)
         end = start + length
-        groups, per_group, head_dim, swap = self.groups, self.heads_per_group, self.head_dim, self.swap
+        groups, per_group, head_dim = self.groups, self.heads_per_group, self.head_dim
         # [s, 1, heads of a group + 2, head_dim]: broadcast over [b, s, groups, heads + key + value, head_dim].
         cos, sin = self.cos[start:end], self.sin[start:end]
         hidden = self._embed(tokens)
@@ -267,7 +279,7 @@ class CachedDecoder:
             # megatron's layout of the fused projection: per query group, its query heads, a key, a value.
             mixed = F.linear(_norm(norm, hidden), qkv_weight).view(batch, length, groups, per_group + 2, head_dim)
             # Queries and keys take the rotary embedding (keys are cached rotated; values pass unchanged).
-            rotated = mixed * cos + mixed.index_select(-1, swap) * sin
+            rotated = mixed * cos + self._swapped(mixed) * sin
             cache[:, :, start:end] = rotated[:, :, :, per_group:].transpose(1, 2)
             # Each query group against its own keys (grouped-query attention without repeating keys):
             # queries [b, groups, s x heads of a group, head_dim], keys [b, groups, end, head_dim].
@@ -394,17 +406,20 @@ class CachedDecoder:
         row attending to the first `widest` cached positions of cache row source[n] and to its own
         chunk, where `visible` [n, 1, c, 1, widest + c] allows."""
         batch, length = tokens.shape
-        groups, per_group, head_dim, swap = self.groups, self.heads_per_group, self.head_dim, self.swap
+        groups, per_group, head_dim = self.groups, self.heads_per_group, self.head_dim
         # [n, c, 1, heads of a group + 2, head_dim]: broadcast over [n, c, groups, heads + key + value, head_dim].
         cos, sin = self.cos[positions], self.sin[positions]
         hidden = self._embed(tokens)
         for (norm, qkv_weight, proj_weight, mlp_norm, fc1_weight, fc2_weight), cache in zip(self.layers, self.cache):
             mixed = F.linear(_norm(norm, hidden), qkv_weight).view(batch, length, groups, per_group + 2, head_dim)
-            rotated = mixed * cos + mixed.index_select(-1, swap) * sin
+            rotated = mixed * cos + self._swapped(mixed) * sin
             # [n, groups, widest + c, 2, head_dim]: the prefix's cached keys and values, then the chunk's.
             kv = torch.cat((cache[source, :, :widest], rotated[:, :, :, per_group:].transpose(1, 2)), dim=2)
             query = rotated[:, :, :, :per_group].permute(0, 2, 1, 3, 4).reshape(batch, groups, -1, head_dim)
-            scores = torch.matmul(query, kv[:, :, :, 0].transpose(-1, -2))
+            # unbind, not two selects: under autograd its backward stacks the two gradients in one
+            # copy, where each select's would fill a zeroed kv-sized tensor and then add them.
+            keys, values = kv.unbind(3)
+            scores = torch.matmul(query, keys.transpose(-1, -2))
             if self.score_scale is not None:
                 scores = scores * self.score_scale
             scores = (
@@ -412,7 +427,7 @@ class CachedDecoder:
                 .masked_fill(~visible, float("-inf"))
                 .view(batch, groups, length * per_group, -1)
             )
-            attended = torch.matmul(torch.softmax(scores, dim=-1), kv[:, :, :, 1])
+            attended = torch.matmul(torch.softmax(scores, dim=-1), values)
             attended = attended.view(batch, groups, length, per_group, head_dim).transpose(1, 2)
             attended = attended.reshape(batch, length, self.heads * head_dim)
             hidden = hidden + self._all_reduce(F.linear(attended, proj_weight))

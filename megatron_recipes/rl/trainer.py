@@ -108,13 +108,21 @@ def policy_forward(model_chunk, batch: dict) -> torch.Tensor:
     return model_chunk(batch["tokens"], batch["position_ids"], None)
 
 
+def selected_positions(logits: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """The logits [m, V] at the m `selected` positions ([b, s] bool), in row-major order: from
+    logits [b, s, V] of every position (megatron's forward), or `logits` itself when it already
+    holds just those (2-D: shared_prefix_forward's output, CachedDecoder.selected_logits)."""
+    return logits if logits.dim() == 2 else logits[selected]
+
+
 def response_log_probs(
     logits: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor, temperature: float, vocab_size: int
 ) -> torch.Tensor:
     """log pi(labels) [b, s] at the `selected` positions ([b, s] bool: the loss mask's), 0 elsewhere.
     Every use of GRPO's log-probs is masked, and the prompt is most of a sequence: the softmax
-    over the vocabulary runs only where it is read (same values there, row by row)."""
-    values = vocab_parallel_log_probs(logits[selected], labels[selected], temperature, vocab_size)
+    over the vocabulary runs only where it is read (same values there, row by row). `logits`:
+    [b, s, V/TP], or [m, V] at the selected positions only (see selected_positions)."""
+    values = vocab_parallel_log_probs(selected_positions(logits, selected), labels[selected], temperature, vocab_size)
     return torch.zeros(selected.shape, dtype=values.dtype, device=values.device).index_put((selected,), values)
 
 
@@ -139,7 +147,7 @@ def grpo_loss_function(settings: GrpoLossSettings, temperature: float, vocab_siz
         result = grpo_loss(logp, old_logp, batch.get("ref_logp"), batch["advantages"], mask, settings)
         metrics = {name: torch.stack([total.float(), count.float()]) for name, (total, count) in result.sums.items()}
         # The entropy metric averages over trained tokens: computed at those positions only.
-        entropy = vocab_parallel_entropy(logits.detach()[selected], temperature, vocab_size)
+        entropy = vocab_parallel_entropy(selected_positions(logits.detach(), selected), temperature, vocab_size)
         metrics["entropy"] = torch.stack([(entropy * mask[selected]).sum(), mask.sum()])
         return result.numerator, result.denominator, metrics
 
@@ -209,16 +217,19 @@ def shared_prefix_decoder(chunks, training: bool = False) -> CachedDecoder | Non
 
 
 def shared_prefix_forward(decoder: CachedDecoder) -> Callable:
-    """A forward_fn for train_step: the logits at the loss-mask positions through `decoder`'s
-    shared-prefix pass (CachedDecoder.sequence_logits; 0 elsewhere, where GRPO's loss reads
-    nothing), megatron's forward for a micro-batch without any (a data-parallel filler)."""
+    """A forward_fn for train_step: the logits [m, V] at the m loss-mask positions (row-major, all
+    that GRPO's loss reads: see selected_positions) through `decoder`'s shared-prefix pass
+    (CachedDecoder.selected_logits), megatron's forward for a micro-batch without any (a
+    data-parallel filler). Handing the loss the selected rows directly, rather than scattering
+    them into a [b, s, V] tensor of zeros that the loss gathers again, gives the same values and
+    gradients without three copies of that tensor (forward) and two more (backward)."""
 
     def forward(model_chunk, batch: dict) -> torch.Tensor:
         selected = batch["loss_mask"] > 0
         if not selected.any():
             return policy_forward(model_chunk, batch)
         with device_rewrites_suspended():  # see sequence_log_probs
-            return decoder.sequence_logits(batch["tokens"], selected)
+            return decoder.selected_logits(batch["tokens"], selected)[0]
 
     return forward
 

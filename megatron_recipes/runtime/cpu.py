@@ -23,6 +23,12 @@ What it does (each item is needed by a megatron-core path that the tests run):
   p2p path sends both directions to the same peer with tag 0 when the interleaved schedule runs
   on two stages, and gloo then silently swaps activations and gradients (wrong loss, no error).
   Each direction gets its own tag here.
+- collectives over a group of one rank (data parallelism of size 1, the tensor-parallel group
+  without tensor parallelism): a synchronous `all_reduce`, and the gradient buffers' param
+  all-gather and grad reduce-scatter between a buffer and its only shard (the same memory),
+  return at once. On one rank each is the identity, but gloo still copies and bookkeeps, about
+  0.1-0.6 ms a call, several per training step (megatron's cross-entropy, grad norm, the
+  distributed optimizer's gather, metrics); asynchronous calls (which must return a handle) run.
 - the local spec's `WrappedTorchNorm` refuses sequence parallelism (only TE/Apex norms allow it);
   it is built anyway and its parameters are marked `sequence_parallel`, so `finalize_model_grads`
   all-reduces their gradients over the tensor-parallel group, as it does for TE's norm.
@@ -41,6 +47,7 @@ import threading
 import time
 from typing import Any
 
+import megatron.core.distributed.param_and_grad_buffer as buffers
 import megatron.core.pipeline_parallel.p2p_communication as p2p
 import megatron.core.tensor_parallel.random as megatron_random
 import torch
@@ -215,6 +222,38 @@ def _allow_sequence_parallel_torch_norm() -> None:
     WrappedTorchNorm.__new__ = staticmethod(build_norm)
 
 
+def _alone(group) -> bool:
+    return dist.get_world_size(group) == 1
+
+
+def _skip_single_rank_collectives() -> None:
+    all_reduce = dist.all_reduce
+
+    def all_reduce_unless_alone(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
+        if not async_op and _alone(group):
+            return None  # every reduction of one rank's tensor is that tensor
+        return all_reduce(tensor, op=op, group=group, async_op=async_op)
+
+    dist.all_reduce = all_reduce_unless_alone
+    gather, scatter = buffers.dist_all_gather_func, buffers.dist_reduce_scatter_func
+
+    def one_buffer(first: torch.Tensor, second: torch.Tensor) -> bool:
+        return first.data_ptr() == second.data_ptr() and first.numel() == second.numel() and first.dtype == second.dtype
+
+    def all_gather_unless_alone(output, input, group=None, async_op=False):
+        if not async_op and _alone(group) and one_buffer(output, input):
+            return None
+        return gather(output, input, group=group, async_op=async_op)
+
+    def reduce_scatter_unless_alone(output, input, op=dist.ReduceOp.SUM, group=None, async_op=False):
+        if not async_op and _alone(group) and one_buffer(output, input):
+            return None
+        return scatter(output, input, op=op, group=group, async_op=async_op)
+
+    buffers.dist_all_gather_func = all_gather_unless_alone
+    buffers.dist_reduce_scatter_func = reduce_scatter_unless_alone
+
+
 def apply_cpu_runtime() -> None:
     """Install the layer in this process (idempotent; call before building any model).
 
@@ -230,6 +269,7 @@ def apply_cpu_runtime() -> None:
         _serve_cuda_rng_from_cpu_generator()
         _tag_pipeline_directions()
         _allow_sequence_parallel_torch_norm()
+        _skip_single_rank_collectives()
         _device_mode = CudaCallsOnCpu()
         _device_mode.__enter__()
         _applied = True

@@ -142,7 +142,28 @@ def build_optimizer(
         use_distributed_optimizer=parallelism.use_distributed_optimizer,
         overlap_param_gather=parallelism.overlap_param_gather,
     )
-    return get_megatron_optimizer(config, model_chunks)
+    optimizer = get_megatron_optimizer(config, model_chunks)
+    use_foreach_adam(optimizer)
+    return optimizer
+
+
+def use_foreach_adam(optimizer) -> None:
+    """torch's AdamW (megatron's fallback without TE/Apex) over CPU parameters takes its foreach
+    implementation: torch picks it by default only for CUDA tensors, and the per-parameter loop
+    it uses otherwise costs a dozen Python-level torch calls per parameter (each also through the
+    CPU runtime layer's function mode). On the CPU the foreach ops run the same kernels on every
+    tensor in the same order, so the update is equal bit for bit (test_foreach_adam_is_exact).
+    Loading a checkpoint restores the saved param_groups (with this flag as it was saved): the
+    session calls this again afterwards."""
+    if not megatron_optimizer.USING_PYTORCH_OPTIMIZER:
+        return
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        adam = getattr(inner, "optimizer", None)
+        if not isinstance(adam, torch.optim.Adam | torch.optim.AdamW):
+            continue
+        for group in adam.param_groups:
+            if group.get("foreach") is None and all(p.device.type == "cpu" for p in group["params"]):
+                group["foreach"] = True
 
 
 def _dtype(precision: str):

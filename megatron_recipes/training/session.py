@@ -37,7 +37,7 @@ from megatron_recipes.runtime.config import ParallelismConfig
 from megatron_recipes.runtime.distributed import Runtime, initialize_runtime
 from megatron_recipes.training.checkpointing import _unwrap, latest_iteration, load_checkpoint, load_model_weights
 from megatron_recipes.training.config import CheckpointConfig, OptimizerConfig, TrainerConfig
-from megatron_recipes.training.optimizer import build_optimizer, build_scheduler
+from megatron_recipes.training.optimizer import build_optimizer, build_scheduler, use_foreach_adam
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,7 @@ def setup_training(
     resumable = checkpoint.dir and checkpoint.resume and latest_iteration(checkpoint.dir) is not None
     if resumable:
         loaded = load_checkpoint(checkpoint.dir, model, optimizer, scheduler)
+        use_foreach_adam(optimizer)  # the checkpoint's param_groups replaced ours
         session.state = TrainState.from_dict(loaded.train_state)
         session.restored_from = str(loaded.path)
         if runtime.is_logging_rank:

@@ -427,6 +427,56 @@ def test_shared_prefix_forward_has_megatrons_loss_and_gradients(model, tokenizer
         assert torch.allclose(shared_gradient, megatron_gradient, rtol=1e-4, atol=1e-6)
 
 
+def test_selected_logits_give_the_dense_paths_loss_and_gradients_bit_for_bit(model, tokenizer):
+    # shared_prefix_forward hands the loss the logits of the trained positions only; before, it
+    # scattered them into a [b, s, V] tensor of zeros (CachedDecoder.sequence_logits) that the loss
+    # gathered again. Same loss, metrics and gradients, bit for bit (ragged prompts, a row without
+    # trained tokens, pi_old moved so that some ratios clip).
+    batch = _rollout_batch(model, tokenizer, PROMPTS, 4, seed=11)
+    batch.mask[2] = 0.0
+    batch.old_logp = sequence_log_probs(model, batch, 20, 1.0, tokenizer.vocab_size) - 0.1 * batch.mask
+    batch.ref_logp = batch.old_logp + 0.05 * batch.mask
+    settings = GrpoLossSettings.from_config(RlConfig(kl_coefficient=0.04, epsilon_high=0.05))
+    loss_fn = grpo_loss_function(settings, 0.9, tokenizer.vocab_size)
+    decoder = shared_prefix_decoder(model, training=True)
+    chunk = model[0]
+
+    def dense(model_chunk, batch):
+        return decoder.sequence_logits(batch["tokens"], batch["loss_mask"] > 0)
+
+    results = []
+    for forward_fn in (dense, shared_prefix_forward(decoder)):
+        micro_batch = batch.rows(torch.arange(len(batch)))
+        chunk.zero_grad()
+        logits = forward_fn(chunk, micro_batch)
+        numerator, denominator, metrics = loss_fn(micro_batch, logits)
+        (numerator / denominator).backward()
+        results.append((logits.dim(), numerator.item(), [p.grad.clone() for p in chunk.parameters()], metrics))
+    chunk.zero_grad()
+    (dense_dims, dense_loss, dense_grads, dense_metrics), (dims, loss, grads, metrics) = results
+    assert (dense_dims, dims) == (3, 2)
+    assert loss == dense_loss != 0.0 and metrics.keys() == dense_metrics.keys()
+    assert all(torch.equal(metrics[name], dense_metrics[name]) for name in metrics)
+    assert dense_metrics["clip_fraction"][0] > 0
+    assert all(g.abs().sum() > 0 for g in grads) and all(torch.equal(a, b) for a, b in zip(grads, dense_grads))
+
+
+def test_swapped_halves_equal_the_index_select_they_replace(model):
+    # The prefill and the training chunks build the rotary embedding's x[..., swap] from slices
+    # (CachedDecoder._swapped); the decode step still uses index_select. Equal values, also for a
+    # rotary embedding over part of each head (the rest passes through).
+    decoder = shared_prefix_decoder(model)
+    decoder.start(2, 8)
+    mixed = torch.randn(2, 8, decoder.groups, decoder.heads_per_group + 2, decoder.head_dim)
+    assert decoder.rotary_dim == decoder.head_dim
+    assert torch.equal(decoder._swapped(mixed), mixed.index_select(-1, decoder.swap))
+    assert not torch.equal(decoder._swapped(mixed), mixed)
+    partial = torch.randn(3, 5, 24)
+    decoder.rotary_dim = 16
+    swap = torch.cat((torch.arange(8, 16), torch.arange(8), torch.arange(16, 24)))
+    assert torch.equal(decoder._swapped(partial), partial.index_select(-1, swap))
+
+
 @pytest.mark.parametrize("query_groups", [4, 2])
 def test_fused_core_attention_computes_megatrons_attention(model, query_groups):
     assert isinstance(model[0].decoder.layers[0].self_attention.core_attention, FusedDotProductAttention)

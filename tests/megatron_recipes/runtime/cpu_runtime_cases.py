@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import random
 
+import megatron.core.distributed.param_and_grad_buffer as buffers
 import numpy as np
 import pytest
 import torch
+from megatron.core import parallel_state
 from megatron.core.tensor_parallel import get_cuda_rng_tracker, model_parallel_cuda_manual_seed
 from megatron.core.transformer.torch_norm import WrappedTorchNorm
 
@@ -206,6 +208,59 @@ def test_schedules_follow_the_pure_definition():
                 holder.param_groups[0]["lr"], learning_rate_at(step, settings, 100), rel_tol=1e-9, abs_tol=1e-15
             ), (schedule, step)
             scheduler.step(1)
+
+
+def test_collectives_of_one_rank_return_at_once_and_others_still_run(session):
+    # The layer returns a synchronous all-reduce over a group of one rank, and the grad buffers'
+    # gather/scatter between a buffer and its only shard, at once (the identity); an asynchronous
+    # call, or a gather between two different buffers, still runs the collective.
+    group = parallel_state.get_data_parallel_group()
+    assert torch.distributed.get_world_size(group) == 1
+    values = torch.tensor([1.5, -2.0])
+    assert torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX, group=group) is None
+    assert values.tolist() == [1.5, -2.0]
+    handle = torch.distributed.all_reduce(values, group=group, async_op=True)
+    assert handle is not None and handle.wait() and values.tolist() == [1.5, -2.0]
+    buffer = torch.arange(6.0)
+    assert buffers.dist_all_gather_func(buffer, buffer[:6], group=group) is None
+    assert buffers.dist_reduce_scatter_func(buffer[:6], buffer, group=group) is None
+    assert buffer.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    output = torch.zeros(6)
+    buffers.dist_all_gather_func(output, buffer, group=group)  # two buffers: gloo copies
+    assert output.tolist() == buffer.tolist()
+
+
+def test_foreach_adam_is_exact(session):
+    # build_optimizer switches torch's AdamW over CPU parameters to its foreach implementation
+    # (training/optimizer.use_foreach_adam): it must update exactly as the per-parameter loop
+    # torch picks by default on the CPU, with megatron's parameter groups (decay and no decay).
+    inner = [chained.optimizer for chained in getattr(session.optimizer, "chained_optimizers", [session.optimizer])]
+    groups = [group for adam in inner for group in adam.param_groups]
+    assert groups and all(group["foreach"] is True for group in groups)
+    assert len({group["weight_decay"] for group in groups}) == 2
+    generator = torch.Generator().manual_seed(4)
+    results = []
+    for foreach in (False, True):
+        copies = [
+            {
+                **{key: value for key, value in group.items() if key not in ("params", "foreach")},
+                "params": [torch.nn.Parameter(p.detach().clone()) for p in group["params"]],
+                "foreach": foreach,
+            }
+            for group in groups
+        ]
+        adam = torch.optim.AdamW(copies)
+        generator.manual_seed(4)
+        for _ in range(5):
+            for group in copies:
+                for parameter in group["params"]:
+                    parameter.grad = torch.randn(parameter.shape, generator=generator) * 1e-2
+            adam.step()
+        results.append([p.detach() for group in copies for p in group["params"]])
+    loop, foreach = results
+    assert all(torch.equal(a, b) for a, b in zip(loop, foreach))
+    start = [p.detach() for group in groups for p in group["params"]]
+    assert not all(torch.equal(a, b) for a, b in zip(start, foreach))  # the steps did move them
 
 
 def test_weights_only_checkpoint_and_distributed_optimizer_state(session, tmp_path):
