@@ -252,6 +252,12 @@ def answer_distribution(checkpoint: Path, questions: Path, answers: range = rang
     return {names[key]: round(value / len(records), 4) for key, value in totals.items()} | {"questions": len(records)}
 
 
+def _cached_answer_distribution(checkpoint: Path, questions: Path, output: Path) -> dict:
+    if not output.exists():
+        output.write_text(json.dumps(answer_distribution(checkpoint, questions)))
+    return json.loads(output.read_text())
+
+
 def run_seed_set(arguments, seed_set: int) -> dict:
     task, seed = arguments.task, 1000 * (seed_set + 1)
     key = hashlib.sha1(f"{task}|{seed}|{arguments.sft_examples}|{arguments.sft_steps}".encode()).hexdigest()[:10]
@@ -314,11 +320,15 @@ def run_seed_set(arguments, seed_set: int) -> dict:
         sft_dir / f"eval-sft-{sizes}",
         arguments.samples,
     )
-    before_trained = _evaluate(
-        sft_dir / "sft" / "checkpoints",
-        sft_dir / f"grpo_prompts-{sizes}.jsonl",
-        sft_dir / f"eval-sft-trained-{sizes}",
-        arguments.samples,
+    before_trained = (
+        None  # screens (--held-out-only) evaluate nothing on GRPO's own prompts
+        if arguments.held_out_only and not arguments.sft_only
+        else _evaluate(
+            sft_dir / "sft" / "checkpoints",
+            sft_dir / f"grpo_prompts-{sizes}.jsonl",
+            sft_dir / f"eval-sft-trained-{sizes}",
+            arguments.samples,
+        )
     )
 
     if arguments.sft_only:
@@ -362,7 +372,7 @@ def run_seed_set(arguments, seed_set: int) -> dict:
         arguments.samples,
     )
     after_trained = (
-        before_trained  # not evaluated (--held-out-only): its gain reads 0
+        None
         if arguments.held_out_only
         else _evaluate(
             grpo_dir / "grpo" / "checkpoints",
@@ -371,6 +381,13 @@ def run_seed_set(arguments, seed_set: int) -> dict:
             arguments.samples,
         )
     )
+    if arguments.exact:
+        exact_before = _cached_answer_distribution(
+            sft_dir / "sft" / "checkpoints", sft_dir / f"heldout-{sizes}.jsonl", sft_dir / f"exact-{sizes}.json"
+        )
+        exact_after = _cached_answer_distribution(
+            grpo_dir / "grpo" / "checkpoints", sft_dir / f"heldout-{sizes}.jsonl", grpo_dir / f"exact-{sizes}.json"
+        )
     rows = [json.loads(line) for line in (grpo_dir / "grpo" / "metrics.jsonl").read_text().splitlines()]
     result = {
         "seed_set": seed_set,
@@ -382,14 +399,25 @@ def run_seed_set(arguments, seed_set: int) -> dict:
             "sampled": round(100 * (after["sampled"] - before["sampled"]), 1),
             "greedy": round(100 * (after["greedy"] - before["greedy"]), 1),
         },
-        "grpo_training_prompts_gain_points": {
+        "grpo_training_prompts_gain_points": None
+        if after_trained is None
+        else {
             "sampled": round(100 * (after_trained["sampled"] - before_trained["sampled"]), 1),
             "greedy": round(100 * (after_trained["greedy"] - before_trained["greedy"]), 1),
         },
         "grpo_reward_first_last": [rows[0].get("reward_mean"), rows[-1].get("reward_mean")],
         "grpo_zero_variance_groups_mean": sum(r.get("zero_variance_groups", 0) for r in rows) / len(rows),
+        # Whether gradient clipping (optimizer.clip_grad, 1.0) set the step size, and KL spikes.
+        "grpo_grad_norm_median": sorted(r.get("grad_norm", 0.0) for r in rows)[len(rows) // 2],
+        "grpo_kl_max": max(r.get("kl", 0.0) for r in rows),
+        "grpo_entropy_first_last": [rows[0].get("entropy"), rows[-1].get("entropy")],
         "grpo_seconds": round(grpo_seconds, 1),
     }
+    if arguments.exact:
+        result["exact_t1_accuracy"] = {"before": exact_before, "after": exact_after}
+        result["exact_t1_gain_points"] = round(
+            100 * (exact_after["exact_t1_accuracy"] - exact_before["exact_t1_accuracy"]), 1
+        )
     log.info("seed set %d: %s", seed_set, json.dumps(result))
     return result
 
@@ -410,6 +438,11 @@ def main() -> None:
     parser.add_argument("--sft-only", action="store_true", help="stop after evaluating the SFT models")
     parser.add_argument(
         "--held-out-only", action="store_true", help="skip evaluating GRPO models on their own prompts (screens)"
+    )
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="also give each seed set's exact T=1 accuracy before and after (answer_distribution)",
     )
     parser.add_argument(
         "--answer-distribution",
@@ -446,6 +479,11 @@ def main() -> None:
                 "seed_sets": results,
                 "pooled_gain_points": pooled,
                 "min_sampled_gain_points": min(r["gain_points"]["sampled"] for r in results),
+                **(
+                    {"min_exact_t1_gain_points": min(r["exact_t1_gain_points"] for r in results)}
+                    if arguments.exact
+                    else {}
+                ),
             }
         )
     )
