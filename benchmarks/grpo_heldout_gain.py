@@ -82,7 +82,7 @@ had no time left to rerun; it is the next thing to confirm (more seed sets, the 
 tests) before making it the preset. Sampled gains of 200 questions x 4 samples differ from the
 exact ones by up to 3.4 points here; judge settings by `--answer-distribution`.
 
-Screened 2026-12-08 00:12-00:59 at 7780061 (rl.kl_clamp, --exact; the repeats with
+Screened 2026-12-08 00:12-00:58 at 7780061 (rl.kl_clamp, --exact; the repeats with
 --grpo-seed-offset, added after it; benchmarks/results/grpo_heldout_gain_kl_screens.json; shared
 2-core machine, load average 3.5 -> 19, one run at a time). The SFT models are the ones above
 (the same held-out figures to the last digit: greedy / T=1 / exact 0.54 /
