@@ -93,6 +93,10 @@ class RlConfig:
     whiten_advantages: bool = True
     kl_coefficient: float = 0.04
     kl_estimator: str = "k3"
+    # Bound on the per-token KL estimate in the GRPO loss, 0 = none (rl/objectives.py: a token the
+    # policy pushed far below the reference makes k3 explode, and its gradient, clipped with the
+    # rest, shrinks the whole update). verl clamps its low-variance KL at 10.
+    kl_clamp: float = 0.0
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
     loss_aggregation: str = "sequence_mean"
@@ -152,6 +156,7 @@ class RlConfig:
         require_positive("rl.value_clip", self.value_clip)
         require_non_negative("rl.reward_model_weight", self.reward_model_weight)
         require_non_negative("rl.kl_coefficient", self.kl_coefficient)
+        require_non_negative("rl.kl_clamp", self.kl_clamp)
         require_range("rl.epsilon_low", self.epsilon_low, 0, 1, high_inclusive=False)
         require_non_negative("rl.epsilon_high", self.epsilon_high)
         require_positive("rl.advantage_epsilon", self.advantage_epsilon)

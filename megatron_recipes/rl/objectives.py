@@ -28,6 +28,11 @@ KL estimators (KL_ESTIMATORS, `rl.kl_estimator`) of KL(pi_theta || pi_ref) per t
 log-probs logp = log pi_theta and ref = log pi_ref, [N, T] -> [N, T]:
   k1 = logp - ref;  k2 = (logp - ref)^2 / 2;  k3 = pi_ref/pi - log(pi_ref/pi) - 1 (the paper's,
   unbiased and always >= 0).
+  With rl.kl_clamp = c > 0 the loss uses the estimate clamped to [-c, c] (the `kl` metric stays the
+  unclamped estimate): k3 grows like pi_ref/pi, so one token the policy has pushed far below the
+  reference (a sampled wrong answer, on a second pass over the rollout) can carry a KL of
+  thousands whose gradient outweighs the whole batch's, and gradient clipping then shrinks every
+  other token's update with it. Past the clamp the token's KL term has no gradient.
 Clipped surrogate: ratio = exp(logp - old_logp); objective_t = min(ratio A_t,
   clip(ratio, 1 - eps_low, 1 + eps_high) A_t); a token is "clipped" when the clipped term is the
   smaller one and differs (the gradient through it is zero).
@@ -381,10 +386,14 @@ class GrpoLossSettings:
     epsilon_low: float
     epsilon_high: float
     loss_aggregation: str
+    # Bound on the per-token KL estimate in the loss, 0 = none (rl.kl_clamp).
+    kl_clamp: float = 0.0
 
     @classmethod
     def from_config(cls, rl: RlConfig) -> "GrpoLossSettings":
-        return cls(rl.kl_coefficient, rl.kl_estimator, rl.epsilon_low, rl.epsilon_high, rl.loss_aggregation)
+        return cls(
+            rl.kl_coefficient, rl.kl_estimator, rl.epsilon_low, rl.epsilon_high, rl.loss_aggregation, rl.kl_clamp
+        )
 
 
 @dataclass
@@ -420,8 +429,11 @@ def grpo_loss(
         if ref_logp is None:
             raise ValueError("kl_coefficient > 0 needs reference log-probs")
         kl = get_kl_estimator(settings.kl_estimator)(logp, ref_logp)
-        per_token = per_token + settings.kl_coefficient * kl
         sums["kl"] = ((kl.detach() * mask).sum(), tokens)
+        if settings.kl_clamp:
+            sums["kl_clamped"] = (((kl.detach().abs() > settings.kl_clamp).to(mask.dtype) * mask).sum(), tokens)
+            kl = kl.clamp(-settings.kl_clamp, settings.kl_clamp)
+        per_token = per_token + settings.kl_coefficient * kl
     elif ref_logp is not None:
         sums["kl"] = ((get_kl_estimator(settings.kl_estimator)(logp.detach(), ref_logp) * mask).sum(), tokens)
     sums["clip_fraction"] = ((was_clipped.to(mask.dtype) * mask).sum(), tokens)
@@ -465,6 +477,8 @@ def reference_grpo_loss(
             clipped_ratio = min(max(ratio, 1 - settings.epsilon_low), 1 + settings.epsilon_high)
             objective = min(ratio * advantages[i][t], clipped_ratio * advantages[i][t])
             kl = reference_kl(settings.kl_estimator, logp[i][t], ref_logp[i][t]) if settings.kl_coefficient else 0.0
+            if settings.kl_clamp:
+                kl = min(max(kl, -settings.kl_clamp), settings.kl_clamp)
             terms.append(-(objective - settings.kl_coefficient * kl))
         outputs.append(terms)
     if settings.loss_aggregation == "sequence_mean":

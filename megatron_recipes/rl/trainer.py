@@ -41,7 +41,8 @@ weights; the next checkpoint also writes the reference (weights only) under
 resumed run reloads it from there (train_state.extra).
 
 Metrics per step (console line, metrics.jsonl, TensorBoard under train/): loss, reward_mean,
-reward_std, accuracy, kl, clip_fraction, entropy, ratio, response_length, zero_variance_groups
+reward_std, accuracy, kl (the unclamped estimate; with rl.kl_clamp also kl_clamped, the share of
+trained tokens the clamp cut), clip_fraction, entropy, ratio, response_length, zero_variance_groups
 (fraction of groups), ungradable_groups, updates, rollout_tokens_per_second (sampled tokens /
 rollout wall time), training_tokens_per_second (sequence tokens through the updates and
 log-prob passes / their wall time), tokens_per_second (all tokens / step time), lr, grad_norm;
@@ -400,6 +401,7 @@ class GrpoTrainer:
             self.rl.epsilon_low,
             self.rl.epsilon_high,
             self.rl.loss_aggregation,
+            self.rl.kl_clamp,
         )
         runtime = session.runtime
         self.questions_per_rank = self.rl.questions_per_step // runtime.data_parallel_size
@@ -653,6 +655,8 @@ class GrpoTrainer:
         for name in ("kl", "clip_fraction", "entropy", "ratio"):
             measured = [r.metrics[name] for r in results if name in r.metrics]
             values[name] = _mean(measured)
+        if self.settings.kl_clamp:  # the share of trained tokens whose KL estimate the clamp cut
+            values["kl_clamped"] = _mean([r.metrics["kl_clamped"] for r in results if "kl_clamped" in r.metrics])
         return values
 
     # ------------------------------------------------------------------ held-out accuracy

@@ -236,3 +236,40 @@ def test_gradient_flows_only_through_unclipped_tokens():
     expected = -(ratio * advantages) * mask * (~clipped) / mask.sum()
     assert torch.allclose(logp.grad, expected, atol=1e-6)
     assert (logp.grad[clipped & (mask > 0)] == 0).all() and clipped[mask > 0].any()
+
+
+def test_kl_clamp_bounds_the_estimate_and_its_gradient():
+    # One token the policy pushed far below the reference: k3 ~ pi_ref / pi = e^12 (~163,000).
+    logp, old, ref, advantages, mask = random_case(seed=7, spread=0.6)
+    logp[0, 1] = ref[0, 1] - 12.0
+    raw = get_kl_estimator("k3")(logp, ref)
+    assert float(raw[0, 1]) > 1e5
+    plain = RlConfig(kl_coefficient=0.2, loss_aggregation="token_mean")
+    clamped = RlConfig(kl_coefficient=0.2, loss_aggregation="token_mean", kl_clamp=10.0)
+    gradients, results = {}, {}
+    for name, rl in (("plain", plain), ("clamped", clamped)):
+        leaf = logp.clone().requires_grad_(True)
+        settings = GrpoLossSettings.from_config(rl)
+        results[name] = grpo_loss(leaf, old, ref, advantages, mask, settings)
+        (results[name].numerator / results[name].denominator).backward()
+        gradients[name] = leaf.grad
+        expected = reference_grpo_loss(
+            as_lists(logp), as_lists(old), as_lists(ref), as_lists(advantages), as_lists(mask), settings
+        )
+        assert float((results[name].numerator / results[name].denominator).detach()) == pytest.approx(
+            expected, rel=1e-5
+        )
+    # Unclamped, that token's gradient is ~0.2 e^12 / tokens and dwarfs all the others together;
+    # clamped it carries no KL gradient (only its surrogate's, ratio x advantage ~ e^-12), and the
+    # other tokens' gradients are unchanged.
+    outlier = abs(float(gradients["plain"][0, 1]))
+    assert outlier > 100 * (float(gradients["plain"].abs().sum()) - outlier)
+    assert abs(float(gradients["clamped"][0, 1])) < 1e-4
+    others = torch.ones_like(mask, dtype=torch.bool)
+    others[0, 1] = False
+    assert torch.equal(gradients["clamped"][others], gradients["plain"][others])
+    # The kl metric reports the unclamped estimate; kl_clamped counts the one token cut.
+    assert torch.equal(results["clamped"].sums["kl"][0], results["plain"].sums["kl"][0])
+    assert int(results["clamped"].sums["kl_clamped"][0]) == 1 and "kl_clamped" not in results["plain"].sums
+    with pytest.raises(Exception, match="rl.kl_clamp"):
+        RlConfig(kl_clamp=-1.0).validate()
