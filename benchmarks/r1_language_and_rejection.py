@@ -341,6 +341,13 @@ def main() -> None:
     )
     parser.add_argument("--student-pretrain-steps", type=int, default=500)
     parser.add_argument("--grpo", nargs="*", default=[], help="extra Hydra overrides of both GRPO runs")
+    parser.add_argument(
+        "--language-grpo",
+        nargs="*",
+        default=[],
+        help="extra Hydra overrides of the language arm only (e.g. its per-span credit: rl.advantage_estimator="
+        "outcome_spans rl.step_reward=language_spans); the accuracy-only arm is reused",
+    )
     parser.add_argument("--result", type=Path, help="also write the JSON here")
     arguments = parser.parse_args()
     work = arguments.work.resolve()
@@ -389,13 +396,15 @@ def main() -> None:
     ]
     # The language weight keys only the arm it changes (1.0 keeps the key runs had before the option).
     weighted = [arguments.language_weight] if arguments.language_weight != 1.0 else []
+    weighted += [arguments.language_grpo] if arguments.language_grpo else []
     runs = {name: work / f"grpo-{name}-{_key(settings + (weighted if name == 'language' else []))}" for name in ARMS}
     jobs = [
         (
             "megatron_recipes.grpo",
             grpo_command(
                 mixed / "checkpoints", task, heldout, run, reward_weights(name, arguments.language_weight), arguments
-            ),
+            )
+            + (arguments.language_grpo if name == "language" else []),
             work / f"{run.name}.log",
         )
         for name, run in runs.items()
@@ -406,7 +415,29 @@ def main() -> None:
         timed("grpo_both", _side_by_side, jobs)
     language = {name: _validation(run) for name, run in runs.items()}
     if arguments.language_only:
-        print(json.dumps({"language_consistency": language, "runs": {k: str(v) for k, v in runs.items()}}))
+        result = {
+            "benchmark": "r1_language_and_rejection",
+            "part": "language_consistency",
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "base": {"work_dir": str(base), "pretrain_steps": arguments.pretrain_steps},
+            "mixed_sft_steps": arguments.mixed_sft_steps,
+            "grpo_steps": arguments.grpo_steps,
+            "grpo_overrides": arguments.grpo,
+            "language_arm_overrides": arguments.language_grpo,
+            "language_reward_weight": arguments.language_weight,
+            "heldout_T1_samples_per_question": arguments.samples,
+            "overlap": overlap,
+            "language_consistency": language,
+            "runs": {k: str(v) for k, v in runs.items()},
+            "seconds": {**seconds, "total": round(time.time() - started, 1)},
+            "load_average": {
+                "start": [round(x, 2) for x in load_start],
+                "end": [round(x, 2) for x in os.getloadavg()],
+            },
+        }
+        if arguments.result:
+            arguments.result.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        print(json.dumps(result, ensure_ascii=False))
         return
 
     # 2. Rejection sampling from the language-RL checkpoint; SFT on kept vs every sample.
