@@ -99,7 +99,7 @@ sys.path.insert(0, str(REPO))
 # The base model is built the way the R1-Zero benchmark builds it (this script's folder is on sys.path).
 from r1_zero_learning import build_base  # noqa: E402
 
-from megatron_recipes.data.r1_tasks import draw_questions, write_jsonl  # noqa: E402
+from megatron_recipes.data.r1_tasks import SumQuestion, draw_questions, write_jsonl  # noqa: E402
 from stack_common.reproducible import run_logged_reproducibly  # noqa: E402
 
 log = logging.getLogger("r1_language_and_rejection")
@@ -171,11 +171,31 @@ def _overlapping(overlap: dict) -> bool:
     return any(value for name, value in overlap.items() if "_in_" in name)
 
 
+def write_paired_prompts(task: Path, path: Path) -> int:
+    """The training questions in file order, each followed by the same sum asked in the other
+    language (the same side of the held-out split: it is decided by the sum). Read unshuffled
+    (prompts.shuffle=false), every GRPO step of an even number of questions asks both languages
+    equally, so a push of the chains toward one language for all questions cancels within the step
+    and what is left is the push toward the question's language."""
+    rows = []
+    for index, record in enumerate(_read_jsonl(task / "prompts_train.jsonl")):
+        terms = tuple(int(t) for t in _TERMS.findall(record["question"]))
+        for language in (record["language"], "zh" if record["language"] == "en" else "en"):
+            rows.append({**SumQuestion(terms, language).record(), "id": f"pair-{index}-{language}"})
+    write_jsonl(path, rows)
+    return len(rows)
+
+
 def grpo_command(init: Path, task: Path, heldout: Path, output: Path, weights: str, arguments) -> list[str]:
+    prompts = (
+        [f"prompts.path={arguments.paired_prompts}", "prompts.split=all", "prompts.shuffle=false"]
+        if arguments.paired_prompts
+        else [f"prompts.path={task / 'prompts_train.jsonl'}"]
+    )
     return [
         "+experiment=r1_reasoning_rl_tiny_cpu",
         f"checkpoint.init_from={init}",
-        f"prompts.path={task / 'prompts_train.jsonl'}",
+        *prompts,
         f"eval_prompts.path={heldout}",
         LANGUAGE_REWARDS,
         weights,
@@ -348,6 +368,12 @@ def main() -> None:
         help="extra Hydra overrides of the language arm only (e.g. its per-span credit: rl.advantage_estimator="
         "outcome_spans rl.step_reward=language_spans); the accuracy-only arm is reused",
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="both GRPO arms read the training questions each followed by its translation, unshuffled"
+        " (every step asks both languages equally)",
+    )
     parser.add_argument("--result", type=Path, help="also write the JSON here")
     arguments = parser.parse_args()
     work = arguments.work.resolve()
@@ -376,6 +402,17 @@ def main() -> None:
     if _overlapping(overlap):
         raise SystemExit(f"error: held-out questions overlap the training data: {overlap}")
 
+    arguments.paired_prompts = None
+    if arguments.paired:
+        arguments.paired_prompts = work / "prompts_train_paired.jsonl"
+        write_paired_prompts(task, arguments.paired_prompts)
+        paired_keys = {_sum_key(r["question"]) for r in _read_jsonl(arguments.paired_prompts)}
+        overlap["heldout_sums_in_paired_prompts"] = len(
+            paired_keys & {_sum_key(r["question"]) for r in _read_jsonl(heldout)}
+        )
+        if overlap["heldout_sums_in_paired_prompts"]:
+            raise SystemExit(f"error: held-out questions overlap the paired training questions: {overlap}")
+
     # 1. The mixed-language policy, then GRPO with and without the language reward.
     mixed = work / f"mixed_sft-{_key(base.name, arguments.mixed_sft_steps)}"
     if not _finished(mixed):
@@ -393,6 +430,7 @@ def main() -> None:
         arguments.grpo,
         # Only when set, so runs cached before the option existed keep their key.
         *([arguments.eval_interval] if arguments.eval_interval else []),
+        *(["paired"] if arguments.paired else []),
     ]
     # The language weight keys only the arm it changes (1.0 keeps the key runs had before the option).
     weighted = [arguments.language_weight] if arguments.language_weight != 1.0 else []
@@ -424,6 +462,7 @@ def main() -> None:
             "grpo_steps": arguments.grpo_steps,
             "grpo_overrides": arguments.grpo,
             "language_arm_overrides": arguments.language_grpo,
+            "paired_prompts": arguments.paired,
             "language_reward_weight": arguments.language_weight,
             "heldout_T1_samples_per_question": arguments.samples,
             "overlap": overlap,

@@ -6,9 +6,13 @@ of its own sentence's language."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from megatron_recipes.data.config import ChatTemplateConfig, PromptSourceConfig
+from megatron_recipes.data.rl_prompts import PromptStream
 from megatron_recipes.rewards.language import chain_spans, consistency_score
 from megatron_recipes.rl.config import RlConfig
 from megatron_recipes.rl.objectives import (
@@ -116,3 +120,19 @@ def test_config_checks_the_step_reward_and_its_options():
     ).validate()
     with pytest.raises(ConfigError, match="rl.step_reward"):
         RlConfig(rewards=["think_accuracy"], advantage_estimator="outcome_spans").validate()
+
+
+def test_an_unshuffled_question_file_keeps_its_order_every_pass(tmp_path):
+    path = tmp_path / "paired.jsonl"
+    questions = [("Calculate 3 + 4.", "7"), ("计算 3 + 4。", "7"), ("Calculate 2 + 5.", "7"), ("计算 2 + 5。", "7")]
+    path.write_text(
+        "".join(json.dumps({"id": f"q{i}", "question": q, "answer": a}) + "\n" for i, (q, a) in enumerate(questions)),
+        encoding="utf-8",
+    )
+    stream = PromptStream(
+        PromptSourceConfig(source="jsonl", path=str(path), split="all", shuffle=False), ChatTemplateConfig()
+    )
+    # Every batch of two is a question and its translation, in the first pass and the next ones.
+    assert [r.id for r in stream.take(0, 10)] == ["q0", "q1", "q2", "q3"] * 2 + ["q0", "q1"]
+    shuffled = PromptStream(PromptSourceConfig(source="jsonl", path=str(path), split="all"), ChatTemplateConfig())
+    assert sorted(r.id for r in shuffled.take(0, 4)) == ["q0", "q1", "q2", "q3"]
