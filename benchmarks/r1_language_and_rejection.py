@@ -366,7 +366,7 @@ def main() -> None:
         nargs="*",
         default=[],
         help="extra Hydra overrides of the language arm only (e.g. its per-span credit: rl.advantage_estimator="
-        "outcome_spans rl.step_reward=language_spans); the accuracy-only arm is reused",
+        "outcome_steps rl.step_reward=language_spans); the accuracy-only arm is reused",
     )
     parser.add_argument(
         "--paired",

@@ -7,8 +7,8 @@ one word (Chinese and Japanese are not written with spaces).
     consistency_score(text, target, languages=("en", "zh")) -> float | None
     chain_of_thought(completion) -> str                             the <think> part, else all of it
     question_language(question, languages) -> str | None
-    chain_spans(completion, languages) -> list[(end, units, language)]   spans of the chain, with
-                                                                    their end offsets in `completion`
+    chain_spans(completion, languages) -> list[(start, end, units, language)]   spans of the chain,
+                                                                    at their offsets in `completion`
 
 How a chain is read: its letters are cut into spans of one script (Latin-like words; Han; kana;
 Hangul), each span running over whatever digits, symbols and spaces lie between its words, so
@@ -82,10 +82,11 @@ def language_units(text: str) -> list[Span]:
     return [Span(script, cleaned[start:end], units) for script, start, end, units in _script_runs(cleaned)]
 
 
-def chain_spans(completion: str, languages: Sequence[str] = DEFAULT_LANGUAGES) -> list[tuple[int, int, str]]:
-    """(end, units, language) of each span of the completion's chain of thought (the spans and
-    labels of language_units / span_language), `end` an offset in `completion` itself: where the
-    span's last unit ends, so a per-span reward lands on the token that completes the span."""
+def chain_spans(completion: str, languages: Sequence[str] = DEFAULT_LANGUAGES) -> list[tuple[int, int, int, str]]:
+    """(start, end, units, language) of each span of the completion's chain of thought (the spans
+    and labels of language_units / span_language); `start` / `end` are offsets in `completion`
+    itself, of the span's first unit and of the end of its last one, so a reward can land on the
+    token that opens a span (where its language is chosen) or on the one that completes it."""
     completion = completion or ""
     match = _THINK.search(completion)
     offset, chain = (match.start(1), match.group(1)) if match else (0, completion)
@@ -94,8 +95,8 @@ def chain_spans(completion: str, languages: Sequence[str] = DEFAULT_LANGUAGES) -
     runs = _script_runs(_TAGS.sub(lambda tag: " " * len(tag.group()), chain))
     candidates = tuple(languages)
     return [
-        (offset + end, span.units, span_language(span.text, candidates))
-        for span, (_, _, end, _) in zip(language_units(chain), runs, strict=True)
+        (offset + start, offset + end, span.units, span_language(span.text, candidates))
+        for span, (_, start, end, _) in zip(language_units(chain), runs, strict=True)
     ]
 
 

@@ -23,7 +23,7 @@ from stack_common.checks import (
 from stack_common.errors import ConfigError
 
 # The advantage estimators that read per-step rewards (rl.step_reward, or a PRM's step scores).
-STEP_ESTIMATORS = ("process", "outcome_spans")
+STEP_ESTIMATORS = ("process", "outcome_steps")
 
 
 @dataclass
@@ -139,7 +139,7 @@ class RlConfig:
             )
             if not isinstance(options, dict):
                 raise ConfigError(f"rl.reward_options.{name}={options!r} must map option names to values")
-        if self.advantage_estimator == "outcome_spans":
+        if self.advantage_estimator == "outcome_steps":
             require_choice("rl.step_reward", self.step_reward, sorted(STEP_REWARDS))
         if self.advantage_estimator == "process":
             if self.step_reward is None and self.reward_model is None:

@@ -20,11 +20,14 @@ Registered (STEP_REWARDS, `rl.step_reward`):
 
   language_spans    R1's language-consistency reward given where the language is chosen: each
                     span of the chain of thought in one script (rewards/language.py: a sentence,
-                    or consecutive sentences of one script) is a step ending where the span ends,
-                    rewarded `weight` (rl.reward_options.language_spans.weight, default 1.0) when
-                    the span is in the question's language, else 0.0. No outcome step: the outcome
-                    rewards stay with the `outcome_spans` estimator's outcome part. Takes the
-                    question (inputs "question").
+                    or consecutive sentences of one script) is a step that ends on the span's
+                    first character, so the step's token is the one that opens the span (in the
+                    R1 task's tokenizer a Chinese sentence is often one token; an English one
+                    opens with its first word); rewarded `weight`
+                    (rl.reward_options.language_spans.weight, default 1.0) when the span is in
+                    the question's language, else 0.0. No outcome step: the outcome rewards stay
+                    with the `outcome_steps` estimator's outcome part. Takes the question
+                    (inputs "question").
 
 A step reward registered with inputs=("question",) also receives `question=` (the sample's
 question text); options from rl.reward_options.<its name> arrive as keywords.
@@ -146,10 +149,14 @@ def language_span_steps(
     weight: float = 1.0,
     languages: Sequence[str] = DEFAULT_LANGUAGES,
 ) -> list[Step]:
-    """One step per script span of the chain: `weight` when in the question's language, else 0
-    (see module docstring). A question without words has no target: every span earns 0."""
+    """One step per script span of the chain, on its opening character: `weight` when in the
+    question's language, else 0 (see module docstring). A question without words has no target:
+    every span earns 0."""
     target = question_language(question, languages)
-    return [Step(end, weight if language == target else 0.0) for end, _, language in chain_spans(response, languages)]
+    return [
+        Step(start + 1, weight if language == target else 0.0)
+        for start, _, _, language in chain_spans(response, languages)
+    ]
 
 
 def split_steps(response: str, separator: str = "\n") -> list[Step]:

@@ -1,8 +1,9 @@
 """Per-span credit for R1's language-consistency reward: chain_spans' offsets land in the
-completion itself, the language_spans step reward pays each span in the question's language,
-outcome_spans adds each step's centred reward to that step's own tokens (agreeing with its
-readable reference), and a rollout batch built with them gives a sentence-opening token the credit
-of its own sentence's language."""
+completion itself, the language_spans step reward pays each span in the question's language on
+its opening character, outcome_steps adds each step's centred reward at that step's token only
+(agreeing with its readable reference), a rollout batch built with them gives a sentence-opening
+token the credit of its own sentence's language and leaves every other token at the outcome's,
+and an unshuffled question file keeps its pairs of languages in every batch."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from megatron_recipes.rl.config import RlConfig
 from megatron_recipes.rl.objectives import (
     AdvantageInputs,
     get_advantage_estimator,
-    reference_outcome_spans_advantages,
+    reference_outcome_steps_advantages,
 )
 from megatron_recipes.rl.rollout import RolloutSample, compute_rewards, rollout_batch
 from megatron_recipes.rl.step_rewards import Step, get_step_reward
@@ -28,31 +29,25 @@ EPSILON = RlConfig().advantage_epsilon
 MIXED = "<think> Add 3 and 4. 3 + 4 = 7. 所以和是 7。 So the sum is 7. </think> <answer> 7 </answer>"
 
 
-def test_chain_spans_end_where_each_span_ends_in_the_completion():
+def test_chain_spans_start_and_end_where_each_span_does_in_the_completion():
     spans = chain_spans(MIXED)
-    assert [(units, language) for _, units, language in spans] == [(2, "en"), (4, "zh"), (4, "en")]
-    assert [MIXED[:end].rstrip()[-3:] for end, _, _ in spans] == ["and", "以和是", " is"]
+    assert [(units, language) for _, _, units, language in spans] == [(2, "en"), (4, "zh"), (4, "en")]
+    assert [MIXED[start:end] for start, end, _, _ in spans] == ["Add 3 and", "所以和是", "So the sum is"]
     # The same labels and units consistency_score counts.
     assert consistency_score(MIXED.split("</think>")[0].replace("<think>", ""), "en") == pytest.approx(6 / 10)
     assert chain_spans("<think> 3 + 4 = 7 </think> 7") == []
 
 
-def test_language_spans_pays_the_spans_in_the_question_language():
+def test_language_spans_pays_each_span_on_its_opening_character():
     steps = get_step_reward("language_spans")
-    ends = [end for end, _, _ in chain_spans(MIXED)]
-    assert steps(MIXED, "7", question="Calculate 3 + 4.") == [
-        Step(ends[0], 1.0),
-        Step(ends[1], 0.0),
-        Step(ends[2], 1.0),
-    ]
-    assert steps(MIXED, "7", question="计算 3 + 4。", weight=2.0) == [
-        Step(ends[0], 0.0),
-        Step(ends[1], 2.0),
-        Step(ends[2], 0.0),
-    ]
+    starts = [start for start, _, _, _ in chain_spans(MIXED)]
+    assert [MIXED[s - 1] for s in [start + 1 for start in starts]] == ["A", "所", "S"]
+    english = steps(MIXED, "7", question="Calculate 3 + 4.")
+    assert english == [Step(starts[0] + 1, 1.0), Step(starts[1] + 1, 0.0), Step(starts[2] + 1, 1.0)]
+    assert [step.reward for step in steps(MIXED, "7", question="计算 3 + 4。", weight=2.0)] == [0.0, 2.0, 0.0]
 
 
-def test_outcome_spans_matches_its_reference_and_credits_only_the_steps_tokens():
+def test_outcome_steps_matches_its_reference_and_credits_only_the_step_tokens():
     group = [0, 0, 1, 1]
     rewards = [1.0, 0.0, 1.0, 1.0]  # group 1: equal outcomes, its steps still differ
     mask = torch.zeros(4, 6)
@@ -66,18 +61,18 @@ def test_outcome_spans_matches_its_reference_and_credits_only_the_steps_tokens()
         for position, reward in row_steps:
             step_rewards[row, position], step_mask[row, position] = reward, 1.0
     inputs = AdvantageInputs(torch.tensor(rewards), torch.tensor(group), mask, EPSILON, step_rewards, step_mask)
-    result = get_advantage_estimator("outcome_spans")(inputs)
-    expected = reference_outcome_spans_advantages(rewards, steps, group, [[float(v) for v in r] for r in mask], EPSILON)
+    result = get_advantage_estimator("outcome_steps")(inputs)
+    expected = reference_outcome_steps_advantages(rewards, steps, group, [[float(v) for v in r] for r in mask], EPSILON)
     assert torch.allclose(result.tokens, torch.tensor(expected), atol=1e-6)
     outcome = get_advantage_estimator("outcome")(inputs).tokens
-    # Group 0's step rewards 1, 0, 1 (mean 2/3): output 0's tokens 1-2 get +1/3, 3-4 get -2/3, 5 none.
+    # Group 0's step rewards 1, 0, 1 (mean 2/3): output 0's token 2 gets +1/3, token 4 -2/3, no other.
     extra = (result.tokens - outcome)[0].tolist()
-    assert extra == pytest.approx([0.0, 1 / 3, 1 / 3, -2 / 3, -2 / 3, 0.0], abs=1e-6)
+    assert extra == pytest.approx([0.0, 0.0, 1 / 3, 0.0, -2 / 3, 0.0], abs=1e-6)
     # Equal outcomes but different steps: not a zero-variance group.
     assert result.zero_variance.tolist() == [False, False, False, False]
-    assert result.tokens[2, 0].item() == pytest.approx(0.5) and result.tokens[3, 2].item() == pytest.approx(-0.5)
+    assert result.tokens[2, 3].item() == pytest.approx(0.5) and result.tokens[2, 0].item() == 0.0
     with pytest.raises(ValueError, match="needs step_rewards"):
-        get_advantage_estimator("outcome_spans")(
+        get_advantage_estimator("outcome_steps")(
             AdvantageInputs(torch.tensor(rewards), torch.tensor(group), mask, EPSILON)
         )
 
@@ -101,25 +96,26 @@ def test_a_rollout_batch_credits_the_opening_tokens_of_each_sentence_by_its_lang
         reward_options=options,
     )
     assert [s.rewards["language_consistency"] for s in samples] == pytest.approx([1.0, 4 / 7])
-    batch = rollout_batch(samples, 0, "outcome_spans", EPSILON, decode=lambda ids: "".join(chr(i) for i in ids))
-    # Equal outcomes: only the span credit moves the advantages. Steps: the English chain is one
-    # span (1); the mixed one a Chinese span (0) then an English one (1); mean 2/3.
+    batch = rollout_batch(samples, 0, "outcome_steps", EPSILON, decode=lambda ids: "".join(chr(i) for i in ids))
+    # Equal outcomes: only the span credit moves the advantages, at the opening tokens. Steps: the
+    # English chain is one span (1); the mixed one a Chinese span (0) then an English one (1); mean 2/3.
     first = len(samples[0].prompt_ids) - 1
     assert batch.advantages[1, first + mixed.index("加")].item() == pytest.approx(-2 / 3)
     assert batch.advantages[1, first + mixed.index("So")].item() == pytest.approx(1 / 3)
     assert batch.advantages[0, first + english.index("Add")].item() == pytest.approx(1 / 3)
-    assert batch.advantages[0, first + english.index("</answer>")].item() == 0.0
+    moved = (batch.advantages[:, first:] != 0).sum(1).tolist()
+    assert moved == [1, 2]  # the arithmetic, the answer and the rest of each sentence are left alone
 
 
 def test_config_checks_the_step_reward_and_its_options():
     RlConfig(
         rewards=["think_accuracy"],
-        advantage_estimator="outcome_spans",
+        advantage_estimator="outcome_steps",
         step_reward="language_spans",
         reward_options={"language_spans": {"weight": 2.0}},
     ).validate()
     with pytest.raises(ConfigError, match="rl.step_reward"):
-        RlConfig(rewards=["think_accuracy"], advantage_estimator="outcome_spans").validate()
+        RlConfig(rewards=["think_accuracy"], advantage_estimator="outcome_steps").validate()
 
 
 def test_an_unshuffled_question_file_keeps_its_order_every_pass(tmp_path):
