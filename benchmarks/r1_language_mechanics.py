@@ -32,11 +32,13 @@ sys.path.insert(0, str(REPO))
 from megatron_recipes.generation.tokenizer import load_text_tokenizer  # noqa: E402
 from megatron_recipes.rewards.language import (  # noqa: E402
     chain_of_thought,
+    chain_spans,
     language_units,
     question_language,
     span_language,
 )
 from megatron_recipes.rl.rollout import RolloutSample, compute_rewards, rollout_batch  # noqa: E402
+from megatron_recipes.rl.step_rewards import Step, step_end_tokens  # noqa: E402
 
 REWARDS = ["think_accuracy", "think_format", "language_consistency"]
 
@@ -54,16 +56,11 @@ def _correlation(xs: list[float], ys: list[float]) -> float | None:
     return cov / (statistics.pstdev(xs) * statistics.pstdev(ys))
 
 
-def opener_positions(tokenizer, response_ids: list[int]) -> list[int]:
-    """Token positions whose decoded prefix first reaches a new span of words (a sentence opener
-    in another script than the span before, or the first word of the chain)."""
-    positions, seen_spans = [], 0
-    for position in range(1, len(response_ids) + 1):
-        spans = language_units(chain_of_thought(tokenizer.decode(response_ids[:position])))
-        if len(spans) > seen_spans:
-            positions.append(position - 1)
-            seen_spans = len(spans)
-    return positions
+def opener_positions(tokenizer, sample: RolloutSample) -> list[int]:
+    """Positions (in the response) of the tokens that open a span of words of the chain: the token
+    holding each span's first character (the language_spans step reward's steps)."""
+    starts = [Step(start + 1, 0.0) for start, _, _, _ in chain_spans(sample.text)]
+    return step_end_tokens(starts, sample.response_ids, tokenizer.decode)
 
 
 def main() -> None:
@@ -115,7 +112,7 @@ def main() -> None:
     within_std = [statistics.pstdev([consistency[i] for i in members]) for members in groups.values()]
     opener_share, opener_abs, other_abs = [], [], []
     for row, sample in enumerate(samples):
-        positions = opener_positions(tokenizer, sample.response_ids)
+        positions = opener_positions(tokenizer, sample)
         first = len(sample.prompt_ids) - 1
         opener_share.append(len(positions) / max(1, len(sample.response_ids)))
         values = batch.advantages[row, first : first + len(sample.response_ids)].abs()
@@ -138,7 +135,7 @@ def main() -> None:
                         "rewards": sample.rewards,
                         "advantage": round(advantage[index], 3),
                         "spans": spans,
-                        "openers": [pieces[p] for p in opener_positions(tokenizer, sample.response_ids)],
+                        "openers": [pieces[p] for p in opener_positions(tokenizer, sample)],
                         "tokens": len(pieces),
                     },
                     ensure_ascii=False,
