@@ -49,6 +49,14 @@ rejection sampling 1,024 training questions x 8 samples (--rejection-prompts 102
 100 steps of 16. Wall time: the defaults from scratch 21 minutes (load 8 -> 52); the rejection,
 SFT and evaluation stages at 1,024 questions another 18 minutes (load 36 -> 86).
 
+Later (2026-12-08, results/r1_language_consistency_lang.json): from the same mixed-language policy,
+GRPO moves every chain toward one language whatever the question's, so consistency stays ~0.5.
+`--paired` (each step asks both languages equally) with the language reward credited on each
+sentence's opening token (`--language-grpo rl.advantage_estimator=outcome_steps
+rl.step_reward=language_spans "+rl.reward_options={language_spans:{weight:2.0}}"`) and
+`--grpo rl.kl_coefficient=0.1`, 200 steps: consistency 0.466 -> 0.946, accuracy 0.265 -> 0.255; the
+accuracy-only arm ends at 0.34 (its checks every 40 steps swing 0.18-0.34).
+
 1. Language consistency (bar: +0.3 consistency, at most -2 accuracy points): NOT MET. The
    mixed-language SFT policy scores 0.466 consistency, 0.265 accuracy. After 40 GRPO steps with the
    language reward: 0.490 / 0.225; without it: 0.479 / 0.205 (+0.024 vs +0.013 consistency; -4.0 vs
