@@ -49,6 +49,16 @@ rejection sampling 1,024 training questions x 8 samples (--rejection-prompts 102
 100 steps of 16. Wall time: the defaults from scratch 21 minutes (load 8 -> 52); the rejection,
 SFT and evaluation stages at 1,024 questions another 18 minutes (load 36 -> 86).
 
+Later (2026-12-08, results/r1_language_consistency_lang.json): from the same mixed-language policy,
+GRPO moves every chain toward one language whatever the question's, so consistency stays ~0.5.
+`--paired` (each step asks both languages equally) with the language reward credited on each
+sentence's opening token (`--language-grpo rl.advantage_estimator=outcome_steps
+rl.step_reward=language_spans "+rl.reward_options={language_spans:{weight:2.0}}"`) and
+`--grpo rl.kl_coefficient=0.1`, 200 steps, `--samples 8` (800 held-out answers): consistency
+0.501 -> 0.952 (+0.451), accuracy 0.236 vs 0.2525 for the accuracy-only arm (-1.6 points; one seed;
+at the default 2 samples the same checkpoints read -8.5, the accuracy-only arm's checks swinging
+0.18-0.34: use --samples 8 for the accuracy condition).
+
 1. Language consistency (bar: +0.3 consistency, at most -2 accuracy points): NOT MET. The
    mixed-language SFT policy scores 0.466 consistency, 0.265 accuracy. After 40 GRPO steps with the
    language reward: 0.490 / 0.225; without it: 0.479 / 0.205 (+0.024 vs +0.013 consistency; -4.0 vs
@@ -99,7 +109,7 @@ sys.path.insert(0, str(REPO))
 # The base model is built the way the R1-Zero benchmark builds it (this script's folder is on sys.path).
 from r1_zero_learning import build_base  # noqa: E402
 
-from megatron_recipes.data.r1_tasks import draw_questions, write_jsonl  # noqa: E402
+from megatron_recipes.data.r1_tasks import SumQuestion, draw_questions, write_jsonl  # noqa: E402
 from stack_common.reproducible import run_logged_reproducibly  # noqa: E402
 
 log = logging.getLogger("r1_language_and_rejection")
@@ -171,11 +181,31 @@ def _overlapping(overlap: dict) -> bool:
     return any(value for name, value in overlap.items() if "_in_" in name)
 
 
+def write_paired_prompts(task: Path, path: Path) -> int:
+    """The training questions in file order, each followed by the same sum asked in the other
+    language (the same side of the held-out split: it is decided by the sum). Read unshuffled
+    (prompts.shuffle=false), every GRPO step of an even number of questions asks both languages
+    equally, so a push of the chains toward one language for all questions cancels within the step
+    and what is left is the push toward the question's language."""
+    rows = []
+    for index, record in enumerate(_read_jsonl(task / "prompts_train.jsonl")):
+        terms = tuple(int(t) for t in _TERMS.findall(record["question"]))
+        for language in (record["language"], "zh" if record["language"] == "en" else "en"):
+            rows.append({**SumQuestion(terms, language).record(), "id": f"pair-{index}-{language}"})
+    write_jsonl(path, rows)
+    return len(rows)
+
+
 def grpo_command(init: Path, task: Path, heldout: Path, output: Path, weights: str, arguments) -> list[str]:
+    prompts = (
+        [f"prompts.path={arguments.paired_prompts}", "prompts.split=all", "prompts.shuffle=false"]
+        if arguments.paired_prompts
+        else [f"prompts.path={task / 'prompts_train.jsonl'}"]
+    )
     return [
         "+experiment=r1_reasoning_rl_tiny_cpu",
         f"checkpoint.init_from={init}",
-        f"prompts.path={task / 'prompts_train.jsonl'}",
+        *prompts,
         f"eval_prompts.path={heldout}",
         LANGUAGE_REWARDS,
         weights,
@@ -341,6 +371,19 @@ def main() -> None:
     )
     parser.add_argument("--student-pretrain-steps", type=int, default=500)
     parser.add_argument("--grpo", nargs="*", default=[], help="extra Hydra overrides of both GRPO runs")
+    parser.add_argument(
+        "--language-grpo",
+        nargs="*",
+        default=[],
+        help="extra Hydra overrides of the language arm only (e.g. its per-span credit: rl.advantage_estimator="
+        "outcome_steps rl.step_reward=language_spans); the accuracy-only arm is reused",
+    )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="both GRPO arms read the training questions each followed by its translation, unshuffled"
+        " (every step asks both languages equally)",
+    )
     parser.add_argument("--result", type=Path, help="also write the JSON here")
     arguments = parser.parse_args()
     work = arguments.work.resolve()
@@ -369,6 +412,17 @@ def main() -> None:
     if _overlapping(overlap):
         raise SystemExit(f"error: held-out questions overlap the training data: {overlap}")
 
+    arguments.paired_prompts = None
+    if arguments.paired:
+        arguments.paired_prompts = work / "prompts_train_paired.jsonl"
+        write_paired_prompts(task, arguments.paired_prompts)
+        paired_keys = {_sum_key(r["question"]) for r in _read_jsonl(arguments.paired_prompts)}
+        overlap["heldout_sums_in_paired_prompts"] = len(
+            paired_keys & {_sum_key(r["question"]) for r in _read_jsonl(heldout)}
+        )
+        if overlap["heldout_sums_in_paired_prompts"]:
+            raise SystemExit(f"error: held-out questions overlap the paired training questions: {overlap}")
+
     # 1. The mixed-language policy, then GRPO with and without the language reward.
     mixed = work / f"mixed_sft-{_key(base.name, arguments.mixed_sft_steps)}"
     if not _finished(mixed):
@@ -386,16 +440,19 @@ def main() -> None:
         arguments.grpo,
         # Only when set, so runs cached before the option existed keep their key.
         *([arguments.eval_interval] if arguments.eval_interval else []),
+        *(["paired"] if arguments.paired else []),
     ]
     # The language weight keys only the arm it changes (1.0 keeps the key runs had before the option).
     weighted = [arguments.language_weight] if arguments.language_weight != 1.0 else []
+    weighted += [arguments.language_grpo] if arguments.language_grpo else []
     runs = {name: work / f"grpo-{name}-{_key(settings + (weighted if name == 'language' else []))}" for name in ARMS}
     jobs = [
         (
             "megatron_recipes.grpo",
             grpo_command(
                 mixed / "checkpoints", task, heldout, run, reward_weights(name, arguments.language_weight), arguments
-            ),
+            )
+            + (arguments.language_grpo if name == "language" else []),
             work / f"{run.name}.log",
         )
         for name, run in runs.items()
@@ -406,7 +463,30 @@ def main() -> None:
         timed("grpo_both", _side_by_side, jobs)
     language = {name: _validation(run) for name, run in runs.items()}
     if arguments.language_only:
-        print(json.dumps({"language_consistency": language, "runs": {k: str(v) for k, v in runs.items()}}))
+        result = {
+            "benchmark": "r1_language_and_rejection",
+            "part": "language_consistency",
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "base": {"work_dir": str(base), "pretrain_steps": arguments.pretrain_steps},
+            "mixed_sft_steps": arguments.mixed_sft_steps,
+            "grpo_steps": arguments.grpo_steps,
+            "grpo_overrides": arguments.grpo,
+            "language_arm_overrides": arguments.language_grpo,
+            "paired_prompts": arguments.paired,
+            "language_reward_weight": arguments.language_weight,
+            "heldout_T1_samples_per_question": arguments.samples,
+            "overlap": overlap,
+            "language_consistency": language,
+            "runs": {k: str(v) for k, v in runs.items()},
+            "seconds": {**seconds, "total": round(time.time() - started, 1)},
+            "load_average": {
+                "start": [round(x, 2) for x in load_start],
+                "end": [round(x, 2) for x in os.getloadavg()],
+            },
+        }
+        if arguments.result:
+            arguments.result.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        print(json.dumps(result, ensure_ascii=False))
         return
 
     # 2. Rejection sampling from the language-RL checkpoint; SFT on kept vs every sample.

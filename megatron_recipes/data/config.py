@@ -197,6 +197,10 @@ class PromptSourceConfig:
     size: int = 100_000
     seed: int = 1234
     limit: int | None = None
+    # Files: visit the questions in a seeded order that changes every pass (true), or in file order
+    # every pass (false: a file arranged on purpose keeps its batches, e.g. each question next to
+    # its translation, so every GRPO step asks both languages equally).
+    shuffle: bool = True
     question_template: str = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
     def validate(self, section: str = "prompts") -> None:

@@ -289,7 +289,7 @@ class PromptStream:
             self._require_questions()
             # Past the end of the distinct questions (scanned to the end): another pass, reshuffled.
             epoch, offset = divmod(index, len(self._accepted))
-            position = self._accepted[int(self._order(epoch)[offset])]
+            position = self._accepted[int(self._order(epoch)[offset]) if self.config.shuffle else offset]
         question, answer, identifier = self._candidate(position)
         user_turn = self.config.question_template.replace("{question}", question)
         return PromptRecord(identifier, question, answer, render_prompt(user_turn, self.template), self.config.source)

@@ -7,6 +7,8 @@ one word (Chinese and Japanese are not written with spaces).
     consistency_score(text, target, languages=("en", "zh")) -> float | None
     chain_of_thought(completion) -> str                             the <think> part, else all of it
     question_language(question, languages) -> str | None
+    chain_spans(completion, languages) -> list[(start, end, units, language)]   spans of the chain,
+                                                                    at their offsets in `completion`
 
 How a chain is read: its letters are cut into spans of one script (Latin-like words; Han; kana;
 Hangul), each span running over whatever digits, symbols and spaces lie between its words, so
@@ -56,23 +58,46 @@ def chain_of_thought(completion: str) -> str:
     return match.group(1) if match else (completion or "")
 
 
-def language_units(text: str) -> list[Span]:
-    """Maximal runs of one script, each with its text (separators between its units included)
-    and its number of units (words, or CJK characters)."""
-    spans: list[Span] = []
-    cleaned = _TAGS.sub(" ", text)
+def _script_runs(cleaned: str) -> list[tuple[str, int, int, int]]:
+    """(script, start, end, units) of each maximal run of one script in `cleaned`."""
+    runs: list[tuple[str, int, int, int]] = []
     script, start, end, units = None, 0, 0, 0
     for match in _UNIT.finditer(cleaned):
         kind = match.lastgroup
         if kind != script:
             if script is not None:
-                spans.append(Span(script, cleaned[start:end], units))
+                runs.append((script, start, end, units))
             script, start, units = kind, match.start(), 0
         end = match.end()
         units += 1
     if script is not None:
-        spans.append(Span(script, cleaned[start:end], units))
-    return spans
+        runs.append((script, start, end, units))
+    return runs
+
+
+def language_units(text: str) -> list[Span]:
+    """Maximal runs of one script, each with its text (separators between its units included)
+    and its number of units (words, or CJK characters)."""
+    cleaned = _TAGS.sub(" ", text)
+    return [Span(script, cleaned[start:end], units) for script, start, end, units in _script_runs(cleaned)]
+
+
+def chain_spans(completion: str, languages: Sequence[str] = DEFAULT_LANGUAGES) -> list[tuple[int, int, int, str]]:
+    """(start, end, units, language) of each span of the completion's chain of thought (the spans
+    and labels of language_units / span_language); `start` / `end` are offsets in `completion`
+    itself, of the span's first unit and of the end of its last one, so a reward can land on the
+    token that opens a span (where its language is chosen) or on the one that completes it."""
+    completion = completion or ""
+    match = _THINK.search(completion)
+    offset, chain = (match.start(1), match.group(1)) if match else (0, completion)
+    # Tags blanked with as many spaces (language_units puts one): the same runs, at the completion's
+    # offsets; each labelled from language_units' text, so the labels are consistency_score's.
+    runs = _script_runs(_TAGS.sub(lambda tag: " " * len(tag.group()), chain))
+    candidates = tuple(languages)
+    return [
+        (offset + start, offset + end, span.units, span_language(span.text, candidates))
+        for span, (_, start, end, _) in zip(language_units(chain), runs, strict=True)
+    ]
 
 
 @functools.lru_cache(maxsize=8)

@@ -22,6 +22,9 @@ from stack_common.checks import (
 )
 from stack_common.errors import ConfigError
 
+# The advantage estimators that read per-step rewards (rl.step_reward, or a PRM's step scores).
+STEP_ESTIMATORS = ("process", "outcome_steps")
+
 
 @dataclass
 class RlConfig:
@@ -134,9 +137,14 @@ class RlConfig:
         for index, name in enumerate(self.rewards):
             require_choice(f"rl.rewards[{index}]", name, sorted(REWARD_FUNCTIONS))
         for name, options in self.reward_options.items():
-            require_choice("rl.reward_options", name, list(self.rewards))
+            # The step reward takes its options here too (rl.reward_options.language_spans.weight).
+            require_choice(
+                "rl.reward_options", name, [*self.rewards, *([self.step_reward] if self.step_reward else [])]
+            )
             if not isinstance(options, dict):
                 raise ConfigError(f"rl.reward_options.{name}={options!r} must map option names to values")
+        if self.advantage_estimator == "outcome_steps":
+            require_choice("rl.step_reward", self.step_reward, sorted(STEP_REWARDS))
         if self.advantage_estimator == "process":
             if self.step_reward is None and self.reward_model is None:
                 raise ConfigError(

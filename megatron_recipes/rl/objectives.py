@@ -15,6 +15,12 @@ Advantage estimators (ADVANTAGE_ESTIMATORS, `rl.advantage_estimator`), f(inputs)
             mean and std over *all* steps of all outputs of the group; a token's advantage is the
             sum of the normalised rewards of the steps ending at or after it.
   outcome_unscaled  r_i - mean(r_group) (Dr. GRPO: no division by the group's std).
+  outcome_steps  outcome's advantage at every token, plus, at the token that ends each step, that
+            step's reward minus the mean of all step rewards of the group (not divided by their
+            std: the step reward's own weight sets its scale). For a reward decided at a few
+            tokens of a response (R1's language consistency, decided by the tokens that open each
+            sentence: rl.step_reward=language_spans puts its steps there), those tokens get their
+            own credit, and no other token is moved by it. Zero-variance: outcome and steps both.
   Groups whose rewards all agree (std == 0) get advantage 0 and are flagged `zero_variance`:
   the trainer drops them from the loss (rl.skip_zero_variance_groups) and counts them.
   gae       PPO's baseline (the paper's comparison, section 4.1): per-token rewards r_t (the
@@ -228,6 +234,40 @@ def process_advantages(inputs: AdvantageInputs) -> Advantages:
     # Sum over steps ending at or after t: a reversed cumulative sum along the sequence.
     to_go = normalised.flip(1).cumsum(1).flip(1)
     return Advantages((to_go * inputs.mask.double()).to(torch.float32), zero_variance)
+
+
+@register_advantage_estimator("outcome_steps")
+def outcome_steps_advantages(inputs: AdvantageInputs) -> Advantages:
+    """outcome's advantage plus each step's centred reward at its own token (see module docstring)."""
+    if inputs.step_rewards is None or inputs.step_mask is None:
+        raise ValueError("the outcome_steps advantage estimator needs step_rewards and step_mask (rl.step_reward)")
+    outcome = outcome_advantages(inputs)
+    step_mask = inputs.step_mask.double()
+    mean, std = _group_statistics(inputs.step_rewards.double(), step_mask, inputs.group)
+    centred = (inputs.step_rewards.double() - mean.unsqueeze(1)) * step_mask
+    zero_variance = outcome.zero_variance & (std < ZERO_STD)
+    tokens = outcome.tokens.double() + centred * inputs.mask.double()
+    return Advantages(tokens.to(torch.float32), zero_variance)
+
+
+def reference_outcome_steps_advantages(
+    rewards: list[float],
+    step_rewards: list[list[tuple[int, float]]],
+    group: list[int],
+    mask: list[list[float]],
+    epsilon: float,
+) -> list[list[float]]:
+    """Readable reference of `outcome_steps_advantages`: step_rewards[i] = [(position, reward), ...]."""
+    outcome = reference_outcome_advantages(rewards, group, mask, epsilon)
+    pooled: dict[int, list[float]] = {}
+    for steps, g in zip(step_rewards, group):
+        pooled.setdefault(g, []).extend(reward for _, reward in steps)
+    advantages = []
+    for steps, g, row, base in zip(step_rewards, group, mask, outcome):
+        mean = sum(pooled[g]) / len(pooled[g]) if pooled[g] else 0.0
+        own = {end: reward - mean for end, reward in steps}
+        advantages.append([base[t] + own.get(t, 0.0) * m for t, m in enumerate(row)])
+    return advantages
 
 
 def reference_process_advantages(

@@ -50,8 +50,9 @@ import torch
 
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.rewards import get_reward, reward_inputs
+from megatron_recipes.rl.config import STEP_ESTIMATORS
 from megatron_recipes.rl.objectives import AdvantageInputs, get_advantage_estimator
-from megatron_recipes.rl.step_rewards import Step, get_step_reward, split_steps, step_end_tokens
+from megatron_recipes.rl.step_rewards import Step, get_step_reward, split_steps, step_end_tokens, step_reward_inputs
 
 # The key of a learned reward model's score in a sample's `rewards`.
 MODEL_REWARD = "reward_model"
@@ -221,8 +222,11 @@ def compute_rewards(
     if step_reward is not None:
         function = get_step_reward(step_reward)
         first = reward_names[0]
+        step_options = dict((reward_options or {}).get(step_reward) or {})
         for sample in samples:
-            sample.steps = function(sample.text, sample.reference, outcome=sample.rewards.get(first))
+            if "question" in step_reward_inputs(step_reward):
+                step_options["question"] = sample.question
+            sample.steps = function(sample.text, sample.reference, outcome=sample.rewards.get(first), **step_options)
 
 
 def _add_model_scores(samples: Sequence[RolloutSample], model_scores: ModelScores) -> None:
@@ -311,8 +315,9 @@ def rollout_batch(
     tokens = torch.full((count, length), pad_id, dtype=torch.long)
     labels = torch.full((count, length), pad_id, dtype=torch.long)
     mask = torch.zeros(count, length)
-    step_rewards = torch.zeros(count, length) if estimator == "process" else None
-    step_mask = torch.zeros(count, length) if estimator == "process" else None
+    uses_steps = estimator in STEP_ESTIMATORS
+    step_rewards = torch.zeros(count, length) if uses_steps else None
+    step_mask = torch.zeros(count, length) if uses_steps else None
     ungradable_groups = {s.group for s in samples if s.reward is None}
     has_sampler_logp = all(len(s.sampler_logprobs) == len(s.response_ids) for s in samples)
     sampler_logp = torch.zeros(count, length) if has_sampler_logp else None
@@ -327,7 +332,7 @@ def rollout_batch(
             if sampler_logp is not None:  # tool-output tokens (NaN) are masked from the loss: 0 keeps ratios finite
                 values = torch.tensor(sample.sampler_logprobs, dtype=torch.float32).nan_to_num(0.0)
                 sampler_logp[row, first : first + len(sample.response_ids)] = values
-        if estimator == "process" and sample.steps and sample.response_ids:
+        if uses_steps and sample.steps and sample.response_ids:
             if decode is None:
                 raise ValueError("process supervision needs `decode` to map step ends to tokens")
             for step, position in zip(sample.steps, step_end_tokens(sample.steps, sample.response_ids, decode)):

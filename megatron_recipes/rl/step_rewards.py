@@ -18,6 +18,20 @@ Registered (STEP_REWARDS, `rl.step_reward`):
                     reference, via megatron_recipes.rewards), so a correct chain with a wrong
                     answer is still penalised where it matters.
 
+  language_spans    R1's language-consistency reward given where the language is chosen: each
+                    span of the chain of thought in one script (rewards/language.py: a sentence,
+                    or consecutive sentences of one script) is a step that ends on the span's
+                    first character, so the step's token is the one that opens the span (in the
+                    R1 task's tokenizer a Chinese sentence is often one token; an English one
+                    opens with its first word); rewarded `weight`
+                    (rl.reward_options.language_spans.weight, default 1.0) when the span is in
+                    the question's language, else 0.0. No outcome step: the outcome rewards stay
+                    with the `outcome_steps` estimator's outcome part. Takes the question
+                    (inputs "question").
+
+A step reward registered with inputs=("question",) also receives `question=` (the sample's
+question text); options from rl.reward_options.<its name> arrive as keywords.
+
 Cost: linear in response length per response (equations are parsed with `ast`, never `eval`);
 mapping step ends to tokens decodes O(log T) prefixes per step.
 """
@@ -31,8 +45,11 @@ from fractions import Fraction
 from typing import Callable, Sequence
 
 from megatron_recipes.rewards import get_reward
+from megatron_recipes.rewards.language import DEFAULT_LANGUAGES, chain_spans, question_language
 
 STEP_REWARDS: dict[str, Callable[..., list["Step"]]] = {}
+# name -> the extra per-sample inputs it takes ("question").
+STEP_REWARD_INPUTS: dict[str, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True)
@@ -41,12 +58,17 @@ class Step:
     reward: float
 
 
-def register_step_reward(name: str):
+def register_step_reward(name: str, inputs: Sequence[str] = ()):
     def decorator(function):
         STEP_REWARDS[name] = function
+        STEP_REWARD_INPUTS[name] = tuple(inputs)
         return function
 
     return decorator
+
+
+def step_reward_inputs(name: str) -> tuple[str, ...]:
+    return STEP_REWARD_INPUTS.get(name, ())
 
 
 def get_step_reward(name: str):
@@ -115,6 +137,26 @@ def arithmetic_steps(response: str, reference: str | None = None, outcome: float
     else:
         steps.append(Step(final, float(outcome)))
     return steps
+
+
+@register_step_reward("language_spans", inputs=("question",))
+def language_span_steps(
+    response: str,
+    reference: str | None = None,
+    outcome: float | None = None,
+    *,
+    question: str,
+    weight: float = 1.0,
+    languages: Sequence[str] = DEFAULT_LANGUAGES,
+) -> list[Step]:
+    """One step per script span of the chain, on its opening character: `weight` when in the
+    question's language, else 0 (see module docstring). A question without words has no target:
+    every span earns 0."""
+    target = question_language(question, languages)
+    return [
+        Step(start + 1, weight if language == target else 0.0)
+        for start, _, _, language in chain_spans(response, languages)
+    ]
 
 
 def split_steps(response: str, separator: str = "\n") -> list[Step]:

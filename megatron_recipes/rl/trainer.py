@@ -78,6 +78,7 @@ from megatron_recipes.generation.cached_decoder import CachedDecoder, cached_dec
 from megatron_recipes.generation.interface import SamplingParams
 from megatron_recipes.generation.logprobs import vocab_parallel_entropy, vocab_parallel_log_probs
 from megatron_recipes.generation.megatron import MegatronGenerator
+from megatron_recipes.rl.config import STEP_ESTIMATORS
 from megatron_recipes.rl.objectives import AdvantageInputs, GrpoLossSettings, get_advantage_estimator, grpo_loss
 from megatron_recipes.rl.reasoning_metrics import revises_itself
 from megatron_recipes.rl.rollout import (
@@ -483,7 +484,7 @@ class GrpoTrainer:
             samples,
             self.rl.rewards,
             self.rl.reward_weights,
-            self.rl.step_reward if self.rl.advantage_estimator == "process" else None,
+            self.rl.step_reward if self.rl.advantage_estimator in STEP_ESTIMATORS else None,
             use_reward_model=True,
         )
         batch = rollout_batch(
