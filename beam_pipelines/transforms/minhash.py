@@ -55,11 +55,13 @@ Q = band partitions = ceil(N * B / `band_partition_records`), E candidate edges)
 So per-task memory is set by the configuration (file size, `band_partition_records`, which also
 sets the verification partitions), and what the runner shuffles is ids proportional to the
 candidates, not documents or hashes. The direct runner holds every shuffle in its driver's
-memory (decoded, then encoded again), so its driver grows by ~1 KB per candidate edge (E ~ N / 3
-on web-like data with planted duplicates; `benchmarks/dedup_memory.py` attributes RSS to
-stages). Before, the verification join carried one shingle-hash array per candidate edge
-through that memory: ~3 GB of the 4.5 GB peak at 1M documents; before per-file signing the
-runner held N * B band records, N shingle arrays and all N documents (16.4 GB at 1M).
+memory (decoded, then encoded again), so its driver still grows with E: measured (2 workers,
+`benchmarks/dedup_memory.py` attributes RSS to stages) 357 MB at 100k documents (E = 31,502)
+and 444 MB at 300k (E = 96,495), ~1.3 KB per candidate edge; the workers' sum stays at
+1.0-1.2 GB (one input file, one band partition each). Before, the verification join carried one
+shingle-hash array per candidate edge through that memory (driver 533 MB at 100k, summed peak
+4.5 GB at 1M); before per-file signing the runner held N * B band records, N shingle arrays and
+all N documents (16.4 GB at 1M).
 
 Measured: see `benchmarks/dedup_scale.py` (docstring and `benchmarks/results/dedup_scale_*.json`).
 """
