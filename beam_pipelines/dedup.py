@@ -8,8 +8,8 @@ dead-lettered), with the LSH statistics and the connected-components convergence
 
 Three kinds of Beam pipeline, driven from here (transforms/minhash.py has the cost model):
   1. per input file: signatures and band records written to band-key partitions; per
-     partition: shared buckets -> candidate edges (-> exact-Jaccard verification, joined by
-     input file) -> work files
+     partition: shared buckets -> candidate edges (-> exact-Jaccard verification per edge
+     partition, the endpoints' shingle hashes exchanged through work files) -> work files
   2. connected components: large-star / small-star rounds, `minhash.rounds_per_pipeline` per
      pipeline, until a round reports a star forest (or `minhash.max_component_rounds` fails)
   3. one survivor per component (best `minhash.survivor_order`, then smallest id); each input
@@ -27,7 +27,8 @@ submitted one after another as separate jobs; work files go to `work_dir`):
 Cost: linear in the documents for signatures and the final filter; what goes through the
 runner's shuffles grows with the number of near-duplicate candidates, not with the corpus.
 No worker holds more than one input file, one band partition (`minhash.band_partition_records`),
-one file's candidate edges, or one node's streamed neighbour list.
+one verification partition (as many as band partitions: its edges and their endpoints' hashes),
+or one node's streamed neighbour list.
 """
 
 from __future__ import annotations

@@ -60,6 +60,12 @@ Measured (direct runner, 2 workers; CPU of the whole process tree; results JSON 
   partitions are bounded (`minhash.band_partition_records`), the documents no longer travel;
   what still grows is proportional to the candidates (E edges, each carrying one shingle-hash
   array through the verification join, held in the direct runner's driver) - not profiled yet.
+- hashes via files (`benchmarks/dedup_memory.py` found the verification join's stage the peak,
+  driver 533 MB at 100k; now only ids are shuffled and each endpoint's hashes are written once
+  per verification partition), `dedup_scale_100k_300k_hashes_via_files.json`, load 5-20,
+  identical removed ids: 100k ours 49.2 CPU s = 2,033 docs/CPU-s vs the loop's 1,675 (1.21x),
+  peak 1,329 MB (driver 357, workers 1,050) vs 1,447; 300k 123.5 CPU s = 2,429 vs 1,537
+  (1.58x), peak 1,619 MB (driver 444, workers 1,214) vs 3,026 (x1.22 from 100k; the loop x2.09).
 """
 
 from __future__ import annotations
@@ -260,7 +266,7 @@ _PROFILE_PARTS = {
     "signature": [("minhash.py", "signatures")],
     "band_keys": [("minhash.py", "band_hashes")],
     "bucket_edges": [("minhash.py", "process", "PartitionEdges")],
-    "verification": [("minhash.py", "process", "_AttachFirst"), ("minhash.py", "process", "_CompareSecond")],
+    "verification": [("minhash.py", "process", "_WriteEndpoints"), ("minhash.py", "process", "_ComparePartition")],
     "components": [("connected_components.py", "process", "_LargeStar"), ("connected_components.py", "_small_star")],
     "survivors_and_removal": [
         ("minhash.py", "_label_members"),
@@ -353,7 +359,7 @@ class TreeSampler:
     def __init__(self, pid: int, interval: float = 0.2):
         self.root = psutil.Process(pid)
         self.interval = interval
-        self.peak_rss = 0
+        self.peak_rss = self.peak_root_rss = self.peak_children_rss = 0
         self.cpu_seconds: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -365,21 +371,32 @@ class TreeSampler:
                 processes = [self.root] + self.root.children(recursive=True)
             except psutil.NoSuchProcess:
                 break
-            total = 0
+            total = children = 0
             for process in processes:
                 try:
-                    total += process.memory_info().rss
+                    rss = process.memory_info().rss
                     times = process.cpu_times()
                     self.cpu_seconds[process.pid] = times.user + times.system
                 except psutil.NoSuchProcess:
                     continue
+                total += rss
+                if process.pid != self.root.pid:
+                    children += rss
             self.peak_rss = max(self.peak_rss, total)
+            # The direct runner's driver holds every shuffle; its workers one task's data each.
+            self.peak_root_rss = max(self.peak_root_rss, total - children)
+            self.peak_children_rss = max(self.peak_children_rss, children)
             self._stop.wait(self.interval)
 
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
-        return {"peak_rss_mb": round(self.peak_rss / 2**20, 1), "cpu_seconds": round(sum(self.cpu_seconds.values()), 1)}
+        return {
+            "peak_rss_mb": round(self.peak_rss / 2**20, 1),
+            "peak_rss_mb_main_process": round(self.peak_root_rss / 2**20, 1),
+            "peak_rss_mb_child_processes": round(self.peak_children_rss / 2**20, 1),
+            "cpu_seconds": round(sum(self.cpu_seconds.values()), 1),
+        }
 
 
 def run_measured(command: list[str], env: dict) -> tuple[dict, float, str]:
@@ -449,6 +466,8 @@ def run_ours(count: int, data: Path, args, env: dict) -> dict:
         "cores": args.workers,
         "docs_per_cpu_second": round(count / max(measured["cpu_seconds"], 1e-9), 1),
         "peak_rss_mb": measured["peak_rss_mb"],
+        "peak_rss_mb_driver": measured["peak_rss_mb_main_process"],
+        "peak_rss_mb_workers": measured["peak_rss_mb_child_processes"],
         "removed": summary["totals"]["dropped"],
         "candidate_pairs": summary["lsh"].get("candidate_pairs", 0),
         "verified_pairs": summary["lsh"].get("verified_pairs", 0),
@@ -476,6 +495,8 @@ def measure_size(count: int, args, env: dict) -> dict:
     ours = min(our_runs, key=lambda run: run["cpu_seconds"])
     reference["peak_rss_mb"] = max(run["peak_rss_mb"] for run in reference_runs)
     ours["peak_rss_mb"] = max(run["peak_rss_mb"] for run in our_runs)
+    ours["peak_rss_mb_driver"] = max(run["peak_rss_mb_driver"] for run in our_runs)
+    ours["peak_rss_mb_workers"] = max(run["peak_rss_mb_workers"] for run in our_runs)
     reference["cpu_seconds_per_repeat"] = [run["cpu_seconds"] for run in reference_runs]
     ours["cpu_seconds_per_repeat"] = [run["cpu_seconds"] for run in our_runs]
     if args.profile:

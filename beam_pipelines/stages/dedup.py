@@ -72,7 +72,7 @@ def build_candidate_pipeline(pipeline, config: DedupConfig, work_dir: str, input
     # Without verification a star per bucket connects exactly what all pairs would.
     pairwise_limit = minhash.pairwise_bucket_limit if minhash.verify else 1
     edges = signed.units | "Candidates" >> CandidateEdges(work_dir, partitions, pairwise_limit)
-    verified = edges | "Verify" >> VerifyEdges(work_dir, minhash.threshold if minhash.verify else None)
+    verified = edges | "Verify" >> VerifyEdges(work_dir, minhash.threshold if minhash.verify else None, partitions)
     write_edges(verified["edges"], f"{work_dir}/edges_round_000/part")
     (
         verified["nodes"]

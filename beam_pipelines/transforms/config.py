@@ -140,7 +140,10 @@ class MinHashConfig:
     pairwise_bucket_limit: int = 16
     # Band records (documents x bands) per partition of the candidate step: a worker groups one
     # partition in memory (~60 bytes a record), so this bounds its memory whatever the corpus
-    # size; the partition count is documents x bands / this, rounded up.
+    # size; the partition count is documents x bands / this, rounded up. The candidate edges are
+    # verified in as many partitions (a worker holds one partition's edges and their endpoints'
+    # shingle hashes, ~1.2 KB a ~2 KB document), so lowering it also lowers that. The other
+    # bound is the input file size: a worker signs, and later filters, one input file at a time.
     band_partition_records: int = 2_000_000
     # Survivor of a cluster: highest value of these, in order (Document fields or
     # quality.<signal>; missing values rank lowest), then the smallest id.

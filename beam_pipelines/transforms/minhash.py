@@ -31,10 +31,11 @@ Beam graph (the unit of work is an input Parquet file, not a document; `stages/d
   (a star would only verify members against the centre), a star on the smallest id above
   (edges stay O(bucket)); without verification always a star (connects the bucket as all
   pairs would). Distinct edges carry their endpoints' files.
-- `VerifyEdges`: a join by file: edges grouped by the larger id's file, which reads its signed
-  documents once and sends that endpoint's hashes on; then by the smaller id's file, which
-  computes the exact Jaccard and keeps edges reaching `threshold`. Only candidate documents'
-  hashes travel.
+- `VerifyEdges`: edges split by a hash of the pair into verification partitions (as many as
+  band partitions); each endpoint's id goes to its file's task, which reads its signed documents
+  once and writes the requested shingle hashes to one small file per partition; then one task
+  per partition reads its files and keeps the edges whose exact Jaccard reaches `threshold`.
+  Only ids travel through the runner; the hashes go through files.
 - connected components of the kept edges (`connected_components.py`, large-star / small-star
   rounds); `SelectSurvivors` picks one survivor per component (losers keyed by their file);
   `DuplicateIds` finds repeated ids per id partition; `ApplyRemovals` filters each input file
@@ -46,14 +47,21 @@ Q = band partitions = ceil(N * B / `band_partition_records`), E candidate edges)
 - signatures: O(N * L * P) CPU, embarrassingly parallel over files; memory one file;
 - banding: N * B records of ~20 bytes written to Q * F files, one partition (at most
   `band_partition_records` records, ~60 bytes each in memory) sorted per task;
-- verification: E records plus one shingle-hash array per edge through the runner;
+- verification: 3 E small records (ids, units, partition) through the runner; the endpoints'
+  shingle hashes (~1.2 KB a ~2 KB document) written once per (file, partition) that needs them,
+  one partition's (~E / Q edges') read by one task;
 - edges, components, survivors: proportional to E and the candidate documents, never to N;
 - removal: one file per task; losers, duplicate copies and failures through the runner.
-So per-task memory is set by the configuration (file size, `band_partition_records`), and
-what the runner shuffles is proportional to the candidates, not to N: on the direct runner,
-which holds every shuffle in its driver's memory, peak RSS no longer grows with the corpus
-(before this design it held N * B band records, N shingle arrays and all N documents: 1.9 GB
-at 20k documents of ~2 KB, 3.4 GB at 100k, 16.4 GB at 1M).
+So per-task memory is set by the configuration (file size, `band_partition_records`, which also
+sets the verification partitions), and what the runner shuffles is ids proportional to the
+candidates, not documents or hashes. The direct runner holds every shuffle in its driver's
+memory (decoded, then encoded again), so its driver still grows with E: measured (2 workers,
+`benchmarks/dedup_memory.py` attributes RSS to stages) 357 MB at 100k documents (E = 31,502)
+and 444 MB at 300k (E = 96,495), ~1.3 KB per candidate edge; the workers' sum stays at
+1.0-1.2 GB (one input file, one band partition each). Before, the verification join carried one
+shingle-hash array per candidate edge through that memory (driver 533 MB at 100k, summed peak
+4.5 GB at 1M); before per-file signing the runner held N * B band records, N shingle arrays and
+all N documents (16.4 GB at 1M).
 
 Measured: see `benchmarks/dedup_scale.py` (docstring and `benchmarks/results/dedup_scale_*.json`).
 """
@@ -366,6 +374,13 @@ SIGNED_SCHEMA = pa.schema(
         pa.field("hashes", pa.binary()),
     ]
 )
+ENDPOINT_SCHEMA = pa.schema(
+    [
+        pa.field("unit", pa.int32(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("hashes", pa.binary()),
+    ]
+)
 BAND_SCHEMA = pa.schema(
     [
         pa.field("key", pa.uint64(), nullable=False),
@@ -383,6 +398,12 @@ def signed_path(work_dir: str, unit: int) -> str:
 def band_path(work_dir: str, partition: int, unit: int) -> str:
     """The band records (key, id, unit) of one input unit whose key falls in one partition."""
     return f"{work_dir}/bands/partition-{partition:05d}/unit-{unit:06d}.parquet"
+
+
+def endpoint_path(work_dir: str, partition: int, unit: int) -> str:
+    """The (unit, id, shingle hashes) of one unit's candidate documents that one verification
+    partition needs."""
+    return f"{work_dir}/endpoints/partition-{partition:05d}/unit-{unit:06d}.parquet"
 
 
 def id_path(work_dir: str, partition: int, unit: int) -> str:
@@ -607,39 +628,69 @@ class CandidateEdges(beam.PTransform):
         )
 
 
-def _unit_rows(work_dir: str, unit: int, wanted: set[str]) -> dict[str, tuple[list, bytes]]:
-    """id -> (rank, shingle-hash bytes) of the wanted documents of one signed unit."""
-    table = _read_table(signed_path(work_dir, unit))
-    ids = table.column("id").to_pylist()
-    positions = [i for i, document_id in enumerate(ids) if document_id in wanted]
-    rows = table.take(pa.array(positions, pa.int64()))
-    return {
-        document_id: (rank, hashes)
-        for document_id, rank, hashes in zip(
-            rows.column("id").to_pylist(), rows.column("rank").to_pylist(), rows.column("hashes").to_pylist()
-        )
-    }
+def _edge_partition(item, partitions: int):
+    """((larger id, smaller id), units) -> (verification partition, the same item): a hash of the
+    pair, so each partition gets ~1/`partitions` of the edges whatever their files."""
+    edge = item[0]
+    key = f"{edge[0]}\x1f{edge[1]}".encode("utf-8", "surrogatepass")
+    return (xxhash.xxh3_64_intdigest(key) % partitions, item)
 
 
-class _AttachFirst(beam.DoFn):
-    """(unit of the larger id, edges) -> (unit of the smaller id, (edge, rank, hashes of the
-    larger id)): the unit's signed file is read once for all its edges."""
+def _endpoint_requests(keyed):
+    """(partition, ((larger, smaller), (its unit, the other's unit))) -> (unit, (id, partition))
+    for both endpoints: which partitions need which document's hashes."""
+    partition, (edge, units) = keyed
+    yield (units[0], (edge[0], partition))
+    yield (units[1], (edge[1], partition))
+
+
+class _WriteEndpoints(beam.DoFn):
+    """(unit, [(id, partition)]) -> per partition, one file (`endpoint_path`) with the unit, id
+    and shingle hashes of the unit's documents that partition asked for: the unit's signed file
+    is read once and filtered in Arrow, and the hashes travel through files, not through the
+    runner (whose shuffles the direct runner holds in its driver's memory). Yields the unit
+    (main; the comparison waits on every unit) and `NODES`: (id, (rank, unit)) of each
+    requested document."""
 
     def __init__(self, work_dir: str):
         self.work_dir = work_dir
 
     def process(self, grouped):
-        unit, edges = grouped
-        edges = list(edges)
-        found = _unit_rows(self.work_dir, unit, {edge[0] for edge, _ in edges})
-        for edge, other_unit in edges:
-            yield (other_unit, (edge, unit, found.get(edge[0])))
+        unit, requests = grouped
+        wanted: dict[str, set[int]] = {}
+        for document_id, partition in requests:
+            wanted.setdefault(document_id, set()).add(partition)
+        table = _read_table(signed_path(self.work_dir, unit))
+        rows = table.filter(pc.is_in(table.column("id"), value_set=pa.array(list(wanted), pa.string())))
+        row_ids = rows.column("id").to_pylist()
+        # A repeated id within a unit: the last copy, as a dict built over the rows keeps.
+        last = {document_id: position for position, document_id in enumerate(row_ids)}
+        ranks = rows.column("rank").to_pylist()
+        by_partition: dict[int, list[int]] = {}
+        for document_id, position in last.items():
+            yield beam.pvalue.TaggedOutput(NODES, (document_id, (tuple(ranks[position]), unit)))
+            for partition in wanted[document_id]:
+                by_partition.setdefault(partition, []).append(position)
+        for partition, positions in sorted(by_partition.items()):
+            selected = rows.take(pa.array(positions, pa.int64()))
+            _write_table(
+                pa.table(
+                    [
+                        pa.array(np.full(len(positions), unit, dtype=np.int32)),
+                        selected.column("id"),
+                        selected.column("hashes"),
+                    ],
+                    schema=ENDPOINT_SCHEMA,
+                ),
+                endpoint_path(self.work_dir, partition, unit),
+            )
+        yield unit
 
 
-class _CompareSecond(beam.DoFn):
-    """(unit of the smaller id, edges with the larger id's data) -> edges whose exact Jaccard
-    reaches `threshold` (every edge when `threshold` is None); `NODES`: (id, rank) of both
-    endpoints of every candidate edge, with their unit."""
+class _ComparePartition(beam.DoFn):
+    """(partition, {"edges": its edges, "ready": markers}) -> edges whose exact Jaccard reaches
+    `threshold` (every edge whose endpoints were signed when `threshold` is None). Reads the
+    partition's endpoint files: the hashes of the endpoints of ~1/partitions of the edges."""
 
     def __init__(self, work_dir: str, threshold: float | None):
         self.work_dir = work_dir
@@ -651,21 +702,28 @@ class _CompareSecond(beam.DoFn):
         self.similarity = Metrics.distribution(LSH_NAMESPACE, "verified_similarity_percent")
 
     def process(self, grouped):
-        unit, edges = grouped
-        edges = list(edges)
-        found = _unit_rows(self.work_dir, unit, {edge[1] for edge, _, _ in edges})
-        for edge, first_unit, first in edges:
-            second = found.get(edge[1])
+        partition, sides = grouped
+        edges = list(sides["edges"])
+        if not edges:
+            return
+        pattern = endpoint_path(self.work_dir, partition, 0).rsplit("/", 1)[0] + "/*.parquet"
+        hashes: dict[tuple[int, str], bytes] = {}
+        for metadata in FileSystems.match([pattern])[0].metadata_list:
+            table = _read_table(metadata.path)
+            columns = (table.column(name).to_pylist() for name in ("unit", "id", "hashes"))
+            for unit, document_id, blob in zip(*columns):
+                hashes[(unit, document_id)] = blob
+        for edge, units in edges:
+            first = hashes.get((units[0], edge[0]))
+            second = hashes.get((units[1], edge[1]))
             if first is None or second is None:  # an endpoint without shingles cannot be verified
                 if self.threshold is not None:
                     self.rejected.inc()
                 continue
-            yield beam.pvalue.TaggedOutput(NODES, (edge[0], (tuple(first[0]), first_unit)))
-            yield beam.pvalue.TaggedOutput(NODES, (edge[1], (tuple(second[0]), unit)))
             if self.threshold is None:
                 yield edge
                 continue
-            similarity = jaccard(np.frombuffer(first[1], dtype=np.uint32), np.frombuffer(second[1], dtype=np.uint32))
+            similarity = jaccard(np.frombuffer(first, dtype=np.uint32), np.frombuffer(second, dtype=np.uint32))
             if similarity >= self.threshold:
                 self.verified.inc()
                 self.similarity.update(int(similarity * 100))
@@ -679,32 +737,46 @@ class VerifyEdges(beam.PTransform):
     shingle hashes) reaches `threshold` (all of them when None), "nodes": (id, (rank, unit)) of
     every candidate document}.
 
-    A join by unit instead of by document: edges are grouped by the larger id's unit, which
-    reads its signed file once and sends that endpoint's hashes on, then by the smaller id's
-    unit, which compares. Only candidate documents' hashes travel (not all N), and a worker
-    holds one unit's file and one unit's edges.
+    Edges are split by a hash of the pair into `partitions` verification partitions. Each
+    endpoint asks its unit for its hashes (only ids travel); one task per unit reads its signed
+    file once and writes, per partition, the requested rows to a file; once every unit is
+    written, one task per partition reads its files and compares its edges. The shingle hashes
+    never enter the runner: on the direct runner, which holds every shuffle in its driver's
+    memory, they were what grew with the corpus (one array per candidate edge). A task holds
+    one unit's signed file, or one partition's edges and their endpoints' hashes.
     """
 
-    def __init__(self, work_dir: str, threshold: float | None):
+    def __init__(self, work_dir: str, threshold: float | None, partitions: int):
         super().__init__()
         self.work_dir = work_dir
         self.threshold = threshold
+        self.partitions = partitions
 
     def expand(self, edges):
+        partitions = self.partitions
+        keyed = edges | "Edge partitions" >> beam.Map(_edge_partition, partitions)
+        written = (
+            keyed
+            | "Endpoint requests" >> beam.FlatMap(_endpoint_requests)
+            | "Group requests by unit" >> beam.GroupByKey()
+            | "Write endpoints" >> beam.ParDo(_WriteEndpoints(self.work_dir)).with_outputs(NODES, main="units")
+        )
+        ready = (
+            written.units
+            | "All endpoints written" >> beam.combiners.Count.Globally()
+            | "Partitions ready" >> beam.FlatMap(lambda _: [(partition, True) for partition in range(partitions)])
+        )
         compared = (
-            edges
-            | "Key by first unit" >> beam.Map(lambda item: (item[1][0], (item[0], item[1][1])))
-            | "Group by first unit" >> beam.GroupByKey()
-            | "Attach first" >> beam.ParDo(_AttachFirst(self.work_dir))
-            | "Group by second unit" >> beam.GroupByKey()
-            | "Compare" >> beam.ParDo(_CompareSecond(self.work_dir, self.threshold)).with_outputs(NODES, main="edges")
+            {"edges": keyed, "ready": ready}
+            | "Join partitions" >> beam.CoGroupByKey()
+            | "Compare" >> beam.ParDo(_ComparePartition(self.work_dir, self.threshold))
         )
         nodes = (
-            compared[NODES]
+            written[NODES]
             | "One rank per node" >> beam.CombinePerKey(_any_value)
             | "Count candidate documents" >> beam.Map(_counted(LSH_NAMESPACE, "candidate_documents"))
         )
-        return {"edges": compared.edges, "nodes": nodes}
+        return {"edges": compared, "nodes": nodes}
 
 
 def _label_members(grouped):

@@ -132,6 +132,19 @@ def test_removes_exactly_what_the_in_process_computation_removes(corpus, default
     assert {row["id"] for row in removed} == expected
 
 
+def test_many_partitions_verify_the_same_pairs_and_remove_the_same_documents(corpus, default_run):
+    """Band records and candidate edges split into 10 partitions (the edges' endpoint hashes
+    exchanged through per-(file, partition) files) find, verify and remove exactly what one
+    partition does."""
+    root, _, _ = corpus
+    default_summary, _, default_removed = default_run
+    summary, _, removed = _run(root, "partitioned", "minhash.band_partition_records=4000")
+    assert default_summary["lsh"]["band_partitions"] == 1 and summary["lsh"]["band_partitions"] == 10
+    for name in ("candidate_pairs", "verified_pairs", "rejected_pairs", "candidate_documents"):
+        assert summary["lsh"][name] == default_summary["lsh"][name], name
+    assert sorted(row["id"] for row in removed) == sorted(row["id"] for row in default_removed)
+
+
 def test_without_verification_band_collisions_merge_dissimilar_pages(corpus):
     """The same graph without exact Jaccard: recall stays, precision collapses - which is why
     verification is on by default (and shows the precision measure can fail)."""
