@@ -21,47 +21,11 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _STAGE = re.compile(r"Running bundle for stage (\S+)")
-
-
-class ProcessSampler:
-    """RSS of a root process and, summed, of its descendants; with the stage running then."""
-
-    def __init__(self, pid: int, interval: float = 0.2):
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.stage = "start"
-        self.samples: list[tuple[float, str, int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                driver = self.root.memory_info().rss
-                children = self.root.children(recursive=True)
-            except psutil.NoSuchProcess:
-                break
-            workers = 0
-            for child in children:
-                try:
-                    workers += child.memory_info().rss
-                except psutil.NoSuchProcess:
-                    continue
-            self.samples.append((time.time(), self.stage, driver, workers))
-            self._stop.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main() -> None:
@@ -74,7 +38,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the dedup stage")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO_ROOT))
-    from benchmarks.dedup_scale import generate  # noqa: PLC0415  after the path is set
+    from benchmarks.dedup_scale import TreeSampler, generate  # noqa: PLC0415  after the path is set
 
     data = Path(args.work_dir) / f"n{args.documents}"
     if not (args.reuse and (data / "pool" / "documents").exists()):
@@ -102,7 +66,7 @@ def main() -> None:
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    sampler = ProcessSampler(process.pid)
+    sampler = TreeSampler(process.pid)
     pipeline = 0
     tail: list[str] = []
     for line in process.stdout:
@@ -110,7 +74,7 @@ def main() -> None:
         if "[dedup]" in line or "[components]" in line:
             pipeline += 1
         found = _STAGE.search(line)
-        if found and "Running bundle for stage" in line:
+        if found:
             name = re.sub(r"ref_AppliedPTransform_|ref_PCollection_|[()]", "", found.group(1))
             sampler.stage = f"p{pipeline}:{name[:120]}"
     process.wait()

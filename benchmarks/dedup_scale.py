@@ -354,13 +354,17 @@ def check_same_signatures(directory: Path, sample: int = 300) -> bool:
 
 
 class TreeSampler:
-    """Peak RSS (sum over a process and its descendants) and their CPU seconds."""
+    """Peak RSS (sum over a process and its descendants) and their CPU seconds. Every sample is
+    also kept as (time, stage, root RSS, descendants' RSS), `stage` being whatever label the
+    caller set last (dedup_memory.py names the Beam stage running then)."""
 
     def __init__(self, pid: int, interval: float = 0.2):
         self.root = psutil.Process(pid)
         self.interval = interval
         self.peak_rss = self.peak_root_rss = self.peak_children_rss = 0
         self.cpu_seconds: dict[int, float] = {}
+        self.stage = "start"
+        self.samples: list[tuple[float, str, int, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -386,6 +390,7 @@ class TreeSampler:
             # The direct runner's driver holds every shuffle; its workers one task's data each.
             self.peak_root_rss = max(self.peak_root_rss, total - children)
             self.peak_children_rss = max(self.peak_children_rss, children)
+            self.samples.append((time.time(), self.stage, total - children, children))
             self._stop.wait(self.interval)
 
     def stop(self) -> dict:

@@ -347,6 +347,19 @@ def distill_versus_student_rl(work: Path, base: Path, heldout: Path, rejection: 
     }
 
 
+def _report(result: dict, arguments, seconds: dict, started: float, load_start) -> None:
+    """Completes the result with the stage times and load averages, prints it as ONE JSON line
+    and writes it to --result when given."""
+    result["seconds"] = {**seconds, "total": round(time.time() - started, 1)}
+    result["load_average"] = {
+        "start": [round(x, 2) for x in load_start],
+        "end": [round(x, 2) for x in os.getloadavg()],
+    }
+    if arguments.result:
+        arguments.result.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(json.dumps(result, ensure_ascii=False))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[r1_language_and_rejection] %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -478,15 +491,8 @@ def main() -> None:
             "overlap": overlap,
             "language_consistency": language,
             "runs": {k: str(v) for k, v in runs.items()},
-            "seconds": {**seconds, "total": round(time.time() - started, 1)},
-            "load_average": {
-                "start": [round(x, 2) for x in load_start],
-                "end": [round(x, 2) for x in os.getloadavg()],
-            },
         }
-        if arguments.result:
-            arguments.result.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-        print(json.dumps(result, ensure_ascii=False))
+        _report(result, arguments, seconds, started, load_start)
         return
 
     # 2. Rejection sampling from the language-RL checkpoint; SFT on kept vs every sample.
@@ -614,15 +620,8 @@ def main() -> None:
             "heldout_greedy_accuracy": heldout_accuracy,
         },
         "distillation_vs_student_rl": distillation,
-        "seconds": {**seconds, "total": round(time.time() - started, 1)},
-        "load_average": {
-            "start": [round(x, 2) for x in load_start],
-            "end": [round(x, 2) for x in os.getloadavg()],
-        },
     }
-    if arguments.result:
-        arguments.result.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(json.dumps(result, ensure_ascii=False))
+    _report(result, arguments, seconds, started, load_start)
 
 
 if __name__ == "__main__":

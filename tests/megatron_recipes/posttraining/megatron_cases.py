@@ -396,27 +396,41 @@ def test_first_update_without_old_logp_has_the_old_paths_loss_and_gradients(mode
         assert torch.allclose(old, new, rtol=1e-4, atol=1e-7)
 
 
-def test_shared_prefix_forward_has_megatrons_loss_and_gradients(model, tokenizer):
-    # The updates' forward through the shared prompt prefill: GRPO's loss, metrics and every
-    # parameter's gradient as megatron's forward gives them (ragged prompts, pi_old moved so some
-    # ratios clip, a row without trained tokens).
-    batch = _rollout_batch(model, tokenizer, PROMPTS, 4, seed=7)
-    batch.mask[5] = 0.0
+def _clipping_update_batch(model, tokenizer, seed: int, untrained_row: int, temperature: float = 1.0):
+    """A rollout batch of ragged prompts with one row without trained tokens, pi_old moved so
+    that some ratios clip and a reference apart from it; with GRPO's loss over it."""
+    batch = _rollout_batch(model, tokenizer, PROMPTS, 4, seed=seed)
+    batch.mask[untrained_row] = 0.0
     batch.old_logp = sequence_log_probs(model, batch, 20, 1.0, tokenizer.vocab_size) - 0.1 * batch.mask
     batch.ref_logp = batch.old_logp + 0.05 * batch.mask
     settings = GrpoLossSettings.from_config(RlConfig(kl_coefficient=0.04, epsilon_high=0.05))
-    loss_fn = grpo_loss_function(settings, 1.0, tokenizer.vocab_size)
-    chunk = model[0]
-    results = []
-    for forward_fn in (policy_forward, shared_prefix_forward(shared_prefix_decoder(model, training=True))):
-        micro_batch = batch.rows(torch.arange(len(batch)))
-        chunk.zero_grad()
-        numerator, denominator, metrics = loss_fn(micro_batch, forward_fn(chunk, micro_batch))
-        (numerator / denominator).backward()
-        gradients = [p.grad.clone() for p in chunk.parameters()]
-        results.append((float(numerator / denominator), gradients, {k: v.tolist() for k, v in metrics.items()}))
+    return batch, grpo_loss_function(settings, temperature, tokenizer.vocab_size)
+
+
+def _loss_and_gradients(chunk, batch, loss_fn, forward_fn):
+    """One update's loss pass and backward through `forward_fn`: (logits, loss, every
+    parameter's gradient, metrics); leaves the gradients zeroed."""
+    micro_batch = batch.rows(torch.arange(len(batch)))
     chunk.zero_grad()
-    (megatron_loss, megatron_gradients, megatron_metrics), (shared_loss, shared_gradients, shared_metrics) = results
+    logits = forward_fn(chunk, micro_batch)
+    numerator, denominator, metrics = loss_fn(micro_batch, logits)
+    loss = numerator / denominator
+    loss.backward()
+    gradients = [p.grad.clone() for p in chunk.parameters()]
+    chunk.zero_grad()
+    return logits, loss.item(), gradients, metrics
+
+
+def test_shared_prefix_forward_has_megatrons_loss_and_gradients(model, tokenizer):
+    # The updates' forward through the shared prompt prefill: GRPO's loss, metrics and every
+    # parameter's gradient as megatron's forward gives them.
+    batch, loss_fn = _clipping_update_batch(model, tokenizer, seed=7, untrained_row=5)
+    forwards = (policy_forward, shared_prefix_forward(shared_prefix_decoder(model, training=True)))
+    (_, megatron_loss, megatron_gradients, megatron_metrics), (_, shared_loss, shared_gradients, shared_metrics) = [
+        _loss_and_gradients(model[0], batch, loss_fn, forward_fn) for forward_fn in forwards
+    ]
+    megatron_metrics = {k: v.tolist() for k, v in megatron_metrics.items()}
+    shared_metrics = {k: v.tolist() for k, v in shared_metrics.items()}
     assert megatron_metrics["clip_fraction"][0] > 0
     assert shared_loss == pytest.approx(megatron_loss, rel=1e-5)
     assert shared_metrics.keys() == megatron_metrics.keys()
@@ -430,31 +444,18 @@ def test_shared_prefix_forward_has_megatrons_loss_and_gradients(model, tokenizer
 def test_selected_logits_give_the_dense_paths_loss_and_gradients_bit_for_bit(model, tokenizer):
     # shared_prefix_forward hands the loss the logits of the trained positions only; before, it
     # scattered them into a [b, s, V] tensor of zeros (CachedDecoder.sequence_logits) that the loss
-    # gathered again. Same loss, metrics and gradients, bit for bit (ragged prompts, a row without
-    # trained tokens, pi_old moved so that some ratios clip).
-    batch = _rollout_batch(model, tokenizer, PROMPTS, 4, seed=11)
-    batch.mask[2] = 0.0
-    batch.old_logp = sequence_log_probs(model, batch, 20, 1.0, tokenizer.vocab_size) - 0.1 * batch.mask
-    batch.ref_logp = batch.old_logp + 0.05 * batch.mask
-    settings = GrpoLossSettings.from_config(RlConfig(kl_coefficient=0.04, epsilon_high=0.05))
-    loss_fn = grpo_loss_function(settings, 0.9, tokenizer.vocab_size)
+    # gathered again. Same loss, metrics and gradients, bit for bit.
+    batch, loss_fn = _clipping_update_batch(model, tokenizer, seed=11, untrained_row=2, temperature=0.9)
     decoder = shared_prefix_decoder(model, training=True)
-    chunk = model[0]
 
     def dense(model_chunk, batch):
         return decoder.sequence_logits(batch["tokens"], batch["loss_mask"] > 0)
 
-    results = []
-    for forward_fn in (dense, shared_prefix_forward(decoder)):
-        micro_batch = batch.rows(torch.arange(len(batch)))
-        chunk.zero_grad()
-        logits = forward_fn(chunk, micro_batch)
-        numerator, denominator, metrics = loss_fn(micro_batch, logits)
-        (numerator / denominator).backward()
-        results.append((logits.dim(), numerator.item(), [p.grad.clone() for p in chunk.parameters()], metrics))
-    chunk.zero_grad()
-    (dense_dims, dense_loss, dense_grads, dense_metrics), (dims, loss, grads, metrics) = results
-    assert (dense_dims, dims) == (3, 2)
+    forwards = (dense, shared_prefix_forward(decoder))
+    (dense_logits, dense_loss, dense_grads, dense_metrics), (logits, loss, grads, metrics) = [
+        _loss_and_gradients(model[0], batch, loss_fn, forward_fn) for forward_fn in forwards
+    ]
+    assert (dense_logits.dim(), logits.dim()) == (3, 2)
     assert loss == dense_loss != 0.0 and metrics.keys() == dense_metrics.keys()
     assert all(torch.equal(metrics[name], dense_metrics[name]) for name in metrics)
     assert dense_metrics["clip_fraction"][0] > 0
